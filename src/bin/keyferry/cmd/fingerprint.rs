@@ -1,0 +1,71 @@
+//! `keyferry fingerprint`
+
+use crate::cmd::{success, CmdResult};
+use crate::node_args::NodeArgs;
+use crate::ui::Ui;
+use keyferry::cluster::host_name;
+use keyferry::report::{node_report, KeySetStatus};
+use keyferry::time::Timestamp;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The fingerprint covers the key files this node's role holds (names and SHA-256), \
+domain-separated: docs/node-report.md. With --json: the per-node report the fleet audit collects."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Also spell the fingerprint as 12 words, for reading it aloud
+    #[arg(long)]
+    pub words: bool,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let node = args.node.resolve()?;
+    let report = node_report(&node, &host_name(), Timestamp::now())?;
+    if ui.json {
+        ui.json(&report);
+        return success();
+    }
+    match (&report.fingerprint, report.status) {
+        (_, KeySetStatus::NotNeeded) => ui.out("none (this role needs no keys)"),
+        (Some(fp), _) => ui.out(&fp.to_string()),
+        (None, _) => ui.out("none (no key files present)"),
+    }
+    if args.words {
+        if let Some(fp) = &report.fingerprint {
+            ui.out(&fp.words().join(" "));
+        }
+    }
+    for f in &report.files {
+        match (&f.sha256, f.len) {
+            (Some(h), Some(len)) => ui.out(&format!(
+                "  {}  {len:>8} bytes  {}",
+                h.to_hex(),
+                f.path.display()
+            )),
+            _ => ui.out(&format!(
+                "  {:<64}  {:>8}        {}{}",
+                "missing",
+                "",
+                f.path.display(),
+                if f.transient {
+                    " (temporary vendor file; absent after cleanup)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+    ui.info(&format!(
+        "node {} ({}), profile {}, status {}",
+        report.node,
+        report.role,
+        report.profile,
+        serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    ));
+    success()
+}

@@ -1,0 +1,128 @@
+//! `keyferry keys export`
+
+use crate::cmd::{export_work_factor, success, CmdResult};
+use crate::failure::Failure;
+use crate::node_args::NodeArgs;
+use crate::passphrase::PassphraseArgs;
+use crate::ui::Ui;
+use keyferry::bundle::Encoding;
+use keyferry::cluster::host_name;
+use keyferry::export::{build_manifest, export_to_file, seal_to, BundleSummary};
+use keyferry::secret::Passphrase;
+use keyferry::time::{format_duration, parse_duration, Timestamp};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  keyferry keys export -c cluster.toml -o keys.kfb\n  keyferry keys export -c cluster.toml -o keys.kfb --passphrase-file /root/pass.txt --ttl 30m"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Write the bundle here (created 0600; stdout if omitted and not a terminal)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file
+    #[arg(long)]
+    pub force: bool,
+    /// Write raw age binary instead of ASCII armor
+    #[arg(long)]
+    pub binary: bool,
+    /// How long the bundle may be imported, e.g. 30m, 2h (at most 7 days)
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let node = args.node.resolve()?;
+    let to_stdout = args.output.is_none();
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(Failure::new(
+            "output-is-terminal",
+            "refusing to write a bundle to the terminal",
+            Some("pass -o FILE, or redirect standard output to a file"),
+        ));
+    }
+    if to_stdout && ui.json {
+        return Err(Failure::new(
+            "usage",
+            "--json needs -o FILE: standard output carries the JSON report",
+            Some("pass -o FILE"),
+        ));
+    }
+    // Decide where the passphrase comes from before any work, so a missing terminal fails fast.
+    let supplied = args.passphrase.supplied()?;
+    let generated = supplied.is_none();
+    if generated && !ui.can_prompt() {
+        return Err(Failure::new(
+            "passphrase",
+            "a generated passphrase is shown once on the terminal, and there is none here",
+            Some("pass --passphrase-file PATH (mode 0600) or --passphrase-fd N"),
+        ));
+    }
+    let passphrase = supplied.unwrap_or_else(Passphrase::generate);
+
+    let host = host_name();
+    let manifest = build_manifest(&node, &host, Timestamp::now(), args.ttl)?;
+    let wf = export_work_factor(ui);
+    let encoding = if args.binary {
+        Encoding::Binary
+    } else {
+        Encoding::Armored
+    };
+    let written = match &args.output {
+        Some(path) => Some(export_to_file(
+            &node,
+            &manifest,
+            &passphrase,
+            wf,
+            encoding,
+            path,
+            args.force,
+            ui,
+        )?),
+        None => {
+            let stdout = std::io::stdout();
+            seal_to(&manifest, &passphrase, wf, encoding, stdout.lock(), ui)?;
+            None
+        }
+    };
+    let summary = BundleSummary::of(&manifest, "export", written.clone());
+    if ui.json {
+        ui.json(&summary);
+    } else {
+        let h = &manifest.header;
+        match &written {
+            Some(p) => ui.info(&format!("Wrote {}", p.display())),
+            None => ui.info("Wrote the bundle to standard output"),
+        }
+        ui.info(&format!(
+            "{} file(s) from node {} ({}), expires {} (in {})",
+            h.entries.len(),
+            h.source.node,
+            h.source.role,
+            h.expires,
+            format_duration(args.ttl)
+        ));
+        if to_stdout {
+            ui.info(&format!("Key-set fingerprint: {}", h.fingerprint));
+        } else {
+            ui.out(&h.fingerprint.to_string());
+        }
+        if written.is_some() {
+            ui.info("Remove the bundle after the import (import does it) or with: keyferry keys cleanup");
+        }
+    }
+    if generated {
+        ui.show_passphrase_once(passphrase.expose_secret());
+    }
+    success()
+}

@@ -1,0 +1,125 @@
+//! `keyferry keys import BUNDLE`
+
+use crate::cmd::{success, CmdResult};
+use crate::node_args::NodeArgs;
+use crate::passphrase::PassphraseArgs;
+use crate::ui::Ui;
+use keyferry::bundle::MAX_IMPORT_WORK_FACTOR;
+use keyferry::import::{import_file, FileAction, ImportOptions, ImportOutcome};
+use keyferry::time::Timestamp;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Checks, in order: passphrase, integrity of the file, format version, expiry, entry names, \
+SHA-256 and fingerprint, role, profile and cluster. Any failure exits 2 and changes nothing.\n\n\
+Examples:\n  keyferry keys import keys.kfb -c cluster.toml --dry-run\n  keyferry keys import keys.kfb -c cluster.toml --replace"
+)]
+pub struct Args {
+    /// The bundle written by `keyferry keys export`
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Replace key files that differ (backed up first); without it, a differing node is refused
+    #[arg(long)]
+    pub replace: bool,
+    /// Show the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave the bundle file in place afterwards (recorded for `keys cleanup`)
+    #[arg(long)]
+    pub keep_bundle: bool,
+    /// Import a bundle past its expiry time
+    #[arg(long)]
+    pub allow_expired: bool,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let node = args.node.resolve()?;
+    if !args.bundle.is_file() {
+        return Err(keyferry::Error::io(
+            &args.bundle,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such bundle file"),
+        )
+        .into());
+    }
+    let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
+    let opts = ImportOptions {
+        replace: args.replace,
+        dry_run: args.dry_run,
+        allow_expired: args.allow_expired,
+        now: Timestamp::now(),
+        max_work_factor: MAX_IMPORT_WORK_FACTOR,
+    };
+    let report = import_file(
+        &args.bundle,
+        &passphrase,
+        &node,
+        &opts,
+        args.keep_bundle,
+        ui,
+    )?;
+    if report.expired_override {
+        ui.warn(&format!(
+            "IMPORTING AN EXPIRED BUNDLE (expired {}) because --allow-expired was given",
+            report.bundle.expires
+        ));
+    }
+    if ui.json {
+        ui.json(&report);
+        return success();
+    }
+    let b = &report.bundle;
+    ui.out(&format!(
+        "Bundle from {} ({}, {}), created {}, fingerprint {}",
+        b.source_node, b.source_role, b.source_host, b.created, b.fingerprint
+    ));
+    for f in &report.plan.files {
+        let what = match (f.action, report.outcome) {
+            (FileAction::Unchanged, _) => "unchanged",
+            (FileAction::Install, ImportOutcome::DryRun) => "would install",
+            (FileAction::Replace, ImportOutcome::DryRun) => "would replace",
+            (FileAction::Install, _) => "installed",
+            (FileAction::Replace, _) => "replaced",
+        };
+        ui.out(&format!("  {what:<13} {}", f.path.display()));
+    }
+    for s in &report.plan.skipped {
+        ui.out(&format!(
+            "  {:<13} {s} (not for role {})",
+            "skipped", report.role
+        ));
+    }
+    match report.outcome {
+        ImportOutcome::Unchanged => {
+            ui.out(&format!(
+                "Node {} already holds these keys: nothing changed.",
+                report.node
+            ));
+            ui.info("The bundle was left in place; remove it with `keyferry keys cleanup` or `keyferry shred`.");
+        }
+        ImportOutcome::DryRun => ui.info("Dry run: nothing was changed."),
+        ImportOutcome::Installed => {
+            if let Some(d) = &report.backup_dir {
+                ui.out(&format!("Previous files backed up in {}", d.display()));
+            }
+            ui.out(&format!(
+                "Key-set fingerprint now {}",
+                report.plan.fingerprint
+            ));
+            match &report.bundle_removal {
+                Some(r) => ui.out(&format!("Bundle {r}")),
+                None => {
+                    ui.info("Bundle kept (--keep-bundle); `keyferry keys cleanup` will remove it.")
+                }
+            }
+            if let Some(next) = &report.next_step {
+                ui.info(&format!("Next: {next}"));
+            }
+        }
+    }
+    success()
+}

@@ -1,0 +1,31 @@
+//! `keyferry keys ...`
+
+pub mod cleanup;
+pub mod export;
+pub mod import;
+pub mod inspect;
+
+use super::CmdResult;
+use crate::ui::Ui;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Seal this node's key set into a passphrase-protected bundle
+    Export(export::Args),
+    /// Check a bundle and install its keys on this node
+    Import(import::Args),
+    /// Show a bundle's manifest (never the key bytes)
+    Inspect(inspect::Args),
+    /// Remove leftover bundles and vendor export files from this node
+    Cleanup(cleanup::Args),
+}
+
+pub fn run(c: KeysCommand, ui: &Ui) -> CmdResult {
+    match c {
+        KeysCommand::Export(a) => export::run(a, ui),
+        KeysCommand::Import(a) => import::run(a, ui),
+        KeysCommand::Inspect(a) => inspect::run(a, ui),
+        KeysCommand::Cleanup(a) => cleanup::run(a, ui),
+    }
+}

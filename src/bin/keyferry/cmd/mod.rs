@@ -1,0 +1,47 @@
+//! One module per leaf subcommand; groups are enums with a short `match`.
+
+pub mod demo;
+pub mod fingerprint;
+pub mod keys;
+pub mod shred;
+
+use crate::cli::Command;
+use crate::failure::Failure;
+use crate::ui::Ui;
+use std::process::ExitCode;
+
+pub type CmdResult = Result<ExitCode, Failure>;
+
+pub fn run(command: Command, ui: &Ui) -> CmdResult {
+    match command {
+        Command::Keys(c) => keys::run(c, ui),
+        Command::Fingerprint(a) => fingerprint::run(a, ui),
+        Command::Shred(a) => shred::run(a, ui),
+        Command::Demo(a) => demo::run(a, ui),
+    }
+}
+
+/// The scrypt work factor for new bundles. Always [`keyferry::bundle::EXPORT_WORK_FACTOR`] in
+/// release builds; debug builds (the test suite) may lower it through
+/// `KEYFERRY_INSECURE_TEST_WORK_FACTOR`, loudly.
+pub fn export_work_factor(ui: &Ui) -> u8 {
+    #[cfg(debug_assertions)]
+    {
+        if let Some(wf) = std::env::var("KEYFERRY_INSECURE_TEST_WORK_FACTOR")
+            .ok()
+            .and_then(|v| v.parse::<u8>().ok())
+            .filter(|wf| (1..=keyferry::bundle::EXPORT_WORK_FACTOR).contains(wf))
+        {
+            ui.warn(&format!(
+                "debug build: scrypt work factor {wf} from KEYFERRY_INSECURE_TEST_WORK_FACTOR (tests only)"
+            ));
+            return wf;
+        }
+    }
+    let _ = ui;
+    keyferry::bundle::EXPORT_WORK_FACTOR
+}
+
+pub fn success() -> CmdResult {
+    Ok(crate::exit::SUCCESS.into())
+}

@@ -1,0 +1,102 @@
+//! What the binary reports when a command fails: the library's error (what) plus a hint
+//! (what to do), both under a stable code.
+
+use keyferry::Error;
+
+/// A failed command.
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl Into<String>, hint: Option<&str>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let hint = hint_for(&e);
+        Failure {
+            code: e.code(),
+            message: e.to_string(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+}
+
+/// The recommendation paired with each error kind.
+fn hint_for(e: &Error) -> Option<&'static str> {
+    Some(match e {
+        Error::WrongPassphrase => {
+            "check the passphrase with whoever exported the bundle (words in lower case, single spaces); \
+             if it is right, the file was damaged: export a new bundle"
+        }
+        Error::BundleCorrupt(_) => {
+            "the file was damaged or changed on the way: export a new bundle on the source node \
+             (keyferry keys export) and copy it again"
+        }
+        Error::ExcessiveWork { .. } => {
+            "keyferry writes bundles at work factor 18; export a new bundle with keyferry"
+        }
+        Error::BundleFormat(_) => {
+            "this is not a keyferry bundle, or it needs a newer keyferry: use the same keyferry \
+             version on both nodes"
+        }
+        Error::BundleExpired { .. } => {
+            "export a fresh bundle on the source node; if you are certain this is the bundle you \
+             meant, pass --allow-expired"
+        }
+        Error::BadEntryName { .. } | Error::IntegrityMismatch(_) => {
+            "do not use this bundle: it was altered or not made by keyferry; export a new one on \
+             the source node"
+        }
+        Error::WrongRole(_) => {
+            "run the import on a node that needs keys; check --node and the node's role in the \
+             cluster file (proxy hosts need no keys)"
+        }
+        Error::BundleIncomplete { .. } => {
+            "export from the primary, which holds every key file of the profile"
+        }
+        Error::WrongProfile { .. } | Error::WrongCluster { .. } => {
+            "use a bundle exported from this cluster's primary; check --cluster and the profile"
+        }
+        Error::KeySetDiffers { .. } => {
+            "compare with `keyferry fingerprint` on both nodes; if this node's keys are the wrong \
+             ones, run again with --replace (the current files are backed up first), or see the \
+             plan with --dry-run"
+        }
+        Error::UnsafeDestination { .. } => {
+            "replace the link or folder with the real file, or fix the node's paths in the cluster file"
+        }
+        Error::FolderMissing { .. } => {
+            "check the node's paths in the cluster file (or --root); keyferry does not create \
+             application folders"
+        }
+        Error::VerifyFailed(_) => {
+            "the previous files are back in place; check the disk and file system, then try again"
+        }
+        Error::KeyFileMissing { .. } => {
+            "check the node's paths in the cluster file; on Privilege Secure run \
+             `SbPAM.RotateKey.exe export -n keys.exp` in the KeyTools folder first"
+        }
+        Error::KeyFileTooLarge { .. } => "check that the path names the key file itself",
+        Error::ClusterFile { .. } => "fix the cluster file; docs/cluster-file.md has a full example",
+        Error::NodeNotFound(_) => "pass --node NAME with a node name from the cluster file",
+        Error::Passphrase(_) => {
+            "give the passphrase on the terminal, with --passphrase-file PATH (mode 0600), or with \
+             --passphrase-fd N"
+        }
+        Error::OutputExists { .. } => "choose another -o path, or pass --force to replace the file",
+        Error::Unsupported(_) => return None,
+        Error::InvalidInput(_) => return None,
+        Error::Io { .. } => "check that the path exists and that you may read and write it",
+        _ => return None,
+    })
+}

@@ -1,0 +1,33 @@
+//! The `keyferry` command: parse, build the UI, dispatch, report, exit.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+mod exit;
+mod failure;
+mod node_args;
+mod passphrase;
+mod ui;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let hardening = keyferry::sys::harden_process();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return ui::clap_failure(e),
+    };
+    let ui = ui::Ui::new(&cli.global);
+    if !hardening.core_dumps_disabled {
+        ui.warn("could not turn off core dumps; key material could end up in a crash dump");
+    }
+    match cmd::run(cli.command, &ui) {
+        Ok(code) => code,
+        Err(f) => {
+            ui.failure(&f);
+            exit::ERROR.into()
+        }
+    }
+}

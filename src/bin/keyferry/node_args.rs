@@ -1,0 +1,70 @@
+//! How a command finds the node it acts on: a cluster file and `--node`, or `--profile` and
+//! `--root` for a node without one.
+
+use crate::failure::Failure;
+use clap::Args;
+use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::profile::{ProfileId, Role};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// This node's name in the cluster file [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Without a cluster file: the product profile [secret-server, privilege-secure]
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        requires = "root",
+        conflicts_with = "cluster"
+    )]
+    pub profile: Option<ProfileId>,
+    /// Without a cluster file: the folder holding the key files
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "profile",
+        conflicts_with = "cluster"
+    )]
+    pub root: Option<PathBuf>,
+    /// Without a cluster file: this node's role [default: primary]
+    #[arg(
+        long,
+        value_name = "ROLE",
+        requires = "root",
+        conflicts_with = "cluster"
+    )]
+    pub role: Option<Role>,
+    /// Folder for keyferry's ledger and backups [default: per node, see docs]
+    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    pub fn resolve(&self) -> Result<Node, Failure> {
+        if let Some(path) = &self.cluster {
+            let file = ClusterFile::load(path)?;
+            let spec = file.select(self.node.as_deref(), &host_name())?;
+            return Ok(Node::from_cluster(&file, spec, self.state_dir.clone())?);
+        }
+        if let (Some(profile), Some(root)) = (self.profile, &self.root) {
+            let name = self.node.clone().unwrap_or_else(host_name);
+            return Ok(Node::from_root(
+                profile,
+                root,
+                self.role.unwrap_or(Role::Primary),
+                &name,
+                self.state_dir.clone(),
+            )?);
+        }
+        Err(Failure::new(
+            "usage",
+            "no node to act on",
+            Some("pass --cluster FILE (and --node NAME), or --profile PROFILE --root DIR"),
+        ))
+    }
+}

@@ -1,0 +1,98 @@
+//! Where passphrases come from: the terminal, a file only its owner can read, or an inherited
+//! file descriptor. Never argv, never the environment.
+
+use crate::failure::Failure;
+use crate::ui::Ui;
+use clap::Args;
+use keyferry::secret::Passphrase;
+use keyferry::Error;
+use std::path::PathBuf;
+
+/// Longest passphrase read from a file or descriptor.
+const MAX_PASSPHRASE: usize = 1024;
+
+#[derive(Debug, Clone, Args)]
+pub struct PassphraseArgs {
+    /// Read the passphrase from this file (refused if group or others can read it)
+    #[arg(long, value_name = "PATH", conflicts_with = "passphrase_fd")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the passphrase from this inherited file descriptor (0 = standard input)
+    #[arg(long, value_name = "N")]
+    pub passphrase_fd: Option<i32>,
+}
+
+impl PassphraseArgs {
+    /// The passphrase from a file or descriptor, if one was named.
+    pub fn supplied(&self) -> Result<Option<Passphrase>, Failure> {
+        if let Some(path) = &self.passphrase_file {
+            check_private(path)?;
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+            if meta.len() > MAX_PASSPHRASE as u64 {
+                return Err(Error::Passphrase(format!(
+                    "{} is larger than a passphrase ({} bytes)",
+                    path.display(),
+                    meta.len()
+                ))
+                .into());
+            }
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            return Ok(Some(Passphrase::from_bytes(bytes)?));
+        }
+        if let Some(fd) = self.passphrase_fd {
+            let bytes = keyferry::sys::read_fd(fd, MAX_PASSPHRASE)
+                .map_err(|e| Error::Passphrase(format!("cannot read descriptor {fd}: {e}")))?;
+            return Ok(Some(Passphrase::from_bytes(bytes)?));
+        }
+        Ok(None)
+    }
+
+    /// The passphrase from a file or descriptor, or else asked on the terminal.
+    pub fn read_or_prompt(&self, ui: &Ui, prompt: &str) -> Result<Passphrase, Failure> {
+        if let Some(p) = self.supplied()? {
+            return Ok(p);
+        }
+        if !ui.can_prompt() {
+            return Err(Error::Passphrase(if ui.batch {
+                "--batch forbids asking for the passphrase".into()
+            } else {
+                "no terminal to ask for the passphrase on".into()
+            })
+            .into());
+        }
+        let text = rpassword::prompt_password(prompt)
+            .map_err(|e| Error::Passphrase(format!("cannot read the passphrase: {e}")))?;
+        Ok(Passphrase::from_text(text)?)
+    }
+}
+
+/// Refuses a passphrase file that group or others may read.
+fn check_private(path: &std::path::Path) -> Result<(), Failure> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o044 != 0 {
+            return Err(Failure::new(
+                "passphrase",
+                format!(
+                    "{} is readable by {} (mode {:04o})",
+                    path.display(),
+                    if mode & 0o004 != 0 {
+                        "everyone"
+                    } else {
+                        "its group"
+                    },
+                    mode & 0o7777
+                ),
+                Some("make it private first: chmod 600 FILE"),
+            ));
+        }
+    }
+    // On Windows the file's ACL decides; checking it belongs with the Windows ACL work.
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

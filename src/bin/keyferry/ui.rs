@@ -1,0 +1,154 @@
+//! The one owner of output. stdout carries data (fingerprints, reports, JSON); messages,
+//! prompts and progress go to stderr. Nothing else in the crate prints.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use crate::cli::{ColorChoice, GlobalArgs};
+use crate::failure::Failure;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub struct Ui {
+    pub json: bool,
+    pub batch: bool,
+    color: bool,
+    spinner: RefCell<Option<ProgressBar>>,
+}
+
+impl Ui {
+    pub fn new(g: &GlobalArgs) -> Ui {
+        let color = match g.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        };
+        Ui {
+            json: g.json,
+            batch: g.batch,
+            color,
+            spinner: RefCell::new(None),
+        }
+    }
+
+    /// Whether a person can be shown something and asked something.
+    pub fn can_prompt(&self) -> bool {
+        !self.batch && std::io::stderr().is_terminal()
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+
+    /// A line of data on stdout.
+    pub fn out(&self, line: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    /// The JSON document on stdout.
+    pub fn json<T: Serialize>(&self, value: &T) {
+        let text = serde_json::to_string_pretty(value).expect("report types serialise");
+        self.out(&text);
+    }
+
+    /// A message on stderr (suppressed under --json, whose stdout says it all).
+    pub fn info(&self, msg: &str) {
+        if !self.json {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        eprintln!("{} {msg}", self.paint("1;33", "warning:"));
+    }
+
+    pub fn failure(&self, f: &Failure) {
+        eprintln!("{} {}", self.paint("1;31", "error:"), f.message);
+        if let Some(h) = &f.hint {
+            eprintln!("{} {h}", self.paint("1;36", "hint:"));
+        }
+        if self.json {
+            self.json(&serde_json::json!({
+                "version": keyferry::JSON_VERSION,
+                "error": { "code": f.code, "message": f.message, "hint": f.hint },
+            }));
+        }
+    }
+
+    /// Shows a generated passphrase once, on the terminal only (never stdout, never a log).
+    pub fn show_passphrase_once(&self, words: &str) {
+        let mut e = std::io::stderr().lock();
+        let _ = writeln!(
+            e,
+            "\n{}\n",
+            self.paint("1", "Passphrase for this bundle (shown once):")
+        );
+        let _ = writeln!(e, "    {words}\n");
+        let _ = writeln!(
+            e,
+            "Give it to the admin of the target node by voice or type it there yourself. Do not \
+             store it in a file, chat, mail or ticket, and never send it with the bundle.\n"
+        );
+    }
+}
+
+impl keyferry::progress::Progress for Ui {
+    fn start(&self, what: &str) {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
+        pb.set_message(what.to_owned());
+        pb.enable_steady_tick(Duration::from_millis(100));
+        *self.spinner.borrow_mut() = Some(pb);
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = self.spinner.borrow_mut().take() {
+            pb.finish_and_clear();
+        }
+    }
+
+    fn step(&self, message: &str) {
+        if !self.json {
+            self.out(message);
+        }
+    }
+}
+
+/// Reports an argument error (exit 2), or prints help/version (exit 0).
+pub fn clap_failure(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                crate::exit::ERROR.into()
+            } else {
+                crate::exit::SUCCESS.into()
+            }
+        }
+        _ => {
+            if std::env::args().any(|a| a == "--json") {
+                let msg = e.kind().to_string();
+                let doc = serde_json::json!({
+                    "version": keyferry::JSON_VERSION,
+                    "error": { "code": "usage", "message": msg, "hint": "see keyferry --help" },
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+            }
+            let _ = e.print();
+            crate::exit::ERROR.into()
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The cluster file (TOML, `docs/cluster-file.md`) and the resolved local [`Node`].
+//!
+//! One file describes one cluster and is copied unchanged to every node; a command picks its
+//! node by `--node NAME` or by the host name. `--profile P --root DIR` builds a node without a
+//! cluster file.
+
+use crate::error::{Error, Result};
+use crate::profile::{KeySpec, LocalSpec, Profile, ProfileId, Role};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The cluster file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub name: String,
+    pub profile: ProfileId,
+    #[serde(default)]
+    pub custom: Option<CustomSection>,
+    #[serde(rename = "node", default)]
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// `[custom]`: the key and node-local files of a layout keyferry has no built-in profile for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSection {
+    #[serde(rename = "key", default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(rename = "node_local", default)]
+    pub node_local: Vec<LocalSpec>,
+}
+
+/// One `[[node]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    /// IP address (the vendor HA tools take addresses only).
+    pub address: IpAddr,
+    /// Folder slots of the profile (`app`; `keytools` and `ha`; or the custom folders).
+    #[serde(default)]
+    pub paths: BTreeMap<String, PathBuf>,
+    /// How other machines reach this node (a path, `ssh://...`, or a report file). Reserved
+    /// for `keyferry audit`; stored and shown, not yet used.
+    #[serde(default)]
+    pub access: Option<String>,
+    /// Where this node keeps keyferry's ledger and backups (default: see [`default_state_dir`]).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ClusterFile {
+    pub fn load(path: &Path) -> Result<ClusterFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        ClusterFile::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterFile> {
+        let bad = |why: String| Error::ClusterFile {
+            path: path.to_owned(),
+            why,
+        };
+        let file: ClusterFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        file.profile_table().map_err(bad)?;
+        if file.nodes.is_empty() {
+            return Err(bad("it lists no [[node]]".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut primaries = 0;
+        let profile = file.profile_table().map_err(bad)?;
+        for n in &file.nodes {
+            if n.name.is_empty() {
+                return Err(bad("a node has an empty name".into()));
+            }
+            if !names.insert(n.name.to_ascii_lowercase()) {
+                return Err(bad(format!("node name {:?} appears twice", n.name)));
+            }
+            if n.role == Role::Primary {
+                primaries += 1;
+            }
+            if n.address.is_loopback() || n.address.is_unspecified() {
+                return Err(bad(format!(
+                    "node {}: address {} is not a real node address (the vendor HA tools refuse it)",
+                    n.name, n.address
+                )));
+            }
+            for slot in n.paths.keys() {
+                if !profile.folders.contains(slot) {
+                    return Err(bad(format!(
+                        "node {}: unknown folder {slot:?} in paths (profile {} has {})",
+                        n.name,
+                        profile.id,
+                        profile.folders.join(", ")
+                    )));
+                }
+            }
+            for key in profile.keys_held_by(n.role) {
+                if !n.paths.contains_key(&key.folder) {
+                    return Err(bad(format!(
+                        "node {}: paths.{} is missing (role {} holds {})",
+                        n.name, key.folder, n.role, key.name
+                    )));
+                }
+            }
+        }
+        if primaries != 1 {
+            return Err(bad(format!(
+                "it must have exactly one primary node, it has {primaries}"
+            )));
+        }
+        Ok(file)
+    }
+
+    /// The resolved profile table for this cluster.
+    pub fn profile_table(&self) -> std::result::Result<Profile, String> {
+        match (self.profile, &self.custom) {
+            (ProfileId::Custom, Some(c)) => {
+                if c.keys.is_empty() {
+                    return Err("[custom] lists no [[custom.key]]".into());
+                }
+                let mut seen = std::collections::HashSet::new();
+                for k in &c.keys {
+                    crate::manifest::check_plain_name(&k.name).map_err(|e| e.to_string())?;
+                    if !seen.insert(k.name.clone()) {
+                        return Err(format!("custom key {:?} appears twice", k.name));
+                    }
+                }
+                for l in &c.node_local {
+                    if seen.contains(&l.name) {
+                        return Err(format!("{:?} cannot be both a key and node-local", l.name));
+                    }
+                }
+                Ok(Profile::custom(c.keys.clone(), c.node_local.clone()))
+            }
+            (ProfileId::Custom, None) => Err("profile \"custom\" needs a [custom] section".into()),
+            (id, Some(_)) => Err(format!(
+                "a [custom] section is only for profile \"custom\", not {id}"
+            )),
+            (id, None) => Profile::builtin(id).ok_or_else(|| format!("no built-in profile {id}")),
+        }
+    }
+
+    /// Picks the local node: by name if given, else the node whose name is this host's name
+    /// (case-insensitive, with or without the domain).
+    pub fn select(&self, name: Option<&str>, host: &str) -> Result<&NodeSpec> {
+        if let Some(name) = name {
+            return self
+                .nodes
+                .iter()
+                .find(|n| n.name.eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    Error::NodeNotFound(format!(
+                        "cluster {} has no node {name:?} (nodes: {})",
+                        self.name,
+                        self.node_names()
+                    ))
+                });
+        }
+        let short = host.split('.').next().unwrap_or(host);
+        self.nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(host) || n.name.eq_ignore_ascii_case(short))
+            .ok_or_else(|| {
+                Error::NodeNotFound(format!(
+                    "no node of cluster {} is named after this host {host:?} (nodes: {})",
+                    self.name,
+                    self.node_names()
+                ))
+            })
+    }
+
+    fn node_names(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The node keyferry is acting on, with everything resolved.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub cluster: Option<String>,
+    pub name: String,
+    pub role: Role,
+    pub profile: Profile,
+    pub folders: BTreeMap<String, PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+impl Node {
+    /// The node described by a cluster file.
+    pub fn from_cluster(
+        file: &ClusterFile,
+        spec: &NodeSpec,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Node> {
+        let profile = file.profile_table().map_err(|why| Error::ClusterFile {
+            path: PathBuf::from("<cluster>"),
+            why,
+        })?;
+        Ok(Node {
+            cluster: Some(file.name.clone()),
+            name: spec.name.clone(),
+            role: spec.role,
+            profile,
+            folders: spec.paths.clone(),
+            state_dir: state_dir
+                .or_else(|| spec.state_dir.clone())
+                .unwrap_or_else(default_state_dir),
+        })
+    }
+
+    /// A node without a cluster file: every folder slot of a built-in profile is `root`.
+    pub fn from_root(
+        profile: ProfileId,
+        root: &Path,
+        role: Role,
+        name: &str,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Node> {
+        let profile = Profile::builtin(profile).ok_or_else(|| {
+            Error::InvalidInput("profile custom needs a cluster file ([custom] section)".into())
+        })?;
+        let folders = profile
+            .folders
+            .iter()
+            .map(|f| (f.clone(), root.to_owned()))
+            .collect();
+        Ok(Node {
+            cluster: None,
+            name: name.to_owned(),
+            role,
+            profile,
+            folders,
+            state_dir: state_dir.unwrap_or_else(default_state_dir),
+        })
+    }
+
+    /// Where a key file of this profile lives on this node.
+    pub fn key_path(&self, key: &KeySpec) -> Result<PathBuf> {
+        self.folders
+            .get(&key.folder)
+            .map(|dir| dir.join(&key.name))
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "node {} has no paths.{} for {}",
+                    self.name, key.folder, key.name
+                ))
+            })
+    }
+
+    /// The per-node backup folder: `<state_dir>/backups/<node>/`.
+    pub fn backup_root(&self) -> PathBuf {
+        self.state_dir.join("backups").join(&self.name)
+    }
+}
+
+/// Default state folder: `%ProgramData%\keyferry` on Windows; `/var/lib/keyferry` for root on
+/// Unix; otherwise `$XDG_STATE_HOME/keyferry` or `~/.local/state/keyferry`.
+pub fn default_state_dir() -> PathBuf {
+    #[cfg(windows)]
+    {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        PathBuf::from(base).join("keyferry")
+    }
+    #[cfg(unix)]
+    {
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/keyferry");
+        }
+        if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("keyferry");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".local/state/keyferry")
+    }
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SS: &str = r#"
+name = "ss-prod"
+profile = "secret-server"
+
+[[node]]
+name = "web1"
+role = "primary"
+address = "10.0.0.11"
+paths = { app = 'C:\inetpub\wwwroot\SecretServer' }
+
+[[node]]
+name = "web2"
+role = "secondary"
+address = "10.0.0.12"
+access = '\\web2\c$\inetpub\wwwroot\SecretServer'
+paths = { app = 'D:\Secret Server' }
+
+[[node]]
+name = "proxy1"
+role = "proxy"
+address = "10.0.0.20"
+"#;
+
+    fn parse(s: &str) -> Result<ClusterFile> {
+        ClusterFile::parse(s, Path::new("c.toml"))
+    }
+
+    #[test]
+    fn parses_and_selects_by_name_or_host() {
+        let c = parse(SS).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        assert_eq!(c.select(Some("WEB2"), "x").unwrap().name, "web2");
+        assert_eq!(c.select(None, "web1.corp.example").unwrap().name, "web1");
+        assert!(matches!(
+            c.select(None, "other"),
+            Err(Error::NodeNotFound(_))
+        ));
+        let spec = c.select(Some("web2"), "").unwrap();
+        let node = Node::from_cluster(&c, spec, Some("/s".into())).unwrap();
+        let key = node.profile.key("encryption.config").unwrap();
+        assert_eq!(
+            node.key_path(key).unwrap(),
+            Path::new("D:\\Secret Server").join("encryption.config")
+        );
+    }
+
+    #[test]
+    fn rejects_mistakes_with_reasons() {
+        let cases = [
+            (
+                SS.replace("10.0.0.12", "127.0.0.1"),
+                "not a real node address",
+            ),
+            (SS.replace("10.0.0.12", "web2.corp"), "invalid"),
+            (
+                SS.replace("role = \"secondary\"", "role = \"primary\""),
+                "exactly one primary",
+            ),
+            (
+                SS.replace("name = \"proxy1\"", "name = \"WEB1\""),
+                "appears twice",
+            ),
+            (
+                SS.replace("paths = { app = 'D:\\Secret Server' }", ""),
+                "paths.app is missing",
+            ),
+            (SS.replace("access =", "acess ="), "unknown field"),
+            (
+                SS.replace("secret-server", "secretserver"),
+                "unknown variant",
+            ),
+            (SS.replace("{ app =", "{ ha ="), "unknown folder"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn custom_profile() {
+        let text = r#"
+name = "c"
+profile = "custom"
+[custom]
+key = [{ name = "master.key", folder = "conf", roles = ["secondary"] }]
+node_local = [{ name = "db.ini", folder = "conf" }]
+[[node]]
+name = "a"
+role = "primary"
+address = "10.1.1.1"
+paths = { conf = "/etc/app" }
+"#;
+        let c = parse(text).unwrap();
+        let p = c.profile_table().unwrap();
+        assert_eq!(p.folders, ["conf"]);
+        assert!(p.is_node_local("db.ini"));
+        let bad = text.replace("master.key", "../master.key");
+        assert!(parse(&bad).is_err());
+        let bad = text.replace("profile = \"custom\"", "profile = \"secret-server\"");
+        assert!(parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("only for profile"));
+    }
+}

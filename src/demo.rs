@@ -1,0 +1,233 @@
+//! `keyferry demo`: the main job end to end on a throwaway cluster, with real bundles at the
+//! real work factor and no prompts.
+//!
+//! Four Secret Server-style nodes in a temp folder: a primary, a secondary whose key differs,
+//! a DR node with no key, and a proxy. Fingerprints disagree; export from the primary; import
+//! on the others (the secondary only with `--replace`, after the refusal an admin would see);
+//! fingerprints agree; everything is removed.
+
+use crate::bundle::{Encoding, EXPORT_WORK_FACTOR, MAX_IMPORT_WORK_FACTOR};
+use crate::cluster::{ClusterFile, Node};
+use crate::error::{Error, Result};
+use crate::import::{import_file, ImportOptions, ImportOutcome};
+use crate::progress::Progress;
+use crate::report::{node_report, KeySetStatus, NodeReport};
+use crate::secret::Passphrase;
+use crate::time::Timestamp;
+use rand::RngCore;
+use serde::Serialize;
+use std::path::Path;
+
+/// What the demo found, for `--json` and for tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub version: u32,
+    pub kind: String,
+    pub before: Vec<NodeReport>,
+    pub after: Vec<NodeReport>,
+    pub agreed_before: bool,
+    pub agreed_after: bool,
+    pub refused_without_replace: String,
+    pub work_factor: u8,
+}
+
+const NODES: &[(&str, &str, &str)] = &[
+    ("web1", "primary", "10.20.0.11"),
+    ("web2", "secondary", "10.20.0.12"),
+    ("dr1", "dr", "10.20.0.21"),
+    ("proxy1", "proxy", "10.20.0.30"),
+];
+
+/// Runs the demo in a temp folder that is removed afterwards. `work_factor` is
+/// [`EXPORT_WORK_FACTOR`] from the CLI; tests may pass less.
+pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
+    let tmp = tempfile::Builder::new()
+        .prefix("keyferry-demo-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let root = tmp.path();
+    let cluster = write_cluster(root)?;
+    let host = "demo-host";
+    let nodes: Vec<Node> = cluster
+        .nodes
+        .iter()
+        .map(|n| Node::from_cluster(&cluster, n, None))
+        .collect::<Result<_>>()?;
+
+    progress.step(&format!(
+        "A throwaway cluster in {}: {} nodes.",
+        root.display(),
+        nodes.len()
+    ));
+    let primary_key = random_key(320);
+    write(&nodes[0], &primary_key)?;
+    write(&nodes[1], &random_key(320))?;
+    progress.step("web1 (primary) and web2 (secondary) hold different encryption.config files; dr1 has none; proxy1 needs none.");
+
+    let before = reports(&nodes, host)?;
+    let agreed_before = agree(&before);
+    for r in &before {
+        progress.step(&line(r));
+    }
+
+    let passphrase = Passphrase::generate();
+    let now = Timestamp::now();
+    let manifest = crate::export::build_manifest(&nodes[0], host, now, crate::export::DEFAULT_TTL)?;
+    let bundle = root.join("keys.kfb");
+    progress.step(&format!(
+        "Export from web1: age bundle, scrypt work factor {work_factor}, generated 10-word passphrase (kept in memory)."
+    ));
+    crate::export::export_to_file(
+        &nodes[0],
+        &manifest,
+        &passphrase,
+        work_factor,
+        Encoding::Armored,
+        &bundle,
+        false,
+        progress,
+    )?;
+
+    let opts = |replace| ImportOptions {
+        replace,
+        dry_run: false,
+        allow_expired: false,
+        now,
+        max_work_factor: MAX_IMPORT_WORK_FACTOR,
+    };
+    let refused = match import_file(
+        &bundle,
+        &passphrase,
+        &nodes[1],
+        &opts(false),
+        false,
+        progress,
+    ) {
+        Err(e @ Error::KeySetDiffers { .. }) => e.to_string(),
+        Err(e) => return Err(e),
+        Ok(_) => {
+            return Err(Error::InvalidInput(
+                "demo: web2 import was not refused".into(),
+            ))
+        }
+    };
+    progress.step(&format!(
+        "Import on web2 without --replace is refused: {refused}"
+    ));
+
+    for (i, replace) in [(1, true), (2, false)] {
+        let bundle_copy = root.join(format!("keys-{}.kfb", nodes[i].name));
+        std::fs::copy(&bundle, &bundle_copy).map_err(|e| Error::io(&bundle_copy, e))?;
+        let r = import_file(
+            &bundle_copy,
+            &passphrase,
+            &nodes[i],
+            &opts(replace),
+            false,
+            progress,
+        )?;
+        debug_assert_eq!(r.outcome, ImportOutcome::Installed);
+        let removal = r.bundle_removal.map(|r| r.to_string()).unwrap_or_default();
+        progress.step(&format!(
+            "Import on {}{}: installed; backup {}; bundle copy {}",
+            nodes[i].name,
+            if replace { " --replace" } else { "" },
+            r.backup_dir
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "not needed".into()),
+            removal
+        ));
+    }
+    progress.step("proxy1 is a proxy: it needs no keys and gets none.");
+
+    let after = reports(&nodes, host)?;
+    let agreed_after = agree(&after);
+    for r in &after {
+        progress.step(&line(r));
+    }
+    for removal in crate::shred::shred_file(&bundle).into_iter() {
+        progress.step(&format!("Bundle {removal}"));
+    }
+    drop(tmp);
+    progress.step("Removed the throwaway cluster.");
+    Ok(DemoReport {
+        version: crate::JSON_VERSION,
+        kind: "demo".into(),
+        before,
+        after,
+        agreed_before,
+        agreed_after,
+        refused_without_replace: refused,
+        work_factor,
+    })
+}
+
+fn write_cluster(root: &Path) -> Result<ClusterFile> {
+    let mut text = String::from("name = \"demo\"\nprofile = \"secret-server\"\n");
+    for (name, role, ip) in NODES {
+        let app = root.join(name).join("SecretServer");
+        std::fs::create_dir_all(&app).map_err(|e| Error::io(&app, e))?;
+        std::fs::write(
+            app.join("database.config"),
+            format!("Server=sql1;Node={name}\n"),
+        )
+        .map_err(|e| Error::io(&app, e))?;
+        let state = root.join(name).join("state");
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{ip}\"\nstate_dir = {state:?}\n"
+        ));
+        if *role != "proxy" {
+            text.push_str(&format!("paths = {{ app = {app:?} }}\n"));
+        }
+    }
+    let path = root.join("cluster.toml");
+    std::fs::write(&path, &text).map_err(|e| Error::io(&path, e))?;
+    ClusterFile::load(&path)
+}
+
+fn random_key(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::OsRng.fill_bytes(&mut v);
+    v
+}
+
+fn write(node: &Node, key: &[u8]) -> Result<()> {
+    let spec = node
+        .profile
+        .key("encryption.config")
+        .expect("secret-server profile");
+    crate::fsx::atomic_write(&node.key_path(spec)?, key)
+}
+
+fn reports(nodes: &[Node], host: &str) -> Result<Vec<NodeReport>> {
+    nodes
+        .iter()
+        .map(|n| node_report(n, host, Timestamp::now()))
+        .collect()
+}
+
+/// Every node that needs keys holds the same complete set.
+fn agree(reports: &[NodeReport]) -> bool {
+    let mut needed = reports
+        .iter()
+        .filter(|r| r.status != KeySetStatus::NotNeeded);
+    let Some(first) = needed.next() else {
+        return true;
+    };
+    first.status == KeySetStatus::Complete
+        && needed.all(|r| r.status == KeySetStatus::Complete && r.fingerprint == first.fingerprint)
+}
+
+fn line(r: &NodeReport) -> String {
+    let fp = match (&r.fingerprint, r.status) {
+        (_, KeySetStatus::NotNeeded) => "needs no keys".to_string(),
+        (Some(fp), _) => fp.to_string(),
+        (None, _) => "no keys".to_string(),
+    };
+    format!("  {:<7} {:<10} {fp}", r.node, r.role.as_str())
+}
+
+/// The demo at the shipped work factor.
+pub fn run_default(progress: &dyn Progress) -> Result<DemoReport> {
+    run(EXPORT_WORK_FACTOR, progress)
+}

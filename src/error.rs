@@ -1,0 +1,207 @@
+//! The library's one error type. It says *what* failed; the binary adds *what to do*.
+//!
+//! Every variant has a stable kebab-case [`Error::code`] that scripts may rely on; a test
+//! keeps the codes unique.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in keyferry's library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // --- bundle opening, in the order import checks them ---
+    /// The passphrase does not open the bundle.
+    #[error("the passphrase does not open this bundle")]
+    WrongPassphrase,
+    /// The age envelope is damaged or was modified.
+    #[error("the bundle is corrupt or was tampered with ({0})")]
+    BundleCorrupt(String),
+    /// The bundle was sealed with more scrypt work than keyferry accepts.
+    #[error("the bundle asks for scrypt work factor {required}; keyferry accepts at most {max}")]
+    ExcessiveWork { required: u8, max: u8 },
+    /// Not a keyferry bundle, or a format version this build does not know.
+    #[error("not a keyferry bundle this version can read: {0}")]
+    BundleFormat(String),
+    /// The bundle's lifetime is over.
+    #[error("the bundle expired at {expires} (it is now {now})")]
+    BundleExpired { expires: String, now: String },
+    /// An entry name is not a plain file name of the bundle's profile.
+    #[error("bundle entry name {name:?} is not allowed: {why}")]
+    BadEntryName { name: String, why: &'static str },
+    /// An entry's bytes or the key-set fingerprint do not match the manifest.
+    #[error("integrity check failed: {0}")]
+    IntegrityMismatch(String),
+    /// The bundle holds nothing for this node's role, or the role needs no keys.
+    #[error("{0}")]
+    WrongRole(String),
+    /// The bundle lacks an entry this node's role needs.
+    #[error("the bundle lacks {name}, which role {role} needs")]
+    BundleIncomplete { name: String, role: String },
+    /// The bundle was made for another product profile.
+    #[error("the bundle is for profile {bundle}, this node uses profile {node}")]
+    WrongProfile { bundle: String, node: String },
+    /// The bundle was made for another cluster.
+    #[error("the bundle is for cluster {bundle:?}, this node belongs to cluster {node:?}")]
+    WrongCluster { bundle: String, node: String },
+
+    // --- installing ---
+    /// The node already holds different keys and `--replace` was not given.
+    #[error("this node already holds different keys ({files})")]
+    KeySetDiffers { files: String },
+    /// A destination is a symlink or not a regular file.
+    #[error("refusing to write through {path}: {why}")]
+    UnsafeDestination { path: PathBuf, why: &'static str },
+    /// A folder the profile needs does not exist.
+    #[error("folder {path} does not exist")]
+    FolderMissing { path: PathBuf },
+    /// Re-reading the installed keys did not give the bundle's fingerprint; backups restored.
+    #[error("installed keys did not verify ({0}); the previous files were restored")]
+    VerifyFailed(String),
+
+    // --- reading the node ---
+    /// A key file the profile lists is not on this node.
+    #[error("key file {path} is missing")]
+    KeyFileMissing { path: PathBuf },
+    /// A key file is larger than keyferry will carry.
+    #[error("{path} is {len} bytes; keyferry carries key files up to {max} bytes")]
+    KeyFileTooLarge { path: PathBuf, len: u64, max: u64 },
+
+    // --- configuration and input ---
+    /// The cluster file is not valid.
+    #[error("cluster file {path}: {why}")]
+    ClusterFile { path: PathBuf, why: String },
+    /// No node of the cluster file is the local machine, or the name is unknown.
+    #[error("{0}")]
+    NodeNotFound(String),
+    /// A passphrase source is unsafe or unusable.
+    #[error("{0}")]
+    Passphrase(String),
+    /// An output file exists and `--force` was not given.
+    #[error("{path} already exists")]
+    OutputExists { path: PathBuf },
+    /// Invalid value given by the user.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A feature that works only on another operating system.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// An I/O error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Stable, kebab-case identifier of the error kind: API for scripts (`--json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongPassphrase => "wrong-passphrase",
+            Error::BundleCorrupt(_) => "bundle-corrupt",
+            Error::ExcessiveWork { .. } => "excessive-work-factor",
+            Error::BundleFormat(_) => "bundle-format",
+            Error::BundleExpired { .. } => "bundle-expired",
+            Error::BadEntryName { .. } => "bad-entry-name",
+            Error::IntegrityMismatch(_) => "integrity-mismatch",
+            Error::WrongRole(_) => "wrong-role",
+            Error::BundleIncomplete { .. } => "bundle-incomplete",
+            Error::WrongProfile { .. } => "wrong-profile",
+            Error::WrongCluster { .. } => "wrong-cluster",
+            Error::KeySetDiffers { .. } => "key-set-differs",
+            Error::UnsafeDestination { .. } => "unsafe-destination",
+            Error::FolderMissing { .. } => "folder-missing",
+            Error::VerifyFailed(_) => "verify-failed",
+            Error::KeyFileMissing { .. } => "key-file-missing",
+            Error::KeyFileTooLarge { .. } => "key-file-too-large",
+            Error::ClusterFile { .. } => "cluster-file",
+            Error::NodeNotFound(_) => "node-not-found",
+            Error::Passphrase(_) => "passphrase",
+            Error::OutputExists { .. } => "output-exists",
+            Error::InvalidInput(_) => "invalid-input",
+            Error::Unsupported(_) => "unsupported",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Every code, for the uniqueness test and the docs.
+    pub const ALL_CODES: &'static [&'static str] = &[
+        "wrong-passphrase",
+        "bundle-corrupt",
+        "excessive-work-factor",
+        "bundle-format",
+        "bundle-expired",
+        "bad-entry-name",
+        "integrity-mismatch",
+        "wrong-role",
+        "bundle-incomplete",
+        "wrong-profile",
+        "wrong-cluster",
+        "key-set-differs",
+        "unsafe-destination",
+        "folder-missing",
+        "verify-failed",
+        "key-file-missing",
+        "key-file-too-large",
+        "cluster-file",
+        "node-not-found",
+        "passphrase",
+        "output-exists",
+        "invalid-input",
+        "unsupported",
+        "io",
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_kebab_case() {
+        let set: HashSet<_> = Error::ALL_CODES.iter().collect();
+        assert_eq!(set.len(), Error::ALL_CODES.len(), "duplicate error code");
+        for c in Error::ALL_CODES {
+            assert!(
+                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-'),
+                "{c} is not kebab-case"
+            );
+        }
+    }
+
+    #[test]
+    fn every_variant_code_is_listed() {
+        let samples = [
+            Error::WrongPassphrase,
+            Error::BundleCorrupt(String::new()),
+            Error::ExcessiveWork {
+                required: 30,
+                max: 20,
+            },
+            Error::BundleFormat(String::new()),
+            Error::IntegrityMismatch(String::new()),
+            Error::WrongRole(String::new()),
+            Error::KeySetDiffers {
+                files: String::new(),
+            },
+            Error::io("x", std::io::Error::other("y")),
+        ];
+        for e in samples {
+            assert!(Error::ALL_CODES.contains(&e.code()), "{}", e.code());
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! A small per-node record of the bundles keyferry wrote or kept, so `keys cleanup` can find
+//! leftovers. It holds paths, times and fingerprints, never a passphrase or key byte.
+//! File: `<state_dir>/ledger.json`, owner-only, rewritten atomically.
+
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::fsx::{atomic_write, create_private_dir};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Why a bundle is on the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerKind {
+    /// Written by `keys export`.
+    Exported,
+    /// Imported with `--keep-bundle`, so still on disk.
+    KeptAfterImport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerEntry {
+    pub path: PathBuf,
+    pub time: Timestamp,
+    pub fingerprint: Fingerprint,
+    pub node: String,
+    pub kind: LedgerKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerFile {
+    version: u32,
+    entries: Vec<LedgerEntry>,
+}
+
+/// The ledger of one state folder.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    path: PathBuf,
+}
+
+impl Ledger {
+    pub fn at(state_dir: &Path) -> Ledger {
+        Ledger {
+            path: state_dir.join("ledger.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn entries(&self) -> Result<Vec<LedgerEntry>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                let f: LedgerFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "ledger {} is unreadable: {e}",
+                        self.path.display()
+                    ))
+                })?;
+                Ok(f.entries)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
+    }
+
+    pub fn record(&self, entry: LedgerEntry) -> Result<()> {
+        let mut entries = self.entries()?;
+        entries.retain(|e| e.path != entry.path);
+        entries.push(entry);
+        self.save(entries)
+    }
+
+    pub fn save(&self, entries: Vec<LedgerEntry>) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir)?;
+        }
+        let doc = LedgerFile {
+            version: crate::JSON_VERSION,
+            entries,
+        };
+        let mut bytes =
+            serde_json::to_vec_pretty(&doc).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        bytes.push(b'\n');
+        atomic_write(&self.path, &bytes)
+    }
+}
+
+/// Absolute form of a path for the ledger (relative paths would break from another folder).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}

@@ -1,0 +1,302 @@
+//! Product profiles as data: which files are keys, which are node-local, which roles need
+//! which keys. Nothing else in keyferry branches on the product.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A node's job in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Primary,
+    Secondary,
+    Dr,
+    Action,
+    Scheduler,
+    Proxy,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Primary,
+        Role::Secondary,
+        Role::Dr,
+        Role::Action,
+        Role::Scheduler,
+        Role::Proxy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+            Role::Dr => "dr",
+            Role::Action => "action",
+            Role::Scheduler => "scheduler",
+            Role::Proxy => "proxy",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown role {s:?} (expected primary, secondary, dr, action, scheduler or proxy)")
+            })
+    }
+}
+
+/// The built-in product profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileId {
+    SecretServer,
+    PrivilegeSecure,
+    Custom,
+}
+
+impl ProfileId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileId::SecretServer => "secret-server",
+            ProfileId::PrivilegeSecure => "privilege-secure",
+            ProfileId::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProfileId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            ProfileId::SecretServer,
+            ProfileId::PrivilegeSecure,
+            ProfileId::Custom,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown profile {s:?} (expected secret-server, privilege-secure or custom)")
+        })
+    }
+}
+
+/// One key file: its logical name (also its file name), the node folder it lives in, and the
+/// roles that need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub name: String,
+    pub folder: String,
+    pub roles: Vec<Role>,
+    /// A temporary secret (the vendor's export file): removed by `keys cleanup`.
+    #[serde(default)]
+    pub transient: bool,
+}
+
+/// A file that belongs to one node and never travels (e.g. `database.config`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSpec {
+    pub name: String,
+    pub folder: String,
+}
+
+/// A resolved profile: the built-in table row, or the cluster file's `[custom]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub id: ProfileId,
+    /// Folder slots a node's `paths` table fills in, e.g. `app`.
+    pub folders: Vec<String>,
+    pub keys: Vec<KeySpec>,
+    pub node_local: Vec<LocalSpec>,
+    /// What comes after `keys import` for this product, if anything (shown to the admin).
+    pub after_import: Option<&'static str>,
+}
+
+const KEY_ROLES_SS: &[Role] = &[
+    Role::Primary,
+    Role::Secondary,
+    Role::Dr,
+    Role::Action,
+    Role::Scheduler,
+];
+
+/// The built-in table. Secret Server: `encryption.config` for every role but proxy;
+/// `database.config` node-local. Privilege Secure: the vendor export `keys.exp` (opaque,
+/// temporary) for secondary, action and scheduler; the HA `appsettings.json` for the secondary.
+struct BuiltIn {
+    id: ProfileId,
+    folders: &'static [&'static str],
+    keys: &'static [(&'static str, &'static str, &'static [Role], bool)],
+    node_local: &'static [(&'static str, &'static str)],
+    after_import: Option<&'static str>,
+}
+
+const BUILT_INS: &[BuiltIn] = &[
+    BuiltIn {
+        id: ProfileId::SecretServer,
+        folders: &["app"],
+        keys: &[("encryption.config", "app", KEY_ROLES_SS, false)],
+        node_local: &[("database.config", "app")],
+        after_import: None,
+    },
+    BuiltIn {
+        id: ProfileId::PrivilegeSecure,
+        folders: &["keytools", "ha"],
+        keys: &[
+            (
+                "keys.exp",
+                "keytools",
+                &[Role::Secondary, Role::Action, Role::Scheduler],
+                true,
+            ),
+            ("appsettings.json", "ha", &[Role::Secondary], false),
+        ],
+        node_local: &[],
+        after_import: Some(
+            "run the vendor import next, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp; \
+             then remove keys.exp with: keyferry keys cleanup",
+        ),
+    },
+];
+
+impl Profile {
+    /// The built-in profile with this id. `Custom` has no built-in row: use [`Profile::custom`].
+    pub fn builtin(id: ProfileId) -> Option<Profile> {
+        BUILT_INS.iter().find(|b| b.id == id).map(|b| Profile {
+            id: b.id,
+            folders: b.folders.iter().map(|s| s.to_string()).collect(),
+            keys: b
+                .keys
+                .iter()
+                .map(|(name, folder, roles, transient)| KeySpec {
+                    name: name.to_string(),
+                    folder: folder.to_string(),
+                    roles: roles.to_vec(),
+                    transient: *transient,
+                })
+                .collect(),
+            node_local: b
+                .node_local
+                .iter()
+                .map(|(name, folder)| LocalSpec {
+                    name: name.to_string(),
+                    folder: folder.to_string(),
+                })
+                .collect(),
+            after_import: b.after_import,
+        })
+    }
+
+    /// A profile from a cluster file's `[custom]` section.
+    pub fn custom(keys: Vec<KeySpec>, node_local: Vec<LocalSpec>) -> Profile {
+        let mut folders: Vec<String> = keys
+            .iter()
+            .map(|k| k.folder.clone())
+            .chain(node_local.iter().map(|l| l.folder.clone()))
+            .collect();
+        folders.sort();
+        folders.dedup();
+        Profile {
+            id: ProfileId::Custom,
+            folders,
+            keys,
+            node_local,
+            after_import: None,
+        }
+    }
+
+    /// Key files a node of this role holds. The primary is the source of every key.
+    pub fn keys_held_by(&self, role: Role) -> Vec<&KeySpec> {
+        self.keys
+            .iter()
+            .filter(|k| role == Role::Primary || k.roles.contains(&role))
+            .collect()
+    }
+
+    /// Whether a node of this role must hold keys at all (proxy hosts need none).
+    pub fn role_needs_keys(&self, role: Role) -> bool {
+        !self.keys_held_by(role).is_empty()
+    }
+
+    pub fn key(&self, name: &str) -> Option<&KeySpec> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+
+    /// Whether `name` is a node-local file of this profile (never exported or overwritten).
+    pub fn is_node_local(&self, name: &str) -> bool {
+        self.node_local.iter().any(|l| l.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_server_proxy_needs_nothing_others_need_encryption_config() {
+        let p = Profile::builtin(ProfileId::SecretServer).unwrap();
+        assert!(!p.role_needs_keys(Role::Proxy));
+        for r in [
+            Role::Primary,
+            Role::Secondary,
+            Role::Dr,
+            Role::Action,
+            Role::Scheduler,
+        ] {
+            let names: Vec<_> = p.keys_held_by(r).iter().map(|k| k.name.as_str()).collect();
+            assert_eq!(names, ["encryption.config"], "{r}");
+        }
+        assert!(p.is_node_local("database.config"));
+        assert!(p.key("database.config").is_none());
+    }
+
+    #[test]
+    fn privilege_secure_roles() {
+        let p = Profile::builtin(ProfileId::PrivilegeSecure).unwrap();
+        let names =
+            |r| -> Vec<String> { p.keys_held_by(r).iter().map(|k| k.name.clone()).collect() };
+        assert_eq!(names(Role::Secondary), ["keys.exp", "appsettings.json"]);
+        assert_eq!(names(Role::Action), ["keys.exp"]);
+        assert_eq!(names(Role::Scheduler), ["keys.exp"]);
+        assert_eq!(names(Role::Primary), ["keys.exp", "appsettings.json"]);
+        assert!(names(Role::Proxy).is_empty());
+        assert!(names(Role::Dr).is_empty());
+        assert!(p.key("keys.exp").unwrap().transient);
+    }
+
+    #[test]
+    fn custom_has_no_builtin_row() {
+        assert!(Profile::builtin(ProfileId::Custom).is_none());
+    }
+
+    #[test]
+    fn role_and_profile_round_trip_through_strings() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+        }
+        assert!("master".parse::<Role>().is_err());
+        assert_eq!(
+            "privilege-secure".parse::<ProfileId>().unwrap(),
+            ProfileId::PrivilegeSecure
+        );
+    }
+}

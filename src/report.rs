@@ -1,0 +1,97 @@
+//! The per-node report (`keyferry fingerprint --json`, `docs/node-report.md`): what one node
+//! holds, in a form the fleet audit collects from every node.
+
+use crate::cluster::Node;
+use crate::error::Result;
+use crate::fingerprint::{FileHash, Fingerprint};
+use crate::keyset::{fingerprint_of, read_local_keys};
+use crate::profile::{ProfileId, Role};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Whether the node holds what its role needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySetStatus {
+    /// Every key file of the role is present.
+    Complete,
+    /// Some are present, some missing.
+    Partial,
+    /// None is present.
+    Missing,
+    /// The role needs no keys (proxy).
+    NotNeeded,
+}
+
+/// One key file in a report: never its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub present: bool,
+    pub len: Option<u64>,
+    pub sha256: Option<FileHash>,
+    /// A temporary vendor export file (its absence is normal after the vendor import).
+    pub transient: bool,
+}
+
+/// `keyferry fingerprint --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    pub version: u32,
+    pub kind: String,
+    pub keyferry: String,
+    pub cluster: Option<String>,
+    pub node: String,
+    pub role: Role,
+    pub profile: ProfileId,
+    pub host: String,
+    pub time: Timestamp,
+    pub status: KeySetStatus,
+    pub fingerprint: Option<Fingerprint>,
+    pub files: Vec<FileEntry>,
+}
+
+/// Builds the report for the local node.
+pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport> {
+    let keys = read_local_keys(node)?;
+    let fingerprint = fingerprint_of(&keys);
+    let present = keys.iter().filter(|k| k.content.is_some()).count();
+    let status = if keys.is_empty() {
+        KeySetStatus::NotNeeded
+    } else if present == keys.len() {
+        KeySetStatus::Complete
+    } else if present == 0 {
+        KeySetStatus::Missing
+    } else {
+        KeySetStatus::Partial
+    };
+    let files = keys
+        .iter()
+        .map(|k| FileEntry {
+            name: k.spec.name.clone(),
+            path: k.path.clone(),
+            present: k.content.is_some(),
+            len: k.content.as_ref().map(|c| c.len() as u64),
+            sha256: k.hash(),
+            transient: k.spec.transient,
+        })
+        .collect();
+    Ok(NodeReport {
+        version: crate::JSON_VERSION,
+        kind: "node-report".into(),
+        keyferry: env!("CARGO_PKG_VERSION").into(),
+        cluster: node.cluster.clone(),
+        node: node.name.clone(),
+        role: node.role,
+        profile: node.profile.id,
+        host: host.to_owned(),
+        time: now,
+        status,
+        fingerprint,
+        files,
+    })
+}

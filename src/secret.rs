@@ -1,0 +1,203 @@
+//! Containers for key bytes and passphrases. They have no `Debug`, `Clone` or `Serialize`;
+//! reading them takes an explicit `expose_secret()`, easy to grep for. Memory is wiped on
+//! drop and, where the OS allows, kept out of swap.
+
+use crate::error::{Error, Result};
+use age::secrecy::{ExposeSecret, SecretString};
+use rand::Rng;
+use std::io::Read;
+use std::path::Path;
+use zeroize::Zeroize;
+
+/// Key material: the bytes of one key file.
+pub struct KeyBytes {
+    buf: Box<[u8]>,
+    locked: bool,
+}
+
+impl KeyBytes {
+    /// Takes ownership of `v`. If `v` has spare capacity, its bytes are copied into an exact
+    /// allocation and the original is wiped, so no unwiped copy is left behind.
+    pub fn new(mut v: Vec<u8>) -> Self {
+        let buf: Box<[u8]> = if v.capacity() == v.len() {
+            v.into_boxed_slice()
+        } else {
+            let b: Box<[u8]> = v.as_slice().into();
+            v.zeroize();
+            b
+        };
+        let locked = crate::sys::lock_memory(&buf);
+        KeyBytes { buf, locked }
+    }
+
+    /// Copies `bytes` into a new secret buffer.
+    pub fn copy_from(bytes: &[u8]) -> Self {
+        let mut v = Vec::with_capacity(bytes.len());
+        v.extend_from_slice(bytes);
+        KeyBytes::new(v)
+    }
+
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Whether the OS agreed to keep these pages out of swap.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+}
+
+impl Drop for KeyBytes {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+        if self.locked {
+            crate::sys::unlock_memory(&self.buf);
+        }
+    }
+}
+
+/// Reads a whole file into [`KeyBytes`] with one exact allocation (no growth, so no stray
+/// copies), refusing files over `max` bytes.
+pub fn read_key_file(path: &Path, max: u64) -> Result<KeyBytes> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max {
+        return Err(Error::KeyFileTooLarge {
+            path: path.to_owned(),
+            len,
+            max,
+        });
+    }
+    let mut buf = KeyBytes::new(vec![0u8; len as usize]);
+    f.read_exact(&mut buf.buf).map_err(|e| Error::io(path, e))?;
+    let mut probe = [0u8; 1];
+    if f.read(&mut probe).map_err(|e| Error::io(path, e))? != 0 {
+        return Err(Error::io(
+            path,
+            std::io::Error::other("the file changed size while it was read"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// A bundle passphrase.
+pub struct Passphrase(SecretString);
+
+/// Words in a generated passphrase: 10 × 11 bits = 110 bits of entropy.
+pub const GENERATED_WORDS: usize = 10;
+
+impl Passphrase {
+    /// A fresh passphrase of [`GENERATED_WORDS`] words drawn uniformly from the 2048-word list
+    /// with the OS random number generator.
+    pub fn generate() -> Passphrase {
+        let mut rng = rand::rngs::OsRng;
+        let list = crate::words::list();
+        let mut s = String::with_capacity(GENERATED_WORDS * 9);
+        for i in 0..GENERATED_WORDS {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(list[rng.gen_range(0..list.len())]);
+        }
+        Passphrase(SecretString::from(s))
+    }
+
+    /// Builds a passphrase from text the admin supplied (a file, a descriptor, the terminal).
+    /// One trailing line ending is removed; an empty passphrase is refused.
+    pub fn from_text(mut text: String) -> Result<Passphrase> {
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        if text.is_empty() {
+            text.zeroize();
+            return Err(Error::Passphrase("the passphrase is empty".into()));
+        }
+        Ok(Passphrase(SecretString::from(text)))
+    }
+
+    /// Reads a passphrase from raw bytes (which are wiped), e.g. a whole file.
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Result<Passphrase> {
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                bytes.zeroize();
+                return Err(Error::Passphrase("the passphrase is not UTF-8 text".into()));
+            }
+        };
+        bytes.zeroize();
+        Passphrase::from_text(text)
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The passphrase in the form the age crate takes.
+    pub(crate) fn to_age(&self) -> SecretString {
+        SecretString::from(self.0.expose_secret().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passphrases_have_ten_listed_words_and_differ() {
+        let a = Passphrase::generate();
+        let b = Passphrase::generate();
+        let words: Vec<_> = a.expose_secret().split(' ').collect();
+        assert_eq!(words.len(), GENERATED_WORDS);
+        assert!(words.iter().all(|w| crate::words::list().contains(w)));
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+
+    #[test]
+    fn from_text_trims_one_line_ending_and_refuses_empty() {
+        assert_eq!(
+            Passphrase::from_text("a b\r\n".into())
+                .unwrap()
+                .expose_secret(),
+            "a b"
+        );
+        assert_eq!(
+            Passphrase::from_text("a b\n\n".into())
+                .unwrap()
+                .expose_secret(),
+            "a b\n"
+        );
+        assert!(Passphrase::from_text("\n".into()).is_err());
+    }
+
+    #[test]
+    fn key_bytes_exact_copy() {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(b"secret");
+        let k = KeyBytes::new(v);
+        assert_eq!(k.expose_secret(), b"secret");
+        assert_eq!(k.len(), 6);
+    }
+
+    #[test]
+    fn read_key_file_refuses_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, [7u8; 100]).unwrap();
+        assert_eq!(read_key_file(&p, 100).unwrap().expose_secret(), &[7u8; 100]);
+        assert!(matches!(
+            read_key_file(&p, 99),
+            Err(Error::KeyFileTooLarge { len: 100, .. })
+        ));
+    }
+}
