@@ -1,0 +1,249 @@
+//! Shared fixture for the CLI tests: a real Secret Server-style cluster in a temp folder
+//! (real files, real permissions), the real `keyferry` binary, real age bundles at a low
+//! scrypt work factor (debug builds only, see `cmd::export_work_factor`).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const PASSPHRASE: &str = "correct horse battery staple orbit lemon";
+pub const WORK_FACTOR: &str = "4";
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+}
+
+pub const NODES: &[(&str, &str, &str)] = &[
+    ("web1", "primary", "10.9.0.1"),
+    ("web2", "secondary", "10.9.0.2"),
+    ("dr1", "dr", "10.9.0.3"),
+    ("proxy1", "proxy", "10.9.0.4"),
+];
+
+impl Cluster {
+    /// Secret Server cluster: web1 holds `primary_key`, web2 `secondary_key` (if any), dr1 none.
+    pub fn secret_server(primary_key: &[u8], secondary_key: Option<&[u8]>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::from("name = \"ss-prod\"\nprofile = \"secret-server\"\n");
+        for (name, role, ip) in NODES {
+            let app = dir.path().join(name).join("app");
+            std::fs::create_dir_all(&app).unwrap();
+            std::fs::write(app.join("database.config"), format!("db for {name}\n")).unwrap();
+            std::fs::write(app.join("web.config"), b"<configuration/>\r\n").unwrap();
+            toml.push_str(&format!(
+                "\n[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{ip}\"\nstate_dir = {:?}\npaths = {{ app = {:?} }}\n",
+                dir.path().join(name).join("state"),
+                app
+            ));
+        }
+        std::fs::write(dir.path().join("cluster.toml"), toml).unwrap();
+        let c = Cluster { dir };
+        std::fs::write(c.key_path("web1"), primary_key).unwrap();
+        if let Some(k) = secondary_key {
+            std::fs::write(c.key_path("web2"), k).unwrap();
+        }
+        c.write_passphrase_file("pass.txt", PASSPHRASE);
+        c
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cluster_file(&self) -> PathBuf {
+        self.path("cluster.toml")
+    }
+
+    pub fn app(&self, node: &str) -> PathBuf {
+        self.path(node).join("app")
+    }
+
+    pub fn key_path(&self, node: &str) -> PathBuf {
+        self.app(node).join("encryption.config")
+    }
+
+    pub fn write_passphrase_file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        p
+    }
+
+    /// `keyferry <args> --cluster cluster.toml --node <node>` with the passphrase file.
+    pub fn keyferry_node(&self, node: &str, args: &[&str]) -> Run {
+        let cluster = self.cluster_file();
+        let pass = self.path("pass.txt");
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "--cluster".into(),
+            cluster.display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--passphrase-file".into(),
+            pass.display().to_string(),
+        ]);
+        keyferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    }
+
+    /// Exports from web1 to `bundle.kfb` and returns its path.
+    pub fn export(&self) -> PathBuf {
+        let out = self.path("bundle.kfb");
+        let r = self.keyferry_node("web1", &["keys", "export", "-o", out.to_str().unwrap()]);
+        r.assert_code(0);
+        out
+    }
+
+    /// Every file below the cluster folder with its bytes (the node's state on disk).
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(self.dir.path())
+    }
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                out.insert(
+                    p.clone(),
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
+            } else if m.is_dir() {
+                out.insert(p.clone(), b"<dir>".to_vec());
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+pub struct Run {
+    pub args: Vec<String>,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "keyferry {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.out.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout()))
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keyferry")
+}
+
+/// Runs the binary with a clean environment for keyferry's variables.
+pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("KEYFERRY_CLUSTER")
+        .env_remove("KEYFERRY_STATE_DIR")
+        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn keyferry");
+    {
+        let mut i = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            i.write_all(bytes).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        out,
+    }
+}
+
+/// Seals arbitrary plaintext as an armored age passphrase file, bypassing keyferry's own
+/// manifest writer, to build hostile bundles.
+pub fn seal_raw(plaintext: &[u8], passphrase: &str, path: &Path) {
+    use age::secrecy::SecretString;
+    let mut r = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
+    r.set_work_factor(4);
+    let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+    let mut out = Vec::new();
+    let armor =
+        age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).unwrap();
+    let mut w = enc.wrap_output(armor).unwrap();
+    w.write_all(plaintext).unwrap();
+    w.finish().unwrap().finish().unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+/// A hand-built bundle plaintext in the documented format (docs/bundle-format.md).
+pub fn plaintext(header: &serde_json::Value, contents: &[&[u8]]) -> Vec<u8> {
+    let mut v = b"keyferry-bundle 1\n".to_vec();
+    v.extend_from_slice(serde_json::to_string(header).unwrap().as_bytes());
+    v.push(b'\n');
+    for c in contents {
+        v.extend_from_slice(c);
+    }
+    v
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    keyferry::fingerprint::FileHash::of(bytes).to_hex()
+}
+
+pub fn fingerprint_of(entries: &[(&str, &[u8])]) -> String {
+    let hashes: Vec<(&str, keyferry::fingerprint::FileHash)> = entries
+        .iter()
+        .map(|(n, b)| (*n, keyferry::fingerprint::FileHash::of(b)))
+        .collect();
+    keyferry::fingerprint::Fingerprint::of(hashes.iter().map(|(n, h)| (*n, h))).to_string()
+}
+
+/// A valid header for `entries` (name, bytes), for the Secret Server cluster "ss-prod".
+pub fn header(entries: &[(&str, &[u8])], expires: &str) -> serde_json::Value {
+    serde_json::json!({
+        "created": "2026-01-01T00:00:00Z",
+        "expires": expires,
+        "cluster": "ss-prod",
+        "profile": "secret-server",
+        "source": { "node": "web1", "role": "primary", "host": "WEB1" },
+        "fingerprint": fingerprint_of(entries),
+        "entries": entries.iter().map(|(n, b)| serde_json::json!({
+            "name": n, "len": b.len(), "sha256": sha256_hex(b),
+            "roles": ["primary", "secondary", "dr", "action", "scheduler"],
+        })).collect::<Vec<_>>(),
+    })
+}
