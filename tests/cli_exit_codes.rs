@@ -1,0 +1,78 @@
+//! Each exit code of `src/bin/keyferry/exit.rs`, and the JSON error contract.
+
+mod common;
+use common::*;
+
+#[test]
+fn zero_on_success() {
+    keyferry(&["--version"], None).assert_code(0);
+    keyferry(&["--help"], None).assert_code(0);
+    let c = Cluster::secret_server(b"K", None);
+    keyferry(
+        &[
+            "fingerprint",
+            "-c",
+            c.cluster_file().to_str().unwrap(),
+            "--node",
+            "web1",
+        ],
+        None,
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn two_on_usage_errors_with_json_error_document() {
+    keyferry(&["keys", "frobnicate"], None).assert_code(2);
+    keyferry(&[], None).assert_code(2);
+    let r = keyferry(&["keys", "import", "--json"], None);
+    r.assert_code(2);
+    assert_eq!(r.json()["error"]["code"], "usage");
+    assert_eq!(r.json()["version"], 1);
+}
+
+#[test]
+fn two_on_bad_input() {
+    let r = keyferry(&["fingerprint", "--json"], None);
+    r.assert_code(2);
+    assert_eq!(r.json()["error"]["code"], "usage");
+    let r = keyferry(
+        &[
+            "keys",
+            "inspect",
+            "/nonexistent/bundle",
+            "--batch",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert_eq!(r.json()["error"]["code"], "io");
+}
+
+#[test]
+fn one_is_reserved_for_checks_that_say_no() {
+    // No command of this release answers "no" yet (audit and diagnose will); the code is
+    // pinned so its meaning cannot drift.
+    let src = include_str!("../src/bin/keyferry/exit.rs");
+    assert!(src.contains("pub const NO: u8 = 1;"));
+    assert!(src.contains("pub const ERROR: u8 = 2;"));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let r = keyferry(&["demo", "--json"], None);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["agreed_before"], false);
+    assert_eq!(j["agreed_after"], true);
+    assert_eq!(j["after"].as_array().unwrap().len(), 4);
+    let fps: Vec<_> = j["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] != "proxy")
+        .map(|n| n["fingerprint"].clone())
+        .collect();
+    assert!(fps.iter().all(|f| f == &fps[0] && f.is_string()));
+}

@@ -1,0 +1,183 @@
+//! Privilege Secure: `keys.exp` (opaque, temporary) and the HA `appsettings.json`, split by
+//! role; the vendor import step; and `keys cleanup` of `keys.exp` on target and source.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+const KEYS_EXP: &[u8] = b"SBPAM-EXPORT\x00\x01opaque vendor bytes \xde\xad\xbe\xef";
+const APPSETTINGS: &[u8] = b"{\r\n  \"HA\": { \"PrimaryIp\": \"10.9.1.1\" }\r\n}\r\n";
+
+struct Ps {
+    dir: tempfile::TempDir,
+}
+
+impl Ps {
+    fn new() -> Ps {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::from("name = \"nps\"\nprofile = \"privilege-secure\"\n");
+        for (name, role, ip) in [
+            ("nps1", "primary", "10.9.1.1"),
+            ("nps2", "secondary", "10.9.1.2"),
+            ("act1", "action", "10.9.1.3"),
+            ("prx1", "proxy", "10.9.1.4"),
+        ] {
+            let kt = dir.path().join(name).join("KeyTools");
+            let ha = dir.path().join(name).join("HA");
+            std::fs::create_dir_all(&kt).unwrap();
+            std::fs::create_dir_all(&ha).unwrap();
+            toml.push_str(&format!(
+                "\n[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{ip}\"\nstate_dir = {:?}\npaths = {{ keytools = {kt:?}, ha = {ha:?} }}\n",
+                dir.path().join(name).join("state"),
+            ));
+        }
+        std::fs::write(dir.path().join("cluster.toml"), toml).unwrap();
+        std::fs::write(dir.path().join("nps1/KeyTools/keys.exp"), KEYS_EXP).unwrap();
+        std::fs::write(dir.path().join("nps1/HA/appsettings.json"), APPSETTINGS).unwrap();
+        let pass = dir.path().join("pass.txt");
+        std::fs::write(&pass, PASSPHRASE).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Ps { dir }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn run(&self, node: &str, args: &[&str]) -> Run {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "-c".into(),
+            self.p("cluster.toml").display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--passphrase-file".into(),
+            self.p("pass.txt").display().to_string(),
+        ]);
+        keyferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
+    }
+}
+
+#[test]
+fn secondary_gets_both_action_gets_keys_exp_proxy_nothing() {
+    let ps = Ps::new();
+    let b = ps.p("b.kfb");
+    ps.run("nps1", &["keys", "export", "-o", b.to_str().unwrap()])
+        .assert_code(0);
+
+    let copy = ps.p("b2.kfb");
+    std::fs::copy(&b, &copy).unwrap();
+    let r = ps.run("nps2", &["keys", "import", copy.to_str().unwrap()]);
+    r.assert_code(0);
+    assert_eq!(
+        std::fs::read(ps.p("nps2/KeyTools/keys.exp")).unwrap(),
+        KEYS_EXP
+    );
+    assert_eq!(
+        std::fs::read(ps.p("nps2/HA/appsettings.json")).unwrap(),
+        APPSETTINGS
+    );
+    assert!(
+        r.stderr()
+            .contains("SbPAM.RotateKey.exe import -n keys.exp"),
+        "{}",
+        r.stderr()
+    );
+
+    let r = ps.run(
+        "act1",
+        &[
+            "keys",
+            "import",
+            b.to_str().unwrap(),
+            "--keep-bundle",
+            "--json",
+        ],
+    );
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(
+        j["plan"]["skipped"],
+        serde_json::json!(["appsettings.json"])
+    );
+    assert_eq!(
+        std::fs::read(ps.p("act1/KeyTools/keys.exp")).unwrap(),
+        KEYS_EXP
+    );
+    assert!(!ps.p("act1/HA/appsettings.json").exists());
+
+    let before = snapshot(ps.dir.path());
+    let r = ps.run("prx1", &["keys", "import", b.to_str().unwrap(), "--json"]);
+    r.assert_code(2);
+    assert_eq!(r.json()["error"]["code"], "wrong-role");
+    assert_eq!(before, snapshot(ps.dir.path()));
+
+    // Cleanup removes keys.exp on the target and the kept bundle; and keys.exp on the source.
+    let cl = ps.p("cluster.toml");
+    keyferry(
+        &[
+            "keys",
+            "cleanup",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "act1",
+        ],
+        None,
+    )
+    .assert_code(0);
+    assert!(!ps.p("act1/KeyTools/keys.exp").exists());
+    assert!(!b.exists());
+    keyferry(
+        &[
+            "keys",
+            "cleanup",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "nps1",
+        ],
+        None,
+    )
+    .assert_code(0);
+    assert!(!ps.p("nps1/KeyTools/keys.exp").exists());
+    assert!(
+        ps.p("nps1/HA/appsettings.json").exists(),
+        "appsettings.json is not temporary"
+    );
+}
+
+#[test]
+fn export_without_vendor_export_file_says_to_run_vendor_tool() {
+    let ps = Ps::new();
+    std::fs::remove_file(ps.p("nps1/KeyTools/keys.exp")).unwrap();
+    let before = snapshot(ps.dir.path());
+    let r = ps.run(
+        "nps1",
+        &["keys", "export", "-o", ps.p("b.kfb").to_str().unwrap()],
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr()
+            .contains("SbPAM.RotateKey.exe export -n keys.exp"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, snapshot(ps.dir.path()));
+}
+
+#[test]
+fn bundle_from_action_host_lacks_appsettings_for_secondary() {
+    let ps = Ps::new();
+    std::fs::write(ps.p("act1/KeyTools/keys.exp"), KEYS_EXP).unwrap();
+    let b = ps.p("a.kfb");
+    ps.run("act1", &["keys", "export", "-o", b.to_str().unwrap()])
+        .assert_code(0);
+    let before = snapshot(ps.dir.path());
+    let r = ps.run("nps2", &["keys", "import", b.to_str().unwrap(), "--json"]);
+    r.assert_code(2);
+    assert_eq!(r.json()["error"]["code"], "bundle-incomplete");
+    assert_eq!(before, snapshot(ps.dir.path()));
+}

@@ -1,0 +1,269 @@
+//! Secrets stay where they belong. Known key bytes and a known passphrase go through every
+//! command path; afterwards neither the bytes (raw, hex, base64) nor the passphrase may appear
+//! in any stdout or stderr, ledger, backup name or leftover temporary file. Key bytes may
+//! exist only in installed key files and in backup files (their purpose).
+
+mod common;
+use base64::prelude::*;
+use common::*;
+use std::path::Path;
+
+const KEY_A: &[u8] = b"\x13\x37SECRET-MASTER-KEY-A\xc3\x28k1Zq9\x00Vx7Lm2Pw4Rt8Ys";
+const KEY_B: &[u8] = b"\x42\x42SECRET-MASTER-KEY-B\x91\x07n5Hj3\x00Qa6Dc0Fe2Gi7Kb";
+
+fn forms(key: &[u8]) -> Vec<Vec<u8>> {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        key[2..22].to_vec(),
+        hex.as_bytes().to_vec(),
+        hex.to_uppercase().into_bytes(),
+        BASE64_STANDARD.encode(key).into_bytes(),
+        BASE64_STANDARD_NO_PAD.encode(key).into_bytes(),
+        BASE64_URL_SAFE_NO_PAD.encode(key).into_bytes(),
+    ]
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn assert_clean(what: &str, bytes: &[u8]) {
+    for key in [KEY_A, KEY_B] {
+        for f in forms(key) {
+            assert!(!contains(bytes, &f), "key material in {what}");
+        }
+    }
+    assert!(
+        !contains(bytes, PASSPHRASE.as_bytes()),
+        "passphrase in {what}"
+    );
+}
+
+#[test]
+fn no_secret_in_output_ledger_backup_names_or_temp_files() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let cl = c.cluster_file();
+    let cl = cl.to_str().unwrap();
+    let pass = c.path("pass.txt");
+    let pass = pass.to_str().unwrap();
+    let bundle = c.path("bundle.kfb");
+    let b = bundle.to_str().unwrap();
+    let mut runs = Vec::new();
+    let mut run = |args: &[&str]| runs.push(keyferry(args, None));
+
+    for json in [false, true] {
+        let j: &[&str] = if json { &["--json"] } else { &[] };
+        fn with<'a>(a: &[&'a str], j: &[&'a str]) -> Vec<&'a str> {
+            [a, j].concat()
+        }
+        run(&with(
+            &["fingerprint", "-c", cl, "--node", "web1", "--words"],
+            j,
+        ));
+        run(&with(
+            &[
+                "keys",
+                "export",
+                "-c",
+                cl,
+                "--node",
+                "web1",
+                "-o",
+                b,
+                "--force",
+                "--passphrase-file",
+                pass,
+            ],
+            j,
+        ));
+        run(&with(&["keys", "inspect", b, "--passphrase-file", pass], j));
+        run(&with(
+            &[
+                "keys",
+                "import",
+                b,
+                "-c",
+                cl,
+                "--node",
+                "web2",
+                "--passphrase-file",
+                pass,
+            ],
+            j,
+        ));
+        run(&with(
+            &[
+                "keys",
+                "import",
+                b,
+                "-c",
+                cl,
+                "--node",
+                "web2",
+                "--dry-run",
+                "--replace",
+                "--passphrase-file",
+                pass,
+            ],
+            j,
+        ));
+    }
+    let wrong = c.write_passphrase_file("wrong.txt", "wrong words entirely");
+    run(&[
+        "keys",
+        "import",
+        b,
+        "-c",
+        cl,
+        "--node",
+        "web2",
+        "--passphrase-file",
+        wrong.to_str().unwrap(),
+    ]);
+    run(&[
+        "keys",
+        "import",
+        b,
+        "-c",
+        cl,
+        "--node",
+        "web2",
+        "--replace",
+        "--keep-bundle",
+        "--passphrase-file",
+        pass,
+    ]);
+    run(&[
+        "keys",
+        "import",
+        b,
+        "-c",
+        cl,
+        "--node",
+        "dr1",
+        "--passphrase-file",
+        pass,
+    ]);
+    run(&["fingerprint", "-c", cl, "--node", "web2", "--json"]);
+    run(&[
+        "keys",
+        "export",
+        "-c",
+        cl,
+        "--node",
+        "web1",
+        "--passphrase-file",
+        pass,
+    ]);
+    run(&["keys", "cleanup", "-c", cl, "--node", "web2"]);
+    run(&["keys", "cleanup", "-c", cl, "--node", "web1", "--json"]);
+
+    assert!(
+        runs.iter().any(|r| r.code() == 2),
+        "a refusal path was exercised"
+    );
+    assert!(runs.iter().filter(|r| r.code() == 0).count() >= 12);
+    for r in &runs {
+        if r.args.contains(&"--binary".to_string())
+            || (r.args[1] == "export" && !r.args.contains(&"-o".to_string()))
+        {
+            // The bundle itself on stdout: encrypted, but check stderr.
+            assert_clean(&format!("stderr of {:?}", r.args), &r.out.stderr);
+            continue;
+        }
+        assert_clean(&format!("stdout of {:?}", r.args), &r.out.stdout);
+        assert_clean(&format!("stderr of {:?}", r.args), &r.out.stderr);
+    }
+
+    // Files: only key files and backups may hold key bytes; nothing may hold the passphrase
+    // except the passphrase file; no temp file may be left.
+    let mut backups = 0;
+    for (path, bytes) in c.snapshot() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_clean(&format!("file name {path:?}"), name.as_bytes());
+        assert!(
+            !name.starts_with(".keyferry-"),
+            "leftover temp file {path:?}"
+        );
+        let is_key = name == "encryption.config";
+        let in_backups = path.components().any(|c| c.as_os_str() == "backups");
+        if in_backups && is_key {
+            backups += 1;
+        }
+        if is_key || path == Path::new(pass) {
+            continue;
+        }
+        assert_clean(&format!("file {path:?}"), &bytes);
+    }
+    assert!(backups >= 1, "the --replace import made a backup");
+    // The ledger exists and was checked above.
+    assert!(c.path("web1/state/ledger.json").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
+    // A real pseudo-terminal from util-linux `script`, so the generated-passphrase path runs as
+    // an admin would see it. Skipped (loudly) where `script` is missing.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: util-linux `script` not installed; no pseudo-terminal for this test");
+        return;
+    }
+    let c = Cluster::secret_server(KEY_A, None);
+    let out = c.path("gen.kfb");
+    let cmd = format!(
+        "{} keys export -c {} --node web1 -o {}",
+        bin(),
+        c.cluster_file().display(),
+        out.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let screen = String::from_utf8_lossy(&o.stdout).into_owned();
+    let pos = screen
+        .find("(shown once):")
+        .expect("passphrase banner on the terminal");
+    let words: Vec<&str> = screen[pos..]
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split(' ').count() == 10)
+        .expect("a line of ten words")
+        .split(' ')
+        .collect();
+    assert!(words.iter().all(|w| keyferry::words::list().contains(w)));
+    let phrase = words.join(" ");
+    // Not in the bundle, the ledger or any file.
+    for (path, bytes) in c.snapshot() {
+        assert!(
+            !contains(&bytes, phrase.as_bytes()),
+            "passphrase in {path:?}"
+        );
+    }
+    // And it opens the bundle.
+    let r = keyferry(
+        &[
+            "keys",
+            "import",
+            out.to_str().unwrap(),
+            "-c",
+            c.cluster_file().to_str().unwrap(),
+            "--node",
+            "dr1",
+            "--passphrase-fd",
+            "0",
+        ],
+        Some(phrase.as_bytes()),
+    );
+    r.assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+}
