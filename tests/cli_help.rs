@@ -4,7 +4,10 @@
 #[test]
 fn cli_cases() {
     trycmd::TestCases::new()
-        .register_bin("keyferry", std::path::PathBuf::from(env!("CARGO_BIN_EXE_keyferry")))
+        .register_bin(
+            "keyferry",
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_keyferry")),
+        )
         .default_bin_name("keyferry")
         .env("COLUMNS", "100")
         .case("tests/cmd/*.toml");
