@@ -440,3 +440,85 @@ pub fn import_file(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Source;
+    use crate::profile::ProfileId;
+
+    fn node(dir: &Path) -> Node {
+        Node::from_root(
+            ProfileId::SecretServer,
+            dir,
+            Role::Secondary,
+            "n",
+            Some(dir.join("state")),
+        )
+        .unwrap()
+    }
+
+    fn manifest(key: &[u8]) -> Manifest {
+        Manifest::new(
+            Timestamp::now(),
+            Timestamp::now().plus(std::time::Duration::from_secs(60)),
+            None,
+            ProfileId::SecretServer,
+            Source {
+                node: "p".into(),
+                role: Role::Primary,
+                host: "h".into(),
+            },
+            vec![(
+                "encryption.config".into(),
+                vec![Role::Secondary],
+                KeyBytes::copy_from(key),
+            )],
+        )
+    }
+
+    #[test]
+    fn failed_verification_restores_the_previous_file() {
+        let d = tempfile::tempdir().unwrap();
+        let n = node(d.path());
+        let key = d.path().join("encryption.config");
+        std::fs::write(&key, b"OLD KEY").unwrap();
+        let m = manifest(b"NEW KEY");
+        let mut p = plan(&m, &n).unwrap();
+        assert!(p.replaces());
+        // Make the expected hash wrong, as if the disk returned other bytes than written.
+        p.files[0].sha256 = FileHash::of(b"something else");
+        let err = apply(&m, &p, &n, true).unwrap_err();
+        assert!(matches!(err, Error::VerifyFailed(_)), "{err}");
+        assert_eq!(std::fs::read(&key).unwrap(), b"OLD KEY");
+    }
+
+    #[test]
+    fn failed_verification_removes_a_newly_installed_file() {
+        let d = tempfile::tempdir().unwrap();
+        let n = node(d.path());
+        let m = manifest(b"NEW KEY");
+        let mut p = plan(&m, &n).unwrap();
+        assert_eq!(p.files[0].action, FileAction::Install);
+        p.files[0].sha256 = FileHash::of(b"something else");
+        assert!(matches!(
+            apply(&m, &p, &n, false),
+            Err(Error::VerifyFailed(_))
+        ));
+        assert!(!d.path().join("encryption.config").exists());
+    }
+
+    #[test]
+    fn replace_is_refused_before_any_backup_without_the_flag() {
+        let d = tempfile::tempdir().unwrap();
+        let n = node(d.path());
+        std::fs::write(d.path().join("encryption.config"), b"OLD").unwrap();
+        let m = manifest(b"NEW");
+        let p = plan(&m, &n).unwrap();
+        assert!(matches!(
+            apply(&m, &p, &n, false),
+            Err(Error::KeySetDiffers { .. })
+        ));
+        assert!(!d.path().join("state").exists(), "no backup folder made");
+    }
+}

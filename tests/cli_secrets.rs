@@ -267,3 +267,39 @@ fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
     r.assert_code(0);
     assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
 }
+
+#[cfg(unix)]
+#[test]
+fn export_refuses_to_write_a_bundle_to_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: util-linux `script` not installed; no pseudo-terminal for this test");
+        return;
+    }
+    let c = Cluster::secret_server(KEY_A, None);
+    let before = c.snapshot();
+    let cmd = format!(
+        "{} keys export -c {} --node web1 --passphrase-file {}",
+        bin(),
+        c.cluster_file().display(),
+        c.path("pass.txt").display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        screen.contains("refusing to write a bundle to the terminal"),
+        "{screen}"
+    );
+    assert!(!screen.contains("BEGIN AGE"), "{screen}");
+    assert_eq!(before, c.snapshot());
+}
