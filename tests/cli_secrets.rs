@@ -200,19 +200,34 @@ fn no_secret_in_output_ledger_backup_names_or_temp_files() {
     assert!(c.path("web1/state/ledger.json").exists());
 }
 
+/// Runs a shell command on a real pseudo-terminal (util-linux `script`); `None`, with a loud
+/// SKIPPED line, where `script` is not installed.
 #[cfg(unix)]
-#[test]
-fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
-    // A real pseudo-terminal from util-linux `script`, so the generated-passphrase path runs as
-    // an admin would see it. Skipped (loudly) where `script` is missing.
+#[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+fn in_pty(cmd: &str) -> Option<std::process::Output> {
     if std::process::Command::new("script")
         .arg("--version")
         .output()
         .is_err()
     {
         eprintln!("SKIPPED: util-linux `script` not installed; no pseudo-terminal for this test");
-        return;
+        return None;
     }
+    let o = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Some(o)
+}
+
+#[cfg(unix)]
+#[test]
+fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
+    // A real pseudo-terminal from util-linux `script`, so the generated-passphrase path runs as
+    // an admin would see it. Skipped (loudly) where `script` is missing.
     let c = Cluster::secret_server(KEY_A, None);
     let out = c.path("gen.kfb");
     let cmd = format!(
@@ -221,13 +236,7 @@ fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
         c.cluster_file().display(),
         out.display()
     );
-    let o = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let Some(o) = in_pty(&cmd) else { return };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let screen = String::from_utf8_lossy(&o.stdout).into_owned();
     let pos = screen
@@ -271,14 +280,6 @@ fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
 #[cfg(unix)]
 #[test]
 fn export_refuses_to_write_a_bundle_to_a_terminal() {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: util-linux `script` not installed; no pseudo-terminal for this test");
-        return;
-    }
     let c = Cluster::secret_server(KEY_A, None);
     let before = c.snapshot();
     let cmd = format!(
@@ -287,13 +288,7 @@ fn export_refuses_to_write_a_bundle_to_a_terminal() {
         c.cluster_file().display(),
         c.path("pass.txt").display()
     );
-    let o = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let Some(o) = in_pty(&cmd) else { return };
     assert_eq!(o.status.code(), Some(2));
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(
