@@ -65,14 +65,13 @@ pub fn lock_memory(buf: &[u8]) -> bool {
 
 /// Undoes [`lock_memory`].
 pub fn unlock_memory(buf: &[u8]) {
-    if buf.is_empty() {
-        return;
-    }
     #[cfg(unix)]
-    {
+    if !buf.is_empty() {
         // SAFETY: as for mlock: the range belongs to a live allocation we borrow.
         let _ = unsafe { rustix::mm::munlock(buf.as_ptr() as *mut _, buf.len()) };
     }
+    #[cfg(not(unix))]
+    let _ = buf;
 }
 
 /// Whether overwriting a file in place on this file system really replaces the old blocks.

@@ -179,7 +179,7 @@ pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn keyferry");
+    let mut child = spawn(&mut cmd);
     {
         let mut i = child.stdin.take().unwrap();
         if let Some(bytes) = stdin {
@@ -190,6 +190,23 @@ pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
     Run {
         args: args.iter().map(|s| s.to_string()).collect(),
         out,
+    }
+}
+
+/// Starts the child. Under Wine, CreateProcess now and then fails with ERROR_INTERNAL_ERROR
+/// (1359) when several test threads spawn at once; that one error, and only on Windows
+/// builds, is retried a few times. Anything else fails the test at once.
+fn spawn(cmd: &mut Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(1359) && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+            }
+            Err(e) => panic!("spawn keyferry: {e}"),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "keyferry",
+    bin_name = "keyferry",
     version,
     about = "Move encryption keys between the nodes of a PAM cluster, safely, and prove every node holds the same keys",
     long_about = None,
