@@ -58,7 +58,10 @@ fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
         use std::os::unix::fs::PermissionsExt;
         b.permissions(fs::Permissions::from_mode(0o600));
     }
-    b.tempfile_in(dir).map_err(|e| Error::io(dir, e))
+    let tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    // Windows: owner-only ACL before a single byte is written (Unix: 0600 at creation above).
+    crate::sys::restrict_to_owner(tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
+    Ok(tmp)
 }
 
 /// Writes `bytes` to `path` atomically with owner-only permissions, replacing a regular file
@@ -124,6 +127,7 @@ pub fn create_private_dir(path: &Path) -> Result<()> {
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(path, e))?;
     }
+    crate::sys::restrict_to_owner(path).map_err(|e| Error::io(path, e))?;
     Ok(())
 }
 
@@ -197,6 +201,32 @@ mod tests {
         assert_eq!(mode(&p), Some(0o600));
         let left: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no temp file left behind");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn secret_files_and_folders_get_an_owner_only_acl() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        atomic_write(&p, b"new").unwrap();
+        let sub = d.path().join("backups");
+        create_private_dir(&sub).unwrap();
+        for path in [&p, &sub] {
+            let sddl = crate::sys::dacl_sddl(path).unwrap();
+            // Never a broad ACE: Everyone, Users, Authenticated Users, Interactive.
+            for broad in [";;;WD)", ";;;BU)", ";;;AU)", ";;;IU)"] {
+                assert!(!sddl.contains(broad), "{sddl}");
+            }
+            assert!(sddl.contains(";;;SY)"), "{sddl}");
+            // Wine (detected by its WINEPREFIX, which it passes to Windows programs) keeps
+            // only owner and SYSTEM ACEs and drops the protected flag; real Windows keeps the
+            // whole descriptor: protected, exactly owner + SYSTEM + Administrators.
+            if std::env::var_os("WINEPREFIX").is_none() {
+                assert!(sddl.starts_with("D:P"), "{sddl}");
+                assert_eq!(sddl.matches("(A;").count(), 3, "{sddl}");
+                assert!(sddl.contains(";;;BA)"), "{sddl}");
+            }
+        }
     }
 
     #[cfg(unix)]

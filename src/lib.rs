@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cleanup;
 pub mod cluster;
 pub mod demo;
+pub mod dpapi;
 pub mod error;
 pub mod export;
 pub mod fingerprint;

@@ -161,3 +161,272 @@ pub fn read_fd(fd: i32, max: usize) -> std::io::Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// Why a DPAPI call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DpapiError {
+    /// Not a Windows build.
+    Unsupported,
+    /// The OS refused; the Windows error code and its text.
+    Os(i32, String),
+}
+
+impl std::fmt::Display for DpapiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DpapiError::Unsupported => f.write_str("DPAPI exists only on Windows"),
+            DpapiError::Os(code, text) => write!(f, "{text} (Windows error {code})"),
+        }
+    }
+}
+
+/// Decrypts a DPAPI blob with `CryptUnprotectData` (no UI). The plaintext goes straight into
+/// [`KeyBytes`](crate::secret::KeyBytes); the OS buffer is wiped before it is freed.
+pub fn dpapi_unprotect(blob: &[u8]) -> Result<crate::secret::KeyBytes, DpapiError> {
+    #[cfg(windows)]
+    {
+        win::unprotect(blob)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = blob;
+        Err(DpapiError::Unsupported)
+    }
+}
+
+/// Encrypts with `CryptProtectData`, machine scope when `machine` (any account on this
+/// machine can decrypt; the file ACL then decides who reads it), user scope otherwise.
+pub fn dpapi_protect(plain: &[u8], machine: bool) -> Result<Vec<u8>, DpapiError> {
+    #[cfg(windows)]
+    {
+        win::protect(plain, machine)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = (plain, machine);
+        Err(DpapiError::Unsupported)
+    }
+}
+
+/// Gives a file an owner-only ACL on Windows: full control for the account running keyferry,
+/// SYSTEM and Administrators, inheritance cut (the Windows twin of mode 0600). A no-op
+/// elsewhere, where the file was created 0600.
+pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        win::restrict_to_owner(path)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// The file's DACL in SDDL form (Windows), for tests and diagnostics.
+pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
+    #[cfg(windows)]
+    {
+        win::dacl_sddl(path)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = path;
+        Err(std::io::Error::other("no ACLs here"))
+    }
+}
+
+#[cfg(windows)]
+mod win {
+    use super::DpapiError;
+    use crate::secret::KeyBytes;
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::Path;
+    use std::ptr::{null, null_mut};
+    use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::Cryptography::{
+        CryptProtectData, CryptUnprotectData, CRYPTPROTECT_LOCAL_MACHINE,
+        CRYPTPROTECT_UI_FORBIDDEN, CRYPT_INTEGER_BLOB,
+    };
+    use windows_sys::Win32::Security::{
+        GetFileSecurityW, GetTokenInformation, SetFileSecurityW, TokenUser,
+        DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+        TOKEN_QUERY, TOKEN_USER,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+    fn last_error() -> DpapiError {
+        let e = std::io::Error::last_os_error();
+        DpapiError::Os(e.raw_os_error().unwrap_or(0), e.to_string())
+    }
+
+    /// Copies an OS-allocated blob out, wipes it and frees it.
+    ///
+    /// SAFETY: `out` must come from a successful CryptProtectData/CryptUnprotectData call.
+    unsafe fn take(out: &CRYPT_INTEGER_BLOB) -> Vec<u8> {
+        let s = std::slice::from_raw_parts_mut(out.pbData, out.cbData as usize);
+        let v = s.to_vec();
+        zeroize::Zeroize::zeroize(s);
+        LocalFree(out.pbData as _);
+        v
+    }
+
+    pub fn unprotect(blob: &[u8]) -> Result<KeyBytes, DpapiError> {
+        let input = CRYPT_INTEGER_BLOB {
+            cbData: blob.len() as u32,
+            pbData: blob.as_ptr() as *mut u8,
+        };
+        let mut out = CRYPT_INTEGER_BLOB::default();
+        // SAFETY: input points at `blob` for the call; out is written by the OS on success.
+        let ok = unsafe {
+            CryptUnprotectData(
+                &input,
+                null_mut(),
+                null(),
+                null(),
+                null(),
+                CRYPTPROTECT_UI_FORBIDDEN,
+                &mut out,
+            )
+        };
+        if ok == 0 {
+            return Err(last_error());
+        }
+        // SAFETY: the call succeeded.
+        Ok(KeyBytes::new(unsafe { take(&out) }))
+    }
+
+    pub fn protect(plain: &[u8], machine: bool) -> Result<Vec<u8>, DpapiError> {
+        let input = CRYPT_INTEGER_BLOB {
+            cbData: plain.len() as u32,
+            pbData: plain.as_ptr() as *mut u8,
+        };
+        let mut out = CRYPT_INTEGER_BLOB::default();
+        let flags = CRYPTPROTECT_UI_FORBIDDEN
+            | if machine {
+                CRYPTPROTECT_LOCAL_MACHINE
+            } else {
+                0
+            };
+        // SAFETY: as above.
+        let ok =
+            unsafe { CryptProtectData(&input, null(), null(), null(), null(), flags, &mut out) };
+        if ok == 0 {
+            return Err(last_error());
+        }
+        // SAFETY: the call succeeded.
+        Ok(unsafe { take(&out) })
+    }
+
+    fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
+        s.encode_wide().chain(std::iter::once(0)).collect()
+    }
+
+    fn current_user_sid() -> std::io::Result<String> {
+        // SAFETY: standard token query; every handle and buffer is released below.
+        unsafe {
+            let mut token: HANDLE = null_mut();
+            if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut len = 0u32;
+            GetTokenInformation(token, TokenUser, null_mut(), 0, &mut len);
+            let mut buf = vec![0u8; len as usize];
+            let ok = GetTokenInformation(token, TokenUser, buf.as_mut_ptr() as _, len, &mut len);
+            CloseHandle(token);
+            if ok == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let user = &*(buf.as_ptr() as *const TOKEN_USER);
+            let mut s: *mut u16 = null_mut();
+            if ConvertSidToStringSidW(user.User.Sid, &mut s) == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let text = from_wide_ptr(s);
+            LocalFree(s as _);
+            Ok(text)
+        }
+    }
+
+    /// SAFETY: `p` must be a NUL-terminated UTF-16 string.
+    unsafe fn from_wide_ptr(p: *const u16) -> String {
+        let mut n = 0;
+        while *p.add(n) != 0 {
+            n += 1;
+        }
+        String::from_utf16_lossy(std::slice::from_raw_parts(p, n))
+    }
+
+    pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+        let sid = current_user_sid()?;
+        let sddl = wide(format!("D:P(A;;FA;;;{sid})(A;;FA;;;SY)(A;;FA;;;BA)").as_ref());
+        let file = wide(path.as_os_str());
+        // SAFETY: the SDDL and path are NUL-terminated; the descriptor is freed after use.
+        unsafe {
+            let mut sd: PSECURITY_DESCRIPTOR = null_mut();
+            if ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                null_mut(),
+            ) == 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = SetFileSecurityW(
+                file.as_ptr(),
+                DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                sd,
+            );
+            LocalFree(sd as _);
+            if ok == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
+        let file = wide(path.as_os_str());
+        // SAFETY: two-call size query into a buffer we own; the string is freed after copying.
+        unsafe {
+            let mut len = 0u32;
+            GetFileSecurityW(
+                file.as_ptr(),
+                DACL_SECURITY_INFORMATION,
+                null_mut(),
+                0,
+                &mut len,
+            );
+            let mut buf = vec![0u8; len.max(1) as usize];
+            if GetFileSecurityW(
+                file.as_ptr(),
+                DACL_SECURITY_INFORMATION,
+                buf.as_mut_ptr() as _,
+                len,
+                &mut len,
+            ) == 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut s: *mut u16 = null_mut();
+            if ConvertSecurityDescriptorToStringSecurityDescriptorW(
+                buf.as_mut_ptr() as _,
+                SDDL_REVISION_1,
+                DACL_SECURITY_INFORMATION,
+                &mut s,
+                null_mut(),
+            ) == 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let text = from_wide_ptr(s);
+            LocalFree(s as _);
+            Ok(text)
+        }
+    }
+}
