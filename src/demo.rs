@@ -89,6 +89,7 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     )?;
 
     let opts = |replace| ImportOptions {
+        protect: crate::import::ProtectMode::Auto,
         replace,
         dry_run: false,
         allow_expired: false,

@@ -69,6 +69,18 @@ pub enum Error {
     #[error("{path} is {len} bytes; keyferry carries key files up to {max} bytes")]
     KeyFileTooLarge { path: PathBuf, len: u64, max: u64 },
 
+    /// A key file is DPAPI-protected in a way that cannot travel.
+    #[error("{path} is DPAPI-protected ({what})")]
+    DpapiProtected {
+        path: PathBuf,
+        what: String,
+        /// The product's own way to turn protection off, or what to do on the owning node.
+        remedy: String,
+    },
+    /// A DPAPI call failed.
+    #[error("DPAPI: {0}")]
+    Dpapi(String),
+
     // --- configuration and input ---
     /// The cluster file is not valid.
     #[error("cluster file {path}: {why}")]
@@ -118,6 +130,8 @@ impl Error {
             Error::FolderMissing { .. } => "folder-missing",
             Error::VerifyFailed(_) => "verify-failed",
             Error::KeyFileMissing { .. } => "key-file-missing",
+            Error::DpapiProtected { .. } => "dpapi-protected",
+            Error::Dpapi(_) => "dpapi-failed",
             Error::KeyFileTooLarge { .. } => "key-file-too-large",
             Error::ClusterFile { .. } => "cluster-file",
             Error::NodeNotFound(_) => "node-not-found",
@@ -155,6 +169,8 @@ impl Error {
         "folder-missing",
         "verify-failed",
         "key-file-missing",
+        "dpapi-protected",
+        "dpapi-failed",
         "key-file-too-large",
         "cluster-file",
         "node-not-found",

@@ -5,7 +5,7 @@ use crate::cluster::Node;
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
 use crate::fsx::write_new_private;
-use crate::keyset::{read_local_keys, require_complete};
+use crate::keyset::{read_local_keys, require_complete, Protection};
 use crate::ledger::{absolute, Ledger, LedgerEntry, LedgerKind};
 use crate::manifest::{Manifest, Source};
 use crate::profile::{ProfileId, Role};
@@ -39,6 +39,18 @@ pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) ->
         )));
     }
     require_complete(&keys)?;
+    for k in &keys {
+        if !k.protection.can_travel() {
+            return Err(dpapi_refusal(k));
+        }
+    }
+    let scopes: Vec<(String, Option<crate::dpapi::Scope>)> = keys
+        .iter()
+        .map(|k| match k.protection {
+            Protection::Dpapi { scope, .. } => (k.spec.name.clone(), Some(scope)),
+            _ => (k.spec.name.clone(), None),
+        })
+        .collect();
     let files = keys
         .into_iter()
         .map(|k| {
@@ -46,7 +58,7 @@ pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) ->
             (k.spec.name, k.spec.roles, content)
         })
         .collect();
-    Ok(Manifest::new(
+    let mut manifest = Manifest::new(
         now,
         now.plus(ttl),
         node.cluster.clone(),
@@ -57,7 +69,56 @@ pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) ->
             host: host.to_owned(),
         },
         files,
-    ))
+    );
+    for (e, (_, scope)) in manifest.header.entries.iter_mut().zip(scopes) {
+        e.dpapi = scope;
+    }
+    Ok(manifest)
+}
+
+/// Warnings an export should show: key files that only look DPAPI-protected.
+pub fn protection_warnings(node: &Node) -> Result<Vec<String>> {
+    Ok(read_local_keys(node)?
+        .iter()
+        .filter(|k| k.protection == Protection::LooksDpapi)
+        .map(|k| {
+            format!(
+                "{} looks DPAPI-protected (it is over {} bytes; a size hint, not proof): if imports \
+                 fail with \"Key not valid for use in specified state\", on that node click \
+                 Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again",
+                k.path.display(),
+                crate::keyset::SS_DPAPI_HINT_BYTES
+            )
+        })
+        .collect())
+}
+
+fn dpapi_refusal(k: &crate::keyset::LocalKey) -> Error {
+    let product = if k.spec.name == "encryption.config" {
+        "in Secret Server, Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again and turn DPAPI on again on each node"
+    } else {
+        "turn DPAPI protection off in the product that wrote the file, export, then turn it on again on each node"
+    };
+    let (what, remedy) = match k.protection {
+        Protection::Dpapi { scope, .. } if cfg!(windows) => (
+            format!("a {scope}-scope blob that this machine cannot decrypt: it was protected on another machine or account"),
+            format!("run keyferry keys export on the machine that protected it, or {product}"),
+        ),
+        Protection::Dpapi { scope, .. } => (
+            format!("a {scope}-scope blob; only Windows can decrypt it, on the machine that made it"),
+            "run keyferry keys export on that Windows node, which decrypts it in memory before it goes into the bundle".to_string(),
+        ),
+        Protection::DpapiEmbedded => (
+            "DPAPI blobs inside the file; keyferry does not rewrite such files".to_string(),
+            product.to_string(),
+        ),
+        _ => ("DPAPI-NG data".to_string(), product.to_string()),
+    };
+    Error::DpapiProtected {
+        path: k.path.clone(),
+        what,
+        remedy,
+    }
 }
 
 /// Seals `manifest` into `out` (a file path, or a writer such as stdout).
@@ -115,6 +176,8 @@ pub struct EntrySummary {
     pub len: u64,
     pub sha256: FileHash,
     pub roles: Vec<Role>,
+    /// The source file was DPAPI-protected (decrypted for transport).
+    pub dpapi: Option<crate::dpapi::Scope>,
 }
 
 /// What `keys export` and `keys inspect` report.
@@ -156,6 +219,7 @@ impl BundleSummary {
                     len: e.len,
                     sha256: e.sha256,
                     roles: e.roles.clone(),
+                    dpapi: e.dpapi,
                 })
                 .collect(),
             output,

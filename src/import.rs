@@ -21,9 +21,22 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Whether installed files are wrapped with DPAPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtectMode {
+    /// Protect (machine scope) exactly the files whose source was DPAPI-protected, on Windows.
+    #[default]
+    Auto,
+    /// Protect every installed file with machine-scope DPAPI (Windows only).
+    Dpapi,
+    /// Install plain files.
+    None,
+}
+
 /// Options of one import.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions {
+    pub protect: ProtectMode,
     pub replace: bool,
     pub dry_run: bool,
     pub allow_expired: bool,
@@ -158,6 +171,8 @@ pub struct PlannedFile {
     pub action: FileAction,
     pub len: u64,
     pub sha256: FileHash,
+    /// Written as a machine-scope DPAPI blob (the hash above is of the plaintext).
+    pub dpapi: bool,
 }
 
 /// The whole plan: a value that can be shown, tested and diffed before anything is written.
@@ -168,6 +183,8 @@ pub struct ImportPlan {
     pub skipped: Vec<String>,
     /// The fingerprint the node will have for its role once the plan is applied.
     pub fingerprint: Fingerprint,
+    /// Things the admin should know (e.g. a DPAPI source installed unprotected).
+    pub warnings: Vec<String>,
 }
 
 impl ImportPlan {
@@ -180,10 +197,17 @@ impl ImportPlan {
     }
 }
 
-/// Compares the bundle with what is on disk. Reads only.
-pub fn plan(manifest: &Manifest, node: &Node) -> Result<ImportPlan> {
+/// Compares the bundle with what is on disk. Reads only. DPAPI-protected files on this node
+/// are compared by their plaintext where the OS can decrypt them.
+pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<ImportPlan> {
+    if protect == ProtectMode::Dpapi && !cfg!(windows) {
+        return Err(Error::Unsupported(
+            "--protect dpapi works only on Windows: DPAPI is a Windows facility".into(),
+        ));
+    }
     let specs = node.profile.keys_held_by(node.role);
     let mut files = Vec::new();
+    let mut warnings = Vec::new();
     for spec in &specs {
         let meta = manifest
             .header
@@ -204,7 +228,7 @@ pub fn plan(manifest: &Manifest, node: &Node) -> Result<ImportPlan> {
         let action = match check_destination(&path)? {
             Destination::Missing => FileAction::Install,
             Destination::RegularFile => {
-                let current = read_key_file(&path, MAX_ENTRY_LEN)?;
+                let (current, _) = crate::keyset::read_key(&path, &spec.name, false)?;
                 if FileHash::of(current.expose_secret()).ct_eq(&meta.sha256) {
                     FileAction::Unchanged
                 } else {
@@ -212,12 +236,25 @@ pub fn plan(manifest: &Manifest, node: &Node) -> Result<ImportPlan> {
                 }
             }
         };
+        let dpapi = match protect {
+            ProtectMode::Dpapi => true,
+            ProtectMode::None => false,
+            ProtectMode::Auto => meta.dpapi.is_some() && cfg!(windows),
+        };
+        if let (Some(scope), false, ProtectMode::Auto) = (meta.dpapi, dpapi, protect) {
+            warnings.push(format!(
+                "{} was DPAPI-protected ({scope} scope) on the source; this system has no DPAPI, \
+                 so it is installed unprotected",
+                spec.name
+            ));
+        }
         files.push(PlannedFile {
             name: spec.name.clone(),
             path,
             action,
             len: meta.len,
             sha256: meta.sha256,
+            dpapi,
         });
     }
     let skipped = manifest
@@ -232,6 +269,7 @@ pub fn plan(manifest: &Manifest, node: &Node) -> Result<ImportPlan> {
         files,
         skipped,
         fingerprint,
+        warnings,
     })
 }
 
@@ -298,7 +336,16 @@ pub fn apply(
         .iter()
         .filter(|f| f.action != FileAction::Unchanged)
     {
-        match atomic_write(&f.path, bytes_of(&f.name).expose_secret()) {
+        let plain = bytes_of(&f.name).expose_secret();
+        // The plaintext is borrowed, never copied; only the (non-secret) blob is allocated.
+        let write = if f.dpapi {
+            crate::sys::dpapi_protect(plain, true)
+                .map_err(|e| Error::Dpapi(e.to_string()))
+                .and_then(|blob| atomic_write(&f.path, &blob))
+        } else {
+            atomic_write(&f.path, plain)
+        };
+        match write {
             Ok(()) => written.push(f),
             Err(e) => {
                 result = Err(e);
@@ -326,7 +373,21 @@ pub fn apply(
 fn verify(plan: &ImportPlan) -> Result<()> {
     let mut hashes = Vec::new();
     for f in &plan.files {
-        let on_disk = read_key_file(&f.path, MAX_ENTRY_LEN)?;
+        let (on_disk, protection) = crate::keyset::read_key(&f.path, &f.name, false)?;
+        if f.dpapi
+            && !matches!(
+                protection,
+                crate::keyset::Protection::Dpapi {
+                    decrypted: true,
+                    ..
+                }
+            )
+        {
+            return Err(Error::IntegrityMismatch(format!(
+                "{} is not a DPAPI blob this machine can decrypt",
+                f.path.display()
+            )));
+        }
         let h = FileHash::of(on_disk.expose_secret());
         if !h.ct_eq(&f.sha256) {
             return Err(Error::IntegrityMismatch(format!(
@@ -396,7 +457,7 @@ pub fn import_file(
     progress: &dyn Progress,
 ) -> Result<ImportReport> {
     let (manifest, checked) = open_and_check(bundle, passphrase, node, opts, progress)?;
-    let plan = plan(&manifest, node)?;
+    let plan = plan(&manifest, node, opts.protect)?;
     let mut report = ImportReport {
         version: crate::JSON_VERSION,
         kind: "import".into(),
@@ -484,7 +545,7 @@ mod tests {
         let key = d.path().join("encryption.config");
         std::fs::write(&key, b"OLD KEY").unwrap();
         let m = manifest(b"NEW KEY");
-        let mut p = plan(&m, &n).unwrap();
+        let mut p = plan(&m, &n, ProtectMode::Auto).unwrap();
         assert!(p.replaces());
         // Make the expected hash wrong, as if the disk returned other bytes than written.
         p.files[0].sha256 = FileHash::of(b"something else");
@@ -498,7 +559,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let n = node(d.path());
         let m = manifest(b"NEW KEY");
-        let mut p = plan(&m, &n).unwrap();
+        let mut p = plan(&m, &n, ProtectMode::Auto).unwrap();
         assert_eq!(p.files[0].action, FileAction::Install);
         p.files[0].sha256 = FileHash::of(b"something else");
         assert!(matches!(
@@ -514,7 +575,7 @@ mod tests {
         let n = node(d.path());
         std::fs::write(d.path().join("encryption.config"), b"OLD").unwrap();
         let m = manifest(b"NEW");
-        let p = plan(&m, &n).unwrap();
+        let p = plan(&m, &n, ProtectMode::Auto).unwrap();
         assert!(matches!(
             apply(&m, &p, &n, false),
             Err(Error::KeySetDiffers { .. })

@@ -2,13 +2,87 @@
 //! fingerprints and reports).
 
 use crate::cluster::Node;
+use crate::dpapi::{classify, Scope};
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
 use crate::fsx::{check_destination, Destination};
 use crate::manifest::MAX_ENTRY_LEN;
 use crate::profile::KeySpec;
 use crate::secret::{read_key_file, KeyBytes};
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How a key file is protected on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Protection {
+    /// Plain bytes.
+    None,
+    /// The file is one raw DPAPI blob. `decrypted`: keyferry decrypted it in memory (Windows,
+    /// on the machine that protected it); the content and hash are then the plaintext's.
+    Dpapi { scope: Scope, decrypted: bool },
+    /// DPAPI blobs inside a larger file (XML, config, text forms): never rewritten.
+    DpapiEmbedded,
+    /// DPAPI-NG (CMS) data.
+    DpapiNg,
+    /// No blob found, but the size suggests Secret Server's DPAPI wrapping (a hint, not proof).
+    LooksDpapi,
+}
+
+impl Protection {
+    /// Whether the bytes can travel to another machine as they are (or were decrypted).
+    pub fn can_travel(&self) -> bool {
+        matches!(
+            self,
+            Protection::None
+                | Protection::LooksDpapi
+                | Protection::Dpapi {
+                    decrypted: true,
+                    ..
+                }
+        )
+    }
+}
+
+/// Size above which a Secret Server `encryption.config` looks DPAPI-protected (DOMAIN.md §2:
+/// a plain one is a few hundred bytes, a DPAPI one well over a kilobyte).
+pub const SS_DPAPI_HINT_BYTES: u64 = 1024;
+
+/// Reads a key file and works out its protection; decrypts a raw DPAPI blob in memory where
+/// the OS can (Windows). The returned bytes are what the key *is*: plaintext when decrypted.
+pub fn read_key(path: &Path, name: &str, size_hint: bool) -> Result<(KeyBytes, Protection)> {
+    let raw = read_key_file(path, MAX_ENTRY_LEN)?;
+    let c = classify(raw.expose_secret());
+    if let Some(blob) = c.single_raw() {
+        let scope = blob.scope();
+        return Ok(match crate::sys::dpapi_unprotect(raw.expose_secret()) {
+            Ok(plain) => (
+                plain,
+                Protection::Dpapi {
+                    scope,
+                    decrypted: true,
+                },
+            ),
+            Err(_) => (
+                raw,
+                Protection::Dpapi {
+                    scope,
+                    decrypted: false,
+                },
+            ),
+        });
+    }
+    let p = if c.dpapi_ng.is_some() {
+        Protection::DpapiNg
+    } else if !c.blobs.is_empty() {
+        Protection::DpapiEmbedded
+    } else if size_hint && name == "encryption.config" && raw.len() as u64 > SS_DPAPI_HINT_BYTES {
+        Protection::LooksDpapi
+    } else {
+        Protection::None
+    };
+    Ok((raw, p))
+}
 
 /// One key file of a node as found on disk.
 pub struct LocalKey {
@@ -16,6 +90,7 @@ pub struct LocalKey {
     pub path: PathBuf,
     /// `None` when the file is not there.
     pub content: Option<KeyBytes>,
+    pub protection: Protection,
 }
 
 impl LocalKey {
@@ -34,15 +109,19 @@ pub fn read_local_keys(node: &Node) -> Result<Vec<LocalKey>> {
         .into_iter()
         .map(|spec| {
             let path = node.key_path(spec)?;
-            let content = match check_destination(&path) {
-                Ok(Destination::RegularFile) => Some(read_key_file(&path, MAX_ENTRY_LEN)?),
-                Ok(Destination::Missing) => None,
-                Err(e) => return Err(e),
+            let hint = node.profile.id == crate::profile::ProfileId::SecretServer;
+            let (content, protection) = match check_destination(&path)? {
+                Destination::RegularFile => {
+                    let (bytes, p) = read_key(&path, &spec.name, hint)?;
+                    (Some(bytes), p)
+                }
+                Destination::Missing => (None, Protection::None),
             };
             Ok(LocalKey {
                 spec: spec.clone(),
                 path,
                 content,
+                protection,
             })
         })
         .collect()

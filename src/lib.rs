@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod profile;
 pub mod progress;
+pub mod protect;
 pub mod report;
 pub mod secret;
 pub mod shred;

@@ -47,6 +47,9 @@ pub struct EntryMeta {
     pub len: u64,
     pub sha256: FileHash,
     pub roles: Vec<Role>,
+    /// The source file was a DPAPI blob of this scope, decrypted for transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpapi: Option<crate::dpapi::Scope>,
 }
 
 /// The JSON header line.
@@ -93,6 +96,7 @@ impl Manifest {
                 len: bytes.len() as u64,
                 sha256: FileHash::of(bytes.expose_secret()),
                 roles,
+                dpapi: None,
             });
             contents.push(bytes);
         }

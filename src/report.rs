@@ -35,6 +35,8 @@ pub struct FileEntry {
     pub sha256: Option<FileHash>,
     /// A temporary vendor export file (its absence is normal after the vendor import).
     pub transient: bool,
+    /// DPAPI state of the file; `sha256` is of the plaintext when it was decrypted.
+    pub protection: crate::keyset::Protection,
 }
 
 /// `keyferry fingerprint --json`.
@@ -78,6 +80,7 @@ pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport
             len: k.content.as_ref().map(|c| c.len() as u64),
             sha256: k.hash(),
             transient: k.spec.transient,
+            protection: k.protection,
         })
         .collect();
     Ok(NodeReport {

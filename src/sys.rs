@@ -175,7 +175,7 @@ impl std::fmt::Display for DpapiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DpapiError::Unsupported => f.write_str("DPAPI exists only on Windows"),
-            DpapiError::Os(code, text) => write!(f, "{text} (Windows error {code})"),
+            DpapiError::Os(_, text) => f.write_str(text),
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum Command {
     Fingerprint(cmd::fingerprint::Args),
     /// Overwrite (where that works) and remove files that held secrets
     Shred(cmd::shred::Args),
+    /// Inspect DPAPI blobs; protect or unprotect key files (Windows)
+    #[command(subcommand)]
+    Dpapi(cmd::dpapi::DpapiCommand),
     /// Run the whole export/import on a throwaway four-node cluster
     Demo(cmd::demo::Args),
 }

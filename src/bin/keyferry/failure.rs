@@ -22,6 +22,13 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
+        if let Error::DpapiProtected { remedy, .. } = &e {
+            return Failure {
+                code: e.code(),
+                message: e.to_string(),
+                hint: Some(remedy.clone()),
+            };
+        }
         let hint = hint_for(&e);
         Failure {
             code: e.code(),
@@ -94,7 +101,13 @@ fn hint_for(e: &Error) -> Option<&'static str> {
              --passphrase-fd N"
         }
         Error::OutputExists { .. } => "choose another -o path, or pass --force to replace the file",
-        Error::Unsupported(_) => return None,
+        Error::Dpapi(_) => {
+            "\"Key not valid for use in specified state\" means the blob was made on another \
+             machine or account: decrypt it there first"
+        }
+        Error::Unsupported(_) => {
+            "run it on the Windows node that owns the file; keyferry's other commands work everywhere"
+        }
         Error::InvalidInput(_) => return None,
         Error::Io { .. } => "check that the path exists and that you may read and write it",
         _ => return None,

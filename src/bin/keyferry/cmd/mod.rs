@@ -1,6 +1,7 @@
 //! One module per leaf subcommand; groups are enums with a short `match`.
 
 pub mod demo;
+pub mod dpapi;
 pub mod fingerprint;
 pub mod keys;
 pub mod shred;
@@ -18,6 +19,7 @@ pub fn run(command: Command, ui: &Ui) -> CmdResult {
         Command::Fingerprint(a) => fingerprint::run(a, ui),
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
+        Command::Dpapi(c) => dpapi::run(c, ui),
     }
 }
 

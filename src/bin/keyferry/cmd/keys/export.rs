@@ -72,6 +72,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
     let host = host_name();
     let manifest = build_manifest(&node, &host, Timestamp::now(), args.ttl)?;
+    for w in keyferry::export::protection_warnings(&node)? {
+        ui.warn(&w);
+    }
+    for e in manifest.header.entries.iter().filter(|e| e.dpapi.is_some()) {
+        ui.info(&format!(
+            "{} was DPAPI-protected ({} scope): decrypted in memory for the bundle; import protects it again on Windows",
+            e.name,
+            e.dpapi.map(|s| s.to_string()).unwrap_or_default()
+        ));
+    }
     let wf = export_work_factor(ui);
     let encoding = if args.binary {
         Encoding::Binary

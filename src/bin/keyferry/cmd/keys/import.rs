@@ -5,7 +5,7 @@ use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
 use keyferry::bundle::MAX_IMPORT_WORK_FACTOR;
-use keyferry::import::{import_file, FileAction, ImportOptions, ImportOutcome};
+use keyferry::import::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
 use keyferry::time::Timestamp;
 use std::path::PathBuf;
 
@@ -33,8 +33,18 @@ pub struct Args {
     /// Import a bundle past its expiry time
     #[arg(long)]
     pub allow_expired: bool,
+    /// Wrap installed files with machine-scope DPAPI (Windows) [default: auto, i.e. when the
+    /// source file was DPAPI-protected]
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub protect: Option<Protect>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Protect {
+    Dpapi,
+    None,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -48,6 +58,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
     let opts = ImportOptions {
+        protect: match args.protect {
+            Some(Protect::Dpapi) => ProtectMode::Dpapi,
+            Some(Protect::None) => ProtectMode::None,
+            None => ProtectMode::Auto,
+        },
         replace: args.replace,
         dry_run: args.dry_run,
         allow_expired: args.allow_expired,
@@ -68,6 +83,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             report.bundle.expires
         ));
     }
+    for w in &report.plan.warnings {
+        ui.warn(w);
+    }
     if ui.json {
         ui.json(&report);
         return success();
@@ -85,7 +103,12 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             (FileAction::Install, _) => "installed",
             (FileAction::Replace, _) => "replaced",
         };
-        ui.out(&format!("  {what:<13} {}", f.path.display()));
+        let dpapi = if f.dpapi {
+            "  (DPAPI, machine scope)"
+        } else {
+            ""
+        };
+        ui.out(&format!("  {what:<13} {}{dpapi}", f.path.display()));
     }
     for s in &report.plan.skipped {
         ui.out(&format!(

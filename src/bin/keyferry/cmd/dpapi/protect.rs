@@ -1,0 +1,45 @@
+//! `keyferry dpapi protect FILE` and `keyferry dpapi unprotect FILE`
+
+use crate::cmd::{success, CmdResult};
+use crate::ui::Ui;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Windows only. The file is replaced atomically; the previous bytes are kept in \
+<state-dir>/backups/dpapi/<UTC time>/ with an owner-only ACL."
+)]
+pub struct Args {
+    /// The key file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Folder for the backup [default: see docs/cluster-file.md, "State folder"]
+    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
+    let state = args
+        .state_dir
+        .unwrap_or_else(keyferry::cluster::default_state_dir);
+    let report = if protect {
+        keyferry::protect::protect_file(&args.file, &state)?
+    } else {
+        keyferry::protect::unprotect_file(&args.file, &state)?
+    };
+    if ui.json {
+        ui.json(&report);
+    } else {
+        ui.out(&format!(
+            "{} {} (previous bytes in {})",
+            report.path.display(),
+            if protect {
+                "is now protected with machine-scope DPAPI"
+            } else {
+                "is now plain"
+            },
+            report.backup.display()
+        ));
+    }
+    success()
+}
