@@ -371,6 +371,32 @@ address = "10.0.0.20"
     }
 
     #[test]
+    fn unc_share_and_drive_paths_are_kept_verbatim() {
+        let c = parse(SS).unwrap();
+        let web2 = c.select(Some("web2"), "").unwrap();
+        assert_eq!(
+            web2.access.as_deref(),
+            Some(r"\\web2\c$\inetpub\wwwroot\SecretServer")
+        );
+        let text = SS.replace(
+            r"'D:\Secret Server'",
+            r"'\\web2\c$\inetpub\wwwroot\Secret Server'",
+        );
+        let c = parse(&text).unwrap();
+        let spec = c.select(Some("web2"), "").unwrap();
+        let node = Node::from_cluster(&c, spec, None).unwrap();
+        let p = node
+            .key_path(node.profile.key("encryption.config").unwrap())
+            .unwrap();
+        #[cfg(windows)]
+        assert_eq!(
+            p.display().to_string(),
+            r"\\web2\c$\inetpub\wwwroot\Secret Server\encryption.config"
+        );
+        assert!(p.starts_with(r"\\web2\c$\inetpub\wwwroot\Secret Server"));
+    }
+
+    #[test]
     fn custom_profile() {
         let text = r#"
 name = "c"
