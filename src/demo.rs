@@ -72,7 +72,8 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
 
     let passphrase = Passphrase::generate();
     let now = Timestamp::now();
-    let manifest = crate::export::build_manifest(&nodes[0], host, now, crate::export::DEFAULT_TTL)?;
+    let (manifest, _) =
+        crate::export::build_manifest(&nodes[0], host, now, crate::export::DEFAULT_TTL)?;
     let bundle = root.join("keys.kfb");
     progress.step(&format!(
         "Export from web1: age bundle, scrypt work factor {work_factor}, generated 10-word passphrase (kept in memory)."

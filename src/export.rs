@@ -23,8 +23,13 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Builds the manifest of the local node's key set. Every key file the role holds must be
-/// present.
-pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) -> Result<Manifest> {
+/// present. Also returns warnings for the admin (key files that only look DPAPI-protected).
+pub fn build_manifest(
+    node: &Node,
+    host: &str,
+    now: Timestamp,
+    ttl: Duration,
+) -> Result<(Manifest, Vec<String>)> {
     if ttl.is_zero() || ttl > MAX_TTL {
         return Err(Error::InvalidInput(format!(
             "--ttl must be between 1s and {}",
@@ -44,6 +49,11 @@ pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) ->
             return Err(dpapi_refusal(k));
         }
     }
+    let warnings = keys
+        .iter()
+        .filter(|k| k.protection == Protection::LooksDpapi)
+        .map(looks_dpapi_warning)
+        .collect();
     let scopes: Vec<(String, Option<crate::dpapi::Scope>)> = keys
         .iter()
         .map(|k| match k.protection {
@@ -73,24 +83,17 @@ pub fn build_manifest(node: &Node, host: &str, now: Timestamp, ttl: Duration) ->
     for (e, (_, scope)) in manifest.header.entries.iter_mut().zip(scopes) {
         e.dpapi = scope;
     }
-    Ok(manifest)
+    Ok((manifest, warnings))
 }
 
-/// Warnings an export should show: key files that only look DPAPI-protected.
-pub fn protection_warnings(node: &Node) -> Result<Vec<String>> {
-    Ok(read_local_keys(node)?
-        .iter()
-        .filter(|k| k.protection == Protection::LooksDpapi)
-        .map(|k| {
-            format!(
-                "{} looks DPAPI-protected (it is over {} bytes; a size hint, not proof): if imports \
-                 fail with \"Key not valid for use in specified state\", on that node click \
-                 Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again",
-                k.path.display(),
-                crate::keyset::SS_DPAPI_HINT_BYTES
-            )
-        })
-        .collect())
+fn looks_dpapi_warning(k: &crate::keyset::LocalKey) -> String {
+    format!(
+        "{} looks DPAPI-protected (it is over {} bytes; a size hint, not proof): if imports \
+         fail with \"Key not valid for use in specified state\", on that node click \
+         Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again",
+        k.path.display(),
+        crate::keyset::SS_DPAPI_HINT_BYTES
+    )
 }
 
 fn dpapi_refusal(k: &crate::keyset::LocalKey) -> Error {

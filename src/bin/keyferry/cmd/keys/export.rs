@@ -71,9 +71,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let passphrase = supplied.unwrap_or_else(Passphrase::generate);
 
     let host = host_name();
-    let manifest = build_manifest(&node, &host, Timestamp::now(), args.ttl)?;
-    for w in keyferry::export::protection_warnings(&node)? {
-        ui.warn(&w);
+    let (manifest, warnings) = build_manifest(&node, &host, Timestamp::now(), args.ttl)?;
+    for w in &warnings {
+        ui.warn(w);
     }
     for e in manifest.header.entries.iter().filter(|e| e.dpapi.is_some()) {
         ui.info(&format!(
