@@ -223,6 +223,35 @@ pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The broad group an SDDL DACL grants access to, if any: Everyone, Users, Authenticated
+/// Users, Interactive, Guests, Anonymous. A NULL DACL (`D:NO_ACCESS_CONTROL`) counts as
+/// Everyone.
+pub fn broad_ace(sddl: &str) -> Option<&'static str> {
+    if sddl.contains("NO_ACCESS_CONTROL") {
+        return Some("everyone (no DACL)");
+    }
+    let groups = [
+        ("WD", "Everyone"),
+        ("BU", "Users"),
+        ("AU", "Authenticated Users"),
+        ("IU", "Interactive"),
+        ("BG", "Guests"),
+        ("AN", "Anonymous"),
+        ("S-1-1-0", "Everyone"),
+        ("S-1-5-32-545", "Users"),
+        ("S-1-5-11", "Authenticated Users"),
+    ];
+    sddl.split('(')
+        .filter(|ace| ace.starts_with("A;"))
+        .find_map(|ace| {
+            let trustee = ace.trim_end_matches(')').rsplit(';').next()?;
+            groups
+                .iter()
+                .find(|(id, _)| *id == trustee)
+                .map(|(_, n)| *n)
+        })
+}
+
 /// The file's DACL in SDDL form (Windows), for tests and diagnostics.
 pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
     #[cfg(windows)]
@@ -233,6 +262,27 @@ pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
     {
         let _ = path;
         Err(std::io::Error::other("no ACLs here"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broad_ace;
+
+    #[test]
+    fn broad_aces_are_found_and_private_dacls_pass() {
+        assert_eq!(
+            broad_ace("D:PAI(A;;FA;;;SY)(A;;0x1200a9;;;BU)"),
+            Some("Users")
+        );
+        assert_eq!(broad_ace("D:(A;;FR;;;WD)"), Some("Everyone"));
+        assert_eq!(broad_ace("D:NO_ACCESS_CONTROL"), Some("everyone (no DACL)"));
+        assert_eq!(
+            broad_ace("D:P(A;;FA;;;S-1-5-21-1-2-3-1000)(A;;FA;;;SY)(A;;FA;;;BA)"),
+            None
+        );
+        // A deny ACE for Everyone is not access.
+        assert_eq!(broad_ace("D:P(D;;FA;;;WD)(A;;FA;;;SY)"), None);
     }
 }
 

@@ -36,11 +36,7 @@ impl Ps {
         std::fs::write(dir.path().join("nps1/HA/appsettings.json"), APPSETTINGS).unwrap();
         let pass = dir.path().join("pass.txt");
         std::fs::write(&pass, PASSPHRASE).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        private(&pass);
         Ps { dir }
     }
     fn p(&self, rel: &str) -> PathBuf {

@@ -68,11 +68,7 @@ impl Cluster {
     pub fn write_passphrase_file(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, text).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        private(&p);
         p
     }
 
@@ -104,6 +100,17 @@ impl Cluster {
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(self.dir.path())
     }
+}
+
+/// Makes a file private the way an admin would: mode 0600 on Unix, an owner-only ACL on
+/// Windows (keyferry refuses passphrase files others can read).
+pub fn private(p: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    keyferry::sys::restrict_to_owner(p).unwrap();
 }
 
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

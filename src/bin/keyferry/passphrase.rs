@@ -91,8 +91,20 @@ fn check_private(path: &std::path::Path) -> Result<(), Failure> {
             ));
         }
     }
-    // On Windows the file's ACL decides; checking it belongs with the Windows ACL work.
-    #[cfg(not(unix))]
-    let _ = path;
+    // On Windows the file's DACL decides: refuse any allow ACE for a broad group.
+    #[cfg(windows)]
+    {
+        let sddl = keyferry::sys::dacl_sddl(path).map_err(|e| Error::io(path, e))?;
+        if let Some(who) = keyferry::sys::broad_ace(&sddl) {
+            return Err(Failure::new(
+                "passphrase",
+                format!(
+                    "{} is readable by {who} (its ACL allows it)",
+                    path.display()
+                ),
+                Some("make it private first: icacls FILE /inheritance:r /grant:r \"%USERNAME%\":F"),
+            ));
+        }
+    }
     Ok(())
 }
