@@ -51,6 +51,12 @@ pub struct NodeSpec {
     /// Where this node keeps keyferry's ledger and backups (default: see [`default_state_dir`]).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// For ssh access: the keyferry binary on the node (default `keyferry`).
+    #[serde(default)]
+    pub remote_keyferry: Option<String>,
+    /// For ssh access: the cluster file's path on the node (default: the path given locally).
+    #[serde(default)]
+    pub remote_cluster: Option<String>,
 }
 
 impl ClusterFile {

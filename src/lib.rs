@@ -7,6 +7,8 @@
 
 #![deny(unsafe_code)] // only `sys` may allow it, for OS calls that need it
 
+pub mod appdigest;
+pub mod audit;
 pub mod bundle;
 pub mod cleanup;
 pub mod cluster;

@@ -129,6 +129,9 @@ pub struct Profile {
     pub node_local: Vec<LocalSpec>,
     /// What comes after `keys import` for this product, if anything (shown to the admin).
     pub after_import: Option<&'static str>,
+    /// The folder slot holding the application binaries whose digest nodes compare
+    /// ("Version does not match"), if the product keeps them in one of its slots.
+    pub app_folder: Option<String>,
 }
 
 const KEY_ROLES_SS: &[Role] = &[
@@ -148,6 +151,7 @@ struct BuiltIn {
     keys: &'static [(&'static str, &'static str, &'static [Role], bool)],
     node_local: &'static [(&'static str, &'static str)],
     after_import: Option<&'static str>,
+    app_folder: Option<&'static str>,
 }
 
 const BUILT_INS: &[BuiltIn] = &[
@@ -157,6 +161,7 @@ const BUILT_INS: &[BuiltIn] = &[
         keys: &[("encryption.config", "app", KEY_ROLES_SS, false)],
         node_local: &[("database.config", "app")],
         after_import: None,
+        app_folder: Some("app"),
     },
     BuiltIn {
         id: ProfileId::PrivilegeSecure,
@@ -175,6 +180,7 @@ const BUILT_INS: &[BuiltIn] = &[
             "run the vendor import next, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp; \
              then remove keys.exp with: keyferry keys cleanup",
         ),
+        app_folder: None,
     },
 ];
 
@@ -203,6 +209,7 @@ impl Profile {
                 })
                 .collect(),
             after_import: b.after_import,
+            app_folder: b.app_folder.map(str::to_owned),
         })
     }
 
@@ -221,6 +228,7 @@ impl Profile {
             keys,
             node_local,
             after_import: None,
+            app_folder: None,
         }
     }
 

@@ -9,6 +9,14 @@ pub trait Progress {
     }
     /// The slow step started by [`Progress::start`] ended.
     fn finish(&self) {}
+    /// Work on `total` items (nodes) starts.
+    fn items(&self, total: u64) {
+        let _ = total;
+    }
+    /// One item is done.
+    fn item_done(&self) {}
+    /// All items are done.
+    fn items_finished(&self) {}
     /// A line of narration (used by `demo`).
     fn step(&self, message: &str) {
         let _ = message;

@@ -55,6 +55,39 @@ pub struct NodeReport {
     pub status: KeySetStatus,
     pub fingerprint: Option<Fingerprint>,
     pub files: Vec<FileEntry>,
+    /// Digest of the application folder (binaries), when the profile has one.
+    #[serde(default)]
+    pub app: Option<crate::appdigest::AppDigest>,
+}
+
+/// Largest report accepted from another node.
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+
+impl NodeReport {
+    /// Parses a report from another node: size-limited, strict fields, version 1 only.
+    pub fn parse(bytes: &[u8]) -> Result<NodeReport, String> {
+        if bytes.len() > MAX_REPORT_BYTES {
+            return Err(format!(
+                "report is {} bytes (at most {MAX_REPORT_BYTES})",
+                bytes.len()
+            ));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        match v.get("version").and_then(|x| x.as_u64()) {
+            Some(1) => {}
+            Some(n) => return Err(format!("report version {n} (this build reads 1)")),
+            None => return Err("no report version".into()),
+        }
+        if v.get("kind").and_then(|k| k.as_str()) != Some("node-report") {
+            return Err("not a node report (kind)".into());
+        }
+        let r: NodeReport = serde_json::from_value(v).map_err(|e| format!("bad report: {e}"))?;
+        if r.node.len() > 256 || r.host.len() > 256 || r.files.len() > 64 {
+            return Err("report fields are implausibly large".into());
+        }
+        Ok(r)
+    }
 }
 
 /// Builds the report for the local node.
@@ -96,5 +129,22 @@ pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport
         status,
         fingerprint,
         files,
+        app: app_digest(node)?,
     })
+}
+
+fn app_digest(node: &Node) -> Result<Option<crate::appdigest::AppDigest>> {
+    let Some(dir) = node
+        .profile
+        .app_folder
+        .as_ref()
+        .and_then(|slot| node.folders.get(slot))
+    else {
+        return Ok(None);
+    };
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let hashes = crate::appdigest::file_hashes(dir, &node.profile)?;
+    Ok(Some(crate::appdigest::digest_of(&hashes)))
 }

@@ -51,12 +51,15 @@ fn two_on_bad_input() {
 }
 
 #[test]
-fn one_is_reserved_for_checks_that_say_no() {
-    // No command of this release answers "no" yet (audit and diagnose will); the code is
-    // pinned so its meaning cannot drift.
-    let src = include_str!("../src/bin/keyferry/exit.rs");
-    assert!(src.contains("pub const NO: u8 = 1;"));
-    assert!(src.contains("pub const ERROR: u8 = 2;"));
+fn one_when_a_check_says_no() {
+    let c = Cluster::secret_server(b"A", Some(b"B"));
+    let r = keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None);
+    r.assert_code(1);
+    // And 0 when it says yes; 2 when it cannot run.
+    std::fs::write(c.key_path("web2"), b"A").unwrap();
+    std::fs::write(c.key_path("dr1"), b"A").unwrap();
+    keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None).assert_code(0);
+    keyferry(&["audit", "-c", "/nonexistent/cluster.toml"], None).assert_code(2);
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub enum Command {
     /// Export, import, inspect and clean up key bundles
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
+    /// Check that every node holds the primary's keys and binaries
+    Audit(cmd::audit::Args),
     /// Show this node's key-set fingerprint
     Fingerprint(cmd::fingerprint::Args),
     /// Overwrite (where that works) and remove files that held secrets

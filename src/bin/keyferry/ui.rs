@@ -117,6 +117,24 @@ impl keyferry::progress::Progress for Ui {
         }
     }
 
+    fn items(&self, total: u64) {
+        let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} nodes {elapsed}").expect("template"),
+        );
+        *self.spinner.borrow_mut() = Some(pb);
+    }
+
+    fn item_done(&self) {
+        if let Some(pb) = self.spinner.borrow().as_ref() {
+            pb.inc(1);
+        }
+    }
+
+    fn items_finished(&self) {
+        self.finish();
+    }
+
     fn step(&self, message: &str) {
         if !self.json {
             self.out(message);

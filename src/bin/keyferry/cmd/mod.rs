@@ -1,5 +1,6 @@
 //! One module per leaf subcommand; groups are enums with a short `match`.
 
+pub mod audit;
 pub mod demo;
 pub mod dpapi;
 pub mod fingerprint;
@@ -19,6 +20,7 @@ pub fn run(command: Command, ui: &Ui) -> CmdResult {
         Command::Fingerprint(a) => fingerprint::run(a, ui),
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
+        Command::Audit(a) => audit::run(a, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }
 }

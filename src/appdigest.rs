@@ -1,0 +1,142 @@
+//! A content digest of a node's application folder, so nodes whose binaries differ from the
+//! primary's ("Version does not match") can be named. Node-local files, key files, logs and
+//! temp files are left out: they may legitimately differ.
+//!
+//! ```text
+//! digest = SHA-256( "keyferry app-folder digest v1\0"
+//!                   || for each file, sorted by relative path ('/'-separated, bytewise):
+//!                        u32be(len(path)) || path || SHA-256(content) )
+//! ```
+
+use crate::error::{Error, Result};
+use crate::fingerprint::FileHash;
+use crate::profile::Profile;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const DOMAIN: &[u8] = b"keyferry app-folder digest v1\0";
+/// Most files hashed in one folder: a bound for hostile or mistaken paths (a whole drive).
+pub const MAX_FILES: usize = 200_000;
+
+/// Summary carried in node reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppDigest {
+    pub digest: FileHash,
+    pub files: u64,
+}
+
+/// Whether a relative path is left out of the digest.
+pub fn excluded(rel: &str, profile: &Profile) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    let top = lower.split('/').next().unwrap_or("");
+    profile.is_node_local(name)
+        || profile
+            .keys
+            .iter()
+            .any(|k| k.name.eq_ignore_ascii_case(name))
+        || name.ends_with(".log")
+        || name.ends_with(".tmp")
+        || name.starts_with(".keyferry-")
+        || matches!(top, "log" | "logs" | "app_data" | "temp" | "tmp")
+}
+
+/// Relative path → file hash of every included file under `root`.
+pub fn file_hashes(root: &Path, profile: &Profile) -> Result<BTreeMap<String, FileHash>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+            if ft.is_symlink() {
+                continue;
+            }
+            if ft.is_dir() {
+                if !excluded(&rel, profile) {
+                    stack.push((e.path(), rel));
+                }
+            } else if ft.is_file() && !excluded(&rel, profile) {
+                if out.len() >= MAX_FILES {
+                    return Err(Error::InvalidInput(format!(
+                        "{} holds more than {MAX_FILES} files; is it the application folder?",
+                        root.display()
+                    )));
+                }
+                let bytes = std::fs::read(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                out.insert(rel, FileHash::of(&bytes));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn digest_of(hashes: &BTreeMap<String, FileHash>) -> AppDigest {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    for (path, fh) in hashes {
+        h.update((path.len() as u32).to_be_bytes());
+        h.update(path.as_bytes());
+        h.update(fh.0);
+    }
+    AppDigest {
+        digest: FileHash(h.finalize().into()),
+        files: hashes.len() as u64,
+    }
+}
+
+/// Paths that differ between two folders' hash maps (added, removed or changed), sorted.
+pub fn differing_paths(
+    a: &BTreeMap<String, FileHash>,
+    b: &BTreeMap<String, FileHash>,
+) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .iter()
+        .filter(|(p, h)| b.get(*p) != Some(h))
+        .map(|(p, _)| p.clone())
+        .chain(b.keys().filter(|p| !a.contains_key(*p)).cloned())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfileId;
+
+    #[test]
+    fn node_local_keys_and_logs_do_not_count_but_binaries_do() {
+        let p = Profile::builtin(ProfileId::SecretServer).unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for d in [a.path(), b.path()] {
+            std::fs::create_dir_all(d.join("bin")).unwrap();
+            std::fs::create_dir_all(d.join("logs")).unwrap();
+            std::fs::write(d.join("bin/Thycotic.dll"), b"v10.9").unwrap();
+        }
+        std::fs::write(a.path().join("database.config"), b"A").unwrap();
+        std::fs::write(b.path().join("database.config"), b"B").unwrap();
+        std::fs::write(a.path().join("encryption.config"), b"K1").unwrap();
+        std::fs::write(b.path().join("logs/today.txt"), b"noise").unwrap();
+        std::fs::write(b.path().join("Web.log"), b"noise").unwrap();
+        let ha = file_hashes(a.path(), &p).unwrap();
+        let hb = file_hashes(b.path(), &p).unwrap();
+        assert_eq!(digest_of(&ha), digest_of(&hb));
+        std::fs::write(b.path().join("bin/Thycotic.dll"), b"v11.0").unwrap();
+        let hb = file_hashes(b.path(), &p).unwrap();
+        assert_ne!(digest_of(&ha), digest_of(&hb));
+        assert_eq!(differing_paths(&ha, &hb), ["bin/Thycotic.dll"]);
+    }
+}

@@ -1,0 +1,151 @@
+//! `keyferry audit`
+
+use crate::cmd::CmdResult;
+use crate::node_args::NodeArgs;
+use crate::ui::Ui;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use keyferry::audit::{collect, compare, AuditOptions, Binaries};
+use keyferry::cluster::ClusterFile;
+use keyferry::time::parse_duration;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Each node is reached by its `access` in the cluster file: \"paths\" (default: read \
+its folders, local or UNC), a folder path, \"ssh://user@host[:port]\" (runs keyferry fingerprint --json there \
+through OpenSSH, batch mode; host keys per your ssh configuration), or \"report:FILE\" (a saved report).\n\n\
+Exit status: 0 every node that needs keys matches the primary; 1 a node differs, misses keys or cannot be \
+reached; 2 error."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Nodes collected at once
+    #[arg(long, short = 'j', default_value_t = 8, value_name = "N")]
+    pub jobs: usize,
+    /// Give up on a node after this long
+    #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Flag nodes whose clock differs by more than this (ssh-collected reports)
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_skew: Duration,
+    /// OpenSSH client configuration file (passed as ssh -F FILE)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    pub ssh: String,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let Some(path) = args.node.cluster.clone() else {
+        return Err(crate::failure::Failure::new(
+            "usage",
+            "audit needs a cluster file",
+            Some("pass --cluster FILE"),
+        ));
+    };
+    let file = ClusterFile::load(&path)?;
+    let opts = AuditOptions {
+        jobs: args.jobs,
+        timeout: args.timeout,
+        ssh_program: args.ssh,
+        ssh_config: args.ssh_config,
+        max_skew: args.max_skew,
+        cluster_path: path,
+    };
+    let collected = collect(&file, &opts, ui);
+    let report = compare(&file, &collected, opts.max_skew);
+    if ui.json {
+        ui.json(&report);
+    } else {
+        let mut t = Table::new();
+        t.load_preset(UTF8_BORDERS_ONLY);
+        t.set_header([
+            "node",
+            "role",
+            "via",
+            "keys",
+            "fingerprint",
+            "binaries",
+            "clock",
+            "detail",
+        ]);
+        // Group by fingerprint: the reference group first, then the others, then the rest.
+        let mut rows: Vec<_> = report.nodes.iter().collect();
+        rows.sort_by_key(|n| {
+            (
+                n.fingerprint != report.reference_fingerprint,
+                n.fingerprint.map(|f| f.to_string()),
+                n.role,
+            )
+        });
+        for n in rows {
+            let status = serde_json::to_value(n.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let fp = n
+                .fingerprint
+                .map(|f| short(&f.to_string()))
+                .unwrap_or_else(|| "-".into());
+            let bin = match n.binaries {
+                Binaries::Same => "same".to_string(),
+                Binaries::Differs if n.differing_paths.is_empty() => "DIFFER".to_string(),
+                Binaries::Differs => format!("DIFFER: {}", n.differing_paths.join(", ")),
+                Binaries::Unknown => "-".to_string(),
+            };
+            let clock = match (n.clock_skew_seconds, n.clock_flagged) {
+                (Some(s), true) => format!("SKEW {s:+}s"),
+                (Some(s), false) => format!("{s:+}s"),
+                (None, _) => "-".into(),
+            };
+            let status = if n.status.fails() {
+                status.to_uppercase()
+            } else {
+                status
+            };
+            t.add_row([
+                n.node.clone(),
+                n.role.to_string(),
+                n.via.clone().unwrap_or_else(|| "-".into()),
+                status,
+                fp,
+                bin,
+                clock,
+                n.reason.clone().unwrap_or_default(),
+            ]);
+        }
+        ui.out(&t.to_string());
+        ui.out(&format!(
+            "reference: {} {}",
+            report.reference,
+            report
+                .reference_fingerprint
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "(unavailable)".into())
+        ));
+        if report.ok {
+            ui.out("All nodes that need keys hold the primary's key set.");
+        } else {
+            let bad: Vec<_> = report
+                .nodes
+                .iter()
+                .filter(|n| n.status.fails())
+                .map(|n| n.node.as_str())
+                .collect();
+            ui.out(&format!("Not in agreement: {}", bad.join(", ")));
+        }
+    }
+    Ok(if report.ok {
+        crate::exit::SUCCESS
+    } else {
+        crate::exit::NO
+    }
+    .into())
+}
+
+fn short(fp: &str) -> String {
+    fp.chars().take(7 + 12).collect::<String>() + "…"
+}

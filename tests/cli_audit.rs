@@ -1,0 +1,429 @@
+//! `keyferry audit` over real folders, saved reports and a real OpenSSH server on loopback.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const KEY_A: &[u8] = b"AUDIT-KEY-A";
+const KEY_B: &[u8] = b"AUDIT-KEY-B";
+
+fn audit(cluster: &Path, extra: &[&str]) -> Run {
+    let mut a = vec!["audit", "-c", cluster.to_str().unwrap(), "--json"];
+    a.extend_from_slice(extra);
+    keyferry(&a, None)
+}
+
+fn status(j: &serde_json::Value, node: &str) -> String {
+    j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .unwrap_or_else(|| panic!("no {node}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn node<'a>(j: &'a serde_json::Value, node: &str) -> &'a serde_json::Value {
+    j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .unwrap()
+}
+
+#[test]
+fn audit_by_path_finds_differing_missing_and_then_agreement() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let r = audit(&c.cluster_file(), &[]);
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(status(&j, "web1"), "match");
+    assert_eq!(status(&j, "web2"), "differs");
+    assert_eq!(status(&j, "dr1"), "missing");
+    assert_eq!(status(&j, "proxy1"), "not-needed");
+    assert_eq!(
+        j["reference_fingerprint"],
+        fingerprint_of(&[("encryption.config", KEY_A)]).as_str()
+    );
+
+    let text = keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None);
+    text.assert_code(1);
+    assert!(
+        text.stdout().contains("DIFFERS") && text.stdout().contains("Not in agreement: web2, dr1"),
+        "{}",
+        text.stdout()
+    );
+
+    let bundle = c.export();
+    let copy = c.path("copy.kfb");
+    std::fs::copy(&bundle, &copy).unwrap();
+    c.keyferry_node(
+        "web2",
+        &["keys", "import", bundle.to_str().unwrap(), "--replace"],
+    )
+    .assert_code(0);
+    c.keyferry_node("dr1", &["keys", "import", copy.to_str().unwrap()])
+        .assert_code(0);
+    let r = audit(&c.cluster_file(), &[]);
+    r.assert_code(0);
+    assert_eq!(r.json()["ok"], true);
+}
+
+#[test]
+fn binaries_that_differ_are_named_with_paths() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    for n in ["web1", "web2", "dr1", "proxy1"] {
+        std::fs::create_dir_all(c.app(n).join("bin")).unwrap();
+        std::fs::write(c.app(n).join("bin/SecretServer.dll"), b"10.9.0").unwrap();
+    }
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    std::fs::write(c.app("web2").join("bin/SecretServer.dll"), b"11.0.0").unwrap();
+    let r = audit(&c.cluster_file(), &[]);
+    r.assert_code(0); // keys agree; binaries are reported, not a key mismatch
+    let j = r.json();
+    assert_eq!(node(&j, "web2")["binaries"], "differs");
+    assert_eq!(
+        node(&j, "web2")["differing_paths"],
+        serde_json::json!(["bin/SecretServer.dll"])
+    );
+    assert_eq!(node(&j, "dr1")["binaries"], "same");
+}
+
+/// Saves each node's report with `fingerprint --json` and points the cluster file at them.
+fn with_saved_reports(c: &Cluster) -> PathBuf {
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    for (name, _, _) in NODES {
+        let r = keyferry(
+            &[
+                "fingerprint",
+                "-c",
+                c.cluster_file().to_str().unwrap(),
+                "--node",
+                name,
+                "--json",
+            ],
+            None,
+        );
+        r.assert_code(0);
+        std::fs::write(c.path(&format!("{name}.json")), &r.out.stdout).unwrap();
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(name) = line
+            .strip_prefix("name = \"")
+            .and_then(|l| l.strip_suffix('"'))
+        {
+            if NODES.iter().any(|(n, _, _)| *n == name) {
+                out.push_str(&format!("access = \"report:{name}.json\"\n"));
+            }
+        }
+    }
+    let p = c.path("reports.toml");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+#[test]
+fn audit_from_saved_reports_matches_audit_by_path() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let by_path = audit(&c.cluster_file(), &[]).json();
+    let cl = with_saved_reports(&c);
+    let r = audit(&cl, &[]);
+    r.assert_code(1);
+    let j = r.json();
+    for (n, _, _) in NODES {
+        assert_eq!(status(&j, n), status(&by_path, n), "{n}");
+        assert_eq!(node(&j, n)["via"], "report");
+    }
+}
+
+#[test]
+fn hostile_saved_reports_are_rejected_never_a_panic() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    let cl = with_saved_reports(&c);
+    audit(&cl, &[]).assert_code(0);
+    let good = std::fs::read_to_string(c.path("web2.json")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "other node",
+            good.replace("\"node\": \"web2\"", "\"node\": \"web1\"")
+                .into_bytes(),
+        ),
+        (
+            "wrong version",
+            good.replace("\"version\": 1", "\"version\": 2")
+                .into_bytes(),
+        ),
+        (
+            "wrong role",
+            good.replace("\"role\": \"secondary\"", "\"role\": \"dr\"")
+                .into_bytes(),
+        ),
+        (
+            "other cluster",
+            good.replace("\"cluster\": \"ss-prod\"", "\"cluster\": \"ss-test\"")
+                .into_bytes(),
+        ),
+        (
+            "extra field",
+            good.replacen('{', "{\"evil\": true,", 1).into_bytes(),
+        ),
+        ("truncated", good.as_bytes()[..good.len() / 2].to_vec()),
+        ("binary", vec![0xff; 64]),
+        ("huge", vec![b' '; 2 * 1024 * 1024]),
+        (
+            "huge field",
+            good.replacen(
+                "\"host\": \"",
+                &format!("\"host\": \"{}", "x".repeat(100_000)),
+                1,
+            )
+            .into_bytes(),
+        ),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        assert_ne!(
+            bytes,
+            good.as_bytes(),
+            "{what}: the case must change the report"
+        );
+        std::fs::write(c.path("web2.json"), &bytes).unwrap();
+        let r = audit(&cl, &[]);
+        r.assert_code(1);
+        assert_eq!(status(&r.json(), "web2"), "rejected", "{what}");
+        assert!(
+            node(&r.json(), "web2")["reason"].as_str().unwrap().len() < 400,
+            "{what}"
+        );
+    }
+    std::fs::remove_file(c.path("web2.json")).unwrap();
+    let r = audit(&cl, &[]);
+    r.assert_code(1);
+    assert_eq!(status(&r.json(), "web2"), "unreachable");
+}
+
+#[test]
+fn unreadable_primary_means_nothing_can_be_compared() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    std::fs::remove_dir_all(c.app("web1")).unwrap();
+    let r = audit(&c.cluster_file(), &[]);
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(status(&j, "web1"), "unreachable");
+    assert_eq!(status(&j, "web2"), "no-reference");
+}
+
+#[test]
+fn privilege_secure_compares_appsettings_and_says_what_is_not_verifiable() {
+    let d = tempfile::tempdir().unwrap();
+    let mut toml = String::from("name = \"nps\"\nprofile = \"privilege-secure\"\n");
+    for (name, role, ip) in [
+        ("nps1", "primary", "10.9.1.1"),
+        ("nps2", "secondary", "10.9.1.2"),
+        ("act1", "action", "10.9.1.3"),
+    ] {
+        let kt = d.path().join(name).join("KeyTools");
+        let ha = d.path().join(name).join("HA");
+        std::fs::create_dir_all(&kt).unwrap();
+        std::fs::create_dir_all(&ha).unwrap();
+        std::fs::write(ha.join("appsettings.json"), b"{\"HA\":1}").unwrap();
+        toml.push_str(&format!("\n[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{ip}\"\npaths = {{ keytools = {kt:?}, ha = {ha:?} }}\n"));
+    }
+    let cl = d.path().join("c.toml");
+    std::fs::write(&cl, toml).unwrap();
+    let r = audit(&cl, &[]);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(status(&j, "nps2"), "match");
+    assert!(node(&j, "nps2")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not verifiable from files: keys.exp"));
+    assert_eq!(status(&j, "act1"), "not-verifiable");
+    std::fs::write(d.path().join("nps2/HA/appsettings.json"), b"{\"HA\":2}").unwrap();
+    let r = audit(&cl, &[]);
+    r.assert_code(1);
+    assert_eq!(status(&r.json(), "nps2"), "differs");
+}
+
+/// A real OpenSSH server on 127.0.0.1 with a throwaway host key and user key.
+#[cfg(unix)]
+struct Sshd {
+    pid: u32,
+    port: u16,
+    config: PathBuf,
+}
+
+#[cfg(unix)]
+impl Sshd {
+    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+    fn start(dir: &Path) -> Option<Sshd> {
+        use std::process::Command;
+        if !Path::new("/usr/sbin/sshd").exists() || rustix_is_not_root() {
+            eprintln!("SKIPPED: /usr/sbin/sshd missing or not root; scripts/setup installs openssh-server");
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").ok();
+        let keygen = |path: &Path| {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        };
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("user_key"));
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let pidfile = dir.join("sshd.pid");
+        let status = Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg("/dev/null")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-o",
+                "ListenAddress=127.0.0.1",
+                "-o",
+                "StrictModes=no",
+            ])
+            .arg("-h")
+            .arg(dir.join("host_key"))
+            .arg("-o")
+            .arg(format!(
+                "AuthorizedKeysFile={}",
+                dir.join("authorized_keys").display()
+            ))
+            .arg("-o")
+            .arg(format!("PidFile={}", pidfile.display()))
+            .args([
+                "-o",
+                "PermitRootLogin=prohibit-password",
+                "-o",
+                "MaxStartups=64",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "sshd did not start");
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(&pidfile) {
+                pid = s.trim().parse().ok();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let config = dir.join("ssh_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
+                dir.join("user_key").display()
+            ),
+        )
+        .unwrap();
+        Some(Sshd {
+            pid: pid.expect("sshd pid"),
+            port,
+            config,
+        })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.pid.to_string())
+            .status();
+    }
+}
+
+#[cfg(unix)]
+fn rustix_is_not_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout != b"0\n")
+        .unwrap_or(true)
+}
+
+#[cfg(unix)]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(unix)]
+#[test]
+fn audit_over_real_ssh_with_a_mismatch_an_unreachable_node_and_a_proxy() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    let Some(sshd) = Sshd::start(c.dir.path()) else {
+        return;
+    };
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let closed = free_port(); // nothing listens here once the probe socket is dropped
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let access = match line {
+            "name = \"web1\"" | "name = \"web2\"" | "name = \"proxy1\"" => {
+                format!("ssh://root@127.0.0.1:{}", sshd.port)
+            }
+            "name = \"dr1\"" => format!("ssh://root@127.0.0.1:{closed}"),
+            _ => continue,
+        };
+        out.push_str(&format!(
+            "access = \"{access}\"\nremote_keyferry = {:?}\n",
+            bin()
+        ));
+    }
+    let cl = c.path("ssh.toml");
+    std::fs::write(&cl, out).unwrap();
+    let r = keyferry(
+        &[
+            "audit",
+            "-c",
+            cl.to_str().unwrap(),
+            "--json",
+            "--ssh-config",
+            sshd.config.to_str().unwrap(),
+            "--timeout",
+            "10s",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(status(&j, "web1"), "match", "{j}");
+    assert_eq!(node(&j, "web1")["via"], "ssh");
+    assert_eq!(status(&j, "web2"), "differs");
+    assert_eq!(status(&j, "dr1"), "unreachable");
+    assert!(
+        node(&j, "dr1")["reason"].as_str().unwrap().contains("ssh"),
+        "{j}"
+    );
+    assert_eq!(status(&j, "proxy1"), "not-needed");
+    assert!(
+        node(&j, "web1")["clock_skew_seconds"]
+            .as_i64()
+            .unwrap()
+            .abs()
+            <= 2
+    );
+}
