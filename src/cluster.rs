@@ -57,6 +57,9 @@ pub struct NodeSpec {
     /// For ssh access: the cluster file's path on the node (default: the path given locally).
     #[serde(default)]
     pub remote_cluster: Option<String>,
+    /// This node's `pg_hba.conf`, if readable from here (for `diagnose --check pg-hba`).
+    #[serde(default)]
+    pub pg_hba: Option<PathBuf>,
 }
 
 impl ClusterFile {

@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod cleanup;
 pub mod cluster;
 pub mod demo;
+pub mod diagnose;
 pub mod dpapi;
 pub mod error;
 pub mod export;

@@ -48,6 +48,8 @@ pub enum Command {
     Keys(cmd::keys::KeysCommand),
     /// Check that every node holds the primary's keys and binaries
     Audit(cmd::audit::Args),
+    /// Explain an error message and run the checks that bear on it
+    Diagnose(cmd::diagnose::Args),
     /// Show this node's key-set fingerprint
     Fingerprint(cmd::fingerprint::Args),
     /// Overwrite (where that works) and remove files that held secrets

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod demo;
+pub mod diagnose;
 pub mod dpapi;
 pub mod fingerprint;
 pub mod keys;
@@ -21,6 +22,7 @@ pub fn run(command: Command, ui: &Ui) -> CmdResult {
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
         Command::Audit(a) => audit::run(a, ui),
+        Command::Diagnose(a) => diagnose::run(a, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }
 }

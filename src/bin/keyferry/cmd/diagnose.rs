@@ -1,0 +1,281 @@
+//! `keyferry diagnose`
+
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::ui::Ui;
+use keyferry::audit::{collect, compare, AuditOptions};
+use keyferry::cluster::ClusterFile;
+use keyferry::diagnose::{
+    check_pg_hba, check_ports, findings_from_audit, match_message, Check, Finding, Known, Severity,
+    ALL_CHECKS,
+};
+use keyferry::profile::Role;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  keyferry diagnose \"Key not valid for use in specified state.\"\n  keyferry diagnose --log C:\\inetpub\\wwwroot\\SecretServer\\log\\ss.log -c cluster.toml\n  keyferry diagnose -c cluster.toml --check ports --check pg-hba\n\nExit status: 0 no check found a fault; 1 a check found one; 2 error."
+)]
+pub struct Args {
+    /// The error message as the admin saw it
+    #[arg(value_name = "MESSAGE")]
+    pub message: Option<String>,
+    /// Read messages from a log file instead
+    #[arg(long, value_name = "FILE", conflicts_with = "message")]
+    pub log: Option<PathBuf>,
+    /// Cluster file: run the checks that bear on the error (or those named by --check)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// Run this check (repeatable): keys, dpapi, binaries, clocks, ports, pg-hba, all
+    #[arg(long = "check", value_name = "CHECK", value_parser = parse_check)]
+    pub checks: Vec<Vec<Check>>,
+    /// Ports to test instead of each role's defaults (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ports: Option<Vec<u16>>,
+    /// Replication user expected in pg_hba.conf lines
+    #[arg(long, default_value = "repuser", value_name = "USER")]
+    pub repl_user: String,
+    /// Per-node and per-port time limit
+    #[arg(long, default_value = "5s", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+fn parse_check(s: &str) -> Result<Vec<Check>, String> {
+    Ok(match s {
+        "all" => ALL_CHECKS.to_vec(),
+        "keys" => vec![Check::Keys],
+        "dpapi" => vec![Check::Dpapi],
+        "binaries" => vec![Check::Binaries],
+        "clocks" => vec![Check::Clocks],
+        "ports" => vec![Check::Ports],
+        "pg-hba" => vec![Check::PgHba],
+        _ => {
+            return Err(format!(
+                "unknown check {s:?} (keys, dpapi, binaries, clocks, ports, pg-hba, all)"
+            ))
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct Matched {
+    #[serde(flatten)]
+    known: &'static Known,
+    /// The first line that matched (logs), shortened.
+    evidence: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    version: u32,
+    kind: &'static str,
+    recognised: bool,
+    matches: Vec<Matched>,
+    checks_run: Vec<Check>,
+    findings: Vec<Finding>,
+    available_checks: &'static [Check],
+}
+
+const MAX_LOG: u64 = 64 * 1024 * 1024;
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let mut matches: Vec<Matched> = Vec::new();
+    if let Some(m) = &args.message {
+        matches = match_message(m)
+            .into_iter()
+            .map(|known| Matched {
+                known,
+                evidence: None,
+            })
+            .collect();
+    } else if let Some(log) = &args.log {
+        let meta = std::fs::metadata(log).map_err(|e| keyferry::Error::io(log, e))?;
+        if meta.len() > MAX_LOG {
+            return Err(Failure::new(
+                "invalid-input",
+                format!("{} is over {MAX_LOG} bytes", log.display()),
+                Some("pass the relevant part of the log"),
+            ));
+        }
+        let bytes = std::fs::read(log).map_err(|e| keyferry::Error::io(log, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines() {
+            for known in match_message(line) {
+                if !matches.iter().any(|m| m.known.code == known.code) {
+                    matches.push(Matched {
+                        known,
+                        evidence: Some(line.trim().chars().take(200).collect()),
+                    });
+                }
+            }
+        }
+    }
+    let mut checks: Vec<Check> = args.checks.iter().flatten().copied().collect();
+    if checks.is_empty() && args.cluster.is_some() {
+        checks = if matches.is_empty() {
+            ALL_CHECKS.to_vec()
+        } else {
+            matches
+                .iter()
+                .flat_map(|m| m.known.checks.iter().copied())
+                .collect()
+        };
+    }
+    checks.sort_by_key(|c| *c as u8);
+    checks.dedup();
+    if args.message.is_none() && args.log.is_none() && args.cluster.is_none() {
+        return Err(Failure::new(
+            "usage",
+            "nothing to diagnose",
+            Some("give the error MESSAGE, --log FILE, or --cluster FILE to run checks"),
+        ));
+    }
+
+    let mut findings = Vec::new();
+    if let Some(path) = &args.cluster {
+        if checks.is_empty() {
+            checks = ALL_CHECKS.to_vec();
+        }
+        let file = ClusterFile::load(path)?;
+        if checks.iter().any(|c| {
+            matches!(
+                c,
+                Check::Keys | Check::Dpapi | Check::Binaries | Check::Clocks
+            )
+        }) {
+            let opts = AuditOptions {
+                jobs: 8,
+                timeout: args.timeout,
+                ssh_program: "ssh".into(),
+                ssh_config: None,
+                max_skew: Duration::from_secs(60),
+                cluster_path: path.clone(),
+            };
+            let collected = collect(&file, &opts, ui);
+            findings.extend(findings_from_audit(
+                &compare(&file, &collected, opts.max_skew),
+                &checks,
+            ));
+        }
+        if checks.contains(&Check::Ports) {
+            findings.extend(check_ports(&file, args.ports.as_deref(), args.timeout));
+        }
+        if checks.contains(&Check::PgHba) {
+            findings.extend(pg_hba_findings(&file, &args.repl_user));
+        }
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let report = Report {
+        version: keyferry::JSON_VERSION,
+        kind: "diagnose",
+        recognised: !matches.is_empty(),
+        matches,
+        checks_run: checks,
+        findings,
+        available_checks: ALL_CHECKS,
+    };
+    let fault = report
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Error);
+    if ui.json {
+        ui.json(&report);
+    } else {
+        print_text(&report, &args, ui);
+    }
+    Ok(if fault {
+        crate::exit::NO
+    } else {
+        crate::exit::SUCCESS
+    }
+    .into())
+}
+
+fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
+    let pair: Vec<_> = file
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Primary | Role::Secondary))
+        .collect();
+    let mut out = Vec::new();
+    for n in &pair {
+        let Some(path) = &n.pg_hba else { continue };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Finding {
+                    code: "pg-hba-unreadable".into(),
+                    severity: Severity::Warning,
+                    node: Some(n.name.clone()),
+                    evidence: format!("{}: {e}", path.display()),
+                    fix: "make the file readable from here, or check it on the node".into(),
+                });
+                continue;
+            }
+        };
+        for peer in pair.iter().filter(|p| p.name != n.name) {
+            let missing = check_pg_hba(&text, peer.address, user);
+            if !missing.is_empty() {
+                out.push(Finding {
+                    code: "pg-hba-missing-peer".into(),
+                    severity: Severity::Error,
+                    node: Some(n.name.clone()),
+                    evidence: format!(
+                        "{} has no line for peer {} ({})",
+                        path.display(),
+                        peer.name,
+                        peer.address
+                    ),
+                    fix: format!(
+                        "add above broader rules, then reload PostgreSQL: {}",
+                        missing.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn print_text(r: &Report, args: &Args, ui: &Ui) {
+    if args.message.is_some() || args.log.is_some() {
+        if r.matches.is_empty() {
+            ui.out("Not recognised: keyferry's catalogue has no entry for this message.");
+            ui.out("Checks it can still run with --cluster FILE: keys, dpapi, binaries, clocks, ports, pg-hba (--check all).");
+        }
+        for m in &r.matches {
+            ui.out(&format!("{} [{}]", m.known.title, m.known.code));
+            if let Some(e) = &m.evidence {
+                ui.out(&format!("  seen:   {e}"));
+            }
+            ui.out(&format!("  cause:  {}", m.known.cause));
+            ui.out(&format!("  fix:    {}", m.known.fix));
+            for c in m.known.commands {
+                ui.out(&format!("  run:    {c}"));
+            }
+        }
+    }
+    if !r.checks_run.is_empty() {
+        if r.findings.is_empty() {
+            ui.out("Checks found nothing wrong.");
+        }
+        for f in &r.findings {
+            let sev = serde_json::to_value(f.severity)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            ui.out(&format!(
+                "{sev}: [{}] {}{}",
+                f.code,
+                f.node
+                    .as_deref()
+                    .map(|n| format!("{n}: "))
+                    .unwrap_or_default(),
+                f.evidence
+            ));
+            ui.out(&format!("  fix: {}", f.fix));
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `keyferry diagnose`: the catalogue through the CLI, logs, and checks against a cluster.
+//! Port checks contact a node address, so they run only against a test host in a network
+//! namespace this test creates (veth pair, addresses on that link only); every other test
+//! names its checks so nothing else is contacted.
+
+mod common;
+use common::*;
+
+#[test]
+fn message_is_explained_with_cause_fix_and_commands() {
+    let r = keyferry(&["diagnose", "FATAL:  no pg_hba.conf entry for replication connection from host \"10.0.0.2\", user \"repuser\"", "--json"], None);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["recognised"], true);
+    assert_eq!(j["matches"][0]["code"], "pg-hba-missing-replication");
+    assert!(j["matches"][0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("host replication repuser"));
+    let r = keyferry(&["diagnose", "The printer is on fire"], None);
+    r.assert_code(0);
+    assert!(r.stdout().contains("Not recognised") && r.stdout().contains("--check all"));
+    keyferry(&["diagnose"], None).assert_code(2);
+}
+
+#[test]
+fn log_file_yields_each_known_error_once_with_evidence() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("ss.log");
+    std::fs::write(
+        &log,
+        "2026-11-22 10:00:01 INFO start\r\n2026-11-22 10:00:02 ERROR Version does not match\r\n\
+         2026-11-22 10:00:03 ERROR System.Security.Cryptography.CryptographicException: Key not valid for use in specified state.\r\n\
+         2026-11-22 10:00:04 ERROR Version does not match\r\n",
+    )
+    .unwrap();
+    let r = keyferry(
+        &["diagnose", "--log", log.to_str().unwrap(), "--json"],
+        None,
+    );
+    r.assert_code(0);
+    let codes: Vec<_> = r.json()["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes, ["version-mismatch", "dpapi-foreign-blob"]);
+    assert!(r.json()["matches"][0]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("10:00:02"));
+}
+
+#[test]
+fn with_a_cluster_the_relevant_checks_run_and_faults_exit_1() {
+    let c = Cluster::secret_server(b"A", Some(b"B"));
+    std::fs::write(c.key_path("dr1"), b"A").unwrap();
+    let cl = c.cluster_file();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "Encryption key doesn't match",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "keys",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["findings"][0]["code"], "keys-differ");
+    assert_eq!(j["findings"][0]["node"], "web2");
+    assert_eq!(j["findings"][0]["severity"], "error");
+    std::fs::write(c.key_path("web2"), b"A").unwrap();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "keys",
+            "--check",
+            "binaries",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.json()["findings"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn pg_hba_peer_lines_are_checked_when_readable() {
+    let c = Cluster::secret_server(b"A", Some(b"A"));
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let hba1 = c.path("web1.hba");
+    let hba2 = c.path("web2.hba");
+    std::fs::write(
+        &hba1,
+        "host replication repuser 10.9.0.2/32 md5\nhost all all 10.9.0.2/32 md5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &hba2,
+        "host all all 10.9.0.1 255.255.255.255 md5\nhost all all 0.0.0.0/0 reject\n",
+    )
+    .unwrap();
+    let text = text
+        .replace(
+            "name = \"web1\"\n",
+            &format!("name = \"web1\"\npg_hba = {hba1:?}\n"),
+        )
+        .replace(
+            "name = \"web2\"\n",
+            &format!("name = \"web2\"\npg_hba = {hba2:?}\n"),
+        );
+    let cl = c.path("hba.toml");
+    std::fs::write(&cl, text).unwrap();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "pg-hba",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let f = &r.json()["findings"];
+    assert_eq!(f.as_array().unwrap().len(), 1, "{f}");
+    assert_eq!(f[0]["node"], "web2");
+    assert!(f[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("host replication repuser 10.9.0.1/32 md5"));
+}
+
+/// A test host in its own network namespace, reachable over a veth pair.
+#[cfg(target_os = "linux")]
+struct TestHost {
+    ns: String,
+    veth: String,
+    listener: std::process::Child,
+}
+
+#[cfg(target_os = "linux")]
+impl TestHost {
+    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+    fn start(port: u16) -> Option<TestHost> {
+        let id = std::process::id() % 10000;
+        let ns = format!("kf{id}");
+        let veth = format!("kfv{id}");
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!("SKIPPED: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ok = ip(&[
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{veth}p"),
+        ]) && ip(&["link", "set", &format!("{veth}p"), "netns", &ns])
+            && ip(&["addr", "add", "10.254.77.1/30", "dev", &veth])
+            && ip(&["link", "set", &veth, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                "10.254.77.2/30",
+                "dev",
+                &format!("{veth}p"),
+            ])
+            && ip(&[
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "link",
+                "set",
+                &format!("{veth}p"),
+                "up",
+            ])
+            && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        assert!(ok, "veth set-up failed");
+        let listener = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c"])
+            .arg(format!(
+                "import socket,time\ns=socket.socket()\ns.bind(('10.254.77.2',{port}))\ns.listen()\ntime.sleep(30)"
+            ))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Some(TestHost { ns, veth, listener })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn blocked_ports_are_found_on_a_real_test_host() {
+    let Some(_host) = TestHost::start(6500) else {
+        return;
+    };
+    let c = Cluster::secret_server(b"A", Some(b"A"));
+    let text = std::fs::read_to_string(c.cluster_file())
+        .unwrap()
+        .replace("10.9.0.1", "10.254.77.2");
+    let cl = c.path("ports.toml");
+    std::fs::write(&cl, text).unwrap();
+    // An HA pair's ports on the primary: 6500 listens there, 5432 does not.
+    let r = keyferry(
+        &[
+            "diagnose",
+            "Firewall Port Not Open",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "ports",
+            "--ports",
+            "5432,6500",
+            "--timeout",
+            "2s",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let f = r.json()["findings"].clone();
+    let closed: Vec<_> = f
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["evidence"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(closed.len(), 1, "{f}");
+    assert!(closed[0].starts_with("10.254.77.2:5432"), "{f}");
+}
