@@ -427,3 +427,48 @@ fn audit_over_real_ssh_with_a_mismatch_an_unreachable_node_and_a_proxy() {
             <= 2
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_node_that_never_answers_times_out_and_the_rest_still_finish() {
+    // Stand-in for a host that accepts the connection and then hangs: an "ssh" program that
+    // sleeps. (A real hung host cannot be made to order here; the timeout path is the same.)
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    let hang = c.path("hanging-ssh");
+    std::fs::write(&hang, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap().replace(
+        "name = \"dr1\"\n",
+        "name = \"dr1\"\naccess = \"ssh://root@192.0.2.1\"\n",
+    );
+    let cl = c.path("hang.toml");
+    std::fs::write(&cl, text).unwrap();
+    let t = std::time::Instant::now();
+    let r = keyferry(
+        &[
+            "audit",
+            "-c",
+            cl.to_str().unwrap(),
+            "--json",
+            "--ssh",
+            hang.to_str().unwrap(),
+            "--timeout",
+            "1s",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "the audit waited for the hung node"
+    );
+    let j = r.json();
+    assert_eq!(status(&j, "dr1"), "unreachable");
+    assert!(node(&j, "dr1")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no answer within 1s"));
+    assert_eq!(status(&j, "web2"), "match");
+}
