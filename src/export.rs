@@ -86,22 +86,25 @@ pub fn build_manifest(
     Ok((manifest, warnings))
 }
 
+/// The product's way to turn DPAPI off for a key file, from the profile table.
+fn dpapi_remedy(k: &crate::keyset::LocalKey) -> &str {
+    k.spec.dpapi_remedy.as_deref().unwrap_or(
+        "turn DPAPI protection off in the product that wrote the file, export, then turn it on again on each node",
+    )
+}
+
 fn looks_dpapi_warning(k: &crate::keyset::LocalKey) -> String {
     format!(
         "{} looks DPAPI-protected (it is over {} bytes; a size hint, not proof): if imports \
-         fail with \"Key not valid for use in specified state\", on that node click \
-         Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again",
+         fail with \"Key not valid for use in specified state\", then {}",
         k.path.display(),
-        crate::keyset::SS_DPAPI_HINT_BYTES
+        k.spec.dpapi_size_hint.unwrap_or(0),
+        dpapi_remedy(k)
     )
 }
 
 fn dpapi_refusal(k: &crate::keyset::LocalKey) -> Error {
-    let product = if k.spec.name == "encryption.config" {
-        "in Secret Server, Admin > Configuration > Security > Decrypt Key to not use DPAPI, then export again and turn DPAPI on again on each node"
-    } else {
-        "turn DPAPI protection off in the product that wrote the file, export, then turn it on again on each node"
-    };
+    let product = dpapi_remedy(k);
     let (what, remedy) = match k.protection {
         Protection::Dpapi { scope, .. } if cfg!(windows) => (
             format!("a {scope}-scope blob that this machine cannot decrypt: it was protected on another machine or account"),

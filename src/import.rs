@@ -228,7 +228,7 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
         let action = match check_destination(&path)? {
             Destination::Missing => FileAction::Install,
             Destination::RegularFile => {
-                let (current, _) = crate::keyset::read_key(&path, &spec.name, false)?;
+                let (current, _) = crate::keyset::read_key(&path, None)?;
                 if FileHash::of(current.expose_secret()).ct_eq(&meta.sha256) {
                     FileAction::Unchanged
                 } else {
@@ -373,7 +373,7 @@ pub fn apply(
 fn verify(plan: &ImportPlan) -> Result<()> {
     let mut hashes = Vec::new();
     for f in &plan.files {
-        let (on_disk, protection) = crate::keyset::read_key(&f.path, &f.name, false)?;
+        let (on_disk, protection) = crate::keyset::read_key(&f.path, None)?;
         if f.dpapi
             && !matches!(
                 protection,

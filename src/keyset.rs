@@ -25,7 +25,8 @@ pub enum Protection {
     DpapiEmbedded,
     /// DPAPI-NG (CMS) data.
     DpapiNg,
-    /// No blob found, but the size suggests Secret Server's DPAPI wrapping (a hint, not proof).
+    /// No blob found, but the size suggests the product's own DPAPI wrapping (the profile's
+    /// `dpapi_size_hint`; a hint, not proof).
     LooksDpapi,
 }
 
@@ -44,13 +45,10 @@ impl Protection {
     }
 }
 
-/// Size above which a Secret Server `encryption.config` looks DPAPI-protected (DOMAIN.md §2:
-/// a plain one is a few hundred bytes, a DPAPI one well over a kilobyte).
-pub const SS_DPAPI_HINT_BYTES: u64 = 1024;
-
 /// Reads a key file and works out its protection; decrypts a raw DPAPI blob in memory where
 /// the OS can (Windows). The returned bytes are what the key *is*: plaintext when decrypted.
-pub fn read_key(path: &Path, name: &str, size_hint: bool) -> Result<(KeyBytes, Protection)> {
+/// `size_hint`: the profile's size above which the file only *looks* protected.
+pub fn read_key(path: &Path, size_hint: Option<u64>) -> Result<(KeyBytes, Protection)> {
     let raw = read_key_file(path, MAX_ENTRY_LEN)?;
     let c = classify(raw.expose_secret());
     if let Some(blob) = c.single_raw() {
@@ -76,7 +74,7 @@ pub fn read_key(path: &Path, name: &str, size_hint: bool) -> Result<(KeyBytes, P
         Protection::DpapiNg
     } else if !c.blobs.is_empty() {
         Protection::DpapiEmbedded
-    } else if size_hint && name == "encryption.config" && raw.len() as u64 > SS_DPAPI_HINT_BYTES {
+    } else if size_hint.is_some_and(|limit| raw.len() as u64 > limit) {
         Protection::LooksDpapi
     } else {
         Protection::None
@@ -109,10 +107,9 @@ pub fn read_local_keys(node: &Node) -> Result<Vec<LocalKey>> {
         .into_iter()
         .map(|spec| {
             let path = node.key_path(spec)?;
-            let hint = node.profile.id == crate::profile::ProfileId::SecretServer;
             let (content, protection) = match check_destination(&path)? {
                 Destination::RegularFile => {
-                    let (bytes, p) = read_key(&path, &spec.name, hint)?;
+                    let (bytes, p) = read_key(&path, spec.dpapi_size_hint)?;
                     (Some(bytes), p)
                 }
                 Destination::Missing => (None, Protection::None),

@@ -109,6 +109,14 @@ pub struct KeySpec {
     /// A temporary secret (the vendor's export file): removed by `keys cleanup`.
     #[serde(default)]
     pub transient: bool,
+    /// The product's own way to turn DPAPI protection of this file off (shown when export
+    /// refuses a protected file).
+    #[serde(default)]
+    pub dpapi_remedy: Option<String>,
+    /// Size above which the file looks DPAPI-protected even when no blob is visible (the
+    /// product wraps DPAPI in its own container): a labelled hint, never proof.
+    #[serde(default)]
+    pub dpapi_size_hint: Option<u64>,
 }
 
 /// A file that belongs to one node and never travels (e.g. `database.config`).
@@ -142,13 +150,25 @@ const KEY_ROLES_SS: &[Role] = &[
     Role::Scheduler,
 ];
 
+/// One built-in key file: name, folder slot, roles, transient, DPAPI remedy, DPAPI size hint.
+type BuiltInKey = (
+    &'static str,
+    &'static str,
+    &'static [Role],
+    bool,
+    Option<&'static str>,
+    Option<u64>,
+);
+
 /// The built-in table. Secret Server: `encryption.config` for every role but proxy;
-/// `database.config` node-local. Privilege Secure: the vendor export `keys.exp` (opaque,
-/// temporary) for secondary, action and scheduler; the HA `appsettings.json` for the secondary.
+/// `database.config` node-local; a plain `encryption.config` of 10.4+ is a few hundred bytes, a
+/// DPAPI-wrapped one well over a kilobyte (DOMAIN.md §2). Privilege Secure: the vendor export
+/// `keys.exp` (opaque, temporary) for secondary, action and scheduler; the HA
+/// `appsettings.json` for the secondary.
 struct BuiltIn {
     id: ProfileId,
     folders: &'static [&'static str],
-    keys: &'static [(&'static str, &'static str, &'static [Role], bool)],
+    keys: &'static [BuiltInKey],
     node_local: &'static [(&'static str, &'static str)],
     after_import: Option<&'static str>,
     app_folder: Option<&'static str>,
@@ -158,7 +178,17 @@ const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         id: ProfileId::SecretServer,
         folders: &["app"],
-        keys: &[("encryption.config", "app", KEY_ROLES_SS, false)],
+        keys: &[(
+            "encryption.config",
+            "app",
+            KEY_ROLES_SS,
+            false,
+            Some(
+                "in Secret Server, Admin > Configuration > Security > Decrypt Key to not use DPAPI, \
+                 then export again and turn DPAPI on again on each node",
+            ),
+            Some(1024),
+        )],
         node_local: &[("database.config", "app")],
         after_import: None,
         app_folder: Some("app"),
@@ -172,8 +202,10 @@ const BUILT_INS: &[BuiltIn] = &[
                 "keytools",
                 &[Role::Secondary, Role::Action, Role::Scheduler],
                 true,
+                None,
+                None,
             ),
-            ("appsettings.json", "ha", &[Role::Secondary], false),
+            ("appsettings.json", "ha", &[Role::Secondary], false, None, None),
         ],
         node_local: &[],
         after_import: Some(
@@ -193,11 +225,13 @@ impl Profile {
             keys: b
                 .keys
                 .iter()
-                .map(|(name, folder, roles, transient)| KeySpec {
+                .map(|(name, folder, roles, transient, remedy, hint)| KeySpec {
                     name: name.to_string(),
                     folder: folder.to_string(),
                     roles: roles.to_vec(),
                     transient: *transient,
+                    dpapi_remedy: remedy.map(str::to_owned),
+                    dpapi_size_hint: *hint,
                 })
                 .collect(),
             node_local: b
