@@ -2,16 +2,15 @@
 //! key sets, binaries and clocks against the primary. Collection is bounded-parallel with a
 //! per-node timeout; comparison is a pure function of the collected reports.
 
-use crate::appdigest::{differing_paths, file_hashes};
+use crate::appdigest::differing_paths;
 use crate::cluster::{ClusterFile, Node, NodeSpec};
-use crate::fingerprint::{FileHash, Fingerprint};
+use crate::fingerprint::Fingerprint;
 use crate::keyset::Protection;
 use crate::profile::{Profile, Role};
 use crate::progress::Progress;
-use crate::report::{node_report, NodeReport};
+use crate::report::{node_report_with_app_files, NodeReport};
 use crate::time::Timestamp;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,7 +109,7 @@ pub enum Collected {
         report: Box<NodeReport>,
         via: &'static str,
         /// Per-file hashes of the application folder, when it was read directly.
-        app_files: Option<BTreeMap<String, FileHash>>,
+        app_files: Option<crate::report::AppFiles>,
         /// Local time when the report arrived, for ssh (clock comparison).
         received: Option<Timestamp>,
     },
@@ -192,7 +191,7 @@ enum Failure {
     Rejected(String),
 }
 
-type PathRead = (NodeReport, &'static str, Option<BTreeMap<String, FileHash>>);
+type PathRead = (NodeReport, &'static str, Option<crate::report::AppFiles>);
 
 fn read_by_path(
     file: &ClusterFile,
@@ -224,16 +223,7 @@ fn read_by_path(
     // A share that hangs must not hang the audit: read in a thread, wait at most `timeout`.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let r = node_report(&node, "(read by path)", Timestamp::now()).map(|rep| {
-            let files = node
-                .profile
-                .app_folder
-                .as_ref()
-                .and_then(|slot| node.folders.get(slot))
-                .filter(|d| d.is_dir())
-                .and_then(|d| file_hashes(d, &node.profile).ok());
-            (rep, files)
-        });
+        let r = node_report_with_app_files(&node, "(read by path)", Timestamp::now());
         let _ = tx.send(r);
     });
     match rx.recv_timeout(timeout) {

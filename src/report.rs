@@ -92,6 +92,19 @@ impl NodeReport {
 
 /// Builds the report for the local node.
 pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport> {
+    node_report_with_app_files(node, host, now).map(|(report, _)| report)
+}
+
+/// Per-file hashes of the application folder, relative path → SHA-256.
+pub type AppFiles = std::collections::BTreeMap<String, crate::fingerprint::FileHash>;
+
+/// [`node_report`] plus the per-file hashes its application digest was built from, so a
+/// caller that compares folders (the audit) does not read them a second time.
+pub fn node_report_with_app_files(
+    node: &Node,
+    host: &str,
+    now: Timestamp,
+) -> Result<(NodeReport, Option<AppFiles>)> {
     let keys = read_local_keys(node)?;
     let fingerprint = fingerprint_of(&keys);
     let present = keys.iter().filter(|k| k.content.is_some()).count();
@@ -116,7 +129,8 @@ pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport
             protection: k.protection,
         })
         .collect();
-    Ok(NodeReport {
+    let app_files = app_file_hashes(node)?;
+    let report = NodeReport {
         version: crate::JSON_VERSION,
         kind: "node-report".into(),
         keyferry: env!("CARGO_PKG_VERSION").into(),
@@ -129,11 +143,12 @@ pub fn node_report(node: &Node, host: &str, now: Timestamp) -> Result<NodeReport
         status,
         fingerprint,
         files,
-        app: app_digest(node)?,
-    })
+        app: app_files.as_ref().map(crate::appdigest::digest_of),
+    };
+    Ok((report, app_files))
 }
 
-fn app_digest(node: &Node) -> Result<Option<crate::appdigest::AppDigest>> {
+fn app_file_hashes(node: &Node) -> Result<Option<AppFiles>> {
     let Some(dir) = node
         .profile
         .app_folder
@@ -145,6 +160,5 @@ fn app_digest(node: &Node) -> Result<Option<crate::appdigest::AppDigest>> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    let hashes = crate::appdigest::file_hashes(dir, &node.profile)?;
-    Ok(Some(crate::appdigest::digest_of(&hashes)))
+    crate::appdigest::file_hashes(dir, &node.profile).map(Some)
 }
