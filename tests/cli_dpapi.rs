@@ -115,14 +115,12 @@ fn export_refuses_a_blob_this_machine_cannot_decrypt() {
     // The real Windows sample was made on another machine: no system here can decrypt it
     // (elsewhere than Windows, none at all). Export must refuse and change nothing.
     let c = Cluster::secret_server(SAMPLE, None);
-    let before = c.snapshot();
     let out = c.path("b.kfb");
-    let r = c.keyferry_node(
+    let r = c.assert_refused(
         "web1",
-        &["keys", "export", "-o", out.to_str().unwrap(), "--json"],
+        &["keys", "export", "-o", out.to_str().unwrap()],
+        "dpapi-protected",
     );
-    r.assert_code(2);
-    assert_eq!(r.json()["error"]["code"], "dpapi-protected");
     assert!(r.stderr().contains("encryption.config"), "{}", r.stderr());
     if cfg!(windows) {
         assert!(r.stderr().contains("cannot decrypt"), "{}", r.stderr());
@@ -133,7 +131,6 @@ fn export_refuses_a_blob_this_machine_cannot_decrypt() {
             r.stderr()
         );
     }
-    assert_eq!(before, c.snapshot());
 }
 
 #[test]
@@ -143,25 +140,17 @@ fn export_refuses_embedded_blobs_with_the_product_remedy() {
         SAMPLE_B64.trim()
     );
     let c = Cluster::secret_server(xml.as_bytes(), None);
-    let before = c.snapshot();
-    let r = c.keyferry_node(
+    let out = c.path("b.kfb");
+    let r = c.assert_refused(
         "web1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            c.path("b.kfb").to_str().unwrap(),
-            "--json",
-        ],
+        &["keys", "export", "-o", out.to_str().unwrap()],
+        "dpapi-protected",
     );
-    r.assert_code(2);
-    assert_eq!(r.json()["error"]["code"], "dpapi-protected");
     assert!(
         r.stderr().contains("Decrypt Key to not use DPAPI"),
         "{}",
         r.stderr()
     );
-    assert_eq!(before, c.snapshot());
 }
 
 #[test]
@@ -401,5 +390,46 @@ fn corrupted_blob_is_a_clear_error_and_changes_nothing() {
     );
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "dpapi-protected");
+    assert_eq!(before, c.snapshot());
+}
+
+#[cfg(windows)]
+#[test]
+fn protect_twice_and_unprotect_plain_are_refused_and_change_nothing() {
+    let c = Cluster::secret_server(b"PLAIN", None);
+    let state = c.path("dpstate");
+    let k = c.key_path("web1");
+    let run = |verb: &str| {
+        keyferry(
+            &[
+                "dpapi",
+                verb,
+                k.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        )
+    };
+    let before = c.snapshot();
+    let r = run("unprotect");
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("is not DPAPI-protected"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, c.snapshot());
+
+    run("protect").assert_code(0);
+    let before = c.snapshot();
+    let r = run("protect");
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("already DPAPI-protected"),
+        "{}",
+        r.stderr()
+    );
     assert_eq!(before, c.snapshot());
 }

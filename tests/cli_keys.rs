@@ -14,20 +14,17 @@ fn import(c: &Cluster, node: &str, bundle: &Path, extra: &[&str]) -> Run {
     c.keyferry_node(node, &args)
 }
 
-/// Runs an import that must be refused with `code`, and checks nothing on disk changed.
+/// Runs an import that must be refused with `code`, and checks nothing on disk changed and
+/// that the refusal says what to do.
 fn assert_refused(c: &Cluster, node: &str, bundle: &Path, extra: &[&str], code: &str) -> Run {
-    let before = c.snapshot();
-    let mut args = vec!["--json"];
+    let mut args = vec!["keys", "import", bundle.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let r = import(c, node, bundle, &args);
-    r.assert_code(2);
-    assert_eq!(r.json()["error"]["code"], code, "{}", r.stderr());
+    let r = c.assert_refused(node, &args, code);
     assert!(
         r.stderr().contains("error:") && r.stderr().contains("hint:"),
         "{}",
         r.stderr()
     );
-    assert_eq!(before, c.snapshot(), "refusal {code} changed files on disk");
     r
 }
 
@@ -461,15 +458,12 @@ fn export_refuses_existing_output_without_force() {
 #[test]
 fn export_refuses_node_without_keys_and_changes_nothing() {
     let c = Cluster::secret_server(KEY_A, None);
-    let before = c.snapshot();
     let out = c.path("x.kfb");
-    let r = c.keyferry_node(
+    c.assert_refused(
         "dr1",
-        &["keys", "export", "-o", out.to_str().unwrap(), "--json"],
+        &["keys", "export", "-o", out.to_str().unwrap()],
+        "key-file-missing",
     );
-    r.assert_code(2);
-    assert_eq!(r.json()["error"]["code"], "key-file-missing");
-    assert_eq!(before, c.snapshot());
 }
 
 #[test]

@@ -88,6 +88,23 @@ impl Cluster {
         keyferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
     }
 
+    /// Runs `keyferry <args> --json` for `node` (as [`Cluster::keyferry_node`]), expects a
+    /// refusal: exit 2 with error `code`, and no file under the cluster changed.
+    pub fn assert_refused(&self, node: &str, args: &[&str], code: &str) -> Run {
+        let before = self.snapshot();
+        let mut a = args.to_vec();
+        a.push("--json");
+        let r = self.keyferry_node(node, &a);
+        r.assert_code(2);
+        assert_eq!(r.json()["error"]["code"], code, "{}", r.stderr());
+        assert_eq!(
+            before,
+            self.snapshot(),
+            "refusal {code} changed files on disk"
+        );
+        r
+    }
+
     /// Exports from web1 to `bundle.kfb` and returns its path.
     pub fn export(&self) -> PathBuf {
         let out = self.path("bundle.kfb");
