@@ -6,12 +6,12 @@
 //! on the others (the secondary only with `--replace`, after the refusal an admin would see);
 //! fingerprints agree; everything is removed.
 
-use crate::bundle::{Encoding, EXPORT_WORK_FACTOR, MAX_IMPORT_WORK_FACTOR};
+use crate::audit::report::{node_report, KeySetStatus, NodeReport};
 use crate::cluster::{ClusterFile, Node};
 use crate::error::{Error, Result};
-use crate::import::{import_file, ImportOptions, ImportOutcome};
+use crate::keys::bundle::{Encoding, EXPORT_WORK_FACTOR, MAX_IMPORT_WORK_FACTOR};
+use crate::keys::import::{import_file, ImportOptions, ImportOutcome};
 use crate::progress::Progress;
-use crate::report::{node_report, KeySetStatus, NodeReport};
 use crate::secret::Passphrase;
 use crate::time::Timestamp;
 use rand::RngCore;
@@ -72,13 +72,17 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
 
     let passphrase = Passphrase::generate();
     let now = Timestamp::now();
-    let (manifest, _) =
-        crate::export::build_manifest(&nodes[0], host, now, crate::export::DEFAULT_TTL)?;
+    let (manifest, _) = crate::keys::export::build_manifest(
+        &nodes[0],
+        host,
+        now,
+        crate::keys::export::DEFAULT_TTL,
+    )?;
     let bundle = root.join("keys.kfb");
     progress.step(&format!(
         "Export from web1: age bundle, scrypt work factor {work_factor}, generated 10-word passphrase (kept in memory)."
     ));
-    crate::export::export_to_file(
+    crate::keys::export::export_to_file(
         &nodes[0],
         &manifest,
         &passphrase,
@@ -90,12 +94,13 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     )?;
 
     let opts = |replace| ImportOptions {
-        protect: crate::import::ProtectMode::Auto,
+        protect: crate::keys::import::ProtectMode::Auto,
         replace,
         dry_run: false,
         allow_expired: false,
         now,
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
+        wait: crate::txn::DEFAULT_WAIT,
     };
     let refused = match import_file(
         &bundle,
@@ -147,7 +152,7 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     for r in &after {
         progress.step(&line(r));
     }
-    for removal in crate::shred::shred_file(&bundle).into_iter() {
+    for removal in crate::fs::shred::shred_file(&bundle).into_iter() {
         progress.step(&format!("Bundle {removal}"));
     }
     drop(tmp);
@@ -198,7 +203,7 @@ fn write(node: &Node, key: &[u8]) -> Result<()> {
         .profile
         .key("encryption.config")
         .expect("secret-server profile");
-    crate::fsx::atomic_write(&node.key_path(spec)?, key)
+    crate::fs::write_private(&node.key_path(spec)?, key)
 }
 
 fn reports(nodes: &[Node], host: &str) -> Result<Vec<NodeReport>> {

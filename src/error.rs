@@ -101,6 +101,35 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    // --- the file layer and the transaction engine ---
+    /// A path that must be a regular file is a link, folder, FIFO or device.
+    #[error("{path} is {what}, not a regular file; keyferry does not read or write through it")]
+    NotAFile { path: PathBuf, what: &'static str },
+    /// A file is larger than anything of its kind can be.
+    #[error("{path} is larger than a {what} can be (at most {limit} bytes)")]
+    TooLarge {
+        path: PathBuf,
+        what: &'static str,
+        limit: u64,
+    },
+    /// A file changed between keyferry's plan (or open) and its use.
+    #[error(
+        "{path} changed while keyferry was working on it (another program or user replaced it)"
+    )]
+    Changed { path: PathBuf },
+    /// Another keyferry command holds the node's lock.
+    #[error(
+        "another keyferry command is changing node {node} (lock {lock} held for {waited_secs}s)"
+    )]
+    NodeBusy {
+        node: String,
+        lock: PathBuf,
+        waited_secs: u64,
+    },
+    /// An interrupted change could not be finished or rolled back safely.
+    #[error("an interrupted change on this node needs attention: {0}")]
+    RecoveryConflict(String),
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -139,7 +168,20 @@ impl Error {
             Error::OutputExists { .. } => "output-exists",
             Error::InvalidInput(_) => "invalid-input",
             Error::Unsupported(_) => "unsupported",
+            Error::NotAFile { .. } => "not-a-file",
+            Error::TooLarge { .. } => "too-large",
+            Error::Changed { .. } => "changed-underfoot",
+            Error::NodeBusy { .. } => "node-busy",
+            Error::RecoveryConflict(_) => "recovery-conflict",
             Error::Io { .. } => "io",
+        }
+    }
+
+    /// The same refusal, worded for a destination keyferry would write (a key file).
+    pub fn at_destination(self) -> Self {
+        match self {
+            Error::NotAFile { path, what } => Error::UnsafeDestination { path, why: what },
+            e => e,
         }
     }
 
@@ -178,6 +220,11 @@ impl Error {
         "output-exists",
         "invalid-input",
         "unsupported",
+        "not-a-file",
+        "too-large",
+        "changed-underfoot",
+        "node-busy",
+        "recovery-conflict",
         "io",
     ];
 }

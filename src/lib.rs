@@ -4,33 +4,37 @@
 //! This crate is the library: planning, bundles, fingerprints and file effects. It never
 //! prints, prompts or exits; it reaches people only through the [`progress::Progress`] trait.
 //! The `keyferry` binary under `src/bin/keyferry/` owns argv, the terminal and exit codes.
+//!
+//! Where things are:
+//! - [`cluster`]: the cluster file, the local [`cluster::Node`], how other nodes are reached;
+//!   [`profile`]: the products as data.
+//! - [`fs`]: the safe file layer (open once, no links, bounded reads, atomic replace that
+//!   keeps the product's attributes, removal through handles); [`txn`]: the one transaction
+//!   engine (lock, journal, backup, write, verify, commit or roll back).
+//! - [`keys`]: key sets, bundles, export, import, restore, cleanup; [`dpapi`]: DPAPI blobs.
+//! - [`audit`] and [`diagnose`]: comparing nodes and explaining errors; [`remote`]: running
+//!   programs locally and over ssh with a time limit.
+//! - [`os`]: the only `unsafe` (process hardening, memory locking, Windows calls).
 
-#![deny(unsafe_code)] // only `sys` may allow it, for OS calls that need it
+#![deny(unsafe_code)] // only `os` may allow it, for OS calls that need it
 
-pub mod appdigest;
 pub mod audit;
-pub mod bundle;
-pub mod cleanup;
 pub mod cluster;
 pub mod demo;
 pub mod diagnose;
 pub mod dpapi;
 pub mod error;
-pub mod export;
+pub mod failpoint;
 pub mod fingerprint;
-pub mod fsx;
-pub mod import;
-pub mod keyset;
-pub mod ledger;
-pub mod manifest;
+pub mod fs;
+pub mod keys;
+pub mod os;
 pub mod profile;
 pub mod progress;
-pub mod protect;
-pub mod report;
+pub mod remote;
 pub mod secret;
-pub mod shred;
-pub mod sys;
 pub mod time;
+pub mod txn;
 pub mod words;
 
 pub use error::{Error, Result};

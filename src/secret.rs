@@ -26,7 +26,7 @@ impl KeyBytes {
             v.zeroize();
             b
         };
-        let locked = crate::sys::lock_memory(&buf);
+        let locked = crate::os::lock_memory(&buf);
         KeyBytes { buf, locked }
     }
 
@@ -59,31 +59,44 @@ impl Drop for KeyBytes {
     fn drop(&mut self) {
         self.buf.zeroize();
         if self.locked {
-            crate::sys::unlock_memory(&self.buf);
+            crate::os::unlock_memory(&self.buf);
         }
     }
 }
 
-/// Reads a whole file into [`KeyBytes`] with one exact allocation (no growth, so no stray
-/// copies), refusing files over `max` bytes.
+/// Reads a whole key file into [`KeyBytes`]: opened once without following links, then read
+/// through the handle with one exact allocation (no growth, so no stray copies), refusing
+/// files over `max` bytes.
 pub fn read_key_file(path: &Path, max: u64) -> Result<KeyBytes> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    match crate::fs::open_regular(path)? {
+        Some(opened) => read_opened(opened, max),
+        None => Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        )),
+    }
+}
+
+/// Reads a file opened through the file layer into [`KeyBytes`] (see [`read_key_file`]).
+pub fn read_opened(mut opened: crate::fs::Opened, max: u64) -> Result<KeyBytes> {
+    let path = opened.path.clone();
+    let len = opened.meta.len;
     if len > max {
-        return Err(Error::KeyFileTooLarge {
-            path: path.to_owned(),
-            len,
-            max,
-        });
+        return Err(Error::KeyFileTooLarge { path, len, max });
     }
     let mut buf = KeyBytes::new(vec![0u8; len as usize]);
-    f.read_exact(&mut buf.buf).map_err(|e| Error::io(path, e))?;
+    opened
+        .file
+        .read_exact(&mut buf.buf)
+        .map_err(|e| Error::io(&path, e))?;
     let mut probe = [0u8; 1];
-    if f.read(&mut probe).map_err(|e| Error::io(path, e))? != 0 {
-        return Err(Error::io(
-            path,
-            std::io::Error::other("the file changed size while it was read"),
-        ));
+    if opened
+        .file
+        .read(&mut probe)
+        .map_err(|e| Error::io(&path, e))?
+        != 0
+    {
+        return Err(Error::Changed { path });
     }
     Ok(buf)
 }

@@ -35,13 +35,17 @@ fn export_then_import_installs_on_missing_node_and_removes_bundle() {
     let text = std::fs::read_to_string(&bundle).unwrap();
     assert!(text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
     #[cfg(unix)]
-    assert_eq!(keyferry::fsx::mode(&bundle), Some(0o600));
+    assert_eq!(common::mode(&bundle), Some(0o600));
 
     let r = import(&c, "dr1", &bundle, &[]);
     r.assert_code(0);
     assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+    // A new key file takes what the product's own file beside it has (database.config).
     #[cfg(unix)]
-    assert_eq!(keyferry::fsx::mode(&c.key_path("dr1")), Some(0o600));
+    assert_eq!(
+        common::mode(&c.key_path("dr1")),
+        common::mode(&c.app("dr1").join("database.config"))
+    );
     assert!(!bundle.exists(), "bundle removed after import");
     assert!(r.stdout().contains("installed"), "{}", r.stdout());
     assert!(
@@ -117,8 +121,8 @@ fn replace_backs_up_then_installs() {
     assert_eq!(std::fs::read(&backup).unwrap(), KEY_B);
     #[cfg(unix)]
     {
-        assert_eq!(keyferry::fsx::mode(&backup), Some(0o600));
-        assert_eq!(keyferry::fsx::mode(&backup_dir), Some(0o700));
+        assert_eq!(common::mode(&backup), Some(0o600));
+        assert_eq!(common::mode(&backup_dir), Some(0o700));
     }
     assert_eq!(j["bundle_kept"], false);
     assert!(!bundle.exists());

@@ -117,7 +117,7 @@ fn passphrase_file_readable_by_everyone_is_refused_on_windows() {
             "--json",
         ],
     );
-    let sddl = keyferry::sys::dacl_sddl(&p).unwrap();
+    let sddl = keyferry::os::dacl_sddl(&p).unwrap();
     if !sddl.contains(";;;WD)") {
         // Wine keeps only owner and SYSTEM ACEs (docs/dpapi.md), so the broad ACE cannot be
         // set up there; the detection itself is unit-tested in sys.rs.

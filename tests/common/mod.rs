@@ -127,7 +127,23 @@ pub fn private(p: &Path) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    keyferry::sys::restrict_to_owner(p).unwrap();
+    keyferry::os::restrict_to_owner(p).unwrap();
+}
+
+/// Unix permission bits of a file (`None` elsewhere).
+pub fn mode(p: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = p;
+        None
+    }
 }
 
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -14,7 +14,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let hardening = keyferry::sys::harden_process();
+    let hardening = keyferry::os::harden_process();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return ui::clap_failure(e),

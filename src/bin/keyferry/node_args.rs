@@ -6,6 +6,7 @@ use clap::Args;
 use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::profile::{ProfileId, Role};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
@@ -67,4 +68,12 @@ impl NodeArgs {
             Some("pass --cluster FILE (and --node NAME), or --profile PROFILE --root DIR"),
         ))
     }
+}
+
+/// For commands that change a node: one at a time per node, under its lock.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// How long to wait while another keyferry command is changing this node
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = keyferry::time::parse_duration)]
+    pub wait: Duration,
 }

@@ -25,21 +25,20 @@ impl PassphraseArgs {
     /// The passphrase from a file or descriptor, if one was named.
     pub fn supplied(&self) -> Result<Option<Passphrase>, Failure> {
         if let Some(path) = &self.passphrase_file {
-            check_private(path)?;
-            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-            if meta.len() > MAX_PASSPHRASE as u64 {
-                return Err(Error::Passphrase(format!(
-                    "{} is larger than a passphrase ({} bytes)",
-                    path.display(),
-                    meta.len()
-                ))
-                .into());
-            }
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            // Opened once, never through a link; the permission check and the read use the
+            // same handle, so the file checked is the file read.
+            let mut opened = keyferry::fs::open_regular(path)?.ok_or_else(|| {
+                Error::io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such passphrase file"),
+                )
+            })?;
+            check_private(&opened)?;
+            let bytes = opened.read_to_end_bounded(MAX_PASSPHRASE as u64, "passphrase file")?;
             return Ok(Some(Passphrase::from_bytes(bytes)?));
         }
         if let Some(fd) = self.passphrase_fd {
-            let bytes = keyferry::sys::read_fd(fd, MAX_PASSPHRASE)
+            let bytes = keyferry::os::read_fd(fd, MAX_PASSPHRASE)
                 .map_err(|e| Error::Passphrase(format!("cannot read descriptor {fd}: {e}")))?;
             return Ok(Some(Passphrase::from_bytes(bytes)?));
         }
@@ -66,14 +65,11 @@ impl PassphraseArgs {
 }
 
 /// Refuses a passphrase file that group or others may read.
-fn check_private(path: &std::path::Path) -> Result<(), Failure> {
+fn check_private(opened: &keyferry::fs::Opened) -> Result<(), Failure> {
+    let path = &opened.path;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .permissions()
-            .mode();
+        let mode = opened.meta.unix.map(|u| u.2).unwrap_or(0o777);
         if mode & 0o044 != 0 {
             return Err(Failure::new(
                 "passphrase",
@@ -94,8 +90,8 @@ fn check_private(path: &std::path::Path) -> Result<(), Failure> {
     // On Windows the file's DACL decides: refuse any allow ACE for a broad group.
     #[cfg(windows)]
     {
-        let sddl = keyferry::sys::dacl_sddl(path).map_err(|e| Error::io(path, e))?;
-        if let Some(who) = keyferry::sys::broad_ace(&sddl) {
+        let sddl = keyferry::os::security_of(&opened.file).map_err(|e| Error::io(path, e))?;
+        if let Some(who) = keyferry::os::broad_ace(&sddl) {
             return Err(Failure::new(
                 "passphrase",
                 format!(

@@ -91,15 +91,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             })
             .collect();
     } else if let Some(log) = &args.log {
-        let meta = std::fs::metadata(log).map_err(|e| keyferry::Error::io(log, e))?;
-        if meta.len() > MAX_LOG {
-            return Err(Failure::new(
-                "invalid-input",
-                format!("{} is over {MAX_LOG} bytes", log.display()),
-                Some("pass the relevant part of the log"),
-            ));
-        }
-        let bytes = std::fs::read(log).map_err(|e| keyferry::Error::io(log, e))?;
+        let bytes = keyferry::fs::read_bounded(log, MAX_LOG, "log file to scan")?;
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines() {
             for known in match_message(line) {
@@ -202,7 +194,9 @@ fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     for n in &pair {
         let Some(path) = &n.pg_hba else { continue };
-        let text = match std::fs::read_to_string(path) {
+        let text = match keyferry::fs::read_bounded(path, 1024 * 1024, "pg_hba.conf")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        {
             Ok(t) => t,
             Err(e) => {
                 out.push(Finding {

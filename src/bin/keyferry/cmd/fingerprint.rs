@@ -3,8 +3,8 @@
 use crate::cmd::{success, CmdResult};
 use crate::node_args::NodeArgs;
 use crate::ui::Ui;
+use keyferry::audit::report::{node_report, KeySetStatus};
 use keyferry::cluster::host_name;
-use keyferry::report::{node_report, KeySetStatus};
 use keyferry::time::Timestamp;
 
 #[derive(Debug, clap::Args)]

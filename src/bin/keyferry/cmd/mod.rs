@@ -27,7 +27,7 @@ pub fn run(command: Command, ui: &Ui) -> CmdResult {
     }
 }
 
-/// The scrypt work factor for new bundles. Always [`keyferry::bundle::EXPORT_WORK_FACTOR`] in
+/// The scrypt work factor for new bundles. Always [`keyferry::keys::bundle::EXPORT_WORK_FACTOR`] in
 /// release builds; debug builds (the test suite) may lower it through
 /// `KEYFERRY_INSECURE_TEST_WORK_FACTOR`, loudly.
 pub fn export_work_factor(ui: &Ui) -> u8 {
@@ -36,7 +36,7 @@ pub fn export_work_factor(ui: &Ui) -> u8 {
         if let Some(wf) = std::env::var("KEYFERRY_INSECURE_TEST_WORK_FACTOR")
             .ok()
             .and_then(|v| v.parse::<u8>().ok())
-            .filter(|wf| (1..=keyferry::bundle::EXPORT_WORK_FACTOR).contains(wf))
+            .filter(|wf| (1..=keyferry::keys::bundle::EXPORT_WORK_FACTOR).contains(wf))
         {
             ui.warn(&format!(
                 "debug build: scrypt work factor {wf} from KEYFERRY_INSECURE_TEST_WORK_FACTOR (tests only)"
@@ -45,7 +45,7 @@ pub fn export_work_factor(ui: &Ui) -> u8 {
         }
     }
     let _ = ui;
-    keyferry::bundle::EXPORT_WORK_FACTOR
+    keyferry::keys::bundle::EXPORT_WORK_FACTOR
 }
 
 pub fn success() -> CmdResult {

@@ -28,7 +28,7 @@ struct Report {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let bytes = std::fs::read(&args.file).map_err(|e| keyferry::Error::io(&args.file, e))?;
+    let bytes = keyferry::fs::read_bounded(&args.file, 64 * 1024 * 1024, "file to inspect")?;
     let c = classify(&bytes);
     let report = Report {
         version: keyferry::JSON_VERSION,

@@ -16,6 +16,8 @@ pub struct Args {
     /// Folder for the backup [default: see docs/cluster-file.md, "State folder"]
     #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub wait: crate::node_args::WaitArgs,
 }
 
 pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
@@ -23,10 +25,13 @@ pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
         .state_dir
         .unwrap_or_else(keyferry::cluster::default_state_dir);
     let report = if protect {
-        keyferry::protect::protect_file(&args.file, &state)?
+        keyferry::dpapi::protect::protect_file(&args.file, &state, args.wait.wait)?
     } else {
-        keyferry::protect::unprotect_file(&args.file, &state)?
+        keyferry::dpapi::protect::unprotect_file(&args.file, &state, args.wait.wait)?
     };
+    if let Some(r) = &report.recovered {
+        ui.warn(&format!("first: {r}"));
+    }
     if ui.json {
         ui.json(&report);
     } else {

@@ -7,8 +7,8 @@ use crate::ui::Ui;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Removes the bundles this node's ledger records (written by export, or kept by \
-import --keep-bundle) and the profile's temporary vendor files (Privilege Secure: keys.exp). \
-Files are overwritten first only where the file system rewrites in place; the report says which."
+import --keep-bundle), the profile's temporary vendor files (Privilege Secure: keys.exp) and \
+keyferry temp files a crash left in the node's folders. Files are overwritten first only where the file system rewrites in place; the report says which."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -16,11 +16,16 @@ pub struct Args {
     /// List what would be removed and remove nothing
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: crate::node_args::WaitArgs,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
-    let report = keyferry::cleanup::cleanup(&node, args.dry_run)?;
+    let report = keyferry::keys::cleanup::cleanup(&node, args.dry_run, args.wait.wait)?;
+    if let Some(r) = &report.recovered {
+        ui.warn(&format!("first: {r}"));
+    }
     if ui.json {
         ui.json(&report);
         return success();

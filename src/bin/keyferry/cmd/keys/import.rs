@@ -4,8 +4,8 @@ use crate::cmd::{success, CmdResult};
 use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
-use keyferry::bundle::MAX_IMPORT_WORK_FACTOR;
-use keyferry::import::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
+use keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR;
+use keyferry::keys::import::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
 use keyferry::time::Timestamp;
 use std::path::PathBuf;
 
@@ -39,6 +39,8 @@ pub struct Args {
     pub protect: Option<Protect>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    #[command(flatten)]
+    pub wait: crate::node_args::WaitArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -49,13 +51,13 @@ pub enum Protect {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
-    if !args.bundle.is_file() {
-        return Err(keyferry::Error::io(
+    // Fail on a missing or unreadable bundle before asking for the passphrase.
+    keyferry::fs::open_regular(&args.bundle)?.ok_or_else(|| {
+        keyferry::Error::io(
             &args.bundle,
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such bundle file"),
         )
-        .into());
-    }
+    })?;
     let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
     let opts = ImportOptions {
         protect: match args.protect {
@@ -68,6 +70,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         allow_expired: args.allow_expired,
         now: Timestamp::now(),
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
+        wait: args.wait.wait,
     };
     let report = import_file(
         &args.bundle,
@@ -83,7 +86,15 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             report.bundle.expires
         ));
     }
-    for w in &report.plan.warnings {
+    if let Some(r) = &report.recovered {
+        ui.warn(&format!("first: {r}"));
+    }
+    for r in &report.swept {
+        ui.warn(&format!(
+            "removed a keyferry temp file left by a crash: {r}"
+        ));
+    }
+    for w in report.plan.warnings.iter().chain(&report.warnings) {
         ui.warn(w);
     }
     if ui.json {
@@ -109,6 +120,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             ""
         };
         ui.out(&format!("  {what:<13} {}{dpapi}", f.path.display()));
+        if f.action != FileAction::Unchanged {
+            ui.out(&format!("  {:<13} {}", "", f.attributes.describe()));
+        }
     }
     for s in &report.plan.skipped {
         ui.out(&format!(

@@ -3,8 +3,8 @@
 use crate::cmd::{success, CmdResult};
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
-use keyferry::bundle::{Bundle, MAX_IMPORT_WORK_FACTOR};
-use keyferry::export::BundleSummary;
+use keyferry::keys::bundle::{Bundle, MAX_IMPORT_WORK_FACTOR};
+use keyferry::keys::export::BundleSummary;
 use keyferry::progress::Progress;
 use keyferry::time::Timestamp;
 use serde::Serialize;
@@ -28,11 +28,10 @@ struct InspectReport {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let file =
-        std::fs::File::open(&args.bundle).map_err(|e| keyferry::Error::io(&args.bundle, e))?;
+    let bytes = Bundle::read_file(&args.bundle)?;
     let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
     ui.start("decrypting (scrypt)");
-    let manifest = Bundle::open(file, &passphrase, MAX_IMPORT_WORK_FACTOR);
+    let manifest = Bundle::open(&bytes[..], &passphrase, MAX_IMPORT_WORK_FACTOR);
     ui.finish();
     let manifest = manifest?;
     manifest.check_names(None)?;

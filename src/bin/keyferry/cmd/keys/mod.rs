@@ -4,6 +4,8 @@ pub mod cleanup;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod recover;
+pub mod restore;
 
 use super::CmdResult;
 use crate::ui::Ui;
@@ -19,6 +21,10 @@ pub enum KeysCommand {
     Inspect(inspect::Args),
     /// Remove leftover bundles and vendor export files from this node
     Cleanup(cleanup::Args),
+    /// List this node's backups, or put one back
+    Restore(restore::Args),
+    /// Finish or roll back a change a crash interrupted on this node
+    Recover(recover::Args),
 }
 
 pub fn run(c: KeysCommand, ui: &Ui) -> CmdResult {
@@ -27,5 +33,7 @@ pub fn run(c: KeysCommand, ui: &Ui) -> CmdResult {
         KeysCommand::Import(a) => import::run(a, ui),
         KeysCommand::Inspect(a) => inspect::run(a, ui),
         KeysCommand::Cleanup(a) => cleanup::run(a, ui),
+        KeysCommand::Restore(a) => restore::run(a, ui),
+        KeysCommand::Recover(a) => recover::run(a, ui),
     }
 }

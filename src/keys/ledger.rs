@@ -4,10 +4,13 @@
 
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::fsx::{atomic_write, create_private_dir};
+use crate::fs::{create_private_dir, read_bounded, write_private};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Largest ledger read (thousands of entries).
+const MAX_LEDGER: u64 = 4 * 1024 * 1024;
 
 /// Why a bundle is on the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +57,7 @@ impl Ledger {
     }
 
     pub fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        match std::fs::read(&self.path) {
+        match read_bounded(&self.path, MAX_LEDGER, "ledger") {
             Ok(bytes) => {
                 let f: LedgerFile = serde_json::from_slice(&bytes).map_err(|e| {
                     Error::InvalidInput(format!(
@@ -64,8 +67,10 @@ impl Ledger {
                 })?;
                 Ok(f.entries)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io(&self.path, e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -87,7 +92,7 @@ impl Ledger {
         let mut bytes =
             serde_json::to_vec_pretty(&doc).map_err(|e| Error::InvalidInput(e.to_string()))?;
         bytes.push(b'\n');
-        atomic_write(&self.path, &bytes)
+        write_private(&self.path, &bytes)
     }
 }
 

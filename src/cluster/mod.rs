@@ -4,12 +4,17 @@
 //! node by `--node NAME` or by the host name. `--profile P --root DIR` builds a node without a
 //! cluster file.
 
+pub mod access;
+
 use crate::error::{Error, Result};
 use crate::profile::{KeySpec, LocalSpec, Profile, ProfileId, Role};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// Largest cluster file read (a thousand nodes fit in a fraction of it).
+pub const MAX_CLUSTER_FILE: u64 = 4 * 1024 * 1024;
 
 /// The cluster file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,7 +69,11 @@ pub struct NodeSpec {
 
 impl ClusterFile {
     pub fn load(path: &Path) -> Result<ClusterFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fs::read_bounded(path, MAX_CLUSTER_FILE, "cluster file")?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::ClusterFile {
+            path: path.to_owned(),
+            why: "it is not UTF-8 text".into(),
+        })?;
         ClusterFile::parse(&text, path)
     }
 
@@ -84,6 +93,15 @@ impl ClusterFile {
         for n in &file.nodes {
             if n.name.is_empty() {
                 return Err(bad("a node has an empty name".into()));
+            }
+            // Node names become folder names (backups/<node>/): plain names only.
+            if let Err(Error::BadEntryName { why, .. }) =
+                crate::keys::manifest::check_plain_name(&n.name)
+            {
+                return Err(bad(format!(
+                    "node name {:?} is not a plain name: {why}",
+                    n.name
+                )));
             }
             if !names.insert(n.name.to_ascii_lowercase()) {
                 return Err(bad(format!("node name {:?} appears twice", n.name)));
@@ -133,7 +151,7 @@ impl ClusterFile {
                 }
                 let mut seen = std::collections::HashSet::new();
                 for k in &c.keys {
-                    crate::manifest::check_plain_name(&k.name).map_err(|e| e.to_string())?;
+                    crate::keys::manifest::check_plain_name(&k.name).map_err(|e| e.to_string())?;
                     if !seen.insert(k.name.clone()) {
                         return Err(format!("custom key {:?} appears twice", k.name));
                     }
@@ -236,6 +254,7 @@ impl Node {
         let profile = Profile::builtin(profile).ok_or_else(|| {
             Error::InvalidInput("profile custom needs a cluster file ([custom] section)".into())
         })?;
+        check_plain_name(name, "node")?;
         let folders = profile
             .folders
             .iter()
@@ -267,6 +286,18 @@ impl Node {
     /// The per-node backup folder: `<state_dir>/backups/<node>/`.
     pub fn backup_root(&self) -> PathBuf {
         self.state_dir.join("backups").join(&self.name)
+    }
+}
+
+/// Refuses a name that would not be a single plain path component (node names and backup
+/// ids become folder names under the state folder).
+pub fn check_plain_name(name: &str, what: &str) -> Result<()> {
+    match crate::keys::manifest::check_plain_name(name) {
+        Ok(()) => Ok(()),
+        Err(Error::BadEntryName { why, .. }) => Err(Error::InvalidInput(format!(
+            "{what} name {name:?} is not a plain name: {why}"
+        ))),
+        Err(e) => Err(e),
     }
 }
 
@@ -354,6 +385,10 @@ address = "10.0.0.20"
                 "not a real node address",
             ),
             (SS.replace("10.0.0.12", "web2.corp"), "invalid"),
+            (
+                SS.replace("name = \"web2\"", "name = \"/tmp/t/x\""),
+                "not a plain name",
+            ),
             (
                 SS.replace("role = \"secondary\"", "role = \"primary\""),
                 "exactly one primary",

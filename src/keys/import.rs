@@ -5,21 +5,20 @@
 //! → SHA-256 and fingerprint → role → profile and cluster → completeness for the role.
 //! A refusal changes nothing on disk. Planning is pure; [`apply`] is the one place that writes.
 
-use crate::bundle::Bundle;
 use crate::cluster::Node;
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
-use crate::fsx::{
-    atomic_write, check_destination, create_unique_private_dir, write_new_private, Destination,
-};
-use crate::manifest::{Manifest, MAX_ENTRY_LEN};
+use crate::fs::attrs::Applied as AttrsApplied;
+use crate::keys::bundle::Bundle;
+use crate::keys::manifest::{Manifest, MAX_ENTRY_LEN};
 use crate::profile::{Profile, ProfileId, Role};
 use crate::progress::Progress;
-use crate::secret::{read_key_file, KeyBytes, Passphrase};
+use crate::secret::{KeyBytes, Passphrase};
 use crate::time::Timestamp;
+use crate::txn::{Before, Change, Recovery};
 use serde::Serialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Whether installed files are wrapped with DPAPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +41,8 @@ pub struct ImportOptions {
     pub allow_expired: bool,
     pub now: Timestamp,
     pub max_work_factor: u8,
+    /// How long to wait for another keyferry command changing this node.
+    pub wait: Duration,
 }
 
 /// Opens a bundle file and runs every check up to the plan.
@@ -52,9 +53,9 @@ pub fn open_and_check(
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<(Manifest, Checked)> {
-    let file = std::fs::File::open(bundle).map_err(|e| Error::io(bundle, e))?;
+    let bytes = Bundle::read_file(bundle)?;
     progress.start("decrypting (scrypt)");
-    let manifest = Bundle::open(file, passphrase, opts.max_work_factor);
+    let manifest = Bundle::open(&bytes[..], passphrase, opts.max_work_factor);
     progress.finish();
     let manifest = manifest?;
     let checked = check(&manifest, node, opts)?;
@@ -173,6 +174,11 @@ pub struct PlannedFile {
     pub sha256: FileHash,
     /// Written as a machine-scope DPAPI blob (the hash above is of the plaintext).
     pub dpapi: bool,
+    /// The owner, group and mode (or ACL) the file gets, and where they come from.
+    pub attributes: AttrsApplied,
+    /// What was there when planned (for the engine's re-check before each rename).
+    #[serde(skip)]
+    pub before: Before,
 }
 
 /// The whole plan: a value that can be shown, tested and diffed before anything is written.
@@ -219,16 +225,25 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
                 role: node.role.to_string(),
             })?;
         let path = node.key_path(spec)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            return Err(Error::FolderMissing {
-                path: dir.to_owned(),
-            });
-        }
-        let action = match check_destination(&path)? {
-            Destination::Missing => FileAction::Install,
-            Destination::RegularFile => {
-                let (current, _) = crate::keyset::read_key(&path, None)?;
+        let siblings: Vec<String> = node
+            .profile
+            .keys
+            .iter()
+            .filter(|k| k.folder == spec.folder && k.name != spec.name)
+            .map(|k| k.name.clone())
+            .chain(
+                node.profile
+                    .node_local
+                    .iter()
+                    .filter(|l| l.folder == spec.folder)
+                    .map(|l| l.name.clone()),
+            )
+            .collect();
+        let looked = crate::txn::look(&path, MAX_ENTRY_LEN, &siblings)?;
+        let action = match looked.bytes {
+            None => FileAction::Install,
+            Some(raw) => {
+                let (current, _) = crate::keys::keyset::interpret(raw, None);
                 if FileHash::of(current.expose_secret()).ct_eq(&meta.sha256) {
                     FileAction::Unchanged
                 } else {
@@ -255,6 +270,12 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
             len: meta.len,
             sha256: meta.sha256,
             dpapi,
+            attributes: AttrsApplied {
+                source: looked.attr_source,
+                attrs: looked.attrs,
+                owner_not_kept: false,
+            },
+            before: looked.before,
         });
     }
     let skipped = manifest
@@ -278,10 +299,13 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
 pub struct Applied {
     /// Folder holding the previous files, if any were replaced.
     pub backup_dir: Option<PathBuf>,
+    /// The attributes each written file got.
+    pub attributes: Vec<(PathBuf, AttrsApplied)>,
 }
 
-/// Installs the plan: back up what will be replaced, write each file atomically, re-read
-/// and fingerprint the result, and put the backup back if that check fails.
+/// Installs the plan through the transaction engine: back up what will be replaced, write
+/// each file atomically with the attributes the plan chose, re-read and fingerprint the
+/// result, and roll back if that check fails. Call with the node's lock held.
 ///
 /// Refuses (changing nothing) when the plan replaces files and `replace` is false.
 pub fn apply(
@@ -300,84 +324,55 @@ pub fn apply(
             .join(", ");
         return Err(Error::KeySetDiffers { files });
     }
-    let bytes_of = |name: &str| -> &KeyBytes {
-        manifest
-            .entries()
-            .find(|(m, _)| m.name == name)
-            .map(|(_, b)| b)
-            .expect("plan entries come from the manifest")
-    };
-
-    // 1. Back up every file that will be replaced, before touching any.
-    let mut backups: Vec<(PathBuf, KeyBytes)> = Vec::new();
-    let mut backup_dir = None;
-    if plan.replaces() {
-        let dir = create_unique_private_dir(&node.backup_root(), &Timestamp::now().compact())?;
-        for f in plan
-            .files
-            .iter()
-            .filter(|f| f.action == FileAction::Replace)
-        {
-            let current = read_key_file(&f.path, MAX_ENTRY_LEN)?;
-            write_new_private(&dir.join(&f.name), false, |out| {
-                out.write_all(current.expose_secret())
-                    .map_err(|e| Error::io(dir.join(&f.name), e))
-            })?;
-            backups.push((f.path.clone(), current));
-        }
-        backup_dir = Some(dir);
-    }
-
-    // 2. Install.
-    let mut written: Vec<&PlannedFile> = Vec::new();
-    let mut result = Ok(());
+    let mut changes = Vec::new();
     for f in plan
         .files
         .iter()
         .filter(|f| f.action != FileAction::Unchanged)
     {
-        let plain = bytes_of(&f.name).expose_secret();
-        // The plaintext is borrowed, never copied; only the (non-secret) blob is allocated.
-        let write = if f.dpapi {
-            crate::sys::dpapi_protect(plain, true)
-                .map_err(|e| Error::Dpapi(e.to_string()))
-                .and_then(|blob| atomic_write(&f.path, &blob))
+        let plain = manifest
+            .entries()
+            .find(|(m, _)| m.name == f.name)
+            .map(|(_, b)| b)
+            .expect("plan entries come from the manifest");
+        let content = if f.dpapi {
+            KeyBytes::new(
+                crate::os::dpapi_protect(plain.expose_secret(), true)
+                    .map_err(|e| Error::Dpapi(e.to_string()))?,
+            )
         } else {
-            atomic_write(&f.path, plain)
+            KeyBytes::copy_from(plain.expose_secret())
         };
-        match write {
-            Ok(()) => written.push(f),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+        changes.push(Change {
+            path: f.path.clone(),
+            label: f.name.clone(),
+            before: f.before.clone(),
+            content,
+            attrs: f.attributes.attrs.clone(),
+            attr_source: f.attributes.source.clone(),
+        });
     }
-
-    // 3. Verify by re-reading: the fingerprint of what is on disk must be the plan's.
-    if result.is_ok() {
-        result = verify(plan);
-    }
-
-    if let Err(e) = result {
-        let restore = rollback(&written, &backups);
-        let why = match restore {
-            Ok(()) => e.to_string(),
-            Err(r) => format!("{e}; restoring the previous files also failed: {r}"),
-        };
-        return Err(Error::VerifyFailed(why));
-    }
-    Ok(Applied { backup_dir })
+    let ctx = crate::txn::Context {
+        state_dir: &node.state_dir,
+        backup_root: node.backup_root(),
+        node: &node.name,
+        command: "keys import",
+    };
+    let applied = crate::txn::apply(&ctx, changes, &|| verify(plan))?;
+    Ok(Applied {
+        backup_dir: applied.backup_dir,
+        attributes: applied.files,
+    })
 }
 
 fn verify(plan: &ImportPlan) -> Result<()> {
     let mut hashes = Vec::new();
     for f in &plan.files {
-        let (on_disk, protection) = crate::keyset::read_key(&f.path, None)?;
+        let (on_disk, protection) = crate::keys::keyset::read_key(&f.path, None)?;
         if f.dpapi
             && !matches!(
                 protection,
-                crate::keyset::Protection::Dpapi {
+                crate::keys::keyset::Protection::Dpapi {
                     decrypted: true,
                     ..
                 }
@@ -406,16 +401,6 @@ fn verify(plan: &ImportPlan) -> Result<()> {
     Ok(())
 }
 
-fn rollback(written: &[&PlannedFile], backups: &[(PathBuf, KeyBytes)]) -> Result<()> {
-    for f in written {
-        match backups.iter().find(|(p, _)| p == &f.path) {
-            Some((_, old)) => atomic_write(&f.path, old.expose_secret())?,
-            None => std::fs::remove_file(&f.path).map_err(|e| Error::io(&f.path, e))?,
-        }
-    }
-    Ok(())
-}
-
 /// The import report (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
@@ -424,13 +409,19 @@ pub struct ImportReport {
     pub node: String,
     pub role: Role,
     pub outcome: ImportOutcome,
-    pub bundle: crate::export::BundleSummary,
+    pub bundle: crate::keys::export::BundleSummary,
     pub expired_override: bool,
     pub plan: ImportPlan,
     pub backup_dir: Option<PathBuf>,
-    pub bundle_removal: Option<crate::shred::Removal>,
+    pub bundle_removal: Option<crate::fs::shred::Removal>,
     pub bundle_kept: bool,
     pub next_step: Option<String>,
+    /// An earlier change that a crash interrupted, finished or rolled back first.
+    pub recovered: Option<Recovery>,
+    /// keyferry temp files left by a crash, removed from the node's folders first.
+    pub swept: Vec<crate::fs::Removal>,
+    /// Trouble after the keys were committed (ledger, bundle removal): the import stands.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -457,55 +448,113 @@ pub fn import_file(
     progress: &dyn Progress,
 ) -> Result<ImportReport> {
     let (manifest, checked) = open_and_check(bundle, passphrase, node, opts, progress)?;
-    let plan = plan(&manifest, node, opts.protect)?;
+    // A first plan, without the lock, decides refusals and dry runs: a refusal must leave
+    // the node exactly as it was, lock file and state folder included. If a change was
+    // interrupted here, what is on disk may be half of it: go on to recover first.
+    let interrupted = crate::txn::journal::Journal::path(&node.state_dir).exists();
+    let first = plan(&manifest, node, opts.protect)?;
     let mut report = ImportReport {
         version: crate::JSON_VERSION,
         kind: "import".into(),
         node: node.name.clone(),
         role: node.role,
         outcome: ImportOutcome::DryRun,
-        bundle: crate::export::BundleSummary::of(&manifest, "bundle", None),
+        bundle: crate::keys::export::BundleSummary::of(&manifest, "bundle", None),
         expired_override: checked.expired_override,
-        plan,
+        plan: first,
         backup_dir: None,
         bundle_removal: None,
         bundle_kept: true,
         next_step: None,
+        recovered: None,
+        swept: Vec::new(),
+        warnings: Vec::new(),
     };
-    if report.plan.is_noop() {
+    if opts.dry_run && interrupted {
+        report.warnings.push(
+            "a change on this node was interrupted; the next import (or keyferry keys recover) \
+             finishes or rolls it back first"
+                .into(),
+        );
+    }
+    if report.plan.is_noop() && !interrupted {
         report.outcome = ImportOutcome::Unchanged;
         return Ok(report);
     }
-    if report.plan.replaces() && !opts.replace {
+    if report.plan.replaces() && !opts.replace && !interrupted {
         // Same refusal as `apply` gives, before anything else happens.
         apply(&manifest, &report.plan, node, false)?;
     }
     if opts.dry_run {
         return Ok(report);
     }
+    // The change itself: under the node's lock, after any interrupted change is finished or
+    // rolled back, planned again from what is on disk now.
+    let (held, recovered) = crate::txn::begin(&node.state_dir, &node.name, opts.wait)?;
+    report.recovered = recovered;
+    report.swept = sweep_node(node)?;
+    report.plan = plan(&manifest, node, opts.protect)?;
+    if report.plan.is_noop() {
+        report.outcome = ImportOutcome::Unchanged;
+        return Ok(report);
+    }
     let applied = apply(&manifest, &report.plan, node, opts.replace)?;
+    drop(held);
     report.outcome = ImportOutcome::Installed;
     report.backup_dir = applied.backup_dir;
+    for (path, a) in applied.attributes {
+        if let Some(f) = report.plan.files.iter_mut().find(|f| f.path == path) {
+            f.attributes = a;
+        }
+    }
     report.next_step = node.profile.after_import.map(str::to_owned);
+    // The keys are committed: what follows can only warn.
     if keep_bundle {
-        crate::ledger::Ledger::at(&node.state_dir).record(crate::ledger::LedgerEntry {
-            path: crate::ledger::absolute(bundle),
+        let entry = crate::keys::ledger::LedgerEntry {
+            path: crate::keys::ledger::absolute(bundle),
             time: opts.now,
             fingerprint: manifest.header.fingerprint,
             node: node.name.clone(),
-            kind: crate::ledger::LedgerKind::KeptAfterImport,
-        })?;
+            kind: crate::keys::ledger::LedgerKind::KeptAfterImport,
+        };
+        if let Err(e) = crate::keys::ledger::Ledger::at(&node.state_dir).record(entry) {
+            report.warnings.push(format!(
+                "the keys are installed, but the bundle could not be put on the ledger ({e}); \
+                 remove it yourself with: keyferry shred {}",
+                bundle.display()
+            ));
+        }
     } else {
-        report.bundle_removal = Some(crate::shred::shred_file(bundle)?);
-        report.bundle_kept = false;
+        match crate::fs::shred_file(bundle) {
+            Ok(r) => {
+                report.bundle_removal = Some(r);
+                report.bundle_kept = false;
+            }
+            Err(e) => report.warnings.push(format!(
+                "the keys are installed, but the bundle could not be removed ({e}); remove it \
+                 with: keyferry shred {}",
+                bundle.display()
+            )),
+        }
     }
     Ok(report)
+}
+
+/// Removes keyferry temp files a crash left in the node's folders.
+pub fn sweep_node(node: &Node) -> Result<Vec<crate::fs::Removal>> {
+    let mut out = Vec::new();
+    for dir in node.folders.values() {
+        if let Ok(d) = crate::fs::Dir::open(dir) {
+            out.extend(crate::fs::sweep(&d)?);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Source;
+    use crate::keys::manifest::Source;
     use crate::profile::ProfileId;
 
     fn node(dir: &Path) -> Node {
@@ -562,10 +611,8 @@ mod tests {
         let mut p = plan(&m, &n, ProtectMode::Auto).unwrap();
         assert_eq!(p.files[0].action, FileAction::Install);
         p.files[0].sha256 = FileHash::of(b"something else");
-        assert!(matches!(
-            apply(&m, &p, &n, false),
-            Err(Error::VerifyFailed(_))
-        ));
+        let r = apply(&m, &p, &n, false);
+        assert!(matches!(r, Err(Error::VerifyFailed(_))), "{:?}", r.err());
         assert!(!d.path().join("encryption.config").exists());
     }
 

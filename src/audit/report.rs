@@ -4,7 +4,7 @@
 use crate::cluster::Node;
 use crate::error::Result;
 use crate::fingerprint::{FileHash, Fingerprint};
-use crate::keyset::{fingerprint_of, read_local_keys};
+use crate::keys::keyset::{fingerprint_of, read_local_keys};
 use crate::profile::{ProfileId, Role};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ pub struct FileEntry {
     /// A temporary vendor export file (its absence is normal after the vendor import).
     pub transient: bool,
     /// DPAPI state of the file; `sha256` is of the plaintext when it was decrypted.
-    pub protection: crate::keyset::Protection,
+    pub protection: crate::keys::keyset::Protection,
 }
 
 /// `keyferry fingerprint --json`.
@@ -57,7 +57,7 @@ pub struct NodeReport {
     pub files: Vec<FileEntry>,
     /// Digest of the application folder (binaries), when the profile has one.
     #[serde(default)]
-    pub app: Option<crate::appdigest::AppDigest>,
+    pub app: Option<crate::audit::appdigest::AppDigest>,
 }
 
 /// Largest report accepted from another node.
@@ -143,7 +143,7 @@ pub fn node_report_with_app_files(
         status,
         fingerprint,
         files,
-        app: app_files.as_ref().map(crate::appdigest::digest_of),
+        app: app_files.as_ref().map(crate::audit::appdigest::digest_of),
     };
     Ok((report, app_files))
 }
@@ -160,5 +160,5 @@ fn app_file_hashes(node: &Node) -> Result<Option<AppFiles>> {
     if !dir.is_dir() {
         return Ok(None);
     }
-    crate::appdigest::file_hashes(dir, &node.profile).map(Some)
+    crate::audit::appdigest::file_hashes(dir, &node.profile).map(Some)
 }

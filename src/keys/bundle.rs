@@ -2,7 +2,7 @@
 //! [`Manifest`]. Armored by default so it survives copy and paste and mail gateways.
 
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::keys::manifest::Manifest;
 use crate::secret::Passphrase;
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 use std::io::{BufReader, Read, Write};
@@ -12,6 +12,14 @@ pub const EXPORT_WORK_FACTOR: u8 = 18;
 /// Highest work factor accepted when opening, so bundles from fast machines still open on slow
 /// ones while a hostile file cannot ask for hours of work.
 pub const MAX_IMPORT_WORK_FACTOR: u8 = 20;
+
+/// Largest bundle file accepted: the manifest caps the key files at 64 MiB in all, which
+/// armored is about 86 MiB; nothing a real key set needs comes near (they are kilobytes).
+pub const MAX_BUNDLE_BYTES: u64 = 96 * 1024 * 1024;
+/// The age header of a bundle (the version line, one scrypt stanza, the MAC) is about 200
+/// bytes. A header that has not ended within this many bytes is refused before age parses
+/// it: age re-parses a growing header, so its cost rises with the square of its size.
+pub const MAX_AGE_HEADER: usize = 4096;
 
 /// How the age file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +65,29 @@ impl Bundle {
     /// Decrypts and parses a bundle. Checks, in order: the envelope is an age passphrase file
     /// within the work-factor limit; the passphrase opens it; the ciphertext is intact; the
     /// plaintext is a manifest of a known version. Names, hashes and expiry are the caller's
-    /// next steps (see [`crate::import`]).
+    /// next steps (see [`crate::keys::import`]).
     pub fn open(
         input: impl Read,
         passphrase: &Passphrase,
         max_work_factor: u8,
     ) -> Result<Manifest> {
-        let reader = ArmoredReader::new(BufReader::new(input));
+        let mut reader = ArmoredReader::new(BufReader::new(input.take(MAX_BUNDLE_BYTES + 1)));
+        let mut head = Vec::with_capacity(MAX_AGE_HEADER);
+        (&mut reader)
+            .take(MAX_AGE_HEADER as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::BundleCorrupt(format!("not a readable age file: {e}")))?;
+        if !head.starts_with(b"age-encryption.org/") {
+            return Err(Error::BundleCorrupt(
+                "not an age file of a version this build reads".into(),
+            ));
+        }
+        if header_end(&head).is_none() {
+            return Err(Error::BundleCorrupt(format!(
+                "the age header does not end within {MAX_AGE_HEADER} bytes (a keyferry bundle's is about 200)"
+            )));
+        }
+        let reader = std::io::Cursor::new(head).chain(reader);
         let decryptor = age::Decryptor::new(reader).map_err(|e| match e {
             age::DecryptError::Io(io) => {
                 Error::BundleCorrupt(format!("not a readable age file: {io}"))
@@ -99,10 +123,27 @@ impl Bundle {
     }
 }
 
+impl Bundle {
+    /// Reads a bundle file: opened once without following links, at most
+    /// [`MAX_BUNDLE_BYTES`].
+    pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+        crate::fs::read_bounded(path, MAX_BUNDLE_BYTES, "keyferry bundle")
+    }
+}
+
+/// Where the age header ends: after the `--- <MAC>` line.
+fn header_end(head: &[u8]) -> Option<usize> {
+    let start = head.windows(5).position(|w| w == b"\n--- ")? + 5;
+    head[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|n| start + n + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Source;
+    use crate::keys::manifest::Source;
     use crate::profile::{ProfileId, Role};
     use crate::secret::KeyBytes;
     use crate::time::Timestamp;
@@ -177,6 +218,35 @@ mod tests {
             Bundle::open(&b"hello"[..], &pass("right horse"), 20),
             Err(Error::BundleCorrupt(_))
         ));
+    }
+
+    /// A made-up header of a megabyte (age would spend minutes on it) is refused at once.
+    #[test]
+    fn a_header_that_does_not_end_is_refused_before_age_parses_it() {
+        let mut hostile = b"age-encryption.org/v1\n".to_vec();
+        while hostile.len() < 1024 * 1024 {
+            hostile.extend_from_slice(
+                b"-> X25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\nAAAA\n",
+            );
+        }
+        let Err(e) = Bundle::open(&hostile[..], &pass("x"), 20) else {
+            panic!("a hostile header opened")
+        };
+        assert!(
+            e.to_string().contains("does not end within 4096 bytes"),
+            "{e}"
+        );
+        // Armored the same.
+        let mut armored = Vec::new();
+        {
+            let mut w = ArmoredWriter::wrap_output(&mut armored, Format::AsciiArmor).unwrap();
+            w.write_all(&hostile).unwrap();
+            w.finish().unwrap();
+        }
+        let Err(e) = Bundle::open(&armored[..], &pass("x"), 20) else {
+            panic!("a hostile header opened")
+        };
+        assert!(e.to_string().contains("does not end within"), "{e}");
     }
 
     #[test]

@@ -544,8 +544,8 @@ impl BlobReport {
 mod tests {
     use super::*;
 
-    const SAMPLE: &[u8] = include_bytes!("../tests/fixtures/dpapi/windows-machine-aes256.bin");
-    const SAMPLE_B64: &str = include_str!("../tests/fixtures/dpapi/windows-machine-aes256.b64");
+    const SAMPLE: &[u8] = include_bytes!("../../tests/fixtures/dpapi/windows-machine-aes256.bin");
+    const SAMPLE_B64: &str = include_str!("../../tests/fixtures/dpapi/windows-machine-aes256.b64");
 
     #[test]
     fn parses_the_real_windows_sample() {
@@ -673,26 +673,26 @@ mod windows_tests {
 
     #[test]
     fn protect_then_unprotect_round_trips_and_parses() {
-        let blob = crate::sys::dpapi_protect(b"master key bytes", true).unwrap();
+        let blob = crate::os::dpapi_protect(b"master key bytes", true).unwrap();
         let b = Blob::parse(&blob).expect("our parser reads what the OS wrote");
         assert_eq!(b.to_bytes(), blob);
-        let plain = crate::sys::dpapi_unprotect(&blob).unwrap();
+        let plain = crate::os::dpapi_unprotect(&blob).unwrap();
         assert_eq!(plain.expose_secret(), b"master key bytes");
     }
 
     #[test]
     fn corrupt_blob_is_a_clear_error() {
-        let blob = crate::sys::dpapi_protect(b"k", true).unwrap();
+        let blob = crate::os::dpapi_protect(b"k", true).unwrap();
         // A cut blob is refused by Windows and Wine alike (ERROR_INVALID_DATA). Flipped
         // ciphertext bits are refused by Windows (HMAC) but Wine does not check them, so
         // that case is for real Windows only.
-        let Err(err) = crate::sys::dpapi_unprotect(&blob[..blob.len() - 10]) else {
+        let Err(err) = crate::os::dpapi_unprotect(&blob[..blob.len() - 10]) else {
             panic!("a cut blob decrypted");
         };
-        assert!(matches!(err, crate::sys::DpapiError::Os(..)), "{err}");
-        let real = include_bytes!("../tests/fixtures/dpapi/windows-machine-aes256.bin");
+        assert!(matches!(err, crate::os::DpapiError::Os(..)), "{err}");
+        let real = include_bytes!("../../tests/fixtures/dpapi/windows-machine-aes256.bin");
         assert!(
-            crate::sys::dpapi_unprotect(real).is_err(),
+            crate::os::dpapi_unprotect(real).is_err(),
             "a blob from another machine"
         );
         assert!(Blob::parse(&blob[..blob.len() - 10]).is_err());

@@ -5,8 +5,7 @@ use crate::cluster::Node;
 use crate::dpapi::{classify, Scope};
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
-use crate::fsx::{check_destination, Destination};
-use crate::manifest::MAX_ENTRY_LEN;
+use crate::keys::manifest::MAX_ENTRY_LEN;
 use crate::profile::KeySpec;
 use crate::secret::{read_key_file, KeyBytes};
 use serde::{Deserialize, Serialize};
@@ -49,11 +48,15 @@ impl Protection {
 /// the OS can (Windows). The returned bytes are what the key *is*: plaintext when decrypted.
 /// `size_hint`: the profile's size above which the file only *looks* protected.
 pub fn read_key(path: &Path, size_hint: Option<u64>) -> Result<(KeyBytes, Protection)> {
-    let raw = read_key_file(path, MAX_ENTRY_LEN)?;
+    Ok(interpret(read_key_file(path, MAX_ENTRY_LEN)?, size_hint))
+}
+
+/// What a key file's raw bytes are (see [`read_key`]).
+pub fn interpret(raw: KeyBytes, size_hint: Option<u64>) -> (KeyBytes, Protection) {
     let c = classify(raw.expose_secret());
     if let Some(blob) = c.single_raw() {
         let scope = blob.scope();
-        return Ok(match crate::sys::dpapi_unprotect(raw.expose_secret()) {
+        return match crate::os::dpapi_unprotect(raw.expose_secret()) {
             Ok(plain) => (
                 plain,
                 Protection::Dpapi {
@@ -68,7 +71,7 @@ pub fn read_key(path: &Path, size_hint: Option<u64>) -> Result<(KeyBytes, Protec
                     decrypted: false,
                 },
             ),
-        });
+        };
     }
     let p = if c.dpapi_ng.is_some() {
         Protection::DpapiNg
@@ -79,7 +82,7 @@ pub fn read_key(path: &Path, size_hint: Option<u64>) -> Result<(KeyBytes, Protec
     } else {
         Protection::None
     };
-    Ok((raw, p))
+    (raw, p)
 }
 
 /// One key file of a node as found on disk.
@@ -107,13 +110,15 @@ pub fn read_local_keys(node: &Node) -> Result<Vec<LocalKey>> {
         .into_iter()
         .map(|spec| {
             let path = node.key_path(spec)?;
-            let (content, protection) = match check_destination(&path)? {
-                Destination::RegularFile => {
-                    let (bytes, p) = read_key(&path, spec.dpapi_size_hint)?;
-                    (Some(bytes), p)
-                }
-                Destination::Missing => (None, Protection::None),
-            };
+            let (content, protection) =
+                match crate::fs::open_regular(&path).map_err(Error::at_destination)? {
+                    Some(opened) => {
+                        let raw = crate::secret::read_opened(opened, MAX_ENTRY_LEN)?;
+                        let (bytes, p) = interpret(raw, spec.dpapi_size_hint);
+                        (Some(bytes), p)
+                    }
+                    None => (None, Protection::None),
+                };
             Ok(LocalKey {
                 spec: spec.clone(),
                 path,

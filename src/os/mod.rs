@@ -1,6 +1,7 @@
-//! The one place that talks to the operating system below `std`: core dumps, memory locking,
-//! file-system type and raw file descriptors. It is the only module allowed `unsafe`, and
-//! each use says why it is sound.
+//! The one place that talks to the operating system below `std`: process hardening, memory
+//! locking, file-system type, inherited descriptors, and on Windows DPAPI, ACLs and
+//! handle-level file calls (`win.rs`). It is the only module allowed `unsafe`, and each use
+//! says why it is sound. Unix file calls go through `rustix`, which needs no `unsafe` here.
 
 #![allow(unsafe_code)]
 
@@ -87,9 +88,33 @@ pub struct FileSystemInfo {
 pub fn file_system_info(path: &Path) -> Option<FileSystemInfo> {
     #[cfg(target_os = "linux")]
     {
-        let st = rustix::fs::statfs(path).ok()?;
+        fs_type_name(rustix::fs::statfs(path).ok()?.f_type as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Looks up the file system that holds an open file (no second lookup by name).
+pub fn file_system_info_of(file: &std::fs::File) -> Option<FileSystemInfo> {
+    #[cfg(target_os = "linux")]
+    {
+        fs_type_name(rustix::fs::fstatfs(file).ok()?.f_type as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn fs_type_name(f_type: u64) -> Option<FileSystemInfo> {
+    {
         // Magic numbers from linux/magic.h.
-        let (name, in_place) = match st.f_type as u64 {
+        let (name, in_place) = match f_type {
             0xEF53 => ("ext2/3/4", true),
             0x5846_5342 => ("xfs", true),
             0x0102_1994 => ("tmpfs", true),
@@ -114,11 +139,6 @@ pub fn file_system_info(path: &Path) -> Option<FileSystemInfo> {
             name: name.to_string(),
             overwrites_in_place: in_place,
         })
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = path;
-        None
     }
 }
 
@@ -265,6 +285,79 @@ pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// What names a file independently of its path: device and inode on Unix, volume serial
+/// number and file index on Windows. Two handles with the same id are the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub device: u64,
+    pub index: u64,
+}
+
+/// What the handle-level calls of Windows say about an open file.
+#[cfg(windows)]
+#[derive(Debug, Clone, Copy)]
+pub struct HandleInfo {
+    pub id: FileId,
+    pub links: u64,
+    pub reparse_point: bool,
+    pub directory: bool,
+}
+
+/// Identity, link count and kind of an open file (Windows: `GetFileInformationByHandle`).
+#[cfg(windows)]
+pub fn handle_info(file: &std::fs::File) -> std::io::Result<HandleInfo> {
+    win::handle_info(file)
+}
+
+/// Marks an open file for deletion through its handle: it goes when the handle closes, and
+/// no name is looked up again (Windows: `FileDispositionInfo`; the handle needs DELETE).
+#[cfg(windows)]
+pub fn delete_by_handle(file: &std::fs::File) -> std::io::Result<()> {
+    win::delete_by_handle(file)
+}
+
+/// The owner, group and DACL of an open file as SDDL (Windows); an error elsewhere.
+pub fn security_of(file: &std::fs::File) -> std::io::Result<String> {
+    #[cfg(windows)]
+    {
+        win::security_of(file)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = file;
+        Err(std::io::Error::other("no ACLs here"))
+    }
+}
+
+/// Gives an open file the owner, group and DACL (with its protection) of an SDDL string.
+/// Returns whether the owner could be set too: assigning another account as owner needs a
+/// privilege an administrator may not have enabled, and then only group and DACL are set.
+pub fn set_security(file: &std::fs::File, sddl: &str) -> std::io::Result<bool> {
+    #[cfg(windows)]
+    {
+        win::set_security(file, sddl)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = (file, sddl);
+        Err(std::io::Error::other("no ACLs here"))
+    }
+}
+
+/// Replaces a file's DACL with what it inherits from its folder (no explicit entries), as a
+/// file the product created there would have (Windows; a no-op elsewhere).
+pub fn inherit_from_folder(path: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        win::inherit_from_folder(path)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::broad_ace;
@@ -287,196 +380,4 @@ mod tests {
 }
 
 #[cfg(windows)]
-mod win {
-    use super::DpapiError;
-    use crate::secret::KeyBytes;
-    use std::os::windows::ffi::OsStrExt;
-    use std::path::Path;
-    use std::ptr::{null, null_mut};
-    use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-    };
-    use windows_sys::Win32::Security::Cryptography::{
-        CryptProtectData, CryptUnprotectData, CRYPTPROTECT_LOCAL_MACHINE,
-        CRYPTPROTECT_UI_FORBIDDEN, CRYPT_INTEGER_BLOB,
-    };
-    use windows_sys::Win32::Security::{
-        GetFileSecurityW, GetTokenInformation, SetFileSecurityW, TokenUser,
-        DACL_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
-        TOKEN_QUERY, TOKEN_USER,
-    };
-    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
-
-    fn last_error() -> DpapiError {
-        let e = std::io::Error::last_os_error();
-        DpapiError::Os(e.raw_os_error().unwrap_or(0), e.to_string())
-    }
-
-    /// Copies an OS-allocated blob out, wipes it and frees it.
-    ///
-    /// SAFETY: `out` must come from a successful CryptProtectData/CryptUnprotectData call.
-    unsafe fn take(out: &CRYPT_INTEGER_BLOB) -> Vec<u8> {
-        let s = std::slice::from_raw_parts_mut(out.pbData, out.cbData as usize);
-        let v = s.to_vec();
-        zeroize::Zeroize::zeroize(s);
-        LocalFree(out.pbData as _);
-        v
-    }
-
-    pub fn unprotect(blob: &[u8]) -> Result<KeyBytes, DpapiError> {
-        let input = CRYPT_INTEGER_BLOB {
-            cbData: blob.len() as u32,
-            pbData: blob.as_ptr() as *mut u8,
-        };
-        let mut out = CRYPT_INTEGER_BLOB::default();
-        // SAFETY: input points at `blob` for the call; out is written by the OS on success.
-        let ok = unsafe {
-            CryptUnprotectData(
-                &input,
-                null_mut(),
-                null(),
-                null(),
-                null(),
-                CRYPTPROTECT_UI_FORBIDDEN,
-                &mut out,
-            )
-        };
-        if ok == 0 {
-            return Err(last_error());
-        }
-        // SAFETY: the call succeeded.
-        Ok(KeyBytes::new(unsafe { take(&out) }))
-    }
-
-    pub fn protect(plain: &[u8], machine: bool) -> Result<Vec<u8>, DpapiError> {
-        let input = CRYPT_INTEGER_BLOB {
-            cbData: plain.len() as u32,
-            pbData: plain.as_ptr() as *mut u8,
-        };
-        let mut out = CRYPT_INTEGER_BLOB::default();
-        let flags = CRYPTPROTECT_UI_FORBIDDEN
-            | if machine {
-                CRYPTPROTECT_LOCAL_MACHINE
-            } else {
-                0
-            };
-        // SAFETY: as above.
-        let ok =
-            unsafe { CryptProtectData(&input, null(), null(), null(), null(), flags, &mut out) };
-        if ok == 0 {
-            return Err(last_error());
-        }
-        // SAFETY: the call succeeded.
-        Ok(unsafe { take(&out) })
-    }
-
-    fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
-        s.encode_wide().chain(std::iter::once(0)).collect()
-    }
-
-    fn current_user_sid() -> std::io::Result<String> {
-        // SAFETY: standard token query; every handle and buffer is released below.
-        unsafe {
-            let mut token: HANDLE = null_mut();
-            if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut len = 0u32;
-            GetTokenInformation(token, TokenUser, null_mut(), 0, &mut len);
-            let mut buf = vec![0u8; len as usize];
-            let ok = GetTokenInformation(token, TokenUser, buf.as_mut_ptr() as _, len, &mut len);
-            CloseHandle(token);
-            if ok == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let user = &*(buf.as_ptr() as *const TOKEN_USER);
-            let mut s: *mut u16 = null_mut();
-            if ConvertSidToStringSidW(user.User.Sid, &mut s) == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let text = from_wide_ptr(s);
-            LocalFree(s as _);
-            Ok(text)
-        }
-    }
-
-    /// SAFETY: `p` must be a NUL-terminated UTF-16 string.
-    unsafe fn from_wide_ptr(p: *const u16) -> String {
-        let mut n = 0;
-        while *p.add(n) != 0 {
-            n += 1;
-        }
-        String::from_utf16_lossy(std::slice::from_raw_parts(p, n))
-    }
-
-    pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
-        let sid = current_user_sid()?;
-        let sddl = wide(format!("D:P(A;;FA;;;{sid})(A;;FA;;;SY)(A;;FA;;;BA)").as_ref());
-        let file = wide(path.as_os_str());
-        // SAFETY: the SDDL and path are NUL-terminated; the descriptor is freed after use.
-        unsafe {
-            let mut sd: PSECURITY_DESCRIPTOR = null_mut();
-            if ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut sd,
-                null_mut(),
-            ) == 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            let ok = SetFileSecurityW(
-                file.as_ptr(),
-                DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
-                sd,
-            );
-            LocalFree(sd as _);
-            if ok == 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-
-    pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
-        let file = wide(path.as_os_str());
-        // SAFETY: two-call size query into a buffer we own; the string is freed after copying.
-        unsafe {
-            let mut len = 0u32;
-            GetFileSecurityW(
-                file.as_ptr(),
-                DACL_SECURITY_INFORMATION,
-                null_mut(),
-                0,
-                &mut len,
-            );
-            let mut buf = vec![0u8; len.max(1) as usize];
-            if GetFileSecurityW(
-                file.as_ptr(),
-                DACL_SECURITY_INFORMATION,
-                buf.as_mut_ptr() as _,
-                len,
-                &mut len,
-            ) == 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut s: *mut u16 = null_mut();
-            if ConvertSecurityDescriptorToStringSecurityDescriptorW(
-                buf.as_mut_ptr() as _,
-                SDDL_REVISION_1,
-                DACL_SECURITY_INFORMATION,
-                &mut s,
-                null_mut(),
-            ) == 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            let text = from_wide_ptr(s);
-            LocalFree(s as _);
-            Ok(text)
-        }
-    }
-}
+mod win;

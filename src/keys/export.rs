@@ -1,13 +1,13 @@
 //! `keys export`: read the local node's key set and seal it into a bundle.
 
-use crate::bundle::{Bundle, Encoding};
 use crate::cluster::Node;
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
-use crate::fsx::write_new_private;
-use crate::keyset::{read_local_keys, require_complete, Protection};
-use crate::ledger::{absolute, Ledger, LedgerEntry, LedgerKind};
-use crate::manifest::{Manifest, Source};
+use crate::fs::write_new_private;
+use crate::keys::bundle::{Bundle, Encoding};
+use crate::keys::keyset::{read_local_keys, require_complete, Protection};
+use crate::keys::ledger::{absolute, Ledger, LedgerEntry, LedgerKind};
+use crate::keys::manifest::{Manifest, Source};
 use crate::profile::{ProfileId, Role};
 use crate::progress::Progress;
 use crate::secret::Passphrase;
@@ -87,13 +87,13 @@ pub fn build_manifest(
 }
 
 /// The product's way to turn DPAPI off for a key file, from the profile table.
-fn dpapi_remedy(k: &crate::keyset::LocalKey) -> &str {
+fn dpapi_remedy(k: &crate::keys::keyset::LocalKey) -> &str {
     k.spec.dpapi_remedy.as_deref().unwrap_or(
         "turn DPAPI protection off in the product that wrote the file, export, then turn it on again on each node",
     )
 }
 
-fn looks_dpapi_warning(k: &crate::keyset::LocalKey) -> String {
+fn looks_dpapi_warning(k: &crate::keys::keyset::LocalKey) -> String {
     format!(
         "{} looks DPAPI-protected (it is over {} bytes; a size hint, not proof): if imports \
          fail with \"Key not valid for use in specified state\", then {}",
@@ -103,7 +103,7 @@ fn looks_dpapi_warning(k: &crate::keyset::LocalKey) -> String {
     )
 }
 
-fn dpapi_refusal(k: &crate::keyset::LocalKey) -> Error {
+fn dpapi_refusal(k: &crate::keys::keyset::LocalKey) -> Error {
     let product = dpapi_remedy(k);
     let (what, remedy) = match k.protection {
         Protection::Dpapi { scope, .. } if cfg!(windows) => (

@@ -1,0 +1,271 @@
+//! Comparing collected node reports with the primary's: a pure function of what was
+//! collected, so it can be tested without any node.
+
+use crate::audit::appdigest::differing_paths;
+use crate::audit::collect::Collected;
+use crate::audit::report::NodeReport;
+use crate::cluster::ClusterFile;
+use crate::fingerprint::Fingerprint;
+use crate::keys::keyset::Protection;
+use crate::profile::{Profile, Role};
+use serde::Serialize;
+use std::time::Duration;
+
+/// A node's state in the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    Match,
+    Differs,
+    Missing,
+    Partial,
+    DpapiSuspected,
+    NotVerifiable,
+    NotNeeded,
+    Unreachable,
+    Rejected,
+    /// The primary's report is unusable, so nothing can be compared.
+    NoReference,
+}
+
+impl NodeStatus {
+    /// Whether this status makes the audit answer "no".
+    pub fn fails(self) -> bool {
+        !matches!(
+            self,
+            NodeStatus::Match | NodeStatus::NotVerifiable | NodeStatus::NotNeeded
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Binaries {
+    Same,
+    Differs,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeResult {
+    pub node: String,
+    pub role: Role,
+    pub via: Option<String>,
+    pub status: NodeStatus,
+    pub reason: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
+    pub expected: Option<Fingerprint>,
+    pub binaries: Binaries,
+    pub differing_paths: Vec<String>,
+    pub clock_skew_seconds: Option<i64>,
+    pub clock_flagged: bool,
+}
+
+/// `keyferry audit --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub version: u32,
+    pub kind: String,
+    pub cluster: String,
+    pub profile: crate::profile::ProfileId,
+    pub reference: String,
+    pub reference_fingerprint: Option<Fingerprint>,
+    pub ok: bool,
+    pub nodes: Vec<NodeResult>,
+}
+
+/// Compares collected reports with the primary's.
+pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) -> AuditReport {
+    let profile = file
+        .profile_table()
+        .unwrap_or_else(|_| Profile::custom(vec![], vec![]));
+    let primary_idx = file
+        .nodes
+        .iter()
+        .position(|n| n.role == Role::Primary)
+        .unwrap_or(0);
+    let reference = match &collected[primary_idx] {
+        Collected::Report {
+            report, app_files, ..
+        } => Some((report.as_ref(), app_files.as_ref())),
+        _ => None,
+    };
+    let mut nodes = Vec::new();
+    for (spec, c) in file.nodes.iter().zip(collected) {
+        let mut r = NodeResult {
+            node: spec.name.clone(),
+            role: spec.role,
+            via: None,
+            status: NodeStatus::NoReference,
+            reason: None,
+            fingerprint: None,
+            expected: None,
+            binaries: Binaries::Unknown,
+            differing_paths: Vec::new(),
+            clock_skew_seconds: None,
+            clock_flagged: false,
+        };
+        match c {
+            Collected::Unreachable(why) => {
+                r.status = if profile.role_needs_keys(spec.role) {
+                    NodeStatus::Unreachable
+                } else {
+                    NodeStatus::NotNeeded
+                };
+                r.reason = Some(why.clone());
+            }
+            Collected::Rejected(why) => {
+                r.status = NodeStatus::Rejected;
+                r.reason = Some(why.clone());
+            }
+            Collected::Report {
+                report,
+                via,
+                app_files,
+                received,
+            } => {
+                r.via = Some(via.to_string());
+                r.fingerprint = report.fingerprint;
+                if let Some(at) = received {
+                    let skew = report.time.unix() as i64 - at.unix() as i64;
+                    r.clock_skew_seconds = Some(skew);
+                    r.clock_flagged = skew.unsigned_abs() > max_skew.as_secs();
+                }
+                match reference {
+                    None => {
+                        r.status = if profile.role_needs_keys(spec.role) {
+                            NodeStatus::NoReference
+                        } else {
+                            NodeStatus::NotNeeded
+                        };
+                        r.reason = Some("the primary's report is not available".into());
+                    }
+                    Some((primary, primary_files)) => {
+                        let (status, expected, reason) =
+                            key_status(&profile, spec.role, primary, report);
+                        r.status = status;
+                        r.expected = expected;
+                        r.reason = reason;
+                        match (&primary.app, &report.app) {
+                            (Some(a), Some(b)) if a == b => r.binaries = Binaries::Same,
+                            (Some(_), Some(_)) => {
+                                r.binaries = Binaries::Differs;
+                                if let (Some(pa), Some(na)) = (primary_files, app_files) {
+                                    r.differing_paths =
+                                        differing_paths(pa, na).into_iter().take(10).collect();
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        nodes.push(r);
+    }
+    let reference_fingerprint = reference.and_then(|(p, _)| p.fingerprint);
+    AuditReport {
+        version: crate::JSON_VERSION,
+        kind: "audit".into(),
+        cluster: file.name.clone(),
+        profile: file.profile,
+        reference: file.nodes[primary_idx].name.clone(),
+        reference_fingerprint,
+        ok: reference.is_some() && !nodes.iter().any(|n| n.status.fails()),
+        nodes,
+    }
+}
+
+/// Compares one node's key files with the primary's, file by file, for the node's role.
+fn key_status(
+    profile: &Profile,
+    role: Role,
+    primary: &NodeReport,
+    node: &NodeReport,
+) -> (NodeStatus, Option<Fingerprint>, Option<String>) {
+    let held = profile.keys_held_by(role);
+    if held.is_empty() {
+        return (NodeStatus::NotNeeded, None, None);
+    }
+    let file = |r: &NodeReport, name: &str| r.files.iter().find(|f| f.name == name).cloned();
+    let mut compared = 0;
+    let mut differs = Vec::new();
+    let mut missing = Vec::new();
+    let mut unverifiable = Vec::new();
+    let mut dpapi = false;
+    let mut expected_parts = Vec::new();
+    for spec in &held {
+        let p = file(primary, &spec.name);
+        let n = file(node, &spec.name);
+        let p_hash = p.as_ref().and_then(|f| f.sha256);
+        let n_hash = n.as_ref().and_then(|f| f.sha256);
+        if let Some(h) = p_hash {
+            expected_parts.push((spec.name.clone(), h));
+        }
+        match (p_hash, n_hash) {
+            (Some(a), Some(b)) => {
+                compared += 1;
+                if !a.ct_eq(&b) {
+                    differs.push(spec.name.clone());
+                    let prot = |f: &Option<crate::audit::report::FileEntry>| {
+                        f.as_ref().is_some_and(|f| {
+                            !matches!(
+                                f.protection,
+                                Protection::None
+                                    | Protection::Dpapi {
+                                        decrypted: true,
+                                        ..
+                                    }
+                            )
+                        })
+                    };
+                    dpapi |= prot(&n) || prot(&p);
+                }
+            }
+            _ if spec.transient => unverifiable.push(spec.name.clone()),
+            (None, _) => unverifiable.push(spec.name.clone()),
+            (Some(_), None) => missing.push(spec.name.clone()),
+        }
+    }
+    let expected = (!expected_parts.is_empty())
+        .then(|| Fingerprint::of(expected_parts.iter().map(|(n, h)| (n.as_str(), h))));
+    if !differs.is_empty() {
+        let why = format!("differs from {}: {}", primary.node, differs.join(", "));
+        return if dpapi {
+            (
+                NodeStatus::DpapiSuspected,
+                expected,
+                Some(format!(
+                    "{why} (looks DPAPI-protected: compare after decrypting on that node)"
+                )),
+            )
+        } else {
+            (NodeStatus::Differs, expected, Some(why))
+        };
+    }
+    if !missing.is_empty() {
+        let status = if compared == 0 {
+            NodeStatus::Missing
+        } else {
+            NodeStatus::Partial
+        };
+        return (
+            status,
+            expected,
+            Some(format!("missing {}", missing.join(", "))),
+        );
+    }
+    if compared == 0 {
+        return (
+            NodeStatus::NotVerifiable,
+            expected,
+            Some(format!(
+                "not verifiable from files: {} (the product holds the keys once imported)",
+                unverifiable.join(", ")
+            )),
+        );
+    }
+    let reason = (!unverifiable.is_empty())
+        .then(|| format!("not verifiable from files: {}", unverifiable.join(", ")));
+    (NodeStatus::Match, expected, reason)
+}

@@ -1,0 +1,11 @@
+//! `keyferry audit`: collect every node's report ([`collect`]), then compare key sets,
+//! binaries and clocks against the primary ([`compare`]). [`report`] is what one node says
+//! about itself; [`appdigest`] digests its application folder.
+
+pub mod appdigest;
+pub mod collect;
+pub mod compare;
+pub mod report;
+
+pub use collect::{collect, AuditOptions, Collected};
+pub use compare::{compare, AuditReport, Binaries, NodeResult, NodeStatus};

@@ -1,0 +1,43 @@
+//! `keyferry keys recover`: finish or roll back a change that a crash or a killed command
+//! interrupted on this node, and remove keyferry temp files left behind. Every command that
+//! changes the node does this first anyway; this does only that, and says which it did.
+
+use crate::cmd::{success, CmdResult};
+use crate::node_args::{NodeArgs, WaitArgs};
+use crate::ui::Ui;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let node = args.node.resolve()?;
+    let (_lock, recovered) = keyferry::txn::begin(&node.state_dir, &node.name, args.wait.wait)?;
+    let swept = keyferry::keys::import::sweep_node(&node)?;
+    if ui.json {
+        ui.json(&serde_json::json!({
+            "version": keyferry::JSON_VERSION,
+            "kind": "recover",
+            "node": node.name,
+            "recovered": recovered,
+            "swept": swept,
+        }));
+        return success();
+    }
+    match &recovered {
+        Some(r) => ui.out(&format!("Node {}: {r}.", node.name)),
+        None => ui.out(&format!(
+            "Node {}: no interrupted change (no journal in {}).",
+            node.name,
+            node.state_dir.display()
+        )),
+    }
+    for r in &swept {
+        ui.out(&format!("removed a keyferry temp file: {r}"));
+    }
+    success()
+}

@@ -1,0 +1,77 @@
+//! How another machine reaches a node (`access` in the cluster file): its folders by path or
+//! UNC, one folder, ssh, or a report saved earlier. Parsed here, used by the audit and, next,
+//! by folder sync and the HA steps.
+
+use std::path::{Path, PathBuf};
+
+/// How the auditing machine reaches a node (`access` in the cluster file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Read the node's `paths` as written (local folders or UNC shares).
+    Paths,
+    /// Read this folder as the node's application folder (single-folder profiles).
+    Path(PathBuf),
+    /// Run `keyferry fingerprint --json` on the node over the system OpenSSH client.
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+    },
+    /// A report saved earlier (PowerShell remoting, Ansible, a copy by hand).
+    Report(PathBuf),
+}
+
+/// Parses `access`; relative report paths are relative to the cluster file's folder.
+pub fn parse_access(access: Option<&str>, base: &Path) -> Result<Access, String> {
+    let Some(a) = access.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(Access::Paths);
+    };
+    if a == "paths" || a == "local" {
+        return Ok(Access::Paths);
+    }
+    if let Some(rest) = a.strip_prefix("ssh://") {
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
+            Some(_) => return Err(format!("bad ssh access {a:?}: empty user")),
+            None => (None, rest),
+        };
+        let hostport = hostport.trim_end_matches('/');
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| format!("bad ssh access {a:?}"))?;
+            (h.to_owned(), p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (hostport.to_owned(), None),
+            }
+        };
+        if host.is_empty() || host.starts_with('-') || host.contains(char::is_whitespace) {
+            return Err(format!("bad ssh host in {a:?}"));
+        }
+        if user
+            .as_deref()
+            .is_some_and(|u| u.starts_with('-') || u.contains(char::is_whitespace))
+        {
+            return Err(format!("bad ssh user in {a:?}"));
+        }
+        let port = match port {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad ssh port in {a:?}"))?,
+            ),
+            None => None,
+        };
+        return Ok(Access::Ssh { user, host, port });
+    }
+    if let Some(p) = a.strip_prefix("report:") {
+        let p = PathBuf::from(p);
+        return Ok(Access::Report(if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }));
+    }
+    Ok(Access::Path(PathBuf::from(a)))
+}

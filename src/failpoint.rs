@@ -1,0 +1,77 @@
+//! Points in the code where a test can stop the process abruptly or run a hook, to prove
+//! what a crash or a race at that point leaves behind. They exist only in this crate's unit
+//! tests and in builds with the `failpoints` feature (off by default, refused in release
+//! builds); everywhere else [`hit`] is an empty inline function.
+//!
+//! - `KEYFERRY_FAILPOINT=NAME` or `NAME#N`: the process aborts at the first (or Nth) time it
+//!   reaches point NAME, like `kill -9` there: no destructors, no flushing.
+//! - [`on`]: in-process tests run a closure at a point, on the current thread only.
+
+#[cfg(all(feature = "failpoints", not(debug_assertions)))]
+compile_error!("the failpoints feature is for test builds only, never for release binaries");
+
+#[cfg(any(test, feature = "failpoints"))]
+mod imp {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnMut()>;
+
+    thread_local! {
+        static HOOKS: RefCell<Vec<(&'static str, Hook)>> = RefCell::new(Vec::new());
+    }
+    static COUNTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+    pub fn hit(name: &'static str) {
+        HOOKS.with(|h| {
+            for (n, f) in h.borrow_mut().iter_mut() {
+                if *n == name {
+                    f();
+                }
+            }
+        });
+        let Ok(spec) = std::env::var("KEYFERRY_FAILPOINT") else {
+            return;
+        };
+        let (want, nth) = match spec.split_once('#') {
+            Some((n, k)) => (n.to_owned(), k.parse::<u32>().unwrap_or(1)),
+            None => (spec, 1),
+        };
+        if want != name {
+            return;
+        }
+        let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        let c = counts
+            .get_or_insert_with(HashMap::new)
+            .entry(want)
+            .or_insert(0);
+        *c += 1;
+        if *c == nth {
+            std::process::abort();
+        }
+    }
+
+    /// Removes its hook when dropped.
+    pub struct Guard(&'static str);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            HOOKS.with(|h| h.borrow_mut().retain(|(n, _)| *n != self.0));
+        }
+    }
+
+    /// Runs `f` each time this thread reaches point `name`, until the guard is dropped.
+    pub fn on(name: &'static str, f: impl FnMut() + 'static) -> Guard {
+        HOOKS.with(|h| h.borrow_mut().push((name, Box::new(f))));
+        Guard(name)
+    }
+}
+
+#[cfg(any(test, feature = "failpoints"))]
+pub use imp::{hit, on, Guard};
+
+/// A failpoint: nothing at all outside test builds.
+#[cfg(not(any(test, feature = "failpoints")))]
+#[inline(always)]
+pub fn hit(_name: &'static str) {}

@@ -1,0 +1,488 @@
+//! Opening a file another user could have touched, once: relative to a pinned folder handle,
+//! never through a link (Unix `O_NOFOLLOW`; Windows opens the reparse point itself), never
+//! blocking on a FIFO (`O_NONBLOCK`), then `fstat` on the handle: a regular file, and still
+//! the one the name points to. Everything after that goes through the handle.
+
+use crate::error::{Error, Result};
+use crate::os::FileId;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// What a name in a folder is, looked at without following it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    File {
+        id: FileId,
+        len: u64,
+    },
+    Symlink,
+    /// A folder, FIFO, socket or device.
+    Other(&'static str),
+}
+
+/// Facts about an open regular file, from its handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub id: FileId,
+    pub len: u64,
+    pub links: u64,
+    /// Unix owner, group and permission bits (`None` on Windows).
+    pub unix: Option<(u32, u32, u32)>,
+}
+
+/// A regular file opened through [`Dir::open_file`].
+pub struct Opened {
+    pub file: File,
+    pub meta: Meta,
+    pub path: PathBuf,
+}
+
+impl Opened {
+    /// Reads the whole file through the handle, refusing more than `limit` bytes however
+    /// large the file claims to be (`take(limit + 1)`).
+    pub fn read_to_end_bounded(&mut self, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+        if self.meta.len > limit {
+            return Err(too_large(&self.path, what, limit));
+        }
+        let mut out = Vec::with_capacity(self.meta.len as usize);
+        (&mut self.file)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if out.len() as u64 > limit {
+            zeroize::Zeroize::zeroize(&mut out);
+            return Err(too_large(&self.path, what, limit));
+        }
+        Ok(out)
+    }
+}
+
+fn too_large(path: &Path, what: &'static str, limit: u64) -> Error {
+    Error::TooLarge {
+        path: path.to_owned(),
+        what,
+        limit,
+    }
+}
+
+/// Splits a path into its folder and last component; the last component must be a plain
+/// name (not `..`, `.` or a root).
+pub fn split(path: &Path) -> Result<(PathBuf, OsString)> {
+    let name = match path.components().next_back() {
+        Some(Component::Normal(n)) => n.to_owned(),
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "{} does not end in a file name",
+                path.display()
+            )))
+        }
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name))
+}
+
+/// A folder pinned by a handle (Unix) so that later lookups, renames and removals in it are
+/// relative to that handle and cannot be redirected by swapping a folder in its path.
+pub struct Dir {
+    path: PathBuf,
+    #[cfg(unix)]
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Dir {
+    /// Opens a folder. Links in the folder's own path are followed: they belong to whoever
+    /// configured the path; only the last component of file paths is never followed.
+    pub fn open(path: &Path) -> Result<Dir> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| dir_error(path, e.into()))?;
+            Ok(Dir {
+                path: path.to_owned(),
+                fd,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => Ok(Dir {
+                    path: path.to_owned(),
+                }),
+                Ok(_) => Err(Error::FolderMissing {
+                    path: path.to_owned(),
+                }),
+                Err(e) => Err(dir_error(path, e)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &OsStr) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// What `name` is, without following it.
+    pub fn entry(&self, name: &OsStr) -> Result<Entry> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{AtFlags, FileType};
+            match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(match FileType::from_raw_mode(st.st_mode) {
+                    FileType::RegularFile => Entry::File {
+                        id: FileId {
+                            device: st.st_dev,
+                            index: st.st_ino,
+                        },
+                        len: st.st_size as u64,
+                    },
+                    FileType::Symlink => Entry::Symlink,
+                    other => Entry::Other(kind_name(other)),
+                }),
+                Err(rustix::io::Errno::NOENT) => Ok(Entry::Missing),
+                Err(e) => Err(Error::io(self.join(name), e.into())),
+            }
+        }
+        #[cfg(windows)]
+        {
+            let path = self.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => Ok(Entry::Symlink),
+                Ok(m) if m.is_file() => {
+                    let f = win_open(&path, false)?;
+                    let info = crate::os::handle_info(&f).map_err(|e| Error::io(&path, e))?;
+                    if info.reparse_point {
+                        return Ok(Entry::Symlink);
+                    }
+                    Ok(Entry::File {
+                        id: info.id,
+                        len: m.len(),
+                    })
+                }
+                Ok(m) if m.is_dir() => Ok(Entry::Other("folder")),
+                Ok(_) => Ok(Entry::Other("special file")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Entry::Missing),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        }
+    }
+
+    /// Opens `name` once, no-follow and non-blocking, and checks the handle: a regular file,
+    /// the same one the name points to now. `Ok(None)` when nothing is there.
+    pub fn open_file(&self, name: &OsStr, write: bool) -> Result<Option<Opened>> {
+        let path = self.join(name);
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+            let fd = match rustix::fs::openat(
+                &self.fd,
+                name,
+                access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::MLINK) => {
+                    return Err(Error::NotAFile {
+                        path,
+                        what: "a symbolic link",
+                    })
+                }
+                Err(rustix::io::Errno::NXIO) => {
+                    return Err(Error::NotAFile {
+                        path,
+                        what: "a socket or FIFO",
+                    })
+                }
+                Err(e) => return Err(Error::io(path, e.into())),
+            };
+            let st = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, e.into()))?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if kind != rustix::fs::FileType::RegularFile {
+                return Err(Error::NotAFile {
+                    path,
+                    what: kind_name(kind),
+                });
+            }
+            let meta = Meta {
+                id: FileId {
+                    device: st.st_dev,
+                    index: st.st_ino,
+                },
+                len: st.st_size as u64,
+                links: st.st_nlink,
+                unix: Some((st.st_uid, st.st_gid, st.st_mode & 0o7777)),
+            };
+            let opened = Opened {
+                file: File::from(fd),
+                meta,
+                path,
+            };
+            self.require_same(name, &opened)?;
+            Ok(Some(opened))
+        }
+        #[cfg(windows)]
+        {
+            let file = match win_open(&path, write) {
+                Ok(f) => f,
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            let info = crate::os::handle_info(&file).map_err(|e| Error::io(&path, e))?;
+            let m = file.metadata().map_err(|e| Error::io(&path, e))?;
+            if info.reparse_point {
+                return Err(Error::NotAFile {
+                    path,
+                    what: "a symbolic link or junction",
+                });
+            }
+            if info.directory || !m.is_file() {
+                return Err(Error::NotAFile {
+                    path,
+                    what: if info.directory {
+                        "a folder"
+                    } else {
+                        "a device or pipe"
+                    },
+                });
+            }
+            Ok(Some(Opened {
+                file,
+                meta: Meta {
+                    id: info.id,
+                    len: m.len(),
+                    links: info.links,
+                    unix: None,
+                },
+                path,
+            }))
+        }
+    }
+
+    /// Fails unless `name` still names the file behind `opened`.
+    pub fn require_same(&self, name: &OsStr, opened: &Opened) -> Result<()> {
+        match self.entry(name)? {
+            Entry::File { id, .. } if id == opened.meta.id => Ok(()),
+            _ => Err(Error::Changed {
+                path: self.join(name),
+            }),
+        }
+    }
+
+    /// Renames `from` to `to` within this folder, replacing `to`.
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::renameat(&self.fd, from, &self.fd, to)
+                .map_err(|e| Error::io(self.join(to), e.into()))
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::rename(self.join(from), self.join(to)).map_err(|e| Error::io(self.join(to), e))
+        }
+    }
+
+    /// Removes `name` if it is still the file `id` (a check as close to the removal as the OS
+    /// allows without a handle-based unlink). Returns false if something else is there now.
+    pub fn remove_if_same(&self, name: &OsStr, id: FileId) -> Result<bool> {
+        match self.entry(name)? {
+            Entry::File { id: now, .. } if now == id => {}
+            _ => return Ok(false),
+        }
+        self.unlink(name)?;
+        Ok(true)
+    }
+
+    /// Removes a name (a file or a symbolic link, never what a link points to).
+    pub fn unlink(&self, name: &OsStr) -> Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty())
+                .map_err(|e| Error::io(self.join(name), e.into()))
+        }
+        #[cfg(not(unix))]
+        {
+            let p = self.join(name);
+            std::fs::remove_file(&p).map_err(|e| Error::io(p, e))
+        }
+    }
+
+    /// fsync the folder so renames and removals in it survive a crash (Unix).
+    pub fn sync(&self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::fsync(&self.fd).map_err(|e| Error::io(&self.path, e.into()))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(())
+        }
+    }
+
+    /// The names in the folder.
+    pub fn names(&self) -> Result<Vec<OsString>> {
+        std::fs::read_dir(&self.path)
+            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The folder's own Unix owner, group and mode.
+    #[cfg(unix)]
+    pub fn unix_owner(&self) -> Result<(u32, u32, u32)> {
+        let st = rustix::fs::fstat(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+        Ok((st.st_uid, st.st_gid, st.st_mode & 0o7777))
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn fd(&self) -> &std::os::fd::OwnedFd {
+        &self.fd
+    }
+}
+
+fn dir_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => Error::FolderMissing {
+            path: path.to_owned(),
+        },
+        _ => Error::io(path, e),
+    }
+}
+
+#[cfg(unix)]
+fn kind_name(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::Directory => "a folder",
+        FileType::Fifo => "a FIFO",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        FileType::Socket => "a socket",
+        FileType::Symlink => "a symbolic link",
+        _ => "not a regular file",
+    }
+}
+
+/// Opens the reparse point itself, never its target; DELETE access so that removal can go
+/// through the handle.
+#[cfg(windows)]
+pub(crate) fn win_open(path: &Path, write: bool) -> Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    const GENERIC_READ: u32 = 0x8000_0000;
+    const GENERIC_WRITE: u32 = 0x4000_0000;
+    const DELETE: u32 = 0x0001_0000;
+    let access = GENERIC_READ | if write { GENERIC_WRITE | DELETE } else { 0 };
+    std::fs::OpenOptions::new()
+        .access_mode(access)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Opens a file by path (its folder pinned, its name never followed) for reading. A file
+/// whose folder does not exist is missing like any other.
+pub fn open_regular(path: &Path) -> Result<Option<Opened>> {
+    let (dir, name) = split(path)?;
+    match Dir::open(&dir) {
+        Ok(d) => d.open_file(&name, false),
+        Err(Error::FolderMissing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The one way keyferry reads a file someone else may control: open once (no-follow,
+/// non-blocking, `fstat`: a regular file), then read at most `limit` bytes through the
+/// handle. FIFOs, devices, folders and links are refused with [`Error::NotAFile`].
+pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
+    match open_regular(path)? {
+        Some(mut f) => f.read_to_end_bounded(limit, what),
+        None => Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such {what}")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_regular_files_within_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r");
+        std::fs::write(&p, b"hello").unwrap();
+        assert_eq!(read_bounded(&p, 5, "report").unwrap(), b"hello");
+        assert!(matches!(
+            read_bounded(&p, 4, "report"),
+            Err(Error::TooLarge { limit: 4, .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_links_fifos_and_devices_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let e = read_bounded(&link, 1 << 20, "report").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NotAFile {
+                    what: "a symbolic link",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        let e = read_bounded(&fifo, 1 << 20, "report").unwrap_err();
+        assert!(matches!(e, Error::NotAFile { what: "a FIFO", .. }), "{e}");
+        let e = read_bounded(Path::new("/dev/zero"), 1 << 20, "log").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NotAFile {
+                    what: "a device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn split_needs_a_file_name() {
+        assert!(split(Path::new("a/..")).is_err());
+        let (d, n) = split(Path::new("k")).unwrap();
+        assert_eq!(
+            (d.as_path(), n.as_os_str()),
+            (Path::new("."), OsStr::new("k"))
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! Key sets and how they travel: reading a node's key files ([`keyset`]), the bundle
+//! plaintext ([`manifest`]) and its age envelope ([`bundle`]), export, import, restore from
+//! backups, and cleanup of what a transfer leaves behind ([`ledger`], [`cleanup`]).
+
+pub mod bundle;
+pub mod cleanup;
+pub mod export;
+pub mod import;
+pub mod keyset;
+pub mod ledger;
+pub mod manifest;
+pub mod restore;

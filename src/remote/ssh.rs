@@ -1,0 +1,68 @@
+//! Running a command on another node through the system OpenSSH client, in batch mode
+//! (never a password prompt), with the user's own ssh configuration and host keys.
+
+use crate::remote::process::{run, Finished, RunError};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// How to reach a node over ssh.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl SshTarget {
+    /// `user@host` or `host`.
+    pub fn destination(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// The ssh program and its configuration.
+#[derive(Debug, Clone)]
+pub struct SshClient {
+    pub program: String,
+    pub config: Option<PathBuf>,
+}
+
+/// Quotes one word for a POSIX remote shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl SshClient {
+    /// Runs `words` (quoted for a POSIX shell) on `target`.
+    pub fn run(
+        &self,
+        target: &SshTarget,
+        words: &[String],
+        timeout: Duration,
+        max_stdout: u64,
+    ) -> Result<Finished, RunError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-o", "BatchMode=yes"]);
+        cmd.args([
+            "-o",
+            &format!("ConnectTimeout={}", timeout.as_secs().max(1)),
+        ]);
+        if let Some(cfg) = &self.config {
+            cmd.arg("-F").arg(cfg);
+        }
+        if let Some(p) = target.port {
+            cmd.args(["-p", &p.to_string()]);
+        }
+        let remote = words
+            .iter()
+            .map(|w| sh_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ");
+        cmd.arg("--").arg(target.destination()).arg(remote);
+        run(cmd, timeout, max_stdout)
+    }
+}

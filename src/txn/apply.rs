@@ -1,0 +1,436 @@
+//! Carrying out a change, all or nothing across a crash:
+//!
+//! 1. journal (stage `preparing`): the files, their previous hashes and attributes, the
+//!    backup folder;
+//! 2. back up every file that will be replaced (private copies, plus `backup.json`);
+//! 3. write each new file to a private temp file in its folder, fsync, give it its final
+//!    attributes;
+//! 4. journal (stage `installing`); for each file, re-check that the destination is still
+//!    what the plan saw (hash and identity), then rename (or link) it into place;
+//! 5. verify (the engine re-reads every file; the caller adds its own check);
+//! 6. journal (stage `committed`), then remove the journal.
+//!
+//! Any failure before the commit rolls back: replaced files come back from the backup with
+//! their old attributes, new ones go. A crash at any point is finished or rolled back by
+//! [`recover`] the next time a command changes this node.
+
+use crate::error::{Error, Result};
+use crate::fingerprint::FileHash;
+use crate::fs::attrs::{Applied as AttrsApplied, AttrSource, Attrs};
+use crate::fs::open::{split, Dir, Entry};
+use crate::fs::private::{create_unique_private_dir, write_new_private};
+use crate::fs::TempFile;
+use crate::time::Timestamp;
+use crate::txn::journal::{Journal, JournalFile, Previous, Stage};
+use crate::txn::plan::{Before, Change};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Largest file the engine reads back (key files are far smaller).
+const MAX_FILE: u64 = crate::keys::manifest::MAX_ENTRY_LEN;
+
+/// Where a change is recorded: the node's state folder and its backup folder.
+pub struct Context<'a> {
+    pub state_dir: &'a Path,
+    pub backup_root: PathBuf,
+    pub node: &'a str,
+    /// The command, for the journal and backup records (`keys import`).
+    pub command: &'a str,
+}
+
+/// What a committed change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub backup_dir: Option<PathBuf>,
+    /// Each written file and the attributes it got.
+    pub files: Vec<(PathBuf, AttrsApplied)>,
+}
+
+/// One file in a backup folder's `backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFile {
+    pub label: String,
+    pub path: PathBuf,
+    pub sha256: FileHash,
+    pub attrs: Attrs,
+}
+
+/// `backup.json`: where each backed-up file came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    pub version: u32,
+    pub kind: String,
+    pub node: String,
+    pub command: String,
+    pub time: Timestamp,
+    pub files: Vec<BackupFile>,
+}
+
+/// Applies a change; `verify` runs after every file is in place and before the commit.
+pub fn apply(
+    ctx: &Context<'_>,
+    changes: Vec<Change>,
+    verify: &dyn Fn() -> Result<()>,
+) -> Result<Applied> {
+    crate::fs::create_private_dir(ctx.state_dir)?;
+    let now = Timestamp::now();
+    let replaces = changes
+        .iter()
+        .any(|c| matches!(c.before, Before::File { .. }));
+    let backup_dir = if replaces {
+        Some(create_unique_private_dir(&ctx.backup_root, &now.compact())?)
+    } else {
+        None
+    };
+    let mut journal = Journal {
+        version: crate::JSON_VERSION,
+        kind: "journal".into(),
+        id: format!("{}-{}", now.compact(), std::process::id()),
+        node: ctx.node.to_owned(),
+        command: ctx.command.to_owned(),
+        started: now,
+        stage: Stage::Preparing,
+        backup_dir: backup_dir.clone(),
+        files: changes
+            .iter()
+            .map(|c| JournalFile {
+                path: c.path.clone(),
+                label: c.label.clone(),
+                before: match &c.before {
+                    Before::Missing => None,
+                    Before::File { sha256, attrs, .. } => Some(Previous {
+                        sha256: *sha256,
+                        attrs: attrs.clone(),
+                    }),
+                },
+                after: FileHash::of(c.content.expose_secret()),
+            })
+            .collect(),
+    };
+    journal.save(ctx.state_dir)?;
+    crate::failpoint::hit("txn:after-journal");
+
+    match carry_out(
+        ctx,
+        &mut journal,
+        &changes,
+        backup_dir.as_deref(),
+        verify,
+        now,
+    ) {
+        Ok(files) => {
+            journal.stage = Stage::Committed;
+            journal.save(ctx.state_dir)?;
+            Journal::remove(ctx.state_dir)?;
+            Ok(Applied { backup_dir, files })
+        }
+        Err((e, touched)) => match roll_back(ctx.state_dir, &journal) {
+            Ok(_) if touched => Err(Error::VerifyFailed(e.to_string())),
+            Ok(_) => Err(e),
+            Err(r) => Err(Error::RecoveryConflict(format!(
+                "{e}; rolling back also failed: {r}"
+            ))),
+        },
+    }
+}
+
+type Failed = (Error, bool);
+
+fn carry_out(
+    ctx: &Context<'_>,
+    journal: &mut Journal,
+    changes: &[Change],
+    backup_dir: Option<&Path>,
+    verify: &dyn Fn() -> Result<()>,
+    now: Timestamp,
+) -> std::result::Result<Vec<(PathBuf, AttrsApplied)>, Failed> {
+    let early = |e: Error| (e, false);
+    // 2. Back up what will be replaced, checking it is still what the plan saw.
+    if let Some(dir) = backup_dir {
+        let mut record = BackupRecord {
+            version: crate::JSON_VERSION,
+            kind: "backup".into(),
+            node: ctx.node.to_owned(),
+            command: ctx.command.to_owned(),
+            time: now,
+            files: Vec::new(),
+        };
+        for c in changes {
+            let Before::File { sha256, attrs, .. } = &c.before else {
+                continue;
+            };
+            let current = read_if_unchanged(&c.path, &c.before).map_err(early)?;
+            let dest = dir.join(&c.label);
+            write_new_private(&dest, false, |f| {
+                f.write_all(current.expose_secret())
+                    .map_err(|e| Error::io(&dest, e))
+            })
+            .map_err(early)?;
+            record.files.push(BackupFile {
+                label: c.label.clone(),
+                path: c.path.clone(),
+                sha256: *sha256,
+                attrs: attrs.clone(),
+            });
+            crate::failpoint::hit("txn:after-backup");
+        }
+        let mut bytes = serde_json::to_vec_pretty(&record).expect("backup record serialises");
+        bytes.push(b'\n');
+        crate::fs::write_private(&dir.join("backup.json"), &bytes).map_err(early)?;
+    }
+
+    // 3. Temp files, private while written, then given their final attributes.
+    let mut staged = Vec::new();
+    for c in changes {
+        let (dir_path, name) = split(&c.path).map_err(early)?;
+        let dir = Dir::open(&dir_path).map_err(early)?;
+        let mut tmp = TempFile::create(&dir).map_err(early)?;
+        let owner_kept = match tmp.finish(&dir, c.content.expose_secret(), &c.attrs) {
+            Ok(k) => k,
+            Err(e) => {
+                tmp.discard(&dir);
+                return Err(early(e));
+            }
+        };
+        crate::failpoint::hit("txn:after-temp");
+        staged.push((dir, name, tmp, owner_kept));
+    }
+
+    // 4. Into place, each after re-checking the destination.
+    journal.stage = Stage::Installing;
+    journal.save(ctx.state_dir).map_err(early)?;
+    let mut applied = Vec::new();
+    let mut touched = false;
+    for (c, (dir, name, tmp, owner_kept)) in changes.iter().zip(staged) {
+        let put = match &c.before {
+            Before::Missing => match dir.entry(&name) {
+                Ok(Entry::Missing) => tmp.install_new(&dir, &name),
+                Ok(_) => {
+                    tmp.discard(&dir);
+                    Err(Error::Changed {
+                        path: c.path.clone(),
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            Before::File { id, .. } => match read_if_unchanged(&c.path, &c.before) {
+                Ok(_) => tmp.replace(&dir, &name, *id),
+                Err(e) => {
+                    tmp.discard(&dir);
+                    Err(e)
+                }
+            },
+        };
+        put.map_err(|e| (e, touched))?;
+        touched = true;
+        crate::failpoint::hit("txn:after-rename");
+        applied.push((
+            c.path.clone(),
+            AttrsApplied {
+                source: c.attr_source.clone(),
+                attrs: c.attrs.clone(),
+                owner_not_kept: !owner_kept,
+            },
+        ));
+    }
+
+    // 5. Verify: every file reads back as written, then the caller's own check.
+    crate::failpoint::hit("txn:before-commit");
+    for f in &journal.files {
+        let bytes = crate::secret::read_key_file(&f.path, MAX_FILE).map_err(|e| (e, true))?;
+        if !FileHash::of(bytes.expose_secret()).ct_eq(&f.after) {
+            return Err((
+                Error::IntegrityMismatch(format!(
+                    "{} does not read back as written",
+                    f.path.display()
+                )),
+                true,
+            ));
+        }
+    }
+    verify().map_err(|e| (e, true))?;
+    Ok(applied)
+}
+
+/// Reads a destination, requiring it to be what the plan saw (hash and identity).
+fn read_if_unchanged(path: &Path, before: &Before) -> Result<crate::secret::KeyBytes> {
+    let Before::File { sha256, id, .. } = before else {
+        unreachable!("only called for files that were there");
+    };
+    let (dir, name) = split(path)?;
+    let dir = Dir::open(&dir)?;
+    let changed = || Error::Changed {
+        path: path.to_owned(),
+    };
+    let opened = dir.open_file(&name, false)?.ok_or_else(changed)?;
+    if opened.meta.id != *id {
+        return Err(changed());
+    }
+    let bytes = crate::secret::read_opened(opened, MAX_FILE)?;
+    if !FileHash::of(bytes.expose_secret()).ct_eq(sha256) {
+        return Err(changed());
+    }
+    Ok(bytes)
+}
+
+/// What [`recover`] did about an interrupted change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub id: String,
+    pub command: String,
+    pub started: Timestamp,
+    pub outcome: RecoveryOutcome,
+    /// Files put back to their previous content (or removed, if they were new).
+    pub restored: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryOutcome {
+    /// It had committed; only its journal was left, and is now gone.
+    Completed,
+    /// It had not committed; the node is back in its state before it.
+    RolledBack,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.outcome {
+            RecoveryOutcome::Completed => write!(
+                f,
+                "an interrupted `{}` (started {}) had finished; its journal was removed",
+                self.command, self.started
+            ),
+            RecoveryOutcome::RolledBack => write!(
+                f,
+                "an interrupted `{}` (started {}) was rolled back: {} file(s) put back as they were",
+                self.command,
+                self.started,
+                self.restored.len()
+            ),
+        }
+    }
+}
+
+/// Finishes or rolls back a change a crash interrupted. Call with the node's lock held.
+pub fn recover(state_dir: &Path) -> Result<Option<Recovery>> {
+    let Some(journal) = Journal::load(state_dir)? else {
+        return Ok(None);
+    };
+    let (outcome, restored) = if journal.stage == Stage::Committed {
+        sweep_folders(&journal)?;
+        Journal::remove(state_dir)?;
+        (RecoveryOutcome::Completed, Vec::new())
+    } else {
+        (RecoveryOutcome::RolledBack, roll_back(state_dir, &journal)?)
+    };
+    Ok(Some(Recovery {
+        id: journal.id,
+        command: journal.command,
+        started: journal.started,
+        outcome,
+        restored,
+    }))
+}
+
+/// Puts every file of the journal back as it was, removes temp files and the journal.
+fn roll_back(state_dir: &Path, journal: &Journal) -> Result<Vec<PathBuf>> {
+    let mut restored = Vec::new();
+    for f in journal.files.iter().rev() {
+        let (dir_path, name) = split(&f.path)?;
+        let dir = Dir::open(&dir_path)?;
+        let current = match dir.open_file(&name, false)? {
+            Some(o) => {
+                let id = o.meta.id;
+                Some((
+                    FileHash::of(crate::secret::read_opened(o, MAX_FILE)?.expose_secret()),
+                    id,
+                ))
+            }
+            None => None,
+        };
+        let conflict = |what: &str| {
+            Error::RecoveryConflict(format!(
+                "{} {what}; keyferry left it alone. The previous file, if any, is in {}",
+                f.path.display(),
+                journal
+                    .backup_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| "(no backup: there was no file)".into())
+            ))
+        };
+        match (&f.before, current) {
+            (None, None) => {}
+            (Some(prev), Some((h, _))) if h.ct_eq(&prev.sha256) => {}
+            (None, Some((h, id))) if h.ct_eq(&f.after) => {
+                if dir.remove_if_same(&name, id)? {
+                    dir.sync()?;
+                    restored.push(f.path.clone());
+                }
+            }
+            (Some(prev), Some((h, id))) if h.ct_eq(&f.after) => {
+                restore_from_backup(journal, f, prev, &dir, &name, Some(id))?;
+                restored.push(f.path.clone());
+            }
+            (Some(prev), None) => {
+                restore_from_backup(journal, f, prev, &dir, &name, None)?;
+                restored.push(f.path.clone());
+            }
+            (_, Some(_)) => return Err(conflict("holds neither the old nor the new content")),
+        }
+        crate::fs::sweep(&dir)?;
+    }
+    Journal::remove(state_dir)?;
+    Ok(restored)
+}
+
+fn restore_from_backup(
+    journal: &Journal,
+    f: &JournalFile,
+    prev: &Previous,
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+    current: Option<crate::os::FileId>,
+) -> Result<()> {
+    let backup = journal
+        .backup_dir
+        .as_ref()
+        .map(|d| d.join(&f.label))
+        .ok_or_else(|| Error::RecoveryConflict("the journal names no backup folder".into()))?;
+    let bytes = crate::secret::read_key_file(&backup, MAX_FILE)?;
+    if !FileHash::of(bytes.expose_secret()).ct_eq(&prev.sha256) {
+        return Err(Error::RecoveryConflict(format!(
+            "the backup {} does not hold what {} held",
+            backup.display(),
+            f.path.display()
+        )));
+    }
+    let mut tmp = TempFile::create(dir)?;
+    tmp.finish(dir, bytes.expose_secret(), &prev.attrs)?;
+    match current {
+        Some(id) => tmp.replace(dir, name, id),
+        None => tmp.install_new(dir, name),
+    }
+}
+
+fn sweep_folders(journal: &Journal) -> Result<()> {
+    for f in &journal.files {
+        if let Ok((d, _)) = split(&f.path) {
+            if let Ok(dir) = Dir::open(&d) {
+                crate::fs::sweep(&dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The attributes a restored file gets: those of the file it replaces if there is one, else
+/// those recorded with the backup.
+pub fn restore_attrs(current: &Before, recorded: &Attrs) -> (Attrs, AttrSource) {
+    match current {
+        Before::File { attrs, .. } => (attrs.clone(), AttrSource::Replaced),
+        Before::Missing => (recorded.clone(), AttrSource::Backup),
+    }
+}

@@ -1,0 +1,76 @@
+//! The value a change is made from: for each file, what was there when the plan was made
+//! (hash, identity, attributes) and the exact bytes and attributes to put there. Planning
+//! reads only; [`crate::txn::apply`] is the one place that writes.
+
+use crate::error::{Error, Result};
+use crate::fingerprint::FileHash;
+use crate::fs::attrs::{AttrSource, Attrs};
+use crate::fs::open::{split, Dir};
+use crate::os::FileId;
+use crate::secret::KeyBytes;
+use std::path::{Path, PathBuf};
+
+/// What a destination held when the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Before {
+    Missing,
+    File {
+        sha256: FileHash,
+        id: FileId,
+        attrs: Attrs,
+    },
+}
+
+/// One file of a change.
+pub struct Change {
+    pub path: PathBuf,
+    /// The file's name in the backup folder (unique within the change).
+    pub label: String,
+    pub before: Before,
+    /// The bytes to write, exactly as they will be on disk.
+    pub content: KeyBytes,
+    pub attrs: Attrs,
+    pub attr_source: AttrSource,
+}
+
+/// What is at `path` now: its raw bytes (bounded by `limit`), and the [`Before`] a plan
+/// records. `siblings`: product files in the same folder whose attributes a new file copies.
+pub struct Looked {
+    pub before: Before,
+    pub bytes: Option<KeyBytes>,
+    /// The attributes a file written there gets, and where they come from.
+    pub attrs: Attrs,
+    pub attr_source: AttrSource,
+}
+
+/// Looks at a destination for a plan: opened once, no-follow, through its folder's handle.
+pub fn look(path: &Path, limit: u64, siblings: &[String]) -> Result<Looked> {
+    let (dir, name) = split(path)?;
+    let dir = Dir::open(&dir)?;
+    match dir.open_file(&name, false).map_err(Error::at_destination)? {
+        Some(opened) => {
+            let attrs = Attrs::of(&opened)?;
+            let id = opened.meta.id;
+            let bytes = crate::secret::read_opened(opened, limit)?;
+            Ok(Looked {
+                before: Before::File {
+                    sha256: FileHash::of(bytes.expose_secret()),
+                    id,
+                    attrs: attrs.clone(),
+                },
+                bytes: Some(bytes),
+                attrs,
+                attr_source: AttrSource::Replaced,
+            })
+        }
+        None => {
+            let (attrs, attr_source) = Attrs::for_new_file(&dir, siblings)?;
+            Ok(Looked {
+                before: Before::Missing,
+                bytes: None,
+                attrs,
+                attr_source,
+            })
+        }
+    }
+}
