@@ -84,17 +84,24 @@ fn rewrite(
     state_dir: &Path,
     wait: Duration,
     command: &str,
-    make: impl FnOnce(&KeyBytes) -> Result<(KeyBytes, FileHash)>,
+    make: impl Fn(&KeyBytes) -> Result<(KeyBytes, FileHash)>,
 ) -> Result<ProtectReport> {
-    let (_lock, recovered) = crate::txn::begin(state_dir, "this machine", wait)?;
-    let looked = crate::txn::look(path, MAX_ENTRY_LEN, &[])?;
-    let Some(raw) = looked.bytes else {
-        return Err(Error::KeyFileMissing {
-            path: path.to_owned(),
-        });
+    let read = || -> Result<(crate::txn::Looked, KeyBytes, FileHash)> {
+        let mut looked = crate::txn::look(path, MAX_ENTRY_LEN, &[])?;
+        let Some(raw) = looked.bytes.take() else {
+            return Err(Error::KeyFileMissing {
+                path: path.to_owned(),
+            });
+        };
+        let (content, plain_hash) = make(&raw)?;
+        Ok((looked, content, plain_hash))
     };
-    let (content, plain_hash) = make(&raw)?;
-    drop(raw);
+    // Refusals first, without the lock: they must leave everything as it was.
+    if !crate::txn::journal::Journal::path(state_dir).exists() {
+        read()?;
+    }
+    let (_lock, recovered) = crate::txn::begin(state_dir, "this machine", wait)?;
+    let (looked, content, plain_hash) = read()?;
     let ctx = crate::txn::Context {
         state_dir,
         backup_root: state_dir.join("backups").join("dpapi"),

@@ -105,8 +105,15 @@ impl TempFile {
     /// Flushes what was written and sets the final attributes.
     pub fn seal(&mut self, dir: &Dir, attrs: &Attrs) -> Result<bool> {
         let path = dir.join(&self.name);
+        self.file().sync_all().map_err(|e| Error::io(&path, e))?;
+        if attrs.inherit {
+            // Windows works out inherited entries from the path, with no handle of ours
+            // open on the file; the bytes are on disk, so close it first.
+            self.file = None;
+            attrs.apply_by_path(&path)?;
+            return Ok(true);
+        }
         let file = self.file();
-        file.sync_all().map_err(|e| Error::io(&path, e))?;
         let owner_kept = attrs.apply(file, &path)?;
         file.sync_all().map_err(|e| Error::io(&path, e))?;
         Ok(owner_kept)
@@ -254,9 +261,17 @@ fn create_named(dir: &Dir, name: &OsStr) -> Result<File> {
     }
     #[cfg(windows)]
     {
+        use std::os::windows::fs::OpenOptionsExt;
+        // Read and write, plus the rights to give it the replaced file's owner and ACL.
+        const GENERIC_READ: u32 = 0x8000_0000;
+        const GENERIC_WRITE: u32 = 0x4000_0000;
+        const WRITE_DAC: u32 = 0x0004_0000;
+        const WRITE_OWNER: u32 = 0x0008_0000;
+        const READ_CONTROL: u32 = 0x0002_0000;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .access_mode(GENERIC_READ | GENERIC_WRITE | WRITE_DAC | WRITE_OWNER | READ_CONTROL)
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;

@@ -48,6 +48,7 @@ pub enum AttrSource {
 /// What a file ended up with, for reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
+    #[serde(flatten)]
     pub source: AttrSource,
     #[serde(flatten)]
     pub attrs: Attrs,
@@ -191,10 +192,17 @@ impl Attrs {
             if let Some(acl) = &self.acl {
                 return crate::os::set_security(file, acl).map_err(|e| Error::io(path, e));
             }
-            if self.inherit {
-                crate::os::inherit_from_folder(path).map_err(|e| Error::io(path, e))?;
-            }
             Ok(true)
         }
+    }
+
+    /// Takes the folder's inherited ACL (Windows; `inherit` attributes), by path: only the
+    /// path tells Windows which folder's entries to inherit. Called on keyferry's own temp
+    /// file with no handle open. A no-op elsewhere.
+    pub fn apply_by_path(&self, path: &std::path::Path) -> Result<()> {
+        if self.inherit {
+            crate::os::inherit_from_folder(path).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
     }
 }

@@ -125,8 +125,8 @@ pub fn apply(
             Journal::remove(ctx.state_dir)?;
             Ok(Applied { backup_dir, files })
         }
-        Err((e, touched)) => match roll_back(ctx.state_dir, &journal) {
-            Ok(_) if touched => Err(Error::VerifyFailed(e.to_string())),
+        Err((e, touched)) => match roll_back(ctx.state_dir, &journal, touched) {
+            Ok(_) if touched > 0 => Err(Error::VerifyFailed(e.to_string())),
             Ok(_) => Err(e),
             Err(r) => Err(Error::RecoveryConflict(format!(
                 "{e}; rolling back also failed: {r}"
@@ -135,7 +135,8 @@ pub fn apply(
     }
 }
 
-type Failed = (Error, bool);
+/// The error, and how many files (in order) were already put in place.
+type Failed = (Error, usize);
 
 fn carry_out(
     ctx: &Context<'_>,
@@ -145,7 +146,7 @@ fn carry_out(
     verify: &dyn Fn() -> Result<()>,
     now: Timestamp,
 ) -> std::result::Result<Vec<(PathBuf, AttrsApplied)>, Failed> {
-    let early = |e: Error| (e, false);
+    let early = |e: Error| (e, 0);
     // 2. Back up what will be replaced, checking it is still what the plan saw.
     if let Some(dir) = backup_dir {
         let mut record = BackupRecord {
@@ -201,8 +202,7 @@ fn carry_out(
     journal.stage = Stage::Installing;
     journal.save(ctx.state_dir).map_err(early)?;
     let mut applied = Vec::new();
-    let mut touched = false;
-    for (c, (dir, name, tmp, owner_kept)) in changes.iter().zip(staged) {
+    for (touched, (c, (dir, name, tmp, owner_kept))) in changes.iter().zip(staged).enumerate() {
         let put = match &c.before {
             Before::Missing => match dir.entry(&name) {
                 Ok(Entry::Missing) => tmp.install_new(&dir, &name),
@@ -223,7 +223,6 @@ fn carry_out(
             },
         };
         put.map_err(|e| (e, touched))?;
-        touched = true;
         crate::failpoint::hit("txn:after-rename");
         applied.push((
             c.path.clone(),
@@ -238,18 +237,19 @@ fn carry_out(
     // 5. Verify: every file reads back as written, then the caller's own check.
     crate::failpoint::hit("txn:before-commit");
     for f in &journal.files {
-        let bytes = crate::secret::read_key_file(&f.path, MAX_FILE).map_err(|e| (e, true))?;
+        let n = journal.files.len();
+        let bytes = crate::secret::read_key_file(&f.path, MAX_FILE).map_err(|e| (e, n))?;
         if !FileHash::of(bytes.expose_secret()).ct_eq(&f.after) {
             return Err((
                 Error::IntegrityMismatch(format!(
                     "{} does not read back as written",
                     f.path.display()
                 )),
-                true,
+                journal.files.len(),
             ));
         }
     }
-    verify().map_err(|e| (e, true))?;
+    verify().map_err(|e| (e, journal.files.len()))?;
     Ok(applied)
 }
 
@@ -323,7 +323,11 @@ pub fn recover(state_dir: &Path) -> Result<Option<Recovery>> {
         Journal::remove(state_dir)?;
         (RecoveryOutcome::Completed, Vec::new())
     } else {
-        (RecoveryOutcome::RolledBack, roll_back(state_dir, &journal)?)
+        let all = journal.files.len();
+        (
+            RecoveryOutcome::RolledBack,
+            roll_back(state_dir, &journal, all)?,
+        )
     };
     Ok(Some(Recovery {
         id: journal.id,
@@ -334,10 +338,21 @@ pub fn recover(state_dir: &Path) -> Result<Option<Recovery>> {
     }))
 }
 
-/// Puts every file of the journal back as it was, removes temp files and the journal.
-fn roll_back(state_dir: &Path, journal: &Journal) -> Result<Vec<PathBuf>> {
+/// Puts the first `touched` files of the journal back as they were (after a crash: all of
+/// them, as far as is known), removes temp files and the journal. A file that holds
+/// neither its old nor its new content was changed by someone else: a conflict after a
+/// crash, left alone after a live failure (keyferry never put it in place).
+fn roll_back(state_dir: &Path, journal: &Journal, touched: usize) -> Result<Vec<PathBuf>> {
     let mut restored = Vec::new();
-    for f in journal.files.iter().rev() {
+    for (i, f) in journal.files.iter().enumerate().rev() {
+        if i >= touched {
+            if let Ok((d, _)) = split(&f.path) {
+                if let Ok(dir) = Dir::open(&d) {
+                    crate::fs::sweep(&dir)?;
+                }
+            }
+            continue;
+        }
         let (dir_path, name) = split(&f.path)?;
         let dir = Dir::open(&dir_path)?;
         let current = match dir.open_file(&name, false)? {
@@ -432,5 +447,82 @@ pub fn restore_attrs(current: &Before, recorded: &Attrs) -> (Attrs, AttrSource) 
     match current {
         Before::File { attrs, .. } => (attrs.clone(), AttrSource::Replaced),
         Before::Missing => (recorded.clone(), AttrSource::Backup),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::KeyBytes;
+    use crate::txn::look;
+
+    fn change(path: &Path, content: &[u8]) -> Change {
+        let l = look(path, 1 << 20, &[]).unwrap();
+        Change {
+            path: path.to_owned(),
+            label: path.file_name().unwrap().to_string_lossy().into_owned(),
+            before: l.before,
+            content: KeyBytes::copy_from(content),
+            attrs: l.attrs,
+            attr_source: l.attr_source,
+        }
+    }
+
+    fn ctx(state: &Path) -> Context<'_> {
+        Context {
+            state_dir: state,
+            backup_root: state.join("backups"),
+            node: "n",
+            command: "test",
+        }
+    }
+
+    /// Another program writes the key after keyferry planned: the engine's re-check just
+    /// before the rename sees it, stops, and leaves that program's bytes in place.
+    #[test]
+    fn a_destination_changed_after_the_plan_is_not_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("encryption.config");
+        std::fs::write(&k, b"OLD").unwrap();
+        let c = change(&k, b"NEW");
+        let kk = k.clone();
+        let _h = crate::failpoint::on("txn:after-temp", move || {
+            std::fs::write(&kk, b"SOMEONE ELSE").unwrap();
+        });
+        let state = d.path().join("state");
+        let e = apply(&ctx(&state), vec![c], &|| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::Changed { .. }), "{e}");
+        assert_eq!(std::fs::read(&k).unwrap(), b"SOMEONE ELSE");
+        assert!(!Journal::path(&state).exists());
+    }
+
+    /// Two files; the second changes under keyferry after the first is in place: the first
+    /// is rolled back, the second left as the other writer made it.
+    #[test]
+    fn a_later_file_changing_rolls_back_the_earlier_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("keys.exp");
+        let b = d.path().join("appsettings.json");
+        std::fs::write(&a, b"OLD A").unwrap();
+        std::fs::write(&b, b"OLD B").unwrap();
+        let changes = vec![change(&a, b"NEW A"), change(&b, b"NEW B")];
+        let bb = b.clone();
+        let _h = crate::failpoint::on("txn:after-rename", move || {
+            if std::fs::read(&bb).unwrap() == b"OLD B" {
+                std::fs::write(&bb, b"OTHER B").unwrap();
+            }
+        });
+        let state = d.path().join("state");
+        let e = apply(&ctx(&state), changes, &|| Ok(())).unwrap_err();
+        assert!(matches!(e, Error::VerifyFailed(_)), "{e}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"OLD A");
+        assert_eq!(std::fs::read(&b).unwrap(), b"OTHER B");
+        assert!(!Journal::path(&state).exists());
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".keyferry-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 }

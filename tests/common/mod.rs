@@ -210,7 +210,13 @@ pub fn bin() -> &'static str {
 
 /// Runs the binary with a clean environment for keyferry's variables.
 pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    keyferry_env(args, stdin, &[])
+}
+
+/// [`keyferry`] with extra environment variables (e.g. a test build's failpoint).
+pub fn keyferry_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(bin());
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .env_remove("KEYFERRY_CLUSTER")
         .env_remove("KEYFERRY_STATE_DIR")
