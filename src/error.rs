@@ -101,6 +101,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A node report (saved, or from another node) is not one keyferry accepts.
+    #[error("{0}")]
+    NodeReport(String),
+
     // --- the file layer and the transaction engine ---
     /// A path that must be a regular file is a link, folder, FIFO or device.
     #[error("{path} is {what}, not a regular file; keyferry does not read or write through it")]
@@ -168,6 +172,7 @@ impl Error {
             Error::OutputExists { .. } => "output-exists",
             Error::InvalidInput(_) => "invalid-input",
             Error::Unsupported(_) => "unsupported",
+            Error::NodeReport(_) => "node-report",
             Error::NotAFile { .. } => "not-a-file",
             Error::TooLarge { .. } => "too-large",
             Error::Changed { .. } => "changed-underfoot",
@@ -220,6 +225,7 @@ impl Error {
         "output-exists",
         "invalid-input",
         "unsupported",
+        "node-report",
         "not-a-file",
         "too-large",
         "changed-underfoot",

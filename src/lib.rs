@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod cluster;
+pub mod codes;
 pub mod demo;
 pub mod diagnose;
 pub mod dpapi;

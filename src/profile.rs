@@ -140,6 +140,8 @@ pub struct Profile {
     /// The folder slot holding the application binaries whose digest nodes compare
     /// ("Version does not match"), if the product keeps them in one of its slots.
     pub app_folder: Option<String>,
+    /// TCP ports a node of each role must reach on the primary (`diagnose --check ports`).
+    pub ports: Vec<(Role, Vec<u16>)>,
 }
 
 const KEY_ROLES_SS: &[Role] = &[
@@ -150,21 +152,28 @@ const KEY_ROLES_SS: &[Role] = &[
     Role::Scheduler,
 ];
 
-/// One built-in key file: name, folder slot, roles, transient, DPAPI remedy, DPAPI size hint.
-type BuiltInKey = (
-    &'static str,
-    &'static str,
-    &'static [Role],
-    bool,
-    Option<&'static str>,
-    Option<u64>,
-);
+/// One built-in key file (see [`KeySpec`] for what each field means).
+struct BuiltInKey {
+    name: &'static str,
+    folder: &'static str,
+    roles: &'static [Role],
+    transient: bool,
+    dpapi_remedy: Option<&'static str>,
+    dpapi_size_hint: Option<u64>,
+}
+
+/// The TCP ports nodes of some roles must reach on the primary.
+struct BuiltInPorts {
+    roles: &'static [Role],
+    ports: &'static [u16],
+}
 
 /// The built-in table. Secret Server: `encryption.config` for every role but proxy;
 /// `database.config` node-local; a plain `encryption.config` of 10.4+ is a few hundred bytes, a
 /// DPAPI-wrapped one well over a kilobyte (DOMAIN.md §2). Privilege Secure: the vendor export
 /// `keys.exp` (opaque, temporary) for secondary, action and scheduler; the HA
-/// `appsettings.json` for the secondary.
+/// `appsettings.json` for the secondary; ports 5432 and 6500 between the HA pair and 6500,
+/// 6520, 6523, 6524 from remote services (DOMAIN.md §3).
 struct BuiltIn {
     id: ProfileId,
     folders: &'static [&'static str],
@@ -172,40 +181,49 @@ struct BuiltIn {
     node_local: &'static [(&'static str, &'static str)],
     after_import: Option<&'static str>,
     app_folder: Option<&'static str>,
+    ports: &'static [BuiltInPorts],
 }
 
 const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         id: ProfileId::SecretServer,
         folders: &["app"],
-        keys: &[(
-            "encryption.config",
-            "app",
-            KEY_ROLES_SS,
-            false,
-            Some(
+        keys: &[BuiltInKey {
+            name: "encryption.config",
+            folder: "app",
+            roles: KEY_ROLES_SS,
+            transient: false,
+            dpapi_remedy: Some(
                 "in Secret Server, Admin > Configuration > Security > Decrypt Key to not use DPAPI, \
                  then export again and turn DPAPI on again on each node",
             ),
-            Some(1024),
-        )],
+            dpapi_size_hint: Some(1024),
+        }],
         node_local: &[("database.config", "app")],
         after_import: None,
         app_folder: Some("app"),
+        ports: &[],
     },
     BuiltIn {
         id: ProfileId::PrivilegeSecure,
         folders: &["keytools", "ha"],
         keys: &[
-            (
-                "keys.exp",
-                "keytools",
-                &[Role::Secondary, Role::Action, Role::Scheduler],
-                true,
-                None,
-                None,
-            ),
-            ("appsettings.json", "ha", &[Role::Secondary], false, None, None),
+            BuiltInKey {
+                name: "keys.exp",
+                folder: "keytools",
+                roles: &[Role::Secondary, Role::Action, Role::Scheduler],
+                transient: true,
+                dpapi_remedy: None,
+                dpapi_size_hint: None,
+            },
+            BuiltInKey {
+                name: "appsettings.json",
+                folder: "ha",
+                roles: &[Role::Secondary],
+                transient: false,
+                dpapi_remedy: None,
+                dpapi_size_hint: None,
+            },
         ],
         node_local: &[],
         after_import: Some(
@@ -213,6 +231,16 @@ const BUILT_INS: &[BuiltIn] = &[
              then remove keys.exp with: keyferry keys cleanup",
         ),
         app_folder: None,
+        ports: &[
+            BuiltInPorts {
+                roles: &[Role::Secondary],
+                ports: &[5432, 6500],
+            },
+            BuiltInPorts {
+                roles: &[Role::Action, Role::Scheduler, Role::Proxy],
+                ports: &[6500, 6520, 6523, 6524],
+            },
+        ],
     },
 ];
 
@@ -225,13 +253,13 @@ impl Profile {
             keys: b
                 .keys
                 .iter()
-                .map(|(name, folder, roles, transient, remedy, hint)| KeySpec {
-                    name: name.to_string(),
-                    folder: folder.to_string(),
-                    roles: roles.to_vec(),
-                    transient: *transient,
-                    dpapi_remedy: remedy.map(str::to_owned),
-                    dpapi_size_hint: *hint,
+                .map(|k| KeySpec {
+                    name: k.name.to_string(),
+                    folder: k.folder.to_string(),
+                    roles: k.roles.to_vec(),
+                    transient: k.transient,
+                    dpapi_remedy: k.dpapi_remedy.map(str::to_owned),
+                    dpapi_size_hint: k.dpapi_size_hint,
                 })
                 .collect(),
             node_local: b
@@ -244,6 +272,11 @@ impl Profile {
                 .collect(),
             after_import: b.after_import,
             app_folder: b.app_folder.map(str::to_owned),
+            ports: b
+                .ports
+                .iter()
+                .flat_map(|p| p.roles.iter().map(|r| (*r, p.ports.to_vec())))
+                .collect(),
         })
     }
 
@@ -263,7 +296,18 @@ impl Profile {
             node_local,
             after_import: None,
             app_folder: None,
+            ports: Vec::new(),
         }
+    }
+
+    /// The ports a node of `role` must reach on the primary (none listed: nothing to test
+    /// unless `--ports` names some).
+    pub fn ports_needed(&self, role: Role) -> &[u16] {
+        self.ports
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Key files a node of this role holds. The primary is the source of every key.

@@ -82,7 +82,7 @@ pub fn collect(file: &ClusterFile, opts: &AuditOptions, progress: &dyn Progress)
 fn collect_one(file: &ClusterFile, spec: &NodeSpec, base: &Path, opts: &AuditOptions) -> Collected {
     let access = match parse_access(spec.access.as_deref(), base) {
         Ok(a) => a,
-        Err(e) => return Collected::Rejected(e),
+        Err(e) => return Collected::Rejected(e.to_string()),
     };
     let result = match &access {
         Access::Ssh { user, host, port } => {
@@ -183,7 +183,7 @@ fn read_saved(path: &Path) -> Result<NodeReport, Failure> {
             crate::Error::Io { .. } => Failure::Unreachable(format!("{what} {}", e)),
             e => Failure::Rejected(e.to_string()),
         })?;
-    NodeReport::parse(&bytes).map_err(Failure::Rejected)
+    NodeReport::parse(&bytes).map_err(|e| Failure::Rejected(e.to_string()))
 }
 
 fn read_by_ssh(
@@ -227,7 +227,7 @@ fn read_by_ssh(
             done.last_error_line()
         )));
     }
-    NodeReport::parse(&done.stdout).map_err(Failure::Rejected)
+    NodeReport::parse(&done.stdout).map_err(|e| Failure::Rejected(e.to_string()))
 }
 
 /// A report must be about the node it was collected for.

@@ -29,6 +29,21 @@ pub enum NodeStatus {
 }
 
 impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Match => "match",
+            NodeStatus::Differs => "differs",
+            NodeStatus::Missing => "missing",
+            NodeStatus::Partial => "partial",
+            NodeStatus::DpapiSuspected => "dpapi-suspected",
+            NodeStatus::NotVerifiable => "not-verifiable",
+            NodeStatus::NotNeeded => "not-needed",
+            NodeStatus::Unreachable => "unreachable",
+            NodeStatus::Rejected => "rejected",
+            NodeStatus::NoReference => "no-reference",
+        }
+    }
+
     /// Whether this status makes the audit answer "no".
     pub fn fails(self) -> bool {
         !matches!(
@@ -268,4 +283,27 @@ fn key_status(
     let reason = (!unverifiable.is_empty())
         .then(|| format!("not verifiable from files: {}", unverifiable.join(", ")));
     (NodeStatus::Match, expected, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_are_their_json_names() {
+        for s in [
+            NodeStatus::Match,
+            NodeStatus::Differs,
+            NodeStatus::Missing,
+            NodeStatus::Partial,
+            NodeStatus::DpapiSuspected,
+            NodeStatus::NotVerifiable,
+            NodeStatus::NotNeeded,
+            NodeStatus::Unreachable,
+            NodeStatus::Rejected,
+            NodeStatus::NoReference,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

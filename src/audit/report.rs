@@ -24,6 +24,17 @@ pub enum KeySetStatus {
     NotNeeded,
 }
 
+impl KeySetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySetStatus::Complete => "complete",
+            KeySetStatus::Partial => "partial",
+            KeySetStatus::Missing => "missing",
+            KeySetStatus::NotNeeded => "not-needed",
+        }
+    }
+}
+
 /// One key file in a report: never its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +76,11 @@ pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
 
 impl NodeReport {
     /// Parses a report from another node: size-limited, strict fields, version 1 only.
-    pub fn parse(bytes: &[u8]) -> Result<NodeReport, String> {
+    pub fn parse(bytes: &[u8]) -> Result<NodeReport> {
+        Self::parse_text(bytes).map_err(crate::Error::NodeReport)
+    }
+
+    fn parse_text(bytes: &[u8]) -> std::result::Result<NodeReport, String> {
         if bytes.len() > MAX_REPORT_BYTES {
             return Err(format!(
                 "report is {} bytes (at most {MAX_REPORT_BYTES})",

@@ -22,7 +22,11 @@ pub enum Access {
 }
 
 /// Parses `access`; relative report paths are relative to the cluster file's folder.
-pub fn parse_access(access: Option<&str>, base: &Path) -> Result<Access, String> {
+pub fn parse_access(access: Option<&str>, base: &Path) -> crate::Result<Access> {
+    parse(access, base).map_err(crate::Error::InvalidInput)
+}
+
+fn parse(access: Option<&str>, base: &Path) -> Result<Access, String> {
     let Some(a) = access.map(str::trim).filter(|a| !a.is_empty()) else {
         return Ok(Access::Paths);
     };

@@ -296,6 +296,16 @@ pub enum Encoding {
     Hex,
 }
 
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Raw => "raw",
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+        }
+    }
+}
+
 /// One blob found in a file.
 #[derive(Debug, Clone)]
 pub struct Found {

@@ -1,7 +1,9 @@
-//! The command tree: `keyferry <noun> <verb>` in the manner of `sq`.
+//! The top of the command line: the global options every command takes, and the command
+//! tree (`keyferry <noun> <verb>` in the manner of `sq`) from [`crate::cmd`].
 
-use crate::cmd;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::cmd::Command;
+use crate::ui::ColorChoice;
+use clap::{Args, Parser};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,31 +34,4 @@ pub struct GlobalArgs {
     /// When to colour messages
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Export, import, inspect and clean up key bundles
-    #[command(subcommand)]
-    Keys(cmd::keys::KeysCommand),
-    /// Check that every node holds the primary's keys and binaries
-    Audit(cmd::audit::Args),
-    /// Explain an error message and run the checks that bear on it
-    Diagnose(cmd::diagnose::Args),
-    /// Show this node's key-set fingerprint
-    Fingerprint(cmd::fingerprint::Args),
-    /// Overwrite (where that works) and remove files that held secrets
-    Shred(cmd::shred::Args),
-    /// Inspect DPAPI blobs; protect or unprotect key files (Windows)
-    #[command(subcommand)]
-    Dpapi(cmd::dpapi::DpapiCommand),
-    /// Run the whole export/import on a throwaway four-node cluster
-    Demo(cmd::demo::Args),
 }

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return ui::clap_failure(e),
     };
-    let ui = ui::Ui::new(&cli.global);
+    let ui = ui::Ui::new(cli.global.json, cli.global.batch, cli.global.color);
     if !hardening.core_dumps_disabled {
         ui.warn("could not turn off core dumps; key material could end up in a crash dump");
     }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use crate::cli::{ColorChoice, GlobalArgs};
 use crate::failure::Failure;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -11,6 +10,14 @@ use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// When to colour messages (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
 
 pub struct Ui {
     pub json: bool,
@@ -20,8 +27,8 @@ pub struct Ui {
 }
 
 impl Ui {
-    pub fn new(g: &GlobalArgs) -> Ui {
-        let color = match g.color {
+    pub fn new(json: bool, batch: bool, color: ColorChoice) -> Ui {
+        let color = match color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
@@ -30,8 +37,8 @@ impl Ui {
             }
         };
         Ui {
-            json: g.json,
-            batch: g.batch,
+            json,
+            batch,
             color,
             spinner: RefCell::new(None),
         }

@@ -1,4 +1,5 @@
-//! `keyferry demo`
+//! `keyferry demo`: the whole job on a throwaway four-node cluster, so an admin (or a reviewer)
+//! can see what keyferry does before pointing it at real nodes.
 
 use crate::cmd::{export_work_factor, success, CmdResult};
 use crate::failure::Failure;

@@ -1,4 +1,5 @@
-//! `keyferry diagnose`
+//! `keyferry diagnose`: admins paste the error they see; this names the cause, the vendor's
+//! fix and the keyferry commands, and with a cluster file runs the checks that bear on it.
 
 use crate::cmd::CmdResult;
 use crate::failure::Failure;
@@ -6,10 +7,9 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions};
 use keyferry::cluster::ClusterFile;
 use keyferry::diagnose::{
-    check_pg_hba, check_ports, findings_from_audit, match_message, Check, Finding, Known, Severity,
-    ALL_CHECKS,
+    check_ports, findings_from_audit, match_message, pg_hba_findings, Check, Finding, Known,
+    Severity, ALL_CHECKS,
 };
-use keyferry::profile::Role;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -185,54 +185,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     .into())
 }
 
-fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
-    let pair: Vec<_> = file
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.role, Role::Primary | Role::Secondary))
-        .collect();
-    let mut out = Vec::new();
-    for n in &pair {
-        let Some(path) = &n.pg_hba else { continue };
-        let text = match keyferry::fs::read_bounded(path, 1024 * 1024, "pg_hba.conf")
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-        {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(Finding {
-                    code: "pg-hba-unreadable".into(),
-                    severity: Severity::Warning,
-                    node: Some(n.name.clone()),
-                    evidence: format!("{}: {e}", path.display()),
-                    fix: "make the file readable from here, or check it on the node".into(),
-                });
-                continue;
-            }
-        };
-        for peer in pair.iter().filter(|p| p.name != n.name) {
-            let missing = check_pg_hba(&text, peer.address, user);
-            if !missing.is_empty() {
-                out.push(Finding {
-                    code: "pg-hba-missing-peer".into(),
-                    severity: Severity::Error,
-                    node: Some(n.name.clone()),
-                    evidence: format!(
-                        "{} has no line for peer {} ({})",
-                        path.display(),
-                        peer.name,
-                        peer.address
-                    ),
-                    fix: format!(
-                        "add above broader rules, then reload PostgreSQL: {}",
-                        missing.join("; ")
-                    ),
-                });
-            }
-        }
-    }
-    out
-}
-
 fn print_text(r: &Report, args: &Args, ui: &Ui) {
     if args.message.is_some() || args.log.is_some() {
         if r.matches.is_empty() {
@@ -256,10 +208,7 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
             ui.out("Checks found nothing wrong.");
         }
         for f in &r.findings {
-            let sev = serde_json::to_value(f.severity)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let sev = f.severity.as_str();
             ui.out(&format!(
                 "{sev}: [{}] {}{}",
                 f.code,

@@ -8,12 +8,32 @@ pub mod fingerprint;
 pub mod keys;
 pub mod shred;
 
-use crate::cli::Command;
 use crate::failure::Failure;
 use crate::ui::Ui;
+use clap::Subcommand;
 use std::process::ExitCode;
 
 pub type CmdResult = Result<ExitCode, Failure>;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export, import, inspect and clean up key bundles
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Check that every node holds the primary's keys and binaries
+    Audit(audit::Args),
+    /// Explain an error message and run the checks that bear on it
+    Diagnose(diagnose::Args),
+    /// Show this node's key-set fingerprint
+    Fingerprint(fingerprint::Args),
+    /// Overwrite (where that works) and remove files that held secrets
+    Shred(shred::Args),
+    /// Inspect DPAPI blobs; protect or unprotect key files (Windows)
+    #[command(subcommand)]
+    Dpapi(dpapi::DpapiCommand),
+    /// Run the whole export/import on a throwaway four-node cluster
+    Demo(demo::Args),
+}
 
 pub fn run(command: Command, ui: &Ui) -> CmdResult {
     match command {

@@ -1,4 +1,5 @@
-//! `keyferry shred FILE...`
+//! `keyferry shred FILE...`: removing a stray bundle or export by hand, saying honestly
+//! whether it was overwritten or only removed (copy-on-write and network file systems).
 
 use crate::cmd::{success, CmdResult};
 use crate::failure::Failure;

@@ -1,4 +1,5 @@
-//! `keyferry dpapi inspect FILE`
+//! `keyferry dpapi inspect FILE`: whether a file holds DPAPI blobs, of which scope, in which
+//! form; the first question when a copied key gives "Key not valid for use in specified state".
 
 use crate::cmd::{success, CmdResult};
 use crate::ui::Ui;
@@ -54,10 +55,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     for (i, b) in report.blobs.iter().enumerate() {
         let form = format!(
             "{}{}{}",
-            serde_json::to_value(b.encoding)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            b.encoding.as_str(),
             if b.utf16 { " in UTF-16LE text" } else { "" },
             if b.whole_file {
                 ", whole file"

@@ -1,4 +1,5 @@
-//! `keyferry dpapi ...`
+//! `keyferry dpapi ...`: DPAPI-protected key files cannot travel; these find blobs anywhere and,
+//! on Windows, unwrap or wrap a key file in place (the vendor's "Decrypt Key to not use DPAPI").
 
 pub mod inspect;
 pub mod protect;

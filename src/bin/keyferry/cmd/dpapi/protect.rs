@@ -1,4 +1,6 @@
-//! `keyferry dpapi protect FILE` and `keyferry dpapi unprotect FILE`
+//! `keyferry dpapi protect|unprotect FILE`: wrap or unwrap one key file with machine-scope DPAPI
+//! on its own node, through the transaction engine, so the file keeps its owner and ACL and a
+//! crash leaves the old file or the new one.
 
 use crate::cmd::{success, CmdResult};
 use crate::ui::Ui;

@@ -1,4 +1,5 @@
-//! `keyferry keys cleanup`
+//! `keyferry keys cleanup`: an export file and its bundle left lying around are the classic
+//! leak; this removes what the ledger recorded, the vendor's keys.exp and crash leftovers.
 
 use crate::cmd::{success, CmdResult};
 use crate::node_args::NodeArgs;

@@ -1,4 +1,5 @@
-//! `keyferry keys export`
+//! `keyferry keys export`: seal the primary's key set into a passphrase-wrapped bundle with an
+//! expiry, so the keys cross to the other nodes without a plaintext copy on the way.
 
 use crate::cmd::{export_work_factor, success, CmdResult};
 use crate::failure::Failure;

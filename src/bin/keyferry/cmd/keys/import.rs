@@ -1,4 +1,5 @@
-//! `keyferry keys import BUNDLE`
+//! `keyferry keys import BUNDLE`: install the primary's keys on this node only after every
+//! check passes, never replacing a different key without `--replace` and a backup.
 
 use crate::cmd::{success, CmdResult};
 use crate::node_args::NodeArgs;

@@ -1,4 +1,5 @@
-//! `keyferry keys inspect BUNDLE`
+//! `keyferry keys inspect BUNDLE`: what a bundle carries (source, expiry, files, fingerprint)
+//! before anyone imports it; never the key bytes.
 
 use crate::cmd::{success, CmdResult};
 use crate::passphrase::PassphraseArgs;

@@ -1,4 +1,4 @@
-//! `keyferry keys ...`
+//! `keyferry keys ...`: everything that moves, restores or cleans up key files between nodes.
 
 pub mod cleanup;
 pub mod export;

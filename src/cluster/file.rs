@@ -1,0 +1,358 @@
+//! The cluster file (TOML, `docs/cluster-file.md`): one file describes one cluster and is
+//! copied unchanged to every node. Read through a bound, validated strictly (unknown fields,
+//! one primary, real IP addresses, plain node names, the folders each role needs).
+
+use crate::error::{Error, Result};
+use crate::profile::{KeySpec, LocalSpec, Profile, ProfileId, Role};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest cluster file read (a thousand nodes fit in a fraction of it).
+pub const MAX_CLUSTER_FILE: u64 = 4 * 1024 * 1024;
+
+/// The cluster file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub name: String,
+    pub profile: ProfileId,
+    #[serde(default)]
+    pub custom: Option<CustomSection>,
+    #[serde(rename = "node", default)]
+    pub nodes: Vec<NodeSpec>,
+    /// Where it was read from (for messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[custom]`: the key and node-local files of a layout keyferry has no built-in profile for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSection {
+    #[serde(rename = "key", default)]
+    pub keys: Vec<KeySpec>,
+    #[serde(rename = "node_local", default)]
+    pub node_local: Vec<LocalSpec>,
+}
+
+/// One `[[node]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    pub role: Role,
+    /// IP address (the vendor HA tools take addresses only).
+    pub address: IpAddr,
+    /// Folder slots of the profile (`app`; `keytools` and `ha`; or the custom folders).
+    #[serde(default)]
+    pub paths: BTreeMap<String, PathBuf>,
+    /// How other machines reach this node (a path, `ssh://...`, or a report file). Reserved
+    /// for `keyferry audit`; stored and shown, not yet used.
+    #[serde(default)]
+    pub access: Option<String>,
+    /// Where this node keeps keyferry's ledger and backups (default: see [`default_state_dir`]).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// For ssh access: the keyferry binary on the node (default `keyferry`).
+    #[serde(default)]
+    pub remote_keyferry: Option<String>,
+    /// For ssh access: the cluster file's path on the node (default: the path given locally).
+    #[serde(default)]
+    pub remote_cluster: Option<String>,
+    /// This node's `pg_hba.conf`, if readable from here (for `diagnose --check pg-hba`).
+    #[serde(default)]
+    pub pg_hba: Option<PathBuf>,
+}
+
+impl ClusterFile {
+    pub fn load(path: &Path) -> Result<ClusterFile> {
+        let bytes = crate::fs::read_bounded(path, MAX_CLUSTER_FILE, "cluster file")?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::ClusterFile {
+            path: path.to_owned(),
+            why: "it is not UTF-8 text".into(),
+        })?;
+        ClusterFile::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterFile> {
+        let bad = |why: String| Error::ClusterFile {
+            path: path.to_owned(),
+            why,
+        };
+        let mut file: ClusterFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        file.path = path.to_owned();
+        let profile = file.profile_table()?;
+        if file.nodes.is_empty() {
+            return Err(bad("it lists no [[node]]".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut primaries = 0;
+        for n in &file.nodes {
+            if n.name.is_empty() {
+                return Err(bad("a node has an empty name".into()));
+            }
+            // Node names become folder names (backups/<node>/): plain names only.
+            if let Err(Error::BadEntryName { why, .. }) =
+                crate::keys::manifest::check_plain_name(&n.name)
+            {
+                return Err(bad(format!(
+                    "node name {:?} is not a plain name: {why}",
+                    n.name
+                )));
+            }
+            if !names.insert(n.name.to_ascii_lowercase()) {
+                return Err(bad(format!("node name {:?} appears twice", n.name)));
+            }
+            if n.role == Role::Primary {
+                primaries += 1;
+            }
+            if n.address.is_loopback() || n.address.is_unspecified() {
+                return Err(bad(format!(
+                    "node {}: address {} is not a real node address (the vendor HA tools refuse it)",
+                    n.name, n.address
+                )));
+            }
+            for slot in n.paths.keys() {
+                if !profile.folders.contains(slot) {
+                    return Err(bad(format!(
+                        "node {}: unknown folder {slot:?} in paths (profile {} has {})",
+                        n.name,
+                        profile.id,
+                        profile.folders.join(", ")
+                    )));
+                }
+            }
+            for key in profile.keys_held_by(n.role) {
+                if !n.paths.contains_key(&key.folder) {
+                    return Err(bad(format!(
+                        "node {}: paths.{} is missing (role {} holds {})",
+                        n.name, key.folder, n.role, key.name
+                    )));
+                }
+            }
+        }
+        if primaries != 1 {
+            return Err(bad(format!(
+                "it must have exactly one primary node, it has {primaries}"
+            )));
+        }
+        Ok(file)
+    }
+
+    /// The resolved profile table for this cluster.
+    pub fn profile_table(&self) -> Result<Profile> {
+        self.profile_rows().map_err(|why| Error::ClusterFile {
+            path: self.path.clone(),
+            why,
+        })
+    }
+
+    fn profile_rows(&self) -> std::result::Result<Profile, String> {
+        match (self.profile, &self.custom) {
+            (ProfileId::Custom, Some(c)) => {
+                if c.keys.is_empty() {
+                    return Err("[custom] lists no [[custom.key]]".into());
+                }
+                let mut seen = std::collections::HashSet::new();
+                for k in &c.keys {
+                    crate::keys::manifest::check_plain_name(&k.name).map_err(|e| e.to_string())?;
+                    if !seen.insert(k.name.clone()) {
+                        return Err(format!("custom key {:?} appears twice", k.name));
+                    }
+                }
+                for l in &c.node_local {
+                    if seen.contains(&l.name) {
+                        return Err(format!("{:?} cannot be both a key and node-local", l.name));
+                    }
+                }
+                Ok(Profile::custom(c.keys.clone(), c.node_local.clone()))
+            }
+            (ProfileId::Custom, None) => Err("profile \"custom\" needs a [custom] section".into()),
+            (id, Some(_)) => Err(format!(
+                "a [custom] section is only for profile \"custom\", not {id}"
+            )),
+            (id, None) => Profile::builtin(id).ok_or_else(|| format!("no built-in profile {id}")),
+        }
+    }
+
+    /// Picks the local node: by name if given, else the node whose name is this host's name
+    /// (case-insensitive, with or without the domain).
+    pub fn select(&self, name: Option<&str>, host: &str) -> Result<&NodeSpec> {
+        if let Some(name) = name {
+            return self
+                .nodes
+                .iter()
+                .find(|n| n.name.eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    Error::NodeNotFound(format!(
+                        "cluster {} has no node {name:?} (nodes: {})",
+                        self.name,
+                        self.node_names()
+                    ))
+                });
+        }
+        let short = host.split('.').next().unwrap_or(host);
+        self.nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(host) || n.name.eq_ignore_ascii_case(short))
+            .ok_or_else(|| {
+                Error::NodeNotFound(format!(
+                    "no node of cluster {} is named after this host {host:?} (nodes: {})",
+                    self.name,
+                    self.node_names()
+                ))
+            })
+    }
+
+    fn node_names(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Node;
+
+    const SS: &str = r#"
+name = "ss-prod"
+profile = "secret-server"
+
+[[node]]
+name = "web1"
+role = "primary"
+address = "10.0.0.11"
+paths = { app = 'C:\inetpub\wwwroot\SecretServer' }
+
+[[node]]
+name = "web2"
+role = "secondary"
+address = "10.0.0.12"
+access = '\\web2\c$\inetpub\wwwroot\SecretServer'
+paths = { app = 'D:\Secret Server' }
+
+[[node]]
+name = "proxy1"
+role = "proxy"
+address = "10.0.0.20"
+"#;
+
+    fn parse(s: &str) -> Result<ClusterFile> {
+        ClusterFile::parse(s, Path::new("c.toml"))
+    }
+
+    #[test]
+    fn parses_and_selects_by_name_or_host() {
+        let c = parse(SS).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        assert_eq!(c.select(Some("WEB2"), "x").unwrap().name, "web2");
+        assert_eq!(c.select(None, "web1.corp.example").unwrap().name, "web1");
+        assert!(matches!(
+            c.select(None, "other"),
+            Err(Error::NodeNotFound(_))
+        ));
+        let spec = c.select(Some("web2"), "").unwrap();
+        let node = Node::from_cluster(&c, spec, Some("/s".into())).unwrap();
+        let key = node.profile.key("encryption.config").unwrap();
+        assert_eq!(
+            node.key_path(key).unwrap(),
+            Path::new("D:\\Secret Server").join("encryption.config")
+        );
+    }
+
+    #[test]
+    fn rejects_mistakes_with_reasons() {
+        let cases = [
+            (
+                SS.replace("10.0.0.12", "127.0.0.1"),
+                "not a real node address",
+            ),
+            (SS.replace("10.0.0.12", "web2.corp"), "invalid"),
+            (
+                SS.replace("name = \"web2\"", "name = \"/tmp/t/x\""),
+                "not a plain name",
+            ),
+            (
+                SS.replace("role = \"secondary\"", "role = \"primary\""),
+                "exactly one primary",
+            ),
+            (
+                SS.replace("name = \"proxy1\"", "name = \"WEB1\""),
+                "appears twice",
+            ),
+            (
+                SS.replace("paths = { app = 'D:\\Secret Server' }", ""),
+                "paths.app is missing",
+            ),
+            (SS.replace("access =", "acess ="), "unknown field"),
+            (
+                SS.replace("secret-server", "secretserver"),
+                "unknown variant",
+            ),
+            (SS.replace("{ app =", "{ ha ="), "unknown folder"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn unc_share_and_drive_paths_are_kept_verbatim() {
+        let c = parse(SS).unwrap();
+        let web2 = c.select(Some("web2"), "").unwrap();
+        assert_eq!(
+            web2.access.as_deref(),
+            Some(r"\\web2\c$\inetpub\wwwroot\SecretServer")
+        );
+        let text = SS.replace(
+            r"'D:\Secret Server'",
+            r"'\\web2\c$\inetpub\wwwroot\Secret Server'",
+        );
+        let c = parse(&text).unwrap();
+        let spec = c.select(Some("web2"), "").unwrap();
+        let node = Node::from_cluster(&c, spec, None).unwrap();
+        let p = node
+            .key_path(node.profile.key("encryption.config").unwrap())
+            .unwrap();
+        #[cfg(windows)]
+        assert_eq!(
+            p.display().to_string(),
+            r"\\web2\c$\inetpub\wwwroot\Secret Server\encryption.config"
+        );
+        assert!(p.starts_with(r"\\web2\c$\inetpub\wwwroot\Secret Server"));
+    }
+
+    #[test]
+    fn custom_profile() {
+        let text = r#"
+name = "c"
+profile = "custom"
+[custom]
+key = [{ name = "master.key", folder = "conf", roles = ["secondary"] }]
+node_local = [{ name = "db.ini", folder = "conf" }]
+[[node]]
+name = "a"
+role = "primary"
+address = "10.1.1.1"
+paths = { conf = "/etc/app" }
+"#;
+        let c = parse(text).unwrap();
+        let p = c.profile_table().unwrap();
+        assert_eq!(p.folders, ["conf"]);
+        assert!(p.is_node_local("db.ini"));
+        let bad = text.replace("master.key", "../master.key");
+        assert!(parse(&bad).is_err());
+        let bad = text.replace("profile = \"custom\"", "profile = \"secret-server\"");
+        assert!(parse(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("only for profile"));
+    }
+}

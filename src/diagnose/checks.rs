@@ -1,0 +1,271 @@
+//! The checks `diagnose` runs against a cluster: findings from the audit's reports (keys,
+//! DPAPI, binaries, clocks), TCP reachability of the ports each role needs (from the profile),
+//! and the `pg_hba.conf` lines each HA peer needs.
+
+use crate::audit::{AuditReport, NodeStatus};
+use crate::cluster::ClusterFile;
+use crate::codes::FindingCode;
+use crate::diagnose::catalogue::Check;
+use crate::profile::Role;
+use serde::Serialize;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Severity of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub code: FindingCode,
+    pub severity: Severity,
+    pub node: Option<String>,
+    pub evidence: String,
+    pub fix: String,
+}
+
+/// Findings from the audit's collected reports.
+pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for n in &audit.nodes {
+        let f = |code: FindingCode, severity, evidence: String, fix: &str| Finding {
+            code,
+            severity,
+            node: Some(n.node.clone()),
+            evidence,
+            fix: fix.into(),
+        };
+        let reason = n.reason.clone().unwrap_or_default();
+        if checks.contains(&Check::Keys) {
+            match n.status {
+                NodeStatus::Differs => out.push(f(
+                    FindingCode::KeysDiffer,
+                    Severity::Error,
+                    reason.clone(),
+                    "keyferry keys import BUNDLE --replace on this node",
+                )),
+                NodeStatus::Missing | NodeStatus::Partial => out.push(f(
+                    FindingCode::KeysMissing,
+                    Severity::Error,
+                    reason.clone(),
+                    "keyferry keys import BUNDLE on this node",
+                )),
+                NodeStatus::Unreachable | NodeStatus::Rejected => out.push(f(
+                    FindingCode::NodeUnreachable,
+                    Severity::Error,
+                    reason.clone(),
+                    "check the node's access in the cluster file",
+                )),
+                NodeStatus::NoReference => out.push(f(
+                    FindingCode::NoReference,
+                    Severity::Error,
+                    reason.clone(),
+                    "make the primary's report readable",
+                )),
+                _ => {}
+            }
+        }
+        if checks.contains(&Check::Dpapi) && n.status == NodeStatus::DpapiSuspected {
+            out.push(f(
+                FindingCode::DpapiSuspected,
+                Severity::Error,
+                reason.clone(),
+                "decrypt the key on its own node (Decrypt Key to not use DPAPI), export, import",
+            ));
+        }
+        if checks.contains(&Check::Binaries) && n.binaries == crate::audit::Binaries::Differs {
+            let paths = if n.differing_paths.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", n.differing_paths.join(", "))
+            };
+            out.push(f(
+                FindingCode::BinariesDiffer,
+                Severity::Error,
+                format!("application folder differs from {}{paths}", audit.reference),
+                "copy the primary's application folder minus database.config and encryption.config",
+            ));
+        }
+        if checks.contains(&Check::Clocks) && n.clock_flagged {
+            out.push(f(
+                FindingCode::ClockSkew,
+                Severity::Error,
+                format!("clock differs by {}s", n.clock_skew_seconds.unwrap_or(0)),
+                "synchronise the node's clock",
+            ));
+        }
+    }
+    out
+}
+
+/// TCP reachability from this machine to the primary on each port a role needs (or the
+/// configured list). Only addresses from the cluster file are contacted, once each.
+pub fn check_ports(file: &ClusterFile, ports: Option<&[u16]>, timeout: Duration) -> Vec<Finding> {
+    let Ok(profile) = file.profile_table() else {
+        return Vec::new();
+    };
+    let Some(primary) = file.nodes.iter().find(|n| n.role == Role::Primary) else {
+        return Vec::new();
+    };
+    let mut wanted: Vec<u16> = match ports {
+        Some(p) => p.to_vec(),
+        None => file
+            .nodes
+            .iter()
+            .flat_map(|n| profile.ports_needed(n.role).iter().copied())
+            .collect(),
+    };
+    wanted.sort();
+    wanted.dedup();
+    wanted
+        .into_iter()
+        .filter_map(|port| {
+            let addr = SocketAddr::new(primary.address, port);
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(_) => None,
+                Err(e) => Some(Finding {
+                    code: FindingCode::PortClosed,
+                    severity: Severity::Error,
+                    node: Some(primary.name.clone()),
+                    evidence: format!("{addr}: {e} (from this machine)"),
+                    fix: format!(
+                        "open TCP {port} on {} (Windows Firewall and any network firewall)",
+                        primary.name
+                    ),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Whether a pg_hba.conf text has the two lines a peer needs (exact /32 or equivalent mask).
+pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<String> {
+    let mut have_replication = false;
+    let mut have_all = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[0] != "host" && f[0] != "hostssl" {
+            continue;
+        }
+        let (db, usr) = (f[1], f[2]);
+        let addr_ok = match (f[3].split_once('/'), f.get(4)) {
+            (Some((ip, bits)), _) => ip.parse() == Ok(peer) && (bits == "32" || bits == "128"),
+            (None, Some(mask)) => f[3].parse() == Ok(peer) && (*mask == "255.255.255.255"),
+            _ => false,
+        } || f[3] == "all"
+            || f[3] == "0.0.0.0/0";
+        if !addr_ok {
+            continue;
+        }
+        let user_ok = usr == "all" || usr == user;
+        if db == "replication" && user_ok {
+            have_replication = true;
+        }
+        if db == "all" && usr == "all" {
+            have_all = true;
+        }
+    }
+    let mut missing = Vec::new();
+    if !have_replication {
+        missing.push(format!("host replication {user} {peer}/32 md5"));
+    }
+    if !have_all {
+        missing.push(format!("host all all {peer}/32 md5"));
+    }
+    missing
+}
+
+/// The `pg_hba.conf` lines each HA peer needs, for every node of the pair whose file is
+/// readable from here (its `pg_hba` in the cluster file).
+pub fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
+    let pair: Vec<_> = file
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.role, Role::Primary | Role::Secondary))
+        .collect();
+    let mut out = Vec::new();
+    for n in &pair {
+        let Some(path) = &n.pg_hba else { continue };
+        let text = match crate::fs::read_bounded(path, 1024 * 1024, "pg_hba.conf")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Finding {
+                    code: FindingCode::PgHbaUnreadable,
+                    severity: Severity::Warning,
+                    node: Some(n.name.clone()),
+                    evidence: format!("{}: {e}", path.display()),
+                    fix: "make the file readable from here, or check it on the node".into(),
+                });
+                continue;
+            }
+        };
+        for peer in pair.iter().filter(|p| p.name != n.name) {
+            let missing = check_pg_hba(&text, peer.address, user);
+            if !missing.is_empty() {
+                out.push(Finding {
+                    code: FindingCode::PgHbaMissingPeer,
+                    severity: Severity::Error,
+                    node: Some(n.name.clone()),
+                    evidence: format!(
+                        "{} has no line for peer {} ({})",
+                        path.display(),
+                        peer.name,
+                        peer.address
+                    ),
+                    fix: format!(
+                        "add above broader rules, then reload PostgreSQL: {}",
+                        missing.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Profile, ProfileId, Role};
+
+    #[test]
+    fn default_ports_are_privilege_secure_only() {
+        let ps = Profile::builtin(ProfileId::PrivilegeSecure).unwrap();
+        assert_eq!(ps.ports_needed(Role::Secondary), [5432, 6500]);
+        assert_eq!(ps.ports_needed(Role::Action), [6500, 6520, 6523, 6524]);
+        let ss = Profile::builtin(ProfileId::SecretServer).unwrap();
+        assert!(ss.ports_needed(Role::Secondary).is_empty());
+    }
+
+    #[test]
+    fn pg_hba_lines_compared_semantically() {
+        let peer: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let full = "host replication repuser 10.0.0.5/32 md5\r\nhost all all 10.0.0.5 255.255.255.255 md5\r\n";
+        assert!(check_pg_hba(full, peer, "repuser").is_empty());
+        let partial = "# comment\nhost all all 10.0.0.5/32 md5\nhost all all 10.0.0.6/32 md5\n";
+        assert_eq!(
+            check_pg_hba(partial, peer, "repuser"),
+            ["host replication repuser 10.0.0.5/32 md5"]
+        );
+        assert_eq!(check_pg_hba("", peer, "repuser").len(), 2);
+    }
+}

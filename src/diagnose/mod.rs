@@ -1,0 +1,11 @@
+//! `keyferry diagnose`: turn an error message into its cause, the vendor's fix and the
+//! keyferry commands that carry it out ([`catalogue`]); with a cluster file, run the checks
+//! that bear on it ([`checks`]).
+
+pub mod catalogue;
+pub mod checks;
+
+pub use catalogue::{match_message, Check, Known, ALL_CHECKS, CATALOGUE};
+pub use checks::{
+    check_pg_hba, check_ports, findings_from_audit, pg_hba_findings, Finding, Severity,
+};
