@@ -108,6 +108,25 @@ fn hint_for(e: &Error) -> Option<&'static str> {
         Error::Unsupported(_) => {
             "run it on the Windows node that owns the file; keyferry's other commands work everywhere"
         }
+        Error::NotAFile { .. } => {
+            "point keyferry at the file itself, not at a link, folder, FIFO or device; nothing was read or changed"
+        }
+        Error::TooLarge { .. } => "check that the path names the right file",
+        Error::Changed { .. } => {
+            "another program or user changed the file while keyferry worked; nothing of keyferry's \
+             was left in its place: find out who changed it, then run the command again"
+        }
+        Error::NodeBusy { .. } => {
+            "wait for the other keyferry command to finish (or give it longer with --wait 2m), \
+             then run this one again"
+        }
+        Error::RecoveryConflict(_) => {
+            "compare the named file with the backup named in the message, put the right one in \
+             place by hand, then remove journal.json from the node's state folder"
+        }
+        Error::NodeReport(_) => {
+            "collect the report again with keyferry fingerprint --json on that node (same keyferry version)"
+        }
         Error::InvalidInput(_) => return None,
         Error::Io { .. } => "check that the path exists and that you may read and write it",
         _ => return None,
