@@ -317,3 +317,23 @@ print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
         "peak memory {max_kib} KiB hashing a 1 GiB file"
     );
 }
+
+/// A replaced key keeps the mode it had, even a careless one, but the admin is told.
+#[cfg(unix)]
+#[test]
+fn a_world_readable_key_keeps_its_mode_and_the_import_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let key2 = c.key_path("web2");
+    std::fs::set_permissions(&key2, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bundle = c.export();
+    let r = import(&c, "web2", &bundle, &["--replace"]);
+    r.assert_code(0);
+    assert_eq!(mode(&key2), Some(0o644));
+    assert!(
+        r.stderr().contains("readable by every user"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("chmod o-rwx"), "{}", r.stderr());
+}

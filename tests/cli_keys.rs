@@ -40,12 +40,16 @@ fn export_then_import_installs_on_missing_node_and_removes_bundle() {
     let r = import(&c, "dr1", &bundle, &[]);
     r.assert_code(0);
     assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
-    // A new key file takes what the product's own file beside it has (database.config).
+    // A new key file takes what the product's own file beside it has (database.config,
+    // 0644 here), less any access for everyone else.
     #[cfg(unix)]
-    assert_eq!(
-        common::mode(&c.key_path("dr1")),
-        common::mode(&c.app("dr1").join("database.config"))
-    );
+    {
+        assert_eq!(
+            common::mode(&c.app("dr1").join("database.config")),
+            Some(0o644)
+        );
+        assert_eq!(common::mode(&c.key_path("dr1")), Some(0o640));
+    }
     assert!(!bundle.exists(), "bundle removed after import");
     assert!(r.stdout().contains("installed"), "{}", r.stdout());
     assert!(

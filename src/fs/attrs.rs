@@ -11,6 +11,8 @@ use std::fs::File;
 /// Mode of a new product file when no sibling shows what the product uses: owner read and
 /// write, the folder's group read (the service account's group), nothing for others.
 pub const NEW_FILE_MODE: u32 = 0o640;
+/// The most a new key file copies from a sibling's mode: read and write for owner and group.
+pub const NEW_FILE_MAX_MODE: u32 = 0o660;
 
 /// Attributes carried from one file to another. Unix fields on Unix, `acl` on Windows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,11 @@ impl Applied {
 }
 
 impl Attrs {
+    /// Whether every user of the machine may read a file with these attributes (Unix mode).
+    pub fn readable_by_everyone(&self) -> bool {
+        self.mode.is_some_and(|m| m & 0o004 != 0)
+    }
+
     /// keyferry's own files: owner only.
     pub fn private() -> Attrs {
         Attrs {
@@ -126,7 +133,11 @@ impl Attrs {
     pub fn for_new_file(dir: &Dir, siblings: &[String]) -> Result<(Attrs, AttrSource)> {
         for s in siblings {
             if let Ok(Some(f)) = dir.open_file(std::ffi::OsStr::new(s), false) {
-                return Ok((Attrs::of(&f)?, AttrSource::Sibling(s.clone())));
+                let mut a = Attrs::of(&f)?;
+                // The sibling's owner and group, but a key is never for everyone: no bits
+                // for others, no execute, whatever the sibling has.
+                a.mode = a.mode.map(|m| m & NEW_FILE_MAX_MODE);
+                return Ok((a, AttrSource::Sibling(s.clone())));
             }
         }
         #[cfg(unix)]

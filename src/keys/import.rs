@@ -251,6 +251,15 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
                 }
             }
         };
+        if action == FileAction::Replace && looked.attrs.readable_by_everyone() {
+            warnings.push(format!(
+                "{} is readable by every user of this machine (mode {:04o}); keyferry keeps the \
+                 mode it found, but the key should not be: chmod o-rwx {}",
+                path.display(),
+                looked.attrs.mode.unwrap_or(0),
+                path.display()
+            ));
+        }
         let dpapi = match protect {
             ProtectMode::Dpapi => true,
             ProtectMode::None => false,
