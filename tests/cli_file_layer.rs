@@ -337,3 +337,73 @@ fn a_world_readable_key_keeps_its_mode_and_the_import_says_so() {
     );
     assert!(r.stderr().contains("chmod o-rwx"), "{}", r.stderr());
 }
+
+/// Once the keys are committed, later trouble (here: the ledger cannot be written) is a
+/// warning in a successful report, not exit 2 with "nothing on disk was changed".
+#[test]
+fn trouble_after_the_commit_is_a_warning_not_a_failure() {
+    let c = Cluster::secret_server(KEY_A, None);
+    let bundle = c.export();
+    std::fs::create_dir_all(c.path("dr1/state/ledger.json")).unwrap();
+    let r = import(&c, "dr1", &bundle, &["--keep-bundle", "--json"]);
+    r.assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+    let w = r.json()["warnings"].to_string();
+    assert!(w.contains("could not be put on the ledger"), "{w}");
+    assert!(w.contains("keyferry shred"), "{w}");
+}
+
+/// The way back: every replace leaves a backup; `keys restore` lists it with the old key
+/// set's fingerprint and puts it back, backing up what it replaces.
+#[test]
+fn restore_lists_backups_and_puts_one_back() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let bundle = c.export();
+    import(&c, "web2", &bundle, &["--replace"]).assert_code(0);
+    let cluster = c.cluster_file();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "keys",
+            "restore",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web2",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        keyferry(&a, None)
+    };
+    let list = run(&["--list"]);
+    list.assert_code(0);
+    let backups = list.json()["backups"].as_array().unwrap().clone();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        backups[0]["fingerprint"],
+        fingerprint_of(&[("encryption.config", KEY_B)])
+    );
+    let id = backups[0]["id"].as_str().unwrap();
+    let r = run(&["--backup", id]);
+    r.assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), KEY_B);
+    assert!(
+        r.json()["backup_dir"].is_string(),
+        "what it replaced is backed up"
+    );
+    let list = run(&["--list"]);
+    assert_eq!(list.json()["backups"].as_array().unwrap().len(), 2);
+    // A backup name that is not one is refused and changes nothing.
+    c.assert_refused_with(
+        &[
+            "keys",
+            "restore",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web2",
+            "--backup",
+            "../../etc",
+        ],
+        "invalid-input",
+    );
+}

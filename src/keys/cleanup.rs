@@ -140,3 +140,52 @@ fn remove_one(path: &Path, bundle: bool, dry_run: bool) -> Outcome {
         Err(e) => Outcome::Failed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ledger::{LedgerEntry, LedgerKind};
+    use crate::profile::{ProfileId, Role};
+
+    /// The field report: `keys cleanup` truncated a root-owned file after 287 runs, when the
+    /// recorded bundle was swapped for a link between its look and its removal. Made certain
+    /// with the test hook right after the open.
+    #[cfg(unix)]
+    #[test]
+    fn a_bundle_swapped_for_a_link_during_cleanup_leaves_the_target_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let node = Node::from_root(
+            ProfileId::SecretServer,
+            d.path(),
+            Role::Secondary,
+            "web2",
+            Some(d.path().join("state")),
+        )
+        .unwrap();
+        let bundle = d.path().join("keys.kfb");
+        std::fs::write(&bundle, b"-----BEGIN AGE ENCRYPTED FILE-----\nxx\n").unwrap();
+        Ledger::at(&node.state_dir)
+            .record(LedgerEntry {
+                path: bundle.clone(),
+                time: crate::time::Timestamp::now(),
+                fingerprint: crate::fingerprint::Fingerprint::of(std::iter::empty()),
+                node: "web2".into(),
+                kind: LedgerKind::Exported,
+            })
+            .unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let (b, v) = (bundle.clone(), victim.clone());
+        let _h = crate::failpoint::on("shred:after-open", move || {
+            std::fs::remove_file(&b).unwrap();
+            std::os::unix::fs::symlink(&v, &b).unwrap();
+        });
+        let r = cleanup(&node, false, Duration::from_secs(1));
+        assert!(
+            matches!(r, Err(crate::Error::Changed { .. })),
+            "{:?}",
+            r.err()
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+}

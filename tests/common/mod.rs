@@ -105,6 +105,23 @@ impl Cluster {
         r
     }
 
+    /// Runs `keyferry <args> --json` as given (no passphrase file added), expects a refusal:
+    /// exit 2 with error `code`, and no file under the cluster changed.
+    pub fn assert_refused_with(&self, args: &[&str], code: &str) -> Run {
+        let before = self.snapshot();
+        let mut a = args.to_vec();
+        a.push("--json");
+        let r = keyferry(&a, None);
+        r.assert_code(2);
+        assert_eq!(r.json()["error"]["code"], code, "{}", r.stderr());
+        assert_eq!(
+            before,
+            self.snapshot(),
+            "refusal {code} changed files on disk"
+        );
+        r
+    }
+
     /// Exports from web1 to `bundle.kfb` and returns its path.
     pub fn export(&self) -> PathBuf {
         let out = self.path("bundle.kfb");
