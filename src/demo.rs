@@ -124,7 +124,8 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
 
     for (i, replace) in [(1, true), (2, false)] {
         let bundle_copy = root.join(format!("keys-{}.kfb", nodes[i].name));
-        std::fs::copy(&bundle, &bundle_copy).map_err(|e| Error::io(&bundle_copy, e))?;
+        let sealed = crate::keys::bundle::Bundle::read_file(&bundle)?;
+        crate::fs::write_private(&bundle_copy, &sealed)?;
         let r = import_file(
             &bundle_copy,
             &passphrase,
@@ -174,11 +175,10 @@ fn write_cluster(root: &Path) -> Result<ClusterFile> {
     for (name, role, ip) in NODES {
         let app = root.join(name).join("SecretServer");
         std::fs::create_dir_all(&app).map_err(|e| Error::io(&app, e))?;
-        std::fs::write(
-            app.join("database.config"),
-            format!("Server=sql1;Node={name}\n"),
-        )
-        .map_err(|e| Error::io(&app, e))?;
+        crate::fs::write_private(
+            &app.join("database.config"),
+            format!("Server=sql1;Node={name}\n").as_bytes(),
+        )?;
         let state = root.join(name).join("state");
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{ip}\"\nstate_dir = {state:?}\n"
@@ -188,7 +188,7 @@ fn write_cluster(root: &Path) -> Result<ClusterFile> {
         }
     }
     let path = root.join("cluster.toml");
-    std::fs::write(&path, &text).map_err(|e| Error::io(&path, e))?;
+    crate::fs::write_private(&path, text.as_bytes())?;
     ClusterFile::load(&path)
 }
 

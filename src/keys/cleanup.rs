@@ -141,7 +141,7 @@ fn remove_one(path: &Path, bundle: bool, dry_run: bool) -> Outcome {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::keys::ledger::{LedgerEntry, LedgerKind};
@@ -150,7 +150,6 @@ mod tests {
     /// The field report: `keys cleanup` truncated a root-owned file after 287 runs, when the
     /// recorded bundle was swapped for a link between its look and its removal. Made certain
     /// with the test hook right after the open.
-    #[cfg(unix)]
     #[test]
     fn a_bundle_swapped_for_a_link_during_cleanup_leaves_the_target_alone() {
         let d = tempfile::tempdir().unwrap();

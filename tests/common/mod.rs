@@ -91,27 +91,18 @@ impl Cluster {
     /// Runs `keyferry <args> --json` for `node` (as [`Cluster::keyferry_node`]), expects a
     /// refusal: exit 2 with error `code`, and no file under the cluster changed.
     pub fn assert_refused(&self, node: &str, args: &[&str], code: &str) -> Run {
-        let before = self.snapshot();
-        let mut a = args.to_vec();
-        a.push("--json");
-        let r = self.keyferry_node(node, &a);
-        r.assert_code(2);
-        assert_eq!(r.json()["error"]["code"], code, "{}", r.stderr());
-        assert_eq!(
-            before,
-            self.snapshot(),
-            "refusal {code} changed files on disk"
-        );
-        r
+        self.expect_refusal(code, || self.keyferry_node(node, &with_json(args)))
     }
 
-    /// Runs `keyferry <args> --json` as given (no passphrase file added), expects a refusal:
-    /// exit 2 with error `code`, and no file under the cluster changed.
+    /// As [`Cluster::assert_refused`], with the arguments exactly as given (no node or
+    /// passphrase file added).
     pub fn assert_refused_with(&self, args: &[&str], code: &str) -> Run {
+        self.expect_refusal(code, || keyferry(&with_json(args), None))
+    }
+
+    fn expect_refusal(&self, code: &str, run: impl FnOnce() -> Run) -> Run {
         let before = self.snapshot();
-        let mut a = args.to_vec();
-        a.push("--json");
-        let r = keyferry(&a, None);
+        let r = run();
         r.assert_code(2);
         assert_eq!(r.json()["error"]["code"], code, "{}", r.stderr());
         assert_eq!(
@@ -134,6 +125,12 @@ impl Cluster {
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(self.dir.path())
     }
+}
+
+fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    a
 }
 
 /// Makes a file private the way an admin would: mode 0600 on Unix, an owner-only ACL on
