@@ -77,6 +77,7 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
         host,
         now,
         crate::keys::export::DEFAULT_TTL,
+        false,
     )?;
     let bundle = root.join("keys.kfb");
     progress.step(&format!(
@@ -96,6 +97,7 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     let opts = |replace| ImportOptions {
         protect: crate::keys::import::ProtectMode::Auto,
         replace,
+        replace_primary: false,
         dry_run: false,
         allow_expired: false,
         now,

@@ -47,7 +47,20 @@ pub enum Error {
     #[error("the bundle is for cluster {bundle:?}, this node belongs to cluster {node:?}")]
     WrongCluster { bundle: String, node: String },
 
+    // --- exporting ---
+    /// The node's role holds no keys (a proxy), so there is nothing to export.
+    #[error(
+        "node {node} is a {role} node: it holds no keys, so there is nothing to export from it"
+    )]
+    NothingToExport { node: String, role: String },
+    /// Export from a node that is not the primary, without saying so.
+    #[error("node {node} is a {role} node, not the primary: the primary's keys are the cluster's source of truth, and a bundle from another node spreads whatever key that node has, right or wrong")]
+    NotPrimary { node: String, role: String },
+
     // --- installing ---
+    /// Import would replace the primary's key set, which needs its own flag.
+    #[error("node {node} is the primary: its key set encrypts the database, and replacing it with another node's makes every secret unreadable unless that key is the right one")]
+    ReplacesPrimary { node: String },
     /// The node already holds different keys and `--replace` was not given.
     #[error("this node already holds different keys ({files})")]
     KeySetDiffers { files: String },
@@ -158,6 +171,9 @@ impl Error {
             Error::BundleIncomplete { .. } => "bundle-incomplete",
             Error::WrongProfile { .. } => "wrong-profile",
             Error::WrongCluster { .. } => "wrong-cluster",
+            Error::NothingToExport { .. } => "nothing-to-export",
+            Error::NotPrimary { .. } => "not-primary",
+            Error::ReplacesPrimary { .. } => "replaces-primary",
             Error::KeySetDiffers { .. } => "key-set-differs",
             Error::UnsafeDestination { .. } => "unsafe-destination",
             Error::FolderMissing { .. } => "folder-missing",
@@ -211,6 +227,9 @@ impl Error {
         "bundle-incomplete",
         "wrong-profile",
         "wrong-cluster",
+        "nothing-to-export",
+        "not-primary",
+        "replaces-primary",
         "key-set-differs",
         "unsafe-destination",
         "folder-missing",

@@ -91,11 +91,28 @@ fn export_prints_fingerprint_that_matches_fingerprint_command() {
 fn same_keys_is_a_no_op_that_keeps_the_bundle() {
     let c = Cluster::secret_server(KEY_A, Some(KEY_A));
     let bundle = c.export();
-    let before = c.snapshot();
+    let key_before = std::fs::read(c.key_path("web2")).unwrap();
     let r = import(&c, "web2", &bundle, &["--json"]);
     r.assert_code(0);
     assert_eq!(r.json()["outcome"], "unchanged");
-    assert_eq!(before, c.snapshot());
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), key_before);
+    assert!(bundle.exists(), "the bundle stays");
+    // ... and is on the ledger, so keys cleanup keeps the promise it is given.
+    let ledger = std::fs::read_to_string(c.path("web2/state/ledger.json")).unwrap();
+    assert!(ledger.contains("kept-after-import"), "{ledger}");
+    let r = keyferry(
+        &[
+            "keys",
+            "cleanup",
+            "-c",
+            c.cluster_file().to_str().unwrap(),
+            "--node",
+            "web2",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert!(!bundle.exists(), "{}", r.stdout());
 }
 
 #[test]
@@ -469,9 +486,83 @@ fn export_refuses_node_without_keys_and_changes_nothing() {
     let out = c.path("x.kfb");
     c.assert_refused(
         "dr1",
-        &["keys", "export", "-o", out.to_str().unwrap()],
+        &[
+            "keys",
+            "export",
+            "-o",
+            out.to_str().unwrap(),
+            "--from-non-primary",
+        ],
         "key-file-missing",
     );
+}
+
+/// The primary's key is the source of truth: exporting elsewhere needs a flag and says why;
+/// a proxy has nothing to export, and the hint points at the primary, not at an import.
+#[test]
+fn export_from_a_node_that_is_not_the_primary_needs_a_flag_and_says_why() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let out = c.path("x.kfb");
+    let o = out.to_str().unwrap();
+    let r = c.assert_refused("web2", &["keys", "export", "-o", o], "not-primary");
+    assert!(r.stderr().contains("source of truth"), "{}", r.stderr());
+    assert!(r.stderr().contains("--from-non-primary"), "{}", r.stderr());
+    let r = c.assert_refused("proxy1", &["keys", "export", "-o", o], "nothing-to-export");
+    assert!(r.stderr().contains("on the primary"), "{}", r.stderr());
+    assert!(!r.stderr().contains("run the import"), "{}", r.stderr());
+    c.keyferry_node("web2", &["keys", "export", "-o", o, "--from-non-primary"])
+        .assert_code(0);
+}
+
+/// Replacing the primary's key set needs --replace-primary on top of --replace, and the
+/// refusal says what the admin is about to do.
+#[test]
+fn replacing_the_primarys_keys_needs_its_own_flag() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let out = c.path("b.kfb");
+    let o = out.to_str().unwrap();
+    c.keyferry_node("web2", &["keys", "export", "-o", o, "--from-non-primary"])
+        .assert_code(0);
+    for extra in [&[][..], &["--replace"][..]] {
+        let mut a = vec!["keys", "import", o];
+        a.extend_from_slice(extra);
+        let r = c.assert_refused("web1", &a, "replaces-primary");
+        assert!(
+            r.stderr().contains("encrypts the database"),
+            "{}",
+            r.stderr()
+        );
+    }
+    let r = import(&c, "web1", &out, &["--replace", "--replace-primary"]);
+    r.assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("web1")).unwrap(), KEY_B);
+}
+
+/// A dry run on a node with a different key shows the plan, says what would be refused and
+/// why, says the bundle would be removed, and exits 0 changing nothing.
+#[test]
+fn dry_run_shows_what_would_be_refused_and_exits_0() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let bundle = c.export();
+    let before = c.snapshot();
+    let r = import(&c, "web2", &bundle, &["--dry-run"]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("would replace"), "{}", r.stdout());
+    assert!(
+        r.stdout().contains("would be refused [key-set-differs]"),
+        "{}",
+        r.stdout()
+    );
+    assert!(r.stdout().contains("--keep-bundle"), "{}", r.stdout());
+    assert!(
+        !r.stderr().contains("see the plan with --dry-run"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, c.snapshot());
+    let j = import(&c, "web2", &bundle, &["--dry-run", "--json"]).json();
+    assert_eq!(j["would_refuse"]["code"], "key-set-differs");
+    assert_eq!(j["bundle_removed_after"], true);
 }
 
 #[test]

@@ -169,8 +169,17 @@ fn bundle_from_action_host_lacks_appsettings_for_secondary() {
     let ps = Ps::new();
     std::fs::write(ps.p("act1/KeyTools/keys.exp"), KEYS_EXP).unwrap();
     let b = ps.p("a.kfb");
-    ps.run("act1", &["keys", "export", "-o", b.to_str().unwrap()])
-        .assert_code(0);
+    ps.run(
+        "act1",
+        &[
+            "keys",
+            "export",
+            "-o",
+            b.to_str().unwrap(),
+            "--from-non-primary",
+        ],
+    )
+    .assert_code(0);
     let before = snapshot(ps.dir.path());
     let r = ps.run("nps2", &["keys", "import", b.to_str().unwrap(), "--json"]);
     r.assert_code(2);

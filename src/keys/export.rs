@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// Default bundle lifetime, like kubeadm's two-hour certificate key.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// Shortest lifetime `--ttl` accepts: enough to copy the bundle and type the passphrase.
+pub const MIN_TTL: Duration = Duration::from_secs(5 * 60);
 /// Longest lifetime `--ttl` accepts: a bundle is for one maintenance window, not for storage.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -29,20 +31,29 @@ pub fn build_manifest(
     host: &str,
     now: Timestamp,
     ttl: Duration,
+    from_non_primary: bool,
 ) -> Result<(Manifest, Vec<String>)> {
-    if ttl.is_zero() || ttl > MAX_TTL {
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
         return Err(Error::InvalidInput(format!(
-            "--ttl must be between 1s and {}",
+            "--ttl must be between {} and {}",
+            crate::time::format_duration(MIN_TTL),
             crate::time::format_duration(MAX_TTL)
         )));
     }
-    let keys = read_local_keys(node)?;
-    if keys.is_empty() {
-        return Err(Error::WrongRole(format!(
-            "role {} holds no keys in profile {}; export from a node that holds them",
-            node.role, node.profile.id
-        )));
+    if !node.profile.role_needs_keys(node.role) {
+        return Err(Error::NothingToExport {
+            node: node.name.clone(),
+            role: node.role.to_string(),
+        });
     }
+    // The primary's keys encrypt the database: they are the cluster's source of truth.
+    if node.role != Role::Primary && !from_non_primary {
+        return Err(Error::NotPrimary {
+            node: node.name.clone(),
+            role: node.role.to_string(),
+        });
+    }
+    let keys = read_local_keys(node)?;
     require_complete(&keys)?;
     for k in &keys {
         if !k.protection.can_travel() {

@@ -37,6 +37,8 @@ pub enum ProtectMode {
 pub struct ImportOptions {
     pub protect: ProtectMode,
     pub replace: bool,
+    /// Also allow replacing the primary's key set (it encrypts the database).
+    pub replace_primary: bool,
     pub dry_run: bool,
     pub allow_expired: bool,
     pub now: Timestamp,
@@ -431,6 +433,18 @@ pub struct ImportReport {
     pub swept: Vec<crate::fs::Removal>,
     /// Trouble after the keys were committed (ledger, bundle removal): the import stands.
     pub warnings: Vec<String>,
+    /// A real import removes the bundle afterwards (not with `--keep-bundle`): other nodes
+    /// that were to import the same copy need their own copy, or `--keep-bundle` here.
+    pub bundle_removed_after: bool,
+    /// `--dry-run`: what a real import would refuse, and why.
+    pub would_refuse: Option<WouldRefuse>,
+}
+
+/// A refusal a dry run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct WouldRefuse {
+    pub code: &'static str,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -478,6 +492,8 @@ pub fn import_file(
         recovered: None,
         swept: Vec::new(),
         warnings: Vec::new(),
+        bundle_removed_after: false,
+        would_refuse: None,
     };
     if opts.dry_run && interrupted {
         report.warnings.push(
@@ -486,13 +502,25 @@ pub fn import_file(
                 .into(),
         );
     }
+    report.bundle_removed_after = !keep_bundle;
     if report.plan.is_noop() && !interrupted {
         report.outcome = ImportOutcome::Unchanged;
+        if !opts.dry_run {
+            keep_on_ledger(&mut report, bundle, &manifest, node, opts);
+        }
         return Ok(report);
     }
-    if report.plan.replaces() && !opts.replace && !interrupted {
-        // Same refusal as `apply` gives, before anything else happens.
-        apply(&manifest, &report.plan, node, false)?;
+    if let Some(refusal) = refusal(&report.plan, node, opts) {
+        if opts.dry_run {
+            report.would_refuse = Some(WouldRefuse {
+                code: refusal.code(),
+                message: refusal.to_string(),
+            });
+            return Ok(report);
+        }
+        if !interrupted {
+            return Err(refusal);
+        }
     }
     if opts.dry_run {
         return Ok(report);
@@ -505,7 +533,11 @@ pub fn import_file(
     report.plan = plan(&manifest, node, opts.protect)?;
     if report.plan.is_noop() {
         report.outcome = ImportOutcome::Unchanged;
+        keep_on_ledger(&mut report, bundle, &manifest, node, opts);
         return Ok(report);
+    }
+    if let Some(refusal) = refusal(&report.plan, node, opts) {
+        return Err(refusal);
     }
     let applied = apply(&manifest, &report.plan, node, opts.replace)?;
     drop(held);
@@ -519,20 +551,7 @@ pub fn import_file(
     report.next_step = node.profile.after_import.map(str::to_owned);
     // The keys are committed: what follows can only warn.
     if keep_bundle {
-        let entry = crate::keys::ledger::LedgerEntry {
-            path: crate::keys::ledger::absolute(bundle),
-            time: opts.now,
-            fingerprint: manifest.header.fingerprint,
-            node: node.name.clone(),
-            kind: crate::keys::ledger::LedgerKind::KeptAfterImport,
-        };
-        if let Err(e) = crate::keys::ledger::Ledger::at(&node.state_dir).record(entry) {
-            report.warnings.push(format!(
-                "the keys are installed, but the bundle could not be put on the ledger ({e}); \
-                 remove it yourself with: keyferry shred {}",
-                bundle.display()
-            ));
-        }
+        keep_on_ledger(&mut report, bundle, &manifest, node, opts);
     } else {
         match crate::fs::shred_file(bundle) {
             Ok(r) => {
@@ -547,6 +566,55 @@ pub fn import_file(
         }
     }
     Ok(report)
+}
+
+/// Why import would refuse this plan, if it would: replacing the primary's key set needs
+/// `--replace --replace-primary`; replacing any other differing file needs `--replace`.
+pub fn refusal(plan: &ImportPlan, node: &Node, opts: &ImportOptions) -> Option<Error> {
+    if !plan.replaces() {
+        return None;
+    }
+    if node.role == Role::Primary && !(opts.replace && opts.replace_primary) {
+        return Some(Error::ReplacesPrimary {
+            node: node.name.clone(),
+        });
+    }
+    if !opts.replace {
+        let files = plan
+            .files
+            .iter()
+            .filter(|f| f.action == FileAction::Replace)
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Some(Error::KeySetDiffers { files });
+    }
+    None
+}
+
+/// A bundle that stays on disk goes on the ledger, so `keys cleanup` finds it. The keys are
+/// already in place (or were): a ledger that cannot be written is a warning.
+fn keep_on_ledger(
+    report: &mut ImportReport,
+    bundle: &Path,
+    manifest: &Manifest,
+    node: &Node,
+    opts: &ImportOptions,
+) {
+    let entry = crate::keys::ledger::LedgerEntry {
+        path: crate::keys::ledger::absolute(bundle),
+        time: opts.now,
+        fingerprint: manifest.header.fingerprint,
+        node: node.name.clone(),
+        kind: crate::keys::ledger::LedgerKind::KeptAfterImport,
+    };
+    if let Err(e) = crate::keys::ledger::Ledger::at(&node.state_dir).record(entry) {
+        report.warnings.push(format!(
+            "the bundle stays on disk but could not be put on the ledger ({e}); remove it \
+             yourself when every node has it: keyferry shred {}",
+            bundle.display()
+        ));
+    }
 }
 
 /// Removes keyferry temp files a crash left in the node's folders.

@@ -38,6 +38,21 @@ impl From<Error> for Failure {
     }
 }
 
+/// The recommendation for an error code, where it does not depend on the error's details.
+pub fn hint_for_code(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "replaces-primary" => {
+            "check with keyferry audit which key set is right; only if this bundle holds the \
+             right key for the database, pass --replace --replace-primary"
+        }
+        "key-set-differs" => {
+            "if this node's keys are the wrong ones, run again with --replace (the current files \
+             are backed up first)"
+        }
+        _ => return None,
+    })
+}
+
 /// The recommendation paired with each error kind.
 fn hint_for(e: &Error) -> Option<&'static str> {
     Some(match e {
@@ -74,10 +89,22 @@ fn hint_for(e: &Error) -> Option<&'static str> {
         Error::WrongProfile { .. } | Error::WrongCluster { .. } => {
             "use a bundle exported from this cluster's primary; check --cluster and the profile"
         }
+        Error::NothingToExport { .. } => {
+            "run keyferry keys export on the primary (the node with role = \"primary\" in the cluster file)"
+        }
+        Error::NotPrimary { .. } => {
+            "run keyferry keys export on the primary; if you are certain this node holds the right \
+             keys (the primary is lost), pass --from-non-primary"
+        }
+        Error::ReplacesPrimary { .. } => {
+            "check with keyferry audit which key set is right before anything else; if this bundle \
+             really holds the right key for the database, pass --replace --replace-primary (the \
+             current files are backed up first)"
+        }
         Error::KeySetDiffers { .. } => {
-            "compare with `keyferry fingerprint` on both nodes; if this node's keys are the wrong \
-             ones, run again with --replace (the current files are backed up first), or see the \
-             plan with --dry-run"
+            "compare with `keyferry fingerprint` on both nodes (or keyferry audit); if this node's \
+             keys are the wrong ones, run again with --replace (the current files are backed up \
+             first); --dry-run shows the plan"
         }
         Error::UnsafeDestination { .. } => {
             "replace the link or folder with the real file, or fix the node's paths in the cluster file"

@@ -31,15 +31,38 @@ pub struct Args {
     /// Write raw age binary instead of ASCII armor
     #[arg(long)]
     pub binary: bool,
-    /// How long the bundle may be imported, e.g. 30m, 2h (at most 7 days)
+    /// How long the bundle may be imported, e.g. 30m, 2h (from 5 minutes to 7 days)
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_ttl)]
     pub ttl: Duration,
+    /// Export although this node is not the primary (only when the primary's keys are lost
+    /// and this node is known to hold the right ones)
+    #[arg(long)]
+    pub from_non_primary: bool,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+    use keyferry::keys::export::{MAX_TTL, MIN_TTL};
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "{s} has no unit; give one, e.g. --ttl {s}m for {s} minutes or --ttl 2h"
+        ));
+    }
+    let d = parse_duration(s).map_err(|e| format!("{e}; e.g. --ttl 30m or --ttl 2h"))?;
+    if d < MIN_TTL {
+        return Err(format!(
+            "{s} is too short to copy the bundle and type the passphrase; at least {}, e.g. --ttl 30m",
+            format_duration(MIN_TTL)
+        ));
+    }
+    if d > MAX_TTL {
+        return Err(format!(
+            "{s} is longer than one maintenance window should last; at most {}, e.g. --ttl 1d",
+            format_duration(MAX_TTL)
+        ));
+    }
+    Ok(d)
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -72,7 +95,13 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let passphrase = supplied.unwrap_or_else(Passphrase::generate);
 
     let host = host_name();
-    let (manifest, warnings) = build_manifest(&node, &host, Timestamp::now(), args.ttl)?;
+    let (manifest, warnings) = build_manifest(
+        &node,
+        &host,
+        Timestamp::now(),
+        args.ttl,
+        args.from_non_primary,
+    )?;
     for w in &warnings {
         ui.warn(w);
     }

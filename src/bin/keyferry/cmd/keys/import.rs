@@ -25,6 +25,9 @@ pub struct Args {
     /// Replace key files that differ (backed up first); without it, a differing node is refused
     #[arg(long)]
     pub replace: bool,
+    /// With --replace, also on the primary, whose key set encrypts the database
+    #[arg(long, requires = "replace")]
+    pub replace_primary: bool,
     /// Show the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -67,6 +70,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             None => ProtectMode::Auto,
         },
         replace: args.replace,
+        replace_primary: args.replace_primary,
         dry_run: args.dry_run,
         allow_expired: args.allow_expired,
         now: Timestamp::now(),
@@ -137,9 +141,23 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 "Node {} already holds these keys: nothing changed.",
                 report.node
             ));
-            ui.info("The bundle was left in place; remove it with `keyferry keys cleanup` or `keyferry shred`.");
+            ui.info("The bundle was left in place (on the ledger): `keyferry keys cleanup` removes it when every node has the keys.");
         }
-        ImportOutcome::DryRun => ui.info("Dry run: nothing was changed."),
+        ImportOutcome::DryRun => {
+            if let Some(r) = &report.would_refuse {
+                ui.out(&format!(
+                    "A real import would be refused [{}]: {}",
+                    r.code, r.message
+                ));
+                if let Some(h) = crate::failure::hint_for_code(r.code) {
+                    ui.out(&format!("  {h}"));
+                }
+            }
+            if report.bundle_removed_after {
+                ui.out("A real import removes the bundle afterwards; other nodes need their own copy, or pass --keep-bundle.");
+            }
+            ui.info("Dry run: nothing was changed.");
+        }
         ImportOutcome::Installed => {
             if let Some(d) = &report.backup_dir {
                 ui.out(&format!("Previous files backed up in {}", d.display()));
