@@ -53,7 +53,9 @@ fn audit_by_path_finds_differing_missing_and_then_agreement() {
     let text = keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None);
     text.assert_code(1);
     assert!(
-        text.stdout().contains("DIFFERS") && text.stdout().contains("Not in agreement: web2, dr1"),
+        text.stdout().contains("DIFFERS")
+            && text.stdout().contains("Problem: different keys: web2")
+            && text.stdout().contains("Problem: keys missing: dr1"),
         "{}",
         text.stdout()
     );
@@ -83,7 +85,7 @@ fn binaries_that_differ_are_named_with_paths() {
     std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
     std::fs::write(c.app("web2").join("bin/SecretServer.dll"), b"11.0.0").unwrap();
     let r = audit(&c.cluster_file(), &[]);
-    r.assert_code(0); // keys agree; binaries are reported, not a key mismatch
+    r.assert_code(1); // keys agree, but differing binaries are a failing result too
     let j = r.json();
     assert_eq!(node(&j, "web2")["binaries"], "differs");
     assert_eq!(

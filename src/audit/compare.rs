@@ -161,7 +161,11 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
                         r.status = status;
                         r.expected = expected;
                         r.reason = reason;
+                        // Binaries matter where the application runs: the nodes that need
+                        // keys (a proxy host does not run it).
+                        let runs_app = profile.role_needs_keys(spec.role);
                         match (&primary.app, &report.app) {
+                            _ if !runs_app => {}
                             (Some(a), Some(b)) if a == b => r.binaries = Binaries::Same,
                             (Some(_), Some(_)) => {
                                 r.binaries = Binaries::Differs;
@@ -186,8 +190,52 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
         profile: file.profile,
         reference: file.nodes[primary_idx].name.clone(),
         reference_fingerprint,
-        ok: reference.is_some() && !nodes.iter().any(|n| n.status.fails()),
+        ok: reference.is_some() && !nodes.iter().any(NodeResult::fails),
         nodes,
+    }
+}
+
+impl NodeResult {
+    /// Whether this node makes the audit answer "no": its keys, or its binaries.
+    pub fn fails(&self) -> bool {
+        self.status.fails() || self.binaries == Binaries::Differs
+    }
+}
+
+impl AuditReport {
+    /// What is wrong, grouped by kind, each naming its nodes: a node that could not be
+    /// reached is reported as that, never as a disagreement. Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let group = |what: &str, pick: &dyn Fn(&NodeResult) -> bool| -> Option<String> {
+            let names: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| pick(n))
+                .map(|n| n.node.as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("{what}: {}", names.join(", ")))
+        };
+        [
+            group("different keys", &|n| n.status == NodeStatus::Differs),
+            group("different keys, DPAPI suspected", &|n| {
+                n.status == NodeStatus::DpapiSuspected
+            }),
+            group("keys missing", &|n| {
+                matches!(n.status, NodeStatus::Missing | NodeStatus::Partial)
+            }),
+            group("different binaries", &|n| n.binaries == Binaries::Differs),
+            group("not reached, so not checked", &|n| {
+                n.status == NodeStatus::Unreachable
+            }),
+            group("report rejected", &|n| n.status == NodeStatus::Rejected),
+            group(
+                "nothing to compare with (the primary's report is missing)",
+                &|n| n.status == NodeStatus::NoReference,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

@@ -304,10 +304,18 @@ impl std::fmt::Display for Recovery {
             ),
             RecoveryOutcome::RolledBack => write!(
                 f,
-                "an interrupted `{}` (started {}) was rolled back: {} file(s) put back as they were",
+                "an interrupted `{}` (started {}) was rolled back: {} put back as {} were",
                 self.command,
                 self.started,
-                self.restored.len()
+                match self.restored.len() {
+                    1 => "1 file".to_string(),
+                    n => format!("{n} files"),
+                },
+                if self.restored.len() == 1 {
+                    "it"
+                } else {
+                    "they"
+                }
             ),
         }
     }

@@ -57,9 +57,22 @@ impl Ui {
         }
     }
 
+    /// Columns to fit output into: the terminal's width, or `COLUMNS`; `None` when stdout is
+    /// not a terminal and nothing says (pipes and files get full lines).
+    pub fn width(&self) -> Option<usize> {
+        if let Some(n) = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|n| *n >= 20)
+        {
+            return Some(n);
+        }
+        terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0))
+    }
+
     /// A line of data on stdout.
     pub fn out(&self, line: &str) {
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        let _ = writeln!(std::io::stdout().lock(), "{}", escape(line));
     }
 
     /// The JSON document on stdout.
@@ -71,18 +84,18 @@ impl Ui {
     /// A message on stderr (suppressed under --json, whose stdout says it all).
     pub fn info(&self, msg: &str) {
         if !self.json {
-            eprintln!("{msg}");
+            eprintln!("{}", escape(msg));
         }
     }
 
     pub fn warn(&self, msg: &str) {
-        eprintln!("{} {msg}", self.paint("1;33", "warning:"));
+        eprintln!("{} {}", self.paint("1;33", "warning:"), escape(msg));
     }
 
     pub fn failure(&self, f: &Failure) {
-        eprintln!("{} {}", self.paint("1;31", "error:"), f.message);
+        eprintln!("{} {}", self.paint("1;31", "error:"), escape(&f.message));
         if let Some(h) = &f.hint {
-            eprintln!("{} {h}", self.paint("1;36", "hint:"));
+            eprintln!("{} {}", self.paint("1;36", "hint:"), escape(h));
         }
         if self.json {
             self.json(&serde_json::json!({
@@ -147,6 +160,34 @@ impl keyferry::progress::Progress for Ui {
             self.out(message);
         }
     }
+}
+
+/// Text for a terminal: control characters (but newline and tab) and the Unicode
+/// bidirectional controls are shown escaped, so text that came from a node report, a bundle,
+/// a log or another program cannot clear the screen, set the window title or reorder what
+/// the admin reads. Everything printed passes through here.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `1 file`, `2 files`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Reports an argument error (exit 2), or prints help/version (exit 0).

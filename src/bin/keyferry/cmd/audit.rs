@@ -2,7 +2,6 @@
 //! a table of who differs, misses keys or cannot be reached when not.
 
 use crate::cmd::CmdResult;
-use crate::node_args::NodeArgs;
 use crate::ui::Ui;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use keyferry::audit::{collect, compare, AuditOptions, Binaries};
@@ -20,11 +19,13 @@ Exit status: 0 every node that needs keys matches the primary; 1 a node differs,
 reached; 2 error."
 )]
 pub struct Args {
-    #[command(flatten)]
-    pub node: NodeArgs,
-    /// Nodes collected at once
-    #[arg(long, short = 'j', default_value_t = 8, value_name = "N")]
-    pub jobs: usize,
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// Nodes collected at once (1 to 64)
+    #[arg(long, short = 'j', default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Give up on a node after this long
     #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -40,16 +41,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let Some(path) = args.node.cluster.clone() else {
-        return Err(crate::failure::Failure::new(
-            "usage",
-            "audit needs a cluster file",
-            Some("pass --cluster FILE"),
-        ));
-    };
+    let path = args.cluster.clone();
     let file = ClusterFile::load(&path)?;
     let opts = AuditOptions {
-        jobs: args.jobs,
+        jobs: usize::from(args.jobs),
         timeout: args.timeout,
         ssh_program: args.ssh,
         ssh_config: args.ssh_config,
@@ -63,6 +58,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     } else {
         let mut t = Table::new();
         t.load_preset(UTF8_BORDERS_ONLY);
+        if let Some(w) = ui.width() {
+            t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+            t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+        }
         t.set_header([
             "node",
             "role",
@@ -124,16 +123,13 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 .map(|f| f.to_string())
                 .unwrap_or_else(|| "(unavailable)".into())
         ));
+        let problems = report.problems();
         if report.ok {
-            ui.out("All nodes that need keys hold the primary's key set.");
+            ui.out("All nodes that need keys hold the primary's key set, and the binaries match where they were compared.");
         } else {
-            let bad: Vec<_> = report
-                .nodes
-                .iter()
-                .filter(|n| n.status.fails())
-                .map(|n| n.node.as_str())
-                .collect();
-            ui.out(&format!("Not in agreement: {}", bad.join(", ")));
+            for p in &problems {
+                ui.out(&format!("Problem: {p}"));
+            }
         }
     }
     Ok(if report.ok {

@@ -38,23 +38,37 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             ui.out(&fp.words().join(" "));
         }
     }
+    // Full hashes where they fit; the first 16 hex digits on a narrow terminal (--json keeps
+    // them whole).
+    let hex_width = match ui.width() {
+        Some(w) if w < 2 + 64 + 2 + 14 + 2 + 40 => 16,
+        _ => 64,
+    };
     for f in &report.files {
         match (&f.sha256, f.len) {
-            (Some(h), Some(len)) => ui.out(&format!(
-                "  {}  {len:>8} bytes  {}",
-                h.to_hex(),
-                f.path.display()
-            )),
+            (Some(h), Some(len)) => {
+                let hex = h.to_hex();
+                let hex = if hex_width < hex.len() {
+                    format!("{}…", &hex[..hex_width])
+                } else {
+                    hex
+                };
+                ui.out(&format!(
+                    "  {hex}  {}  {}",
+                    crate::ui::count(len as usize, "byte", "bytes"),
+                    f.path.display()
+                ))
+            }
             _ => ui.out(&format!(
-                "  {:<64}  {:>8}        {}{}",
+                "  {:<w$}  {}{}",
                 "missing",
-                "",
                 f.path.display(),
                 if f.transient {
                     " (temporary vendor file; absent after cleanup)"
                 } else {
                     ""
-                }
+                },
+                w = hex_width
             )),
         }
     }

@@ -145,8 +145,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             None => ui.info("Wrote the bundle to standard output"),
         }
         ui.info(&format!(
-            "{} file(s) from node {} ({}), expires {} (in {})",
-            h.entries.len(),
+            "{} from node {} ({}), expires {} (in {})",
+            crate::ui::count(h.entries.len(), "file", "files"),
             h.source.node,
             h.source.role,
             h.expires,

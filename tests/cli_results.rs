@@ -1,0 +1,144 @@
+//! Results that tell the truth and output fit for a terminal: an audit with differing
+//! binaries fails; an unreachable node is called unreachable, not a disagreement; bad
+//! option values are refused; text from nodes cannot drive the terminal; tables fit it.
+
+mod common;
+use common::*;
+
+const KEY: &[u8] = b"THE KEY every node should hold";
+
+fn audit(c: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let cluster = c.cluster_file();
+    let mut a = vec!["audit", "-c", cluster.to_str().unwrap()];
+    a.extend_from_slice(extra);
+    keyferry_env(&a, None, env)
+}
+
+/// Every node holds the key; dr1's binaries differ from the primary's.
+fn cluster_with_different_binaries() -> Cluster {
+    let c = Cluster::secret_server(KEY, Some(KEY));
+    std::fs::write(c.key_path("dr1"), KEY).unwrap();
+    for (node, dll) in [("web1", "v10.9"), ("web2", "v10.9"), ("dr1", "v11.0")] {
+        std::fs::create_dir_all(c.app(node).join("bin")).unwrap();
+        std::fs::write(c.app(node).join("bin/app.dll"), dll).unwrap();
+    }
+    c
+}
+
+#[test]
+fn differing_binaries_fail_the_audit_in_table_summary_and_json() {
+    let c = cluster_with_different_binaries();
+    let r = audit(&c, &[], &[]);
+    r.assert_code(1);
+    let out = r.stdout();
+    assert!(out.contains("DIFFER: bin/app.dll"), "{out}");
+    assert!(out.contains("Problem: different binaries: dr1"), "{out}");
+    assert!(!out.contains("All nodes"), "{out}");
+    let j = audit(&c, &["--json"], &[]).json();
+    assert_eq!(j["ok"], false);
+    // Same binaries everywhere: the audit passes.
+    std::fs::write(c.app("dr1").join("bin/app.dll"), "v10.9").unwrap();
+    audit(&c, &[], &[]).assert_code(0);
+}
+
+#[test]
+fn an_unreachable_node_is_named_as_such_not_as_a_disagreement() {
+    let c = Cluster::secret_server(KEY, Some(KEY));
+    std::fs::write(c.key_path("dr1"), KEY).unwrap();
+    std::fs::remove_dir_all(c.app("dr1")).unwrap();
+    let r = audit(&c, &[], &[]);
+    r.assert_code(1);
+    let out = r.stdout();
+    assert!(
+        out.contains("Problem: not reached, so not checked: dr1"),
+        "{out}"
+    );
+    assert!(!out.contains("different keys"), "{out}");
+    assert!(!out.contains("Not in agreement"), "{out}");
+}
+
+#[test]
+fn audit_refuses_zero_jobs_and_shows_only_options_it_uses() {
+    let c = Cluster::secret_server(KEY, None);
+    let r = audit(&c, &["--jobs", "0"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("--jobs"), "{}", r.stderr());
+    let help = keyferry(&["audit", "--help"], None).stdout();
+    for gone in ["--node", "--profile", "--root", "--role", "--state-dir"] {
+        assert!(
+            !help.contains(gone),
+            "audit --help lists {gone}, which audit does not use"
+        );
+    }
+}
+
+/// A hostile node's report (here: a saved one whose role carries escape sequences) and a
+/// pasted log line cannot clear the screen or set the window title: what they carry is
+/// shown escaped.
+#[test]
+fn escape_sequences_from_reports_and_logs_are_shown_escaped() {
+    let c = Cluster::secret_server(KEY, Some(KEY));
+    let hostile = serde_json::json!({
+        "version": 1, "kind": "node-report", "keyferry": "0.1.0", "cluster": "ss-prod",
+        "node": "web2", "role": "\u{1b}[2J\u{1b}]0;owned\u{7}\u{202e}", "profile": "secret-server",
+        "host": "h", "time": "2026-01-01T00:00:00Z", "status": "complete",
+        "fingerprint": null, "files": [],
+    });
+    std::fs::write(c.path("web2.json"), hostile.to_string()).unwrap();
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap().replace(
+        "name = \"web2\"\n",
+        "name = \"web2\"\naccess = \"report:web2.json\"\n",
+    );
+    std::fs::write(c.cluster_file(), text).unwrap();
+    let r = audit(&c, &[], &[]);
+    let all = format!("{}{}", r.stdout(), r.stderr());
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !all.contains(raw),
+            "raw {raw:?} reached the terminal: {all:?}"
+        );
+    }
+    assert!(all.contains("\\u{1b}"), "{all}");
+
+    let log = c.path("ss.log");
+    std::fs::write(
+        &log,
+        "2026-01-01 ERROR \u{1b}]0;pwned\u{7} Encryption key doesn't match\n",
+    )
+    .unwrap();
+    let r = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    assert!(!r.stdout().contains('\u{1b}'), "{:?}", r.stdout());
+    assert!(r.stdout().contains("\\u{1b}]0;pwned"), "{}", r.stdout());
+}
+
+#[test]
+fn the_audit_table_and_fingerprint_lines_fit_the_terminal() {
+    let c = cluster_with_different_binaries();
+    let r = audit(&c, &[], &[("COLUMNS", "80")]);
+    for line in r.stdout().lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} chars: {line}",
+            line.chars().count()
+        );
+    }
+    let fp = |cols: &str| {
+        keyferry_env(
+            &[
+                "fingerprint",
+                "-c",
+                c.cluster_file().to_str().unwrap(),
+                "--node",
+                "web1",
+            ],
+            None,
+            &[("COLUMNS", cols)],
+        )
+        .stdout()
+    };
+    let narrow = fp("80");
+    assert!(narrow.contains('…'), "{narrow}");
+    let wide = fp("200");
+    assert!(wide.contains(&sha256_hex(KEY)), "{wide}");
+    assert!(wide.contains("bytes"), "{wide}");
+}
