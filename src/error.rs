@@ -104,6 +104,9 @@ pub enum Error {
     /// A passphrase source is unsafe or unusable.
     #[error("{0}")]
     Passphrase(String),
+    /// A supplied passphrase is too easy to guess.
+    #[error("the passphrase is too easy to guess (about {bits} bits by zxcvbn's estimate; keyferry asks for {floor})")]
+    WeakPassphrase { bits: u32, floor: u32 },
     /// An output file exists and `--force` was not given.
     #[error("{path} already exists")]
     OutputExists { path: PathBuf },
@@ -185,6 +188,7 @@ impl Error {
             Error::ClusterFile { .. } => "cluster-file",
             Error::NodeNotFound(_) => "node-not-found",
             Error::Passphrase(_) => "passphrase",
+            Error::WeakPassphrase { .. } => "weak-passphrase",
             Error::OutputExists { .. } => "output-exists",
             Error::InvalidInput(_) => "invalid-input",
             Error::Unsupported(_) => "unsupported",
@@ -241,6 +245,7 @@ impl Error {
         "cluster-file",
         "node-not-found",
         "passphrase",
+        "weak-passphrase",
         "output-exists",
         "invalid-input",
         "unsupported",

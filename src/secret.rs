@@ -101,8 +101,61 @@ pub fn read_opened(mut opened: crate::fs::Opened, max: u64) -> Result<KeyBytes> 
     Ok(buf)
 }
 
+/// A passphrase file must be the admin's alone: owned by the account running keyferry (or
+/// root), with no permission at all for group or others (Unix); on Windows a DACL that grants
+/// nobody but the owner, SYSTEM and Administrators. A file others may write could have its
+/// content replaced; one others may read has leaked. Checked on the open handle, so the file
+/// checked is the file read.
+pub fn check_passphrase_file(opened: &crate::fs::Opened) -> Result<()> {
+    let path = opened.path.display();
+    #[cfg(unix)]
+    {
+        let (owner, _, mode) = opened.meta.unix.unwrap_or((u32::MAX, 0, 0o777));
+        let me = rustix::process::geteuid().as_raw();
+        if owner != me && owner != 0 {
+            return Err(Error::Passphrase(format!(
+                "{path} belongs to user {owner}, not to you ({me}) or root; someone else could \
+                 change it"
+            )));
+        }
+        if mode & 0o077 != 0 {
+            let who = if mode & 0o007 != 0 {
+                "other users"
+            } else {
+                "its group"
+            };
+            return Err(Error::Passphrase(format!(
+                "{path} gives {who} access (mode {:04o}); it must be readable and writable by \
+                 its owner only",
+                mode & 0o7777
+            )));
+        }
+    }
+    #[cfg(windows)]
+    {
+        let sddl = crate::os::security_of(&opened.file).map_err(|e| Error::io(&opened.path, e))?;
+        let me = crate::os::current_user_sid().map_err(|e| Error::io(&opened.path, e))?;
+        let allowed = ["SY", "BA", "S-1-5-18", "S-1-5-32-544", me.as_str()];
+        let foreign = crate::os::foreign_grants(&sddl, &allowed);
+        if !foreign.is_empty() {
+            return Err(Error::Passphrase(format!(
+                "{path} is open to {} (its ACL grants access); only you, SYSTEM and \
+                 Administrators may have access",
+                foreign.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A bundle passphrase.
 pub struct Passphrase(SecretString);
+
+/// The floor for a passphrase an admin supplies: zxcvbn's estimate of at least 10^14 guesses
+/// (about 46 bits). Against scrypt at work factor 18 (about a second per guess per core, and
+/// memory-hard) that is centuries of guessing; below it sit dictionary words with a digit,
+/// dates and keyboard walks. Documented in `docs/bundle-format.md`.
+pub const MIN_GUESSES_LOG10: f64 = 14.0;
 
 /// Words in a generated passphrase: 10 × 11 bits = 110 bits of entropy.
 pub const GENERATED_WORDS: usize = 10;
@@ -124,7 +177,9 @@ impl Passphrase {
     }
 
     /// Builds a passphrase from text the admin supplied (a file, a descriptor, the terminal).
-    /// One trailing line ending is removed; an empty passphrase is refused.
+    /// One trailing line ending is removed; an empty passphrase is refused. A passphrase made
+    /// of words from keyferry's list is normalised (see [`normalise_words`]), on export and on
+    /// import alike, so reading it aloud over the phone cannot break it.
     pub fn from_text(mut text: String) -> Result<Passphrase> {
         if text.ends_with('\n') {
             text.pop();
@@ -136,7 +191,29 @@ impl Passphrase {
             text.zeroize();
             return Err(Error::Passphrase("the passphrase is empty".into()));
         }
+        if let Some(words) = normalise_words(&text) {
+            text.zeroize();
+            return Ok(Passphrase(SecretString::from(words)));
+        }
         Ok(Passphrase(SecretString::from(text)))
+    }
+
+    /// zxcvbn's estimate of how many guesses this passphrase takes, as log10.
+    pub fn guesses_log10(&self) -> f64 {
+        zxcvbn::zxcvbn(self.expose_secret(), &[]).guesses_log10()
+    }
+
+    /// Refuses a supplied passphrase below [`MIN_GUESSES_LOG10`] (generated ones are far
+    /// above it).
+    pub fn require_strong(&self) -> Result<()> {
+        let g = self.guesses_log10();
+        if g < MIN_GUESSES_LOG10 {
+            return Err(Error::WeakPassphrase {
+                bits: (g.max(0.0) * std::f64::consts::LOG2_10) as u32,
+                floor: (MIN_GUESSES_LOG10 * std::f64::consts::LOG2_10) as u32,
+            });
+        }
+        Ok(())
     }
 
     /// Reads a passphrase from raw bytes (which are wiped), e.g. a whole file.
@@ -162,9 +239,52 @@ impl Passphrase {
     }
 }
 
+/// The canonical form of a passphrase made of at least four words from keyferry's list:
+/// lower case, words separated by single spaces, whatever capitals, hyphens, underscores,
+/// dots, commas or runs of spaces it was typed with. `None` for anything else, which is used
+/// exactly as typed.
+pub fn normalise_words(text: &str) -> Option<String> {
+    let list = crate::words::list();
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '_' | '.' | ','))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    (words.len() >= 4 && words.iter().all(|w| list.contains(&w.as_str()))).then(|| words.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_list_passphrases_survive_being_read_aloud() {
+        let canonical = "tiger lemon orbit basket pilot cargo wisdom maple rhythm canvas";
+        for typed in [
+            "Tiger Lemon Orbit Basket Pilot Cargo Wisdom Maple Rhythm Canvas",
+            "tiger-lemon-orbit-basket-pilot-cargo-wisdom-maple-rhythm-canvas",
+            "  tiger  lemon orbit\tbasket pilot cargo wisdom maple rhythm canvas ",
+            "TIGER_LEMON_ORBIT_BASKET_PILOT_CARGO_WISDOM_MAPLE_RHYTHM_CANVAS",
+        ] {
+            let p = Passphrase::from_text(typed.into()).unwrap();
+            assert_eq!(p.expose_secret(), canonical, "{typed:?}");
+        }
+        // Not made of list words: used exactly as given.
+        let p = Passphrase::from_text("Tiger Lemon zqxj".into()).unwrap();
+        assert_eq!(p.expose_secret(), "Tiger Lemon zqxj");
+    }
+
+    #[test]
+    fn weak_passphrases_are_below_the_floor_and_generated_ones_far_above() {
+        for weak in ["a", "password1", "Tr0ub4dor&3", "summer2026!"] {
+            let p = Passphrase::from_text(weak.into()).unwrap();
+            assert!(
+                matches!(p.require_strong(), Err(Error::WeakPassphrase { .. })),
+                "{weak}"
+            );
+        }
+        Passphrase::generate().require_strong().unwrap();
+    }
 
     #[test]
     fn generated_passphrases_have_ten_listed_words_and_differ() {

@@ -394,6 +394,38 @@ fn passphrase_file_readable_by_others_is_refused() {
     assert!(r.stderr().contains("chmod 600"), "{}", r.stderr());
 }
 
+/// A passphrase file others may write (0622: another user replaced its content in the field)
+/// or that another user owns is refused, whatever its read bits.
+#[cfg(unix)]
+#[test]
+fn passphrase_file_others_may_write_or_another_user_owns_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::secret_server(KEY_A, None);
+    let bundle = c.export();
+    let pass = c.path("pass.txt");
+    for mode in [0o622, 0o620, 0o602, 0o610] {
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(mode)).unwrap();
+        let r = assert_refused(&c, "dr1", &bundle, &[], "passphrase");
+        assert!(
+            r.stderr().contains("owner only"),
+            "{mode:o}: {}",
+            r.stderr()
+        );
+    }
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&pass, Some(65534), None).unwrap();
+        let r = assert_refused(&c, "dr1", &bundle, &[], "passphrase");
+        assert!(
+            r.stderr().contains("belongs to user 65534"),
+            "{}",
+            r.stderr()
+        );
+        std::os::unix::fs::chown(&pass, Some(0), None).unwrap();
+    }
+    import(&c, "dr1", &bundle, &[]).assert_code(0);
+}
+
 #[test]
 fn passphrase_from_standard_input_descriptor() {
     let c = Cluster::secret_server(KEY_A, None);

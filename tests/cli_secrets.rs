@@ -298,3 +298,115 @@ fn export_refuses_to_write_a_bundle_to_a_terminal() {
     assert!(!screen.contains("BEGIN AGE"), "{screen}");
     assert_eq!(before, c.snapshot());
 }
+
+/// A supplied passphrase of `a` exported without a word, while the README promises 110 bits.
+#[test]
+fn a_weak_supplied_passphrase_is_refused_unless_the_admin_says_so() {
+    let c = Cluster::secret_server(KEY_A, None);
+    c.write_passphrase_file("pass.txt", "a");
+    let out = c.path("w.kfb");
+    let r = c.assert_refused(
+        "web1",
+        &["keys", "export", "-o", out.to_str().unwrap()],
+        "weak-passphrase",
+    );
+    assert!(
+        r.stderr().contains("--allow-weak-passphrase"),
+        "{}",
+        r.stderr()
+    );
+    c.keyferry_node(
+        "web1",
+        &[
+            "keys",
+            "export",
+            "-o",
+            out.to_str().unwrap(),
+            "--allow-weak-passphrase",
+        ],
+    )
+    .assert_code(0);
+}
+
+/// Ten words read aloud come back with capitals, hyphens and extra spaces: for passphrases of
+/// the word list both sides use the same canonical form.
+#[test]
+fn a_word_list_passphrase_typed_with_capitals_and_hyphens_still_opens() {
+    let c = Cluster::secret_server(KEY_A, None);
+    c.write_passphrase_file(
+        "pass.txt",
+        "tiger lemon orbit basket pilot cargo wisdom maple rhythm canvas",
+    );
+    let bundle = c.export();
+    let r = keyferry(
+        &[
+            "keys",
+            "import",
+            bundle.to_str().unwrap(),
+            "-c",
+            c.cluster_file().to_str().unwrap(),
+            "--node",
+            "dr1",
+            "--passphrase-fd",
+            "0",
+        ],
+        Some(b"Tiger-Lemon  Orbit basket PILOT cargo_wisdom maple rhythm canvas\n"),
+    );
+    r.assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+}
+
+/// On a terminal a mistyped passphrase can be typed again, three tries in all.
+#[cfg(unix)]
+#[test]
+fn a_mistyped_passphrase_can_be_typed_again_on_a_terminal() {
+    let c = Cluster::secret_server(KEY_A, None);
+    let bundle = c.export();
+    let input = c.path("typed.txt");
+    std::fs::write(&input, format!("wrong one\nwrong two\n{PASSPHRASE}\n")).unwrap();
+    // rpassword reads the terminal, so the lines are typed at the pseudo-terminal.
+    let cmd = format!(
+        "{} keys import {} -c {} --node dr1",
+        bin(),
+        bundle.display(),
+        c.cluster_file().display()
+    );
+    let Some(o) = in_pty_with_input(&cmd, &std::fs::read(&input).unwrap()) else {
+        return;
+    };
+    let screen = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{screen}");
+    assert!(screen.contains("try again (2 of 3)"), "{screen}");
+    assert!(screen.contains("try again (3 of 3)"), "{screen}");
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+    assert!(
+        !screen.contains(PASSPHRASE),
+        "the passphrase was echoed: {screen}"
+    );
+}
+
+/// [`in_pty`] with bytes typed at the terminal.
+#[cfg(unix)]
+fn in_pty_with_input(cmd: &str, typed: &[u8]) -> Option<std::process::Output> {
+    use std::io::Write;
+    in_pty("true")?;
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .env("KEYFERRY_INSECURE_TEST_WORK_FACTOR", WORK_FACTOR)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // One line at a time, each after the prompt had time to appear.
+    for line in typed.split_inclusive(|b| *b == b'\n') {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        stdin.write_all(line).unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(stdin);
+    Some(child.wait_with_output().unwrap())
+}

@@ -253,6 +253,30 @@ mod tests {
         ));
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn keyferrys_own_files_and_folders_get_an_owner_only_acl() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ledger.json");
+        write_private(&p, b"{}").unwrap();
+        let sub = d.path().join("backups");
+        create_private_dir(&sub).unwrap();
+        let me = crate::os::current_user_sid().unwrap();
+        for path in [&p, &sub] {
+            let sddl = crate::os::dacl_sddl(path).unwrap();
+            let foreign = crate::os::foreign_grants(&sddl, &["SY", "BA", me.as_str()]);
+            assert!(foreign.is_empty(), "{sddl}");
+            assert!(sddl.contains(";;;SY)"), "{sddl}");
+            // Wine (detected by its WINEPREFIX, which it passes to Windows programs) keeps
+            // only owner and SYSTEM ACEs and drops the protected flag; real Windows keeps the
+            // whole descriptor: protected, exactly owner + SYSTEM + Administrators.
+            if std::env::var_os("WINEPREFIX").is_none() {
+                assert!(sddl.starts_with("D:P"), "{sddl}");
+                assert!(sddl.contains(";;;BA)"), "{sddl}");
+            }
+        }
+    }
+
     /// The field finding: a shared 1777 state folder became 0700 through a link.
     #[cfg(unix)]
     #[test]

@@ -243,33 +243,40 @@ pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The broad group an SDDL DACL grants access to, if any: Everyone, Users, Authenticated
-/// Users, Interactive, Guests, Anonymous. A NULL DACL (`D:NO_ACCESS_CONTROL`) counts as
-/// Everyone.
-pub fn broad_ace(sddl: &str) -> Option<&'static str> {
+/// The SID of the account running keyferry, as text (Windows).
+#[cfg(windows)]
+pub fn current_user_sid() -> std::io::Result<String> {
+    win::current_user_sid()
+}
+
+/// The trustees an SDDL's DACL grants access to that are not in `allowed` (SIDs or SDDL
+/// aliases; `OW` and the descriptor's own `O:` owner always count as allowed). Deny entries
+/// and inherit-only entries (which do not apply to the file itself) are not grants. A NULL
+/// DACL grants everyone.
+pub fn foreign_grants(sddl: &str, allowed: &[&str]) -> Vec<String> {
     if sddl.contains("NO_ACCESS_CONTROL") {
-        return Some("everyone (no DACL)");
+        return vec!["everyone (no DACL)".into()];
     }
-    let groups = [
-        ("WD", "Everyone"),
-        ("BU", "Users"),
-        ("AU", "Authenticated Users"),
-        ("IU", "Interactive"),
-        ("BG", "Guests"),
-        ("AN", "Anonymous"),
-        ("S-1-1-0", "Everyone"),
-        ("S-1-5-32-545", "Users"),
-        ("S-1-5-11", "Authenticated Users"),
-    ];
-    sddl.split('(')
-        .filter(|ace| ace.starts_with("A;"))
-        .find_map(|ace| {
-            let trustee = ace.trim_end_matches(')').rsplit(';').next()?;
-            groups
-                .iter()
-                .find(|(id, _)| *id == trustee)
-                .map(|(_, n)| *n)
-        })
+    let owner = sddl
+        .strip_prefix("O:")
+        .and_then(|s| s.split(['G', 'D']).next())
+        .unwrap_or("");
+    let dacl = sddl.split_once("D:").map(|(_, d)| d).unwrap_or("");
+    let mut out = Vec::new();
+    for ace in dacl.split('(').skip(1) {
+        let f: Vec<&str> = ace.trim_end_matches(')').split(';').collect();
+        if f.len() < 6 || f[0] != "A" || f[1].contains("IO") {
+            continue;
+        }
+        let who = f[5];
+        if who == "OW" || who == owner || allowed.contains(&who) {
+            continue;
+        }
+        if !out.iter().any(|o| o == who) {
+            out.push(who.to_string());
+        }
+    }
+    out
 }
 
 /// The file's DACL in SDDL form (Windows), for tests and diagnostics.
@@ -360,22 +367,23 @@ pub fn inherit_from_folder(path: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::broad_ace;
+    use super::foreign_grants;
 
     #[test]
-    fn broad_aces_are_found_and_private_dacls_pass() {
-        assert_eq!(
-            broad_ace("D:PAI(A;;FA;;;SY)(A;;0x1200a9;;;BU)"),
-            Some("Users")
-        );
-        assert_eq!(broad_ace("D:(A;;FR;;;WD)"), Some("Everyone"));
-        assert_eq!(broad_ace("D:NO_ACCESS_CONTROL"), Some("everyone (no DACL)"));
-        assert_eq!(
-            broad_ace("D:P(A;;FA;;;S-1-5-21-1-2-3-1000)(A;;FA;;;SY)(A;;FA;;;BA)"),
-            None
-        );
-        // A deny ACE for Everyone is not access.
-        assert_eq!(broad_ace("D:P(D;;FA;;;WD)(A;;FA;;;SY)"), None);
+    fn only_owner_system_and_administrators_may_hold_a_private_file() {
+        let me = "S-1-5-21-1-2-3-1000";
+        let ok = ["SY", "BA", "S-1-5-18", "S-1-5-32-544", me];
+        let private = format!("O:{me}G:SYD:P(A;;FA;;;{me})(A;;FA;;;SY)(A;;FA;;;BA)");
+        assert!(foreign_grants(&private, &ok).is_empty());
+        // Domain Users (a deny-list of broad groups let this through).
+        let domain_users = format!("O:{me}G:SYD:(A;;FA;;;{me})(A;;FR;;;S-1-5-21-9-9-9-513)");
+        assert_eq!(foreign_grants(&domain_users, &ok), ["S-1-5-21-9-9-9-513"]);
+        assert_eq!(foreign_grants("O:BAD:(A;;FR;;;WD)", &ok), ["WD"]);
+        // Denials and inherit-only entries grant nothing on the file.
+        let other = "S-1-5-21-7-7-7-1001";
+        let s = format!("O:{me}D:(D;;FA;;;WD)(A;OICIIO;FA;;;{other})(A;;FA;;;OW)");
+        assert!(foreign_grants(&s, &ok).is_empty());
+        assert_eq!(foreign_grants("D:NO_ACCESS_CONTROL", &ok).len(), 1);
     }
 }
 

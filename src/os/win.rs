@@ -98,7 +98,7 @@ fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
     s.encode_wide().chain(std::iter::once(0)).collect()
 }
 
-fn current_user_sid() -> std::io::Result<String> {
+pub fn current_user_sid() -> std::io::Result<String> {
     // SAFETY: standard token query; every handle and buffer is released below.
     unsafe {
         let mut token: HANDLE = null_mut();

@@ -124,8 +124,14 @@ fn hint_for(e: &Error) -> Option<&'static str> {
         Error::ClusterFile { .. } => "fix the cluster file; docs/cluster-file.md has a full example",
         Error::NodeNotFound(_) => "pass --node NAME with a node name from the cluster file",
         Error::Passphrase(_) => {
-            "give the passphrase on the terminal, with --passphrase-file PATH (mode 0600), or with \
-             --passphrase-fd N"
+            "make the file yours alone (Unix: chown to you, chmod 600 FILE; Windows: icacls FILE \
+             /inheritance:r /grant:r \"%USERNAME%\":F), or give the passphrase on the terminal or \
+             with --passphrase-fd N"
+        }
+        Error::WeakPassphrase { .. } => {
+            "leave out --passphrase-file and --passphrase-fd on a terminal and keyferry generates \
+             ten words (110 bits); or use a longer passphrase; or, knowing the risk, pass \
+             --allow-weak-passphrase"
         }
         Error::OutputExists { .. } => "choose another -o path, or pass --force to replace the file",
         Error::Dpapi(_) => {

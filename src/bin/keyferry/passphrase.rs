@@ -13,7 +13,7 @@ const MAX_PASSPHRASE: usize = 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct PassphraseArgs {
-    /// Read the passphrase from this file (refused if group or others can read it)
+    /// Read the passphrase from this file (yours alone: mode 0600, or an owner-only ACL)
     #[arg(long, value_name = "PATH", conflicts_with = "passphrase_fd")]
     pub passphrase_file: Option<PathBuf>,
     /// Read the passphrase from this inherited file descriptor (0 = standard input)
@@ -33,7 +33,7 @@ impl PassphraseArgs {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such passphrase file"),
                 )
             })?;
-            check_private(&opened)?;
+            keyferry::secret::check_passphrase_file(&opened)?;
             let bytes = opened.read_to_end_bounded(MAX_PASSPHRASE as u64, "passphrase file")?;
             return Ok(Some(Passphrase::from_bytes(bytes)?));
         }
@@ -45,62 +45,52 @@ impl PassphraseArgs {
         Ok(None)
     }
 
+    /// Runs `open` with the passphrase from a file or descriptor, or else asked on the
+    /// terminal: there, a wrong passphrase may be typed again, three tries in all (as ssh and
+    /// sudo allow). A file or descriptor gets one try: its content will not change.
+    pub fn try_open<T>(
+        &self,
+        ui: &Ui,
+        prompt: &str,
+        mut open: impl FnMut(&Passphrase) -> Result<T, Error>,
+    ) -> Result<T, Failure> {
+        if let Some(p) = self.supplied()? {
+            return Ok(open(&p)?);
+        }
+        const TRIES: u32 = 3;
+        for attempt in 1..=TRIES {
+            let p = self.read_or_prompt(ui, prompt)?;
+            match open(&p) {
+                Err(Error::WrongPassphrase) if attempt < TRIES => {
+                    ui.warn(&format!(
+                        "that passphrase does not open the bundle; try again ({} of {TRIES})",
+                        attempt + 1
+                    ));
+                }
+                r => return Ok(r?),
+            }
+        }
+        unreachable!("the last try returns")
+    }
+
     /// The passphrase from a file or descriptor, or else asked on the terminal.
     pub fn read_or_prompt(&self, ui: &Ui, prompt: &str) -> Result<Passphrase, Failure> {
         if let Some(p) = self.supplied()? {
             return Ok(p);
         }
         if !ui.can_prompt() {
-            return Err(Error::Passphrase(if ui.batch {
-                "--batch forbids asking for the passphrase".into()
-            } else {
-                "no terminal to ask for the passphrase on".into()
-            })
-            .into());
+            return Err(Failure::new(
+                "passphrase",
+                if ui.batch {
+                    "--batch forbids asking for the passphrase"
+                } else {
+                    "no terminal to ask for the passphrase on"
+                },
+                Some("pass --passphrase-file PATH (a file that is yours alone: mode 0600) or --passphrase-fd N"),
+            ));
         }
         let text = rpassword::prompt_password(prompt)
             .map_err(|e| Error::Passphrase(format!("cannot read the passphrase: {e}")))?;
         Ok(Passphrase::from_text(text)?)
     }
-}
-
-/// Refuses a passphrase file that group or others may read.
-fn check_private(opened: &keyferry::fs::Opened) -> Result<(), Failure> {
-    let path = &opened.path;
-    #[cfg(unix)]
-    {
-        let mode = opened.meta.unix.map(|u| u.2).unwrap_or(0o777);
-        if mode & 0o044 != 0 {
-            return Err(Failure::new(
-                "passphrase",
-                format!(
-                    "{} is readable by {} (mode {:04o})",
-                    path.display(),
-                    if mode & 0o004 != 0 {
-                        "everyone"
-                    } else {
-                        "its group"
-                    },
-                    mode & 0o7777
-                ),
-                Some("make it private first: chmod 600 FILE"),
-            ));
-        }
-    }
-    // On Windows the file's DACL decides: refuse any allow ACE for a broad group.
-    #[cfg(windows)]
-    {
-        let sddl = keyferry::os::security_of(&opened.file).map_err(|e| Error::io(path, e))?;
-        if let Some(who) = keyferry::os::broad_ace(&sddl) {
-            return Err(Failure::new(
-                "passphrase",
-                format!(
-                    "{} is readable by {who} (its ACL allows it)",
-                    path.display()
-                ),
-                Some("make it private first: icacls FILE /inheritance:r /grant:r \"%USERNAME%\":F"),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -38,6 +38,9 @@ pub struct Args {
     /// and this node is known to hold the right ones)
     #[arg(long)]
     pub from_non_primary: bool,
+    /// Accept a supplied passphrase below keyferry's strength floor (about 46 bits)
+    #[arg(long)]
+    pub allow_weak_passphrase: bool,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
 }
@@ -85,6 +88,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     // Decide where the passphrase comes from before any work, so a missing terminal fails fast.
     let supplied = args.passphrase.supplied()?;
     let generated = supplied.is_none();
+    if let (Some(p), false) = (&supplied, args.allow_weak_passphrase) {
+        p.require_strong()?;
+    }
     if generated && !ui.can_prompt() {
         return Err(Failure::new(
             "passphrase",

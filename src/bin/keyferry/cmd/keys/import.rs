@@ -62,7 +62,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such bundle file"),
         )
     })?;
-    let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
     let opts = ImportOptions {
         protect: match args.protect {
             Some(Protect::Dpapi) => ProtectMode::Dpapi,
@@ -77,14 +76,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
         wait: args.wait.wait,
     };
-    let report = import_file(
-        &args.bundle,
-        &passphrase,
-        &node,
-        &opts,
-        args.keep_bundle,
-        ui,
-    )?;
+    let report = args
+        .passphrase
+        .try_open(ui, "Bundle passphrase: ", |passphrase| {
+            import_file(&args.bundle, passphrase, &node, &opts, args.keep_bundle, ui)
+        })?;
     if report.expired_override {
         ui.warn(&format!(
             "IMPORTING AN EXPIRED BUNDLE (expired {}) because --allow-expired was given",

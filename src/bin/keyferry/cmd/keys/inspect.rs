@@ -30,11 +30,14 @@ struct InspectReport {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let bytes = Bundle::read_file(&args.bundle)?;
-    let passphrase = args.passphrase.read_or_prompt(ui, "Bundle passphrase: ")?;
-    ui.start("decrypting (scrypt)");
-    let manifest = Bundle::open(&bytes[..], &passphrase, MAX_IMPORT_WORK_FACTOR);
-    ui.finish();
-    let manifest = manifest?;
+    let manifest = args
+        .passphrase
+        .try_open(ui, "Bundle passphrase: ", |passphrase| {
+            ui.start("decrypting (scrypt)");
+            let m = Bundle::open(&bytes[..], passphrase, MAX_IMPORT_WORK_FACTOR);
+            ui.finish();
+            m
+        })?;
     manifest.check_names(None)?;
     manifest.verify_integrity()?;
     let report = InspectReport {
