@@ -74,6 +74,10 @@ pub enum Error {
     #[error("installed keys did not verify ({0}); the previous files were restored")]
     VerifyFailed(String),
 
+    /// A file keyferry was pointed at does not exist.
+    #[error("the {what} {path} does not exist")]
+    FileMissing { path: PathBuf, what: &'static str },
+
     // --- reading the node ---
     /// A key file the profile lists is not on this node.
     #[error("key file {path} is missing")]
@@ -181,6 +185,7 @@ impl Error {
             Error::UnsafeDestination { .. } => "unsafe-destination",
             Error::FolderMissing { .. } => "folder-missing",
             Error::VerifyFailed(_) => "verify-failed",
+            Error::FileMissing { .. } => "file-missing",
             Error::KeyFileMissing { .. } => "key-file-missing",
             Error::DpapiProtected { .. } => "dpapi-protected",
             Error::Dpapi(_) => "dpapi-failed",
@@ -200,6 +205,20 @@ impl Error {
             Error::RecoveryConflict(_) => "recovery-conflict",
             Error::Io { .. } => "io",
         }
+    }
+
+    /// A missing file of some kind (`what`: "cluster file", "passphrase file", ...).
+    pub fn missing(path: impl Into<PathBuf>, what: &'static str) -> Self {
+        Error::FileMissing {
+            path: path.into(),
+            what,
+        }
+    }
+
+    /// Whether this says a file is not there.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Error::FileMissing { .. })
+            || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// The same refusal, worded for a destination keyferry would write (a key file).
@@ -238,6 +257,7 @@ impl Error {
         "unsafe-destination",
         "folder-missing",
         "verify-failed",
+        "file-missing",
         "key-file-missing",
         "dpapi-protected",
         "dpapi-failed",

@@ -70,10 +70,7 @@ impl Drop for KeyBytes {
 pub fn read_key_file(path: &Path, max: u64) -> Result<KeyBytes> {
     match crate::fs::open_regular(path)? {
         Some(opened) => read_opened(opened, max),
-        None => Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        )),
+        None => Err(Error::missing(path, "file")),
     }
 }
 

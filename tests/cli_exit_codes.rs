@@ -47,7 +47,8 @@ fn two_on_bad_input() {
         None,
     );
     r.assert_code(2);
-    assert_eq!(r.json()["error"]["code"], "io");
+    assert_eq!(r.json()["error"]["code"], "file-missing");
+    assert!(r.stderr().contains("keyferry bundle"), "{}", r.stderr());
 }
 
 #[test]

@@ -265,8 +265,31 @@ fn refuses_tampered_and_non_age_files() {
     std::fs::write(&bundle, out.join("\n") + "\n").unwrap();
     assert_refused(&c, "dr1", &bundle, &[], "bundle-corrupt");
 
+    // Not an age file at all is not an attack: it is the wrong file.
     std::fs::write(&bundle, b"PK\x03\x04 not an age file").unwrap();
-    assert_refused(&c, "dr1", &bundle, &[], "bundle-corrupt");
+    let r = assert_refused(&c, "dr1", &bundle, &[], "bundle-format");
+    assert!(
+        r.stderr().contains("not a keyferry bundle"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!r.stderr().contains("tampered"), "{}", r.stderr());
+    let r = keyferry(
+        &[
+            "keys",
+            "inspect",
+            c.cluster_file().to_str().unwrap(),
+            "--passphrase-file",
+            c.path("pass.txt").to_str().unwrap(),
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("not a keyferry bundle"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]

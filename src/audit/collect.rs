@@ -180,7 +180,9 @@ fn read_saved(path: &Path) -> Result<NodeReport, Failure> {
     let what = "saved node report";
     let bytes =
         crate::fs::read_bounded(path, MAX_REPORT_BYTES as u64, what).map_err(|e| match e {
-            crate::Error::Io { .. } => Failure::Unreachable(format!("{what} {}", e)),
+            e if e.is_missing() || matches!(e, crate::Error::Io { .. }) => {
+                Failure::Unreachable(e.to_string())
+            }
             e => Failure::Rejected(e.to_string()),
         })?;
     NodeReport::parse(&bytes).map_err(|e| Failure::Rejected(e.to_string()))

@@ -378,11 +378,13 @@ pub fn classify(file: &[u8]) -> Classification {
         }
     }
     if c.blobs.is_empty() {
-        // Text forms, in UTF-8/ASCII or UTF-16LE.
-        if let Some(text) = as_text(file) {
-            scan_text(&text, false, file.len(), &mut c);
-        } else if let Some(text) = as_utf16le(file) {
+        // Text forms, in UTF-16LE or UTF-8/ASCII. UTF-16LE goes first, recognised by its
+        // shape (a NUL in most odd positions), with or without a byte-order mark: ASCII text
+        // in UTF-16LE is also valid UTF-8, NULs and all, and would hide its blobs.
+        if let Some(text) = as_utf16le(file) {
             scan_text(&text, true, file.len(), &mut c);
+        } else if let Some(text) = as_text(file) {
+            scan_text(&text, false, file.len(), &mut c);
         }
     }
     c.dpapi_ng = find_dpapi_ng(file);
@@ -631,6 +633,10 @@ mod tests {
         assert_eq!(u.blobs.len(), 1);
         assert!(u.blobs[0].utf16);
         assert_eq!(u.blobs[0].offset, 2 * xml.find("AQAAANCM").unwrap());
+        // The same text without a byte-order mark, as .NET's Encoding.Unicode writes it.
+        let u = classify(&utf16[2..]);
+        assert_eq!(u.blobs.len(), 1, "UTF-16LE without a BOM");
+        assert!(u.blobs[0].utf16);
 
         let mut embedded = b"HEADER\x00\x07".to_vec();
         embedded.extend_from_slice(SAMPLE);

@@ -411,10 +411,7 @@ pub fn open_regular(path: &Path) -> Result<Option<Opened>> {
 pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>> {
     match open_regular(path)? {
         Some(mut f) => f.read_to_end_bounded(limit, what),
-        None => Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such {what}")),
-        )),
+        None => Err(Error::missing(path, what)),
     }
 }
 

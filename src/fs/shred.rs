@@ -59,10 +59,7 @@ pub fn shred_file(path: &Path) -> Result<Removal> {
     let (dir, name) = split(path)?;
     let dir = Dir::open(&dir)?;
     match dir.entry(&name)? {
-        Entry::Missing => Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        )),
+        Entry::Missing => Err(Error::missing(path, "file to remove")),
         Entry::Symlink => {
             dir.unlink(&name)?;
             dir.sync()?;

@@ -71,15 +71,31 @@ impl Bundle {
         passphrase: &Passphrase,
         max_work_factor: u8,
     ) -> Result<Manifest> {
-        let mut reader = ArmoredReader::new(BufReader::new(input.take(MAX_BUNDLE_BYTES + 1)));
+        use std::io::BufRead;
+        let mut input = BufReader::new(input.take(MAX_BUNDLE_BYTES + 1));
+        // The wrong file is not an attack: if it is neither binary nor armored age, say so.
+        let start = input
+            .fill_buf()
+            .map_err(|e| Error::BundleCorrupt(format!("not a readable file: {e}")))?;
+        let text = String::from_utf8_lossy(&start[..start.len().min(64)]);
+        let t = text.trim_start();
+        let could_be =
+            |magic: &str| t.starts_with(magic) || (!t.is_empty() && magic.starts_with(t));
+        if !could_be("age-encryption.org/") && !could_be("-----BEGIN AGE ENCRYPTED FILE-----") {
+            return Err(Error::BundleFormat(
+                "it is not an age file at all (is it the right file?)".into(),
+            ));
+        }
+        let mut reader = ArmoredReader::new(input);
         let mut head = Vec::with_capacity(MAX_AGE_HEADER);
         (&mut reader)
             .take(MAX_AGE_HEADER as u64)
             .read_to_end(&mut head)
             .map_err(|e| Error::BundleCorrupt(format!("not a readable age file: {e}")))?;
         if !head.starts_with(b"age-encryption.org/") {
-            return Err(Error::BundleCorrupt(
-                "not an age file of a version this build reads".into(),
+            // The wrong file, not an attack: say what it is not.
+            return Err(Error::BundleFormat(
+                "it is not an age file at all (is it the right file?)".into(),
             ));
         }
         if header_end(&head).is_none() {
@@ -216,7 +232,7 @@ mod tests {
         ));
         assert!(matches!(
             Bundle::open(&b"hello"[..], &pass("right horse"), 20),
-            Err(Error::BundleCorrupt(_))
+            Err(Error::BundleFormat(_))
         ));
     }
 

@@ -67,9 +67,7 @@ impl Ledger {
                 })?;
                 Ok(f.entries)
             }
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Vec::new())
-            }
+            Err(e) if e.is_missing() => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }

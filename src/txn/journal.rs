@@ -69,9 +69,7 @@ impl Journal {
         let path = Journal::path(state_dir);
         let bytes = match crate::fs::read_bounded(&path, MAX_JOURNAL, "journal") {
             Ok(b) => b,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(None)
-            }
+            Err(e) if e.is_missing() => return Ok(None),
             Err(e) => return Err(e),
         };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {

@@ -29,12 +29,38 @@ impl From<Error> for Failure {
                 hint: Some(remedy.clone()),
             };
         }
+        if let Error::FileMissing { what, .. } = &e {
+            return Failure {
+                code: e.code(),
+                message: e.to_string(),
+                hint: Some(missing_hint(what).to_owned()),
+            };
+        }
         let hint = hint_for(&e);
         Failure {
             code: e.code(),
             message: e.to_string(),
             hint: hint.map(str::to_owned),
         }
+    }
+}
+
+/// What to do about a missing file, by kind: the same wording wherever it is missing.
+fn missing_hint(what: &str) -> &'static str {
+    match what {
+        "cluster file" => {
+            "check the path given with -c/--cluster (or KEYFERRY_CLUSTER); the same cluster file \
+             is copied to every node"
+        }
+        "passphrase file" => {
+            "check the path given with --passphrase-file; or leave it out and type the passphrase \
+             at the prompt"
+        }
+        "keyferry bundle" => {
+            "check the path; copy the bundle from the node that exported it (keyferry keys export \
+             on the primary writes it)"
+        }
+        _ => "check the path",
     }
 }
 
@@ -68,8 +94,8 @@ fn hint_for(e: &Error) -> Option<&'static str> {
             "keyferry writes bundles at work factor 18; export a new bundle with keyferry"
         }
         Error::BundleFormat(_) => {
-            "this is not a keyferry bundle, or it needs a newer keyferry: use the same keyferry \
-             version on both nodes"
+            "check that the path names the bundle that keyferry keys export wrote; if it does, it \
+             needs a newer keyferry: use the same keyferry version on both nodes"
         }
         Error::BundleExpired { .. } => {
             "export a fresh bundle on the source node; if you are certain this is the bundle you \

@@ -27,12 +27,8 @@ impl PassphraseArgs {
         if let Some(path) = &self.passphrase_file {
             // Opened once, never through a link; the permission check and the read use the
             // same handle, so the file checked is the file read.
-            let mut opened = keyferry::fs::open_regular(path)?.ok_or_else(|| {
-                Error::io(
-                    path,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such passphrase file"),
-                )
-            })?;
+            let mut opened = keyferry::fs::open_regular(path)?
+                .ok_or_else(|| Error::missing(path, "passphrase file"))?;
             keyferry::secret::check_passphrase_file(&opened)?;
             let bytes = opened.read_to_end_bounded(MAX_PASSPHRASE as u64, "passphrase file")?;
             return Ok(Some(Passphrase::from_bytes(bytes)?));

@@ -56,12 +56,8 @@ pub enum Protect {
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     // Fail on a missing or unreadable bundle before asking for the passphrase.
-    keyferry::fs::open_regular(&args.bundle)?.ok_or_else(|| {
-        keyferry::Error::io(
-            &args.bundle,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such bundle file"),
-        )
-    })?;
+    keyferry::fs::open_regular(&args.bundle)?
+        .ok_or_else(|| keyferry::Error::missing(&args.bundle, "keyferry bundle"))?;
     let opts = ImportOptions {
         protect: match args.protect {
             Some(Protect::Dpapi) => ProtectMode::Dpapi,
