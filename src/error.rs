@@ -81,7 +81,11 @@ pub enum Error {
     // --- reading the node ---
     /// A key file the profile lists is not on this node.
     #[error("key file {path} is missing")]
-    KeyFileMissing { path: PathBuf },
+    KeyFileMissing {
+        path: PathBuf,
+        /// The product's own way to produce it, if it is made by a vendor tool (profile data).
+        remedy: Option<String>,
+    },
     /// A key file is larger than keyferry will carry.
     #[error("{path} is {len} bytes; keyferry carries key files up to {max} bytes")]
     KeyFileTooLarge { path: PathBuf, len: u64, max: u64 },

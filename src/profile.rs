@@ -117,6 +117,10 @@ pub struct KeySpec {
     /// product wraps DPAPI in its own container): a labelled hint, never proof.
     #[serde(default)]
     pub dpapi_size_hint: Option<u64>,
+    /// How the product makes this file when it is missing (a vendor tool's export), shown
+    /// when export finds it missing.
+    #[serde(default)]
+    pub missing_remedy: Option<String>,
 }
 
 /// A file that belongs to one node and never travels (e.g. `database.config`).
@@ -160,6 +164,7 @@ struct BuiltInKey {
     transient: bool,
     dpapi_remedy: Option<&'static str>,
     dpapi_size_hint: Option<u64>,
+    missing_remedy: Option<&'static str>,
 }
 
 /// The TCP ports nodes of some roles must reach on the primary.
@@ -198,6 +203,7 @@ const BUILT_INS: &[BuiltIn] = &[
                  then export again and turn DPAPI on again on each node",
             ),
             dpapi_size_hint: Some(1024),
+            missing_remedy: None,
         }],
         node_local: &[("database.config", "app")],
         after_import: None,
@@ -215,6 +221,9 @@ const BUILT_INS: &[BuiltIn] = &[
                 transient: true,
                 dpapi_remedy: None,
                 dpapi_size_hint: None,
+                missing_remedy: Some(
+                    "run the vendor export first, in the KeyTools folder: SbPAM.RotateKey.exe export -n keys.exp",
+                ),
             },
             BuiltInKey {
                 name: "appsettings.json",
@@ -223,6 +232,7 @@ const BUILT_INS: &[BuiltIn] = &[
                 transient: false,
                 dpapi_remedy: None,
                 dpapi_size_hint: None,
+                missing_remedy: None,
             },
         ],
         node_local: &[],
@@ -260,6 +270,7 @@ impl Profile {
                     transient: k.transient,
                     dpapi_remedy: k.dpapi_remedy.map(str::to_owned),
                     dpapi_size_hint: k.dpapi_size_hint,
+                    missing_remedy: k.missing_remedy.map(str::to_owned),
                 })
                 .collect(),
             node_local: b

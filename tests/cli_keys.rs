@@ -676,3 +676,19 @@ fn ttl_is_bounded() {
     r.assert_code(2);
     assert!(!out.exists());
 }
+
+/// A missing key file's hint fits the product: no Privilege Secure tool in a Secret Server
+/// cluster.
+#[test]
+fn a_missing_key_files_hint_fits_the_product() {
+    let c = Cluster::secret_server(KEY_A, None);
+    std::fs::remove_file(c.key_path("web1")).unwrap();
+    let out = c.path("x.kfb");
+    let r = c.assert_refused(
+        "web1",
+        &["keys", "export", "-o", out.to_str().unwrap()],
+        "key-file-missing",
+    );
+    assert!(!r.stderr().contains("SbPAM"), "{}", r.stderr());
+    assert!(r.stderr().contains("paths"), "{}", r.stderr());
+}

@@ -91,6 +91,7 @@ fn rewrite(
         let Some(raw) = looked.bytes.take() else {
             return Err(Error::KeyFileMissing {
                 path: path.to_owned(),
+                remedy: None,
             });
         };
         let (content, plain_hash) = make(&raw)?;

@@ -143,6 +143,7 @@ pub fn require_complete(keys: &[LocalKey]) -> Result<()> {
     match keys.iter().find(|k| k.content.is_none()) {
         Some(k) => Err(Error::KeyFileMissing {
             path: k.path.clone(),
+            remedy: k.spec.missing_remedy.clone(),
         }),
         None => Ok(()),
     }

@@ -22,6 +22,17 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
+        if let Error::KeyFileMissing {
+            remedy: Some(remedy),
+            ..
+        } = &e
+        {
+            return Failure {
+                code: e.code(),
+                message: e.to_string(),
+                hint: Some(remedy.clone()),
+            };
+        }
         if let Error::DpapiProtected { remedy, .. } = &e {
             return Failure {
                 code: e.code(),
@@ -143,8 +154,7 @@ fn hint_for(e: &Error) -> Option<&'static str> {
             "the previous files are back in place; check the disk and file system, then try again"
         }
         Error::KeyFileMissing { .. } => {
-            "check the node's paths in the cluster file; on Privilege Secure run \
-             `SbPAM.RotateKey.exe export -n keys.exp` in the KeyTools folder first"
+            "check the node's paths in the cluster file (or --root): the key file should be there"
         }
         Error::KeyFileTooLarge { .. } => "check that the path names the key file itself",
         Error::ClusterFile { .. } => "fix the cluster file; docs/cluster-file.md has a full example",
