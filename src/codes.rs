@@ -18,6 +18,8 @@ pub enum FindingCode {
     PortClosed,
     PgHbaUnreadable,
     PgHbaMissingPeer,
+    /// A check that had nothing to test (says what would give it something).
+    NothingChecked,
 }
 
 impl FindingCode {
@@ -32,6 +34,7 @@ impl FindingCode {
         FindingCode::PortClosed,
         FindingCode::PgHbaUnreadable,
         FindingCode::PgHbaMissingPeer,
+        FindingCode::NothingChecked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl FindingCode {
             FindingCode::PortClosed => "port-closed",
             FindingCode::PgHbaUnreadable => "pg-hba-unreadable",
             FindingCode::PgHbaMissingPeer => "pg-hba-missing-peer",
+            FindingCode::NothingChecked => "nothing-checked",
         }
     }
 }

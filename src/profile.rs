@@ -208,7 +208,11 @@ const BUILT_INS: &[BuiltIn] = &[
         node_local: &[("database.config", "app")],
         after_import: None,
         app_folder: Some("app"),
-        ports: &[],
+        // The web nodes serve the site: HTTPS and HTTP on the primary are worth checking.
+        ports: &[BuiltInPorts {
+            roles: &[Role::Secondary, Role::Dr],
+            ports: &[443, 80],
+        }],
     },
     BuiltIn {
         id: ProfileId::PrivilegeSecure,

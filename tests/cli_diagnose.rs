@@ -267,3 +267,119 @@ fn blocked_ports_are_found_on_a_real_test_host() {
     assert_eq!(closed.len(), 1, "{f}");
     assert!(closed[0].starts_with("10.254.77.2:5432"), "{f}");
 }
+
+/// The facts in a message go into the fix: the exact line, and whose pg_hba.conf it goes
+/// into, by the cluster file's addresses. (`--check pg-hba` keeps the port check, which would
+/// contact the nodes' addresses, from running.)
+#[test]
+fn the_fix_carries_the_messages_address_user_and_nodes() {
+    let c = Cluster::secret_server(b"A", Some(b"A"));
+    let cl = c.cluster_file();
+    let msg = "2026-11-24 10:00:01.123 UTC [4711] FATAL:  no pg_hba.conf entry for replication connection from host \"10.9.0.2\", user \"repuser\", no encryption";
+    let r = keyferry(
+        &[
+            "diagnose",
+            msg,
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "pg-hba",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    let out = r.stdout();
+    assert!(
+        out.contains("host replication repuser 10.9.0.2/32 md5"),
+        "{out}"
+    );
+    assert!(out.contains("(node web2)"), "{out}");
+    assert!(out.contains("pg_hba.conf of web1"), "{out}");
+    // Not recognised, with a cluster file given: no advice to give one.
+    let r = keyferry(
+        &[
+            "diagnose",
+            "The printer is on fire",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "keys",
+        ],
+        None,
+    );
+    assert!(r.stdout().contains("Not recognised"), "{}", r.stdout());
+    assert!(
+        !r.stdout().contains("with --cluster FILE"),
+        "{}",
+        r.stdout()
+    );
+}
+
+#[test]
+fn a_log_scan_says_how_many_lines_it_read_and_shows_what_it_could_not_match() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("ss.log");
+    std::fs::write(
+        &log,
+        "2026-11-22 10:00:01 INFO start\n\
+         2026-11-22 10:00:02 ERROR Version does not match\n\
+         2026-11-22 10:00:03 ERROR The widget frobnicator failed to start\n",
+    )
+    .unwrap();
+    let r = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    let out = r.stdout();
+    assert!(
+        out.contains("Read 3 lines: 1 matched a known error, 2 did not."),
+        "{out}"
+    );
+    assert!(out.contains("widget frobnicator"), "{out}");
+    assert!(!out.contains("  10:00:01 INFO"), "{out}");
+}
+
+/// Fix texts name the node they are about.
+#[test]
+fn fixes_name_the_node_they_are_about() {
+    let c = Cluster::secret_server(b"A", Some(b"B"));
+    std::fs::write(c.key_path("dr1"), b"A").unwrap();
+    let cl = c.cluster_file();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "keys",
+            "--json",
+        ],
+        None,
+    );
+    let fix = r.json()["findings"][0]["fix"].as_str().unwrap().to_owned();
+    assert!(
+        fix.contains("on web2:") && fix.contains("--node web2"),
+        "{fix}"
+    );
+    assert!(!fix.contains("this node"), "{fix}");
+}
+
+/// A port check with nothing to test says so and what would give it something, instead of
+/// "Checks found nothing wrong". (A custom profile lists no ports; nothing is contacted.)
+#[test]
+fn a_port_check_with_nothing_to_test_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let cl = d.path().join("c.toml");
+    std::fs::write(
+        &cl,
+        "name = \"c\"\nprofile = \"custom\"\n[custom]\nkey = [{ name = \"k\", folder = \"f\", roles = [\"secondary\"] }]\n\
+         [[node]]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.9.9.1\"\npaths = { f = \"/nonexistent\" }\n",
+    )
+    .unwrap();
+    let r = keyferry(
+        &["diagnose", "-c", cl.to_str().unwrap(), "--check", "ports"],
+        None,
+    );
+    r.assert_code(0);
+    let out = r.stdout();
+    assert!(!out.contains("Checks found nothing wrong."), "{out}");
+    assert!(out.contains("nothing was tested"), "{out}");
+    assert!(out.contains("--ports"), "{out}");
+}

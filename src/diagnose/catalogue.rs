@@ -2,6 +2,9 @@
 //! code, the phrases that identify it (case-insensitive; every phrase of one alternative must
 //! appear), the cause, the vendor's fix, the keyferry commands, and the checks to run.
 
+use crate::cluster::ClusterFile;
+use crate::diagnose::facts::Facts;
+use crate::profile::Role;
 use serde::Serialize;
 
 /// A check diagnose can run against a cluster.
@@ -36,18 +39,29 @@ pub struct Known {
     pub fix: &'static str,
     pub commands: &'static [&'static str],
     pub checks: &'static [Check],
+    /// Builds the fix for this message from its facts (and the cluster file, to name nodes).
+    #[serde(skip)]
+    pub tailor: Option<Tailor>,
 }
+
+/// Turns a message's facts into its specific fix.
+pub type Tailor = fn(&Facts, Option<&ClusterFile>) -> Option<String>;
 
 /// The catalogue of errors admins meet in these clusters.
 pub const CATALOGUE: &[Known] = &[
     Known {
         code: "encryption-key-mismatch",
         title: "Encryption key or configuration does not match",
-        patterns: &[&["encryption key", "match"], &["encryption config", "match"]],
+        patterns: &[
+            &["encryption key", "match"],
+            &["encryption config", "match"],
+            &["encryption.config", "match"],
+        ],
         cause: "this node's encryption.config (or imported key set) differs from the primary's",
         fix: "copy the primary's key set to this node; never overwrite a working node's key by accident",
         commands: &["keyferry audit -c cluster.toml", "keyferry keys export -c cluster.toml -o keys.kfb   (on the primary)", "keyferry keys import keys.kfb -c cluster.toml --replace   (on this node)"],
         checks: &[Check::Keys, Check::Dpapi],
+        tailor: None,
     },
     Known {
         code: "version-mismatch",
@@ -57,6 +71,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "copy the primary's application folder to this node, minus database.config and encryption.config (and per-node web.config changes)",
         commands: &["keyferry audit -c cluster.toml   (names the nodes and files whose binaries differ)"],
         checks: &[Check::Binaries],
+        tailor: None,
     },
     Known {
         code: "server-dates-mismatch",
@@ -66,6 +81,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "synchronise every node with the same time source (w32tm /resync on Windows, NTP or chrony elsewhere)",
         commands: &["keyferry audit -c cluster.toml   (clock column, ssh-collected nodes)"],
         checks: &[Check::Clocks],
+        tailor: None,
     },
     Known {
         code: "dpapi-foreign-blob",
@@ -75,6 +91,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "on the source, turn DPAPI off (Secret Server: Admin > Configuration > Security > Decrypt Key to not use DPAPI), copy, then turn it on again on each node",
         commands: &["keyferry dpapi inspect encryption.config", "keyferry keys export ...   (on the source, on Windows: decrypts in memory)", "keyferry keys import ... --protect dpapi"],
         checks: &[Check::Dpapi, Check::Keys],
+        tailor: None,
     },
     Known {
         code: "pg-hba-missing-replication",
@@ -84,6 +101,81 @@ pub const CATALOGUE: &[Known] = &[
         fix: "add on each side, above broader rules: host replication repuser <peer>/32 md5 and host all all <peer>/32 md5; reload PostgreSQL",
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba, Check::Ports],
+        tailor: Some(|f, c| {
+            let user = f.user.as_deref().unwrap_or("repuser");
+            hba_fix(f, c, &format!("host replication {user}"))
+        }),
+    },
+    Known {
+        code: "pg-hba-missing-host",
+        title: "no pg_hba.conf entry for host (database connection)",
+        patterns: &[&["no pg_hba.conf entry for host"]],
+        cause: "the database server's pg_hba.conf has no line letting this client, user and database in",
+        fix: "add, above broader rules, host <database> <user> <client>/32 md5 to the pg_hba.conf of the server the client connects to; reload PostgreSQL",
+        commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
+        checks: &[Check::PgHba],
+        tailor: Some(|f, c| {
+            let db = f.database.as_deref().unwrap_or("all");
+            let user = f.user.as_deref().unwrap_or("all");
+            hba_fix(f, c, &format!("host {db} {user}"))
+        }),
+    },
+    Known {
+        code: "pg-connection-refused",
+        title: "Connection refused by the PostgreSQL server",
+        patterns: &[
+            &["could not connect to server", "connection refused"],
+            &["connection to server at", "connection refused"],
+            &["connection refused", "5432"],
+        ],
+        cause: "nothing listens on that address and port: PostgreSQL is stopped, listens on another port, or only on localhost (listen_addresses)",
+        fix: "start PostgreSQL on that node, and check port and listen_addresses in its postgresql.conf",
+        commands: &["keyferry diagnose --check ports -c cluster.toml"],
+        checks: &[Check::Ports],
+        tailor: Some(|f, c| {
+            let host = f.host.as_deref()?;
+            let port = f.port.unwrap_or(5432);
+            Some(format!(
+                "nothing listens on {host}:{port}{}: start PostgreSQL there and check `port` and `listen_addresses` in its postgresql.conf",
+                node_named(c, host).map(|n| format!(" (node {n})")).unwrap_or_default()
+            ))
+        }),
+    },
+    Known {
+        code: "pg-connection-timeout",
+        title: "No answer from the PostgreSQL server (timeout)",
+        patterns: &[
+            &["connection to server at", "timeout"],
+            &["could not connect to server", "timed out"],
+            &["connection timed out", "5432"],
+        ],
+        cause: "the connection was not refused but never answered: a firewall drops it",
+        fix: "open TCP 5432 between the nodes (Windows Firewall and any network firewall)",
+        commands: &["keyferry diagnose --check ports -c cluster.toml"],
+        checks: &[Check::Ports],
+        tailor: Some(|f, c| {
+            let host = f.host.as_deref()?;
+            let port = f.port.unwrap_or(5432);
+            Some(format!(
+                "no answer from {host}:{port}{}: a firewall drops the connection; open TCP {port} to it (Windows Firewall and any network firewall)",
+                node_named(c, host).map(|n| format!(" (node {n})")).unwrap_or_default()
+            ))
+        }),
+    },
+    Known {
+        code: "pg-password-failed",
+        title: "password authentication failed",
+        patterns: &[&["password authentication failed for user"]],
+        cause: "the user's password is not what the server has (or .pgpass holds an old one)",
+        fix: "set the password again on the primary (ALTER ROLE ... PASSWORD) and in the client's .pgpass or HA configuration",
+        commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
+        checks: &[Check::PgHba],
+        tailor: Some(|f, _| {
+            let user = f.user.as_deref()?;
+            Some(format!(
+                "set {user}'s password again on the primary (ALTER ROLE \"{user}\" PASSWORD ...) and use the same one where the client keeps it (.pgpass, the HA configuration)"
+            ))
+        }),
     },
     Known {
         code: "pg-hba-secondary-not-found",
@@ -93,6 +185,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "add host replication repuser <secondary>/32 md5 and host all all <secondary>/32 md5 to the primary's pg_hba.conf, then rerun the HA configuration",
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba],
+        tailor: None,
     },
     Known {
         code: "firewall-port-closed",
@@ -102,6 +195,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "open the ports in Windows Firewall (and any network firewall) between the nodes",
         commands: &["keyferry diagnose --check ports -c cluster.toml"],
         checks: &[Check::Ports],
+        tailor: None,
     },
     Known {
         code: "ha-tool-needs-ip",
@@ -111,6 +205,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "enter the primary's real IPv4 address (the cluster file's `address`, which keyferry also requires to be an IP)",
         commands: &["keyferry audit -c cluster.toml"],
         checks: &[Check::Ports],
+        tailor: None,
     },
     Known {
         code: "rest-url-without-port",
@@ -120,6 +215,7 @@ pub const CATALOGUE: &[Known] = &[
         fix: "enter the URL with the port, e.g. https://<ip>:6500",
         commands: &["keyferry diagnose --check ports -c cluster.toml"],
         checks: &[Check::Ports],
+        tailor: None,
     },
     Known {
         code: "aspnet-key-ring",
@@ -129,8 +225,42 @@ pub const CATALOGUE: &[Known] = &[
         fix: "give every node the same key-ring folder contents, protected so that every node can read them",
         commands: &["keyferry dpapi inspect <key-ring XML file>"],
         checks: &[Check::Dpapi],
+        tailor: None,
     },
 ];
+
+/// The node of the cluster file with this address, if any.
+fn node_named<'a>(c: Option<&'a ClusterFile>, host: &str) -> Option<&'a str> {
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    c?.nodes
+        .iter()
+        .find(|n| n.address == ip)
+        .map(|n| n.name.as_str())
+}
+
+/// The exact pg_hba.conf line for the client in the message, and whose file it goes into:
+/// the server that refused the connection, which in an HA pair is the primary.
+fn hba_fix(f: &Facts, c: Option<&ClusterFile>, head: &str) -> Option<String> {
+    let host = f.host.as_deref()?;
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    let line = format!("{head} {ip}/{bits} md5");
+    let client = node_named(c, host)
+        .map(|n| format!(" (node {n})"))
+        .unwrap_or_default();
+    let server = c
+        .and_then(|c| c.nodes.iter().find(|n| n.role == Role::Primary))
+        .map(|p| {
+            format!(
+                "the pg_hba.conf of {} ({}), the server that refused it",
+                p.name, p.address
+            )
+        })
+        .unwrap_or_else(|| "the pg_hba.conf of the server that refused it".into());
+    Some(format!(
+        "the client is {ip}{client}: add this line to {server}, above broader rules, then reload PostgreSQL (SELECT pg_reload_conf(); and check SELECT * FROM pg_hba_file_rules WHERE error IS NOT NULL):\n    {line}"
+    ))
+}
 
 /// The catalogue entries that match a message.
 pub fn match_message(message: &str) -> Vec<&'static Known> {
@@ -185,5 +315,23 @@ mod tests {
             );
         }
         assert!(match_message("The printer is on fire").is_empty());
+        let more = [
+            ("FATAL: no pg_hba.conf entry for host \"10.0.0.12\", user \"ss\", database \"ss\", SSL on", "pg-hba-missing-host"),
+            ("could not connect to server: Connection refused\n\tIs the server running on host \"10.0.0.12\" and accepting TCP/IP connections on port 5432?", "pg-connection-refused"),
+            ("psql: error: connection to server at \"10.0.0.12\", port 5432 failed: Connection refused", "pg-connection-refused"),
+            ("psql: error: connection to server at \"10.0.0.12\", port 5432 failed: timeout expired", "pg-connection-timeout"),
+            ("encryption.config does not match", "encryption-key-mismatch"),
+            ("2026-11-24 10:00:01 UTC [4711] FATAL:  password authentication failed for user \"repuser\"", "pg-password-failed"),
+            ("2026-11-24 10:00:01.123 UTC [4711] FATAL:  no pg_hba.conf entry for replication connection from host \"10.0.0.2\", user \"repuser\", SSL off", "pg-hba-missing-replication"),
+            ("[2026-11-24 10:00:01] ERROR  Encryption keys do not match between web nodes", "encryption-key-mismatch"),
+        ];
+        for (msg, code) in more {
+            let m = match_message(msg);
+            assert!(
+                m.iter().any(|k| k.code == code),
+                "{msg:?} -> {:?}",
+                m.iter().map(|k| k.code).collect::<Vec<_>>()
+            );
+        }
     }
 }

@@ -44,13 +44,14 @@ pub struct Finding {
 pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding> {
     let mut out = Vec::new();
     for n in &audit.nodes {
-        let f = |code: FindingCode, severity, evidence: String, fix: &str| Finding {
+        let f = |code: FindingCode, severity, evidence: String, fix: String| Finding {
             code,
             severity,
             node: Some(n.node.clone()),
             evidence,
-            fix: fix.into(),
+            fix,
         };
+        let (node, reference) = (&n.node, &audit.reference);
         let reason = n.reason.clone().unwrap_or_default();
         if checks.contains(&Check::Keys) {
             match n.status {
@@ -58,25 +59,29 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                     FindingCode::KeysDiffer,
                     Severity::Error,
                     reason.clone(),
-                    "keyferry keys import BUNDLE --replace on this node",
+                    format!(
+                        "on {node}: keyferry keys import BUNDLE -c cluster.toml --node {node} --replace, with a bundle exported on {reference}"
+                    ),
                 )),
                 NodeStatus::Missing | NodeStatus::Partial => out.push(f(
                     FindingCode::KeysMissing,
                     Severity::Error,
                     reason.clone(),
-                    "keyferry keys import BUNDLE on this node",
+                    format!(
+                        "on {node}: keyferry keys import BUNDLE -c cluster.toml --node {node}, with a bundle exported on {reference}"
+                    ),
                 )),
                 NodeStatus::Unreachable | NodeStatus::Rejected => out.push(f(
                     FindingCode::NodeUnreachable,
                     Severity::Error,
                     reason.clone(),
-                    "check the node's access in the cluster file",
+                    format!("check {node}'s access in the cluster file, and that {node} answers"),
                 )),
                 NodeStatus::NoReference => out.push(f(
                     FindingCode::NoReference,
                     Severity::Error,
                     reason.clone(),
-                    "make the primary's report readable",
+                    format!("make {reference}'s report readable (its access in the cluster file)"),
                 )),
                 _ => {}
             }
@@ -86,7 +91,9 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                 FindingCode::DpapiSuspected,
                 Severity::Error,
                 reason.clone(),
-                "decrypt the key on its own node (Decrypt Key to not use DPAPI), export, import",
+                format!(
+                    "decrypt the key on the node that protected it (Secret Server: Decrypt Key to not use DPAPI), then export on {reference} and import on {node}"
+                ),
             ));
         }
         if checks.contains(&Check::Binaries) && n.binaries == crate::audit::Binaries::Differs {
@@ -99,7 +106,9 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                 FindingCode::BinariesDiffer,
                 Severity::Error,
                 format!("application folder differs from {}{paths}", audit.reference),
-                "copy the primary's application folder minus database.config and encryption.config",
+                format!(
+                    "copy {reference}'s application folder to {node}, minus database.config and encryption.config"
+                ),
             ));
         }
         if checks.contains(&Check::Clocks) && n.clock_flagged {
@@ -107,7 +116,7 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                 FindingCode::ClockSkew,
                 Severity::Error,
                 format!("clock differs by {}s", n.clock_skew_seconds.unwrap_or(0)),
-                "synchronise the node's clock",
+                format!("synchronise {node}'s clock (w32tm /resync on Windows; NTP or chrony elsewhere)"),
             ));
         }
     }
@@ -133,25 +142,58 @@ pub fn check_ports(file: &ClusterFile, ports: Option<&[u16]>, timeout: Duration)
     };
     wanted.sort();
     wanted.dedup();
+    if wanted.is_empty() {
+        // A check with nothing to test says so, and what would give it something.
+        return vec![Finding {
+            code: FindingCode::NothingChecked,
+            severity: Severity::Info,
+            node: None,
+            evidence: format!(
+                "ports: profile {} lists no ports for the roles in this cluster, and --ports was not given: nothing was tested",
+                profile.id
+            ),
+            fix: "pass --ports with the TCP ports the nodes must reach on the primary, e.g. --ports 443,80".into(),
+        }];
+    }
     wanted
         .into_iter()
         .filter_map(|port| {
             let addr = SocketAddr::new(primary.address, port);
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(_) => None,
-                Err(e) => Some(Finding {
-                    code: FindingCode::PortClosed,
-                    severity: Severity::Error,
-                    node: Some(primary.name.clone()),
-                    evidence: format!("{addr}: {e} (from this machine)"),
-                    fix: format!(
-                        "open TCP {port} on {} (Windows Firewall and any network firewall)",
-                        primary.name
-                    ),
-                }),
-            }
+            TcpStream::connect_timeout(&addr, timeout)
+                .err()
+                .map(|e| port_finding(&primary.name, addr, &e, timeout))
         })
         .collect()
+}
+
+/// What a failed connection means: refused is nothing listening (the service is stopped or on
+/// another port); a timeout is a firewall dropping it. The fix differs.
+fn port_finding(node: &str, addr: SocketAddr, e: &std::io::Error, timeout: Duration) -> Finding {
+    let port = addr.port();
+    let (evidence, fix) = match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => (
+            format!("{addr}: connection refused: nothing listens there (from this machine)"),
+            format!("start the service on {node} that should listen on TCP {port}, or check which port it uses"),
+        ),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => (
+            format!(
+                "{addr}: no answer within {}s: a firewall drops the connection (from this machine)",
+                timeout.as_secs().max(1)
+            ),
+            format!("open TCP {port} to {node} (Windows Firewall and any network firewall)"),
+        ),
+        _ => (
+            format!("{addr}: {e} (from this machine)"),
+            format!("check the network path to {node} and TCP {port} there"),
+        ),
+    };
+    Finding {
+        code: FindingCode::PortClosed,
+        severity: Severity::Error,
+        node: Some(node.to_owned()),
+        evidence,
+        fix,
+    }
 }
 
 /// Whether a pg_hba.conf text has the two lines a peer needs (exact /32 or equivalent mask).
@@ -248,12 +290,51 @@ mod tests {
     use crate::profile::{Profile, ProfileId, Role};
 
     #[test]
-    fn default_ports_are_privilege_secure_only() {
+    fn default_ports_come_from_the_profiles() {
         let ps = Profile::builtin(ProfileId::PrivilegeSecure).unwrap();
         assert_eq!(ps.ports_needed(Role::Secondary), [5432, 6500]);
         assert_eq!(ps.ports_needed(Role::Action), [6500, 6520, 6523, 6524]);
         let ss = Profile::builtin(ProfileId::SecretServer).unwrap();
-        assert!(ss.ports_needed(Role::Secondary).is_empty());
+        assert_eq!(ss.ports_needed(Role::Secondary), [443, 80]);
+        assert!(ss.ports_needed(Role::Proxy).is_empty());
+    }
+
+    #[test]
+    fn refused_and_timed_out_get_different_fixes() {
+        let addr: SocketAddr = "10.0.0.11:443".parse().unwrap();
+        let t = Duration::from_secs(5);
+        let refused = port_finding(
+            "web1",
+            addr,
+            &std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            t,
+        );
+        assert!(
+            refused.evidence.contains("nothing listens"),
+            "{}",
+            refused.evidence
+        );
+        assert!(
+            refused.fix.contains("start the service on web1"),
+            "{}",
+            refused.fix
+        );
+        let dropped = port_finding(
+            "web1",
+            addr,
+            &std::io::Error::from(std::io::ErrorKind::TimedOut),
+            t,
+        );
+        assert!(
+            dropped.evidence.contains("firewall"),
+            "{}",
+            dropped.evidence
+        );
+        assert!(
+            dropped.fix.contains("open TCP 443 to web1"),
+            "{}",
+            dropped.fix
+        );
     }
 
     #[test]

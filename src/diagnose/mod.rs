@@ -4,8 +4,11 @@
 
 pub mod catalogue;
 pub mod checks;
+pub mod explain;
+pub mod facts;
 
 pub use catalogue::{match_message, Check, Known, ALL_CHECKS, CATALOGUE};
 pub use checks::{
     check_pg_hba, check_ports, findings_from_audit, pg_hba_findings, Finding, Severity,
 };
+pub use explain::{explain, scan_log, Explained, LogScan};

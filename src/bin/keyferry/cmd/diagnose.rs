@@ -7,8 +7,8 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions};
 use keyferry::cluster::ClusterFile;
 use keyferry::diagnose::{
-    check_ports, findings_from_audit, match_message, pg_hba_findings, Check, Finding, Known,
-    Severity, ALL_CHECKS,
+    check_ports, explain, findings_from_audit, pg_hba_findings, scan_log, Check, Explained,
+    Finding, Severity, ALL_CHECKS,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -60,49 +60,55 @@ fn parse_check(s: &str) -> Result<Vec<Check>, String> {
 }
 
 #[derive(Serialize)]
-struct Matched {
-    #[serde(flatten)]
-    known: &'static Known,
-    /// The first line that matched (logs), shortened.
-    evidence: Option<String>,
-}
-
-#[derive(Serialize)]
 struct Report {
     version: u32,
     kind: &'static str,
     recognised: bool,
-    matches: Vec<Matched>,
+    matches: Vec<Explained>,
+    /// `--log`: lines read, matched and not, and a few error lines nothing matched.
+    log: Option<LogSummary>,
     checks_run: Vec<Check>,
     findings: Vec<Finding>,
     available_checks: &'static [Check],
 }
 
+#[derive(Serialize)]
+struct LogSummary {
+    lines: usize,
+    matched: usize,
+    unmatched: usize,
+    unmatched_errors: Vec<String>,
+}
+
 const MAX_LOG: u64 = 64 * 1024 * 1024;
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let mut matches: Vec<Matched> = Vec::new();
+    if args.message.is_none() && args.log.is_none() && args.cluster.is_none() {
+        return Err(Failure::new(
+            "usage",
+            "nothing to diagnose",
+            Some("give the error MESSAGE, --log FILE, or --cluster FILE to run checks"),
+        ));
+    }
+    // The cluster file, when given, names the nodes in the fixes and runs the checks.
+    let file = match &args.cluster {
+        Some(path) => Some(ClusterFile::load(path)?),
+        None => None,
+    };
+    let mut matches: Vec<Explained> = Vec::new();
+    let mut log_summary = None;
     if let Some(m) = &args.message {
-        matches = match_message(m)
-            .into_iter()
-            .map(|known| Matched {
-                known,
-                evidence: None,
-            })
-            .collect();
+        matches = explain(m, file.as_ref());
     } else if let Some(log) = &args.log {
         let bytes = keyferry::fs::read_bounded(log, MAX_LOG, "log file to scan")?;
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines() {
-            for known in match_message(line) {
-                if !matches.iter().any(|m| m.known.code == known.code) {
-                    matches.push(Matched {
-                        known,
-                        evidence: Some(line.trim().chars().take(200).collect()),
-                    });
-                }
-            }
-        }
+        let scan = scan_log(&String::from_utf8_lossy(&bytes), file.as_ref());
+        matches = scan.explained;
+        log_summary = Some(LogSummary {
+            lines: scan.lines,
+            matched: scan.matched,
+            unmatched: scan.unmatched,
+            unmatched_errors: scan.unmatched_errors,
+        });
     }
     let mut checks: Vec<Check> = args.checks.iter().flatten().copied().collect();
     if checks.is_empty() && args.cluster.is_some() {
@@ -117,20 +123,12 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     checks.sort_by_key(|c| *c as u8);
     checks.dedup();
-    if args.message.is_none() && args.log.is_none() && args.cluster.is_none() {
-        return Err(Failure::new(
-            "usage",
-            "nothing to diagnose",
-            Some("give the error MESSAGE, --log FILE, or --cluster FILE to run checks"),
-        ));
-    }
 
     let mut findings = Vec::new();
-    if let Some(path) = &args.cluster {
+    if let (Some(path), Some(file)) = (&args.cluster, &file) {
         if checks.is_empty() {
             checks = ALL_CHECKS.to_vec();
         }
-        let file = ClusterFile::load(path)?;
         if checks.iter().any(|c| {
             matches!(
                 c,
@@ -145,17 +143,17 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 max_skew: Duration::from_secs(60),
                 cluster_path: path.clone(),
             };
-            let collected = collect(&file, &opts, ui);
+            let collected = collect(file, &opts, ui);
             findings.extend(findings_from_audit(
-                &compare(&file, &collected, opts.max_skew),
+                &compare(file, &collected, opts.max_skew),
                 &checks,
             ));
         }
         if checks.contains(&Check::Ports) {
-            findings.extend(check_ports(&file, args.ports.as_deref(), args.timeout));
+            findings.extend(check_ports(file, args.ports.as_deref(), args.timeout));
         }
         if checks.contains(&Check::PgHba) {
-            findings.extend(pg_hba_findings(&file, &args.repl_user));
+            findings.extend(pg_hba_findings(file, &args.repl_user));
         }
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -164,6 +162,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         kind: "diagnose",
         recognised: !matches.is_empty(),
         matches,
+        log: log_summary,
         checks_run: checks,
         findings,
         available_checks: ALL_CHECKS,
@@ -186,10 +185,26 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 }
 
 fn print_text(r: &Report, args: &Args, ui: &Ui) {
+    if let Some(l) = &r.log {
+        ui.out(&format!(
+            "Read {}: {} matched a known error, {} did not.",
+            crate::ui::count(l.lines, "line", "lines"),
+            l.matched,
+            l.unmatched
+        ));
+        if !l.unmatched_errors.is_empty() {
+            ui.out("Error lines keyferry does not recognise (paste them into a search, or to support):");
+            for e in &l.unmatched_errors {
+                ui.out(&format!("  {e}"));
+            }
+        }
+    }
     if args.message.is_some() || args.log.is_some() {
         if r.matches.is_empty() {
             ui.out("Not recognised: keyferry's catalogue has no entry for this message.");
-            ui.out("Checks it can still run with --cluster FILE: keys, dpapi, binaries, clocks, ports, pg-hba (--check all).");
+            if args.cluster.is_none() {
+                ui.out("Checks it can still run with --cluster FILE: keys, dpapi, binaries, clocks, ports, pg-hba (--check all).");
+            }
         }
         for m in &r.matches {
             ui.out(&format!("{} [{}]", m.known.title, m.known.code));
@@ -197,15 +212,23 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
                 ui.out(&format!("  seen:   {e}"));
             }
             ui.out(&format!("  cause:  {}", m.known.cause));
-            ui.out(&format!("  fix:    {}", m.known.fix));
+            ui.out(&format!(
+                "  fix:    {}",
+                m.specific_fix.as_deref().unwrap_or(m.known.fix)
+            ));
             for c in m.known.commands {
                 ui.out(&format!("  run:    {c}"));
             }
         }
     }
     if !r.checks_run.is_empty() {
-        if r.findings.is_empty() {
-            ui.out("Checks found nothing wrong.");
+        let faults = r.findings.iter().any(|f| f.severity != Severity::Info);
+        if !faults {
+            ui.out(if r.findings.is_empty() {
+                "Checks found nothing wrong."
+            } else {
+                "Checks found nothing wrong in what they could test; see below for what they could not."
+            });
         }
         for f in &r.findings {
             let sev = f.severity.as_str();

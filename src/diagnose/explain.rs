@@ -1,0 +1,143 @@
+//! From what an admin pastes to what to do: the catalogue entries a message matches, the
+//! facts it carries, and the fix tailored to them; for a log, how many lines were read and
+//! matched, and a few error-looking lines nothing matched, so they can be pasted on.
+
+use crate::cluster::ClusterFile;
+use crate::diagnose::catalogue::{match_message, Known};
+use crate::diagnose::facts::{extract, Facts};
+use serde::Serialize;
+
+/// One catalogue entry a message matched, with the fix for this very message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explained {
+    #[serde(flatten)]
+    pub known: &'static Known,
+    /// The line that matched (logs), shortened.
+    pub evidence: Option<String>,
+    #[serde(skip_serializing_if = "Facts::is_empty")]
+    pub facts: Facts,
+    /// The fix with the message's host, user, database, port and node names in it.
+    pub specific_fix: Option<String>,
+}
+
+/// What a message means.
+pub fn explain(message: &str, cluster: Option<&ClusterFile>) -> Vec<Explained> {
+    let facts = extract(message);
+    match_message(message)
+        .into_iter()
+        .map(|known| Explained {
+            known,
+            evidence: None,
+            specific_fix: known.tailor.and_then(|t| t(&facts, cluster)),
+            facts: facts.clone(),
+        })
+        .collect()
+}
+
+/// What a log scan found.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogScan {
+    pub lines: usize,
+    pub matched: usize,
+    pub unmatched: usize,
+    /// Up to five error-looking lines that no catalogue entry matched.
+    pub unmatched_errors: Vec<String>,
+    /// Each catalogue entry once, with the first line that matched it.
+    pub explained: Vec<Explained>,
+}
+
+/// Most unmatched error lines shown.
+const SHOWN_UNMATCHED: usize = 5;
+
+/// Scans a log line by line.
+pub fn scan_log(text: &str, cluster: Option<&ClusterFile>) -> LogScan {
+    let mut scan = LogScan {
+        lines: 0,
+        matched: 0,
+        unmatched: 0,
+        unmatched_errors: Vec::new(),
+        explained: Vec::new(),
+    };
+    for line in text.lines() {
+        scan.lines += 1;
+        let found = explain(line, cluster);
+        if found.is_empty() {
+            scan.unmatched += 1;
+            let l = line.to_lowercase();
+            if scan.unmatched_errors.len() < SHOWN_UNMATCHED
+                && ["error", "fatal", "exception", "failed", "denied"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            {
+                scan.unmatched_errors.push(shorten(line));
+            }
+            continue;
+        }
+        scan.matched += 1;
+        for mut e in found {
+            if !scan.explained.iter().any(|x| x.known.code == e.known.code) {
+                e.evidence = Some(shorten(line));
+                scan.explained.push(e);
+            }
+        }
+    }
+    scan
+}
+
+fn shorten(line: &str) -> String {
+    line.trim().chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = r#"
+name = "nps"
+profile = "privilege-secure"
+[[node]]
+name = "nps1"
+role = "primary"
+address = "10.20.30.40"
+paths = { keytools = "/k", ha = "/h" }
+[[node]]
+name = "nps2"
+role = "secondary"
+address = "10.20.30.41"
+paths = { keytools = "/k", ha = "/h" }
+"#;
+
+    #[test]
+    fn the_fix_names_the_address_user_and_the_node_whose_file_it_goes_into() {
+        let c = ClusterFile::parse(CLUSTER, std::path::Path::new("c.toml")).unwrap();
+        let msg = "FATAL:  no pg_hba.conf entry for replication connection from host \"10.20.30.41\", user \"repuser\", no encryption";
+        let e = explain(msg, Some(&c));
+        let fix = e[0].specific_fix.as_deref().unwrap();
+        assert!(
+            fix.contains("host replication repuser 10.20.30.41/32 md5"),
+            "{fix}"
+        );
+        assert!(fix.contains("(node nps2)"), "{fix}");
+        assert!(fix.contains("pg_hba.conf of nps1"), "{fix}");
+        // Without a cluster file the line is still exact.
+        let e = explain(msg, None);
+        assert!(e[0]
+            .specific_fix
+            .as_deref()
+            .unwrap()
+            .contains("10.20.30.41/32"));
+    }
+
+    #[test]
+    fn a_log_scan_counts_and_shows_what_it_could_not_match() {
+        let log = "2026-11-24 10:00:00 INFO started\n\
+                   2026-11-24 10:00:01 ERROR Encryption key doesn't match\n\
+                   2026-11-24 10:00:02 ERROR Something nobody has seen before\n\
+                   2026-11-24 10:00:03 ERROR Encryption key doesn't match\n";
+        let s = scan_log(log, None);
+        assert_eq!((s.lines, s.matched, s.unmatched), (4, 2, 2));
+        assert_eq!(s.explained.len(), 1);
+        assert_eq!(s.unmatched_errors.len(), 1);
+        assert!(s.unmatched_errors[0].contains("nobody has seen"));
+    }
+}
