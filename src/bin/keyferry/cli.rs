@@ -14,7 +14,7 @@ use clap::{Args, Parser};
     long_about = None,
     propagate_version = true,
     max_term_width = 100,
-    after_help = "Exit status: 0 success, 1 a check said no, 2 error (nothing on disk was changed).\nDocs: README.md and docs/ in the source tree."
+    after_help = "Exit status: 0 success, 1 a check said no, 2 error (nothing on disk was changed).\n\nMore: keyferry help <command> for any command; keyferry man > keyferry.1 for the manual page;\nkeyferry completions bash|zsh|fish|powershell for tab completion."
 )]
 pub struct Cli {
     #[command(flatten)]

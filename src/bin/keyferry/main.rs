@@ -10,7 +10,7 @@ mod node_args;
 mod passphrase;
 mod ui;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     if !hardening.core_dumps_disabled {
         ui.warn("could not turn off core dumps; key material could end up in a crash dump");
     }
-    match cmd::run(cli.command, &ui) {
+    match cmd::run(cli.command, &ui, cli::Cli::command) {
         Ok(code) => code,
         Err(f) => {
             ui.failure(&f);

@@ -75,6 +75,11 @@ impl Ui {
         let _ = writeln!(std::io::stdout().lock(), "{}", escape(line));
     }
 
+    /// Bytes on stdout as they are (generated scripts and pages).
+    pub fn raw(&self, bytes: &[u8]) {
+        let _ = std::io::stdout().lock().write_all(bytes);
+    }
+
     /// The JSON document on stdout.
     pub fn json<T: Serialize>(&self, value: &T) {
         let text = serde_json::to_string_pretty(value).expect("report types serialise");

@@ -1,11 +1,13 @@
 //! One module per leaf subcommand; groups are enums with a short `match`.
 
 pub mod audit;
+pub mod completions;
 pub mod demo;
 pub mod diagnose;
 pub mod dpapi;
 pub mod fingerprint;
 pub mod keys;
+pub mod man;
 pub mod shred;
 
 use crate::failure::Failure;
@@ -33,10 +35,18 @@ pub enum Command {
     Dpapi(dpapi::DpapiCommand),
     /// Run the whole export/import on a throwaway four-node cluster
     Demo(demo::Args),
+    /// Print shell completions (bash, zsh, fish, powershell)
+    Completions(completions::Args),
+    /// Print the manual page (roff)
+    Man(man::Args),
 }
 
-pub fn run(command: Command, ui: &Ui) -> CmdResult {
+/// Runs a command. `tree` builds the whole clap command tree, for the commands that print
+/// it in another form (completions, man page).
+pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult {
     match command {
+        Command::Completions(a) => completions::run(a, ui, tree),
+        Command::Man(a) => man::run(a, ui, tree),
         Command::Keys(c) => keys::run(c, ui),
         Command::Fingerprint(a) => fingerprint::run(a, ui),
         Command::Shred(a) => shred::run(a, ui),
