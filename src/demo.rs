@@ -2,11 +2,11 @@
 //! real work factor and no prompts.
 //!
 //! Four Secret Server-style nodes in a temp folder: a primary, a secondary whose key differs,
-//! a DR node with no key, and a proxy. Fingerprints disagree; export from the primary; import
-//! on the others (the secondary only with `--replace`, after the refusal an admin would see);
-//! fingerprints agree; everything is removed.
+//! a DR node with no key, and a proxy. `audit` shows they disagree; export from the primary;
+//! import on the others (the secondary only with `--replace`, after the refusal an admin would
+//! see); `audit` shows they agree; everything is removed.
 
-use crate::audit::report::{node_report, KeySetStatus, NodeReport};
+use crate::audit::{collect, compare, AuditOptions, AuditReport};
 use crate::cluster::{ClusterFile, Node};
 use crate::error::{Error, Result};
 use crate::keys::bundle::{Encoding, EXPORT_WORK_FACTOR, MAX_IMPORT_WORK_FACTOR};
@@ -23,8 +23,9 @@ use std::path::Path;
 pub struct DemoReport {
     pub version: u32,
     pub kind: String,
-    pub before: Vec<NodeReport>,
-    pub after: Vec<NodeReport>,
+    /// `keyferry audit` of the cluster before and after.
+    pub before: AuditReport,
+    pub after: AuditReport,
     pub agreed_before: bool,
     pub agreed_after: bool,
     pub refused_without_replace: String,
@@ -46,7 +47,8 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let root = tmp.path();
-    let cluster = write_cluster(root)?;
+    let cluster_path = root.join("cluster.toml");
+    let cluster = write_cluster(&cluster_path)?;
     let host = "demo-host";
     let nodes: Vec<Node> = cluster
         .nodes
@@ -64,11 +66,9 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     write(&nodes[1], &random_key(320))?;
     progress.step("web1 (primary) and web2 (secondary) hold different encryption.config files; dr1 has none; proxy1 needs none.");
 
-    let before = reports(&nodes, host)?;
-    let agreed_before = agree(&before);
-    for r in &before {
-        progress.step(&line(r));
-    }
+    progress.step("keyferry audit:");
+    let before = audit(&cluster, &cluster_path, progress);
+    let agreed_before = before.ok;
 
     let passphrase = Passphrase::generate();
     let now = Timestamp::now();
@@ -150,11 +150,9 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     }
     progress.step("proxy1 is a proxy: it needs no keys and gets none.");
 
-    let after = reports(&nodes, host)?;
-    let agreed_after = agree(&after);
-    for r in &after {
-        progress.step(&line(r));
-    }
+    progress.step("keyferry audit:");
+    let after = audit(&cluster, &cluster_path, progress);
+    let agreed_after = after.ok;
     for removal in crate::fs::shred::shred_file(&bundle).into_iter() {
         progress.step(&format!("Bundle {removal}"));
     }
@@ -172,7 +170,10 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
     })
 }
 
-fn write_cluster(root: &Path) -> Result<ClusterFile> {
+fn write_cluster(path: &Path) -> Result<ClusterFile> {
+    let root = path
+        .parent()
+        .expect("the cluster file is in the demo folder");
     let mut text = String::from("name = \"demo\"\nprofile = \"secret-server\"\n");
     for (name, role, ip) in NODES {
         let app = root.join(name).join("SecretServer");
@@ -189,9 +190,8 @@ fn write_cluster(root: &Path) -> Result<ClusterFile> {
             text.push_str(&format!("paths = {{ app = {app:?} }}\n"));
         }
     }
-    let path = root.join("cluster.toml");
-    crate::fs::write_private(&path, text.as_bytes())?;
-    ClusterFile::load(&path)
+    crate::fs::write_private(path, text.as_bytes())?;
+    ClusterFile::load(path)
 }
 
 fn random_key(len: usize) -> Vec<u8> {
@@ -208,32 +208,34 @@ fn write(node: &Node, key: &[u8]) -> Result<()> {
     crate::fs::write_private(&node.key_path(spec)?, key)
 }
 
-fn reports(nodes: &[Node], host: &str) -> Result<Vec<NodeReport>> {
-    nodes
-        .iter()
-        .map(|n| node_report(n, host, Timestamp::now()))
-        .collect()
-}
-
-/// Every node that needs keys holds the same complete set.
-fn agree(reports: &[NodeReport]) -> bool {
-    let mut needed = reports
-        .iter()
-        .filter(|r| r.status != KeySetStatus::NotNeeded);
-    let Some(first) = needed.next() else {
-        return true;
+/// The same audit `keyferry audit -c cluster.toml` runs, each node read by its paths, with
+/// one line a node and the problems it found.
+fn audit(cluster: &ClusterFile, path: &Path, progress: &dyn Progress) -> AuditReport {
+    let opts = AuditOptions {
+        jobs: 4,
+        timeout: std::time::Duration::from_secs(20),
+        ssh_program: "ssh".into(),
+        ssh_config: None,
+        max_skew: std::time::Duration::from_secs(60),
+        cluster_path: path.to_owned(),
     };
-    first.status == KeySetStatus::Complete
-        && needed.all(|r| r.status == KeySetStatus::Complete && r.fingerprint == first.fingerprint)
-}
-
-fn line(r: &NodeReport) -> String {
-    let fp = match (&r.fingerprint, r.status) {
-        (_, KeySetStatus::NotNeeded) => "needs no keys".to_string(),
-        (Some(fp), _) => fp.to_string(),
-        (None, _) => "no keys".to_string(),
-    };
-    format!("  {:<7} {:<10} {fp}", r.node, r.role.as_str())
+    let report = compare(cluster, &collect(cluster, &opts, progress), opts.max_skew);
+    for n in &report.nodes {
+        let fp = n
+            .fingerprint
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "-".into());
+        progress.step(&format!(
+            "  {:<7} {:<10} {:<11} {fp}",
+            n.node,
+            n.role.as_str(),
+            n.status.as_str()
+        ));
+    }
+    for p in report.problems() {
+        progress.step(&format!("  problem: {p}"));
+    }
+    report
 }
 
 /// The demo at the shipped work factor.

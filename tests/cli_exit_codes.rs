@@ -70,8 +70,10 @@ fn demo_runs_end_to_end() {
     let j = r.json();
     assert_eq!(j["agreed_before"], false);
     assert_eq!(j["agreed_after"], true);
-    assert_eq!(j["after"].as_array().unwrap().len(), 4);
-    let fps: Vec<_> = j["after"]
+    assert_eq!(j["before"]["kind"], "audit");
+    assert_eq!(j["after"]["ok"], true);
+    assert_eq!(j["after"]["nodes"].as_array().unwrap().len(), 4);
+    let fps: Vec<_> = j["after"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -79,4 +81,21 @@ fn demo_runs_end_to_end() {
         .map(|n| n["fingerprint"].clone())
         .collect();
     assert!(fps.iter().all(|f| f == &fps[0] && f.is_string()));
+}
+
+/// The demo shows the audit before and after, and ends with the commands an admin would type
+/// on a real cluster.
+#[test]
+fn demo_audits_and_ends_with_the_real_commands() {
+    let r = keyferry(&["demo"], None);
+    r.assert_code(0);
+    let out = r.stdout();
+    assert_eq!(out.matches("keyferry audit:").count(), 2, "{out}");
+    assert!(out.contains("problem: different keys: web2"), "{out}");
+    assert!(out.contains("On a real cluster"), "{out}");
+    assert!(
+        out.contains("keyferry keys export -c cluster.toml -o keys.kfb"),
+        "{out}"
+    );
+    assert!(out.contains("--replace --keep-bundle"), "{out}");
 }
