@@ -692,3 +692,27 @@ fn a_missing_key_files_hint_fits_the_product() {
     assert!(!r.stderr().contains("SbPAM"), "{}", r.stderr());
     assert!(r.stderr().contains("paths"), "{}", r.stderr());
 }
+
+/// `--ttl 90` suggested `90sec or 90ms`, which were then refused. Every range error now has
+/// a hint with a value that is accepted, and those values are.
+#[test]
+fn ttl_errors_suggest_values_that_are_accepted() {
+    let c = Cluster::secret_server(KEY_A, None);
+    let out = c.path("t.kfb");
+    let o = out.to_str().unwrap();
+    for (ttl, says) in [
+        ("90", "--ttl 90m"),
+        ("1m", "--ttl 30m"),
+        ("30d", "--ttl 1d"),
+        ("soon", "--ttl 30m"),
+    ] {
+        let r = c.keyferry_node("web1", &["keys", "export", "-o", o, "--ttl", ttl]);
+        r.assert_code(2);
+        assert!(r.stderr().contains(says), "--ttl {ttl}: {}", r.stderr());
+        assert!(!out.exists());
+    }
+    for ok in ["90m", "30m", "1d", "2h"] {
+        let r = c.keyferry_node("web1", &["keys", "export", "-o", o, "--ttl", ok, "--force"]);
+        r.assert_code(0);
+    }
+}
