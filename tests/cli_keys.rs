@@ -716,3 +716,67 @@ fn ttl_errors_suggest_values_that_are_accepted() {
         r.assert_code(0);
     }
 }
+
+/// A missing cluster file, passphrase file or bundle says which kind of file is missing and
+/// what to do, in the same words (not "No such file or directory (os error 2)" with a hint
+/// about permissions).
+#[test]
+fn a_missing_file_says_which_kind_it_is() {
+    let c = Cluster::secret_server(KEY_A, None);
+    let bundle = c.export();
+    let cl = c.cluster_file();
+    for (args, kind) in [
+        (
+            vec![
+                "fingerprint",
+                "-c",
+                "clustr.toml",
+                "--node",
+                "web1",
+                "--json",
+            ],
+            "cluster file",
+        ),
+        (
+            vec![
+                "keys",
+                "import",
+                bundle.to_str().unwrap(),
+                "-c",
+                cl.to_str().unwrap(),
+                "--node",
+                "dr1",
+                "--passphrase-file",
+                "/nonexistent/pass",
+                "--json",
+            ],
+            "passphrase file",
+        ),
+        (
+            vec![
+                "keys",
+                "import",
+                "/nonexistent/keys.kfb",
+                "-c",
+                cl.to_str().unwrap(),
+                "--node",
+                "dr1",
+                "--json",
+            ],
+            "keyferry bundle",
+        ),
+    ] {
+        let r = keyferry(&args, None);
+        r.assert_code(2);
+        let j = r.json();
+        assert_eq!(j["error"]["code"], "file-missing", "{args:?}");
+        let msg = j["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("the {kind} ")), "{msg}");
+        assert!(msg.ends_with("does not exist"), "{msg}");
+        assert!(
+            !j["error"]["hint"].as_str().unwrap().contains("permission"),
+            "{j}"
+        );
+        assert!(!r.stderr().contains("os error"), "{}", r.stderr());
+    }
+}
