@@ -142,3 +142,27 @@ fn the_audit_table_and_fingerprint_lines_fit_the_terminal() {
     assert!(wide.contains(&sha256_hex(KEY)), "{wide}");
     assert!(wide.contains("bytes"), "{wide}");
 }
+
+/// A bundle's source fields come from whoever made the bundle: `keys inspect` shows them
+/// escaped.
+#[test]
+fn a_bundles_source_fields_are_shown_escaped() {
+    let c = Cluster::secret_server(KEY, None);
+    let mut h = header(&[("encryption.config", KEY)], "2099-01-01T00:00:00Z");
+    h["source"]["host"] = serde_json::json!("WEB1\u{1b}[2J\u{1b}]0;owned\u{7}");
+    let b = c.path("hostile.kfb");
+    seal_raw(&plaintext(&h, &[KEY]), PASSPHRASE, &b);
+    let r = keyferry(
+        &[
+            "keys",
+            "inspect",
+            b.to_str().unwrap(),
+            "--passphrase-file",
+            c.path("pass.txt").to_str().unwrap(),
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert!(!r.stdout().contains('\u{1b}'), "{:?}", r.stdout());
+    assert!(r.stdout().contains("WEB1\\u{1b}[2J"), "{}", r.stdout());
+}
