@@ -133,11 +133,9 @@ pub const CATALOGUE: &[Known] = &[
         commands: &["keyferry diagnose --check ports -c cluster.toml"],
         checks: &[Check::Ports],
         tailor: Some(|f, c| {
-            let host = f.host.as_deref()?;
-            let port = f.port.unwrap_or(5432);
+            let (at, _) = endpoint(f, c)?;
             Some(format!(
-                "nothing listens on {host}:{port}{}: start PostgreSQL there and check `port` and `listen_addresses` in its postgresql.conf",
-                node_named(c, host).map(|n| format!(" (node {n})")).unwrap_or_default()
+                "nothing listens on {at}: start PostgreSQL there and check `port` and `listen_addresses` in its postgresql.conf"
             ))
         }),
     },
@@ -154,11 +152,9 @@ pub const CATALOGUE: &[Known] = &[
         commands: &["keyferry diagnose --check ports -c cluster.toml"],
         checks: &[Check::Ports],
         tailor: Some(|f, c| {
-            let host = f.host.as_deref()?;
-            let port = f.port.unwrap_or(5432);
+            let (at, port) = endpoint(f, c)?;
             Some(format!(
-                "no answer from {host}:{port}{}: a firewall drops the connection; open TCP {port} to it (Windows Firewall and any network firewall)",
-                node_named(c, host).map(|n| format!(" (node {n})")).unwrap_or_default()
+                "no answer from {at}: a firewall drops the connection; open TCP {port} to it (Windows Firewall and any network firewall)"
             ))
         }),
     },
@@ -236,6 +232,17 @@ fn node_named<'a>(c: Option<&'a ClusterFile>, host: &str) -> Option<&'a str> {
         .iter()
         .find(|n| n.address == ip)
         .map(|n| n.name.as_str())
+}
+
+/// `10.0.0.12:5432 (node web2)` for the server a message names (PostgreSQL's port unless it
+/// says another), and the port.
+fn endpoint(f: &Facts, c: Option<&ClusterFile>) -> Option<(String, u16)> {
+    let host = f.host.as_deref()?;
+    let port = f.port.unwrap_or(5432);
+    let node = node_named(c, host)
+        .map(|n| format!(" (node {n})"))
+        .unwrap_or_default();
+    Some((format!("{host}:{port}{node}"), port))
 }
 
 /// The exact pg_hba.conf line for the client in the message, and whose file it goes into:

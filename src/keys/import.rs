@@ -203,6 +203,18 @@ impl ImportPlan {
     pub fn replaces(&self) -> bool {
         self.files.iter().any(|f| f.action == FileAction::Replace)
     }
+
+    /// The refusal for a plan that would replace files without `--replace`, naming them.
+    pub fn differs(&self) -> Error {
+        let files = self
+            .files
+            .iter()
+            .filter(|f| f.action == FileAction::Replace)
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Error::KeySetDiffers { files }
+    }
 }
 
 /// Compares the bundle with what is on disk. Reads only. DPAPI-protected files on this node
@@ -326,14 +338,7 @@ pub fn apply(
     replace: bool,
 ) -> Result<Applied> {
     if plan.replaces() && !replace {
-        let files = plan
-            .files
-            .iter()
-            .filter(|f| f.action == FileAction::Replace)
-            .map(|f| f.path.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(Error::KeySetDiffers { files });
+        return Err(plan.differs());
     }
     let mut changes = Vec::new();
     for f in plan
@@ -580,14 +585,7 @@ pub fn refusal(plan: &ImportPlan, node: &Node, opts: &ImportOptions) -> Option<E
         });
     }
     if !opts.replace {
-        let files = plan
-            .files
-            .iter()
-            .filter(|f| f.action == FileAction::Replace)
-            .map(|f| f.path.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Some(Error::KeySetDiffers { files });
+        return Some(plan.differs());
     }
     None
 }
