@@ -51,6 +51,7 @@ fn export_then_import_installs_on_missing_node_and_removes_bundle() {
         assert_eq!(common::mode(&c.key_path("dr1")), Some(0o640));
     }
     assert!(!bundle.exists(), "bundle removed after import");
+    assert!(r.stderr().contains("--keep-bundle"), "{}", r.stderr());
     assert!(r.stdout().contains("installed"), "{}", r.stdout());
     assert!(
         r.stdout().contains("overwritten and removed")

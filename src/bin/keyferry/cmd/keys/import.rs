@@ -159,7 +159,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 report.plan.fingerprint
             ));
             match &report.bundle_removal {
-                Some(r) => ui.out(&format!("Bundle {r}")),
+                Some(r) => {
+                    ui.out(&format!("Bundle {r}"));
+                    ui.info("Other nodes need their own copy of the bundle (--keep-bundle leaves it in place for them).");
+                }
                 None => {
                     ui.info("Bundle kept (--keep-bundle); `keyferry keys cleanup` will remove it.")
                 }
