@@ -129,6 +129,10 @@ pub enum Error {
     #[error("{0}")]
     NodeReport(String),
 
+    /// A sync whose source or target is not what it should be.
+    #[error("{0}")]
+    SyncRefused(String),
+
     // --- the file layer and the transaction engine ---
     /// A path that must be a regular file is a link, folder, FIFO or device.
     #[error("{path} is {what}, not a regular file; keyferry does not read or write through it")]
@@ -202,6 +206,7 @@ impl Error {
             Error::InvalidInput(_) => "invalid-input",
             Error::Unsupported(_) => "unsupported",
             Error::NodeReport(_) => "node-report",
+            Error::SyncRefused(_) => "sync-refused",
             Error::NotAFile { .. } => "not-a-file",
             Error::TooLarge { .. } => "too-large",
             Error::Changed { .. } => "changed-underfoot",
@@ -274,6 +279,7 @@ impl Error {
         "invalid-input",
         "unsupported",
         "node-report",
+        "sync-refused",
         "not-a-file",
         "too-large",
         "changed-underfoot",

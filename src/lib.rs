@@ -34,6 +34,7 @@ pub mod profile;
 pub mod progress;
 pub mod remote;
 pub mod secret;
+pub mod sync;
 pub mod time;
 pub mod txn;
 pub mod words;

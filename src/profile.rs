@@ -146,6 +146,9 @@ pub struct Profile {
     pub app_folder: Option<String>,
     /// TCP ports a node of each role must reach on the primary (`diagnose --check ports`).
     pub ports: Vec<(Role, Vec<u16>)>,
+    /// A file every copy of the application folder has, so a wrong folder is recognised
+    /// before a sync touches it.
+    pub app_marker: Option<String>,
 }
 
 const KEY_ROLES_SS: &[Role] = &[
@@ -187,6 +190,7 @@ struct BuiltIn {
     after_import: Option<&'static str>,
     app_folder: Option<&'static str>,
     ports: &'static [BuiltInPorts],
+    app_marker: Option<&'static str>,
 }
 
 const BUILT_INS: &[BuiltIn] = &[
@@ -213,6 +217,7 @@ const BUILT_INS: &[BuiltIn] = &[
             roles: &[Role::Secondary, Role::Dr],
             ports: &[443, 80],
         }],
+        app_marker: Some("web.config"),
     },
     BuiltIn {
         id: ProfileId::PrivilegeSecure,
@@ -255,6 +260,7 @@ const BUILT_INS: &[BuiltIn] = &[
                 ports: &[6500, 6520, 6523, 6524],
             },
         ],
+        app_marker: None,
     },
 ];
 
@@ -292,6 +298,7 @@ impl Profile {
                 .iter()
                 .flat_map(|p| p.roles.iter().map(|r| (*r, p.ports.to_vec())))
                 .collect(),
+            app_marker: b.app_marker.map(str::to_owned),
         })
     }
 
@@ -312,6 +319,7 @@ impl Profile {
             after_import: None,
             app_folder: None,
             ports: Vec::new(),
+            app_marker: None,
         }
     }
 

@@ -28,20 +28,10 @@ pub struct AppDigest {
     pub files: u64,
 }
 
-/// Whether a relative path is left out of the digest.
+/// Whether a relative path is left out of the digest: what a sync leaves alone (key and
+/// node-local files, logs, temp files), by the same rule ([`crate::sync::classify`]).
 pub fn excluded(rel: &str, profile: &Profile) -> bool {
-    let lower = rel.to_ascii_lowercase();
-    let name = lower.rsplit('/').next().unwrap_or(&lower);
-    let top = lower.split('/').next().unwrap_or("");
-    profile.is_node_local(name)
-        || profile
-            .keys
-            .iter()
-            .any(|k| k.name.eq_ignore_ascii_case(name))
-        || name.ends_with(".log")
-        || name.ends_with(".tmp")
-        || name.starts_with(".keyferry-")
-        || matches!(top, "log" | "logs" | "app_data" | "temp" | "tmp")
+    crate::sync::classify(rel, profile) != crate::sync::Class::Normal
 }
 
 /// Relative path → file hash of every included file under `root`.
@@ -83,7 +73,7 @@ pub fn file_hashes(root: &Path, profile: &Profile) -> Result<BTreeMap<String, Fi
 /// SHA-256 of a file, read as a stream through one no-follow handle (a 3 GiB binary costs
 /// 64 KiB of memory, not 3 GiB). A link or special file put there since the folder was
 /// listed is skipped like any link.
-fn hash_file(path: &Path) -> Result<FileHash> {
+pub(crate) fn hash_file(path: &Path) -> Result<FileHash> {
     use std::io::Read;
     let mut opened = match crate::fs::open_regular(path) {
         Ok(Some(o)) => o,

@@ -1,0 +1,536 @@
+//! The sync plan: what copying a source application folder onto a target would do, computed
+//! from both trees without writing anything.
+//!
+//! - **Protected** files (the profile's key and node-local files: `encryption.config`,
+//!   `database.config`) are never read from the source and never touched on the target. They
+//!   are matched by name case-insensitively at any depth, on every system: `Encryption.Config`
+//!   copied to a Windows node would overwrite `encryption.config`, so it counts as the same.
+//! - **Volatile** paths (logs, temp folders, keyferry's own temp files) are neither copied nor
+//!   deleted.
+//! - Links are never followed and never copied; a link that leads out of its tree refuses the
+//!   whole plan.
+//! - Files of equal size are compared by content (SHA-256, streamed), so a change that keeps
+//!   the size and the modification time is still an update.
+
+use crate::error::{Error, Result};
+use crate::profile::Profile;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// How a relative path of the application folder travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// Copied, updated and deleted to match the source.
+    Normal,
+    /// A key or node-local file: never read from the source, never touched on the target.
+    Protected,
+    /// Logs and temp files: neither copied nor deleted.
+    Volatile,
+}
+
+/// The class of a `/`-separated relative path, for this profile.
+pub fn classify(rel: &str, profile: &Profile) -> Class {
+    let lower = rel.to_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    let top = lower.split('/').next().unwrap_or("");
+    let named = |n: &str| n.to_lowercase() == name;
+    if profile.keys.iter().any(|k| named(&k.name))
+        || profile.node_local.iter().any(|l| named(&l.name))
+    {
+        return Class::Protected;
+    }
+    if name.ends_with(".log")
+        || name.ends_with(".tmp")
+        || name.starts_with(".keyferry-")
+        || matches!(top, "log" | "logs" | "app_data" | "temp" | "tmp")
+    {
+        return Class::Volatile;
+    }
+    Class::Normal
+}
+
+/// One file of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanFile {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// What a sync from `source` onto `target` would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncPlan {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub add: Vec<PlanFile>,
+    pub update: Vec<PlanFile>,
+    pub delete: Vec<PlanFile>,
+    /// Folders to create on the target, and to remove (empty once their files are deleted).
+    pub add_dirs: Vec<String>,
+    pub delete_dirs: Vec<String>,
+    pub unchanged: u64,
+    /// Protected files found on either side: left exactly as they are.
+    pub protected: Vec<String>,
+    /// Volatile paths found on either side: left alone.
+    pub volatile: Vec<String>,
+    /// Links inside a tree: not followed, not copied, left alone.
+    pub links: Vec<String>,
+    pub add_bytes: u64,
+    pub update_bytes: u64,
+    pub delete_bytes: u64,
+}
+
+impl SyncPlan {
+    /// Whether the target already matches the source.
+    pub fn is_noop(&self) -> bool {
+        self.add.is_empty()
+            && self.update.is_empty()
+            && self.delete.is_empty()
+            && self.add_dirs.is_empty()
+            && self.delete_dirs.is_empty()
+    }
+}
+
+/// Settings of a plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The target may be an empty folder (a new node); otherwise it must look like the
+    /// application.
+    pub allow_new_target: bool,
+    /// Most files a plan may delete before it is refused (a wrong target would lose them all).
+    pub max_delete: usize,
+}
+
+/// The default cap on deletions.
+pub const DEFAULT_MAX_DELETE: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    File(u64),
+    Dir,
+    Link,
+}
+
+/// Every entry of a tree by relative path, links not followed; volatile folders are recorded
+/// but not entered.
+fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+            if ft.is_symlink() || is_reparse_point(&e) {
+                if leads_out(root, &e.path()) {
+                    return Err(Error::SyncRefused(format!(
+                        "{side} {} has a link that leads out of the folder ({rel}); keyferry \
+                         never follows or copies through one: remove it or point it inside",
+                        root.display()
+                    )));
+                }
+                out.insert(rel, Kind::Link);
+            } else if ft.is_dir() {
+                out.insert(rel.clone(), Kind::Dir);
+                if classify(&rel, profile) != Class::Volatile {
+                    stack.push((e.path(), rel));
+                }
+            } else if ft.is_file() {
+                let len = e.metadata().map_err(|err| Error::io(e.path(), err))?.len();
+                out.insert(rel, Kind::File(len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(windows)]
+fn is_reparse_point(e: &std::fs::DirEntry) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    e.metadata()
+        .map(|m| m.file_attributes() & 0x400 != 0)
+        .unwrap_or(true)
+}
+
+#[cfg(not(windows))]
+fn is_reparse_point(_e: &std::fs::DirEntry) -> bool {
+    false
+}
+
+/// Whether a link's target, read but not followed, lies outside `root`.
+fn leads_out(root: &Path, link: &Path) -> bool {
+    let Ok(target) = std::fs::read_link(link) else {
+        return true;
+    };
+    let base = link.parent().unwrap_or(root);
+    let joined = if target.is_absolute() {
+        target
+    } else {
+        base.join(target)
+    };
+    let mut parts: Vec<Component> = Vec::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return true;
+                }
+            }
+            Component::CurDir => {}
+            c => parts.push(c),
+        }
+    }
+    let resolved: PathBuf = parts.iter().collect();
+    !resolved.starts_with(root)
+}
+
+/// Plans a sync of `source` onto `target`. Reads only.
+pub fn plan(
+    source: &Path,
+    target: &Path,
+    profile: &Profile,
+    opts: &PlanOptions,
+) -> Result<SyncPlan> {
+    let refuse = |why: String| Err(Error::SyncRefused(why));
+    let src = std::fs::canonicalize(source).map_err(|e| Error::io(source, e))?;
+    let dst = std::fs::canonicalize(target).map_err(|e| Error::io(target, e))?;
+    for (side, p) in [("source", &src), ("target", &dst)] {
+        if !p.is_dir() {
+            return refuse(format!("the {side} {} is not a folder", p.display()));
+        }
+        if p.parent().is_none() {
+            return refuse(format!(
+                "the {side} {} is the root of a file system; point it at the application folder",
+                p.display()
+            ));
+        }
+    }
+    if src == dst || src.starts_with(&dst) || dst.starts_with(&src) {
+        return refuse(format!(
+            "source {} and target {} are the same folder, or one is inside the other",
+            src.display(),
+            dst.display()
+        ));
+    }
+    let from = scan(&src, profile, "the source")?;
+    let to = scan(&dst, profile, "the target")?;
+    let marker = profile.app_marker.as_deref();
+    let looks_like_app = |t: &BTreeMap<String, Kind>| match marker {
+        Some(m) => t.keys().any(|k| k.eq_ignore_ascii_case(m)),
+        None => t.values().any(|k| matches!(k, Kind::File(_))),
+    };
+    if from.is_empty() || !looks_like_app(&from) {
+        return refuse(format!(
+            "the source {} does not look like the application folder{}",
+            src.display(),
+            marker
+                .map(|m| format!(" (no {m})"))
+                .unwrap_or_else(|| " (it holds no files)".into())
+        ));
+    }
+    if to.is_empty() {
+        if !opts.allow_new_target {
+            return refuse(format!(
+                "the target {} is empty; if it is a new node, say so (allow a new target)",
+                dst.display()
+            ));
+        }
+    } else if !looks_like_app(&to) {
+        return refuse(format!(
+            "the target {} does not look like the application folder{}; keyferry will not make \
+             another folder into a copy of it",
+            dst.display(),
+            marker.map(|m| format!(" (no {m})")).unwrap_or_default()
+        ));
+    }
+
+    let mut p = SyncPlan {
+        source: src.clone(),
+        target: dst.clone(),
+        add: Vec::new(),
+        update: Vec::new(),
+        delete: Vec::new(),
+        add_dirs: Vec::new(),
+        delete_dirs: Vec::new(),
+        unchanged: 0,
+        protected: Vec::new(),
+        volatile: Vec::new(),
+        links: Vec::new(),
+        add_bytes: 0,
+        update_bytes: 0,
+        delete_bytes: 0,
+    };
+    let note = |rel: &str, list: &mut Vec<String>| {
+        if !list.iter().any(|x| x.eq_ignore_ascii_case(rel)) {
+            list.push(rel.to_owned());
+        }
+    };
+    // Protected and volatile names on the target are matched case-insensitively, as Windows
+    // would: a source `Database.config` never lands on a target's `database.config`.
+    let target_lower: BTreeMap<String, &Kind> =
+        to.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    for (rel, kind) in &from {
+        match classify(rel, profile) {
+            Class::Protected => note(rel, &mut p.protected),
+            Class::Volatile => note(rel, &mut p.volatile),
+            Class::Normal => match kind {
+                Kind::Link => note(rel, &mut p.links),
+                Kind::Dir => {
+                    if !to.contains_key(rel) {
+                        p.add_dirs.push(rel.clone());
+                    }
+                }
+                Kind::File(len) => match to
+                    .get(rel)
+                    .or_else(|| target_lower.get(&rel.to_lowercase()).copied())
+                {
+                    None | Some(Kind::Dir) | Some(Kind::Link) => {
+                        p.add_bytes += len;
+                        p.add.push(PlanFile {
+                            path: rel.clone(),
+                            bytes: *len,
+                        });
+                    }
+                    Some(Kind::File(tlen)) => {
+                        if tlen != len || !same_content(&src.join(rel), &dst.join(rel))? {
+                            p.update_bytes += len;
+                            p.update.push(PlanFile {
+                                path: rel.clone(),
+                                bytes: *len,
+                            });
+                        } else {
+                            p.unchanged += 1;
+                        }
+                    }
+                },
+            },
+        }
+    }
+    let source_lower: std::collections::BTreeSet<String> =
+        from.keys().map(|k| k.to_lowercase()).collect();
+    for (rel, kind) in &to {
+        match classify(rel, profile) {
+            Class::Protected => note(rel, &mut p.protected),
+            Class::Volatile => note(rel, &mut p.volatile),
+            Class::Normal if !source_lower.contains(&rel.to_lowercase()) => match kind {
+                Kind::File(len) => {
+                    p.delete_bytes += len;
+                    p.delete.push(PlanFile {
+                        path: rel.clone(),
+                        bytes: *len,
+                    });
+                }
+                Kind::Dir => p.delete_dirs.push(rel.clone()),
+                Kind::Link => note(rel, &mut p.links),
+            },
+            Class::Normal => {}
+        }
+    }
+    // A folder holding something left alone (protected, volatile, a link) is not removed.
+    let kept: Vec<String> = p
+        .protected
+        .iter()
+        .chain(&p.volatile)
+        .chain(&p.links)
+        .map(|k| k.to_lowercase())
+        .collect();
+    p.delete_dirs.retain(|d| {
+        !kept
+            .iter()
+            .any(|k| k.starts_with(&format!("{}/", d.to_lowercase())))
+    });
+    if p.delete.len() > opts.max_delete {
+        return refuse(format!(
+            "the plan would delete {} files from {} (at most {} without saying so); check that \
+             the target is the right folder, then raise the limit",
+            p.delete.len(),
+            dst.display(),
+            opts.max_delete
+        ));
+    }
+    for list in [&mut p.add, &mut p.update, &mut p.delete] {
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    p.add_dirs.sort();
+    p.delete_dirs.sort();
+    p.protected.sort();
+    p.volatile.sort();
+    p.links.sort();
+    Ok(p)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    Ok(crate::audit::appdigest::hash_file(a)?.ct_eq(&crate::audit::appdigest::hash_file(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfileId;
+    use std::fs;
+
+    fn ss() -> Profile {
+        Profile::builtin(ProfileId::SecretServer).unwrap()
+    }
+
+    fn tree(root: &Path, files: &[(&str, &[u8])]) {
+        for (rel, bytes) in files {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, bytes).unwrap();
+        }
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            allow_new_target: false,
+            max_delete: DEFAULT_MAX_DELETE,
+        }
+    }
+
+    #[test]
+    fn protected_files_are_left_alone_whatever_their_case_and_the_rest_is_planned() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = (d.path().join("src"), d.path().join("dst"));
+        tree(
+            &s,
+            &[
+                ("web.config", b"<c/>"),
+                ("bin/app.dll", b"v11.0"),
+                ("bin/new.dll", b"new"),
+                ("encryption.config", b"SOURCE KEY"),
+                ("Database.config", b"source db"),
+                ("logs/today.log", b"noise"),
+                ("same.js", b"aaaa"),
+            ],
+        );
+        tree(
+            &t,
+            &[
+                ("web.config", b"<c/>"),
+                ("bin/app.dll", b"v10.9"),
+                ("bin/stale.dll", b"old"),
+                ("Encryption.Config", b"TARGET KEY"),
+                ("database.config", b"target db"),
+                ("logs/old.log", b"keep"),
+                ("same.js", b"aaaa"),
+            ],
+        );
+        let p = plan(&s, &t, &ss(), &opts()).unwrap();
+        let paths = |v: &[PlanFile]| v.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(&p.add), ["bin/new.dll"]);
+        assert_eq!(paths(&p.update), ["bin/app.dll"]);
+        assert_eq!(paths(&p.delete), ["bin/stale.dll"]);
+        assert_eq!(p.unchanged, 2, "web.config and same.js");
+        for protected in ["encryption.config", "Database.config"] {
+            assert!(
+                p.protected
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(protected)),
+                "{:?}",
+                p.protected
+            );
+        }
+        assert!(!paths(&p.add)
+            .iter()
+            .chain(&paths(&p.update))
+            .chain(&paths(&p.delete))
+            .any(|x| x.to_lowercase().ends_with(".config") && x != "web.config"));
+        assert!(p.volatile.iter().any(|x| x == "logs"));
+    }
+
+    #[test]
+    fn a_same_size_change_is_an_update() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = (d.path().join("src"), d.path().join("dst"));
+        tree(&s, &[("web.config", b"<c/>"), ("bin/a.dll", b"AAAA")]);
+        tree(&t, &[("web.config", b"<c/>"), ("bin/a.dll", b"AAAB")]);
+        let p = plan(&s, &t, &ss(), &opts()).unwrap();
+        assert_eq!(p.update.len(), 1);
+    }
+
+    #[test]
+    fn wrong_sources_and_targets_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = (d.path().join("src"), d.path().join("dst"));
+        tree(&s, &[("web.config", b"<c/>"), ("bin/a.dll", b"A")]);
+        tree(&t, &[("notes.txt", b"someone's files")]);
+        let refused = |r: Result<SyncPlan>, what: &str| match r {
+            Err(Error::SyncRefused(why)) => assert!(why.contains(what), "{why}"),
+            other => panic!(
+                "expected a refusal about {what}, got {:?}",
+                other.map(|p| p.target)
+            ),
+        };
+        refused(
+            plan(&s, &t, &ss(), &opts()),
+            "does not look like the application",
+        );
+        refused(
+            plan(&t, &s, &ss(), &opts()),
+            "does not look like the application",
+        );
+        refused(plan(&s, &s, &ss(), &opts()), "same folder");
+        refused(plan(&s, &s.join("bin"), &ss(), &opts()), "same folder");
+        let empty = d.path().join("new");
+        fs::create_dir(&empty).unwrap();
+        refused(plan(&s, &empty, &ss(), &opts()), "is empty");
+        let p = plan(
+            &s,
+            &empty,
+            &ss(),
+            &PlanOptions {
+                allow_new_target: true,
+                max_delete: 200,
+            },
+        )
+        .unwrap();
+        assert_eq!(p.add.len(), 2);
+        refused(
+            plan(&s, Path::new("/"), &ss(), &opts()),
+            "root of a file system",
+        );
+        // Too many deletions: a wrong target would lose them all.
+        let t2 = d.path().join("big");
+        tree(&t2, &[("web.config", b"<c/>")]);
+        for i in 0..5 {
+            tree(&t2, &[(&format!("old/{i}.dll"), b"x")]);
+        }
+        refused(
+            plan(
+                &s,
+                &t2,
+                &ss(),
+                &PlanOptions {
+                    allow_new_target: false,
+                    max_delete: 3,
+                },
+            ),
+            "would delete 5 files",
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_never_followed_and_links_leading_out_refuse() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = (d.path().join("src"), d.path().join("dst"));
+        tree(&s, &[("web.config", b"<c/>"), ("bin/a.dll", b"A")]);
+        tree(&t, &[("web.config", b"<c/>")]);
+        std::os::unix::fs::symlink("bin/a.dll", s.join("inside")).unwrap();
+        let p = plan(&s, &t, &ss(), &opts()).unwrap();
+        assert_eq!(p.links, ["inside"]);
+        assert!(!p.add.iter().any(|f| f.path == "inside"));
+        std::os::unix::fs::symlink("/etc", t.join("out")).unwrap();
+        assert!(
+            matches!(plan(&s, &t, &ss(), &opts()), Err(Error::SyncRefused(why)) if why.contains("leads out"))
+        );
+    }
+}
