@@ -37,36 +37,21 @@ pub fn excluded(rel: &str, profile: &Profile) -> bool {
 /// Relative path → file hash of every included file under `root`.
 pub fn file_hashes(root: &Path, profile: &Profile) -> Result<BTreeMap<String, FileHash>> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        for e in entries {
-            let e = e.map_err(|e| Error::io(&dir, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
-            if ft.is_symlink() {
-                continue;
-            }
-            if ft.is_dir() {
-                if !excluded(&rel, profile) {
-                    stack.push((e.path(), rel));
-                }
-            } else if ft.is_file() && !excluded(&rel, profile) {
-                if out.len() >= MAX_FILES {
-                    return Err(Error::InvalidInput(format!(
-                        "{} holds more than {MAX_FILES} files; is it the application folder?",
-                        root.display()
-                    )));
-                }
-                out.insert(rel, hash_file(&e.path())?);
-            }
+    crate::fs::walk(root, |rel, e, ft| {
+        if ft.is_symlink() || excluded(rel, profile) {
+            return Ok(false);
         }
-    }
+        if ft.is_file() {
+            if out.len() >= MAX_FILES {
+                return Err(Error::InvalidInput(format!(
+                    "{} holds more than {MAX_FILES} files; is it the application folder?",
+                    root.display()
+                )));
+            }
+            out.insert(rel.to_owned(), hash_file(&e.path())?);
+        }
+        Ok(ft.is_dir())
+    })?;
     Ok(out)
 }
 

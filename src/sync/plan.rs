@@ -116,38 +116,28 @@ enum Kind {
 /// but not entered.
 fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-        for e in entries {
-            let e = e.map_err(|e| Error::io(&dir, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
-            if ft.is_symlink() || is_reparse_point(&e) {
-                if leads_out(root, &e.path()) {
-                    return Err(Error::SyncRefused(format!(
-                        "{side} {} has a link that leads out of the folder ({rel}); keyferry \
-                         never follows or copies through one: remove it or point it inside",
-                        root.display()
-                    )));
-                }
-                out.insert(rel, Kind::Link);
-            } else if ft.is_dir() {
-                out.insert(rel.clone(), Kind::Dir);
-                if classify(&rel, profile) != Class::Volatile {
-                    stack.push((e.path(), rel));
-                }
-            } else if ft.is_file() {
-                let len = e.metadata().map_err(|err| Error::io(e.path(), err))?.len();
-                out.insert(rel, Kind::File(len));
+    crate::fs::walk(root, |rel, e, ft| {
+        if ft.is_symlink() || is_reparse_point(e) {
+            if leads_out(root, &e.path()) {
+                return Err(Error::SyncRefused(format!(
+                    "{side} {} has a link that leads out of the folder ({rel}); keyferry \
+                     never follows or copies through one: remove it or point it inside",
+                    root.display()
+                )));
             }
+            out.insert(rel.to_owned(), Kind::Link);
+            return Ok(false);
         }
-    }
+        if ft.is_dir() {
+            out.insert(rel.to_owned(), Kind::Dir);
+            return Ok(classify(rel, profile) != Class::Volatile);
+        }
+        if ft.is_file() {
+            let len = e.metadata().map_err(|err| Error::io(e.path(), err))?.len();
+            out.insert(rel.to_owned(), Kind::File(len));
+        }
+        Ok(false)
+    })?;
     Ok(out)
 }
 
