@@ -87,11 +87,6 @@ impl TempFile {
             .expect("temp file is open until it is put in place")
     }
 
-    /// The name it has, or will have while being moved into place.
-    pub fn name(&self) -> &OsStr {
-        &self.name
-    }
-
     /// Writes `bytes`, flushes them to disk and sets the final attributes. Returns false
     /// when a Windows owner could not be carried.
     pub fn finish(&mut self, dir: &Dir, bytes: &[u8], attrs: &Attrs) -> Result<bool> {

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
-use crate::fs::attrs::{Applied as AttrsApplied, AttrSource, Attrs};
+use crate::fs::attrs::{Applied as AttrsApplied, Attrs};
 use crate::fs::open::{split, Dir, Entry};
 use crate::fs::private::{create_unique_private_dir, write_new_private};
 use crate::fs::TempFile;
@@ -447,15 +447,6 @@ fn sweep_folders(journal: &Journal) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The attributes a restored file gets: those of the file it replaces if there is one, else
-/// those recorded with the backup.
-pub fn restore_attrs(current: &Before, recorded: &Attrs) -> (Attrs, AttrSource) {
-    match current {
-        Before::File { attrs, .. } => (attrs.clone(), AttrSource::Replaced),
-        Before::Missing => (recorded.clone(), AttrSource::Backup),
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::fs::private::create_private_dir;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a command waits for another one on the same node by default.
@@ -16,7 +16,6 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct NodeLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl NodeLock {
@@ -28,7 +27,7 @@ impl NodeLock {
         let start = Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(NodeLock { _file: file, path }),
+                Ok(()) => return Ok(NodeLock { _file: file }),
                 Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -42,10 +41,6 @@ impl NodeLock {
                 Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
