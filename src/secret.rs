@@ -242,12 +242,16 @@ impl Passphrase {
 /// exactly as typed.
 pub fn normalise_words(text: &str) -> Option<String> {
     let list = crate::words::list();
-    let words: Vec<String> = text
+    let mut words: Vec<String> = text
         .split(|c: char| c.is_whitespace() || matches!(c, '-' | '_' | '.' | ','))
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    (words.len() >= 4 && words.iter().all(|w| list.contains(&w.as_str()))).then(|| words.join(" "))
+    let canonical = (words.len() >= 4 && words.iter().all(|w| list.contains(&w.as_str())))
+        .then(|| words.join(" "));
+    // The words are pieces of the passphrase: wipe them, as its other copies are.
+    words.iter_mut().for_each(Zeroize::zeroize);
+    canonical
 }
 
 #[cfg(test)]

@@ -362,8 +362,6 @@ fn a_word_list_passphrase_typed_with_capitals_and_hyphens_still_opens() {
 fn a_mistyped_passphrase_can_be_typed_again_on_a_terminal() {
     let c = Cluster::secret_server(KEY_A, None);
     let bundle = c.export();
-    let input = c.path("typed.txt");
-    std::fs::write(&input, format!("wrong one\nwrong two\n{PASSPHRASE}\n")).unwrap();
     // rpassword reads the terminal, so the lines are typed at the pseudo-terminal.
     let cmd = format!(
         "{} keys import {} -c {} --node dr1",
@@ -371,7 +369,8 @@ fn a_mistyped_passphrase_can_be_typed_again_on_a_terminal() {
         bundle.display(),
         c.cluster_file().display()
     );
-    let Some(o) = in_pty_with_input(&cmd, &std::fs::read(&input).unwrap()) else {
+    let typed = format!("wrong one\nwrong two\n{PASSPHRASE}\n");
+    let Some(o) = in_pty_with_input(&cmd, typed.as_bytes()) else {
         return;
     };
     let screen = String::from_utf8_lossy(&o.stdout).into_owned();
