@@ -392,6 +392,18 @@ fn restore_lists_backups_and_puts_one_back() {
     );
     let list = run(&["--list"]);
     assert_eq!(list.json()["backups"].as_array().unwrap().len(), 2);
+    // Saying neither which backup nor --list is a usage error that changes nothing.
+    c.assert_refused_with(
+        &[
+            "keys",
+            "restore",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web2",
+        ],
+        "usage",
+    );
     // A backup name that is not one is refused and changes nothing.
     c.assert_refused_with(
         &[

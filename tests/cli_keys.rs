@@ -707,8 +707,10 @@ fn ttl_errors_suggest_values_that_are_accepted() {
         ("30d", "--ttl 1d"),
         ("soon", "--ttl 30m"),
     ] {
+        let before = c.snapshot();
         let r = c.keyferry_node("web1", &["keys", "export", "-o", o, "--ttl", ttl]);
         r.assert_code(2);
+        assert_eq!(before, c.snapshot(), "--ttl {ttl} changed files on disk");
         assert!(r.stderr().contains(says), "--ttl {ttl}: {}", r.stderr());
         assert!(!out.exists());
     }
@@ -767,8 +769,10 @@ fn a_missing_file_says_which_kind_it_is() {
             "keyferry bundle",
         ),
     ] {
+        let before = c.snapshot();
         let r = keyferry(&args, None);
         r.assert_code(2);
+        assert_eq!(before, c.snapshot(), "{args:?} changed files on disk");
         let j = r.json();
         assert_eq!(j["error"]["code"], "file-missing", "{args:?}");
         let msg = j["error"]["message"].as_str().unwrap();
