@@ -132,6 +132,10 @@ pub enum Error {
     /// A sync whose source or target is not what it should be.
     #[error("{0}")]
     SyncRefused(String),
+    /// A protected file (a key, a node-local file) on a sync target is not what it was
+    /// before the sync: the one thing a sync must never do.
+    #[error("PROTECTED FILE CHANGED: {0}")]
+    ProtectedChanged(String),
 
     // --- the file layer and the transaction engine ---
     /// A path that must be a regular file is a link, folder, FIFO or device.
@@ -207,6 +211,7 @@ impl Error {
             Error::Unsupported(_) => "unsupported",
             Error::NodeReport(_) => "node-report",
             Error::SyncRefused(_) => "sync-refused",
+            Error::ProtectedChanged(_) => "protected-changed",
             Error::NotAFile { .. } => "not-a-file",
             Error::TooLarge { .. } => "too-large",
             Error::Changed { .. } => "changed-underfoot",
@@ -280,6 +285,7 @@ impl Error {
         "unsupported",
         "node-report",
         "sync-refused",
+        "protected-changed",
         "not-a-file",
         "too-large",
         "changed-underfoot",

@@ -149,7 +149,16 @@ pub struct Profile {
     /// A file every copy of the application folder has, so a wrong folder is recognised
     /// before a sync touches it.
     pub app_marker: Option<String>,
+    /// Folders (first level of a synced folder, any case) a sync neither copies nor deletes:
+    /// logs and temp files. Names ending `.log`/`.tmp` are always left alone too.
+    pub volatile: Vec<String>,
+    /// Further folder slots a sync copies along with the application folder when a node
+    /// names them and the source folder exists (Secret Server's TMS folder).
+    pub sync_extra: Vec<String>,
 }
+
+/// Volatile folders of every profile: what a web application writes at run time.
+const VOLATILE: &[&str] = &["log", "logs", "app_data", "temp", "tmp"];
 
 const KEY_ROLES_SS: &[Role] = &[
     Role::Primary,
@@ -191,12 +200,15 @@ struct BuiltIn {
     app_folder: Option<&'static str>,
     ports: &'static [BuiltInPorts],
     app_marker: Option<&'static str>,
+    sync_extra: &'static [&'static str],
 }
 
 const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         id: ProfileId::SecretServer,
-        folders: &["app"],
+        // `tms`: the TMS folder, copied to the other nodes along with the application folder
+        // during upgrades if it exists (DOMAIN.md §2).
+        folders: &["app", "tms"],
         keys: &[BuiltInKey {
             name: "encryption.config",
             folder: "app",
@@ -218,6 +230,7 @@ const BUILT_INS: &[BuiltIn] = &[
             ports: &[443, 80],
         }],
         app_marker: Some("web.config"),
+        sync_extra: &["tms"],
     },
     BuiltIn {
         id: ProfileId::PrivilegeSecure,
@@ -261,6 +274,7 @@ const BUILT_INS: &[BuiltIn] = &[
             },
         ],
         app_marker: None,
+        sync_extra: &[],
     },
 ];
 
@@ -299,15 +313,26 @@ impl Profile {
                 .flat_map(|p| p.roles.iter().map(|r| (*r, p.ports.to_vec())))
                 .collect(),
             app_marker: b.app_marker.map(str::to_owned),
+            volatile: VOLATILE.iter().map(|s| s.to_string()).collect(),
+            sync_extra: b.sync_extra.iter().map(|s| s.to_string()).collect(),
         })
     }
 
-    /// A profile from a cluster file's `[custom]` section.
-    pub fn custom(keys: Vec<KeySpec>, node_local: Vec<LocalSpec>) -> Profile {
+    /// A profile from a cluster file's `[custom]` section: its keys and node-local files,
+    /// and for `keyferry sync` the application folder's slot, marker file and volatile
+    /// folders (added to the built-in logs and temp folders).
+    pub fn custom(
+        keys: Vec<KeySpec>,
+        node_local: Vec<LocalSpec>,
+        app_folder: Option<String>,
+        app_marker: Option<String>,
+        volatile: Vec<String>,
+    ) -> Profile {
         let mut folders: Vec<String> = keys
             .iter()
             .map(|k| k.folder.clone())
             .chain(node_local.iter().map(|l| l.folder.clone()))
+            .chain(app_folder.clone())
             .collect();
         folders.sort();
         folders.dedup();
@@ -317,9 +342,15 @@ impl Profile {
             keys,
             node_local,
             after_import: None,
-            app_folder: None,
+            app_folder,
             ports: Vec::new(),
-            app_marker: None,
+            app_marker,
+            volatile: VOLATILE
+                .iter()
+                .map(|s| s.to_string())
+                .chain(volatile.into_iter().map(|v| v.to_lowercase()))
+                .collect(),
+            sync_extra: Vec::new(),
         }
     }
 

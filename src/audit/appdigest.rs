@@ -3,20 +3,23 @@
 //! temp files are left out: they may legitimately differ.
 //!
 //! ```text
-//! digest = SHA-256( "keyferry app-folder digest v1\0"
-//!                   || for each file, sorted by relative path ('/'-separated, bytewise):
-//!                        u32be(len(path)) || path || SHA-256(content) )
+//! digest = BLAKE3( "keyferry app-folder digest v2\0"
+//!                  || for each file, sorted by relative path ('/'-separated, bytewise):
+//!                       u32be(len(path)) || path || BLAKE3(content) )
 //! ```
+//!
+//! v2 (BLAKE3) replaced v1 (SHA-256) so the audit and `sync verify` share one hashing code;
+//! a node report from an older keyferry carries a v1 digest and shows as different.
 
 use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
 use crate::profile::Profile;
+use crate::sync::hash::Hashed;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-const DOMAIN: &[u8] = b"keyferry app-folder digest v1\0";
+const DOMAIN: &[u8] = b"keyferry app-folder digest v2\0";
 /// Most files hashed in one folder: a bound for hostile or mistaken paths (a whole drive).
 pub const MAX_FILES: usize = 200_000;
 
@@ -34,59 +37,54 @@ pub fn excluded(rel: &str, profile: &Profile) -> bool {
     crate::sync::classify(rel, profile) != crate::sync::Class::Normal
 }
 
-/// Relative path → file hash of every included file under `root`.
+/// Relative path → BLAKE3 of every included file under `root`, hashed on every core by the
+/// same code as `keyferry sync verify` ([`crate::sync::hash`]).
 pub fn file_hashes(root: &Path, profile: &Profile) -> Result<BTreeMap<String, FileHash>> {
-    let mut out = BTreeMap::new();
+    let mut files: Vec<(String, u64)> = Vec::new();
     crate::fs::walk(root, |rel, e, ft| {
         if ft.is_symlink() || excluded(rel, profile) {
             return Ok(false);
         }
         if ft.is_file() {
-            if out.len() >= MAX_FILES {
+            if files.len() >= MAX_FILES {
                 return Err(Error::InvalidInput(format!(
                     "{} holds more than {MAX_FILES} files; is it the application folder?",
                     root.display()
                 )));
             }
-            out.insert(rel.to_owned(), hash_file(&e.path())?);
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            files.push((rel.to_owned(), len));
         }
         Ok(ft.is_dir())
     })?;
+    let list: Vec<(std::path::PathBuf, u64)> = files
+        .iter()
+        .map(|(rel, len)| (root.join(rel), *len))
+        .collect();
+    let hashes = crate::sync::hash::hash_many(&list, usize::MAX, &|_| {})?;
+    let mut out = BTreeMap::new();
+    for ((rel, _), h) in files.into_iter().zip(hashes) {
+        // A file that became a link or vanished since the listing counts as empty: it
+        // differs from any real binary, so the node is named.
+        let h = match h {
+            Hashed::Hash(h) => h,
+            _ => FileHash(*blake3::hash(b"").as_bytes()),
+        };
+        out.insert(rel, h);
+    }
     Ok(out)
 }
 
-/// SHA-256 of a file, read as a stream through one no-follow handle (a 3 GiB binary costs
-/// 64 KiB of memory, not 3 GiB). A link or special file put there since the folder was
-/// listed is skipped like any link.
-pub(crate) fn hash_file(path: &Path) -> Result<FileHash> {
-    use std::io::Read;
-    let mut opened = match crate::fs::open_regular(path) {
-        Ok(Some(o)) => o,
-        Ok(None) | Err(Error::NotAFile { .. }) => return Ok(FileHash::of(b"")),
-        Err(e) => return Err(e),
-    };
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = opened.file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(FileHash(h.finalize().into()))
-}
-
 pub fn digest_of(hashes: &BTreeMap<String, FileHash>) -> AppDigest {
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     h.update(DOMAIN);
     for (path, fh) in hashes {
-        h.update((path.len() as u32).to_be_bytes());
+        h.update(&(path.len() as u32).to_be_bytes());
         h.update(path.as_bytes());
-        h.update(fh.0);
+        h.update(&fh.0);
     }
     AppDigest {
-        digest: FileHash(h.finalize().into()),
+        digest: FileHash(*h.finalize().as_bytes()),
         files: hashes.len() as u64,
     }
 }

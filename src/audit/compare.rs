@@ -93,7 +93,7 @@ pub struct AuditReport {
 pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) -> AuditReport {
     let profile = file
         .profile_table()
-        .unwrap_or_else(|_| Profile::custom(vec![], vec![]));
+        .unwrap_or_else(|_| Profile::custom(vec![], vec![], None, None, vec![]));
     let primary_idx = file
         .nodes
         .iter()

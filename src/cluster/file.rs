@@ -35,6 +35,18 @@ pub struct CustomSection {
     pub keys: Vec<KeySpec>,
     #[serde(rename = "node_local", default)]
     pub node_local: Vec<LocalSpec>,
+    /// The folder slot `keyferry sync` copies (one of the slots the keys and node-local files
+    /// use, or a new one nodes fill in their `paths`).
+    #[serde(default)]
+    pub app_folder: Option<String>,
+    /// A file every copy of the application folder has (`web.config`), so sync recognises a
+    /// wrong folder before touching it. Without one, sync only refuses empty folders.
+    #[serde(default)]
+    pub app_marker: Option<String>,
+    /// First-level folders of the application folder that sync neither copies nor deletes
+    /// (caches, uploads), besides logs and temp.
+    #[serde(default)]
+    pub volatile: Vec<String>,
 }
 
 /// One `[[node]]`.
@@ -61,6 +73,11 @@ pub struct NodeSpec {
     /// For ssh access: the cluster file's path on the node (default: the path given locally).
     #[serde(default)]
     pub remote_cluster: Option<String>,
+    /// How another node reaches this node's folders, by slot (a mounted share or a UNC path
+    /// like `\\web2\c$\inetpub\wwwroot\SecretServer`), for `keyferry sync`; a slot not
+    /// listed is reached by its `paths` entry.
+    #[serde(default)]
+    pub reach: BTreeMap<String, PathBuf>,
     /// This node's `pg_hba.conf`, if readable from here (for `diagnose --check pg-hba`).
     #[serde(default)]
     pub pg_hba: Option<PathBuf>,
@@ -113,6 +130,14 @@ impl ClusterFile {
                     "node {}: address {} is not a real node address (the vendor HA tools refuse it)",
                     n.name, n.address
                 )));
+            }
+            for slot in n.reach.keys() {
+                if !n.paths.contains_key(slot) {
+                    return Err(bad(format!(
+                        "node {}: reach.{slot} has no paths.{slot} beside it",
+                        n.name
+                    )));
+                }
             }
             for slot in n.paths.keys() {
                 if !profile.folders.contains(slot) {
@@ -167,7 +192,19 @@ impl ClusterFile {
                         return Err(format!("{:?} cannot be both a key and node-local", l.name));
                     }
                 }
-                Ok(Profile::custom(c.keys.clone(), c.node_local.clone()))
+                for name in c.app_marker.iter().chain(&c.volatile) {
+                    crate::keys::manifest::check_plain_name(name).map_err(|e| e.to_string())?;
+                }
+                if let Some(slot) = &c.app_folder {
+                    crate::keys::manifest::check_plain_name(slot).map_err(|e| e.to_string())?;
+                }
+                Ok(Profile::custom(
+                    c.keys.clone(),
+                    c.node_local.clone(),
+                    c.app_folder.clone(),
+                    c.app_marker.clone(),
+                    c.volatile.clone(),
+                ))
             }
             (ProfileId::Custom, None) => Err("profile \"custom\" needs a [custom] section".into()),
             (id, Some(_)) => Err(format!(

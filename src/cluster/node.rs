@@ -50,9 +50,12 @@ impl Node {
             Error::InvalidInput("profile custom needs a cluster file ([custom] section)".into())
         })?;
         check_plain_name(name, "node")?;
+        // Every slot is `root`, except the extra folders a sync may carry (TMS): those are
+        // separate folders a node without a cluster file does not have.
         let folders = profile
             .folders
             .iter()
+            .filter(|f| !profile.sync_extra.contains(f))
             .map(|f| (f.clone(), root.to_owned()))
             .collect();
         Ok(Node {

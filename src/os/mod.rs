@@ -294,7 +294,7 @@ pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
 
 /// What names a file independently of its path: device and inode on Unix, volume serial
 /// number and file index on Windows. Two handles with the same id are the same file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
     pub device: u64,
     pub index: u64,

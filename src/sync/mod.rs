@@ -1,12 +1,24 @@
-//! `keyferry sync` (issue 9, in progress): copying the application folder from the upgraded
-//! node to the others, never touching their keys or node-local files.
+//! `keyferry sync`: copying the application folder from the upgraded node to the others,
+//! never touching their keys or node-local files.
 //!
-//! What is here: the plan ([`plan`]), a value computed from the two trees that says what would
-//! be added, updated, deleted or left alone, with the refusals that keep a wrong source or
-//! target from ever being touched. Applying a plan (a new tree built beside the live one and
-//! swapped in, through the transaction engine), `sync verify` and the command itself come
-//! next; until then nothing in keyferry writes with a sync plan.
+//! - [`plan`]: what copying would do, computed from both trees, with the refusals that keep a
+//!   wrong source or target from ever being touched;
+//! - [`apply`]: the new tree built beside the live one, verified, swapped in (or moved in
+//!   file by file where the folder is held open), journaled ([`journal`]) so a rerun
+//!   finishes it, and `rollback`;
+//! - [`verify`]: both trees compared by content ([`hash`]: BLAKE3 on every core), also used
+//!   by the audit's binaries check.
 
+pub mod apply;
+pub mod hash;
+pub mod iis;
+pub mod journal;
 pub mod plan;
+pub mod verify;
 
-pub use plan::{classify, plan, Class, PlanOptions, SyncPlan};
+pub use apply::{
+    apply, recover, rollback, ApplyOptions, NoSyncProgress, RolledBack, SyncOutcome, SyncProgress,
+    Target,
+};
+pub use plan::{classify, plan, Class, PlanOptions, SyncPlan, DEFAULT_MAX_DELETE};
+pub use verify::{compare, Verification};

@@ -9,11 +9,15 @@
 //!   deleted.
 //! - Links are never followed and never copied; a link that leads out of its tree refuses the
 //!   whole plan.
-//! - Files of equal size are compared by content (SHA-256, streamed), so a change that keeps
-//!   the size and the modification time is still an update.
+//! - Files are compared by size and modification time, as `rsync` does (a sync gives every
+//!   file it writes the source's modification time); `--checksum` compares contents instead.
+//!   Whatever the plan decides, a sync then compares the whole new tree with the source by
+//!   content before it is put in place ([`crate::sync::verify`]), and copies again any file
+//!   that differs in content behind an equal size and time.
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
+use crate::sync::hash::Hashed;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -43,8 +47,9 @@ pub fn classify(rel: &str, profile: &Profile) -> Class {
     }
     if name.ends_with(".log")
         || name.ends_with(".tmp")
+        || top.starts_with(".keyferry-")
         || name.starts_with(".keyferry-")
-        || matches!(top, "log" | "logs" | "app_data" | "temp" | "tmp")
+        || profile.volatile.iter().any(|v| v == top)
     {
         return Class::Volatile;
     }
@@ -70,7 +75,7 @@ pub struct SyncPlan {
     pub add_dirs: Vec<String>,
     pub delete_dirs: Vec<String>,
     pub unchanged: u64,
-    /// Protected files found on either side: left exactly as they are.
+    /// Protected files on the target (as it names them): left exactly as they are.
     pub protected: Vec<String>,
     /// Volatile paths found on either side: left alone.
     pub volatile: Vec<String>,
@@ -79,6 +84,39 @@ pub struct SyncPlan {
     pub add_bytes: u64,
     pub update_bytes: u64,
     pub delete_bytes: u64,
+    /// Things the admin should know before applying (per-node settings overwritten, keys the
+    /// new node still needs).
+    pub warnings: Vec<String>,
+    /// For applying: every folder of the new tree (source names, parents first).
+    #[serde(skip)]
+    pub(crate) source_dirs: Vec<String>,
+    /// For applying: files the plan found unchanged (source name, target name, size).
+    #[serde(skip)]
+    pub(crate) unchanged_files: Vec<(String, String, u64)>,
+    /// For applying: what the target keeps as it is (volatile entries, links), by its names.
+    #[serde(skip)]
+    pub(crate) target_kept: Vec<(String, Kind)>,
+    /// For applying: the target's name of each updated file (its case may differ).
+    #[serde(skip)]
+    pub(crate) update_targets: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub(crate) profile: Profile,
+}
+
+impl SyncPlan {
+    /// The target's name for a source path (the same, or another case of it).
+    pub(crate) fn target_name(&self, rel: &str) -> String {
+        self.update_targets
+            .get(rel)
+            .or_else(|| {
+                self.unchanged_files
+                    .iter()
+                    .find(|u| u.0 == rel)
+                    .map(|u| &u.1)
+            })
+            .cloned()
+            .unwrap_or_else(|| rel.to_owned())
+    }
 }
 
 impl SyncPlan {
@@ -100,21 +138,24 @@ pub struct PlanOptions {
     pub allow_new_target: bool,
     /// Most files a plan may delete before it is refused (a wrong target would lose them all).
     pub max_delete: usize,
+    /// Compare files of equal size by content rather than by modification time.
+    pub checksum: bool,
 }
 
 /// The default cap on deletions.
 pub const DEFAULT_MAX_DELETE: usize = 200;
 
+/// An entry of a tree, as listed (links not followed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    File(u64),
+pub(crate) enum Kind {
+    File(u64, Option<std::time::SystemTime>),
     Dir,
     Link,
 }
 
 /// Every entry of a tree by relative path, links not followed; volatile folders are recorded
 /// but not entered.
-fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
+pub(crate) fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
     let mut out = BTreeMap::new();
     crate::fs::walk(root, |rel, e, ft| {
         if ft.is_symlink() || is_reparse_point(e) {
@@ -133,8 +174,15 @@ fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, K
             return Ok(classify(rel, profile) != Class::Volatile);
         }
         if ft.is_file() {
-            let len = e.metadata().map_err(|err| Error::io(e.path(), err))?.len();
-            out.insert(rel.to_owned(), Kind::File(len));
+            let m = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+            out.insert(rel.to_owned(), Kind::File(m.len(), m.modified().ok()));
+        }
+        if out.len() > crate::audit::appdigest::MAX_FILES {
+            return Err(Error::SyncRefused(format!(
+                "{side} {} holds more than {} entries; is it the application folder?",
+                root.display(),
+                crate::audit::appdigest::MAX_FILES
+            )));
         }
         Ok(false)
     })?;
@@ -214,7 +262,7 @@ pub fn plan(
     let marker = profile.app_marker.as_deref();
     let looks_like_app = |t: &BTreeMap<String, Kind>| match marker {
         Some(m) => t.keys().any(|k| k.eq_ignore_ascii_case(m)),
-        None => t.values().any(|k| matches!(k, Kind::File(_))),
+        None => t.values().any(|k| matches!(k, Kind::File(..))),
     };
     if from.is_empty() || !looks_like_app(&from) {
         return refuse(format!(
@@ -256,6 +304,12 @@ pub fn plan(
         add_bytes: 0,
         update_bytes: 0,
         delete_bytes: 0,
+        warnings: Vec::new(),
+        source_dirs: Vec::new(),
+        unchanged_files: Vec::new(),
+        target_kept: Vec::new(),
+        update_targets: BTreeMap::new(),
+        profile: profile.clone(),
     };
     let note = |rel: &str, list: &mut Vec<String>| {
         if !list.iter().any(|x| x.eq_ignore_ascii_case(rel)) {
@@ -266,18 +320,32 @@ pub fn plan(
     // would: a source `Database.config` never lands on a target's `database.config`.
     let target_lower: BTreeMap<String, &Kind> =
         to.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    // Files of equal size compared by content (`checksum`), hashed together on every core.
+    let mut compare: Vec<(String, String, u64)> = Vec::new();
+    let target_name = |rel: &str| -> String {
+        if to.contains_key(rel) {
+            return rel.to_owned();
+        }
+        let lower = rel.to_lowercase();
+        to.keys()
+            .find(|k| k.to_lowercase() == lower)
+            .cloned()
+            .unwrap_or_else(|| rel.to_owned())
+    };
+    let mut source_protected = Vec::new();
     for (rel, kind) in &from {
         match classify(rel, profile) {
-            Class::Protected => note(rel, &mut p.protected),
+            Class::Protected => note(rel, &mut source_protected),
             Class::Volatile => note(rel, &mut p.volatile),
             Class::Normal => match kind {
                 Kind::Link => note(rel, &mut p.links),
                 Kind::Dir => {
+                    p.source_dirs.push(rel.clone());
                     if !to.contains_key(rel) {
                         p.add_dirs.push(rel.clone());
                     }
                 }
-                Kind::File(len) => match to
+                Kind::File(len, mtime) => match to
                     .get(rel)
                     .or_else(|| target_lower.get(&rel.to_lowercase()).copied())
                 {
@@ -288,19 +356,47 @@ pub fn plan(
                             bytes: *len,
                         });
                     }
-                    Some(Kind::File(tlen)) => {
-                        if tlen != len || !same_content(&src.join(rel), &dst.join(rel))? {
+                    Some(Kind::File(tlen, tmtime)) => {
+                        if tlen != len || (!opts.checksum && (mtime.is_none() || tmtime != mtime)) {
+                            p.update_targets.insert(rel.clone(), target_name(rel));
                             p.update_bytes += len;
                             p.update.push(PlanFile {
                                 path: rel.clone(),
                                 bytes: *len,
                             });
+                        } else if opts.checksum {
+                            compare.push((rel.clone(), target_name(rel), *len));
                         } else {
                             p.unchanged += 1;
+                            p.unchanged_files
+                                .push((rel.clone(), target_name(rel), *len));
                         }
                     }
                 },
             },
+        }
+    }
+    if !compare.is_empty() {
+        let files: Vec<(PathBuf, u64)> = compare
+            .iter()
+            .flat_map(|(rel, trel, len)| [(src.join(rel), *len), (dst.join(trel), *len)])
+            .collect();
+        let hashes = crate::sync::hash::hash_many(&files, usize::MAX, &|_| {})?;
+        for (i, (rel, trel, len)) in compare.iter().enumerate() {
+            match (&hashes[2 * i], &hashes[2 * i + 1]) {
+                (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => {
+                    p.unchanged += 1;
+                    p.unchanged_files.push((rel.clone(), trel.clone(), *len));
+                }
+                _ => {
+                    p.update_targets.insert(rel.clone(), trel.clone());
+                    p.update_bytes += len;
+                    p.update.push(PlanFile {
+                        path: rel.clone(),
+                        bytes: *len,
+                    });
+                }
+            }
         }
     }
     let source_lower: std::collections::BTreeSet<String> =
@@ -308,9 +404,18 @@ pub fn plan(
     for (rel, kind) in &to {
         match classify(rel, profile) {
             Class::Protected => note(rel, &mut p.protected),
-            Class::Volatile => note(rel, &mut p.volatile),
+            Class::Volatile => {
+                note(rel, &mut p.volatile);
+                p.target_kept.push((rel.clone(), kind.clone()));
+            }
+            Class::Normal
+                if matches!(kind, Kind::Link) && !source_lower.contains(&rel.to_lowercase()) =>
+            {
+                note(rel, &mut p.links);
+                p.target_kept.push((rel.clone(), kind.clone()));
+            }
             Class::Normal if !source_lower.contains(&rel.to_lowercase()) => match kind {
-                Kind::File(len) => {
+                Kind::File(len, _) => {
                     p.delete_bytes += len;
                     p.delete.push(PlanFile {
                         path: rel.clone(),
@@ -349,15 +454,45 @@ pub fn plan(
         list.sort_by(|a, b| a.path.cmp(&b.path));
     }
     p.add_dirs.sort();
+    p.source_dirs.sort();
     p.delete_dirs.sort();
     p.protected.sort();
     p.volatile.sort();
     p.links.sort();
+    warn(&mut p, profile, &source_protected);
     Ok(p)
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    Ok(crate::audit::appdigest::hash_file(a)?.ct_eq(&crate::audit::appdigest::hash_file(b)?))
+/// Files an admin may have customised per node (DOMAIN.md §2): overwriting them is worth a
+/// warning.
+const PER_NODE_SETTINGS: &[&str] = &["web.config", "web-appsettings.config"];
+
+fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
+    for f in &p.update {
+        if PER_NODE_SETTINGS.contains(&f.path.to_lowercase().as_str()) {
+            p.warnings.push(format!(
+                "{} differs on the target and will be replaced by the source's: per-node \
+                 customisations in it will be lost",
+                f.path
+            ));
+        }
+    }
+    for rel in source_protected {
+        if !p.protected.iter().any(|t| t.eq_ignore_ascii_case(rel)) {
+            let is_key = profile
+                .keys
+                .iter()
+                .any(|k| rel.rsplit('/').next() == Some(k.name.as_str()));
+            p.warnings.push(if is_key {
+                format!(
+                    "the target has no {rel}: sync never copies keys; give it the keys with \
+                     keyferry keys export / keys import"
+                )
+            } else {
+                format!("the target has no {rel}: sync never copies it; create it for this node")
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -382,6 +517,7 @@ mod tests {
         PlanOptions {
             allow_new_target: false,
             max_delete: DEFAULT_MAX_DELETE,
+            checksum: false,
         }
     }
 
@@ -413,7 +549,16 @@ mod tests {
                 ("same.js", b"aaaa"),
             ],
         );
-        let p = plan(&s, &t, &ss(), &opts()).unwrap();
+        let p = plan(
+            &s,
+            &t,
+            &ss(),
+            &PlanOptions {
+                checksum: true,
+                ..opts()
+            },
+        )
+        .unwrap();
         let paths = |v: &[PlanFile]| v.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
         assert_eq!(paths(&p.add), ["bin/new.dll"]);
         assert_eq!(paths(&p.update), ["bin/app.dll"]);
@@ -442,8 +587,26 @@ mod tests {
         let (s, t) = (d.path().join("src"), d.path().join("dst"));
         tree(&s, &[("web.config", b"<c/>"), ("bin/a.dll", b"AAAA")]);
         tree(&t, &[("web.config", b"<c/>"), ("bin/a.dll", b"AAAB")]);
+        for f in ["web.config", "bin/a.dll"] {
+            let when = fs::metadata(s.join(f)).unwrap().modified().unwrap();
+            let h = fs::File::options().write(true).open(t.join(f)).unwrap();
+            h.set_modified(when).unwrap();
+        }
+        // Same size, same time: the quick check sees nothing; --checksum does.
         let p = plan(&s, &t, &ss(), &opts()).unwrap();
+        assert!(p.is_noop());
+        let p = plan(
+            &s,
+            &t,
+            &ss(),
+            &PlanOptions {
+                checksum: true,
+                ..opts()
+            },
+        )
+        .unwrap();
         assert_eq!(p.update.len(), 1);
+        assert_eq!(p.unchanged, 1);
     }
 
     #[test]
@@ -479,6 +642,7 @@ mod tests {
             &PlanOptions {
                 allow_new_target: true,
                 max_delete: 200,
+                checksum: false,
             },
         )
         .unwrap();
@@ -501,6 +665,7 @@ mod tests {
                 &PlanOptions {
                     allow_new_target: false,
                     max_delete: 3,
+                    checksum: false,
                 },
             ),
             "would delete 5 files",

@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod keys;
 pub mod man;
 pub mod shred;
+pub mod sync;
 
 use crate::failure::Failure;
 use crate::ui::Ui;
@@ -24,6 +25,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Check that every node holds the primary's keys and binaries
     Audit(audit::Args),
+    /// Copy the application folder to the other nodes, never touching their keys
+    Sync(sync::Args),
     /// Explain an error message and run the checks that bear on it
     Diagnose(diagnose::Args),
     /// Show this node's key-set fingerprint
@@ -52,6 +55,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
         Command::Audit(a) => audit::run(a, ui),
+        Command::Sync(a) => sync::run(a, ui),
         Command::Diagnose(a) => diagnose::run(a, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }

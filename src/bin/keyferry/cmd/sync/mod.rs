@@ -1,0 +1,279 @@
+//! `keyferry sync`: copy the application folder to the other nodes (the default action),
+//! `sync verify` and `sync rollback`. This file resolves what to sync from where: the local
+//! node's folders to each other node's (through its `reach` paths), or `--from` to `--root`.
+
+pub mod rollback;
+pub mod run;
+pub mod verify;
+
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::ui::Ui;
+use clap::Subcommand;
+use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::profile::{Profile, ProfileId};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "With a cluster file, the local node's application folder (paths.app) is copied to every \
+other node that has one, reached through that node's reach.app (a share or UNC path) or paths.app. \
+Protected files (encryption.config, database.config, or a custom profile's keys and node-local files) \
+are never read from the source and never touched on a target, in any letter case. Logs and temp folders \
+are neither copied nor deleted.\n\n\
+Exit status: 0 every target synced (or already the same); 2 error (a target failed or was refused: the \
+others still ran)."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<SyncCommand>,
+    #[command(flatten)]
+    pub run: run::RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Compare each target with the source by content (exit 0 same, 1 different)
+    Verify(verify::Args),
+    /// Put back the folder a sync replaced (kept beside it as <folder>.keyferry-prev)
+    Rollback(rollback::Args),
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    match args.command {
+        Some(SyncCommand::Verify(a)) => verify::run(a, ui),
+        Some(SyncCommand::Rollback(a)) => rollback::run(a, ui),
+        None => run::run(args.run, ui),
+    }
+}
+
+/// Where to copy from and to: a cluster file, or a profile with two folders.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoints {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// The source node's name in the cluster file [default: the node named after this host]
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node: Option<String>,
+    /// Only this target node (repeat for several) [default: every other node with the folder]
+    #[arg(long = "to", value_name = "NODE", requires = "cluster")]
+    pub to: Vec<String>,
+    /// Without a cluster file: the product profile [secret-server, privilege-secure]
+    #[arg(long, value_name = "PROFILE", conflicts_with = "cluster", requires_all = ["from", "root"])]
+    pub profile: Option<ProfileId>,
+    /// Without a cluster file: the source application folder (local, share or UNC path)
+    #[arg(long, value_name = "DIR", requires = "profile")]
+    pub from: Option<PathBuf>,
+    /// Without a cluster file: the target application folder
+    #[arg(long, value_name = "DIR", requires = "profile")]
+    pub root: Option<PathBuf>,
+    /// Folder for keyferry's journals and locks [default: the source node's, see docs]
+    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// One folder to sync: the source, the target, and the target node's name.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub node: String,
+    pub slot: String,
+    pub source: PathBuf,
+    pub target: PathBuf,
+}
+
+/// Everything a sync command needs, resolved.
+pub struct Resolved {
+    pub profile: Profile,
+    pub state_dir: PathBuf,
+    pub pairs: Vec<Pair>,
+    /// Folders not synced, and why (shown, not fatal).
+    pub skipped: Vec<String>,
+}
+
+impl Endpoints {
+    pub fn resolve(&self) -> Result<Resolved, Failure> {
+        if let (Some(profile), Some(from), Some(root)) = (self.profile, &self.from, &self.root) {
+            let profile = Profile::builtin(profile).ok_or_else(|| {
+                Failure::new(
+                    "usage",
+                    "profile custom needs a cluster file ([custom] section)",
+                    Some("pass --cluster FILE"),
+                )
+            })?;
+            return Ok(Resolved {
+                profile,
+                state_dir: self
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(keyferry::cluster::default_state_dir),
+                pairs: vec![Pair {
+                    node: host_name(),
+                    slot: "app".into(),
+                    source: from.clone(),
+                    target: root.clone(),
+                }],
+                skipped: Vec::new(),
+            });
+        }
+        let Some(path) = &self.cluster else {
+            return Err(Failure::new(
+                "usage",
+                "nothing to sync",
+                Some("pass --cluster FILE (the local node is the source), or --profile PROFILE --from SRC --root DST"),
+            ));
+        };
+        let file = ClusterFile::load(path)?;
+        let spec = file.select(self.node.as_deref(), &host_name())?;
+        let local = Node::from_cluster(&file, spec, self.state_dir.clone())?;
+        let profile = local.profile.clone();
+        let Some(app) = profile.app_folder.clone() else {
+            return Err(Failure::new(
+                "usage",
+                format!(
+                    "profile {} has no application folder to sync",
+                    profile.id
+                ),
+                Some("for a custom profile, name it with app_folder = \"SLOT\" in [custom] (docs/cluster-file.md)"),
+            ));
+        };
+        let Some(source) = local.folders.get(&app).cloned() else {
+            return Err(Failure::new(
+                "usage",
+                format!("node {} (the source) has no paths.{app}", local.name),
+                Some("give the source node its application folder in the cluster file"),
+            ));
+        };
+        for want in &self.to {
+            if !file.nodes.iter().any(|n| n.name.eq_ignore_ascii_case(want)) {
+                return Err(Failure::new(
+                    "node-not-found",
+                    format!("cluster {} has no node {want:?}", file.name),
+                    Some("name target nodes with --to as the cluster file does"),
+                ));
+            }
+            if want.eq_ignore_ascii_case(&local.name) {
+                return Err(Failure::new(
+                    "usage",
+                    format!("{want} is the source node"),
+                    Some("sync runs on the upgraded node and copies to the others; pick other nodes with --to"),
+                ));
+            }
+        }
+        let mut pairs = Vec::new();
+        let mut skipped = Vec::new();
+        for n in &file.nodes {
+            if n.name.eq_ignore_ascii_case(&local.name)
+                || (!self.to.is_empty() && !self.to.iter().any(|t| t.eq_ignore_ascii_case(&n.name)))
+            {
+                continue;
+            }
+            let reach = |slot: &str| n.reach.get(slot).or_else(|| n.paths.get(slot)).cloned();
+            match reach(&app) {
+                Some(target) => pairs.push(Pair {
+                    node: n.name.clone(),
+                    slot: app.clone(),
+                    source: source.clone(),
+                    target,
+                }),
+                None if !self.to.is_empty() => {
+                    return Err(Failure::new(
+                        "usage",
+                        format!("node {} has no paths.{app} to sync to", n.name),
+                        Some("give it paths.app (and reach.app, how this node reaches it) in the cluster file"),
+                    ))
+                }
+                None => continue,
+            }
+            for extra in &profile.sync_extra {
+                let Some(src) = local.folders.get(extra).filter(|p| p.is_dir()) else {
+                    continue;
+                };
+                match reach(extra) {
+                    Some(target) => pairs.push(Pair {
+                        node: n.name.clone(),
+                        slot: extra.clone(),
+                        source: src.clone(),
+                        target,
+                    }),
+                    None => skipped.push(format!(
+                        "node {} has no paths.{extra}: its {} folder is not synced",
+                        n.name,
+                        extra.to_uppercase()
+                    )),
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return Err(Failure::new(
+                "usage",
+                format!(
+                    "no other node of cluster {} has paths.{app}: nothing to sync to",
+                    file.name
+                ),
+                Some("give each web node its paths.app (and reach.app) in the cluster file"),
+            ));
+        }
+        Ok(Resolved {
+            profile,
+            state_dir: local.state_dir.clone(),
+            pairs,
+            skipped,
+        })
+    }
+}
+
+/// Human size: `330.2 MB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Runs `f` for every pair, `jobs` at a time, keeping the results in order.
+pub fn for_each_pair<T: Send>(
+    pairs: &[Pair],
+    jobs: usize,
+    f: impl Fn(&Pair) -> T + Sync,
+) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: std::sync::Mutex<Vec<Option<T>>> =
+        std::sync::Mutex::new((0..pairs.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(p) = pairs.get(i) else { return };
+        let r = f(p);
+        out.lock().expect("not poisoned")[i] = Some(r);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs.clamp(1, pairs.len().max(1)) {
+            s.spawn(work);
+        }
+        work();
+    });
+    out.into_inner()
+        .expect("not poisoned")
+        .into_iter()
+        .map(|r| r.expect("every pair ran"))
+        .collect()
+}
+
+/// One result line's node label: `web2` or `web2 (tms)`.
+pub fn label(p: &Pair) -> String {
+    if p.slot == "app" {
+        p.node.clone()
+    } else {
+        format!("{} ({})", p.node, p.slot)
+    }
+}

@@ -1,0 +1,99 @@
+//! `keyferry sync rollback`: put back the folder the last sync replaced on each target (kept
+//! beside it as `<folder>.keyferry-prev`). Protected files stay the target's own; the folder
+//! that was in place is kept in turn, so a rollback can be rolled back.
+
+use super::{for_each_pair, label, Endpoints};
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::node_args::WaitArgs;
+use crate::ui::Ui;
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 every target is back to its previous folder; 2 error.")]
+pub struct Args {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Serialize)]
+struct Row {
+    node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolled_back: Option<keyferry::sync::RolledBack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<(String, &'static str)>,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let resolved = args.endpoints.resolve()?;
+    let rows = for_each_pair(&resolved.pairs, 1, |pair| {
+        let mut row = Row {
+            node: label(pair),
+            recovered: None,
+            rolled_back: None,
+            error: None,
+        };
+        let r = (|| -> keyferry::Result<()> {
+            let target = std::fs::canonicalize(&pair.target)
+                .map_err(|e| keyferry::Error::io(&pair.target, e))?;
+            let _lock =
+                keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
+            row.recovered = keyferry::sync::recover(&resolved.state_dir, &target)?;
+            row.rolled_back = Some(keyferry::sync::rollback(
+                &resolved.state_dir,
+                &pair.node,
+                &target,
+                &resolved.profile,
+            )?);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            row.error = Some((e.to_string(), e.code()));
+        }
+        row
+    });
+    let failed = rows.iter().any(|r| r.error.is_some());
+    if ui.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            kind: &'static str,
+            targets: &'a [Row],
+        }
+        ui.json(&Doc {
+            version: keyferry::JSON_VERSION,
+            kind: "sync-rollback",
+            targets: &rows,
+        });
+    } else {
+        for r in &rows {
+            if let Some(rec) = &r.recovered {
+                ui.info(&format!("{}: {rec}", r.node));
+            }
+            if let Some(rb) = &r.rolled_back {
+                ui.out(&format!(
+                    "{}: back to the folder before sync {} ({} protected files checked unchanged)",
+                    r.node, rb.id, rb.protected_checked
+                ));
+            }
+            if let Some((e, code)) = &r.error {
+                ui.failure(&Failure::new(
+                    code,
+                    format!("{}: {e}", r.node),
+                    Some("nothing was rolled back on this target"),
+                ));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

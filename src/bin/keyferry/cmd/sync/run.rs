@@ -1,0 +1,371 @@
+//! `keyferry sync`: plan each target, print the plan (`--dry-run`) or apply it, several
+//! targets at once, a progress bar each, then one summary table.
+
+use super::{for_each_pair, label, size, Endpoints, Pair};
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::node_args::WaitArgs;
+use crate::ui::Ui;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncOutcome, SyncPlan, SyncProgress};
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Show what would be added, updated and deleted on each target; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Refuse a target that would lose more files than this (a wrong folder would lose all)
+    #[arg(long, value_name = "N", default_value_t = sync::DEFAULT_MAX_DELETE)]
+    pub max_delete: usize,
+    /// Compare files by content when planning, not by size and modification time
+    #[arg(long)]
+    pub checksum: bool,
+    /// A target may be an empty folder (a new node); it gets the whole application
+    #[arg(long)]
+    pub new_target: bool,
+    /// Put app_offline.htm in each target while its files go in (ASP.NET unloads the site,
+    /// freeing files IIS holds open); removed afterwards
+    #[arg(long)]
+    pub app_offline: bool,
+    /// Stop this IIS application pool while files go in and start it again afterwards
+    /// (Windows, on the target itself: run sync there with --from)
+    #[arg(long, value_name = "NAME")]
+    pub app_pool: Option<String>,
+    /// Move files in one by one instead of swapping the folder (for folders IIS keeps open)
+    #[arg(long)]
+    pub in_place: bool,
+    /// Targets synced at once (1 to 64)
+    #[arg(long, short = 'j', default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// One target's result, for the table and `--json`.
+#[derive(Serialize)]
+struct TargetResult {
+    node: String,
+    slot: String,
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<SyncPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<SyncOutcome>,
+    /// `planned`, `synced`, `unchanged` or `failed`.
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorJson>,
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
+}
+
+struct Bar(ProgressBar, String);
+
+impl SyncProgress for Bar {
+    fn phase(&self, what: &str, _files: u64, bytes: u64) {
+        self.0.set_length(bytes);
+        self.0.set_position(0);
+        self.0.set_message(format!("{} {what}", self.1));
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
+    let resolved = args.endpoints.resolve()?;
+    if args.app_pool.is_some() && args.endpoints.cluster.is_some() {
+        return Err(Failure::new(
+            "usage",
+            "--app-pool stops a pool on this machine, but the targets of a cluster sync are other machines",
+            Some("run the sync on each target instead: keyferry sync --profile secret-server --from \\\\primary\\share --root C:\\inetpub\\wwwroot\\SecretServer --app-pool NAME; or use --app-offline"),
+        ));
+    }
+    for s in &resolved.skipped {
+        ui.warn(s);
+    }
+    let multi = MultiProgress::with_draw_target(if ui.json || args.dry_run {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style =
+        ProgressStyle::with_template("{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {elapsed}")
+            .expect("template");
+    let opts = PlanOptions {
+        allow_new_target: args.new_target,
+        max_delete: args.max_delete,
+        checksum: args.checksum,
+    };
+    let apply_opts = ApplyOptions {
+        jobs: usize::MAX,
+        app_offline: args.app_offline,
+        in_place: args.in_place,
+    };
+    let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
+        let bar = Bar(
+            multi.add(ProgressBar::new(0).with_style(style.clone())),
+            label(pair),
+        );
+        let r = one(pair, &resolved, &args, &opts, &apply_opts, &bar);
+        bar.0.finish_and_clear();
+        r
+    });
+    report(&results, args.dry_run, ui);
+    Ok(if results.iter().any(|r| r.result == "failed") {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn one(
+    pair: &Pair,
+    resolved: &super::Resolved,
+    args: &RunArgs,
+    opts: &PlanOptions,
+    apply_opts: &ApplyOptions,
+    bar: &Bar,
+) -> TargetResult {
+    let mut r = TargetResult {
+        node: pair.node.clone(),
+        slot: pair.slot.clone(),
+        target: pair.target.display().to_string(),
+        plan: None,
+        outcome: None,
+        result: "failed",
+        recovered: None,
+        error: None,
+    };
+    let mut run = || -> Result<(), Failure> {
+        let target = std::fs::canonicalize(&pair.target)
+            .map_err(|e| keyferry::Error::io(&pair.target, e))?;
+        let source = std::fs::canonicalize(&pair.source)
+            .map_err(|e| keyferry::Error::io(&pair.source, e))?;
+        let _lock = if args.dry_run {
+            None
+        } else {
+            let lock =
+                keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
+            r.recovered = sync::recover(&resolved.state_dir, &target)?;
+            Some(lock)
+        };
+        let plan = sync::plan(&source, &target, &resolved.profile, opts)?;
+        if args.dry_run {
+            r.result = "planned";
+            r.plan = Some(plan);
+            return Ok(());
+        }
+        if plan.is_noop() {
+            r.result = "unchanged";
+            r.plan = Some(plan);
+            return Ok(());
+        }
+        let _pool = match &args.app_pool {
+            Some(name) => Some(keyferry::sync::iis::AppPool::stop(name)?),
+            None => None,
+        };
+        let outcome = sync::apply(
+            &plan,
+            &sync::Target {
+                node: &pair.node,
+                state_dir: &resolved.state_dir,
+                profile: &resolved.profile,
+            },
+            apply_opts,
+            bar,
+        )?;
+        r.result = "synced";
+        r.plan = Some(plan);
+        r.outcome = Some(outcome);
+        Ok(())
+    };
+    if let Err(f) = run() {
+        r.result = "failed";
+        r.error = Some(ErrorJson {
+            code: f.code,
+            message: f.message,
+            hint: f.hint,
+        });
+    }
+    r
+}
+
+fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
+    if ui.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            kind: &'static str,
+            targets: &'a [TargetResult],
+        }
+        ui.json(&Doc {
+            version: keyferry::JSON_VERSION,
+            kind: if dry_run { "sync-plan" } else { "sync" },
+            targets: results,
+        });
+        return;
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    if let Some(w) = ui.width() {
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+        t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    }
+    t.set_header([
+        "node",
+        "result",
+        "add",
+        "update",
+        "delete",
+        "same",
+        "protected",
+        "how",
+    ]);
+    for r in results {
+        let cells = |n: usize, b: u64| {
+            if n == 0 {
+                "0".to_string()
+            } else {
+                format!("{n} ({})", size(b))
+            }
+        };
+        let name = if r.slot == "app" {
+            r.node.clone()
+        } else {
+            format!("{} ({})", r.node, r.slot)
+        };
+        match &r.plan {
+            Some(p) => {
+                let how = match &r.outcome {
+                    Some(o) => format!(
+                        "{}; {} verified{}",
+                        match o.mode {
+                            sync::journal::Mode::Swap => "swapped",
+                            sync::journal::Mode::InPlace => "in place",
+                        },
+                        o.verified_files,
+                        if o.recopied.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} re-copied", o.recopied.len())
+                        }
+                    ),
+                    None if r.result == "unchanged" => "same size and time".into(),
+                    None => "-".into(),
+                };
+                t.add_row([
+                    name,
+                    r.result.to_uppercase_if(r.result == "failed"),
+                    cells(p.add.len(), p.add_bytes),
+                    cells(p.update.len(), p.update_bytes),
+                    cells(p.delete.len(), p.delete_bytes),
+                    p.unchanged.to_string(),
+                    p.protected.len().to_string(),
+                    how,
+                ]);
+            }
+            None => {
+                t.add_row([
+                    name,
+                    "FAILED".to_string(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+    }
+    ui.out(&t.to_string());
+    for r in results {
+        let name = if r.slot == "app" {
+            r.node.clone()
+        } else {
+            format!("{} ({})", r.node, r.slot)
+        };
+        if let Some(rec) = &r.recovered {
+            ui.info(&format!("{name}: {rec}"));
+        }
+        if let Some(p) = &r.plan {
+            if dry_run {
+                for f in &p.delete {
+                    ui.out(&format!(
+                        "{name}: would delete {} ({})",
+                        f.path,
+                        size(f.bytes)
+                    ));
+                }
+                for f in p.add.iter().chain(&p.update) {
+                    ui.out(&format!(
+                        "{name}: would {} {} ({})",
+                        if p.add.contains(f) { "add" } else { "update" },
+                        f.path,
+                        size(f.bytes)
+                    ));
+                }
+            }
+            if !p.protected.is_empty() {
+                ui.info(&format!(
+                    "{name}: left exactly as they are: {}",
+                    p.protected.join(", ")
+                ));
+            }
+            for w in &p.warnings {
+                ui.warn(&format!("{name}: {w}"));
+            }
+            if r.result == "unchanged" {
+                ui.info(&format!(
+                    "{name}: every file already has the source's size and modification time; \
+                     keyferry sync verify compares contents"
+                ));
+            }
+        }
+        if let Some(o) = &r.outcome {
+            if let Some(why) = &o.why_in_place {
+                ui.info(&format!("{name}: files moved in one by one: {why}"));
+            }
+            ui.info(&format!(
+                "{name}: the previous folder is kept as {} (keyferry sync rollback puts it back)",
+                o.previous.display()
+            ));
+        }
+        if let Some(e) = &r.error {
+            ui.failure(&Failure {
+                code: e.code,
+                message: format!("{name}: {}", e.message),
+                hint: e.hint.clone(),
+            });
+        }
+    }
+}
+
+trait Upper {
+    fn to_uppercase_if(&self, yes: bool) -> String;
+}
+
+impl Upper for &str {
+    fn to_uppercase_if(&self, yes: bool) -> String {
+        if yes {
+            self.to_uppercase()
+        } else {
+            self.to_string()
+        }
+    }
+}

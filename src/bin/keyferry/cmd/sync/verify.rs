@@ -1,0 +1,116 @@
+//! `keyferry sync verify`: compare each target with the source by content (BLAKE3 on every
+//! core), naming the files that differ. Changes nothing.
+
+use super::{for_each_pair, label, size, Endpoints};
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::ui::Ui;
+use keyferry::sync::Verification;
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 every target matches the source; 1 a target differs; 2 error."
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Targets compared at once (1 to 64)
+    #[arg(long, short = 'j', default_value_t = 4, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Serialize)]
+struct Row {
+    node: String,
+    slot: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<Verification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let resolved = args.endpoints.resolve()?;
+    let rows = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
+        let r = keyferry::sync::compare(
+            &pair.source,
+            &pair.target,
+            &resolved.profile,
+            usize::MAX,
+            &|_| {},
+        );
+        let (verification, error, code) = match r {
+            Ok(v) => (Some(v), None, None),
+            Err(e) => (None, Some(e.to_string()), Some(e.code())),
+        };
+        Row {
+            node: label(pair),
+            slot: pair.slot.clone(),
+            verification,
+            error,
+            code,
+        }
+    });
+    let failed = rows.iter().any(|r| r.error.is_some());
+    let differs = rows
+        .iter()
+        .any(|r| r.verification.as_ref().is_some_and(|v| !v.identical()));
+    if ui.json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            kind: &'static str,
+            identical: bool,
+            targets: &'a [Row],
+        }
+        ui.json(&Doc {
+            version: keyferry::JSON_VERSION,
+            kind: "sync-verify",
+            identical: !failed && !differs,
+            targets: &rows,
+        });
+    } else {
+        for r in &rows {
+            match (&r.verification, &r.error) {
+                (Some(v), _) if v.identical() => ui.out(&format!(
+                    "{}: identical ({} files, {} compared by content)",
+                    r.node,
+                    v.files,
+                    size(v.bytes)
+                )),
+                (Some(v), _) => {
+                    ui.out(&format!(
+                        "{}: DIFFERS in {} of {} files",
+                        r.node,
+                        v.differing.len(),
+                        v.files
+                    ));
+                    for d in &v.differing {
+                        ui.out(&format!("  {}: {}", d.path, d.why.describe()));
+                    }
+                }
+                (None, Some(e)) => ui.failure(&Failure::new(
+                    r.code.unwrap_or("io"),
+                    format!("{}: {e}", r.node),
+                    Some("check the paths in the cluster file (or --from/--root); nothing was changed"),
+                )),
+                (None, None) => {}
+            }
+        }
+        if differs {
+            ui.info("keyferry sync copies the source over the differing files (protected files are never touched)");
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else if differs {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

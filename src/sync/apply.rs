@@ -1,0 +1,1194 @@
+//! Applying a sync plan: a target ends up entirely as it was or entirely like the source,
+//! whenever keyferry stops.
+//!
+//! 1. Record the target's protected files (identity, hash, attributes) and journal (stage
+//!    `building`).
+//! 2. Build the new tree beside the live one, on the same volume (`<target>.keyferry-new`,
+//!    private while it is built): changed files copied from the source (opened no-follow,
+//!    the source's modification time, the attributes of the file they replace), unchanged
+//!    files hard-linked (or copied where links do not work), protected files, volatile
+//!    folders and the target's own links hard-linked from the live target, so they stay the
+//!    very same files with the same owner, mode and ACL.
+//! 3. Compare the whole new tree with the source by content; copy again anything that
+//!    differs behind an equal size and time. Flush it to disk. Give the tree's root the
+//!    target root's attributes.
+//! 4. Journal (stage `installing`), then swap: Linux exchanges the two folders in one atomic
+//!    `renameat2(RENAME_EXCHANGE)`; elsewhere two renames, which recovery completes. The old
+//!    tree becomes `<target>.keyferry-prev`, kept for `keyferry sync rollback` (without the
+//!    second names of the protected files).
+//! 5. Where the folder cannot be swapped (Windows, files held open by IIS, or a share without
+//!    hard links), the verified files are moved in one by one instead, each step journaled
+//!    and redone by recovery, the replaced files kept in `<target>.keyferry-prev`.
+//! 6. Check the protected files again: same file, same bytes, same attributes, or a loud
+//!    failure.
+
+use crate::error::{Error, Result};
+use crate::fs::attrs::Attrs;
+use crate::profile::Profile;
+use crate::sync::journal::{
+    Action, Mode, PreviousRecord, ProtectedState, Stage, Step, SyncJournal, MARKER, PREVIOUS_RECORD,
+};
+use crate::sync::plan::{Kind, SyncPlan};
+use crate::time::Timestamp;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How a sync reports progress: one call per file copied or hashed. Implementations must
+/// be usable from several threads.
+pub trait SyncProgress: Sync {
+    /// A phase starts: `what` ("copying", "verifying", "installing") over `files` / `bytes`.
+    fn phase(&self, what: &str, files: u64, bytes: u64) {
+        let _ = (what, files, bytes);
+    }
+    /// One file of the phase is done.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+/// Reports nothing.
+pub struct NoSyncProgress;
+impl SyncProgress for NoSyncProgress {}
+
+/// Which node and state folder a sync works for.
+pub struct Target<'a> {
+    pub node: &'a str,
+    pub state_dir: &'a Path,
+    pub profile: &'a Profile,
+}
+
+/// Settings of an apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Threads for copying and hashing.
+    pub jobs: usize,
+    /// Put `app_offline.htm` in the target while files go in (ASP.NET unloads the site).
+    pub app_offline: bool,
+    /// Move files in one by one even where the folder could be swapped (tests; shares).
+    pub in_place: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncOutcome {
+    pub target: PathBuf,
+    pub mode: Mode,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub linked: u64,
+    pub deleted: u64,
+    /// Files the plan thought unchanged that differed in content, copied again.
+    pub recopied: Vec<String>,
+    /// Files compared with the source by content before the new tree went in.
+    pub verified_files: u64,
+    pub verified_bytes: u64,
+    pub protected_checked: usize,
+    pub previous: PathBuf,
+    /// Why the folder was not swapped, for in-place applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_in_place: Option<String>,
+}
+
+/// The folders a sync of `target` uses beside it.
+pub struct Siblings {
+    pub parent: PathBuf,
+    pub name: OsString,
+    pub staging: PathBuf,
+    pub previous: PathBuf,
+}
+
+pub fn siblings(target: &Path) -> Result<Siblings> {
+    let (parent, name) = crate::fs::split(target)?;
+    let with = |suffix: &str| {
+        let mut n = name.clone();
+        n.push(suffix);
+        parent.join(n)
+    };
+    Ok(Siblings {
+        staging: with(".keyferry-new"),
+        previous: with(".keyferry-prev"),
+        parent,
+        name,
+    })
+}
+
+fn sync_id() -> String {
+    format!("{}-{}", Timestamp::now().compact(), std::process::id())
+}
+
+/// Applies a plan (made after [`crate::sync::recover`] for the same target).
+pub fn apply(
+    plan: &SyncPlan,
+    target: &Target<'_>,
+    opts: &ApplyOptions,
+    progress: &dyn SyncProgress,
+) -> Result<SyncOutcome> {
+    let t = &plan.target;
+    let sib = siblings(t)?;
+    if exists(&sib.staging) {
+        return Err(Error::SyncRefused(format!(
+            "{} exists: a sync of {} is running from another machine or was interrupted there; \
+             finish it there (a rerun finishes it), or remove that folder if no sync is running",
+            sib.staging.display(),
+            t.display()
+        )));
+    }
+    // The one previous tree kept is the last sync's: it goes now (and a folder of that name
+    // keyferry did not make is refused before anything changes).
+    retire_previous(&sib.previous)?;
+    let protected = record_protected(t, &plan.protected)?;
+    let mut journal = SyncJournal {
+        version: crate::JSON_VERSION,
+        kind: "sync-journal".into(),
+        id: sync_id(),
+        node: target.node.to_owned(),
+        action: Action::Sync,
+        mode: Mode::Swap,
+        stage: Stage::Building,
+        source: plan.source.clone(),
+        target: t.clone(),
+        staging: sib.staging.clone(),
+        previous: sib.previous.clone(),
+        protected,
+        steps: Vec::new(),
+        app_offline: false,
+        started: Timestamp::now(),
+    };
+    journal.save(target.state_dir)?;
+    crate::failpoint::hit("sync:after-journal");
+    let built = match build(plan, &journal, opts, progress) {
+        Ok(b) => b,
+        Err(e) => {
+            discard_staging(&journal)?;
+            SyncJournal::remove(target.state_dir, t)?;
+            return Err(e);
+        }
+    };
+    crate::failpoint::hit("sync:built");
+    if let Err(e) = check_protected(&journal, false) {
+        discard_staging(&journal)?;
+        SyncJournal::remove(target.state_dir, t)?;
+        return Err(e);
+    }
+
+    let why_in_place = if opts.in_place {
+        Some("asked for (--in-place)".to_string())
+    } else {
+        built.no_swap.clone()
+    };
+    journal.stage = Stage::Installing;
+    journal.mode = if why_in_place.is_some() {
+        Mode::InPlace
+    } else {
+        Mode::Swap
+    };
+    if journal.mode == Mode::InPlace {
+        journal.steps = steps_of(plan, &built.recopied);
+    }
+    if opts.app_offline {
+        journal.app_offline = put_app_offline(t)?;
+    }
+    journal.save(target.state_dir)?;
+    crate::failpoint::hit("sync:installing");
+    progress.phase("installing", 0, 0);
+    let mut why_in_place = why_in_place;
+    if journal.mode == Mode::Swap {
+        if let Err(e) = swap(&journal) {
+            if !in_use(&e) {
+                return Err(e);
+            }
+            // Files are held open (IIS): move the files in one by one instead.
+            why_in_place = Some(format!("the folder could not be swapped ({e})"));
+            journal.mode = Mode::InPlace;
+            journal.steps = steps_of(plan, &built.recopied);
+            journal.save(target.state_dir)?;
+        }
+    }
+    if journal.mode == Mode::InPlace {
+        run_steps(&journal)?;
+    }
+    journal.stage = Stage::Committed;
+    journal.save(target.state_dir)?;
+    crate::failpoint::hit("sync:committed");
+    finish(&journal, target.state_dir)?;
+    Ok(SyncOutcome {
+        target: t.clone(),
+        mode: journal.mode,
+        copied: built.copied,
+        copied_bytes: built.copied_bytes,
+        linked: built.linked,
+        deleted: plan.delete.len() as u64,
+        recopied: built.recopied,
+        verified_files: built.verified_files,
+        verified_bytes: built.verified_bytes,
+        protected_checked: journal.protected.len(),
+        previous: sib.previous,
+        why_in_place,
+    })
+}
+
+/// Finishes an interrupted sync or rollback of `target`, if there is one: before the new
+/// tree was complete it is discarded (the target never changed); after, the install is
+/// completed. Returns what was done.
+pub fn recover(state_dir: &Path, target: &Path) -> Result<Option<String>> {
+    let Some(mut journal) = SyncJournal::load(state_dir, target)? else {
+        return Ok(None);
+    };
+    let what = match journal.stage {
+        Stage::Building if journal.action == Action::Rollback => {
+            unstage_previous(&journal)?;
+            SyncJournal::remove(state_dir, target)?;
+            "put back the previous tree an interrupted rollback had started to prepare; the \
+             target was never changed"
+        }
+        Stage::Building => {
+            discard_staging(&journal)?;
+            SyncJournal::remove(state_dir, target)?;
+            "discarded the new tree of an interrupted sync; the target was never changed"
+        }
+        Stage::Installing | Stage::Committed => {
+            if journal.stage == Stage::Installing {
+                match (journal.action, journal.mode) {
+                    (_, Mode::Swap) => swap(&journal)?,
+                    (Action::Sync, Mode::InPlace) => run_steps(&journal)?,
+                    (Action::Rollback, Mode::InPlace) => undo_steps(&journal, &journal.steps)?,
+                }
+                journal.stage = Stage::Committed;
+                journal.save(state_dir)?;
+            }
+            finish(&journal, state_dir)?;
+            match journal.action {
+                Action::Sync => "finished an interrupted sync: the target is the new tree",
+                Action::Rollback => "finished an interrupted rollback: the target is the old tree",
+            }
+        }
+    };
+    Ok(Some(format!("{}: {what}", target.display())))
+}
+
+/// What a finished build left.
+struct Built {
+    copied: u64,
+    copied_bytes: u64,
+    linked: u64,
+    recopied: Vec<String>,
+    verified_files: u64,
+    verified_bytes: u64,
+    /// Why the tree cannot be swapped in (a protected file or kept entry could not be linked).
+    no_swap: Option<String>,
+}
+
+fn build(
+    plan: &SyncPlan,
+    journal: &SyncJournal,
+    opts: &ApplyOptions,
+    progress: &dyn SyncProgress,
+) -> Result<Built> {
+    let (src, t, n) = (&plan.source, &plan.target, &journal.staging);
+    create_dir_private(n)?;
+    write_marker(n, &journal.id)?;
+    let dirs = DirAttrs::new(t, n)?;
+    for d in &plan.source_dirs {
+        dirs.create(d, Some(&src.join(d)))?;
+    }
+    // Unchanged files: a second name for the target's file (same bytes, same attributes).
+    let mut to_copy: Vec<(String, Option<String>, u64)> = plan
+        .add
+        .iter()
+        .map(|f| (f.path.clone(), None, f.bytes))
+        .chain(
+            plan.update
+                .iter()
+                .map(|f| (f.path.clone(), Some(plan.target_name(&f.path)), f.bytes)),
+        )
+        .collect();
+    let mut linked = 0;
+    for (rel, trel, len) in &plan.unchanged_files {
+        if std::fs::hard_link(t.join(trel), n.join(rel)).is_ok() {
+            linked += 1;
+        } else {
+            to_copy.push((rel.clone(), Some(trel.clone()), *len));
+        }
+    }
+    // What the target keeps: the same files, by a second name.
+    let mut no_swap = None;
+    for rel in journal.protected.iter().map(|p| &p.path) {
+        if let Err(e) = dirs.link_from_target(rel, &Kind::File(0, None)) {
+            no_swap.get_or_insert(format!("{rel} could not be linked into the new tree ({e})"));
+        }
+    }
+    for (rel, kind) in &plan.target_kept {
+        if let Err(e) = dirs.link_from_target(rel, kind) {
+            no_swap.get_or_insert(format!("{rel} could not be linked into the new tree ({e})"));
+        }
+    }
+    let total: u64 = to_copy.iter().map(|c| c.2).sum();
+    progress.phase("copying", to_copy.len() as u64, total);
+    copy_all(src, t, n, &to_copy, &dirs, opts.jobs, progress)?;
+    let copied = to_copy.len() as u64;
+
+    // The whole new tree against the source, by content.
+    let verify_bytes = 2 * (plan.add_bytes + plan.update_bytes)
+        + 2 * plan.unchanged_files.iter().map(|u| u.2).sum::<u64>();
+    progress.phase("verifying", 0, verify_bytes);
+    let v =
+        crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|b| progress.advance(b))?;
+    let mut recopied = Vec::new();
+    if !v.identical() {
+        let mut again = Vec::new();
+        for d in &v.differing {
+            if d.why == crate::sync::verify::Why::OnlyOnTarget {
+                return Err(Error::VerifyFailed(format!(
+                    "the new tree of {} holds {} that the source does not",
+                    t.display(),
+                    d.path
+                )));
+            }
+            remove_if_present(&n.join(&d.path))?;
+            let trel = plan
+                .unchanged_files
+                .iter()
+                .find(|u| u.0 == d.path)
+                .map(|u| u.1.clone());
+            again.push((d.path.clone(), trel, 0));
+            recopied.push(d.path.clone());
+        }
+        copy_all(src, t, n, &again, &dirs, opts.jobs, progress)?;
+        let check = crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|_| {})?;
+        if let Some(d) = check.differing.first() {
+            return Err(Error::VerifyFailed(format!(
+                "{} in the new tree of {} does not match the source ({}); is something \
+                 changing the source while it is copied?",
+                d.path,
+                t.display(),
+                d.why.describe()
+            )));
+        }
+    }
+    dirs.finish()?;
+    flush(n)?;
+    Ok(Built {
+        copied,
+        copied_bytes: total,
+        linked,
+        recopied,
+        verified_files: v.files,
+        verified_bytes: v.bytes,
+        no_swap,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_all(
+    src: &Path,
+    t: &Path,
+    n: &Path,
+    files: &[(String, Option<String>, u64)],
+    dirs: &DirAttrs,
+    jobs: usize,
+    progress: &dyn SyncProgress,
+) -> Result<()> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|a, b| files[*b].2.cmp(&files[*a].2));
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    let work = || loop {
+        if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+            return;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&idx) = order.get(i) else { return };
+        let (rel, trel, _) = &files[idx];
+        match copy_in(src, t, n, rel, trel.as_deref(), dirs) {
+            Ok(bytes) => progress.advance(bytes),
+            Err(e) => {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+                return;
+            }
+        }
+    };
+    let threads = crate::sync::hash::threads(jobs).min(files.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(work);
+        }
+        work();
+    });
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Copies one source file into the new tree: opened once no-follow, created new there, the
+/// source's modification time, the attributes of the target file it replaces (or, for a new
+/// file, its folder's owner and the source's mode bits).
+fn copy_in(
+    src: &Path,
+    t: &Path,
+    n: &Path,
+    rel: &str,
+    trel: Option<&str>,
+    dirs: &DirAttrs,
+) -> Result<u64> {
+    let from_path = src.join(rel);
+    let mut from = crate::fs::open_regular(&from_path)?.ok_or_else(|| Error::Changed {
+        path: from_path.clone(),
+    })?;
+    let attrs = match trel.map(|r| crate::fs::open_regular(&t.join(r))) {
+        Some(Ok(Some(old))) => Some(Attrs::of(&old)?),
+        _ => None,
+    };
+    let to_path = n.join(rel);
+    let mut o = std::fs::File::options();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut to = o.open(&to_path).map_err(|e| Error::io(&to_path, e))?;
+    let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
+    if let Ok(m) = from.file.metadata().and_then(|m| m.modified()) {
+        to.set_modified(m).map_err(|e| Error::io(&to_path, e))?;
+    }
+    let attrs = match attrs {
+        Some(a) => a,
+        None => dirs.for_new_file(rel, &from)?,
+    };
+    attrs.apply(&to, &to_path)?;
+    #[cfg(windows)]
+    to.sync_all().map_err(|e| Error::io(&to_path, e))?;
+    Ok(bytes)
+}
+
+/// Folder attributes for the new tree: each folder gets the attributes of the target's
+/// folder of the same name, or (new folders) its parent's owner with the source's mode.
+struct DirAttrs {
+    target: PathBuf,
+    staging: PathBuf,
+    #[cfg(unix)]
+    made: std::sync::Mutex<Vec<(String, UnixAttrs)>>,
+}
+
+impl DirAttrs {
+    fn new(target: &Path, staging: &Path) -> Result<DirAttrs> {
+        let d = DirAttrs {
+            target: target.to_owned(),
+            staging: staging.to_owned(),
+            #[cfg(unix)]
+            made: std::sync::Mutex::new(Vec::new()),
+        };
+        #[cfg(unix)]
+        {
+            let root = unix_attrs(target)?;
+            d.made
+                .lock()
+                .expect("not poisoned")
+                .push((String::new(), root));
+        }
+        Ok(d)
+    }
+
+    /// Creates `rel` in the new tree (its parents exist). `source`: the source's folder.
+    fn create(&self, rel: &str, source: Option<&Path>) -> Result<()> {
+        let p = self.staging.join(rel);
+        create_dir_private(&p)?;
+        #[cfg(unix)]
+        {
+            let attrs = match unix_attrs(&self.target.join(rel)) {
+                Ok(a) => a,
+                Err(_) => {
+                    let (uid, gid, pmode) = self.attrs_of(parent_rel(rel));
+                    let mode = source
+                        .and_then(|s| unix_attrs(s).ok())
+                        .map(|a| a.2)
+                        .unwrap_or(pmode);
+                    (uid, gid, mode & 0o775)
+                }
+            };
+            self.made
+                .lock()
+                .expect("not poisoned")
+                .push((rel.to_owned(), attrs));
+        }
+        let _ = source;
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn attrs_of(&self, rel: &str) -> (u32, u32, u32) {
+        self.made
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .rev()
+            .find(|(r, _)| r == rel)
+            .map(|(_, a)| *a)
+            .unwrap_or((0, 0, 0o755))
+    }
+
+    /// The attributes of a file new to the target: its folder's owner and group, the
+    /// source's mode bits without write for others (Unix); the folder's inherited ACL
+    /// (Windows).
+    fn for_new_file(&self, rel: &str, from: &crate::fs::Opened) -> Result<Attrs> {
+        #[cfg(unix)]
+        {
+            let (uid, gid, _) = self.attrs_of(parent_rel(rel));
+            let mode = from.meta.unix.map(|u| u.2).unwrap_or(0o644) & 0o775;
+            Ok(Attrs {
+                owner: Some(uid),
+                group: Some(gid),
+                mode: Some(mode),
+                acl: None,
+                inherit: false,
+            })
+        }
+        #[cfg(windows)]
+        {
+            let _ = (rel, from);
+            Ok(Attrs {
+                owner: None,
+                group: None,
+                mode: None,
+                acl: None,
+                inherit: true,
+            })
+        }
+    }
+
+    /// Gives every folder of the new tree its attributes, deepest first, the root last.
+    fn finish(&self) -> Result<()> {
+        #[cfg(unix)]
+        {
+            let mut made = self.made.lock().expect("not poisoned").clone();
+            made.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
+            for (rel, (uid, gid, mode)) in made {
+                let p = if rel.is_empty() {
+                    self.staging.clone()
+                } else {
+                    self.staging.join(&rel)
+                };
+                std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(&p, e))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the new tree a second name for something the target keeps as it is (a protected
+    /// file, a volatile folder's files, a link), creating the folders on the way.
+    fn link_from_target(&self, rel: &str, kind: &Kind) -> Result<()> {
+        let mut prefix = String::new();
+        for part in rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|x| x.1)
+            .unwrap_or(&[])
+        {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if !self.staging.join(&prefix).is_dir() {
+                self.create(&prefix, None)?;
+            }
+        }
+        match kind {
+            Kind::Dir => {
+                self.create(rel, None)?;
+                let root = self.target.join(rel);
+                crate::fs::walk(&root, |sub, _e, ft| {
+                    let full = format!("{rel}/{sub}");
+                    if ft.is_dir() && !ft.is_symlink() {
+                        self.create(&full, None)?;
+                        return Ok(true);
+                    }
+                    hard_link(&self.target.join(&full), &self.staging.join(&full))?;
+                    Ok(false)
+                })
+            }
+            _ => hard_link(&self.target.join(rel), &self.staging.join(rel)),
+        }
+    }
+}
+
+/// Owner, group and mode of a folder.
+#[cfg(unix)]
+type UnixAttrs = (u32, u32, u32);
+
+fn parent_rel(rel: &str) -> &str {
+    rel.rsplit_once('/').map(|x| x.0).unwrap_or("")
+}
+
+#[cfg(unix)]
+fn unix_attrs(p: &Path) -> Result<(u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
+    if !m.is_dir() {
+        return Err(Error::SyncRefused(format!(
+            "{} is not a folder",
+            p.display()
+        )));
+    }
+    Ok((m.uid(), m.gid(), m.mode() & 0o7777))
+}
+
+/// A second name for a file or link, never following a link (Windows: junctions and
+/// symbolic links cannot be given one; the caller falls back to an in-place apply).
+fn hard_link(from: &Path, to: &Path) -> Result<()> {
+    #[cfg(windows)]
+    if std::fs::symlink_metadata(from)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+    {
+        return Err(Error::Unsupported(format!(
+            "{} is a link; Windows cannot give a link a second name",
+            from.display()
+        )));
+    }
+    std::fs::hard_link(from, to).map_err(|e| Error::io(to, e))
+}
+
+fn create_dir_private(p: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(p).map_err(|e| Error::io(p, e))
+}
+
+fn write_marker(dir: &Path, id: &str) -> Result<()> {
+    let p = dir.join(MARKER);
+    crate::fs::write_new_private(&p, false, |f: &mut std::fs::File| {
+        use std::io::Write;
+        f.write_all(id.as_bytes()).map_err(|e| Error::io(&p, e))
+    })
+}
+
+fn read_marker(dir: &Path) -> Option<String> {
+    crate::fs::read_bounded(&dir.join(MARKER), 256, "sync marker")
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+fn remove_if_present(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
+/// Removes the new tree of a sync that did not install it, after checking it is that
+/// sync's (its marker): never a folder keyferry did not build.
+fn discard_staging(journal: &SyncJournal) -> Result<()> {
+    let n = &journal.staging;
+    if !exists(n) {
+        return Ok(());
+    }
+    match read_marker(n) {
+        Some(id) if id == journal.id => {}
+        None if std::fs::read_dir(n)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false) => {}
+        _ => {
+            return Err(Error::RecoveryConflict(format!(
+                "{} is not the new tree this sync was building; look at it and remove it by hand",
+                n.display()
+            )))
+        }
+    }
+    // Links in it are removed, never followed (std removes a tree without following links).
+    std::fs::remove_dir_all(n).map_err(|e| Error::io(n, e))
+}
+
+/// Removes the previous tree of an earlier sync (keyferry's, by its record).
+fn retire_previous(previous: &Path) -> Result<()> {
+    if !exists(previous) {
+        return Ok(());
+    }
+    if !exists(&previous.join(PREVIOUS_RECORD)) && !exists(&previous.join(MARKER)) {
+        return Err(Error::SyncRefused(format!(
+            "{} exists but is not a previous tree keyferry kept; move it away first",
+            previous.display()
+        )));
+    }
+    std::fs::remove_dir_all(previous).map_err(|e| Error::io(previous, e))
+}
+
+/// Protected files of the target now: identity, hash and attributes, each opened once,
+/// no-follow. A protected name that is a link or folder is left alone and not recorded.
+fn record_protected(t: &Path, rels: &[String]) -> Result<Vec<ProtectedState>> {
+    let mut out = Vec::new();
+    for rel in rels {
+        let p = t.join(rel);
+        let Some(opened) = (match crate::fs::open_regular(&p) {
+            Ok(o) => o,
+            Err(Error::NotAFile { .. }) => None,
+            Err(e) => return Err(e),
+        }) else {
+            continue;
+        };
+        let attrs = Attrs::of(&opened)?;
+        let id = opened.meta.id;
+        let hash = match crate::sync::hash::hash_file(&p)? {
+            crate::sync::hash::Hashed::Hash(h) => h,
+            _ => return Err(Error::Changed { path: p }),
+        };
+        out.push(ProtectedState {
+            path: rel.clone(),
+            id,
+            blake3: hash,
+            attrs,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks the target's protected files against the journal: the same files (identity), and
+/// after the install (`full`) the same bytes and attributes too.
+fn check_protected(journal: &SyncJournal, full: bool) -> Result<()> {
+    let now = record_protected(
+        &journal.target,
+        &journal
+            .protected
+            .iter()
+            .map(|p| p.path.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    for before in &journal.protected {
+        let after = now.iter().find(|a| a.path == before.path);
+        let same = match after {
+            Some(a) if !full => a.id == before.id,
+            Some(a) => {
+                a.id == before.id && a.blake3.ct_eq(&before.blake3) && a.attrs == before.attrs
+            }
+            None => false,
+        };
+        if !same {
+            let p = journal.target.join(&before.path);
+            return Err(if full {
+                Error::ProtectedChanged(format!(
+                    "{} is not the file it was before the sync (identity, bytes or \
+                     attributes differ); compare it with its backup now",
+                    p.display()
+                ))
+            } else {
+                Error::Changed { path: p }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Flushes the new tree to disk before it goes in, so a power cut cannot leave a swapped
+/// folder of empty files (Linux: one `syncfs` for the volume; Windows flushes each copied
+/// file as it is written).
+fn flush(n: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let d = crate::fs::Dir::open(n)?;
+        d.sync_fs()?;
+    }
+    let _ = n;
+    Ok(())
+}
+
+/// Whether an error means files are held open: Windows access denied, sharing or lock
+/// violation (a folder with open files cannot be renamed); `EBUSY` elsewhere.
+fn in_use(e: &Error) -> bool {
+    let Error::Io { source, .. } = e else {
+        return false;
+    };
+    let codes: &[i32] = if cfg!(windows) { &[5, 32, 33] } else { &[16] };
+    source.raw_os_error().is_some_and(|c| codes.contains(&c))
+}
+
+/// Puts the new tree in place of the target (idempotent: recovery calls it again).
+fn swap(journal: &SyncJournal) -> Result<()> {
+    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    let swapped = read_marker(t).is_some_and(|id| id == journal.id);
+    if !swapped {
+        if exists(t) && exists(n) {
+            exchange(t, n, b)?;
+        } else if !exists(t) && exists(n) {
+            rename(n, t)?;
+        } else {
+            return Err(Error::RecoveryConflict(format!(
+                "neither {} nor {} is the new tree of this sync; compare {} with its source",
+                t.display(),
+                n.display(),
+                t.display()
+            )));
+        }
+    }
+    crate::failpoint::hit("sync:swapped");
+    // Linux's exchange leaves the old tree under the new tree's name.
+    if exists(n) && read_marker(n).is_none_or(|id| id != journal.id) {
+        rename(n, b)?;
+    }
+    Ok(())
+}
+
+/// Swaps `t` and `n`; the old `t` ends up as `n` (Linux, atomic) or as `b` (elsewhere).
+fn exchange(t: &Path, n: &Path, b: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = b;
+        let sib = siblings(t)?;
+        let d = crate::fs::Dir::open(&sib.parent)?;
+        let (_, nn) = crate::fs::split(n)?;
+        d.exchange(&sib.name, &nn)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        rename(t, b)?;
+        crate::failpoint::hit("sync:moved-out");
+        rename(n, t)
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| Error::io(from, e))
+}
+
+/// The steps of an in-place apply: folders first, then files, then emptied folders.
+fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
+    let mut steps: Vec<Step> = plan
+        .add_dirs
+        .iter()
+        .map(|d| Step::MkDir { path: d.clone() })
+        .collect();
+    let target_of = |rel: &str| plan.target_name(rel);
+    for f in plan.add.iter().chain(&plan.update) {
+        steps.push(Step::Put {
+            path: f.path.clone(),
+            target: target_of(&f.path),
+        });
+    }
+    for r in recopied {
+        steps.push(Step::Put {
+            path: r.clone(),
+            target: target_of(r),
+        });
+    }
+    for f in &plan.delete {
+        steps.push(Step::Delete {
+            path: f.path.clone(),
+        });
+    }
+    let mut rm: Vec<&String> = plan.delete_dirs.iter().collect();
+    rm.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    steps.extend(rm.into_iter().map(|d| Step::RmDir { path: d.clone() }));
+    steps
+}
+
+/// Carries out in-place steps; each checks what is already done, so a rerun finishes them.
+fn run_steps(journal: &SyncJournal) -> Result<()> {
+    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    if !exists(b) {
+        create_dir_private(b)?;
+    }
+    if !exists(&b.join(MARKER)) {
+        write_marker(b, &journal.id)?;
+    }
+    for step in &journal.steps {
+        match step {
+            Step::MkDir { path } => {
+                if !t.join(path).is_dir() {
+                    std::fs::create_dir(t.join(path)).map_err(|e| Error::io(t.join(path), e))?;
+                    #[cfg(unix)]
+                    if let Ok((uid, gid, mode)) = unix_attrs(&n.join(path)) {
+                        use std::os::unix::fs::PermissionsExt;
+                        let p = t.join(path);
+                        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                            .map_err(|e| Error::io(&p, e))?;
+                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                            .map_err(|e| Error::io(&p, e))?;
+                    }
+                }
+            }
+            Step::Put { path, target } => {
+                if exists(&n.join(path)) {
+                    move_out(t, b, target)?;
+                    rename(&n.join(path), &t.join(path))?;
+                }
+            }
+            Step::Delete { path } => move_out(t, b, path)?,
+            Step::RmDir { path } => {
+                let _ = std::fs::remove_dir(t.join(path));
+            }
+        }
+        crate::failpoint::hit("sync:step");
+    }
+    Ok(())
+}
+
+/// Moves the target's file `rel` into the previous tree (unless already there).
+fn move_out(t: &Path, b: &Path, rel: &str) -> Result<()> {
+    let from = t.join(rel);
+    let to = b.join(rel);
+    if !exists(&from) || exists(&to) {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    rename(&from, &to)
+}
+
+/// After the install: protected files checked, the previous tree recorded (and rid of its
+/// second names for the protected files), keyferry's marks removed, the journal closed.
+fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
+    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    let checked = check_protected(journal, true);
+    if exists(b) && journal.action == Action::Rollback && journal.mode == Mode::InPlace {
+        // Everything in it went back; what is left (folders, marker) goes.
+        std::fs::remove_dir_all(b).map_err(|e| Error::io(b, e))?;
+    } else if exists(b) {
+        for p in &journal.protected {
+            // Only the second name keyferry made: the same file as the target's.
+            if same_file(&b.join(&p.path), &t.join(&p.path)) {
+                remove_if_present(&b.join(&p.path))?;
+            }
+        }
+        if journal.app_offline {
+            remove_if_present(&b.join(APP_OFFLINE))?;
+        }
+        let record = PreviousRecord {
+            version: crate::JSON_VERSION,
+            kind: "sync-previous".into(),
+            id: journal.id.clone(),
+            node: journal.node.clone(),
+            mode: journal.mode,
+            target: t.clone(),
+            time: Timestamp::now(),
+            steps: journal.steps.clone(),
+        };
+        let mut bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        bytes.push(b'\n');
+        crate::fs::write_private(&b.join(PREVIOUS_RECORD), &bytes)?;
+        remove_if_present(&b.join(MARKER))?;
+    }
+    if journal.app_offline {
+        remove_if_present(&t.join(APP_OFFLINE))?;
+    }
+    if exists(n) {
+        discard_staging(journal)?;
+    }
+    remove_if_present(&t.join(MARKER))?;
+    remove_if_present(&t.join(PREVIOUS_RECORD))?;
+    SyncJournal::remove(state_dir, t)?;
+    checked
+}
+
+/// ASP.NET's own switch: while this file is in the application folder, the site is
+/// unloaded and its files are free.
+pub const APP_OFFLINE: &str = "app_offline.htm";
+
+/// Puts `app_offline.htm` in the target; false if one was already there (it stays).
+fn put_app_offline(t: &Path) -> Result<bool> {
+    let p = t.join(APP_OFFLINE);
+    if exists(&p) {
+        return Ok(false);
+    }
+    let mut o = std::fs::File::options();
+    o.write(true).create_new(true);
+    let mut f = o.open(&p).map_err(|e| Error::io(&p, e))?;
+    use std::io::Write;
+    f.write_all(
+        b"<!doctype html><title>Updating</title><p>This site is being updated. Try again in a minute.</p>\n",
+    )
+    .map_err(|e| Error::io(&p, e))?;
+    drop(f);
+    // ASP.NET notices the file and unloads the application; give it a moment.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    Ok(true)
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBack {
+    pub target: PathBuf,
+    pub mode: Mode,
+    pub id: String,
+    pub protected_checked: usize,
+}
+
+/// Puts the previous tree back (`keyferry sync rollback`): a swap back for a swapped sync
+/// (the protected files and volatile folders are the target's current ones, linked in), or
+/// the in-place steps undone in reverse. The tree that was in place is kept as the previous
+/// one, so a rollback can itself be rolled back.
+pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Result<RolledBack> {
+    let sib = siblings(t)?;
+    let record_path = sib.previous.join(PREVIOUS_RECORD);
+    let bytes = match crate::fs::read_bounded(&record_path, MAX_RECORD, "previous-tree record") {
+        Ok(b) => b,
+        Err(e) if e.is_missing() => {
+            return Err(Error::SyncRefused(format!(
+                "there is no previous tree of {} to go back to ({} is missing)",
+                t.display(),
+                record_path.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let record: PreviousRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::SyncRefused(format!("{} is unreadable: {e}", record_path.display())))?;
+    if record.target != t {
+        return Err(Error::SyncRefused(format!(
+            "{} was the previous tree of {}, not {}",
+            sib.previous.display(),
+            record.target.display(),
+            t.display()
+        )));
+    }
+    // The protected files and volatile folders as the target has them now.
+    let opts = crate::sync::plan::PlanOptions {
+        allow_new_target: true,
+        max_delete: usize::MAX,
+        checksum: false,
+    };
+    let now = crate::sync::plan::plan(&sib.previous, t, profile, &opts).ok();
+    let protected_rels = now
+        .as_ref()
+        .map(|p| p.protected.clone())
+        .unwrap_or_default();
+    let protected = record_protected(t, &protected_rels)?;
+    let mut journal = SyncJournal {
+        version: crate::JSON_VERSION,
+        kind: "sync-journal".into(),
+        id: sync_id(),
+        node: node.to_owned(),
+        action: Action::Rollback,
+        mode: record.mode,
+        stage: Stage::Building,
+        source: sib.previous.clone(),
+        target: t.to_owned(),
+        staging: sib.staging.clone(),
+        previous: sib.previous.clone(),
+        protected,
+        steps: Vec::new(),
+        app_offline: false,
+        started: Timestamp::now(),
+    };
+    match record.mode {
+        Mode::Swap => {
+            // The previous tree becomes the staging tree, with the target's kept files.
+            if exists(&sib.staging) {
+                return Err(Error::SyncRefused(format!(
+                    "{} exists: another sync of {} is under way or was interrupted",
+                    sib.staging.display(),
+                    t.display()
+                )));
+            }
+            journal.save(state_dir)?;
+            rename(&sib.previous, &sib.staging)?;
+            crate::failpoint::hit("sync:rollback-staged");
+            write_marker(&sib.staging, &journal.id)?;
+            let dirs = DirAttrs::new(t, &sib.staging)?;
+            for p in &journal.protected {
+                dirs.link_from_target(&p.path, &Kind::File(0, None))?;
+            }
+            if let Some(plan) = &now {
+                for (rel, kind) in &plan.target_kept {
+                    if !exists(&sib.staging.join(rel)) {
+                        dirs.link_from_target(rel, kind)?;
+                    }
+                }
+            }
+            flush(&sib.staging)?;
+            journal.stage = Stage::Installing;
+            journal.save(state_dir)?;
+            swap(&journal)?;
+        }
+        Mode::InPlace => {
+            // Undo each step in reverse: the previous tree holds what each replaced.
+            journal.steps = record.steps.clone();
+            journal.stage = Stage::Installing;
+            journal.save(state_dir)?;
+            undo_steps(&journal, &journal.steps)?;
+        }
+    }
+    journal.stage = Stage::Committed;
+    journal.save(state_dir)?;
+    let n = journal.protected.len();
+    finish(&journal, state_dir)?;
+    Ok(RolledBack {
+        target: t.to_owned(),
+        mode: record.mode,
+        id: record.id,
+        protected_checked: n,
+    })
+}
+
+const MAX_RECORD: u64 = 64 * 1024 * 1024;
+
+/// Undoes the preparation of an interrupted swap-back: the previous tree goes back under its
+/// name, without the second names of the target's protected files linked into it.
+fn unstage_previous(journal: &SyncJournal) -> Result<()> {
+    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    if !exists(n) {
+        return Ok(());
+    }
+    for p in &journal.protected {
+        if same_file(&n.join(&p.path), &t.join(&p.path)) {
+            remove_if_present(&n.join(&p.path))?;
+        }
+    }
+    remove_if_present(&n.join(MARKER))?;
+    rename(n, b)
+}
+
+/// Whether two names are the same regular file (neither followed if a link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (crate::fs::open_regular(a), crate::fs::open_regular(b)) {
+        (Ok(Some(x)), Ok(Some(y))) => x.meta.id == y.meta.id,
+        _ => false,
+    }
+}
+
+/// Undoes in-place steps, in reverse: a replaced or deleted file comes back from the
+/// previous tree; a file the sync added goes.
+fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
+    let (t, b) = (&journal.target, &journal.previous);
+    for step in steps.iter().rev() {
+        match step {
+            Step::RmDir { path } => {
+                if !t.join(path).is_dir() {
+                    std::fs::create_dir(t.join(path)).map_err(|e| Error::io(t.join(path), e))?;
+                }
+            }
+            Step::Delete { path } => {
+                if exists(&b.join(path)) {
+                    rename(&b.join(path), &t.join(path))?;
+                }
+            }
+            Step::Put { path, target } => {
+                if exists(&b.join(target)) {
+                    rename(&b.join(target), &t.join(target))?;
+                    if target != path {
+                        remove_if_present(&t.join(path))?;
+                    }
+                } else {
+                    remove_if_present(&t.join(path))?;
+                }
+            }
+            Step::MkDir { path } => {
+                let _ = std::fs::remove_dir(t.join(path));
+            }
+        }
+        crate::failpoint::hit("sync:undo-step");
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The journal of a sync in progress, one per target folder: `<state_dir>/sync/<id>.json`,
+//! private, rewritten atomically at each stage. It names the target, the new tree being
+//! built beside it, the previous tree, what the protected files were (identity, hash,
+//! attributes) and, for an in-place apply, each step. Its presence means a sync of that
+//! folder did not finish; [`crate::sync::recover`] finishes it.
+
+use crate::error::{Error, Result};
+use crate::fingerprint::FileHash;
+use crate::fs::attrs::Attrs;
+use crate::os::FileId;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Largest journal accepted (an in-place apply lists its files: a few MiB at most).
+pub const MAX_JOURNAL: u64 = 64 * 1024 * 1024;
+
+/// What the run is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Sync,
+    Rollback,
+}
+
+/// How the new tree goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The whole folder is swapped with the new tree built beside it.
+    Swap,
+    /// Files are moved in one by one (the folder could not be swapped: files held open).
+    InPlace,
+}
+
+/// How far the run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// The new tree is being built and verified; the target has not changed.
+    Building,
+    /// The verified new tree is going in (swap or in-place steps); a rerun finishes this.
+    Installing,
+    /// Everything is in place; only clean-up is left.
+    Committed,
+}
+
+/// A protected file on the target, as it was before the sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedState {
+    pub path: String,
+    pub id: FileId,
+    pub blake3: FileHash,
+    pub attrs: Attrs,
+}
+
+/// One step of an in-place apply. Each can be redone: it checks what is already done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Step {
+    /// Create a folder on the target.
+    MkDir { path: String },
+    /// Move the target's file (if any) to the previous tree, then the new one in.
+    Put { path: String, target: String },
+    /// Move the target's file to the previous tree.
+    Delete { path: String },
+    /// Remove a folder the source no longer has (if empty).
+    RmDir { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncJournal {
+    pub version: u32,
+    pub kind: String,
+    pub id: String,
+    pub node: String,
+    pub action: Action,
+    pub mode: Mode,
+    pub stage: Stage,
+    pub source: PathBuf,
+    pub target: PathBuf,
+    /// The new tree being built (`<target>.keyferry-new`).
+    pub staging: PathBuf,
+    /// The previous tree kept for rollback (`<target>.keyferry-prev`).
+    pub previous: PathBuf,
+    pub protected: Vec<ProtectedState>,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// keyferry created `app_offline.htm` in the target and must remove it.
+    #[serde(default)]
+    pub app_offline: bool,
+    pub started: Timestamp,
+}
+
+/// Where the journal of a sync of `target` lives.
+pub fn path(state_dir: &Path, target: &Path) -> PathBuf {
+    let h = blake3::hash(target.as_os_str().as_encoded_bytes());
+    let hex: String = h.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    state_dir.join("sync").join(format!("{hex}.json"))
+}
+
+impl SyncJournal {
+    pub fn load(state_dir: &Path, target: &Path) -> Result<Option<SyncJournal>> {
+        let p = path(state_dir, target);
+        let bytes = match crate::fs::read_bounded(&p, MAX_JOURNAL, "sync journal") {
+            Ok(b) => b,
+            Err(e) if e.is_missing() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let j: SyncJournal = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::RecoveryConflict(format!(
+                "the sync journal {} is unreadable ({e}); compare {} with its source and \
+                 remove the journal by hand",
+                p.display(),
+                target.display()
+            ))
+        })?;
+        if j.target != target {
+            return Err(Error::RecoveryConflict(format!(
+                "the sync journal {} is for {}, not {}",
+                p.display(),
+                j.target.display(),
+                target.display()
+            )));
+        }
+        Ok(Some(j))
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        crate::fs::create_private_dir(state_dir)?;
+        crate::fs::create_private_dir(&state_dir.join("sync"))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        bytes.push(b'\n');
+        crate::fs::write_private(&path(state_dir, &self.target), &bytes)
+    }
+
+    pub fn remove(state_dir: &Path, target: &Path) -> Result<()> {
+        let p = path(state_dir, target);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+}
+
+/// `.keyferry-prev.json` in a previous tree: what `keyferry sync rollback` puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousRecord {
+    pub version: u32,
+    pub kind: String,
+    pub id: String,
+    pub node: String,
+    pub mode: Mode,
+    /// The folder this tree was (and goes back to).
+    pub target: PathBuf,
+    pub time: Timestamp,
+    /// In-place: the steps that were applied (rollback undoes them in reverse).
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+/// The name of the record inside a previous tree.
+pub const PREVIOUS_RECORD: &str = ".keyferry-prev.json";
+/// The marker a new tree carries while a sync builds and installs it.
+pub const MARKER: &str = ".keyferry-sync-id";
