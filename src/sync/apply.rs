@@ -599,21 +599,34 @@ impl DirAttrs {
                 self.create(&prefix, None)?;
             }
         }
+        // Whatever is already there stays (a rollback merges the target's newer logs into
+        // the previous tree's).
+        let link = |from: &Path, to: &Path| {
+            if exists(to) {
+                Ok(())
+            } else {
+                hard_link(from, to)
+            }
+        };
         match kind {
             Kind::Dir => {
-                self.create(rel, None)?;
+                if !self.staging.join(rel).is_dir() {
+                    self.create(rel, None)?;
+                }
                 let root = self.target.join(rel);
                 crate::fs::walk(&root, |sub, _e, ft| {
                     let full = format!("{rel}/{sub}");
                     if ft.is_dir() && !ft.is_symlink() {
-                        self.create(&full, None)?;
+                        if !self.staging.join(&full).is_dir() {
+                            self.create(&full, None)?;
+                        }
                         return Ok(true);
                     }
-                    hard_link(&self.target.join(&full), &self.staging.join(&full))?;
+                    link(&self.target.join(&full), &self.staging.join(&full))?;
                     Ok(false)
                 })
             }
-            _ => hard_link(&self.target.join(rel), &self.staging.join(rel)),
+            _ => link(&self.target.join(rel), &self.staging.join(rel)),
         }
     }
 }
@@ -1102,9 +1115,7 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
             }
             if let Some(plan) = &now {
                 for (rel, kind) in &plan.target_kept {
-                    if !exists(&sib.staging.join(rel)) {
-                        dirs.link_from_target(rel, kind)?;
-                    }
+                    dirs.link_from_target(rel, kind)?;
                 }
             }
             flush(&sib.staging)?;

@@ -156,15 +156,32 @@ fn one(
             .map_err(|e| keyferry::Error::io(&pair.target, e))?;
         let source = std::fs::canonicalize(&pair.source)
             .map_err(|e| keyferry::Error::io(&pair.source, e))?;
-        let _lock = if args.dry_run {
+        // A refusal changes nothing, not even the state folder: plan first, unless an
+        // interrupted sync of this target must be finished before its tree can be read.
+        let interrupted = keyferry::sync::journal::path(&resolved.state_dir, &target).exists();
+        let mut plan = None;
+        if !interrupted {
+            plan = Some(sync::plan(&source, &target, &resolved.profile, opts)?);
+        }
+        let _lock = if args.dry_run && !interrupted {
             None
+        } else if args.dry_run {
+            return Err(Failure::new(
+                "sync-refused",
+                format!("a sync of {} was interrupted", target.display()),
+                Some("run keyferry sync (it finishes the interrupted one first) or keyferry sync rollback"),
+            ));
         } else {
             let lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
             r.recovered = sync::recover(&resolved.state_dir, &target)?;
+            plan = None;
             Some(lock)
         };
-        let plan = sync::plan(&source, &target, &resolved.profile, opts)?;
+        let plan = match plan {
+            Some(p) => p,
+            None => sync::plan(&source, &target, &resolved.profile, opts)?,
+        };
         if args.dry_run {
             r.result = "planned";
             r.plan = Some(plan);

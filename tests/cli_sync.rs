@@ -1,0 +1,432 @@
+//! `keyferry sync`, `sync verify` and `sync rollback` through the real binary, on real folders
+//! with real permissions: protected files keep their bytes, identity, owner and mode; stale
+//! files go; links are never followed; every refusal leaves both trees byte-identical.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const SOURCE_KEY: &[u8] = b"SOURCE-ENCRYPTION-KEY-never-copied";
+const TARGET_KEY: &[u8] = b"TARGET-ENCRYPTION-KEY-stays";
+
+fn write(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, bytes) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+}
+
+/// A source (the upgraded primary) and a target (a node still on the old version).
+struct Pair {
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pair { dir };
+        write(
+            &p.src(),
+            &[
+                ("web.config", b"<configuration v='11'/>"),
+                ("bin/Thycotic.dll", b"version 11.0 binary"),
+                ("bin/New.dll", b"added in 11.0"),
+                ("Scripts/app.js", b"console.log(11)"),
+                ("encryption.config", SOURCE_KEY),
+                ("database.config", b"source db connection"),
+                ("logs/source.log", b"source log"),
+            ],
+        );
+        write(
+            &p.dst(),
+            &[
+                ("web.config", b"<configuration v='10'/>"),
+                ("bin/Thycotic.dll", b"version 10.9 binary"),
+                ("bin/Stale.dll", b"only in 10.9"),
+                ("Scripts/app.js", b"console.log(10)"),
+                ("encryption.config", TARGET_KEY),
+                ("database.config", b"target db connection"),
+                ("logs/target.log", b"target log"),
+                ("App_Data/cache.bin", b"runtime data"),
+            ],
+        );
+        p
+    }
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+    fn dst(&self) -> PathBuf {
+        self.dir.path().join("wwwroot").join("SecretServer")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn args<'a>(&'a self, strs: &'a mut Vec<String>, extra: &[&str]) -> Vec<&'a str> {
+        strs.clear();
+        strs.extend(
+            [
+                "--profile",
+                "secret-server",
+                "--from",
+                self.src().to_str().unwrap(),
+                "--root",
+                self.dst().to_str().unwrap(),
+                "--state-dir",
+                self.state().to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        strs.extend(extra.iter().map(|s| s.to_string()));
+        strs.iter().map(|s| s.as_str()).collect()
+    }
+    fn run(&self, before: &[&str], extra: &[&str]) -> Run {
+        let mut s = Vec::new();
+        let mut a: Vec<&str> = before.to_vec();
+        a.extend(self.args(&mut s, extra));
+        keyferry(&a, None)
+    }
+    fn everything(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(self.dir.path())
+    }
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn sync_copies_the_application_and_leaves_protected_and_volatile_files_alone() {
+    let p = Pair::new();
+    let (d, s) = (p.dst(), p.src());
+    #[cfg(unix)]
+    let (key_meta, db_meta) = {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The product's service account owns its files; keyferry must keep it that way.
+        std::os::unix::fs::chown(d.join("encryption.config"), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(
+            d.join("encryption.config"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(d.join("bin/Thycotic.dll"), Some(65534), Some(65534)).unwrap();
+        let m = |f: &str| {
+            let m = std::fs::metadata(d.join(f)).unwrap();
+            (m.ino(), m.uid(), m.gid(), m.mode())
+        };
+        (m("encryption.config"), m("database.config"))
+    };
+    let r = p.run(&["sync"], &[]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("synced"), "{}", r.stdout());
+    // Protected: byte-identical, never the source's.
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+    assert_eq!(read(&d.join("database.config")), b"target db connection");
+    // The application is the source's; the stale DLL is gone; volatile files stay.
+    assert_eq!(
+        read(&d.join("bin/Thycotic.dll")),
+        read(&s.join("bin/Thycotic.dll"))
+    );
+    assert_eq!(read(&d.join("bin/New.dll")), b"added in 11.0");
+    assert_eq!(read(&d.join("web.config")), read(&s.join("web.config")));
+    assert!(!d.join("bin/Stale.dll").exists());
+    assert_eq!(read(&d.join("logs/target.log")), b"target log");
+    assert!(!d.join("logs/source.log").exists(), "logs are not copied");
+    assert_eq!(read(&d.join("App_Data/cache.bin")), b"runtime data");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = |f: &str| {
+            let m = std::fs::metadata(d.join(f)).unwrap();
+            (m.ino(), m.uid(), m.gid(), m.mode())
+        };
+        assert_eq!(
+            m("encryption.config"),
+            key_meta,
+            "the very same file, owner and mode"
+        );
+        assert_eq!(m("database.config"), db_meta);
+        let dll = std::fs::metadata(d.join("bin/Thycotic.dll")).unwrap();
+        assert_eq!(
+            (dll.uid(), dll.gid()),
+            (65534, 65534),
+            "an updated file keeps its owner"
+        );
+    }
+    // The per-node web.config is replaced: the plan said so.
+    assert!(r.stderr().contains("web.config differs"), "{}", r.stderr());
+    // No key bytes in any output.
+    for out in [r.stdout(), r.stderr()] {
+        assert!(!out.contains("ENCRYPTION-KEY"), "{out}");
+    }
+    // Nothing of keyferry's left in the live folder or beside it but the previous tree.
+    let beside: Vec<String> = std::fs::read_dir(d.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside.len(), 2, "{beside:?}");
+    assert!(beside.contains(&"SecretServer.keyferry-prev".to_string()));
+    assert!(!d.join(".keyferry-sync-id").exists());
+    let prev = d.parent().unwrap().join("SecretServer.keyferry-prev");
+    assert!(
+        !prev.join("encryption.config").exists(),
+        "no second copy of the key is left lying around"
+    );
+    // Verify: identical; a same-size, same-time change is caught.
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+    let when = std::fs::metadata(d.join("bin/New.dll"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::write(d.join("bin/New.dll"), b"ADDED IN 11.0").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(d.join("bin/New.dll"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let v = p.run(&["sync", "verify"], &[]);
+    v.assert_code(1);
+    assert!(
+        v.stdout().contains("bin/New.dll: content differs"),
+        "{}",
+        v.stdout()
+    );
+    // The quick plan does not see it; --checksum does, and fixes it.
+    p.run(&["sync"], &[]).assert_code(0);
+    p.run(&["sync", "verify"], &[]).assert_code(1);
+    p.run(&["sync"], &["--checksum"]).assert_code(0);
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+}
+
+#[test]
+fn rollback_puts_the_old_folder_back_with_the_targets_own_keys() {
+    for in_place in [false, true] {
+        let p = Pair::new();
+        let d = p.dst();
+        let old_dll = read(&d.join("bin/Thycotic.dll"));
+        let extra: &[&str] = if in_place { &["--in-place"] } else { &[] };
+        let r = p.run(&["sync"], extra);
+        r.assert_code(0);
+        if in_place {
+            assert!(r.stdout().contains("in place"), "{}", r.stdout());
+        }
+        std::fs::write(d.join("logs/after.log"), b"written after the sync").unwrap();
+        let r = p.run(&["sync", "rollback"], &[]);
+        r.assert_code(0);
+        assert_eq!(
+            read(&d.join("bin/Thycotic.dll")),
+            old_dll,
+            "in_place={in_place}"
+        );
+        assert_eq!(read(&d.join("bin/Stale.dll")), b"only in 10.9");
+        assert!(!d.join("bin/New.dll").exists());
+        assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+        assert_eq!(read(&d.join("database.config")), b"target db connection");
+        assert_eq!(read(&d.join("logs/after.log")), b"written after the sync");
+        assert!(!d.join(".keyferry-prev.json").exists());
+    }
+}
+
+/// Every refusal: exit 2, the message says what to do, nothing changed anywhere.
+#[test]
+fn wrong_sources_and_targets_are_refused_and_nothing_changes() {
+    let p = Pair::new();
+    let refused = |before: &[&str], args: &[&str], what: &str| {
+        let snap = p.everything();
+        let r = keyferry(&[before, args].concat(), None);
+        r.assert_code(2);
+        assert!(r.stderr().contains(what), "{what}: {}", r.stderr());
+        assert_eq!(snap, p.everything(), "refusal {what} changed files");
+    };
+    let (s, d, st) = (
+        p.src().to_str().unwrap().to_owned(),
+        p.dst().to_str().unwrap().to_owned(),
+        p.state().to_str().unwrap().to_owned(),
+    );
+    let base = |from: &str, root: &str| -> Vec<String> {
+        [
+            "--profile",
+            "secret-server",
+            "--from",
+            from,
+            "--root",
+            root,
+            "--state-dir",
+            &st,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let other = p.dir.path().join("documents");
+    write(&other, &[("notes.txt", b"someone's files")]);
+    let empty = p.dir.path().join("new-node");
+    std::fs::create_dir(&empty).unwrap();
+    let o = other.to_str().unwrap();
+    let e = empty.to_str().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (base(&s, &s), "same folder"),
+        (base(&s, &format!("{s}/bin")), "same folder"),
+        (base(o, &d), "does not look like the application"),
+        (base(&s, o), "does not look like the application"),
+        (base(&s, e), "is empty"),
+        (
+            [base(&s, &d), vec!["--max-delete".into(), "0".into()]].concat(),
+            "would delete 1 files",
+        ),
+    ];
+    for (args, what) in &cases {
+        let a: Vec<&str> = args.iter().map(|x| x.as_str()).collect();
+        refused(&["sync"], &a, what);
+        refused(&["sync", "--dry-run"], &a, what);
+    }
+    // A new node, said so: the whole application, no keys.
+    let a = base(&s, e);
+    let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+    let r = keyferry(&[&["sync", "--new-target"][..], &a].concat(), None);
+    r.assert_code(0);
+    assert!(empty.join("bin/Thycotic.dll").exists());
+    assert!(!empty.join("encryption.config").exists());
+    assert!(r.stderr().contains("keys import"), "{}", r.stderr());
+}
+
+#[test]
+fn dry_run_lists_the_plan_and_changes_nothing() {
+    let p = Pair::new();
+    let snap = p.everything();
+    let r = p.run(&["sync", "--dry-run"], &[]);
+    r.assert_code(0);
+    assert!(
+        r.stdout().contains("would delete bin/Stale.dll"),
+        "{}",
+        r.stdout()
+    );
+    assert!(
+        r.stdout().contains("would add bin/New.dll"),
+        "{}",
+        r.stdout()
+    );
+    let j = p.run(&["sync", "--dry-run", "--json"], &[]);
+    j.assert_code(0);
+    let doc = j.json();
+    assert_eq!(doc["kind"], "sync-plan");
+    let plan = &doc["targets"][0]["plan"];
+    assert_eq!(plan["delete"][0]["path"], "bin/Stale.dll");
+    assert_eq!(plan["add"][0]["path"], "bin/New.dll");
+    let protected: Vec<String> = plan["protected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(protected, ["database.config", "encryption.config"]);
+    assert_eq!(snap, p.everything());
+}
+
+#[cfg(unix)]
+#[test]
+fn links_leading_out_of_either_tree_refuse_and_are_never_written_through() {
+    let p = Pair::new();
+    let outside = p.dir.path().join("outside");
+    write(&outside, &[("secret.txt", b"outside the tree")]);
+    std::os::unix::fs::symlink(&outside, p.src().join("bin/escape")).unwrap();
+    let snap = p.everything();
+    let r = p.run(&["sync"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("leads out"), "{}", r.stderr());
+    assert_eq!(snap, p.everything());
+    std::fs::remove_file(p.src().join("bin/escape")).unwrap();
+    // In the target: a link where the source has a file is not written through.
+    std::fs::remove_file(p.dst().join("Scripts/app.js")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), p.dst().join("Scripts/app.js")).unwrap();
+    let snap = p.everything();
+    let r = p.run(&["sync"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("leads out"), "{}", r.stderr());
+    assert_eq!(snap, p.everything());
+    assert_eq!(read(&outside.join("secret.txt")), b"outside the tree");
+}
+
+#[test]
+fn case_insensitive_protection_keeps_a_differently_cased_key() {
+    let p = Pair::new();
+    std::fs::remove_file(p.dst().join("encryption.config")).unwrap();
+    std::fs::write(p.dst().join("Encryption.Config"), TARGET_KEY).unwrap();
+    p.run(&["sync"], &[]).assert_code(0);
+    assert_eq!(read(&p.dst().join("Encryption.Config")), TARGET_KEY);
+    if cfg!(unix) {
+        assert!(
+            !p.dst().join("encryption.config").exists(),
+            "the source's key never arrives under another case"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_sync_reaches_every_other_web_node_and_one_failure_does_not_stop_the_others() {
+    let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
+    write(
+        &c.app("web1"),
+        &[("bin/App.dll", b"v11"), ("Scripts/a.js", b"11")],
+    );
+    write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
+    // dr1's folder is not the application: refused, web2 still synced.
+    std::fs::remove_file(c.app("dr1").join("web.config")).unwrap();
+    let dr_before = snapshot(&c.app("dr1"));
+    let cf = c.cluster_file();
+    let sync = |extra: &[&str]| {
+        let mut a = vec!["sync", "-c", cf.to_str().unwrap(), "--node", "web1"];
+        a.extend(extra);
+        keyferry(&a, None)
+    };
+    let r = sync(&[]);
+    r.assert_code(2);
+    assert_eq!(read(&c.app("web2").join("bin/App.dll")), b"v11");
+    assert_eq!(
+        read(&c.app("web2").join("database.config")),
+        b"db for web2\n"
+    );
+    assert_eq!(snapshot(&c.app("dr1")), dr_before);
+    assert!(r.stdout().contains("FAILED"), "{}", r.stdout());
+    assert!(r.stderr().contains("dr1"), "{}", r.stderr());
+    // --to picks one; proxy1 too has paths.app in this fixture, so it is a target.
+    let r = sync(&["--to", "web2", "--json"]);
+    r.assert_code(0);
+    assert_eq!(r.json()["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json()["targets"][0]["result"], "unchanged");
+    let mut a = vec![
+        "sync",
+        "verify",
+        "-c",
+        cf.to_str().unwrap(),
+        "--node",
+        "web1",
+    ];
+    a.extend(["--to", "web2"]);
+    keyferry(&a, None).assert_code(0);
+    let r = sync(&["--to", "nosuch"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("no node"), "{}", r.stderr());
+}
+
+#[cfg(windows)]
+#[test]
+fn windows_drive_and_unc_paths_work() {
+    // Under Wine, Z: maps the Unix root and \\?\UNC-style long paths resolve through it.
+    let p = Pair::new();
+    let dst = p.dst();
+    let unc = format!(r"\\?\{}", dst.display());
+    let mut s = Vec::new();
+    let mut a = vec!["sync"];
+    let args = p.args(&mut s, &[]);
+    a.extend(args.iter().take(5));
+    a.push(&unc);
+    a.extend(args.iter().skip(6));
+    keyferry(&a, None).assert_code(0);
+    assert_eq!(read(&dst.join("bin/New.dll")), b"added in 11.0");
+    assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
+}
