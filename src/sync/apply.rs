@@ -882,16 +882,25 @@ fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
         .map(|d| Step::MkDir { path: d.clone() })
         .collect();
     let target_of = |rel: &str| plan.target_name(rel);
-    for f in plan.add.iter().chain(&plan.update) {
+    for f in &plan.add {
         steps.push(Step::Put {
             path: f.path.clone(),
             target: target_of(&f.path),
+            replaced: false,
+        });
+    }
+    for f in &plan.update {
+        steps.push(Step::Put {
+            path: f.path.clone(),
+            target: target_of(&f.path),
+            replaced: true,
         });
     }
     for r in recopied {
         steps.push(Step::Put {
             path: r.clone(),
             target: target_of(r),
+            replaced: true,
         });
     }
     for f in &plan.delete {
@@ -930,7 +939,7 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
                     }
                 }
             }
-            Step::Put { path, target } => {
+            Step::Put { path, target, .. } => {
                 if exists(&n.join(path)) {
                     move_out(t, b, target)?;
                     rename(&n.join(path), &t.join(path))?;
@@ -1185,16 +1194,25 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
                     rename(&b.join(path), &t.join(path))?;
                 }
             }
-            Step::Put { path, target } => {
+            // Each undo checks what is done already, so a rerun after a crash redoes only
+            // what is left: a replaced file comes back once; an added file goes.
+            Step::Put {
+                path,
+                target,
+                replaced: true,
+            } => {
                 if exists(&b.join(target)) {
-                    rename(&b.join(target), &t.join(target))?;
                     if target != path {
                         remove_if_present(&t.join(path))?;
                     }
-                } else {
-                    remove_if_present(&t.join(path))?;
+                    rename(&b.join(target), &t.join(target))?;
                 }
             }
+            Step::Put {
+                path,
+                replaced: false,
+                ..
+            } => remove_if_present(&t.join(path))?,
             Step::MkDir { path } => {
                 let _ = std::fs::remove_dir(t.join(path));
             }

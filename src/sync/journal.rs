@@ -62,7 +62,12 @@ pub enum Step {
     /// Create a folder on the target.
     MkDir { path: String },
     /// Move the target's file (if any) to the previous tree, then the new one in.
-    Put { path: String, target: String },
+    /// `replaced`: the target had a file there (undo brings it back; else undo removes).
+    Put {
+        path: String,
+        target: String,
+        replaced: bool,
+    },
     /// Move the target's file to the previous tree.
     Delete { path: String },
     /// Remove a folder the source no longer has (if empty).

@@ -44,7 +44,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 .map_err(|e| keyferry::Error::io(&pair.target, e))?;
             let _lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
+            // An interrupted rollback, finished, is the rollback asked for; an interrupted
+            // sync is finished first and then rolled back.
+            let interrupted =
+                keyferry::sync::journal::SyncJournal::load(&resolved.state_dir, &target)?
+                    .filter(|j| j.stage != keyferry::sync::journal::Stage::Building)
+                    .map(|j| j.action);
             row.recovered = keyferry::sync::recover(&resolved.state_dir, &target)?;
+            if interrupted == Some(keyferry::sync::journal::Action::Rollback) {
+                return Ok(());
+            }
             row.rolled_back = Some(keyferry::sync::rollback(
                 &resolved.state_dir,
                 &pair.node,
