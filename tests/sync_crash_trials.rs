@@ -180,7 +180,13 @@ fn a_sync_killed_at_any_durable_step_ends_old_or_new() {
                     0,
                     "{point}: the failpoint did not stop the sync"
                 );
-                bed.protected_ok(&ids);
+                // Between the two renames of a non-Linux swap the folder is briefly absent
+                // (the journal says so; recovery completes it); otherwise the keys are intact.
+                if bed.dst().exists() {
+                    bed.protected_ok(&ids);
+                } else {
+                    assert_eq!(point, "sync:moved-out");
+                }
                 let want = if then_rollback {
                     let r = bed.run(&["sync", "rollback"], &[], None);
                     // Before the install there is nothing to roll back: the target is old.

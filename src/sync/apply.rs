@@ -448,6 +448,12 @@ fn copy_in(
     o.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    // Windows: also the rights to give it the replaced file's owner and ACL.
+    #[cfg(windows)]
+    std::os::windows::fs::OpenOptionsExt::access_mode(
+        &mut o,
+        0x8000_0000 | 0x4000_0000 | 0x0004_0000 | 0x0008_0000 | 0x0002_0000,
+    );
     let mut to = o.open(&to_path).map_err(|e| Error::io(&to_path, e))?;
     let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
     if let Ok(m) = from.file.metadata().and_then(|m| m.modified()) {
@@ -635,6 +641,7 @@ impl DirAttrs {
 #[cfg(unix)]
 type UnixAttrs = (u32, u32, u32);
 
+#[cfg(unix)]
 fn parent_rel(rel: &str) -> &str {
     rel.rsplit_once('/').map(|x| x.0).unwrap_or("")
 }
@@ -669,9 +676,14 @@ fn hard_link(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn create_dir_private(p: &Path) -> Result<()> {
-    let mut b = std::fs::DirBuilder::new();
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    let b = {
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b
+    };
+    #[cfg(not(unix))]
+    let b = std::fs::DirBuilder::new();
     b.create(p).map_err(|e| Error::io(p, e))
 }
 

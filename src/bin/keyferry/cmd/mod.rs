@@ -26,7 +26,7 @@ pub enum Command {
     /// Check that every node holds the primary's keys and binaries
     Audit(audit::Args),
     /// Copy the application folder to the other nodes, never touching their keys
-    Sync(sync::Args),
+    Sync(Box<sync::Args>),
     /// Explain an error message and run the checks that bear on it
     Diagnose(diagnose::Args),
     /// Show this node's key-set fingerprint
@@ -55,7 +55,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
         Command::Audit(a) => audit::run(a, ui),
-        Command::Sync(a) => sync::run(a, ui),
+        Command::Sync(a) => sync::run(*a, ui),
         Command::Diagnose(a) => diagnose::run(a, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }

@@ -277,3 +277,15 @@ pub fn label(p: &Pair) -> String {
         format!("{} ({})", p.node, p.slot)
     }
 }
+
+/// The target's full path, found through its parent: a sync interrupted between the two
+/// renames of a swap (not Linux) leaves the folder briefly absent, and its journal, keyed by
+/// this path, must still be found to finish it.
+pub fn target_path(target: &std::path::Path) -> keyferry::Result<PathBuf> {
+    if let Ok(p) = std::fs::canonicalize(target) {
+        return Ok(p);
+    }
+    let (parent, name) = keyferry::fs::split(target)?;
+    let parent = std::fs::canonicalize(&parent).map_err(|e| keyferry::Error::io(&parent, e))?;
+    Ok(parent.join(name))
+}

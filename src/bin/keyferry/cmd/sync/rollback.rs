@@ -40,8 +40,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             error: None,
         };
         let r = (|| -> keyferry::Result<()> {
-            let target = std::fs::canonicalize(&pair.target)
-                .map_err(|e| keyferry::Error::io(&pair.target, e))?;
+            let target = super::target_path(&pair.target)?;
             let _lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
             // An interrupted rollback, finished, is the rollback asked for; an interrupted

@@ -152,8 +152,7 @@ fn one(
         error: None,
     };
     let mut run = || -> Result<(), Failure> {
-        let target = std::fs::canonicalize(&pair.target)
-            .map_err(|e| keyferry::Error::io(&pair.target, e))?;
+        let target = super::target_path(&pair.target)?;
         let source = std::fs::canonicalize(&pair.source)
             .map_err(|e| keyferry::Error::io(&pair.source, e))?;
         // A refusal changes nothing, not even the state folder: plan first, unless an
