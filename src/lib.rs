@@ -30,6 +30,7 @@ pub mod fingerprint;
 pub mod fs;
 pub mod keys;
 pub mod os;
+pub mod parallel;
 pub mod profile;
 pub mod progress;
 pub mod remote;

@@ -430,3 +430,55 @@ fn windows_drive_and_unc_paths_work() {
     assert_eq!(read(&dst.join("bin/New.dll")), b"added in 11.0");
     assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
 }
+
+/// Refusals about keyferry's own folders beside the target and about options that do not
+/// apply: exit 2, a message that says what to do, the node's files byte-identical.
+#[test]
+fn refusals_around_the_folders_beside_the_target_change_nothing() {
+    let p = Pair::new();
+    let node_files = || {
+        let state = p.state();
+        let mut s = p.everything();
+        s.retain(|k, _| !k.starts_with(&state));
+        s
+    };
+    let refused = |before: &[&str], extra: &[&str], what: &str| {
+        let snap = node_files();
+        let r = p.run(before, extra);
+        r.assert_code(2);
+        assert!(r.stderr().contains(what), "{what}: {}", r.stderr());
+        assert_eq!(snap, node_files(), "refusal {what} changed files");
+    };
+    // No sync yet: nothing to roll back.
+    refused(&["sync", "rollback"], &[], "no previous tree");
+    // A new tree beside the target that this machine's journal does not know: a sync from
+    // another machine, running or interrupted there.
+    let staging = p.dst().with_file_name("SecretServer.keyferry-new");
+    write(&staging, &[("web.config", b"someone else's sync")]);
+    refused(&["sync"], &[], "from another machine");
+    std::fs::remove_dir_all(&staging).unwrap();
+    // A folder named like keyferry's previous tree that keyferry did not make.
+    let prev = p.dst().with_file_name("SecretServer.keyferry-prev");
+    write(&prev, &[("notes.txt", b"an admin's own copy")]);
+    refused(&["sync"], &[], "not a previous tree keyferry kept");
+    std::fs::remove_dir_all(&prev).unwrap();
+    // --app-pool stops a pool on this machine; a cluster sync's targets are other machines.
+    let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
+    let snap = c.snapshot();
+    let cf = c.cluster_file();
+    let r = keyferry(
+        &[
+            "sync",
+            "-c",
+            cf.to_str().unwrap(),
+            "--node",
+            "web1",
+            "--app-pool",
+            "SecretServer",
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert!(r.stderr().contains("--app-offline"), "{}", r.stderr());
+    assert_eq!(snap, c.snapshot());
+}

@@ -268,3 +268,18 @@ fn a_rollback_killed_at_any_durable_step_ends_old_or_new() {
     }
     assert!(trials >= 50, "{trials} trials");
 }
+
+#[test]
+fn a_dry_run_after_a_crash_refuses_and_changes_nothing() {
+    let bed = Bed::new();
+    let crashed = bed.run(&["sync"], &["--in-place"], Some("sync:step#3"));
+    assert_ne!(crashed.code(), 0);
+    let snap = snapshot(bed.dir.path());
+    let r = bed.run(&["sync", "--dry-run"], &[], None);
+    r.assert_code(2);
+    assert!(r.stderr().contains("was interrupted"), "{}", r.stderr());
+    assert_eq!(snap, snapshot(bed.dir.path()), "the dry run changed files");
+    // The next sync finishes it.
+    bed.run(&["sync"], &["--in-place"], None).assert_code(0);
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+}

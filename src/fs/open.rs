@@ -410,6 +410,30 @@ pub(crate) fn win_open(path: &Path, write: bool) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Removes the file or link `path` names, if anything is there (never a folder, never what
+/// a link points to), through its folder's handle, and syncs the folder. False if nothing was
+/// there (its folder included).
+pub fn remove_if_present(path: &Path) -> Result<bool> {
+    let (dir, name) = split(path)?;
+    let dir = match Dir::open(&dir) {
+        Ok(d) => d,
+        Err(Error::FolderMissing { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match dir.entry(&name)? {
+        Entry::Missing => Ok(false),
+        Entry::Other(what) => Err(Error::NotAFile {
+            path: path.to_owned(),
+            what,
+        }),
+        Entry::File { .. } | Entry::Symlink => {
+            dir.unlink(&name)?;
+            dir.sync()?;
+            Ok(true)
+        }
+    }
+}
+
 /// Opens a file by path (its folder pinned, its name never followed) for reading. A file
 /// whose folder does not exist is missing like any other.
 pub fn open_regular(path: &Path) -> Result<Option<Opened>> {

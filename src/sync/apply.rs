@@ -33,7 +33,6 @@ use crate::time::Timestamp;
 use serde::Serialize;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How a sync reports progress: one call per file copied or hashed. Implementations must
 /// be usable from several threads.
@@ -173,7 +172,7 @@ pub fn apply(
         return Err(e);
     }
 
-    let why_in_place = if opts.in_place {
+    let mut why_in_place = if opts.in_place {
         Some("asked for (--in-place)".to_string())
     } else {
         built.no_swap.clone()
@@ -193,7 +192,6 @@ pub fn apply(
     journal.save(target.state_dir)?;
     crate::failpoint::hit("sync:installing");
     progress.phase("installing", 0, 0);
-    let mut why_in_place = why_in_place;
     if journal.mode == Mode::Swap {
         if let Err(e) = swap(&journal) {
             if !in_use(&e) {
@@ -346,13 +344,8 @@ fn build(
                     d.path
                 )));
             }
-            remove_if_present(&n.join(&d.path))?;
-            let trel = plan
-                .unchanged_files
-                .iter()
-                .find(|u| u.0 == d.path)
-                .map(|u| u.1.clone());
-            again.push((d.path.clone(), trel, 0));
+            crate::fs::remove_if_present(&n.join(&d.path))?;
+            again.push((d.path.clone(), Some(plan.target_name(&d.path)), 0));
             recopied.push(d.path.clone());
         }
         copy_all(src, t, n, &again, &dirs, opts.jobs, progress)?;
@@ -380,7 +373,6 @@ fn build(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn copy_all(
     src: &Path,
     t: &Path,
@@ -390,38 +382,18 @@ fn copy_all(
     jobs: usize,
     progress: &dyn SyncProgress,
 ) -> Result<()> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|a, b| files[*b].2.cmp(&files[*a].2));
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    let work = || loop {
-        if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-            return;
-        }
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(&idx) = order.get(i) else { return };
-        let (rel, trel, _) = &files[idx];
-        match copy_in(src, t, n, rel, trel.as_deref(), dirs) {
-            Ok(bytes) => progress.advance(bytes),
-            Err(e) => {
-                if let Ok(mut f) = failed.lock() {
-                    f.get_or_insert(e);
-                }
-                return;
-            }
-        }
-    };
-    let threads = crate::sync::hash::threads(jobs).min(files.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            s.spawn(work);
-        }
-        work();
-    });
-    match failed.into_inner() {
-        Ok(Some(e)) => Err(e),
-        _ => Ok(()),
-    }
+    let order = crate::parallel::largest_first(files.iter().map(|f| f.2));
+    crate::parallel::try_map(
+        &order,
+        crate::parallel::threads(jobs),
+        || (),
+        |_, i| {
+            let (rel, trel, _) = &files[i];
+            progress.advance(copy_in(src, t, n, rel, trel.as_deref(), dirs)?);
+            Ok(())
+        },
+    )
+    .map(drop)
 }
 
 /// Copies one source file into the new tree: opened once no-follow, created new there, the
@@ -576,11 +548,7 @@ impl DirAttrs {
                 } else {
                     self.staging.join(&rel)
                 };
-                std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(&p, e))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| Error::io(&p, e))?;
+                set_dir_attrs(&p, (uid, gid, mode))?;
             }
         }
         Ok(())
@@ -659,6 +627,22 @@ fn unix_attrs(p: &Path) -> Result<(u32, u32, u32)> {
     Ok((m.uid(), m.gid(), m.mode() & 0o7777))
 }
 
+/// Gives a folder owner, group and mode through a handle opened without following a link
+/// (a folder just made in the live target could have been swapped for one).
+#[cfg(unix)]
+fn set_dir_attrs(p: &Path, (uid, gid, mode): UnixAttrs) -> Result<()> {
+    use rustix::fs::{Gid, Mode, OFlags, Uid};
+    let fd = rustix::fs::open(
+        p,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(p, e.into()))?;
+    rustix::fs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(|e| Error::io(p, e.into()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| Error::io(p, e.into()))
+}
+
 /// A second name for a file or link, never following a link (Windows: junctions and
 /// symbolic links cannot be given one; the caller falls back to an in-place apply).
 fn hard_link(from: &Path, to: &Path) -> Result<()> {
@@ -703,14 +687,6 @@ fn read_marker(dir: &Path) -> Option<String> {
 
 fn exists(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
-}
-
-fn remove_if_present(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(p, e)),
-    }
 }
 
 /// Removes the new tree of a sync that did not install it, after checking it is that
@@ -941,13 +917,8 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
                 if !t.join(path).is_dir() {
                     std::fs::create_dir(t.join(path)).map_err(|e| Error::io(t.join(path), e))?;
                     #[cfg(unix)]
-                    if let Ok((uid, gid, mode)) = unix_attrs(&n.join(path)) {
-                        use std::os::unix::fs::PermissionsExt;
-                        let p = t.join(path);
-                        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
-                            .map_err(|e| Error::io(&p, e))?;
-                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
-                            .map_err(|e| Error::io(&p, e))?;
+                    if let Ok(attrs) = unix_attrs(&n.join(path)) {
+                        set_dir_attrs(&t.join(path), attrs)?;
                     }
                 }
             }
@@ -992,11 +963,11 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
         for p in &journal.protected {
             // Only the second name keyferry made: the same file as the target's.
             if same_file(&b.join(&p.path), &t.join(&p.path)) {
-                remove_if_present(&b.join(&p.path))?;
+                crate::fs::remove_if_present(&b.join(&p.path))?;
             }
         }
         if journal.app_offline {
-            remove_if_present(&b.join(APP_OFFLINE))?;
+            crate::fs::remove_if_present(&b.join(APP_OFFLINE))?;
         }
         let record = PreviousRecord {
             version: crate::JSON_VERSION,
@@ -1012,16 +983,16 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
             serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
         bytes.push(b'\n');
         crate::fs::write_private(&b.join(PREVIOUS_RECORD), &bytes)?;
-        remove_if_present(&b.join(MARKER))?;
+        crate::fs::remove_if_present(&b.join(MARKER))?;
     }
     if journal.app_offline {
-        remove_if_present(&t.join(APP_OFFLINE))?;
+        crate::fs::remove_if_present(&t.join(APP_OFFLINE))?;
     }
     if exists(n) {
         discard_staging(journal)?;
     }
-    remove_if_present(&t.join(MARKER))?;
-    remove_if_present(&t.join(PREVIOUS_RECORD))?;
+    crate::fs::remove_if_present(&t.join(MARKER))?;
+    crate::fs::remove_if_present(&t.join(PREVIOUS_RECORD))?;
     SyncJournal::remove(state_dir, t)?;
     checked
 }
@@ -1175,10 +1146,10 @@ fn unstage_previous(journal: &SyncJournal) -> Result<()> {
     }
     for p in &journal.protected {
         if same_file(&n.join(&p.path), &t.join(&p.path)) {
-            remove_if_present(&n.join(&p.path))?;
+            crate::fs::remove_if_present(&n.join(&p.path))?;
         }
     }
-    remove_if_present(&n.join(MARKER))?;
+    crate::fs::remove_if_present(&n.join(MARKER))?;
     rename(n, b)
 }
 
@@ -1215,7 +1186,7 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
             } => {
                 if exists(&b.join(target)) {
                     if target != path {
-                        remove_if_present(&t.join(path))?;
+                        crate::fs::remove_if_present(&t.join(path))?;
                     }
                     rename(&b.join(target), &t.join(target))?;
                 }
@@ -1224,7 +1195,9 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
                 path,
                 replaced: false,
                 ..
-            } => remove_if_present(&t.join(path))?,
+            } => {
+                crate::fs::remove_if_present(&t.join(path))?;
+            }
             Step::MkDir { path } => {
                 let _ = std::fs::remove_dir(t.join(path));
             }

@@ -9,19 +9,9 @@ use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Read buffer per thread: large enough for BLAKE3's widest SIMD batches.
 const BUF: usize = 256 * 1024;
-
-/// Threads used to hash: one per core, at most `cap` (at least one).
-pub fn threads(cap: usize) -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(cap.max(1))
-}
 
 /// Outcome of hashing one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,62 +52,25 @@ pub fn hash_file(path: &Path) -> Result<Hashed> {
 }
 
 /// Hashes every path of `files` (with its expected size, for ordering and progress) on up
-/// to `jobs` threads. `done(bytes)` is called after each file. The result is in the order of
-/// `files`; the first I/O error stops the work and is returned.
+/// to `jobs` threads ([`crate::parallel`]). `done(bytes)` is called after each file. The
+/// result is in the order of `files`; the first I/O error stops the work and is returned.
 pub fn hash_many(
     files: &[(PathBuf, u64)],
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Hashed>> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|a, b| files[*b].1.cmp(&files[*a].1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Hashed>>> = Mutex::new(vec![None; files.len()]);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let work = || {
-        let mut buf = vec![0u8; BUF];
-        let mut mine = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&idx) = order.get(i) else { break };
-            let (path, len) = &files[idx];
-            match hash_file_with(path, &mut buf) {
-                Ok(h) => {
-                    mine.push((idx, h));
-                    done(*len);
-                }
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    failed
-                        .lock()
-                        .expect("no panics while held")
-                        .get_or_insert(e);
-                    break;
-                }
-            }
-        }
-        let mut r = results.lock().expect("no panics while held");
-        for (idx, h) in mine {
-            r[idx] = Some(h);
-        }
-    };
-    let n = threads(jobs).min(files.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 1..n {
-            s.spawn(work);
-        }
-        work();
-    });
-    if let Some(e) = failed.into_inner().expect("threads joined") {
-        return Err(e);
-    }
-    Ok(results
-        .into_inner()
-        .expect("threads joined")
-        .into_iter()
-        .map(|h| h.expect("every file hashed"))
-        .collect())
+    let order = crate::parallel::largest_first(files.iter().map(|f| f.1));
+    crate::parallel::try_map(
+        &order,
+        crate::parallel::threads(jobs),
+        || vec![0u8; BUF],
+        |buf, i| {
+            let (path, len) = &files[i];
+            let h = hash_file_with(path, buf)?;
+            done(*len);
+            Ok(h)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -135,9 +88,9 @@ mod tests {
             files.push((p, *size as u64, blake3::hash(&bytes)));
         }
         let list: Vec<(PathBuf, u64)> = files.iter().map(|f| (f.0.clone(), f.1)).collect();
-        let total = AtomicUsize::new(0);
+        let total = std::sync::atomic::AtomicUsize::new(0);
         let got = hash_many(&list, 4, &|n| {
-            total.fetch_add(n as usize, Ordering::Relaxed);
+            total.fetch_add(n as usize, std::sync::atomic::Ordering::Relaxed);
         })
         .unwrap();
         for (g, f) in got.iter().zip(&files) {

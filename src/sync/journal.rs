@@ -146,12 +146,7 @@ impl SyncJournal {
     }
 
     pub fn remove(state_dir: &Path, target: &Path) -> Result<()> {
-        let p = path(state_dir, target);
-        match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(p, e)),
-        }
+        crate::fs::remove_if_present(&path(state_dir, target)).map(drop)
     }
 }
 

@@ -318,20 +318,23 @@ pub fn plan(
     };
     // Protected and volatile names on the target are matched case-insensitively, as Windows
     // would: a source `Database.config` never lands on a target's `database.config`.
-    let target_lower: BTreeMap<String, &Kind> =
-        to.iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
+    let target_lower: BTreeMap<String, (&String, &Kind)> =
+        to.iter().map(|(k, v)| (k.to_lowercase(), (k, v))).collect();
+    // The target's entry for a source path, under its own name (the same or another case).
+    let on_target = |rel: &str| {
+        to.get_key_value(rel)
+            .or_else(|| target_lower.get(&rel.to_lowercase()).copied())
+    };
+    let update = |p: &mut SyncPlan, rel: &str, trel: &str, len: u64| {
+        p.update_targets.insert(rel.to_owned(), trel.to_owned());
+        p.update_bytes += len;
+        p.update.push(PlanFile {
+            path: rel.to_owned(),
+            bytes: len,
+        });
+    };
     // Files of equal size compared by content (`checksum`), hashed together on every core.
     let mut compare: Vec<(String, String, u64)> = Vec::new();
-    let target_name = |rel: &str| -> String {
-        if to.contains_key(rel) {
-            return rel.to_owned();
-        }
-        let lower = rel.to_lowercase();
-        to.keys()
-            .find(|k| k.to_lowercase() == lower)
-            .cloned()
-            .unwrap_or_else(|| rel.to_owned())
-    };
     let mut source_protected = Vec::new();
     for (rel, kind) in &from {
         match classify(rel, profile) {
@@ -345,31 +348,22 @@ pub fn plan(
                         p.add_dirs.push(rel.clone());
                     }
                 }
-                Kind::File(len, mtime) => match to
-                    .get(rel)
-                    .or_else(|| target_lower.get(&rel.to_lowercase()).copied())
-                {
-                    None | Some(Kind::Dir) | Some(Kind::Link) => {
+                Kind::File(len, mtime) => match on_target(rel) {
+                    None | Some((_, Kind::Dir)) | Some((_, Kind::Link)) => {
                         p.add_bytes += len;
                         p.add.push(PlanFile {
                             path: rel.clone(),
                             bytes: *len,
                         });
                     }
-                    Some(Kind::File(tlen, tmtime)) => {
+                    Some((trel, Kind::File(tlen, tmtime))) => {
                         if tlen != len || (!opts.checksum && (mtime.is_none() || tmtime != mtime)) {
-                            p.update_targets.insert(rel.clone(), target_name(rel));
-                            p.update_bytes += len;
-                            p.update.push(PlanFile {
-                                path: rel.clone(),
-                                bytes: *len,
-                            });
+                            update(&mut p, rel, trel, *len);
                         } else if opts.checksum {
-                            compare.push((rel.clone(), target_name(rel), *len));
+                            compare.push((rel.clone(), trel.clone(), *len));
                         } else {
                             p.unchanged += 1;
-                            p.unchanged_files
-                                .push((rel.clone(), target_name(rel), *len));
+                            p.unchanged_files.push((rel.clone(), trel.clone(), *len));
                         }
                     }
                 },
@@ -388,14 +382,7 @@ pub fn plan(
                     p.unchanged += 1;
                     p.unchanged_files.push((rel.clone(), trel.clone(), *len));
                 }
-                _ => {
-                    p.update_targets.insert(rel.clone(), trel.clone());
-                    p.update_bytes += len;
-                    p.update.push(PlanFile {
-                        path: rel.clone(),
-                        bytes: *len,
-                    });
-                }
+                _ => update(&mut p, rel, trel, *len),
             }
         }
     }

@@ -92,15 +92,6 @@ impl Journal {
 
     /// Removes the journal: the change is over.
     pub fn remove(state_dir: &Path) -> Result<()> {
-        let path = Journal::path(state_dir);
-        let (dir, name) = crate::fs::split(&path)?;
-        let dir = crate::fs::Dir::open(&dir)?;
-        match dir.entry(&name)? {
-            crate::fs::Entry::Missing => Ok(()),
-            _ => {
-                dir.unlink(&name)?;
-                dir.sync()
-            }
-        }
+        crate::fs::remove_if_present(&Journal::path(state_dir)).map(drop)
     }
 }

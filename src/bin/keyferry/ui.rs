@@ -57,6 +57,18 @@ impl Ui {
         }
     }
 
+    /// A table with keyferry's look, fitted to the terminal's width when there is one.
+    pub fn table<const N: usize>(&self, header: [&str; N]) -> comfy_table::Table {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+        if let Some(w) = self.width() {
+            t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+            t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+        }
+        t.set_header(header);
+        t
+    }
+
     /// Columns to fit output into: the terminal's width, or `COLUMNS`; `None` when stdout is
     /// not a terminal and nothing says (pipes and files get full lines).
     pub fn width(&self) -> Option<usize> {

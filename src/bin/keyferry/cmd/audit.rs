@@ -3,7 +3,6 @@
 
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use keyferry::audit::{collect, compare, AuditOptions, Binaries};
 use keyferry::cluster::ClusterFile;
 use keyferry::time::parse_duration;
@@ -56,13 +55,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     if ui.json {
         ui.json(&report);
     } else {
-        let mut t = Table::new();
-        t.load_preset(UTF8_BORDERS_ONLY);
-        if let Some(w) = ui.width() {
-            t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-            t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
-        }
-        t.set_header([
+        let mut t = ui.table([
             "node",
             "role",
             "via",

@@ -247,34 +247,15 @@ pub fn for_each_pair<T: Send>(
     jobs: usize,
     f: impl Fn(&Pair) -> T + Sync,
 ) -> Vec<T> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out: std::sync::Mutex<Vec<Option<T>>> =
-        std::sync::Mutex::new((0..pairs.len()).map(|_| None).collect());
-    let work = || loop {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(p) = pairs.get(i) else { return };
-        let r = f(p);
-        out.lock().expect("not poisoned")[i] = Some(r);
-    };
-    std::thread::scope(|s| {
-        for _ in 1..jobs.clamp(1, pairs.len().max(1)) {
-            s.spawn(work);
-        }
-        work();
-    });
-    out.into_inner()
-        .expect("not poisoned")
-        .into_iter()
-        .map(|r| r.expect("every pair ran"))
-        .collect()
+    keyferry::parallel::map(pairs.len(), jobs, |i| f(&pairs[i]))
 }
 
 /// One result line's node label: `web2` or `web2 (tms)`.
-pub fn label(p: &Pair) -> String {
-    if p.slot == "app" {
-        p.node.clone()
+pub fn label(node: &str, slot: &str) -> String {
+    if slot == "app" {
+        node.to_owned()
     } else {
-        format!("{} ({})", p.node, p.slot)
+        format!("{node} ({slot})")
     }
 }
 

@@ -34,7 +34,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let resolved = args.endpoints.resolve()?;
     let rows = for_each_pair(&resolved.pairs, 1, |pair| {
         let mut row = Row {
-            node: label(pair),
+            node: label(&pair.node, &pair.slot),
             recovered: None,
             rolled_back: None,
             error: None,

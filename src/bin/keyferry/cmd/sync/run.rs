@@ -6,7 +6,6 @@ use crate::cmd::CmdResult;
 use crate::failure::Failure;
 use crate::node_args::WaitArgs;
 use crate::ui::Ui;
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncOutcome, SyncPlan, SyncProgress};
 use serde::Serialize;
@@ -119,7 +118,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
         let bar = Bar(
             multi.add(ProgressBar::new(0).with_style(style.clone())),
-            label(pair),
+            label(&pair.node, &pair.slot),
         );
         let r = one(pair, &resolved, &args, &opts, &apply_opts, &bar);
         bar.0.finish_and_clear();
@@ -236,13 +235,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
         });
         return;
     }
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY);
-    if let Some(w) = ui.width() {
-        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-        t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
-    }
-    t.set_header([
+    let mut t = ui.table([
         "node",
         "result",
         "add",
@@ -260,11 +253,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                 format!("{n} ({})", size(b))
             }
         };
-        let name = if r.slot == "app" {
-            r.node.clone()
-        } else {
-            format!("{} ({})", r.node, r.slot)
-        };
+        let name = label(&r.node, &r.slot);
         match &r.plan {
             Some(p) => {
                 let how = match &r.outcome {
@@ -286,7 +275,11 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                 };
                 t.add_row([
                     name,
-                    r.result.to_uppercase_if(r.result == "failed"),
+                    if r.result == "failed" {
+                        r.result.to_uppercase()
+                    } else {
+                        r.result.to_owned()
+                    },
                     cells(p.add.len(), p.add_bytes),
                     cells(p.update.len(), p.update_bytes),
                     cells(p.delete.len(), p.delete_bytes),
@@ -311,11 +304,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
     }
     ui.out(&t.to_string());
     for r in results {
-        let name = if r.slot == "app" {
-            r.node.clone()
-        } else {
-            format!("{} ({})", r.node, r.slot)
-        };
+        let name = label(&r.node, &r.slot);
         if let Some(rec) = &r.recovered {
             ui.info(&format!("{name}: {rec}"));
         }
@@ -368,20 +357,6 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                 message: format!("{name}: {}", e.message),
                 hint: e.hint.clone(),
             });
-        }
-    }
-}
-
-trait Upper {
-    fn to_uppercase_if(&self, yes: bool) -> String;
-}
-
-impl Upper for &str {
-    fn to_uppercase_if(&self, yes: bool) -> String {
-        if yes {
-            self.to_uppercase()
-        } else {
-            self.to_string()
         }
     }
 }

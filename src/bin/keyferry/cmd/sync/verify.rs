@@ -49,7 +49,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             Err(e) => (None, Some(e.to_string()), Some(e.code())),
         };
         Row {
-            node: label(pair),
+            node: label(&pair.node, &pair.slot),
             slot: pair.slot.clone(),
             verification,
             error,
