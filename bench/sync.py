@@ -13,9 +13,17 @@ memory < 64 MiB.
 keyferry does more than rsync in every scenario but the no-op: it verifies the whole new
 tree by content before swapping it in, and flushes it to disk (syncfs) first.
 
+Where: run as root with mkfs.ext4 at hand, on a fresh journaled ext4 volume of its own (an
+8 GiB sparse image, loop-mounted, removed afterwards), so that what earlier runs left on
+the machine's disks does not weigh on one tool more than another (a journal-less ext4 root
+makes file creation right after mass deletion several times slower; a direct-I/O loop device
+so the host does not cache the image twice); otherwise in BENCH_DIR
+or the temporary folder. Peak memory is measured by GNU time around each keyferry run (a
+child's rusage would count the Python interpreter it was forked from).
+
 Usage: bench/sync.py [RUNS]   (default 5)
 """
-import os, random, shutil, statistics, subprocess, sys, tempfile, time
+import contextlib, os, random, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN = os.path.join(ROOT, "..", "shared", "bench", "gen_tree.py")
@@ -27,17 +35,44 @@ EXCLUDES = ["--exclude=database.config", "--exclude=encryption.config", "--exclu
 
 
 def run(args, ok=(0,)):
+    """Wall time and peak memory (MiB, GNU time's maximum resident set) of one command."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFERRY_")}
-    t0 = time.perf_counter()
-    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    err = p.stderr.read().decode()
-    p.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code not in ok:
-        sys.exit(f"failed ({code}): {' '.join(args)}\n{err}")
-    return wall, ru.ru_maxrss / 1024.0
+    with tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *args], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        if p.returncode not in ok:
+            sys.exit(f"failed ({p.returncode}): {' '.join(args)}\n{p.stderr.decode()}")
+        kib = int(rss.read().split()[-1])
+    return wall, kib / 1024.0
+
+
+@contextlib.contextmanager
+def volume():
+    """A folder on a fresh ext4 volume (root), else in BENCH_DIR or the temporary folder."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None or os.environ.get("BENCH_DIR"):
+        with volume() as (d, how):
+            yield d, "as found"
+        return
+    with tempfile.TemporaryDirectory() as img_dir:
+        img, mnt = os.path.join(img_dir, "ext4.img"), os.path.join(img_dir, "mnt")
+        os.makedirs(mnt)
+        with open(img, "wb") as f:
+            f.truncate(8 << 30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True)
+        # Direct I/O: the image's blocks are not cached a second time by the host file system
+        # (that copy would cost every writer CPU that a real disk does not).
+        dev = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", img], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        try:
+            subprocess.run(["mount", dev, mnt], check=True)
+            try:
+                yield mnt, "fresh, journaled, 8 GiB image on a direct-I/O loop device"
+            finally:
+                subprocess.run(["umount", mnt], check=True)
+        finally:
+            subprocess.run(["losetup", "-d", dev], check=True)
 
 
 def rm(*paths):
@@ -81,12 +116,13 @@ def median(xs):
 
 
 def main():
-    if shutil.which("rsync") is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "rsync"], check=True)
+    for tool, pkg in (("rsync", "rsync"), ("/usr/bin/time", "time")):
+        if shutil.which(tool) is None:
+            subprocess.run(["apt-get", "install", "-y", "-qq", pkg], check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "keyferry"], cwd=ROOT, check=True)
     kf = os.path.join(ROOT, "target/release/keyferry")
     rsync_v = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+    with volume() as (d, how):
         src, src2 = os.path.join(d, "src"), os.path.join(d, "src2")
         subprocess.run([sys.executable, GEN, src], check=True)
         subprocess.run(["cp", "-a", src, src2], check=True)
@@ -101,14 +137,15 @@ def main():
                                  "kf_delta", "rsync_delta", "kf_verify", "rsync_verify"]}
         peak = 0.0
         for i in range(RUNS):
-            # Fresh copy into an empty target.
+            # Fresh copy into an empty target; the three take turns at going first.
             rm(T, T + ".keyferry-prev", R, C); os.makedirs(T); settle()
-            w, m = run(kargs(src, ["--new-target"])); times["kf_fresh"].append(w); peak = max(peak, m)
-            settle()
-            w, _ = run(["rsync", "-a", *EXCLUDES, src + "/", R + "/"]); times["rsync_fresh"].append(w)
-            settle()
-            w, _ = run(["cp", "-a", src, C]); times["cp_fresh"].append(w)
-            settle()
+            fresh = [("kf_fresh", kargs(src, ["--new-target"])),
+                     ("rsync_fresh", ["rsync", "-a", *EXCLUDES, src + "/", R + "/"]),
+                     ("cp_fresh", ["cp", "-a", src, C])]
+            for k, args in fresh[i % 3:] + fresh[:i % 3]:
+                w, m = run(args); times[k].append(w); settle()
+                if k == "kf_fresh":
+                    peak = max(peak, m)
             # No-op re-sync.
             w, m = run(kargs(src)); times["kf_noop"].append(w); peak = max(peak, m)
             w, _ = run(["rsync", "-a", "--delete", *EXCLUDES, src + "/", R + "/"]); times["rsync_noop"].append(w)
@@ -128,7 +165,7 @@ def main():
         fs = subprocess.run(["df", "-T", d], capture_output=True, text=True).stdout.split("\n")[1].split()[1]
         print(f"tree: {files} files, {size / 1e6:.0f} MB; delta: {rewritten} rewritten, {added} added, "
               f"{deleted} deleted, 2 large DLLs replaced")
-        print(f"file system: {fs}; cores: {os.cpu_count()} (keyferry hashes and copies on all of them); "
+        print(f"file system: {fs} ({how}); cores: {os.cpu_count()} (keyferry hashes and copies on all of them); "
               f"{rsync_v}; medians of {RUNS} alternating runs")
         rows = [
             ("fresh copy", "kf_fresh", "rsync_fresh", "rsync -a", 1.0),

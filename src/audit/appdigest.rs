@@ -57,9 +57,10 @@ pub fn file_hashes(root: &Path, profile: &Profile) -> Result<BTreeMap<String, Fi
         }
         Ok(ft.is_dir())
     })?;
-    let list: Vec<(std::path::PathBuf, u64)> = files
+    let tree = crate::fs::Tree::open(root)?;
+    let list: Vec<crate::sync::hash::Item> = files
         .iter()
-        .map(|(rel, len)| (root.join(rel), *len))
+        .map(|(rel, len)| (&tree, rel.as_str(), *len))
         .collect();
     let hashes = crate::sync::hash::hash_many(&list, usize::MAX, &|_| {})?;
     let mut out = BTreeMap::new();

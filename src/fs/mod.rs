@@ -9,6 +9,7 @@ pub mod attrs;
 pub mod open;
 pub mod private;
 pub mod shred;
+pub mod tree;
 pub mod walk;
 
 pub use atomic::{is_temp_name, sweep, TempFile};
@@ -18,4 +19,5 @@ pub use private::{
     create_private_dir, create_unique_private_dir, write_new_private, write_private,
 };
 pub use shred::{shred_file, Removal, RemovalMethod};
+pub use tree::Tree;
 pub use walk::walk;

@@ -183,6 +183,18 @@ impl Dir {
     /// Opens `name` once, no-follow and non-blocking, and checks the handle: a regular file,
     /// the same one the name points to now. `Ok(None)` when nothing is there.
     pub fn open_file(&self, name: &OsStr, write: bool) -> Result<Option<Opened>> {
+        let opened = self.open_handle(name, write)?;
+        #[cfg(unix)]
+        if let Some(o) = &opened {
+            self.require_same(name, o)?;
+        }
+        Ok(opened)
+    }
+
+    /// Opens `name` once, no-follow and non-blocking, and checks the handle is a regular file;
+    /// for reading and copying, where only what the handle holds matters (the folder is pinned,
+    /// so the name cannot have led anywhere else). `Ok(None)` when nothing is there.
+    pub fn open_handle(&self, name: &OsStr, write: bool) -> Result<Option<Opened>> {
         let path = self.join(name);
         #[cfg(unix)]
         {
@@ -227,13 +239,11 @@ impl Dir {
                 links: st.st_nlink,
                 unix: Some((st.st_uid, st.st_gid, st.st_mode & 0o7777)),
             };
-            let opened = Opened {
+            Ok(Some(Opened {
                 file: File::from(fd),
                 meta,
                 path,
-            };
-            self.require_same(name, &opened)?;
-            Ok(Some(opened))
+            }))
         }
         #[cfg(windows)]
         {
@@ -351,11 +361,186 @@ impl Dir {
         self.sync()
     }
 
-    /// The names in the folder.
+    /// The names in the folder (read through the handle on Unix).
     pub fn names(&self) -> Result<Vec<OsString>> {
-        std::fs::read_dir(&self.path)
-            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
-            .map_err(|e| Error::io(&self.path, e))
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let mut out = Vec::new();
+            let rd = rustix::fs::Dir::read_from(&self.fd)
+                .map_err(|e| Error::io(&self.path, e.into()))?;
+            for e in rd {
+                let e = e.map_err(|e| Error::io(&self.path, e.into()))?;
+                let name = e.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    out.push(OsStr::from_bytes(name).to_owned());
+                }
+            }
+            Ok(out)
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::read_dir(&self.path)
+                .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
+                .map_err(|e| Error::io(&self.path, e))
+        }
+    }
+
+    /// Opens the subfolder `name` without following a link: `Ok(None)` if nothing is there,
+    /// [`Error::Changed`] if a link or anything but a folder is (a tree's listing said folder).
+    pub fn sub(&self, name: &OsStr) -> Result<Option<Dir>> {
+        let path = self.join(name);
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            match rustix::fs::openat(
+                &self.fd,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => Ok(Some(Dir { path, fd })),
+                Err(rustix::io::Errno::NOENT) => Ok(None),
+                Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::NOTDIR) => {
+                    Err(Error::Changed { path })
+                }
+                Err(e) => Err(Error::io(path, e.into())),
+            }
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::MetadataExt;
+            const REPARSE_POINT: u32 = 0x400;
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() && m.file_attributes() & REPARSE_POINT == 0 => {
+                    Ok(Some(Dir { path }))
+                }
+                Ok(_) => Err(Error::Changed { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(path, e)),
+            }
+        }
+    }
+
+    /// Creates the subfolder `name` (Unix: with `mode`, before the umask). False if something
+    /// is there already (never followed).
+    pub fn mkdir(&self, name: &OsStr, mode: u32) -> Result<bool> {
+        #[cfg(unix)]
+        let made = rustix::fs::mkdirat(&self.fd, name, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(std::io::Error::from);
+        #[cfg(not(unix))]
+        let made = {
+            let _ = mode;
+            std::fs::create_dir(self.join(name))
+        };
+        match made {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(self.join(name), e)),
+        }
+    }
+
+    /// Removes the subfolder `name` if it is there and empty; false if not (missing, not
+    /// empty, or not a folder: a link is never followed).
+    pub fn rmdir(&self, name: &OsStr) -> Result<bool> {
+        #[cfg(unix)]
+        let r = rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::REMOVEDIR)
+            .map_err(std::io::Error::from);
+        #[cfg(not(unix))]
+        let r = match self.sub(name) {
+            Ok(Some(_)) => std::fs::remove_dir(self.join(name)),
+            _ => return Ok(false),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::DirectoryNotEmpty
+                        | std::io::ErrorKind::NotADirectory
+                ) || e.raw_os_error() == Some(145) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::io(self.join(name), e)),
+        }
+    }
+
+    /// Creates the new file `name` for writing (never through a link: it must not exist).
+    /// Unix: with `mode`; Windows: also with the rights to set its owner and ACL afterwards.
+    pub fn create_new(&self, name: &OsStr, mode: u32) -> Result<File> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Mode, OFlags};
+            rustix::fs::openat(
+                &self.fd,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode),
+            )
+            .map(File::from)
+            .map_err(|e| Error::io(self.join(name), e.into()))
+        }
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::OpenOptionsExt;
+            let _ = mode;
+            // GENERIC_READ | GENERIC_WRITE | WRITE_DAC | WRITE_OWNER | READ_CONTROL
+            let path = self.join(name);
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .access_mode(0x8000_0000 | 0x4000_0000 | 0x0004_0000 | 0x0008_0000 | 0x0002_0000)
+                .open(&path)
+                .map_err(|e| Error::io(path, e))
+        }
+    }
+
+    /// Moves `from` in this folder to `to` in `dir` (the name itself: a link is moved, not
+    /// followed), replacing a file there.
+    pub fn rename_to(&self, from: &OsStr, dir: &Dir, to: &OsStr) -> Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::renameat(&self.fd, from, &dir.fd, to)
+                .map_err(|e| Error::io(self.join(from), e.into()))
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::rename(self.join(from), dir.join(to))
+                .map_err(|e| Error::io(self.join(from), e))
+        }
+    }
+
+    /// Gives the file (or link) `from` in this folder a second name `to` in `dir`, never
+    /// following a link (Windows cannot give a link a second name: refused).
+    pub fn link_to(&self, from: &OsStr, dir: &Dir, to: &OsStr) -> Result<()> {
+        #[cfg(unix)]
+        {
+            rustix::fs::linkat(&self.fd, from, &dir.fd, to, rustix::fs::AtFlags::empty())
+                .map_err(|e| Error::io(dir.join(to), e.into()))
+        }
+        #[cfg(windows)]
+        {
+            if let Entry::Symlink = self.entry(from)? {
+                return Err(Error::Unsupported(format!(
+                    "{} is a link; Windows cannot give a link a second name",
+                    self.join(from).display()
+                )));
+            }
+            std::fs::hard_link(self.join(from), dir.join(to))
+                .map_err(|e| Error::io(dir.join(to), e))
+        }
+    }
+
+    /// Gives the folder itself an owner, group and mode, through its handle.
+    #[cfg(unix)]
+    pub fn set_unix_owner(&self, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
+        use rustix::fs::{Gid, Mode, Uid};
+        rustix::fs::fchown(&self.fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| Error::io(&self.path, e.into()))?;
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io(&self.path, e.into()))
     }
 
     /// The folder's own Unix owner, group and mode.

@@ -24,6 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::attrs::Attrs;
+use crate::fs::{Entry, Tree};
 use crate::profile::Profile;
 use crate::sync::journal::{
     Action, Mode, PreviousRecord, ProtectedState, Stage, Step, SyncJournal, MARKER, PREVIOUS_RECORD,
@@ -284,12 +285,46 @@ fn build(
     opts: &ApplyOptions,
     progress: &dyn SyncProgress,
 ) -> Result<Built> {
+    // Copied files go to a thread that asks the OS to start writing each to disk, so the
+    // copying threads never wait on the disk and the disk works while the tree is verified;
+    // the flush before the swap then has little left to wait for.
+    let (written, copied) = std::sync::mpsc::channel::<std::fs::File>();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let built = std::thread::scope(|s| {
+        s.spawn(|| {
+            for f in copied {
+                if !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    crate::os::start_writeback(&f);
+                }
+            }
+        });
+        let built = build_tree(plan, journal, opts, progress, written);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        built
+    })?;
+    flush(&journal.staging)?;
+    Ok(built)
+}
+
+fn build_tree(
+    plan: &SyncPlan,
+    journal: &SyncJournal,
+    opts: &ApplyOptions,
+    progress: &dyn SyncProgress,
+    written: std::sync::mpsc::Sender<std::fs::File>,
+) -> Result<Built> {
     let (src, t, n) = (&plan.source, &plan.target, &journal.staging);
     create_dir_private(n)?;
     write_marker(n, &journal.id)?;
-    let dirs = DirAttrs::new(t, n)?;
+    let trees = Trees {
+        source: Tree::open(src)?,
+        live: Tree::open(t)?,
+        new: Tree::open(n)?,
+        written,
+    };
+    let dirs = DirAttrs::new(&trees.live, &trees.new)?;
     for d in &plan.source_dirs {
-        dirs.create(d, Some(&src.join(d)))?;
+        dirs.create(d, source_mode(&trees.source, d))?;
     }
     // Unchanged files: a second name for the target's file (same bytes, same attributes).
     let mut to_copy: Vec<(String, Option<String>, u64)> = plan
@@ -304,7 +339,7 @@ fn build(
         .collect();
     let mut linked = 0;
     for (rel, trel, len) in &plan.unchanged_files {
-        if std::fs::hard_link(t.join(trel), n.join(rel)).is_ok() {
+        if link_across(&trees.live, trel, &trees.new, rel).is_ok() {
             linked += 1;
         } else {
             to_copy.push((rel.clone(), Some(trel.clone()), *len));
@@ -324,7 +359,7 @@ fn build(
     }
     let total: u64 = to_copy.iter().map(|c| c.2).sum();
     progress.phase("copying", to_copy.len() as u64, total);
-    copy_all(src, t, n, &to_copy, &dirs, opts.jobs, progress)?;
+    copy_all(&trees, &to_copy, &dirs, opts.jobs, progress)?;
     let copied = to_copy.len() as u64;
 
     // The whole new tree against the source, by content.
@@ -344,11 +379,11 @@ fn build(
                     d.path
                 )));
             }
-            crate::fs::remove_if_present(&n.join(&d.path))?;
+            remove_in(&trees.new, &d.path)?;
             again.push((d.path.clone(), Some(plan.target_name(&d.path)), 0));
             recopied.push(d.path.clone());
         }
-        copy_all(src, t, n, &again, &dirs, opts.jobs, progress)?;
+        copy_all(&trees, &again, &dirs, opts.jobs, progress)?;
         let check = crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|_| {})?;
         if let Some(d) = check.differing.first() {
             return Err(Error::VerifyFailed(format!(
@@ -361,7 +396,6 @@ fn build(
         }
     }
     dirs.finish()?;
-    flush(n)?;
     Ok(Built {
         copied,
         copied_bytes: total,
@@ -373,10 +407,17 @@ fn build(
     })
 }
 
+/// The three trees a sync works on, each through folder handles, and where copied files go
+/// when written.
+struct Trees {
+    source: Tree,
+    live: Tree,
+    new: Tree,
+    written: std::sync::mpsc::Sender<std::fs::File>,
+}
+
 fn copy_all(
-    src: &Path,
-    t: &Path,
-    n: &Path,
+    trees: &Trees,
     files: &[(String, Option<String>, u64)],
     dirs: &DirAttrs,
     jobs: usize,
@@ -389,7 +430,7 @@ fn copy_all(
         || (),
         |_, i| {
             let (rel, trel, _) = &files[i];
-            progress.advance(copy_in(src, t, n, rel, trel.as_deref(), dirs)?);
+            progress.advance(copy_in(trees, rel, trel.as_deref(), dirs)?);
             Ok(())
         },
     )
@@ -399,34 +440,19 @@ fn copy_all(
 /// Copies one source file into the new tree: opened once no-follow, created new there, the
 /// source's modification time, the attributes of the target file it replaces (or, for a new
 /// file, its folder's owner and the source's mode bits).
-fn copy_in(
-    src: &Path,
-    t: &Path,
-    n: &Path,
-    rel: &str,
-    trel: Option<&str>,
-    dirs: &DirAttrs,
-) -> Result<u64> {
-    let from_path = src.join(rel);
-    let mut from = crate::fs::open_regular(&from_path)?.ok_or_else(|| Error::Changed {
-        path: from_path.clone(),
+fn copy_in(trees: &Trees, rel: &str, trel: Option<&str>, dirs: &DirAttrs) -> Result<u64> {
+    let mut from = trees.source.open_file(rel)?.ok_or_else(|| Error::Changed {
+        path: trees.source.join(rel),
     })?;
-    let attrs = match trel.map(|r| crate::fs::open_regular(&t.join(r))) {
+    let attrs = match trel.map(|r| trees.live.open_file(r)) {
         Some(Ok(Some(old))) => Some(Attrs::of(&old)?),
         _ => None,
     };
-    let to_path = n.join(rel);
-    let mut o = std::fs::File::options();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    // Windows: also the rights to give it the replaced file's owner and ACL.
-    #[cfg(windows)]
-    std::os::windows::fs::OpenOptionsExt::access_mode(
-        &mut o,
-        0x8000_0000 | 0x4000_0000 | 0x0004_0000 | 0x0008_0000 | 0x0002_0000,
-    );
-    let mut to = o.open(&to_path).map_err(|e| Error::io(&to_path, e))?;
+    let to_path = trees.new.join(rel);
+    let (dir, name) = trees.new.parent(rel)?.ok_or_else(|| Error::Changed {
+        path: to_path.clone(),
+    })?;
+    let mut to = dir.create_new(name, 0o600)?;
     let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
     if let Ok(m) = from.file.metadata().and_then(|m| m.modified()) {
         to.set_modified(m).map_err(|e| Error::io(&to_path, e))?;
@@ -438,29 +464,90 @@ fn copy_in(
     attrs.apply(&to, &to_path)?;
     #[cfg(windows)]
     to.sync_all().map_err(|e| Error::io(&to_path, e))?;
+    // Off to be written to disk (if that thread is gone, the flush still does it).
+    let _ = trees.written.send(to);
     Ok(bytes)
+}
+
+/// Gives `from` in tree `a` the second name `to` in tree `b` (both folders through handles,
+/// nothing followed).
+fn link_across(a: &Tree, from: &str, b: &Tree, to: &str) -> Result<()> {
+    let missing = |t: &Tree, rel: &str| Error::Changed { path: t.join(rel) };
+    let (ad, an) = a.parent(from)?.ok_or_else(|| missing(a, from))?;
+    let (bd, bn) = b.parent(to)?.ok_or_else(|| missing(b, to))?;
+    ad.link_to(an, &bd, bn)
+}
+
+/// Moves `from` in tree `a` to `to` in tree `b` (the name itself; a link is moved, never
+/// followed). `to`'s folders are made (private) where missing if `b` is keyferry's own
+/// tree (`b_ours`); in the live target they must exist.
+fn move_across(a: &Tree, from: &str, b: &Tree, to: &str, b_ours: bool) -> Result<()> {
+    let missing = |t: &Tree, rel: &str| Error::Changed { path: t.join(rel) };
+    let (ad, an) = a.parent(from)?.ok_or_else(|| missing(a, from))?;
+    let (bd, bn) = if b_ours {
+        b.parent_made(to, 0o700)?
+    } else {
+        b.parent(to)?.ok_or_else(|| missing(b, to))?
+    };
+    ad.rename_to(an, &bd, bn)
+}
+
+/// Removes the file or link `rel` of a tree if it is there (never a folder, never followed).
+fn remove_in(tree: &Tree, rel: &str) -> Result<()> {
+    if let Some((d, name)) = tree.parent(rel)? {
+        if matches!(d.entry(name)?, Entry::File { .. } | Entry::Symlink) {
+            d.unlink(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `rel` names anything in a tree (not followed).
+fn present(tree: &Tree, rel: &str) -> Result<bool> {
+    Ok(match tree.parent(rel)? {
+        Some((d, name)) => d.entry(name)? != Entry::Missing,
+        None => false,
+    })
+}
+
+/// The source folder's mode bits (Unix), for a folder new to the target.
+fn source_mode(source: &Tree, rel: &str) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        source
+            .dir(rel)
+            .ok()
+            .flatten()
+            .and_then(|d| d.unix_owner().ok())
+            .map(|a| a.2)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (source, rel);
+        None
+    }
 }
 
 /// Folder attributes for the new tree: each folder gets the attributes of the target's
 /// folder of the same name, or (new folders) its parent's owner with the source's mode.
-struct DirAttrs {
-    target: PathBuf,
-    staging: PathBuf,
+struct DirAttrs<'a> {
+    live: &'a Tree,
+    new: &'a Tree,
     #[cfg(unix)]
     made: std::sync::Mutex<Vec<(String, UnixAttrs)>>,
 }
 
-impl DirAttrs {
-    fn new(target: &Path, staging: &Path) -> Result<DirAttrs> {
+impl<'a> DirAttrs<'a> {
+    fn new(live: &'a Tree, new: &'a Tree) -> Result<DirAttrs<'a>> {
         let d = DirAttrs {
-            target: target.to_owned(),
-            staging: staging.to_owned(),
+            live,
+            new,
             #[cfg(unix)]
             made: std::sync::Mutex::new(Vec::new()),
         };
         #[cfg(unix)]
         {
-            let root = unix_attrs(target)?;
+            let root = d.live.dir("")?.expect("the root").unix_owner()?;
             d.made
                 .lock()
                 .expect("not poisoned")
@@ -469,21 +556,22 @@ impl DirAttrs {
         Ok(d)
     }
 
-    /// Creates `rel` in the new tree (its parents exist). `source`: the source's folder.
-    fn create(&self, rel: &str, source: Option<&Path>) -> Result<()> {
-        let p = self.staging.join(rel);
-        create_dir_private(&p)?;
+    /// Creates `rel` in the new tree (its parents exist). `source_mode`: the source folder's
+    /// mode bits, for a folder the target does not have.
+    fn create(&self, rel: &str, source_mode: Option<u32>) -> Result<()> {
+        let (parent, name) = self.new.parent(rel)?.ok_or_else(|| Error::Changed {
+            path: self.new.join(rel),
+        })?;
+        if !parent.mkdir(name, 0o700)? {
+            return Ok(());
+        }
         #[cfg(unix)]
         {
-            let attrs = match unix_attrs(&self.target.join(rel)) {
-                Ok(a) => a,
-                Err(_) => {
+            let attrs = match self.live.dir(rel) {
+                Ok(Some(d)) => d.unix_owner()?,
+                _ => {
                     let (uid, gid, pmode) = self.attrs_of(parent_rel(rel));
-                    let mode = source
-                        .and_then(|s| unix_attrs(s).ok())
-                        .map(|a| a.2)
-                        .unwrap_or(pmode);
-                    (uid, gid, mode & 0o775)
+                    (uid, gid, source_mode.unwrap_or(pmode) & 0o775)
                 }
             };
             self.made
@@ -491,7 +579,7 @@ impl DirAttrs {
                 .expect("not poisoned")
                 .push((rel.to_owned(), attrs));
         }
-        let _ = source;
+        let _ = source_mode;
         Ok(())
     }
 
@@ -536,72 +624,66 @@ impl DirAttrs {
         }
     }
 
-    /// Gives every folder of the new tree its attributes, deepest first, the root last.
+    /// Gives every folder of the new tree its attributes, deepest first, the root last,
+    /// each through its handle.
     fn finish(&self) -> Result<()> {
         #[cfg(unix)]
         {
             let mut made = self.made.lock().expect("not poisoned").clone();
             made.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
-            for (rel, (uid, gid, mode)) in made {
-                let p = if rel.is_empty() {
-                    self.staging.clone()
-                } else {
-                    self.staging.join(&rel)
-                };
-                set_dir_attrs(&p, (uid, gid, mode))?;
+            for (rel, attrs) in made {
+                let d = self.new.dir(&rel)?.ok_or_else(|| Error::Changed {
+                    path: self.new.join(&rel),
+                })?;
+                d.set_unix_owner(attrs)?;
             }
         }
         Ok(())
     }
 
     /// Gives the new tree a second name for something the target keeps as it is (a protected
-    /// file, a volatile folder's files, a link), creating the folders on the way.
+    /// file, a volatile folder's files, a link), creating the folders on the way. Whatever is
+    /// already there stays (a rollback merges the target's newer logs into the previous
+    /// tree's).
     fn link_from_target(&self, rel: &str, kind: &Kind) -> Result<()> {
+        let (parent, _) = crate::fs::tree::split_rel(rel)?;
         let mut prefix = String::new();
-        for part in rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|x| x.1)
-            .unwrap_or(&[])
-        {
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
             prefix.push_str(part);
-            if !self.staging.join(&prefix).is_dir() {
-                self.create(&prefix, None)?;
-            }
+            self.create(&prefix, None)?;
         }
-        // Whatever is already there stays (a rollback merges the target's newer logs into
-        // the previous tree's).
-        let link = |from: &Path, to: &Path| {
-            if exists(to) {
-                Ok(())
-            } else {
-                hard_link(from, to)
-            }
-        };
         match kind {
-            Kind::Dir => {
-                if !self.staging.join(rel).is_dir() {
-                    self.create(rel, None)?;
-                }
-                let root = self.target.join(rel);
-                crate::fs::walk(&root, |sub, _e, ft| {
-                    let full = format!("{rel}/{sub}");
-                    if ft.is_dir() && !ft.is_symlink() {
-                        if !self.staging.join(&full).is_dir() {
-                            self.create(&full, None)?;
-                        }
-                        return Ok(true);
-                    }
-                    link(&self.target.join(&full), &self.staging.join(&full))?;
-                    Ok(false)
-                })
-            }
-            _ => link(&self.target.join(rel), &self.staging.join(rel)),
+            Kind::Dir => self.link_folder(rel),
+            _ => self.link_one(rel),
         }
+    }
+
+    fn link_one(&self, rel: &str) -> Result<()> {
+        if present(self.new, rel)? {
+            return Ok(());
+        }
+        link_across(self.live, rel, self.new, rel)
+    }
+
+    /// Every file and link under the target's folder `rel`, by second names, its folders made.
+    fn link_folder(&self, rel: &str) -> Result<()> {
+        self.create(rel, None)?;
+        let Some(dir) = self.live.dir(rel)? else {
+            return Ok(());
+        };
+        for name in dir.names()? {
+            let sub = format!("{rel}/{}", name.to_string_lossy());
+            match dir.sub(&name) {
+                Ok(Some(_)) => self.link_folder(&sub)?,
+                Ok(None) => {}
+                Err(Error::Changed { .. }) => self.link_one(&sub)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -612,51 +694,6 @@ type UnixAttrs = (u32, u32, u32);
 #[cfg(unix)]
 fn parent_rel(rel: &str) -> &str {
     rel.rsplit_once('/').map(|x| x.0).unwrap_or("")
-}
-
-#[cfg(unix)]
-fn unix_attrs(p: &Path) -> Result<(u32, u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
-    if !m.is_dir() {
-        return Err(Error::SyncRefused(format!(
-            "{} is not a folder",
-            p.display()
-        )));
-    }
-    Ok((m.uid(), m.gid(), m.mode() & 0o7777))
-}
-
-/// Gives a folder owner, group and mode through a handle opened without following a link
-/// (a folder just made in the live target could have been swapped for one).
-#[cfg(unix)]
-fn set_dir_attrs(p: &Path, (uid, gid, mode): UnixAttrs) -> Result<()> {
-    use rustix::fs::{Gid, Mode, OFlags, Uid};
-    let fd = rustix::fs::open(
-        p,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io(p, e.into()))?;
-    rustix::fs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(|e| Error::io(p, e.into()))?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| Error::io(p, e.into()))
-}
-
-/// A second name for a file or link, never following a link (Windows: junctions and
-/// symbolic links cannot be given one; the caller falls back to an in-place apply).
-fn hard_link(from: &Path, to: &Path) -> Result<()> {
-    #[cfg(windows)]
-    if std::fs::symlink_metadata(from)
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false)
-    {
-        return Err(Error::Unsupported(format!(
-            "{} is a link; Windows cannot give a link a second name",
-            from.display()
-        )));
-    }
-    std::fs::hard_link(from, to).map_err(|e| Error::io(to, e))
 }
 
 fn create_dir_private(p: &Path) -> Result<()> {
@@ -727,29 +764,23 @@ fn retire_previous(previous: &Path) -> Result<()> {
 }
 
 /// Protected files of the target now: identity, hash and attributes, each opened once,
-/// no-follow. A protected name that is a link or folder is left alone and not recorded.
+/// no-follow, and hashed through that handle. A protected name that is a link or folder (or
+/// lies under a link) is left alone and not recorded.
 fn record_protected(t: &Path, rels: &[String]) -> Result<Vec<ProtectedState>> {
+    let tree = Tree::open(t)?;
+    let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     for rel in rels {
-        let p = t.join(rel);
-        let Some(opened) = (match crate::fs::open_regular(&p) {
-            Ok(o) => o,
-            Err(Error::NotAFile { .. }) => None,
+        let mut opened = match tree.open_file(rel) {
+            Ok(Some(o)) => o,
+            Ok(None) | Err(Error::NotAFile { .. }) | Err(Error::Changed { .. }) => continue,
             Err(e) => return Err(e),
-        }) else {
-            continue;
-        };
-        let attrs = Attrs::of(&opened)?;
-        let id = opened.meta.id;
-        let hash = match crate::sync::hash::hash_file(&p)? {
-            crate::sync::hash::Hashed::Hash(h) => h,
-            _ => return Err(Error::Changed { path: p }),
         };
         out.push(ProtectedState {
             path: rel.clone(),
-            id,
-            blake3: hash,
-            attrs,
+            id: opened.meta.id,
+            attrs: Attrs::of(&opened)?,
+            blake3: crate::sync::hash::hash_opened(&mut opened, &mut buf)?,
         });
     }
     Ok(out)
@@ -814,7 +845,8 @@ fn in_use(e: &Error) -> bool {
     source.raw_os_error().is_some_and(|c| codes.contains(&c))
 }
 
-/// Puts the new tree in place of the target (idempotent: recovery calls it again).
+/// Puts the new tree in place of the target (idempotent: recovery calls it again). The
+/// renames go through a handle on the folder holding all three.
 fn swap(journal: &SyncJournal) -> Result<()> {
     let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
     let swapped = read_marker(t).is_some_and(|id| id == journal.id);
@@ -822,7 +854,7 @@ fn swap(journal: &SyncJournal) -> Result<()> {
         if exists(t) && exists(n) {
             exchange(t, n, b)?;
         } else if !exists(t) && exists(n) {
-            rename(n, t)?;
+            rename_sibling(n, t)?;
         } else {
             return Err(Error::RecoveryConflict(format!(
                 "neither {} nor {} is the new tree of this sync; compare {} with its source",
@@ -835,7 +867,7 @@ fn swap(journal: &SyncJournal) -> Result<()> {
     crate::failpoint::hit("sync:swapped");
     // Linux's exchange leaves the old tree under the new tree's name.
     if exists(n) && read_marker(n).is_none_or(|id| id != journal.id) {
-        rename(n, b)?;
+        rename_sibling(n, b)?;
     }
     Ok(())
 }
@@ -852,14 +884,20 @@ fn exchange(t: &Path, n: &Path, b: &Path) -> Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        rename(t, b)?;
+        rename_sibling(t, b)?;
         crate::failpoint::hit("sync:moved-out");
-        rename(n, t)
+        rename_sibling(n, t)
     }
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| Error::io(from, e))
+/// Renames a folder to a sibling name (the target and keyferry's folders beside it), through
+/// a handle on their folder, and makes the rename durable.
+fn rename_sibling(from: &Path, to: &Path) -> Result<()> {
+    let (parent, from_name) = crate::fs::split(from)?;
+    let (_, to_name) = crate::fs::split(to)?;
+    let d = crate::fs::Dir::open(&parent)?;
+    d.rename(&from_name, &to_name)?;
+    d.sync()
 }
 
 /// The steps of an in-place apply: folders first, then files, then emptied folders.
@@ -903,6 +941,9 @@ fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
 }
 
 /// Carries out in-place steps; each checks what is already done, so a rerun finishes them.
+/// Every step goes through folder handles in the live target, the new tree and the previous
+/// tree: a folder of the target swapped for a link mid-way stops the apply, never redirects
+/// it.
 fn run_steps(journal: &SyncJournal) -> Result<()> {
     let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
     if !exists(b) {
@@ -911,26 +952,37 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
     if !exists(&b.join(MARKER)) {
         write_marker(b, &journal.id)?;
     }
+    let live = Tree::open(t)?;
+    let prev = Tree::open(b)?;
+    let new = match Tree::open(n) {
+        Ok(tree) => Some(tree),
+        Err(Error::FolderMissing { .. }) => None,
+        Err(e) => return Err(e),
+    };
     for step in &journal.steps {
         match step {
             Step::MkDir { path } => {
-                if !t.join(path).is_dir() {
-                    std::fs::create_dir(t.join(path)).map_err(|e| Error::io(t.join(path), e))?;
-                    #[cfg(unix)]
-                    if let Ok(attrs) = unix_attrs(&n.join(path)) {
-                        set_dir_attrs(&t.join(path), attrs)?;
+                let d = live.dir_made(path, 0o755)?;
+                #[cfg(unix)]
+                if let Some(nd) = new.as_ref().and_then(|n| n.dir(path).ok().flatten()) {
+                    d.set_unix_owner(nd.unix_owner()?)?;
+                }
+                let _ = d;
+            }
+            Step::Put { path, target, .. } => {
+                if let Some(new) = &new {
+                    if present(new, path)? {
+                        move_out(&live, &prev, target)?;
+                        move_across(new, path, &live, path, false)?;
                     }
                 }
             }
-            Step::Put { path, target, .. } => {
-                if exists(&n.join(path)) {
-                    move_out(t, b, target)?;
-                    rename(&n.join(path), &t.join(path))?;
-                }
-            }
-            Step::Delete { path } => move_out(t, b, path)?,
+            Step::Delete { path } => move_out(&live, &prev, path)?,
             Step::RmDir { path } => {
-                let _ = std::fs::remove_dir(t.join(path));
+                if let Some((d, name)) = live.parent(path)? {
+                    d.rmdir(name)?;
+                }
+                live.forget(path);
             }
         }
         crate::failpoint::hit("sync:step");
@@ -939,16 +991,11 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
 }
 
 /// Moves the target's file `rel` into the previous tree (unless already there).
-fn move_out(t: &Path, b: &Path, rel: &str) -> Result<()> {
-    let from = t.join(rel);
-    let to = b.join(rel);
-    if !exists(&from) || exists(&to) {
+fn move_out(live: &Tree, prev: &Tree, rel: &str) -> Result<()> {
+    if !present(live, rel)? || present(prev, rel)? {
         return Ok(());
     }
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    rename(&from, &to)
+    move_across(live, rel, prev, rel, true)
 }
 
 /// After the install: protected files checked, the previous tree recorded (and rid of its
@@ -960,12 +1007,7 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
         // Everything in it went back; what is left (folders, marker) goes.
         std::fs::remove_dir_all(b).map_err(|e| Error::io(b, e))?;
     } else if exists(b) {
-        for p in &journal.protected {
-            // Only the second name keyferry made: the same file as the target's.
-            if same_file(&b.join(&p.path), &t.join(&p.path)) {
-                crate::fs::remove_if_present(&b.join(&p.path))?;
-            }
-        }
+        remove_second_names(journal, b)?;
         if journal.app_offline {
             crate::fs::remove_if_present(&b.join(APP_OFFLINE))?;
         }
@@ -1098,10 +1140,11 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
                 )));
             }
             journal.save(state_dir)?;
-            rename(&sib.previous, &sib.staging)?;
+            rename_sibling(&sib.previous, &sib.staging)?;
             crate::failpoint::hit("sync:rollback-staged");
             write_marker(&sib.staging, &journal.id)?;
-            let dirs = DirAttrs::new(t, &sib.staging)?;
+            let (live, staged) = (Tree::open(t)?, Tree::open(&sib.staging)?);
+            let dirs = DirAttrs::new(&live, &staged)?;
             for p in &journal.protected {
                 dirs.link_from_target(&p.path, &Kind::File(0, None))?;
             }
@@ -1110,6 +1153,7 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
                     dirs.link_from_target(rel, kind)?;
                 }
             }
+            dirs.finish()?;
             flush(&sib.staging)?;
             journal.stage = Stage::Installing;
             journal.save(state_dir)?;
@@ -1140,41 +1184,44 @@ const MAX_RECORD: u64 = 64 * 1024 * 1024;
 /// Undoes the preparation of an interrupted swap-back: the previous tree goes back under its
 /// name, without the second names of the target's protected files linked into it.
 fn unstage_previous(journal: &SyncJournal) -> Result<()> {
-    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    let (n, b) = (&journal.staging, &journal.previous);
     if !exists(n) {
         return Ok(());
     }
-    for p in &journal.protected {
-        if same_file(&n.join(&p.path), &t.join(&p.path)) {
-            crate::fs::remove_if_present(&n.join(&p.path))?;
-        }
-    }
+    remove_second_names(journal, n)?;
     crate::fs::remove_if_present(&n.join(MARKER))?;
-    rename(n, b)
+    rename_sibling(n, b)
 }
 
-/// Whether two names are the same regular file (neither followed if a link).
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (crate::fs::open_regular(a), crate::fs::open_regular(b)) {
-        (Ok(Some(x)), Ok(Some(y))) => x.meta.id == y.meta.id,
-        _ => false,
+/// Removes from keyferry's tree `dir` the second names it gave the target's protected files
+/// (only names that are the very same file as the target's).
+fn remove_second_names(journal: &SyncJournal, dir: &Path) -> Result<()> {
+    let (live, ours) = (Tree::open(&journal.target)?, Tree::open(dir)?);
+    for p in &journal.protected {
+        let same = match (ours.entry(&p.path), live.entry(&p.path)) {
+            (Ok(Entry::File { id: a, .. }), Ok(Entry::File { id: b, .. })) => a == b,
+            _ => false,
+        };
+        if same {
+            remove_in(&ours, &p.path)?;
+        }
     }
+    Ok(())
 }
 
 /// Undoes in-place steps, in reverse: a replaced or deleted file comes back from the
 /// previous tree; a file the sync added goes.
 fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
-    let (t, b) = (&journal.target, &journal.previous);
+    let live = Tree::open(&journal.target)?;
+    let prev = Tree::open(&journal.previous)?;
     for step in steps.iter().rev() {
         match step {
             Step::RmDir { path } => {
-                if !t.join(path).is_dir() {
-                    std::fs::create_dir(t.join(path)).map_err(|e| Error::io(t.join(path), e))?;
-                }
+                live.dir_made(path, 0o755)?;
             }
             Step::Delete { path } => {
-                if exists(&b.join(path)) {
-                    rename(&b.join(path), &t.join(path))?;
+                if present(&prev, path)? {
+                    move_across(&prev, path, &live, path, false)?;
                 }
             }
             // Each undo checks what is done already, so a rerun after a crash redoes only
@@ -1184,25 +1231,94 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
                 target,
                 replaced: true,
             } => {
-                if exists(&b.join(target)) {
+                if present(&prev, target)? {
                     if target != path {
-                        crate::fs::remove_if_present(&t.join(path))?;
+                        remove_in(&live, path)?;
                     }
-                    rename(&b.join(target), &t.join(target))?;
+                    move_across(&prev, target, &live, target, false)?;
                 }
             }
             Step::Put {
                 path,
                 replaced: false,
                 ..
-            } => {
-                crate::fs::remove_if_present(&t.join(path))?;
-            }
+            } => remove_in(&live, path)?,
             Step::MkDir { path } => {
-                let _ = std::fs::remove_dir(t.join(path));
+                if let Some((d, name)) = live.parent(path)? {
+                    d.rmdir(name)?;
+                }
+                live.forget(path);
             }
         }
         crate::failpoint::hit("sync:undo-step");
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::profile::ProfileId;
+
+    fn write(p: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    /// A folder of the live target swapped for a link to somewhere else after the plan: the
+    /// in-place steps go through folder handles, so they stop at the link and neither move
+    /// nor replace anything behind it.
+    #[test]
+    fn in_place_steps_stop_at_a_folder_swapped_for_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, t, out) = (
+            d.path().join("src"),
+            d.path().join("t"),
+            d.path().join("out"),
+        );
+        write(&src.join("web.config"), b"<new/>");
+        write(&src.join("bin/a.dll"), b"new a");
+        write(&t.join("web.config"), b"<old/>");
+        write(&t.join("encryption.config"), b"KEY");
+        write(&t.join("bin/a.dll"), b"old a, longer");
+        write(&t.join("bin/stale.dll"), b"stale");
+        write(&out.join("a.dll"), b"SOMEONE ELSE'S a.dll");
+        write(&out.join("stale.dll"), b"SOMEONE ELSE'S stale.dll");
+        let profile = Profile::builtin(ProfileId::SecretServer).unwrap();
+        let opts = crate::sync::PlanOptions {
+            allow_new_target: false,
+            max_delete: 10,
+            checksum: false,
+        };
+        let plan = crate::sync::plan(&src, &t, &profile, &opts).unwrap();
+        assert_eq!(plan.delete.len(), 1);
+        let state = d.path().join("state");
+        let target = Target {
+            node: "web2",
+            state_dir: &state,
+            profile: &profile,
+        };
+        let (t2, out2) = (t.clone(), out.clone());
+        let _hook = crate::failpoint::on("sync:installing", move || {
+            std::fs::rename(t2.join("bin"), t2.join("bin-moved")).unwrap();
+            std::os::unix::fs::symlink(&out2, t2.join("bin")).unwrap();
+        });
+        let opts = ApplyOptions {
+            jobs: 2,
+            app_offline: false,
+            in_place: true,
+        };
+        let e = apply(&plan, &target, &opts, &NoSyncProgress).unwrap_err();
+        assert!(matches!(e, Error::Changed { .. }), "{e}");
+        assert_eq!(
+            std::fs::read(out.join("a.dll")).unwrap(),
+            b"SOMEONE ELSE'S a.dll"
+        );
+        assert_eq!(
+            std::fs::read(out.join("stale.dll")).unwrap(),
+            b"SOMEONE ELSE'S stale.dll"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+        assert_eq!(std::fs::read(t.join("encryption.config")).unwrap(), b"KEY");
+    }
 }

@@ -189,6 +189,20 @@ pub(crate) fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMa
     Ok(out)
 }
 
+/// Lists the source and the target at once (each is mostly waiting on its file system).
+pub(crate) fn scan_both(
+    src: &Path,
+    dst: &Path,
+    profile: &Profile,
+) -> Result<(BTreeMap<String, Kind>, BTreeMap<String, Kind>)> {
+    let (from, to) = std::thread::scope(|s| {
+        let to = s.spawn(|| scan(dst, profile, "the target"));
+        let from = scan(src, profile, "the source");
+        (from, to.join().expect("listing does not panic"))
+    });
+    Ok((from?, to?))
+}
+
 #[cfg(windows)]
 fn is_reparse_point(e: &std::fs::DirEntry) -> bool {
     use std::os::windows::fs::MetadataExt;
@@ -257,8 +271,7 @@ pub fn plan(
             dst.display()
         ));
     }
-    let from = scan(&src, profile, "the source")?;
-    let to = scan(&dst, profile, "the target")?;
+    let (from, to) = scan_both(&src, &dst, profile)?;
     let marker = profile.app_marker.as_deref();
     let looks_like_app = |t: &BTreeMap<String, Kind>| match marker {
         Some(m) => t.keys().any(|k| k.eq_ignore_ascii_case(m)),
@@ -371,9 +384,15 @@ pub fn plan(
         }
     }
     if !compare.is_empty() {
-        let files: Vec<(PathBuf, u64)> = compare
+        let (src_tree, dst_tree) = (crate::fs::Tree::open(&src)?, crate::fs::Tree::open(&dst)?);
+        let files: Vec<crate::sync::hash::Item> = compare
             .iter()
-            .flat_map(|(rel, trel, len)| [(src.join(rel), *len), (dst.join(trel), *len)])
+            .flat_map(|(rel, trel, len)| {
+                [
+                    (&src_tree, rel.as_str(), *len),
+                    (&dst_tree, trel.as_str(), *len),
+                ]
+            })
             .collect();
         let hashes = crate::sync::hash::hash_many(&files, usize::MAX, &|_| {})?;
         for (i, (rel, trel, len)) in compare.iter().enumerate() {

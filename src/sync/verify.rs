@@ -5,9 +5,10 @@
 //! tree before putting it in place.
 
 use crate::error::Result;
+use crate::fs::Tree;
 use crate::profile::Profile;
-use crate::sync::hash::{hash_many, Hashed};
-use crate::sync::plan::{classify, scan, Class, Kind};
+use crate::sync::hash::{hash_many, Hashed, Item};
+use crate::sync::plan::{classify, scan_both, Class, Kind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,17 +70,18 @@ pub fn compare(
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Verification> {
-    let files_of = |root: &Path, side: &str| -> Result<BTreeMap<String, (String, Kind)>> {
-        Ok(scan(root, profile, side)?
+    let files_of = |listed: BTreeMap<String, Kind>| -> BTreeMap<String, (String, Kind)> {
+        listed
             .into_iter()
             .filter(|(rel, k)| classify(rel, profile) == Class::Normal && !matches!(k, Kind::Dir))
             .map(|(rel, k)| (rel.to_lowercase(), (rel, k)))
-            .collect())
+            .collect()
     };
-    let from = files_of(source, "the source")?;
-    let to = files_of(target, "the target")?;
+    let (from, to) = scan_both(source, target, profile)?;
+    let (from, to) = (files_of(from), files_of(to));
+    let (src_tree, dst_tree) = (Tree::open(source)?, Tree::open(target)?);
     let mut differing = Vec::new();
-    let mut pairs: Vec<(String, PathBuf, PathBuf, u64)> = Vec::new();
+    let mut pairs: Vec<(&str, &str, u64)> = Vec::new();
     for (key, (rel, kind)) in &from {
         match (kind, to.get(key)) {
             (Kind::Link, _) => {}
@@ -88,7 +90,7 @@ pub fn compare(
                 why: Why::MissingOnTarget,
             }),
             (Kind::File(len, _), Some((trel, Kind::File(..)))) => {
-                pairs.push((rel.clone(), source.join(rel), target.join(trel), *len))
+                pairs.push((rel.as_str(), trel.as_str(), *len))
             }
             _ => differing.push(Difference {
                 path: rel.clone(),
@@ -104,13 +106,13 @@ pub fn compare(
             });
         }
     }
-    let list: Vec<(PathBuf, u64)> = pairs
+    let list: Vec<Item> = pairs
         .iter()
-        .flat_map(|(_, s, t, len)| [(s.clone(), *len), (t.clone(), *len)])
+        .flat_map(|&(rel, trel, len)| [(&src_tree, rel, len), (&dst_tree, trel, len)])
         .collect();
     let hashes = hash_many(&list, jobs, done)?;
     let mut bytes = 0;
-    for (i, (rel, _, _, len)) in pairs.iter().enumerate() {
+    for (i, &(rel, _, len)) in pairs.iter().enumerate() {
         bytes += len;
         let why = match (&hashes[2 * i], &hashes[2 * i + 1]) {
             (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => continue,
@@ -119,7 +121,7 @@ pub fn compare(
             _ => Why::NotAFile,
         };
         differing.push(Difference {
-            path: rel.clone(),
+            path: rel.to_owned(),
             why,
         });
     }
