@@ -28,6 +28,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fingerprint;
 pub mod fs;
+pub mod ha;
 pub mod keys;
 pub mod os;
 pub mod parallel;

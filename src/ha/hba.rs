@@ -1,0 +1,1061 @@
+//! `pg_hba.conf`: parsed the way PostgreSQL reads it, simulated the way it decides, and edited
+//! without touching a byte of any line keyferry does not own.
+//!
+//! PostgreSQL takes the **first** line whose connection type, database, user and address
+//! match a connection, and that line alone decides: a failed password does not fall through
+//! to the next line, and `all` in the database column does not cover replication
+//! connections. So the lines an HA pair needs must not merely be present: no line above them
+//! may catch the peer first.
+//!
+//! The file is kept as its physical lines, each with its own line ending, so what is parsed
+//! serialises back byte for byte. Entries are logical lines (a `\` at the end of a line
+//! continues it). A field is a comma list of tokens; a token in double quotes loses any
+//! keyword meaning (`"all"` is a database named all). Addresses compare by meaning:
+//! `10.0.0.5/32` and `10.0.0.5 255.255.255.255` are the same rule.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// One token of a field: its text (quotes removed) and whether it was quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    pub quoted: bool,
+}
+
+impl Token {
+    fn keyword(&self, k: &str) -> bool {
+        !self.quoted && self.text == k
+    }
+}
+
+/// The connection types of the first column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnType {
+    Local,
+    Host,
+    HostSsl,
+    HostNoSsl,
+    HostGssEnc,
+    HostNoGssEnc,
+}
+
+/// The address column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    All,
+    SameHost,
+    SameNet,
+    /// An address and prefix length (`IP/n`, or `IP` and a mask in the next column).
+    Net(IpAddr, u8),
+    /// A host name, or a `.suffix` (matched through DNS: keyferry cannot say).
+    Name(String),
+}
+
+impl Address {
+    fn contains(&self, ip: IpAddr) -> Match {
+        match self {
+            Address::All => Match::Yes,
+            Address::Net(net, prefix) => match (net, ip) {
+                (IpAddr::V4(n), IpAddr::V4(a)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                    Match::from(u32::from(*n) & mask == u32::from(a) & mask)
+                }
+                (IpAddr::V6(n), IpAddr::V6(a)) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                    Match::from(u128::from(*n) & mask == u128::from(a) & mask)
+                }
+                _ => Match::No,
+            },
+            Address::SameHost | Address::SameNet | Address::Name(_) => Match::Maybe,
+        }
+    }
+
+    /// Exactly one host: `IP/32` (or `/128`).
+    fn is_exactly(&self, ip: IpAddr) -> bool {
+        match self {
+            Address::Net(n, p) => *n == ip && u32::from(*p) == host_bits(ip),
+            _ => false,
+        }
+    }
+}
+
+fn host_bits(ip: IpAddr) -> u32 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// A rule line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub conn_type: ConnType,
+    pub databases: Vec<Token>,
+    pub users: Vec<Token>,
+    /// `None` for `local` lines.
+    pub address: Option<Address>,
+    pub method: String,
+    pub options: Vec<String>,
+}
+
+/// What a logical line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Rule(Rule),
+    /// `include`, `include_if_exists` or `include_dir`: rules keyferry cannot see from here.
+    Include(String),
+    /// A line PostgreSQL would reject (it then refuses the whole file).
+    Invalid(String),
+}
+
+/// A logical line: the physical lines it spans (`first..=last`, 0-based) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub first: usize,
+    pub last: usize,
+    pub kind: EntryKind,
+}
+
+/// A parsed `pg_hba.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaFile {
+    /// Physical lines, each with its line ending (the last may have none).
+    pub lines: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+/// Whether a line matches a connection: surely, surely not, or it depends on something
+/// keyferry cannot know from the file (group membership, DNS, the server's own addresses,
+/// whether the client uses SSL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    No,
+    Maybe,
+    Yes,
+}
+
+impl From<bool> for Match {
+    fn from(b: bool) -> Match {
+        if b {
+            Match::Yes
+        } else {
+            Match::No
+        }
+    }
+}
+
+/// A TCP connection to simulate: from `addr`, as `user` (`None`: any user) to a normal
+/// database (any) or for replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub replication: bool,
+    pub user: Option<String>,
+    pub addr: IpAddr,
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.user.as_deref().unwrap_or("any user");
+        if self.replication {
+            write!(f, "replication as {user} from {}", self.addr)
+        } else {
+            write!(f, "any database as {user} from {}", self.addr)
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule catches `c`.
+    pub fn matches(&self, c: &Connection) -> Match {
+        let ty = match self.conn_type {
+            ConnType::Local => Match::No,
+            ConnType::Host => Match::Yes,
+            // Whether the client encrypts is the client's choice (libpq prefers SSL).
+            _ => Match::Maybe,
+        };
+        let db = self
+            .databases
+            .iter()
+            .map(|t| {
+                if c.replication {
+                    Match::from(t.keyword("replication"))
+                } else if t.keyword("all") {
+                    Match::Yes
+                } else if t.keyword("replication") {
+                    Match::No
+                } else {
+                    // A named database, sameuser, samerole, @file: some connections.
+                    Match::Maybe
+                }
+            })
+            .max()
+            .unwrap_or(Match::No);
+        let user = self
+            .users
+            .iter()
+            .map(|t| {
+                if t.keyword("all") {
+                    Match::Yes
+                } else if !t.quoted && (t.text.starts_with('+') || t.text.starts_with('@')) {
+                    Match::Maybe
+                } else {
+                    match &c.user {
+                        Some(u) => Match::from(&t.text == u),
+                        None => Match::Maybe,
+                    }
+                }
+            })
+            .max()
+            .unwrap_or(Match::No);
+        let addr = self
+            .address
+            .as_ref()
+            .map(|a| a.contains(c.addr))
+            .unwrap_or(Match::No);
+        [ty, db, user, addr].into_iter().min().expect("four parts")
+    }
+
+    /// A method that lets a peer in with the replication user's password.
+    pub fn admits_password(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "md5" | "scram-sha-256" | "password" | "trust"
+        )
+    }
+}
+
+/// Parses a whole file. Never fails: lines PostgreSQL would reject are kept as
+/// [`EntryKind::Invalid`] (the file still serialises byte for byte).
+pub fn parse(text: &str) -> HbaFile {
+    let lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    let mut entries = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let first = i;
+        let mut logical = String::new();
+        loop {
+            let body = strip_eol(&lines[i]);
+            match body.strip_suffix('\\') {
+                Some(rest) if i + 1 < lines.len() && !in_comment(rest) => {
+                    logical.push_str(rest);
+                    logical.push(' ');
+                    i += 1;
+                }
+                _ => {
+                    logical.push_str(body);
+                    break;
+                }
+            }
+        }
+        let last = i;
+        i += 1;
+        match tokenize(&logical) {
+            Ok(fields) if fields.is_empty() => {}
+            Ok(fields) => entries.push(Entry {
+                first,
+                last,
+                kind: entry_of(fields),
+            }),
+            Err(why) => entries.push(Entry {
+                first,
+                last,
+                kind: EntryKind::Invalid(why),
+            }),
+        }
+    }
+    HbaFile { lines, entries }
+}
+
+fn strip_eol(line: &str) -> &str {
+    let l = line.strip_suffix('\n').unwrap_or(line);
+    l.strip_suffix('\r').unwrap_or(l)
+}
+
+/// Whether a `#` outside quotes starts a comment somewhere in `s` (then a trailing `\` is
+/// part of the comment, not a continuation).
+fn in_comment(s: &str) -> bool {
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Splits a logical line into fields, each a comma list of tokens.
+fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
+    let mut fields: Vec<Vec<Token>> = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            None | Some('#') => break,
+            _ => {}
+        }
+        let mut field = Vec::new();
+        loop {
+            let mut text = String::new();
+            let (mut quoted, mut in_quote) = (false, false);
+            while let Some(&c) = chars.peek() {
+                if !in_quote && (c.is_whitespace() || c == ',' || c == '#') {
+                    break;
+                }
+                chars.next();
+                if c == '"' {
+                    in_quote = !in_quote;
+                    quoted = true;
+                } else {
+                    text.push(c);
+                }
+            }
+            if in_quote {
+                return Err("a quote is not closed".into());
+            }
+            field.push(Token { text, quoted });
+            if chars.peek() == Some(&',') {
+                chars.next();
+                // PostgreSQL allows blanks after a list's comma.
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                continue;
+            }
+            break;
+        }
+        fields.push(field);
+    }
+    Ok(fields)
+}
+
+fn single(field: &[Token]) -> Option<&str> {
+    match field {
+        [t] => Some(t.text.as_str()),
+        _ => None,
+    }
+}
+
+fn entry_of(fields: Vec<Vec<Token>>) -> EntryKind {
+    match rule_of(&fields) {
+        Ok(r) => r,
+        Err(why) => EntryKind::Invalid(why),
+    }
+}
+
+fn rule_of(fields: &[Vec<Token>]) -> Result<EntryKind, String> {
+    let first = single(&fields[0]).ok_or("the connection type is a list")?;
+    if matches!(first, "include" | "include_if_exists" | "include_dir") {
+        return Ok(EntryKind::Include(first.to_owned()));
+    }
+    let conn_type = match first {
+        "local" => ConnType::Local,
+        "host" => ConnType::Host,
+        "hostssl" => ConnType::HostSsl,
+        "hostnossl" => ConnType::HostNoSsl,
+        "hostgssenc" => ConnType::HostGssEnc,
+        "hostnogssenc" => ConnType::HostNoGssEnc,
+        other => return Err(format!("unknown connection type {other:?}")),
+    };
+    let need = |i: usize, what: &str| -> Result<&Vec<Token>, String> {
+        fields
+            .get(i)
+            .ok_or_else(|| format!("the {what} column is missing"))
+    };
+    let databases = need(1, "database")?.clone();
+    let users = need(2, "user")?.clone();
+    let (address, next) = if conn_type == ConnType::Local {
+        (None, 3)
+    } else {
+        let a = single(need(3, "address")?).ok_or("the address is a list")?;
+        let quoted = fields[3][0].quoted;
+        let (addr, used) = address_of(a, quoted, fields.get(4).and_then(|f| single(f)))?;
+        (Some(addr), 3 + used)
+    };
+    let method = single(need(next, "method")?)
+        .ok_or("the method is a list")?
+        .to_owned();
+    let options = fields[next + 1..]
+        .iter()
+        .map(|f| {
+            f.iter()
+                .map(|t| t.text.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    Ok(EntryKind::Rule(Rule {
+        conn_type,
+        databases,
+        users,
+        address,
+        method,
+        options,
+    }))
+}
+
+/// The address column and how many columns it used (2 with a separate mask).
+fn address_of(a: &str, quoted: bool, next: Option<&str>) -> Result<(Address, usize), String> {
+    if !quoted {
+        match a {
+            "all" => return Ok((Address::All, 1)),
+            "samehost" => return Ok((Address::SameHost, 1)),
+            "samenet" => return Ok((Address::SameNet, 1)),
+            _ => {}
+        }
+    }
+    if let Some((ip, bits)) = a.split_once('/') {
+        let ip: IpAddr = ip.parse().map_err(|_| format!("{a:?} is not an address"))?;
+        let bits: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| u32::from(*b) <= host_bits(ip))
+            .ok_or_else(|| format!("{a:?} has an invalid prefix length"))?;
+        return Ok((Address::Net(ip, bits), 1));
+    }
+    if let Ok(ip) = a.parse::<IpAddr>() {
+        let mask = next
+            .and_then(|m| m.parse::<IpAddr>().ok())
+            .ok_or_else(|| format!("{a:?} needs a /length or a mask"))?;
+        let bits = prefix_of_mask(mask, ip).ok_or_else(|| format!("{mask} is not a mask"))?;
+        return Ok((Address::Net(ip, bits), 2));
+    }
+    Ok((Address::Name(a.to_owned()), 1))
+}
+
+fn prefix_of_mask(mask: IpAddr, ip: IpAddr) -> Option<u8> {
+    let (bits, len) = match (mask, ip) {
+        (IpAddr::V4(m), IpAddr::V4(_)) => (u128::from(u32::from(m)) << 96, 32),
+        (IpAddr::V6(m), IpAddr::V6(_)) => (u128::from(m), 128),
+        _ => return None,
+    };
+    let ones = bits.leading_ones();
+    (bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= len).then_some(ones as u8)
+}
+
+impl HbaFile {
+    /// The file's text, byte for byte.
+    pub fn text(&self) -> String {
+        self.lines.concat()
+    }
+
+    /// The rule that decides `c` (the first that surely matches) and the lines above it
+    /// that might catch it first, by index into [`HbaFile::entries`].
+    pub fn decide(&self, c: &Connection) -> Decision {
+        let mut maybe = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if let EntryKind::Rule(r) = &e.kind {
+                match r.matches(c) {
+                    Match::Yes => {
+                        return Decision {
+                            entry: Some(i),
+                            maybe_before: maybe,
+                        }
+                    }
+                    Match::Maybe => maybe.push(i),
+                    Match::No => {}
+                }
+            }
+        }
+        Decision {
+            entry: None,
+            maybe_before: maybe,
+        }
+    }
+
+    /// The rule of entry `i`.
+    pub fn rule(&self, i: usize) -> Option<&Rule> {
+        match &self.entries.get(i)?.kind {
+            EntryKind::Rule(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether `c` is let in with a password for sure: it is decided by a password rule, and
+    /// nothing above that might catch it would refuse it.
+    pub fn admits(&self, c: &Connection) -> bool {
+        let d = self.decide(c);
+        d.entry
+            .and_then(|i| self.rule(i))
+            .is_some_and(Rule::admits_password)
+            && d.maybe_before
+                .iter()
+                .all(|&i| self.rule(i).is_some_and(Rule::admits_password))
+    }
+
+    /// The line ending the file mostly uses (`\r\n` if most of its lines end so).
+    pub fn eol(&self) -> &'static str {
+        let crlf = self.lines.iter().filter(|l| l.ends_with("\r\n")).count();
+        if crlf * 2 > self.lines.len() {
+            "\r\n"
+        } else {
+            "\n"
+        }
+    }
+}
+
+/// How a connection is decided today.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The entry that surely catches it first (`None`: no line does; refused).
+    pub entry: Option<usize>,
+    /// Entries above it that might catch it first, depending on what keyferry cannot know.
+    pub maybe_before: Vec<usize>,
+}
+
+/// The first line of the block keyferry manages in `pg_hba.conf`.
+pub const BEGIN: &str =
+    "# keyferry ha: begin (the HA pair's lines; `keyferry ha hba` rewrites this block)";
+/// Its last line.
+pub const END: &str = "# keyferry ha: end";
+
+/// What the pair needs in `pg_hba.conf`.
+#[derive(Debug, Clone)]
+pub struct PeerRules {
+    /// Both nodes' addresses (both go in both files, so a failover needs no edit).
+    pub peers: Vec<IpAddr>,
+    /// The replication role.
+    pub repuser: String,
+    /// The authentication method of the lines (`md5` as the vendor documents; it also does
+    /// SCRAM for SCRAM-stored passwords).
+    pub method: String,
+    /// Put the block above a `reject` line that names a peer exactly (an admin's decision).
+    pub override_reject: bool,
+}
+
+/// Why an edit is refused; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// PostgreSQL would refuse the file as it is (then it loads none of it).
+    Invalid { line: usize, why: String },
+    /// Rules in other files that keyferry cannot see.
+    Include { line: usize },
+    /// The managed block's markers are not a single begin/end pair.
+    DamagedBlock,
+    /// An explicit `reject` for a peer sits where the block would go above it.
+    Reject { line: usize, text: String },
+    /// The role or method is not a plain word.
+    BadName(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Invalid { line, why } => write!(
+                f,
+                "line {line}: {why}; PostgreSQL refuses a file with a bad line (and keeps its old \
+                 rules), so fix that line first"
+            ),
+            Refusal::Include { line } => write!(
+                f,
+                "line {line} includes other files whose rules keyferry cannot see from here; add \
+                 the pair's lines by hand or run `keyferry ha hba --file` on the included file"
+            ),
+            Refusal::DamagedBlock => write!(
+                f,
+                "the block keyferry manages is damaged (its begin and end lines do not pair up); \
+                 remove its lines by hand and run again"
+            ),
+            Refusal::Reject { line, text } => write!(
+                f,
+                "line {line} rejects a peer explicitly ({text}); that is an admin's decision: \
+                 remove the line, or pass --override-reject to put the pair's lines above it"
+            ),
+            Refusal::BadName(n) => write!(
+                f,
+                "{n:?} is not a plain PostgreSQL name (letters, digits, _ and -)"
+            ),
+        }
+    }
+}
+
+/// A planned edit: the new text and how each of the pair's connections is decided before
+/// and after.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    pub text: String,
+    pub changed: bool,
+    /// Each connection, how it is decided now and after the edit (a line number, 1-based,
+    /// and that line, or "nothing: refused").
+    pub decisions: Vec<(Connection, String, String)>,
+}
+
+impl HbaFile {
+    fn describe(&self, c: &Connection) -> String {
+        let d = self.decide(c);
+        let shown = |i: usize| {
+            let e = &self.entries[i];
+            let text = self.lines[e.first..=e.last]
+                .iter()
+                .map(|l| strip_eol(l).trim_end_matches('\\').trim())
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("line {}: {text}", e.first + 1)
+        };
+        let mut out = match d.entry {
+            Some(i) => shown(i),
+            None => "no line: refused".to_owned(),
+        };
+        for i in d.maybe_before {
+            out.push_str(&format!(" (unless {} catches it first)", shown(i)));
+        }
+        out
+    }
+}
+
+/// Plans the pair's lines in a `pg_hba.conf`: the managed block, placed above the first line
+/// that could catch a peer's connection, so that it decides them; every other line kept
+/// byte for byte. No change when the file already lets both peers in for replication and
+/// normal connections.
+pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    for n in [&want.repuser, &want.method] {
+        if !plain(n) {
+            return Err(Refusal::BadName(n.clone()));
+        }
+    }
+    let file = parse(text);
+    // The managed block, if any.
+    let marks: Vec<(usize, bool)> = file
+        .lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match strip_eol(l) {
+            l if l == BEGIN => Some((i, true)),
+            l if l == END => Some((i, false)),
+            _ => None,
+        })
+        .collect();
+    let block = match marks.as_slice() {
+        [] => None,
+        [(b, true), (e, false)] if b < e => Some((*b, *e)),
+        _ => return Err(Refusal::DamagedBlock),
+    };
+    let base_lines: Vec<String> = file
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| block.is_none_or(|(b, e)| *i < b || *i > e))
+        .map(|(_, l)| l.clone())
+        .collect();
+    let base = parse(&base_lines.concat());
+    let line_no = |e: &Entry| -> usize {
+        // The line number in the file as it is (1-based), counting the block's lines.
+        let n = e.first;
+        match block {
+            Some((b, end)) if n >= b => n + (end - b + 1) + 1,
+            _ => n + 1,
+        }
+    };
+    for e in &base.entries {
+        match &e.kind {
+            EntryKind::Invalid(why) => {
+                return Err(Refusal::Invalid {
+                    line: line_no(e),
+                    why: why.clone(),
+                })
+            }
+            EntryKind::Include(_) => return Err(Refusal::Include { line: line_no(e) }),
+            EntryKind::Rule(_) => {}
+        }
+    }
+    let conns: Vec<Connection> = want
+        .peers
+        .iter()
+        .flat_map(|&addr| {
+            [
+                Connection {
+                    replication: true,
+                    user: Some(want.repuser.clone()),
+                    addr,
+                },
+                Connection {
+                    replication: false,
+                    user: None,
+                    addr,
+                },
+            ]
+        })
+        .collect();
+    // Where the block goes: above the first line that could catch any of them.
+    let first_catch = base.entries.iter().position(|e| match &e.kind {
+        EntryKind::Rule(r) => conns.iter().any(|c| r.matches(c) != Match::No),
+        _ => false,
+    });
+    if !want.override_reject {
+        for e in &base.entries[first_catch.unwrap_or(base.entries.len())..] {
+            if let EntryKind::Rule(r) = &e.kind {
+                let names_peer = r
+                    .address
+                    .as_ref()
+                    .is_some_and(|a| want.peers.iter().any(|&p| a.is_exactly(p)));
+                if r.method == "reject"
+                    && names_peer
+                    && conns.iter().any(|c| r.matches(c) != Match::No)
+                {
+                    return Err(Refusal::Reject {
+                        line: line_no(e),
+                        text: strip_eol(&base.lines[e.first]).trim().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    let eol = file.eol();
+    let mut block_text = format!("{BEGIN}{eol}");
+    let mut peers = want.peers.clone();
+    peers.sort();
+    peers.dedup();
+    for p in &peers {
+        let net = format!("{p}/{}", host_bits(*p));
+        for (db, user) in [("replication", want.repuser.as_str()), ("all", "all")] {
+            block_text.push_str(&format!(
+                "host    {db:<12} {user:<12} {net:<20} {}{eol}",
+                want.method
+            ));
+        }
+    }
+    block_text.push_str(END);
+    block_text.push_str(eol);
+
+    let already = block.is_none() && conns.iter().all(|c| base.admits(c));
+    let new_text = if already {
+        text.to_owned()
+    } else {
+        let at = first_catch.map(|i| base.entries[i].first);
+        let mut out = String::new();
+        for (i, l) in base.lines.iter().enumerate() {
+            if Some(i) == at {
+                out.push_str(&block_text);
+            }
+            out.push_str(l);
+        }
+        if at.is_none() {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push_str(eol);
+            }
+            out.push_str(&block_text);
+        }
+        out
+    };
+    let after = parse(&new_text);
+    let decisions = conns
+        .iter()
+        .map(|c| (c.clone(), file.describe(c), after.describe(c)))
+        .collect();
+    debug_assert!(conns.iter().all(|c| after.admits(c)));
+    Ok(Edit {
+        changed: new_text != text,
+        text: new_text,
+        decisions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn conn(replication: bool, user: Option<&str>, addr: &str) -> Connection {
+        Connection {
+            replication,
+            user: user.map(str::to_owned),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn parses_the_forms_postgres_reads() {
+        let f = parse(
+            "# comment\r\n\
+             local all postgres peer\r\n\
+             host \"all\",db2 +admins,bob 10.0.0.0 255.0.0.0 md5 # trailing\r\n\
+             host replication repuser 10.1.2.3/32 \\\r\n   scram-sha-256\r\n\
+             hostssl all all ::1/128 cert clientcert=verify-full\r\n\
+             host all all .example.com md5\r\n\
+             host all all 10.0.0.1 255.0.255.0 md5\r\n\
+             host all all 10.0.0.1/33 md5\n\
+             host \"all all 10.0.0.1/32 md5\n\
+             include_if_exists other.conf\n\
+             host all all 0.0.0.0/0 reject",
+        );
+        assert_eq!(f.entries.len(), 10);
+        let EntryKind::Rule(r) = &f.entries[1].kind else {
+            panic!("{:?}", f.entries[1])
+        };
+        assert_eq!(
+            r.databases[0],
+            Token {
+                text: "all".into(),
+                quoted: true
+            }
+        );
+        assert_eq!(r.users[0].text, "+admins");
+        assert_eq!(
+            r.address,
+            Some(Address::Net("10.0.0.0".parse().unwrap(), 8))
+        );
+        let e = &f.entries[2];
+        assert_eq!((e.first, e.last), (3, 4), "a continued line spans two");
+        assert_eq!(f.rule(2).unwrap().method, "scram-sha-256");
+        assert_eq!(f.rule(3).unwrap().options, ["clientcert=verify-full"]);
+        assert_eq!(
+            f.rule(4).unwrap().address,
+            Some(Address::Name(".example.com".into()))
+        );
+        for bad in [5, 6, 7] {
+            assert!(
+                matches!(f.entries[bad].kind, EntryKind::Invalid(_)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(f.entries[8].kind, EntryKind::Include(_)));
+        assert_eq!(f.eol(), "\r\n");
+    }
+
+    #[test]
+    fn first_match_decides_and_all_does_not_cover_replication() {
+        let f = parse(
+            "host all all 10.0.0.0/8 md5\n\
+             host replication repuser 10.0.0.5/32 md5\n\
+             host all all 0.0.0.0/0 reject\n",
+        );
+        let rep = conn(true, Some("repuser"), "10.0.0.5");
+        assert_eq!(f.decide(&rep).entry, Some(1));
+        assert!(f.admits(&rep));
+        assert_eq!(f.decide(&conn(false, None, "10.0.0.5")).entry, Some(0));
+        // `all` does not cover replication: not even the final reject catches it (and with
+        // no line deciding, it is refused).
+        let other = conn(true, Some("repuser"), "192.168.1.1");
+        assert_eq!(f.decide(&other).entry, None);
+        assert!(!f.admits(&other));
+        assert_eq!(f.decide(&conn(false, None, "192.168.1.1")).entry, Some(2));
+        // The same rule in the mask form.
+        let g = parse("host replication repuser 10.0.0.5 255.255.255.255 md5\n");
+        assert_eq!(g.rule(0).unwrap().address, f.rule(1).unwrap().address);
+        // A quoted "replication" is a database of that name, not replication connections.
+        let q = parse("host \"replication\" all all md5\n");
+        assert_eq!(q.decide(&rep).entry, None);
+        // Group membership and SSL are unknown: maybe, and a maybe-reject spoils admission.
+        let m = parse("hostssl replication +ops 10.0.0.0/8 reject\nhost replication all all md5\n");
+        let d = m.decide(&rep);
+        assert_eq!((d.entry, d.maybe_before), (Some(1), vec![0]));
+        assert!(!m.admits(&rep));
+    }
+
+    fn rules(peers: &[&str]) -> PeerRules {
+        PeerRules {
+            peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
+            repuser: "repuser".into(),
+            method: "md5".into(),
+            override_reject: false,
+        }
+    }
+
+    const DEBIAN: &str = "# Database administrative login by Unix domain socket\n\
+        local   all             postgres                                peer\n\
+        local   all             all                                     peer\n\
+        host    all             all             127.0.0.1/32            scram-sha-256\n\
+        host    all             all             ::1/128                 scram-sha-256\n\
+        local   replication     all                                     peer\n\
+        host    all             all             10.0.0.0/8              ldap ldapserver=x\n\
+        host    all             all             0.0.0.0/0               reject\n";
+
+    #[test]
+    fn the_block_goes_above_the_first_line_that_would_catch_a_peer() {
+        let want = rules(&["10.0.0.5", "10.0.0.6"]);
+        let edit = plan_edit(DEBIAN, &want).unwrap();
+        assert!(edit.changed);
+        let lines: Vec<&str> = edit.text.lines().collect();
+        let at = lines.iter().position(|l| *l == BEGIN).unwrap();
+        assert!(
+            lines[at - 1].starts_with("local   replication"),
+            "{}",
+            edit.text
+        );
+        assert_eq!(
+            lines[at + 1],
+            "host    replication  repuser      10.0.0.5/32          md5"
+        );
+        // Every line of the file is still there, byte for byte and in order.
+        let without: String = edit
+            .text
+            .split_inclusive('\n')
+            .filter(|l| {
+                !l.starts_with("# keyferry ha")
+                    && !l.starts_with("host    replication  ")
+                    && !l.starts_with("host    all          all          10.0.0.")
+            })
+            .collect();
+        assert_eq!(without, DEBIAN);
+        let after = parse(&edit.text);
+        for (c, before, now) in &edit.decisions {
+            assert!(after.admits(c), "{c}: {now}");
+            assert!(!parse(DEBIAN).admits(c), "{c}: {before}");
+        }
+        // Planned again: nothing to do.
+        let again = plan_edit(&edit.text, &want).unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.text, edit.text);
+    }
+
+    #[test]
+    fn refusals_and_files_that_need_nothing() {
+        let want = rules(&["10.0.0.5", "10.0.0.6"]);
+        let reject = format!("host all all 10.0.0.5/32 reject\n{DEBIAN}");
+        assert!(matches!(
+            plan_edit(&reject, &want),
+            Err(Refusal::Reject { line: 1, .. })
+        ));
+        let forced = PeerRules {
+            override_reject: true,
+            ..want.clone()
+        };
+        assert!(
+            parse(&plan_edit(&reject, &forced).unwrap().text).admits(&conn(
+                true,
+                Some("repuser"),
+                "10.0.0.5"
+            ))
+        );
+        let broken = format!("{DEBIAN}host all all 10.0.0.1 md5\n");
+        assert!(matches!(
+            plan_edit(&broken, &want),
+            Err(Refusal::Invalid { line: 9, .. })
+        ));
+        let include = format!("include_dir conf.d\n{DEBIAN}");
+        assert!(matches!(
+            plan_edit(&include, &want),
+            Err(Refusal::Include { line: 1 })
+        ));
+        let damaged = format!("{BEGIN}\n{DEBIAN}");
+        assert_eq!(
+            plan_edit(&damaged, &want).unwrap_err(),
+            Refusal::DamagedBlock
+        );
+        assert!(matches!(
+            plan_edit(
+                DEBIAN,
+                &PeerRules {
+                    repuser: "rep user".into(),
+                    ..want.clone()
+                }
+            ),
+            Err(Refusal::BadName(_))
+        ));
+        // An admin's own lines that already let both peers in: nothing to change.
+        let done = "host replication repuser 10.0.0.5 255.255.255.255 md5\r\n\
+                    host replication repuser 10.0.0.6/32 scram-sha-256\r\n\
+                    host all all 10.0.0.0/24 md5\r\n\
+                    host all all 0.0.0.0/0 reject\r\n";
+        let e = plan_edit(done, &want).unwrap();
+        assert!(!e.changed);
+        // CRLF files get CRLF lines; a file without a final newline keeps its bytes as a prefix.
+        let crlf = plan_edit("host all all 0.0.0.0/0 reject\r\n", &want).unwrap();
+        assert!(crlf.text.contains(&format!("{BEGIN}\r\n")));
+        let bare = plan_edit("local all all peer", &want).unwrap();
+        assert!(bare
+            .text
+            .starts_with("local all all peer\n# keyferry ha: begin"));
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let tok = prop_oneof![
+            Just("all".to_string()),
+            Just("replication".to_string()),
+            Just("\"all\"".to_string()),
+            Just("repuser".to_string()),
+            Just("+grp".to_string()),
+            Just("10.0.0.5/32".to_string()),
+            Just("10.0.0.0 255.0.0.0".to_string()),
+            Just("0.0.0.0/0".to_string()),
+            Just("md5".to_string()),
+            Just("reject".to_string()),
+            Just("host".to_string()),
+            Just("local".to_string()),
+            Just("hostssl".to_string()),
+            Just("#".to_string()),
+            Just("\\".to_string()),
+            Just("\"".to_string()),
+            Just(",".to_string()),
+            "[a-z0-9.:/]{1,8}",
+        ];
+        (
+            proptest::collection::vec(tok, 0..8),
+            prop_oneof![Just("\n"), Just("\r\n"), Just(" \t\n")],
+        )
+            .prop_map(|(t, eol)| t.join(" ") + eol)
+    }
+
+    proptest! {
+        /// Whatever the text, parsing keeps every byte, and each entry spans real lines.
+        #[test]
+        fn parse_keeps_every_byte(lines in proptest::collection::vec(line(), 0..12), tail in "[ -~]{0,12}") {
+            let text = lines.concat() + &tail;
+            let f = parse(&text);
+            prop_assert_eq!(f.text(), text);
+            for w in f.entries.windows(2) {
+                prop_assert!(w[0].last < w[1].first);
+            }
+            for e in &f.entries {
+                prop_assert!(e.first <= e.last && e.last < f.lines.len());
+            }
+        }
+
+        /// The simulation is PostgreSQL's rule: the decider is the first line that surely
+        /// matches, no line before it surely matches, and an exact /32 password line at the
+        /// top always decides its peer's connections.
+        #[test]
+        fn first_sure_match_decides(lines in proptest::collection::vec(line(), 0..12), last in 0u8..255) {
+            let text = lines.concat();
+            let c = conn(true, Some("repuser"), &format!("10.0.0.{last}"));
+            let f = parse(&text);
+            let d = f.decide(&c);
+            let sure: Vec<usize> = (0..f.entries.len())
+                .filter(|&i| f.rule(i).is_some_and(|r| r.matches(&c) == Match::Yes))
+                .collect();
+            prop_assert_eq!(d.entry, sure.first().copied());
+            let top = format!("host replication repuser 10.0.0.{last}/32 md5\n{text}");
+            let g = parse(&top);
+            prop_assert_eq!(g.decide(&c).entry, Some(0));
+            prop_assert!(g.admits(&c));
+        }
+
+        /// Any edit keyferry makes lets both peers in, keeps every other line byte for byte,
+        /// and is made once: planned again, nothing changes.
+        #[test]
+        fn edits_admit_both_peers_and_keep_every_other_line(lines in proptest::collection::vec(line(), 0..12)) {
+            let text = lines.concat();
+            let want = rules(&["10.0.0.5", "10.0.0.6"]);
+            if let Ok(edit) = plan_edit(&text, &want) {
+                let after = parse(&edit.text);
+                for (c, _, now) in &edit.decisions {
+                    prop_assert!(after.admits(c), "{}: {}", c, now);
+                }
+                let mut kept: Vec<&str> = Vec::new();
+                let mut inside = false;
+                for l in edit.text.split_inclusive('\n') {
+                    match strip_eol(l) {
+                        BEGIN => inside = true,
+                        END => inside = false,
+                        _ if !inside => kept.push(l),
+                        _ => {}
+                    }
+                }
+                let kept = kept.concat();
+                prop_assert!(kept == text || kept == format!("{text}\n"), "{:?}", kept);
+                let again = plan_edit(&edit.text, &want).unwrap();
+                prop_assert!(!again.changed);
+            }
+        }
+    }
+}
