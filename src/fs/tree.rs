@@ -112,6 +112,16 @@ impl Tree {
         }
     }
 
+    /// Removes the folder `rel` if it is there and empty (never followed); false if not.
+    pub fn rmdir(&self, rel: &str) -> Result<bool> {
+        let removed = match self.parent(rel)? {
+            Some((d, name)) => d.rmdir(name)?,
+            None => false,
+        };
+        self.forget(rel);
+        Ok(removed)
+    }
+
     /// Forgets the handles of `rel` and everything under it (after it was moved or removed).
     pub fn forget(&self, rel: &str) {
         let under = format!("{rel}/");

@@ -979,10 +979,7 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
             }
             Step::Delete { path } => move_out(&live, &prev, path)?,
             Step::RmDir { path } => {
-                if let Some((d, name)) = live.parent(path)? {
-                    d.rmdir(name)?;
-                }
-                live.forget(path);
+                live.rmdir(path)?;
             }
         }
         crate::failpoint::hit("sync:step");
@@ -1244,10 +1241,7 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
                 ..
             } => remove_in(&live, path)?,
             Step::MkDir { path } => {
-                if let Some((d, name)) = live.parent(path)? {
-                    d.rmdir(name)?;
-                }
-                live.forget(path);
+                live.rmdir(path)?;
             }
         }
         crate::failpoint::hit("sync:undo-step");
