@@ -112,6 +112,16 @@ impl Tree {
         }
     }
 
+    /// Removes the file or link `rel` if it is there (never a folder, never followed).
+    pub fn remove_file(&self, rel: &str) -> Result<()> {
+        if let Some((d, name)) = self.parent(rel)? {
+            if matches!(d.entry(name)?, Entry::File { .. } | Entry::Symlink) {
+                d.unlink(name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the folder `rel` if it is there and empty (never followed); false if not.
     pub fn rmdir(&self, rel: &str) -> Result<bool> {
         let removed = match self.parent(rel)? {

@@ -379,7 +379,7 @@ fn build_tree(
                     d.path
                 )));
             }
-            remove_in(&trees.new, &d.path)?;
+            trees.new.remove_file(&d.path)?;
             again.push((d.path.clone(), Some(plan.target_name(&d.path)), 0));
             recopied.push(d.path.clone());
         }
@@ -492,22 +492,9 @@ fn move_across(a: &Tree, from: &str, b: &Tree, to: &str, b_ours: bool) -> Result
     ad.rename_to(an, &bd, bn)
 }
 
-/// Removes the file or link `rel` of a tree if it is there (never a folder, never followed).
-fn remove_in(tree: &Tree, rel: &str) -> Result<()> {
-    if let Some((d, name)) = tree.parent(rel)? {
-        if matches!(d.entry(name)?, Entry::File { .. } | Entry::Symlink) {
-            d.unlink(name)?;
-        }
-    }
-    Ok(())
-}
-
 /// Whether `rel` names anything in a tree (not followed).
 fn present(tree: &Tree, rel: &str) -> Result<bool> {
-    Ok(match tree.parent(rel)? {
-        Some((d, name)) => d.entry(name)? != Entry::Missing,
-        None => false,
-    })
+    Ok(tree.entry(rel)? != Entry::Missing)
 }
 
 /// The source folder's mode bits (Unix), for a folder new to the target.
@@ -1200,7 +1187,7 @@ fn remove_second_names(journal: &SyncJournal, dir: &Path) -> Result<()> {
             _ => false,
         };
         if same {
-            remove_in(&ours, &p.path)?;
+            ours.remove_file(&p.path)?;
         }
     }
     Ok(())
@@ -1230,7 +1217,7 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
             } => {
                 if present(&prev, target)? {
                     if target != path {
-                        remove_in(&live, path)?;
+                        live.remove_file(path)?;
                     }
                     move_across(&prev, target, &live, target, false)?;
                 }
@@ -1239,7 +1226,7 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
                 path,
                 replaced: false,
                 ..
-            } => remove_in(&live, path)?,
+            } => live.remove_file(path)?,
             Step::MkDir { path } => {
                 live.rmdir(path)?;
             }

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
 use crate::fs::{Opened, Tree};
 use std::io::Read;
-use std::path::Path;
 
 /// Read buffer per thread: large enough for BLAKE3's widest SIMD batches.
 const BUF: usize = 256 * 1024;
@@ -50,11 +49,6 @@ fn hashed(opened: Result<Option<Opened>>, buf: &mut [u8]) -> Result<Hashed> {
         Err(Error::Changed { .. }) => Ok(Hashed::NotAFile("under a link")),
         Err(e) => Err(e),
     }
-}
-
-/// BLAKE3 of one file, opened once without following a link.
-pub fn hash_file(path: &Path) -> Result<Hashed> {
-    hashed(crate::fs::open_regular(path), &mut vec![0u8; BUF])
 }
 
 /// One file to hash: its tree, relative path and expected size (for ordering and progress).
@@ -108,12 +102,16 @@ mod tests {
             assert_eq!(*g, Hashed::Hash(FileHash(*f.2.as_bytes())));
         }
         assert_eq!(total.into_inner(), 1_300_015);
-        assert_eq!(hash_file(&d.path().join("gone")).unwrap(), Hashed::Missing);
+        let mut buf = vec![0u8; BUF];
+        assert_eq!(
+            hashed(tree.open_file("gone"), &mut buf).unwrap(),
+            Hashed::Missing
+        );
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(d.path().join(&files[2].0), d.path().join("link")).unwrap();
             assert!(matches!(
-                hash_file(&d.path().join("link")).unwrap(),
+                hashed(tree.open_file("link"), &mut buf).unwrap(),
                 Hashed::NotAFile(_)
             ));
         }
