@@ -166,6 +166,16 @@ pub enum Error {
     #[error("an interrupted change on this node needs attention: {0}")]
     RecoveryConflict(String),
 
+    /// `keyferry ha` refused before changing anything (the hint says what to do).
+    #[error("{why}")]
+    HaRefused { why: String, hint: String },
+    /// A step of `keyferry ha` failed part-way (the message says what was done and undone).
+    #[error("{why}")]
+    HaFailed { why: String, hint: String },
+    /// A PostgreSQL server did not answer or refused a query.
+    #[error("{what}: {why}")]
+    Postgres { what: String, why: String },
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -212,6 +222,9 @@ impl Error {
             Error::NodeReport(_) => "node-report",
             Error::SyncRefused(_) => "sync-refused",
             Error::ProtectedChanged(_) => "protected-changed",
+            Error::HaRefused { .. } => "ha-refused",
+            Error::HaFailed { .. } => "ha-failed",
+            Error::Postgres { .. } => "postgres",
             Error::NotAFile { .. } => "not-a-file",
             Error::TooLarge { .. } => "too-large",
             Error::Changed { .. } => "changed-underfoot",
@@ -291,6 +304,9 @@ impl Error {
         "changed-underfoot",
         "node-busy",
         "recovery-conflict",
+        "ha-refused",
+        "ha-failed",
+        "postgres",
         "io",
     ];
 }

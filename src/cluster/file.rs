@@ -22,6 +22,9 @@ pub struct ClusterFile {
     pub custom: Option<CustomSection>,
     #[serde(rename = "node", default)]
     pub nodes: Vec<NodeSpec>,
+    /// `[ha]`: the PostgreSQL HA pair (`keyferry ha`, docs/ha.md).
+    #[serde(default)]
+    pub ha: Option<crate::ha::config::HaSection>,
     /// Where it was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
@@ -56,6 +59,7 @@ pub struct NodeSpec {
     pub name: String,
     pub role: Role,
     /// IP address (the vendor HA tools take addresses only).
+    #[serde(deserialize_with = "ip_literal")]
     pub address: IpAddr,
     /// Folder slots of the profile (`app`; `keytools` and `ha`; or the custom folders).
     #[serde(default)]
@@ -81,6 +85,21 @@ pub struct NodeSpec {
     /// This node's `pg_hba.conf`, if readable from here (for `diagnose --check pg-hba`).
     #[serde(default)]
     pub pg_hba: Option<PathBuf>,
+    /// This node's PostgreSQL, where it differs from the cluster's `[ha]` (`keyferry ha`).
+    #[serde(default)]
+    pub ha: Option<crate::ha::config::NodeHa>,
+}
+
+/// An IP address written as such: a host name or `localhost` is refused with the reason
+/// (the vendor HA tools take addresses only, and a name can resolve differently per node).
+fn ip_literal<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse::<IpAddr>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "address {text:?} is not an IP address: write the node's IP address (the vendor HA \
+             tools take IP addresses only, no host names, FQDNs or localhost)"
+        ))
+    })
 }
 
 impl ClusterFile {
@@ -310,7 +329,8 @@ address = "10.0.0.20"
                 SS.replace("10.0.0.12", "127.0.0.1"),
                 "not a real node address",
             ),
-            (SS.replace("10.0.0.12", "web2.corp"), "invalid"),
+            (SS.replace("10.0.0.12", "web2.corp"), "not an IP address"),
+            (SS.replace("10.0.0.12", "localhost"), "no host names"),
             (
                 SS.replace("name = \"web2\"", "name = \"/tmp/t/x\""),
                 "not a plain name",

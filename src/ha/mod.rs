@@ -1,4 +1,13 @@
-//! The PostgreSQL HA steps of a Privilege Secure pair. So far: `pg_hba.conf`, parsed,
-//! simulated and edited ([`hba`]).
+//! The PostgreSQL HA steps of a Privilege Secure pair (`keyferry ha`, docs/ha.md):
+//! `pg_hba.conf` parsed, simulated and edited ([`hba`]), the cluster file's `[ha]` section
+//! ([`config`]), the password file ([`pgpass`]), connections ([`pg`]) and the local server's
+//! programs ([`server`]).
 
+pub mod config;
 pub mod hba;
+pub mod hbaedit;
+pub mod pg;
+pub mod pgpass;
+pub mod replica;
+pub mod server;
+pub mod status;

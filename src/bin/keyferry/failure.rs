@@ -47,6 +47,13 @@ impl From<Error> for Failure {
                 hint: Some(missing_hint(what).to_owned()),
             };
         }
+        if let Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } = &e {
+            return Failure {
+                code: e.code(),
+                message: e.to_string(),
+                hint: Some(hint.clone()),
+            };
+        }
         let hint = hint_for(&e);
         Failure {
             code: e.code(),
@@ -195,6 +202,10 @@ fn hint_for(e: &Error) -> Option<&'static str> {
         }
         Error::NodeReport(_) => {
             "collect the report again with keyferry fingerprint --json on that node (same keyferry version)"
+        }
+        Error::Postgres { .. } => {
+            "check that the server runs and that this machine may reach it (keyferry ha check); \
+             the cluster file's [ha] section names the port, user and password file"
         }
         Error::InvalidInput(_) => return None,
         Error::Io { .. } => "check that the path exists and that you may read and write it",

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod dpapi;
 pub mod fingerprint;
+pub mod ha;
 pub mod keys;
 pub mod man;
 pub mod shred;
@@ -27,6 +28,9 @@ pub enum Command {
     Audit(audit::Args),
     /// Copy the application folder to the other nodes, never touching their keys
     Sync(Box<sync::Args>),
+    /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status, failover, rejoin)
+    #[command(subcommand)]
+    Ha(ha::HaCommand),
     /// Explain an error message and run the checks that bear on it
     Diagnose(diagnose::Args),
     /// Show this node's key-set fingerprint
@@ -57,6 +61,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Audit(a) => audit::run(a, ui),
         Command::Sync(a) => sync::run(*a, ui),
         Command::Diagnose(a) => diagnose::run(a, ui),
+        Command::Ha(c) => ha::run(c, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }
 }

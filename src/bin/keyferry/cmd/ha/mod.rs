@@ -1,0 +1,99 @@
+//! `keyferry ha`: the PostgreSQL HA steps of a Privilege Secure pair (docs/ha.md). This file
+//! holds what every step shares: the cluster file, the pair, the password file and the local
+//! node.
+
+pub mod hba;
+pub mod status;
+pub mod steps;
+
+use crate::cmd::CmdResult;
+use crate::ui::Ui;
+use clap::Subcommand;
+use keyferry::cluster::{host_name, ClusterFile};
+use keyferry::ha::config::{HaNode, Pair};
+use keyferry::ha::pgpass::PassFile;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum HaCommand {
+    /// Both nodes: Running Primary, Running Replica, not running or unreachable; lag, timelines, slots
+    Status(status::Args),
+    /// Put the pair's lines in pg_hba.conf where they win, checked by PostgreSQL, then reload
+    Hba(hba::Args),
+    /// Set up this node as a replica of its peer
+    #[command(subcommand)]
+    Replica(steps::ReplicaCommand),
+    /// Make the replica the primary (planned switchover, or --primary-lost)
+    Failover(steps::FailoverArgs),
+    /// Make the old primary a replica of the new one (pg_rewind, else a fresh copy)
+    Rejoin(steps::RejoinArgs),
+}
+
+pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
+    match c {
+        HaCommand::Status(a) => status::run(a, ui),
+        HaCommand::Hba(a) => hba::run(a, ui),
+        HaCommand::Replica(c) => steps::replica(c, ui),
+        HaCommand::Failover(a) => steps::failover(a, ui),
+        HaCommand::Rejoin(a) => steps::rejoin(a, ui),
+    }
+}
+
+/// The cluster file and the local node, for every `ha` step.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PairArgs {
+    /// Cluster file with the [ha] section (docs/ha.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This machine's node in the cluster file [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+/// The loaded pair and password file.
+pub struct Loaded {
+    pub pair: Pair,
+    pub passfile: PassFile,
+}
+
+impl PairArgs {
+    pub fn load(&self) -> Result<Loaded, crate::failure::Failure> {
+        let cluster = ClusterFile::load(&self.cluster)?;
+        let pair = Pair::from_cluster(&cluster)?;
+        let passfile = PassFile::load(&pair.passfile)?;
+        Ok(Loaded { pair, passfile })
+    }
+
+    /// This machine's node of the pair (by --node or host name).
+    pub fn local<'p>(&self, pair: &'p Pair) -> Result<&'p HaNode, crate::failure::Failure> {
+        match &self.node {
+            Some(n) => Ok(pair.node(n)?),
+            None => {
+                let host = host_name();
+                let short = host.split('.').next().unwrap_or(&host).to_owned();
+                pair.nodes
+                    .iter()
+                    .find(|n| n.name.eq_ignore_ascii_case(&host) || n.name.eq_ignore_ascii_case(&short))
+                    .ok_or_else(|| {
+                        keyferry::Error::HaRefused {
+                            why: format!(
+                                "this host ({host}) is neither node of the HA pair ({}, {})",
+                                pair.nodes[0].name, pair.nodes[1].name
+                            ),
+                            hint: "run it on one of the pair's nodes, or name this machine's node with --node".into(),
+                        }
+                        .into()
+                    })
+            }
+        }
+    }
+}
+
+impl Loaded {
+    pub fn connector(&self) -> keyferry::ha::pg::Connector<'_> {
+        keyferry::ha::pg::Connector {
+            pair: &self.pair,
+            passfile: &self.passfile,
+        }
+    }
+}

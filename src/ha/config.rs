@@ -1,0 +1,361 @@
+//! The cluster file's `[ha]` section and each node's `ha` table, resolved into the pair
+//! `keyferry ha` works on. No password lives here: the section names a password file in
+//! PostgreSQL's own format ([`super::pgpass`]).
+
+use crate::cluster::{ClusterFile, NodeSpec};
+use crate::error::{Error, Result};
+use crate::profile::Role;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[ha]`: what both nodes share (each may override the server's own fields).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    /// The two nodes of the pair [default: the primary and the one secondary].
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
+    /// PostgreSQL's port [5432].
+    #[serde(default = "default_pg_port")]
+    pub pg_port: u16,
+    /// The product's web-services port between the pair [6500].
+    #[serde(default = "default_web_port")]
+    pub web_port: u16,
+    /// The replication role [repuser].
+    #[serde(default = "default_repuser")]
+    pub repuser: String,
+    /// The role keyferry queries and administers the servers as [postgres].
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+    /// The database it connects to [postgres].
+    #[serde(default = "default_admin")]
+    pub database: String,
+    /// A password file in PostgreSQL's format (`host:port:database:user:password`) with the
+    /// admin's and the replication role's lines. The servers' own replication connections
+    /// read it too, so the account PostgreSQL runs as must be able to read it.
+    pub passfile: PathBuf,
+    /// The method of the pair's `pg_hba.conf` lines [scram-sha-256]; `md5` as the vendor
+    /// documents also does SCRAM for SCRAM-stored passwords.
+    #[serde(default = "default_method")]
+    pub hba_method: String,
+    /// TLS to the servers: disable, prefer, require (encrypted, certificate not checked, as
+    /// libpq means them) or verify-full (checked against `sslrootcert`) [prefer].
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// CA certificate (PEM) for `sslmode = "verify-full"`.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Seconds to wait for a server to answer [5].
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: u64,
+    /// The most WAL the primary keeps for an absent replica's slot [10GB]
+    /// (`max_slot_wal_keep_size`: a long-absent replica cannot fill the primary's disk).
+    #[serde(default = "default_keep")]
+    pub max_slot_wal_keep_size: String,
+    /// PostgreSQL's programs on both nodes (a node's `ha` table overrides this and the
+    /// next four).
+    #[serde(default)]
+    pub bin: Option<PathBuf>,
+    /// The data folder on both nodes.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Unix: the account the servers run as [postgres].
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Windows: the servers' service name.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The WAL archive folder the vendor says to empty before configuring HA.
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
+}
+
+/// A node's `ha = { ... }`: where its PostgreSQL lives and how it runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeHa {
+    /// PostgreSQL's programs (`pg_ctl`, `pg_basebackup`, `pg_rewind`, `pg_controldata`).
+    #[serde(default)]
+    pub bin: Option<PathBuf>,
+    /// The data folder.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Unix: the account the server runs as [postgres].
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Windows: the server's service name (started and stopped through the service manager).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The WAL archive folder the vendor says to empty before configuring HA.
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
+    /// This node's PostgreSQL port, where it is not the pair's.
+    #[serde(default)]
+    pub pg_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_web_port() -> u16 {
+    6500
+}
+fn default_repuser() -> String {
+    "repuser".into()
+}
+fn default_admin() -> String {
+    "postgres".into()
+}
+fn default_method() -> String {
+    "scram-sha-256".into()
+}
+fn default_timeout() -> u64 {
+    5
+}
+fn default_keep() -> String {
+    "10GB".into()
+}
+
+/// One node of the pair, resolved.
+#[derive(Debug, Clone)]
+pub struct HaNode {
+    pub name: String,
+    pub role: Role,
+    pub addr: IpAddr,
+    pub pg_port: u16,
+    pub web_port: u16,
+    pub bin: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub os_user: Option<String>,
+    pub service: Option<String>,
+    pub archive: Option<PathBuf>,
+    /// keyferry's state folder on this node (journal, lock, backups).
+    pub state_dir: PathBuf,
+}
+
+impl HaNode {
+    /// A PostgreSQL program of this node (`bin` joined, or found on PATH).
+    pub fn program(&self, name: &str) -> PathBuf {
+        let exe = if cfg!(windows) {
+            format!("{name}.exe")
+        } else {
+            name.to_owned()
+        };
+        match &self.bin {
+            Some(b) => b.join(exe),
+            None => PathBuf::from(exe),
+        }
+    }
+
+    /// The data folder, or a refusal saying where to set it.
+    pub fn data_dir(&self) -> Result<&Path> {
+        self.data.as_deref().ok_or_else(|| Error::HaRefused {
+            why: format!("node {}: no PostgreSQL data folder is set", self.name),
+            hint: format!(
+                "set data in the cluster file's [ha] section or in node {}'s ha table \
+                 (SHOW data_directory in psql tells it)",
+                self.name
+            ),
+        })
+    }
+
+    /// A replication slot name for this node (PostgreSQL allows a-z, 0-9 and _).
+    pub fn slot(&self) -> String {
+        let mut s: String = self
+            .name
+            .chars()
+            .map(|c| {
+                let c = c.to_ascii_lowercase();
+                if c.is_ascii_alphanumeric() {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        s.insert_str(0, "keyferry_");
+        s.truncate(63);
+        s
+    }
+}
+
+/// The HA pair of a cluster file.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub nodes: [HaNode; 2],
+    pub repuser: String,
+    pub admin_user: String,
+    pub database: String,
+    pub passfile: PathBuf,
+    pub hba_method: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub timeout: Duration,
+    pub max_slot_wal_keep_size: String,
+}
+
+impl Pair {
+    /// The pair of `cluster`, or why there is none.
+    pub fn from_cluster(cluster: &ClusterFile) -> Result<Pair> {
+        let bad = |why: String| Error::ClusterFile {
+            path: cluster.path.clone(),
+            why,
+        };
+        let ha = cluster.ha.as_ref().ok_or_else(|| {
+            bad("it has no [ha] section (keyferry ha needs the pair's passfile at least; see docs/ha.md)".into())
+        })?;
+        let pick: Vec<&NodeSpec> = match &ha.nodes {
+            Some(names) => {
+                if names.len() != 2 {
+                    return Err(bad(format!(
+                        "[ha] nodes must name two nodes, it names {}",
+                        names.len()
+                    )));
+                }
+                let mut v = Vec::new();
+                for n in names {
+                    let spec = cluster
+                        .nodes
+                        .iter()
+                        .find(|s| s.name.eq_ignore_ascii_case(n))
+                        .ok_or_else(|| bad(format!("[ha] nodes names {n:?}, which is no node")))?;
+                    v.push(spec);
+                }
+                v
+            }
+            None => {
+                let mut v: Vec<&NodeSpec> = cluster
+                    .nodes
+                    .iter()
+                    .filter(|s| s.role == Role::Primary)
+                    .collect();
+                let secondaries: Vec<&NodeSpec> = cluster
+                    .nodes
+                    .iter()
+                    .filter(|s| s.role == Role::Secondary)
+                    .collect();
+                if secondaries.len() != 1 {
+                    return Err(bad(format!(
+                        "[ha] nodes is not set and the file has {} secondary nodes: name the pair \
+                         with nodes = [\"primary\", \"secondary\"]",
+                        secondaries.len()
+                    )));
+                }
+                v.extend(secondaries);
+                v
+            }
+        };
+        if pick[0].name.eq_ignore_ascii_case(&pick[1].name) {
+            return Err(bad("[ha] nodes names the same node twice".into()));
+        }
+        if pick[0].address == pick[1].address {
+            return Err(bad(format!(
+                "the pair's nodes {} and {} have the same address",
+                pick[0].name, pick[1].name
+            )));
+        }
+        for name in [&ha.repuser, &ha.admin_user, &ha.database, &ha.hba_method] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(bad(format!(
+                    "[ha]: {name:?} is not a plain PostgreSQL name (letters, digits, _ and -)"
+                )));
+            }
+        }
+        if matches!(ha.hba_method.as_str(), "trust" | "password" | "reject") {
+            return Err(bad(format!(
+                "[ha] hba_method {:?} would let the peer in without a password, send it in clear \
+                 text, or lock it out: use scram-sha-256 (or md5 for md5-stored passwords)",
+                ha.hba_method
+            )));
+        }
+        if ha.sslmode == SslMode::VerifyFull && ha.sslrootcert.is_none() {
+            return Err(bad(
+                "[ha] sslmode = \"verify-full\" needs sslrootcert (the CA certificate)".into(),
+            ));
+        }
+        if !(1..=600).contains(&ha.connect_timeout) {
+            return Err(bad("[ha] connect_timeout must be 1 to 600 seconds".into()));
+        }
+        let keep = &ha.max_slot_wal_keep_size;
+        let digits = keep.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &keep[digits.len()..];
+        if digits.parse::<u64>().is_err() || !matches!(unit, "" | "kB" | "MB" | "GB" | "TB") {
+            return Err(bad(format!(
+                "[ha] max_slot_wal_keep_size {keep:?} is not a size like \"10GB\""
+            )));
+        }
+        let resolve = |s: &NodeSpec| -> HaNode {
+            let own = s.ha.clone().unwrap_or_default();
+            HaNode {
+                name: s.name.clone(),
+                role: s.role,
+                addr: s.address,
+                pg_port: own.pg_port.unwrap_or(ha.pg_port),
+                web_port: ha.web_port,
+                bin: own.bin.or_else(|| ha.bin.clone()),
+                data: own.data.or_else(|| ha.data.clone()),
+                os_user: own
+                    .os_user
+                    .or_else(|| ha.os_user.clone())
+                    .or_else(|| (!cfg!(windows)).then(|| "postgres".to_owned())),
+                service: own.service.or_else(|| ha.service.clone()),
+                archive: own.archive.or_else(|| ha.archive.clone()),
+                state_dir: s
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(crate::cluster::default_state_dir),
+            }
+        };
+        Ok(Pair {
+            nodes: [resolve(pick[0]), resolve(pick[1])],
+            repuser: ha.repuser.clone(),
+            admin_user: ha.admin_user.clone(),
+            database: ha.database.clone(),
+            passfile: ha.passfile.clone(),
+            hba_method: ha.hba_method.clone(),
+            sslmode: ha.sslmode,
+            sslrootcert: ha.sslrootcert.clone(),
+            timeout: Duration::from_secs(ha.connect_timeout),
+            max_slot_wal_keep_size: ha.max_slot_wal_keep_size.clone(),
+        })
+    }
+
+    /// The node called `name` (case-insensitive), or a refusal naming both.
+    pub fn node(&self, name: &str) -> Result<&HaNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::HaRefused {
+                why: format!(
+                    "node {name:?} is not one of the HA pair ({}, {})",
+                    self.nodes[0].name, self.nodes[1].name
+                ),
+                hint: "run keyferry ha on one of the pair's nodes, or name it with --node".into(),
+            })
+    }
+
+    /// The other node of the pair.
+    pub fn peer_of(&self, node: &HaNode) -> &HaNode {
+        if self.nodes[0].name == node.name {
+            &self.nodes[1]
+        } else {
+            &self.nodes[0]
+        }
+    }
+}

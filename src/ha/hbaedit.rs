@@ -1,0 +1,277 @@
+//! `ha hba`: the pair's lines put into a `pg_hba.conf` through the transaction engine
+//! (backup, atomic replace keeping the file's owner, mode and ACL). On a running server the
+//! file is the one `SHOW hba_file` names, and the new file is checked by PostgreSQL itself
+//! (`pg_hba_file_rules.error`) before the reload: `pg_reload_conf()` returns true even for a
+//! broken file, and the server then silently keeps its old rules. A file PostgreSQL rejects
+//! is put back from the backup, and the server is not reloaded.
+
+use super::config::{HaNode, Pair};
+use super::hba::{self, Connection, Edit, PeerRules};
+use super::pg;
+use crate::error::{Error, Result};
+use crate::txn::{Before, Change};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest `pg_hba.conf` read.
+pub const MAX_HBA: u64 = 1024 * 1024;
+
+/// How one of the pair's connections is decided before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRow {
+    pub connection: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// What `ha hba` did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct HbaReport {
+    pub path: PathBuf,
+    pub changed: bool,
+    pub dry_run: bool,
+    pub decisions: Vec<DecisionRow>,
+    /// The new file's text (only with `--dry-run`, for review).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_text: Option<String>,
+    pub backup: Option<PathBuf>,
+    /// Checked by PostgreSQL (`pg_hba_file_rules`) and reloaded.
+    pub reloaded: bool,
+}
+
+/// The pair's wanted rules.
+pub fn peer_rules(pair: &Pair, override_reject: bool) -> PeerRules {
+    PeerRules {
+        peers: pair.nodes.iter().map(|n| n.addr).collect(),
+        repuser: pair.repuser.clone(),
+        method: pair.hba_method.clone(),
+        override_reject,
+    }
+}
+
+/// Plans the edit of `text`, refusals worded for `path`.
+pub fn plan(text: &str, path: &Path, want: &PeerRules) -> Result<Edit> {
+    hba::plan_edit(text, want).map_err(|r| Error::HaRefused {
+        why: format!("{}: {r}", path.display()),
+        hint: match r {
+            hba::Refusal::Reject { .. } => {
+                "remove the reject line if it is no longer wanted, or pass --override-reject".into()
+            }
+            _ => {
+                "fix the file by hand (nothing was changed), then run keyferry ha hba again".into()
+            }
+        },
+    })
+}
+
+fn rows(edit: &Edit) -> Vec<DecisionRow> {
+    edit.decisions
+        .iter()
+        .map(|(c, b, a)| DecisionRow {
+            connection: c.to_string(),
+            before: b.clone(),
+            after: a.clone(),
+        })
+        .collect()
+}
+
+fn read_text(path: &Path) -> Result<(crate::txn::Looked, String)> {
+    let mut looked = crate::txn::look(path, MAX_HBA, &[])?;
+    let Some(bytes) = looked.bytes.take() else {
+        return Err(Error::missing(path, "pg_hba.conf"));
+    };
+    let text = String::from_utf8(bytes.expose_secret().to_vec()).map_err(|_| Error::HaRefused {
+        why: format!("{}: not UTF-8 text", path.display()),
+        hint: "save pg_hba.conf as UTF-8 (or plain ASCII) text".into(),
+    })?;
+    Ok((looked, text))
+}
+
+/// Edits a `pg_hba.conf` on its own (no server): plan, and unless `dry_run`, write.
+pub fn edit_file(
+    pair: &Pair,
+    node: &HaNode,
+    path: &Path,
+    override_reject: bool,
+    dry_run: bool,
+) -> Result<HbaReport> {
+    edit(pair, node, path, override_reject, dry_run, &|| Ok(()))
+}
+
+fn edit(
+    pair: &Pair,
+    node: &HaNode,
+    path: &Path,
+    override_reject: bool,
+    dry_run: bool,
+    validate: &dyn Fn() -> Result<()>,
+) -> Result<HbaReport> {
+    let want = peer_rules(pair, override_reject);
+    // Refusals first, without the lock: they leave everything as it was.
+    let (_, text) = read_text(path)?;
+    let edit = plan(&text, path, &want)?;
+    let mut report = HbaReport {
+        path: path.to_owned(),
+        changed: edit.changed,
+        dry_run,
+        decisions: rows(&edit),
+        new_text: dry_run.then(|| edit.text.clone()),
+        backup: None,
+        reloaded: false,
+    };
+    if dry_run || !edit.changed {
+        return Ok(report);
+    }
+    let (_lock, _recovered) =
+        crate::txn::begin(&node.state_dir, &node.name, crate::txn::DEFAULT_WAIT)?;
+    let (looked, text) = read_text(path)?;
+    let edit = plan(&text, path, &want)?;
+    report.decisions = rows(&edit);
+    if !edit.changed {
+        report.changed = false;
+        return Ok(report);
+    }
+    debug_assert!(matches!(looked.before, Before::File { .. }));
+    let ctx = crate::txn::Context {
+        state_dir: &node.state_dir,
+        backup_root: node
+            .state_dir
+            .join("backups")
+            .join(&node.name)
+            .join("pg_hba"),
+        node: &node.name,
+        command: "ha hba",
+    };
+    let change = Change {
+        path: path.to_owned(),
+        label: "pg_hba.conf".into(),
+        before: looked.before,
+        content: crate::secret::KeyBytes::copy_from(edit.text.as_bytes()),
+        attrs: looked.attrs,
+        attr_source: looked.attr_source,
+    };
+    let failure: RefCell<Option<Error>> = RefCell::new(None);
+    let verify = || {
+        validate().inspect_err(|e| {
+            *failure.borrow_mut() = Some(match e {
+                Error::HaFailed { why, hint } => Error::HaFailed {
+                    why: why.clone(),
+                    hint: hint.clone(),
+                },
+                other => Error::HaFailed {
+                    why: other.to_string(),
+                    hint: "nothing was changed; fix the cause and run again".into(),
+                },
+            })
+        })
+    };
+    match crate::txn::apply(&ctx, vec![change], &verify) {
+        Ok(applied) => {
+            report.backup = applied.backup_dir.map(|d| d.join("pg_hba.conf"));
+            Ok(report)
+        }
+        Err(e) => Err(failure.into_inner().unwrap_or(e)),
+    }
+}
+
+/// Errors PostgreSQL reports for the `pg_hba.conf` on disk, as `line N: error`.
+fn file_errors(client: &mut postgres::Client, node: &HaNode) -> Result<Vec<String>> {
+    let rows = pg::query(
+        client,
+        node,
+        "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY 1",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let line: Option<i32> = r.get(0);
+            let err: String = r.get(1);
+            match line {
+                Some(l) => format!("line {l}: {err}"),
+                None => err,
+            }
+        })
+        .collect())
+}
+
+/// `ha hba` on the local running server: finds the file, edits it, has PostgreSQL check it,
+/// reloads and confirms the reload.
+pub fn edit_server(
+    conn: &pg::Connector<'_>,
+    node: &HaNode,
+    override_reject: bool,
+    dry_run: bool,
+) -> Result<HbaReport> {
+    let mut client = conn.admin(node)?;
+    let row = pg::query_one(&mut client, node, "SHOW hba_file", &[])?;
+    let path = PathBuf::from(row.get::<_, String>(0));
+    let errors = file_errors(&mut client, node)?;
+    if !errors.is_empty() {
+        return Err(Error::HaRefused {
+            why: format!(
+                "PostgreSQL already rejects {} as it is ({}): the server runs on older rules",
+                path.display(),
+                errors.join("; ")
+            ),
+            hint: "fix those lines first (SELECT * FROM pg_hba_file_rules WHERE error IS NOT NULL \
+                   shows them), then run keyferry ha hba again"
+                .into(),
+        });
+    }
+    let client = RefCell::new(client);
+    let validate = || -> Result<()> {
+        let errors = file_errors(&mut client.borrow_mut(), node)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::HaFailed {
+                why: format!(
+                    "PostgreSQL rejects the edited {} ({}); the file was put back as it was and \
+                     the server was not reloaded: it keeps its rules",
+                    path.display(),
+                    errors.join("; ")
+                ),
+                hint: "check hba_method and the file's other lines, then run keyferry ha hba again"
+                    .into(),
+            })
+        }
+    };
+    let mut report = edit(conn.pair, node, &path, override_reject, dry_run, &validate)?;
+    if dry_run || !report.changed {
+        return Ok(report);
+    }
+    let mut client = client.into_inner();
+    let before: std::time::SystemTime =
+        pg::query_one(&mut client, node, "SELECT pg_conf_load_time()", &[])?.get(0);
+    pg::query_one(&mut client, node, "SELECT pg_reload_conf()", &[])?;
+    let reloaded = super::server::wait_for(Duration::from_secs(15), || {
+        let mut c = conn.admin(node)?;
+        let t: std::time::SystemTime =
+            pg::query_one(&mut c, node, "SELECT pg_conf_load_time()", &[])?.get(0);
+        Ok(t > before)
+    })?;
+    if !reloaded {
+        return Err(Error::HaFailed {
+            why: format!(
+                "{} was written (backup {}) but the server did not reload within 15 s",
+                path.display(),
+                report
+                    .backup
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            hint: "check the server's log, then SELECT pg_reload_conf()".into(),
+        });
+    }
+    report.reloaded = true;
+    Ok(report)
+}
+
+/// Whether the text lets `c` in (for checks).
+pub fn admits(text: &str, c: &Connection) -> bool {
+    hba::parse(text).admits(c)
+}

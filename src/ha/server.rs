@@ -1,0 +1,237 @@
+//! The local PostgreSQL server, through PostgreSQL's own programs: `pg_ctl` (or the service
+//! manager where the node names a service), `pg_controldata`, `pg_basebackup`, `pg_rewind`.
+//! On Unix, run as root, they run as the account PostgreSQL runs as (`runuser -u`), since
+//! PostgreSQL refuses root and its files belong to that account. Their arguments never hold
+//! a password: connection strings name the password file (`passfile=`).
+
+use super::config::HaNode;
+use crate::error::{Error, Result};
+use crate::remote::process::{self, Finished};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Most output kept from PostgreSQL's programs.
+const MAX_OUT: u64 = 1024 * 1024;
+
+/// A command for one of the node's PostgreSQL programs, as the node's account.
+pub fn command(node: &HaNode, program: &str, args: &[OsString]) -> Command {
+    let exe = node.program(program);
+    #[cfg(unix)]
+    if let Some(user) = &node.os_user {
+        if rustix::process::geteuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(user).arg("--").arg(exe).args(args);
+            c.current_dir("/");
+            return c;
+        }
+    }
+    let mut c = Command::new(exe);
+    c.args(args);
+    c
+}
+
+/// Runs a program and insists it succeeds.
+pub fn run_ok(
+    node: &HaNode,
+    program: &str,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<Finished> {
+    let what = format!("{program} on {}", node.name);
+    let done = process::run(command(node, program, args), timeout, MAX_OUT).map_err(|e| {
+        Error::HaFailed {
+            why: format!("{what}: {e}"),
+            hint: "check the node's bin folder in the cluster file's [ha] section".into(),
+        }
+    })?;
+    if !done.success {
+        return Err(Error::HaFailed {
+            why: format!("{what} failed: {}", done.last_error_line()),
+            hint: "the message is PostgreSQL's own; fix its cause and run the step again".into(),
+        });
+    }
+    Ok(done)
+}
+
+fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+/// Where the server's start-up log goes when keyferry starts it with `pg_ctl`: beside the
+/// data folder (`<data>.keyferry.log`), never inside it (base backups and rewinds copy it).
+pub fn start_log(data: &Path) -> PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_os_string();
+    name.push(".keyferry.log");
+    data.with_file_name(name)
+}
+
+/// Whether the local server of `data` runs (`pg_ctl status`: 0 runs, 3 stopped).
+pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
+    let done = process::run(
+        command(node, "pg_ctl", &[os("status"), os("-D"), data.into()]),
+        Duration::from_secs(30),
+        MAX_OUT,
+    )
+    .map_err(|e| Error::HaFailed {
+        why: format!("pg_ctl status on {}: {e}", node.name),
+        hint: "check the node's bin folder in the cluster file's [ha] section".into(),
+    })?;
+    match done.code {
+        Some(0) => Ok(true),
+        Some(3) => Ok(false),
+        _ => Err(Error::HaRefused {
+            why: format!(
+                "pg_ctl status on {} for {}: {}",
+                node.name,
+                data.display(),
+                done.last_error_line()
+            ),
+            hint: "check the node's data folder in the cluster file's [ha] section".into(),
+        }),
+    }
+}
+
+/// Stops the local server cleanly (fast mode: sessions are ended, a shutdown checkpoint is
+/// written and, on a primary, sent to the replicas before it exits).
+pub fn stop(node: &HaNode, data: &Path) -> Result<()> {
+    if let Some(service) = &node.service {
+        return service_control(node, service, false);
+    }
+    run_ok(
+        node,
+        "pg_ctl",
+        &[
+            os("stop"),
+            os("-D"),
+            data.into(),
+            os("-m"),
+            os("fast"),
+            os("-w"),
+            os("-t"),
+            os("120"),
+        ],
+        Duration::from_secs(150),
+    )?;
+    Ok(())
+}
+
+/// Starts the local server and waits until it accepts connections.
+pub fn start(node: &HaNode, data: &Path) -> Result<()> {
+    if let Some(service) = &node.service {
+        return service_control(node, service, true);
+    }
+    run_ok(
+        node,
+        "pg_ctl",
+        &[
+            os("start"),
+            os("-D"),
+            data.into(),
+            os("-l"),
+            start_log(data).into(),
+            os("-w"),
+            os("-t"),
+            os("120"),
+        ],
+        Duration::from_secs(150),
+    )?;
+    Ok(())
+}
+
+/// Starts or stops the server's service: systemd on Linux, the service manager on Windows
+/// (`net start`/`net stop` wait for the service to reach its state).
+fn service_control(node: &HaNode, service: &str, start: bool) -> Result<()> {
+    let (prog, args): (&str, Vec<&str>) = if cfg!(windows) {
+        (
+            "net.exe",
+            vec![if start { "start" } else { "stop" }, service],
+        )
+    } else {
+        (
+            "systemctl",
+            vec![if start { "start" } else { "stop" }, service],
+        )
+    };
+    let mut c = Command::new(prog);
+    c.args(&args);
+    let done = process::run(c, Duration::from_secs(180), MAX_OUT).map_err(|e| Error::HaFailed {
+        why: format!("{prog} {} on {}: {e}", args.join(" "), node.name),
+        hint: "check the service name in the cluster file's [ha] section".into(),
+    })?;
+    if !done.success {
+        return Err(Error::HaFailed {
+            why: format!(
+                "{prog} {} on {} failed: {}",
+                args.join(" "),
+                node.name,
+                done.last_error_line()
+            ),
+            hint: "check the service name in the cluster file's [ha] section and the server's log"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// What `pg_controldata` says about a data folder (the lines keyferry needs).
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Control {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(String::as_str)
+    }
+
+    /// "shut down" (a primary stopped cleanly), "shut down in recovery" (a replica), ...
+    pub fn state(&self) -> &str {
+        self.get("Database cluster state").unwrap_or("unknown")
+    }
+
+    pub fn timeline(&self) -> Option<u32> {
+        self.get("Latest checkpoint's TimeLineID")?.parse().ok()
+    }
+
+    /// Whether `pg_rewind` can work on it: `wal_log_hints` on or data checksums.
+    pub fn rewindable(&self) -> bool {
+        self.get("wal_log_hints setting") == Some("on")
+            || self
+                .get("Data page checksum version")
+                .is_some_and(|v| v != "0")
+    }
+}
+
+/// Reads `pg_controldata` of a (stopped or running) data folder.
+pub fn control(node: &HaNode, data: &Path) -> Result<Control> {
+    let done = run_ok(
+        node,
+        "pg_controldata",
+        &[os("-D"), data.into()],
+        Duration::from_secs(30),
+    )?;
+    let mut fields = BTreeMap::new();
+    for line in String::from_utf8_lossy(&done.stdout).lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            fields.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    Ok(Control { fields })
+}
+
+/// Waits until `check` says yes, up to `limit`, polling.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
