@@ -123,3 +123,232 @@ fn from_nothing_to_a_pair_then_failover_rejoin_and_back() {
     });
     assert!(seen, "every row on the replica too: {:?}", rows(&bed, 1));
 }
+
+/// Every process's argv and environment, read while `f` runs, and every file under the bed
+/// but the password file afterwards: neither password may appear anywhere.
+fn assert_passwords_stay_in_the_passfile(bed: &Bed, f: impl FnOnce()) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let secrets = [bed.admin_pw.clone(), bed.rep_pw.clone()];
+    let done = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let mut scans = 0;
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut hits = Vec::new();
+            let mut n = 0;
+            while !done.load(Ordering::SeqCst) {
+                n += 1;
+                for p in std::fs::read_dir("/proc").unwrap().flatten() {
+                    for what in ["cmdline", "environ"] {
+                        if let Ok(b) = std::fs::read(p.path().join(what)) {
+                            for s in &secrets {
+                                if b.windows(s.len()).any(|w| w == s.as_bytes()) {
+                                    hits.push(format!("{}/{what}", p.path().display()));
+                                }
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (hits, n)
+        });
+        f();
+        done.store(true, Ordering::SeqCst);
+        (seen, scans) = h.join().unwrap();
+    });
+    assert!(scans > 10, "the process scan ran {scans} times only");
+    assert!(seen.is_empty(), "a password was in {seen:?}");
+    let all = pgbed::files(&bed.dir);
+    assert!(all.len() > 500, "the scan saw {} files", all.len());
+    for (path, bytes) in all {
+        if path == bed.passfile {
+            continue;
+        }
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "a password is in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn nft_drop(bed: &Bed, i: usize, port: u16) {
+    bed.in_ns(i, &["nft", "add", "table", "inet", "kf"]);
+    bed.in_ns(
+        i,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "kf",
+            "input",
+            "{ type filter hook input priority 0 ; }",
+        ],
+    );
+    bed.in_ns(
+        i,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "kf",
+            "input",
+            "tcp",
+            "dport",
+            &port.to_string(),
+            "drop",
+        ],
+    );
+}
+
+fn codes(r: &common::Run, node: &str) -> Vec<String> {
+    r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["node"] == node && f["severity"] != "ok")
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
+    need_bed!();
+    let bed = Bed::new();
+    // Before any set-up: the check says what is missing.
+    let r = bed.keyferry(0, &["ha", "check", "--json"]);
+    r.assert_code(1);
+    let peer = codes(&r, "nps2");
+    assert!(peer.contains(&"hba-refuses".to_owned()), "{peer:?}");
+    assert!(
+        peer.contains(&"port-refused".to_owned()),
+        "6500 has no listener: {peer:?}"
+    );
+
+    // A reject line for the peer above: refused, the file byte for byte as it was.
+    let hba = format!(
+        "host replication all 10.231.0.2/32 reject\n{}",
+        bed.base_hba()
+    );
+    bed.write_hba(0, &hba);
+    let snap = bed.config_snapshot(0);
+    let r = bed.keyferry(0, &["ha", "hba"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("rejects a peer explicitly"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("--override-reject"), "{}", r.stderr());
+    assert_eq!(snap, bed.config_snapshot(0));
+
+    // An edit PostgreSQL rejects (ldap needs options): put back, server not reloaded.
+    bed.write_hba(0, &bed.base_hba());
+    bed.write_cluster("hba_method = \"ldap\"");
+    let before = std::fs::read(bed.hba_path(0)).unwrap();
+    let r = bed.keyferry(0, &["ha", "hba"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("PostgreSQL rejects the edited"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("put back as it was"), "{}", r.stderr());
+    assert_eq!(before, std::fs::read(bed.hba_path(0)).unwrap());
+    assert_eq!(
+        bed.psql(
+            0,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL"
+        ),
+        "0"
+    );
+    assert_eq!(bed.psql(0, "SELECT 1"), "1", "the server keeps working");
+
+    // Host names and localhost in the cluster file: refused before anything is touched.
+    for bad in ["nps2.corp.example", "localhost", "127.0.0.1"] {
+        bed.write_cluster("");
+        let text = std::fs::read_to_string(&bed.cluster).unwrap();
+        std::fs::write(&bed.cluster, text.replace("10.231.0.2", bad)).unwrap();
+        let snap = bed.config_snapshot(0);
+        for args in [
+            &["ha", "hba"][..],
+            &["ha", "replica", "init"],
+            &["ha", "check"],
+        ] {
+            let r = bed.keyferry(0, args);
+            r.assert_code(2);
+            assert!(
+                r.stderr().contains("not an IP address")
+                    || r.stderr().contains("not a real node address"),
+                "{bad}: {}",
+                r.stderr()
+            );
+        }
+        assert_eq!(snap, bed.config_snapshot(0));
+    }
+    bed.write_cluster("");
+
+    // Nothing listening vs. dropped by a firewall rule inside the peer's namespace.
+    bed.stop(1);
+    let r = bed.keyferry(0, &["ha", "check", "--json"]);
+    r.assert_code(1);
+    let found = r.json()["findings"].as_array().unwrap().clone();
+    let pg_port = |want: &str| {
+        found
+            .iter()
+            .any(|f| f["code"] == want && f["message"].as_str().unwrap().contains(":5432"))
+    };
+    assert!(pg_port("port-refused"), "{found:?}");
+    let r = bed.keyferry(0, &["ha", "status", "--json"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["nodes"][1]["role"], "not-running");
+    bed.start(1);
+    nft_drop(&bed, 1, 5432);
+    let r = bed.keyferry(0, &["ha", "check", "--json"]);
+    r.assert_code(1);
+    let found = r.json()["findings"].as_array().unwrap().clone();
+    assert!(
+        found.iter().any(
+            |f| f["code"] == "port-dropped" && f["message"].as_str().unwrap().contains(":5432")
+        ),
+        "{found:?}"
+    );
+    let r = bed.keyferry(0, &["ha", "status", "--json"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["nodes"][1]["role"], "unreachable");
+}
+
+#[test]
+fn status_says_split_brain_loudly() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    assert_passwords_stay_in_the_passfile(&bed, || {
+        bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+        bed.keyferry(1, &["ha", "status"]).assert_code(0);
+    });
+    // Someone promotes the replica by hand while the primary still runs.
+    bed.psql(1, "SELECT pg_promote()");
+    let split = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        bed.psql(1, "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert!(split);
+    let r = bed.keyferry(0, &["ha", "status"]);
+    r.assert_code(1);
+    assert!(r.stdout().contains("SPLIT BRAIN"), "{}", r.stdout());
+    let r = bed.keyferry(1, &["ha", "status", "--json"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["verdict"], "split-brain");
+    // Rejoin refuses to throw away the second primary's writes without a decision.
+    let r = bed.keyferry(1, &["ha", "rejoin"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("split brain"), "{}", r.stderr());
+}

@@ -217,11 +217,12 @@ impl Rule {
         [ty, db, user, addr].into_iter().min().expect("four parts")
     }
 
-    /// A method that lets a peer in with the replication user's password.
+    /// A method that lets a peer in with the replication user's password (checked by the
+    /// server itself, or by the LDAP, RADIUS or PAM service it names).
     pub fn admits_password(&self) -> bool {
         matches!(
             self.method.as_str(),
-            "md5" | "scram-sha-256" | "password" | "trust"
+            "md5" | "scram-sha-256" | "password" | "trust" | "ldap" | "radius" | "pam"
         )
     }
 }

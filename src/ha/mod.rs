@@ -3,6 +3,7 @@
 //! ([`config`]), the password file ([`pgpass`]), connections ([`pg`]) and the local server's
 //! programs ([`server`]).
 
+pub mod check;
 pub mod config;
 pub mod hba;
 pub mod hbaedit;

@@ -415,3 +415,52 @@ impl Drop for Bed {
         }
     }
 }
+
+/// Every regular file under `root` (sockets, FIFOs and links skipped), with its bytes.
+pub fn files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                if let Ok(b) = std::fs::read(e.path()) {
+                    out.insert(e.path(), b);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Bed {
+    /// What a refusal must leave as it was on node `i`: its configuration files, keyferry's
+    /// state folder, and the names in the node's folder (no new data folder, no leftovers).
+    /// The data folder's other files change while the server runs, so they are left out.
+    pub fn config_snapshot(&self, i: usize) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for name in [
+            "pg_hba.conf",
+            "pg_ident.conf",
+            "postgresql.conf",
+            "postgresql.auto.conf",
+        ] {
+            let p = self.data(i).join(name);
+            v.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+        }
+        v.extend(files(&self.node_dir(i).join("state")));
+        let mut names: Vec<String> = std::fs::read_dir(self.node_dir(i))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        v.push((self.node_dir(i), names.join("\n").into_bytes()));
+        v
+    }
+}

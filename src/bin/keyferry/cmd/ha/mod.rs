@@ -2,6 +2,7 @@
 //! holds what every step shares: the cluster file, the pair, the password file and the local
 //! node.
 
+pub mod check;
 pub mod hba;
 pub mod status;
 pub mod steps;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum HaCommand {
+    /// Addresses, ports, pg_hba.conf decisions, streaming settings, versions, Archive folder
+    Check(check::Args),
     /// Both nodes: Running Primary, Running Replica, not running or unreachable; lag, timelines, slots
     Status(status::Args),
     /// Put the pair's lines in pg_hba.conf where they win, checked by PostgreSQL, then reload
@@ -31,6 +34,7 @@ pub enum HaCommand {
 
 pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
     match c {
+        HaCommand::Check(a) => check::run(a, ui),
         HaCommand::Status(a) => status::run(a, ui),
         HaCommand::Hba(a) => hba::run(a, ui),
         HaCommand::Replica(c) => steps::replica(c, ui),
