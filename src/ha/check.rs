@@ -334,3 +334,23 @@ fn archive_check(f: &mut Vec<Finding>, node: &str, archive: &Path) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_documented_once() {
+        let docs = include_str!("../../docs/ha.md");
+        let mut seen = std::collections::HashSet::new();
+        for c in Code::ALL {
+            let s = c.as_str();
+            assert!(!s.is_empty());
+            assert!(seen.insert(s.clone()), "duplicate {s}");
+            assert!(
+                docs.contains(&format!("| `{s}` |")),
+                "{s} is not in docs/ha.md"
+            );
+        }
+    }
+}

@@ -217,12 +217,11 @@ impl Rule {
         [ty, db, user, addr].into_iter().min().expect("four parts")
     }
 
-    /// A method that lets a peer in with the replication user's password (checked by the
-    /// server itself, or by the LDAP, RADIUS or PAM service it names).
+    /// A method that lets a peer in with the replication user's password.
     pub fn admits_password(&self) -> bool {
         matches!(
             self.method.as_str(),
-            "md5" | "scram-sha-256" | "password" | "trust" | "ldap" | "radius" | "pam"
+            "md5" | "scram-sha-256" | "password" | "trust"
         )
     }
 }
@@ -753,7 +752,17 @@ pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
         .iter()
         .map(|c| (c.clone(), file.describe(c), after.describe(c)))
         .collect();
-    debug_assert!(conns.iter().all(|c| after.admits(c)));
+    // Each peer connection is now decided by a line of the block, nothing above it.
+    debug_assert!(
+        already
+            || conns.iter().all(|c| {
+                let d = after.decide(c);
+                d.maybe_before.is_empty()
+                    && d.entry
+                        .and_then(|i| after.rule(i))
+                        .is_some_and(|r| r.method == want.method)
+            })
+    );
     Ok(Edit {
         changed: new_text != text,
         text: new_text,
