@@ -115,6 +115,7 @@ def setup(scale):
             d = f"{ROOT}/{NAMES[i]}"
             f.write(f'[[node]]\nname = "{NAMES[i]}"\nrole = "{["primary", "secondary"][i]}"\n'
                     f'address = "{ADDR[i]}"\nstate_dir = "{d}/state"\n'
+                    f'paths = {{ keytools = "{d}/keytools", ha = "{d}/ha" }}\n'
                     f'ha = {{ data = "{data(i)}" }}\n')
     return cluster, passfile, int(size)
 

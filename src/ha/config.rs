@@ -61,9 +61,6 @@ pub struct HaSection {
     /// The data folder on both nodes.
     #[serde(default)]
     pub data: Option<PathBuf>,
-    /// Unix: the account the servers run as [postgres].
-    #[serde(default)]
-    pub os_user: Option<String>,
     /// Windows: the servers' service name.
     #[serde(default)]
     pub service: Option<String>,
@@ -82,9 +79,6 @@ pub struct NodeHa {
     /// The data folder.
     #[serde(default)]
     pub data: Option<PathBuf>,
-    /// Unix: the account the server runs as [postgres].
-    #[serde(default)]
-    pub os_user: Option<String>,
     /// Windows: the server's service name (started and stopped through the service manager).
     #[serde(default)]
     pub service: Option<String>,
@@ -138,7 +132,6 @@ pub struct HaNode {
     pub web_port: u16,
     pub bin: Option<PathBuf>,
     pub data: Option<PathBuf>,
-    pub os_user: Option<String>,
     pub service: Option<String>,
     pub archive: Option<PathBuf>,
     /// keyferry's state folder on this node (journal, lock, backups).
@@ -310,10 +303,6 @@ impl Pair {
                 web_port: ha.web_port,
                 bin: own.bin.or_else(|| ha.bin.clone()),
                 data: own.data.or_else(|| ha.data.clone()),
-                os_user: own
-                    .os_user
-                    .or_else(|| ha.os_user.clone())
-                    .or_else(|| (!cfg!(windows)).then(|| "postgres".to_owned())),
                 service: own.service.or_else(|| ha.service.clone()),
                 archive: own.archive.or_else(|| ha.archive.clone()),
                 state_dir: s

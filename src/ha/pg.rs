@@ -121,15 +121,39 @@ impl Connector<'_> {
         if self.pair.sslmode == SslMode::Disable {
             return config.connect(postgres::NoTls).map_err(failed);
         }
+        if let (SslMode::VerifyFull, Some(ca)) = (self.pair.sslmode, &self.pair.sslrootcert) {
+            // A missing or unreadable CA file is the cluster file's fault: say so up front.
+            crate::fs::read_bounded(ca, 1024 * 1024, "CA certificate")?;
+        }
+        let tls = LazyTls {
+            sslmode: self.pair.sslmode,
+            rootcert: self.pair.sslrootcert.clone(),
+        };
+        config.connect(tls).map_err(failed)
+    }
+}
+
+/// TLS for a connection, set up only when the server agrees to TLS: building a connector
+/// makes OpenSSL read the system's CA bundle (tens of milliseconds), which `prefer` against
+/// a server without TLS does not need.
+#[derive(Debug, Clone)]
+struct LazyTls {
+    sslmode: SslMode,
+    rootcert: Option<std::path::PathBuf>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl LazyTls {
+    fn build(&self) -> std::result::Result<native_tls::TlsConnector, BoxError> {
         let mut tls = native_tls::TlsConnector::builder();
-        match (&self.pair.sslmode, &self.pair.sslrootcert) {
+        // Only the CA the cluster file names is trusted (as libpq's sslrootcert).
+        tls.disable_built_in_roots(true);
+        match (&self.sslmode, &self.rootcert) {
             (SslMode::VerifyFull, Some(ca)) => {
                 let pem = crate::fs::read_bounded(ca, 1024 * 1024, "CA certificate")?;
-                let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| Error::HaRefused {
-                    why: format!("{}: not a PEM certificate: {e}", ca.display()),
-                    hint: "set sslrootcert to the CA certificate that signed the servers' certificates"
-                        .into(),
-                })?;
+                let cert = native_tls::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?;
                 tls.add_root_certificate(cert);
             }
             _ => {
@@ -138,13 +162,45 @@ impl Connector<'_> {
                     .danger_accept_invalid_hostnames(true);
             }
         }
-        let tls = tls.build().map_err(|e| Error::Postgres {
-            what: what.clone(),
-            why: format!("TLS set-up: {e}"),
-        })?;
-        config
-            .connect(postgres_native_tls::MakeTlsConnector::new(tls))
-            .map_err(failed)
+        Ok(tls.build()?)
+    }
+}
+
+/// [`LazyTls`] for one host.
+struct LazyConnect {
+    tls: LazyTls,
+    domain: String,
+}
+
+impl postgres::tls::MakeTlsConnect<postgres::Socket> for LazyTls {
+    type Stream = postgres_native_tls::TlsStream<postgres::Socket>;
+    type TlsConnect = LazyConnect;
+    type Error = BoxError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<LazyConnect, BoxError> {
+        Ok(LazyConnect {
+            tls: self.clone(),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+impl postgres::tls::TlsConnect<postgres::Socket> for LazyConnect {
+    type Stream = postgres_native_tls::TlsStream<postgres::Socket>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Self::Stream, BoxError>> + Send>,
+    >;
+
+    fn connect(self, stream: postgres::Socket) -> Self::Future {
+        let built = self.tls.build();
+        let domain = self.domain;
+        Box::pin(async move {
+            let connector = postgres_native_tls::TlsConnector::new(built?, &domain);
+            postgres::tls::TlsConnect::connect(connector, stream)
+                .await
+                .map_err(BoxError::from)
+        })
     }
 }
 

@@ -1,8 +1,10 @@
 //! The local PostgreSQL server, through PostgreSQL's own programs: `pg_ctl` (or the service
 //! manager where the node names a service), `pg_controldata`, `pg_basebackup`, `pg_rewind`.
-//! On Unix, run as root, they run as the account PostgreSQL runs as (`runuser -u`), since
-//! PostgreSQL refuses root and its files belong to that account. Their arguments never hold
-//! a password: connection strings name the password file (`passfile=`).
+//! On Unix, run as root, they run as the account that owns the data folder (PostgreSQL
+//! refuses to run as anyone else, and refuses root), through `setpriv` with that account's
+//! user and group and no supplementary groups (no PAM session, unlike `runuser`, and no name
+//! lookup). Their arguments never hold a password: connection strings name the password
+//! file (`passfile=`).
 
 use super::config::HaNode;
 use crate::error::{Error, Result};
@@ -20,10 +22,15 @@ const MAX_OUT: u64 = 1024 * 1024;
 pub fn command(node: &HaNode, program: &str, args: &[OsString]) -> Command {
     let exe = node.program(program);
     #[cfg(unix)]
-    if let Some(user) = &node.os_user {
-        if rustix::process::geteuid().is_root() {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg(user).arg("--").arg(exe).args(args);
+    if rustix::process::geteuid().is_root() {
+        if let Some((uid, gid)) = node.data.as_deref().and_then(data_owner) {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(exe)
+                .args(args);
             c.current_dir("/");
             return c;
         }
@@ -54,6 +61,17 @@ pub fn run_ok(
         });
     }
     Ok(done)
+}
+
+/// The owner of the data folder (or, before it exists, of the folder it goes in), when that
+/// is not root.
+#[cfg(unix)]
+fn data_owner(data: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data)
+        .ok()
+        .or_else(|| std::fs::metadata(data.parent()?).ok())?;
+    (meta.uid() != 0).then(|| (meta.uid(), meta.gid()))
 }
 
 fn os(s: impl Into<OsString>) -> OsString {
@@ -232,6 +250,6 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Res
         if Instant::now() >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
