@@ -120,9 +120,15 @@ def setup(scale):
     return cluster, passfile, int(size)
 
 
+PHASES = []
+
+
 def kf(exe, cluster, i, *args):
-    return sh("ip", "netns", "exec", NS[i], exe, "ha", *args, "-c", cluster, "--node", NAMES[i],
-              stdout=subprocess.DEVNULL)
+    r = sh("ip", "netns", "exec", NS[i], exe, "ha", *args, "-c", cluster, "--node", NAMES[i],
+           stdout=subprocess.PIPE, text=True)
+    if args[:2] == ("replica", "init"):
+        PHASES.append(r.stdout.strip().splitlines()[-1].strip())
+    return r
 
 
 def timed(f):
@@ -186,6 +192,7 @@ def main():
               f"{mp * 1000:.1f} ms: ratio {ms / mp:.2f} (target <= 1.5), median of {a.runs}")
         print(f"ha replica init: {mi:.2f} s vs bare pg_basebackup {mb:.2f} s: ratio "
               f"{mi / mb:.2f} (target <= 1.2), median of 3")
+        print(f"  phases of the last ha replica init: {PHASES[-1]}")
     finally:
         teardown()
 

@@ -365,6 +365,9 @@ pub struct InitReport {
     pub slot: String,
     pub bytes: i64,
     pub seconds: f64,
+    /// Seconds per phase: preflight, stop, copy, settings (and the swap), start, streaming,
+    /// cleanup (removing the old folder).
+    pub phases: Vec<(String, f64)>,
     pub old_folder: Option<PathBuf>,
 }
 
@@ -405,10 +408,18 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     check_space(&data, bytes)?;
     let running = server::is_running(replica, &data)?;
     let local = node_local(conn, replica, &data)?;
+    let mut phases = Vec::new();
+    let mut mark = Instant::now();
+    let mut phase = |name: &str| {
+        phases.push((name.to_owned(), mark.elapsed().as_secs_f64()));
+        mark = Instant::now();
+    };
+    phase("preflight");
     // Stop the local server, make the slot, copy.
     if running {
         server::stop(replica, &data)?;
     }
+    phase("stop");
     let restart_old = |why: Error| -> Error {
         if running {
             if let Err(e) = server::start(replica, &data) {
@@ -448,6 +459,7 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         restart_old(e)
     };
     backup.map_err(&undo)?;
+    phase("copy");
     write_replica_settings(pair, primary, replica, &new, &local).map_err(&undo)?;
     // Swap the folders; the old one stays until the replica streams.
     std::fs::rename(&data, &old).map_err(|e| undo(Error::io(&data, e)))?;
@@ -455,8 +467,11 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         let _ = std::fs::rename(&old, &data);
         return Err(undo(Error::io(&new, e)));
     }
-    let streaming =
-        server::start(replica, &data).and_then(|_| wait_streaming(conn, primary, replica));
+    phase("settings");
+    let streaming = server::start(replica, &data).and_then(|_| {
+        phase("start");
+        wait_streaming(conn, primary, replica)
+    });
     match streaming {
         Ok(true) => {}
         other => {
@@ -485,12 +500,14 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
             )));
         }
     }
+    phase("streaming");
     let old_folder = if keep_old {
         Some(old)
     } else {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         None
     };
+    phase("cleanup");
     Ok(InitReport {
         node: replica.name.clone(),
         primary: primary.name.clone(),
@@ -498,6 +515,7 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         slot: replica.slot(),
         bytes,
         seconds: started.elapsed().as_secs_f64(),
+        phases,
         old_folder,
     })
 }

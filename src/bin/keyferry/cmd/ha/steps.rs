@@ -101,6 +101,14 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
             r.bytes / 1_000_000,
             r.seconds
         ));
+        ui.out(&format!(
+            "  {}",
+            r.phases
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         if let Some(old) = &r.old_folder {
             ui.out(&format!("the old data folder is kept in {}", old.display()));
         }
