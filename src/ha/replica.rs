@@ -461,11 +461,15 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     backup.map_err(&undo)?;
     phase("copy");
     write_replica_settings(pair, primary, replica, &new, &local).map_err(&undo)?;
-    // Swap the folders; the old one stays until the replica streams.
-    std::fs::rename(&data, &old).map_err(|e| undo(Error::io(&data, e)))?;
-    if let Err(e) = std::fs::rename(&new, &data) {
-        let _ = std::fs::rename(&old, &data);
-        return Err(undo(Error::io(&new, e)));
+    // Swap the folders through their parent's handle; the old one stays until the replica
+    // streams.
+    let parent = Dir::open(data.parent().unwrap_or(Path::new("/"))).map_err(&undo)?;
+    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
+    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
+    parent.rename(&data_n, &old_n).map_err(&undo)?;
+    if let Err(e) = parent.rename(&new_n, &data_n) {
+        let _ = parent.rename(&old_n, &data_n);
+        return Err(undo(e));
     }
     phase("settings");
     let streaming = server::start(replica, &data).and_then(|_| {
@@ -485,8 +489,8 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
             let _ = server::stop(replica, &data);
             let failed_dir = sibling(&data, ".keyferry-failed");
             let _ = std::fs::remove_dir_all(&failed_dir);
-            let _ = std::fs::rename(&data, &failed_dir);
-            let _ = std::fs::rename(&old, &data);
+            let _ = parent.rename(&data_n, &name(&failed_dir));
+            let _ = parent.rename(&old_n, &data_n);
             return Err(undo(failed(
                 format!(
                     "{why}; the old data folder is back in place and the new copy is kept in {} \

@@ -5,7 +5,6 @@ use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::ha::hbaedit::{self, HbaReport};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,18 +48,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
 fn show(r: &HbaReport, ui: &Ui) {
     if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            #[serde(flatten)]
-            report: &'a HbaReport,
-        }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: "ha-hba",
-            report: r,
-        });
+        super::emit(ui, "ha-hba", r);
         return;
     }
     let mut t = ui.table(["connection", "decided now by", "after the edit"]);

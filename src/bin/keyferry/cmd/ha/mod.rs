@@ -101,3 +101,19 @@ impl Loaded {
         }
     }
 }
+
+/// Prints an `ha` report as the JSON document: `version`, `kind`, then the report's fields.
+pub fn emit<T: serde::Serialize>(ui: &Ui, kind: &'static str, report: &T) {
+    #[derive(serde::Serialize)]
+    struct Doc<'a, T> {
+        version: u32,
+        kind: &'static str,
+        #[serde(flatten)]
+        report: &'a T,
+    }
+    ui.json(&Doc {
+        version: keyferry::JSON_VERSION,
+        kind,
+        report,
+    });
+}

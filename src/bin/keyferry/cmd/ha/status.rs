@@ -4,7 +4,6 @@ use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::ha::status::{pair_status, PairStatus, Role};
-use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,18 +41,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
 fn show(st: &PairStatus, ui: &Ui) {
     if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            #[serde(flatten)]
-            status: &'a PairStatus,
-        }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: "ha-status",
-            status: st,
-        });
+        super::emit(ui, "ha-status", st);
         return;
     }
     let mut t = ui.table([

@@ -1,12 +1,12 @@
 //! `keyferry ha replica init`, `ha failover` and `ha rejoin`: the steps that stop, copy,
 //! promote and start servers.
 
+use super::emit;
 use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::ha::replica;
-use serde::Serialize;
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -63,21 +63,6 @@ Exit status: 0 streaming; 2 refused or failed."
 pub struct RejoinArgs {
     #[command(flatten)]
     pub pair: PairArgs,
-}
-
-fn emit<T: Serialize>(ui: &Ui, kind: &'static str, v: &T) {
-    #[derive(Serialize)]
-    struct Doc<'a, T> {
-        version: u32,
-        kind: &'static str,
-        #[serde(flatten)]
-        report: &'a T,
-    }
-    ui.json(&Doc {
-        version: keyferry::JSON_VERSION,
-        kind,
-        report: v,
-    });
 }
 
 pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
