@@ -9,7 +9,7 @@
 
 use super::config::{HaNode, Pair};
 use super::pg::{self, Connector};
-use super::server;
+use super::server::{self, sibling};
 use crate::error::{Error, Result};
 use crate::fs::Dir;
 use serde::Serialize;
@@ -33,13 +33,6 @@ fn failed(why: String, hint: &str) -> Error {
         why,
         hint: hint.into(),
     }
-}
-
-/// A sibling of the data folder: `<data><suffix>`.
-pub fn sibling(data: &Path, suffix: &str) -> PathBuf {
-    let mut name = data.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    data.with_file_name(name)
 }
 
 /// A value in single quotes for a libpq connection string.

@@ -81,8 +81,13 @@ fn os(s: impl Into<OsString>) -> OsString {
 /// Where the server's start-up log goes when keyferry starts it with `pg_ctl`: beside the
 /// data folder (`<data>.keyferry.log`), never inside it (base backups and rewinds copy it).
 pub fn start_log(data: &Path) -> PathBuf {
+    sibling(data, ".keyferry.log")
+}
+
+/// A sibling of the data folder: `<data><suffix>`.
+pub fn sibling(data: &Path, suffix: &str) -> PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
-    name.push(".keyferry.log");
+    name.push(suffix);
     data.with_file_name(name)
 }
 
@@ -115,47 +120,25 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
 /// Stops the local server cleanly (fast mode: sessions are ended, a shutdown checkpoint is
 /// written and, on a primary, sent to the replicas before it exits).
 pub fn stop(node: &HaNode, data: &Path) -> Result<()> {
-    if let Some(service) = &node.service {
-        return service_control(node, service, false);
+    match &node.service {
+        Some(service) => service_control(node, service, false),
+        None => pg_ctl_wait(node, data, &[os("stop"), os("-m"), os("fast")]),
     }
-    run_ok(
-        node,
-        "pg_ctl",
-        &[
-            os("stop"),
-            os("-D"),
-            data.into(),
-            os("-m"),
-            os("fast"),
-            os("-w"),
-            os("-t"),
-            os("120"),
-        ],
-        Duration::from_secs(150),
-    )?;
-    Ok(())
 }
 
 /// Starts the local server and waits until it accepts connections.
 pub fn start(node: &HaNode, data: &Path) -> Result<()> {
-    if let Some(service) = &node.service {
-        return service_control(node, service, true);
+    match &node.service {
+        Some(service) => service_control(node, service, true),
+        None => pg_ctl_wait(node, data, &[os("start"), os("-l"), start_log(data).into()]),
     }
-    run_ok(
-        node,
-        "pg_ctl",
-        &[
-            os("start"),
-            os("-D"),
-            data.into(),
-            os("-l"),
-            start_log(data).into(),
-            os("-w"),
-            os("-t"),
-            os("120"),
-        ],
-        Duration::from_secs(150),
-    )?;
+}
+
+/// `pg_ctl <args> -D <data> -w -t 120`: waits up to two minutes for the server's state.
+fn pg_ctl_wait(node: &HaNode, data: &Path, args: &[OsString]) -> Result<()> {
+    let mut all = args.to_vec();
+    all.extend([os("-D"), data.into(), os("-w"), os("-t"), os("120")]);
+    run_ok(node, "pg_ctl", &all, Duration::from_secs(150))?;
     Ok(())
 }
 

@@ -297,47 +297,35 @@ impl Bed {
             .success()
     }
 
-    /// Runs SQL on node `i` over its private socket (trust, as the postgres account).
+    /// psql on node `i` over its private socket (trust, as the postgres account), stopping
+    /// at the first error.
+    fn psql_cmd(&self, i: usize) -> Command {
+        let mut c = self.as_postgres(i, "psql");
+        c.arg("-h").arg(self.sock(i)).args([
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-AtXq",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]);
+        c
+    }
+
+    /// Runs SQL on node `i` and returns its output.
     pub fn psql(&self, i: usize, sql: &str) -> String {
-        let out = sh(self
-            .as_postgres(i, "psql")
-            .arg("-h")
-            .arg(self.sock(i))
-            .args([
-                "-p",
-                "5432",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-AtXq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ]));
+        let out = sh(self.psql_cmd(i).args(["-c", sql]));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Runs SQL given on stdin (for statements holding a password).
     pub fn psql_stdin(&self, i: usize, sql: &str) {
         let mut child = self
-            .as_postgres(i, "psql")
-            .arg("-h")
-            .arg(self.sock(i))
-            .args([
-                "-p",
-                "5432",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-AtXq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-                "-",
-            ])
+            .psql_cmd(i)
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
