@@ -334,6 +334,31 @@ fn status_says_split_brain_loudly() {
         bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
         bed.keyferry(1, &["ha", "status"]).assert_code(0);
     });
+    // Refusals on a healthy pair change nothing on either node.
+    let snap = [bed.config_snapshot(0), bed.config_snapshot(1)];
+    let r = bed.keyferry(1, &["ha", "failover"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("is a replica, not the primary"),
+        "{}",
+        r.stderr()
+    );
+    let r = bed.keyferry(1, &["ha", "failover", "--primary-lost"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("still answers"), "{}", r.stderr());
+    std::fs::create_dir(pgbed_sibling(&bed.data(1), ".keyferry-new")).unwrap();
+    let r = bed.keyferry(1, &["ha", "replica", "init"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("left from an earlier run"),
+        "{}",
+        r.stderr()
+    );
+    std::fs::remove_dir(pgbed_sibling(&bed.data(1), ".keyferry-new")).unwrap();
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert!(bed.running(0) && bed.running(1));
+    bed.keyferry(0, &["ha", "status"]).assert_code(0);
+
     // Someone promotes the replica by hand while the primary still runs.
     bed.psql(1, "SELECT pg_promote()");
     let split = (0..50).any(|_| {
@@ -351,4 +376,11 @@ fn status_says_split_brain_loudly() {
     let r = bed.keyferry(1, &["ha", "rejoin"]);
     r.assert_code(2);
     assert!(r.stderr().contains("split brain"), "{}", r.stderr());
+}
+
+/// `<data><suffix>` beside a data folder.
+fn pgbed_sibling(data: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = data.file_name().unwrap().to_os_string();
+    name.push(suffix);
+    data.with_file_name(name)
 }
