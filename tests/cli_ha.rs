@@ -384,3 +384,134 @@ fn pgbed_sibling(data: &std::path::Path, suffix: &str) -> std::path::PathBuf {
     name.push(suffix);
     data.with_file_name(name)
 }
+
+/// Polls `ha status` on node `i` until the pair is healthy (the replica streams).
+fn wait_healthy(bed: &Bed, i: usize) {
+    let ok = (0..100).any(|_| {
+        let r = bed.keyferry(i, &["ha", "status", "--json"]);
+        if r.out.status.code() == Some(0) && r.json()["verdict"] == "healthy" {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(ok, "the pair did not become healthy");
+}
+
+/// Waits until every row in `want` is on node `i`.
+fn wait_rows(bed: &Bed, i: usize, want: &[&str]) {
+    let ok = (0..50).any(|_| {
+        if rows(bed, i) == want {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(ok, "node {i} has {:?}, not {want:?}", rows(bed, i));
+}
+
+/// The primary `p` crashes; `--primary-lost` on the replica promotes it; the admin fences
+/// the old primary as told and it stays down; `ha rejoin` on it must bring it back as a
+/// replica by `method`. Returns the rejoin's report.
+fn crash_promote_rejoin(bed: &Bed, p: usize, tl: (u32, u32)) -> serde_json::Value {
+    let r_ = 1 - p;
+    bed.crash(p);
+    let r = bed.keyferry(r_, &["ha", "status", "--json"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["nodes"][p]["role"], "not-running");
+    let r = bed.keyferry(r_, &["ha", "failover", "--primary-lost"]);
+    r.assert_code(0);
+    let said = format!(
+        "{} is the primary now (timeline {} -> {})",
+        pgbed::NAMES[r_],
+        tl.0,
+        tl.1
+    );
+    assert!(r.stdout().contains(&said), "{}", r.stdout());
+    assert!(r.stdout().contains("standby.signal"), "{}", r.stdout());
+    assert_eq!(bed.psql(r_, "SELECT pg_is_in_recovery()"), "f");
+    std::fs::write(bed.data(p).join("standby.signal"), b"").unwrap();
+    let r = bed.keyferry(p, &["ha", "rejoin", "--json"]);
+    r.assert_code(0);
+    assert!(bed.data(p).join("standby.signal").exists(), "fenced");
+    wait_healthy(bed, p);
+    r.json()
+}
+
+#[test]
+fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('one')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    bed.psql(0, "INSERT INTO t VALUES ('two')");
+    wait_healthy(&bed, 1);
+    // --primary-lost loses what was not sent: wait until the replica has it.
+    wait_rows(&bed, 1, &["one", "two"]);
+
+    // 1. With wal_keep_size = 0, pg_rewind's own crash recovery ends in a checkpoint that
+    // recycles the WAL the rewind then needs: it fails, and rejoin copies instead.
+    let j = crash_promote_rejoin(&bed, 0, (1, 2));
+    assert_eq!(j["method"], "base-backup", "{j}");
+    let why = j["why_not_rewind"].as_str().unwrap();
+    assert!(why.contains("pg_rewind failed"), "{why}");
+    bed.psql(1, "INSERT INTO t VALUES ('three')");
+    wait_rows(&bed, 0, &["one", "three", "two"]);
+
+    // 2. With wal_keep_size the rewind after a crash works (docs/ha.md; ha check warns).
+    bed.psql(1, "ALTER SYSTEM SET wal_keep_size = '256MB'");
+    bed.psql(1, "SELECT pg_reload_conf()");
+    let r = bed.keyferry(1, &["ha", "check", "--json"]);
+    let keep = |node: &str| {
+        r.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "wal-keep-size" && f["node"] == node)
+            .map(|f| f["severity"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(keep("nps2").as_deref(), Some("ok"));
+    assert_eq!(keep("nps1").as_deref(), Some("warning"));
+    let j = crash_promote_rejoin(&bed, 1, (2, 3));
+    assert_eq!(j["method"], "rewind", "{j}");
+    bed.psql(0, "INSERT INTO t VALUES ('four')");
+    wait_rows(&bed, 1, &["four", "one", "three", "two"]);
+
+    // 3. Without wal_log_hints (and no checksums) a rewind cannot work at all: after a
+    // planned failover, rejoin copies and says why.
+    bed.psql(0, "ALTER SYSTEM SET wal_log_hints = off");
+    bed.stop(0);
+    bed.start(0);
+    assert_eq!(bed.psql(0, "SHOW wal_log_hints"), "off");
+    wait_healthy(&bed, 0);
+    bed.keyferry(0, &["ha", "failover"]).assert_code(0);
+    bed.psql(1, "INSERT INTO t VALUES ('five')");
+    let r = bed.keyferry(0, &["ha", "rejoin", "--json"]);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["method"], "base-backup", "{j}");
+    assert!(
+        j["why_not_rewind"]
+            .as_str()
+            .unwrap()
+            .contains("wal_log_hints"),
+        "{j}"
+    );
+    wait_healthy(&bed, 1);
+    let want = ["five", "four", "one", "three", "two"];
+    assert_eq!(rows(&bed, 1), want);
+    wait_rows(&bed, 0, &want);
+    // No folder left beside the data folders.
+    for i in 0..2 {
+        let names: Vec<String> = std::fs::read_dir(bed.node_dir(i))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("data."))
+            .collect();
+        assert!(names.iter().all(|n| n == "data.keyferry.log"), "{names:?}");
+    }
+}

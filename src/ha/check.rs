@@ -31,6 +31,7 @@ pub enum Code {
     WalSenders,
     HotStandby,
     RewindUnsupported,
+    WalKeepSize,
     ArchiveNotEmpty,
     VersionMismatch,
 }
@@ -49,6 +50,7 @@ impl Code {
         Code::WalSenders,
         Code::HotStandby,
         Code::RewindUnsupported,
+        Code::WalKeepSize,
         Code::ArchiveNotEmpty,
         Code::VersionMismatch,
     ];
@@ -177,6 +179,7 @@ struct Facts {
     max_wal_senders: i32,
     hot_standby: String,
     rewindable: bool,
+    wal_keep_size: String,
     hba: String,
 }
 
@@ -188,7 +191,7 @@ fn server_facts(conn: &Connector<'_>, node: &HaNode) -> crate::Result<Facts> {
         "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
            current_setting('max_wal_senders')::int, current_setting('hot_standby'), \
            current_setting('wal_log_hints') = 'on' OR current_setting('data_checksums') = 'on', \
-           pg_read_file(current_setting('hba_file'))",
+           current_setting('wal_keep_size'), pg_read_file(current_setting('hba_file'))",
         &[],
     )?;
     Ok(Facts {
@@ -197,7 +200,8 @@ fn server_facts(conn: &Connector<'_>, node: &HaNode) -> crate::Result<Facts> {
         max_wal_senders: r.get(2),
         hot_standby: r.get(3),
         rewindable: r.get(4),
-        hba: r.get(5),
+        wal_keep_size: r.get(5),
+        hba: r.get(6),
     })
 }
 
@@ -306,6 +310,33 @@ fn judge_server(f: &mut Vec<Finding>, conn: &Connector<'_>, node: &HaNode, facts
             "neither wal_log_hints nor data checksums: a rejoin after failover copies the whole \
              database (set wal_log_hints = on and restart to allow pg_rewind)"
                 .into()
+        },
+    );
+    keep_check(f, node, &facts.wal_keep_size);
+}
+
+/// `wal_keep_size`: after a crash, pg_rewind first finishes the crash recovery, whose
+/// checkpoint recycles the WAL the rewind then needs (back to the last checkpoint before the
+/// failover) unless this keeps it. Seen in tests/cli_ha.rs: with 0 the rewind failed with
+/// "could not find previous WAL record".
+fn keep_check(f: &mut Vec<Finding>, node: &HaNode, keep: &str) {
+    let digits: String = keep.chars().take_while(char::is_ascii_digit).collect();
+    let zero = digits.parse::<u64>() == Ok(0);
+    push(
+        f,
+        if zero {
+            Severity::Warning
+        } else {
+            Severity::Ok
+        },
+        Code::WalKeepSize,
+        &node.name,
+        if zero {
+            "wal_keep_size = 0: after a crash of this node a rewind usually finds its WAL gone \
+             and ha rejoin copies the whole database (set wal_keep_size, e.g. '1GB')"
+                .into()
+        } else {
+            format!("wal_keep_size = {keep}: WAL kept for a rewind after a crash")
         },
     );
 }

@@ -565,7 +565,8 @@ fn timeline(c: &mut postgres::Client, node: &HaNode) -> Result<Option<u32>> {
         c,
         node,
         "SELECT CASE WHEN pg_is_in_recovery() THEN \
-           (SELECT received_tli FROM pg_stat_wal_receiver)::text \
+           coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                    (SELECT timeline_id FROM pg_control_checkpoint()))::text \
          ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, pg_is_in_recovery()",
         &[],
     )?;
@@ -813,14 +814,8 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
         server::stop(node, &data)?;
     }
     let ctl = server::control(node, &data)?;
-    let why_not = if !ctl.rewindable() {
-        Some("neither wal_log_hints nor data checksums are on".to_owned())
-    } else if !ctl.state().starts_with("shut down") {
-        Some(format!("it was not shut down cleanly ({})", ctl.state()))
-    } else {
-        None
-    };
-    if let Some(why) = why_not {
+    if !ctl.rewindable() {
+        let why = "neither wal_log_hints nor data checksums are on".to_owned();
         let r = init(conn, node, false)?;
         return Ok(RejoinReport {
             node: node.name.clone(),
@@ -833,6 +828,16 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
     let mut pc = conn.admin(primary)?;
     ensure_slot(&mut pc, pair, primary, node)?;
     drop(pc);
+    // After a crash (the --primary-lost case) pg_rewind first finishes the crash recovery in
+    // single-user mode, which refuses to run with standby.signal: the fence is set aside for
+    // the rewind and put back if it fails (a successful rewind gets the replica's settings,
+    // standby.signal among them).
+    let dir = Dir::open(&data)?;
+    let clean = ctl.state().starts_with("shut down");
+    let fence_aside = !clean && get_file(&dir, "standby.signal")?.is_some();
+    if fence_aside {
+        dir.unlink(OsStr::new("standby.signal"))?;
+    }
     let source = format!(
         "host={} port={} user={} dbname={} passfile={} sslmode=prefer",
         primary.addr,
@@ -848,11 +853,13 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
             OsString::from("-D"),
             data.clone().into(),
             OsString::from(format!("--source-server={source}")),
-            OsString::from("--no-sync"),
         ],
         Duration::from_secs(6 * 3600),
     );
     if let Err(e) = rewound {
+        if fence_aside {
+            put_file(&dir, "standby.signal", b"")?;
+        }
         let r = init(conn, node, false)?;
         return Ok(RejoinReport {
             node: node.name.clone(),

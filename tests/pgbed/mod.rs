@@ -285,6 +285,17 @@ impl Bed {
             .stdout(Stdio::null()));
     }
 
+    /// Stops node `i`'s server as a crash would (no shutdown checkpoint).
+    pub fn crash(&self, i: usize) {
+        sh(self
+            .as_postgres(i, "pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.data(i))
+            .args(["-m", "immediate", "-w"])
+            .stdout(Stdio::null()));
+    }
+
     /// Whether node `i`'s server runs.
     pub fn running(&self, i: usize) -> bool {
         self.as_postgres(i, "pg_ctl")

@@ -54,10 +54,11 @@ pub struct FailoverArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Run on the old primary after a failover. pg_rewind when it can work \
-(wal_log_hints or data checksums, a clean shutdown), then this node's own settings are put back \
+    after_help = "Run on the old primary after a failover, its server started or not. \
+pg_rewind when it can work (wal_log_hints or data checksums; after a crash it finishes the \
+crash recovery first, which needs wal_keep_size), then this node's own settings are put back \
 (pg_rewind copies the new primary's) and the recovery settings written; otherwise a fresh base \
-backup as replica init does. Waits until it streams.\n\n\
+backup as replica init does, and the report says why. Waits until it streams.\n\n\
 Exit status: 0 streaming; 2 refused or failed."
 )]
 pub struct RejoinArgs {
