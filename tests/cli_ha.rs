@@ -515,3 +515,138 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
         assert!(names.iter().all(|n| n == "data.keyferry.log"), "{names:?}");
     }
 }
+
+#[test]
+fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    // sshd in both namespaces; it is also the "web services" port the check probes.
+    let sshd = [bed.sshd(0), bed.sshd(1)];
+    let cfg = sshd[0].config.to_str().unwrap().to_owned();
+    let access = |port: u16| {
+        [0, 1].map(|i| {
+            format!(
+                "access = \"ssh://root@{}:{port}\"\nremote_keyferry = {:?}",
+                pgbed::ADDR[i],
+                common::bin()
+            )
+        })
+    };
+    let check = |i: usize| bed.keyferry(i, &["ha", "check", "--json", "--ssh-config", &cfg]);
+    let find = |r: &common::Run, code: &str, node: &str, from: &str| -> Vec<serde_json::Value> {
+        r.json()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == code && f["node"] == node && f["from"] == from)
+            .cloned()
+            .collect()
+    };
+
+    // No access: the peer's view is missing, and the report says so.
+    bed.write_cluster("web_port = 2222");
+    let r = check(0);
+    r.assert_code(0);
+    assert_eq!(r.json()["from"], serde_json::json!(["nps1"]));
+    assert_eq!(find(&r, "peer-not-checked", "nps2", "nps1").len(), 1);
+    let t = bed.keyferry(0, &["ha", "check"]);
+    assert!(
+        t.stdout().contains("from nps1 only: no error finding"),
+        "{}",
+        t.stdout()
+    );
+
+    // Through ssh: each node's keyferry checks the other's ports from there.
+    let a = access(2222);
+    bed.write_cluster_with("web_port = 2222", [&a[0], &a[1]]);
+    for (i, me, peer) in [(0, "nps1", "nps2"), (1, "nps2", "nps1")] {
+        let r = check(i);
+        r.assert_code(0);
+        assert_eq!(
+            r.json()["from"],
+            serde_json::json!([me, peer]),
+            "{}",
+            r.stdout()
+        );
+        let open = find(&r, "port-open", me, peer);
+        assert_eq!(open.len(), 2, "{}", r.stdout());
+        assert_eq!(find(&r, "port-open", peer, me).len(), 2);
+    }
+
+    let t = bed.keyferry(0, &["ha", "check", "--ssh-config", &cfg]);
+    assert!(
+        t.stdout().contains("from nps1 and nps2: no error finding"),
+        "{}",
+        t.stdout()
+    );
+
+    // A firewall on nps1 drops nps2's connections to 5432 only: nps1's own view says all is
+    // well; nps2's view, run there, finds it.
+    bed.in_ns(0, &["nft", "add", "table", "inet", "kf"]);
+    bed.in_ns(
+        0,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "kf",
+            "input",
+            "{ type filter hook input priority 0 ; }",
+        ],
+    );
+    bed.in_ns(
+        0,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "kf",
+            "input",
+            "ip",
+            "saddr",
+            "10.231.0.2",
+            "tcp",
+            "dport",
+            "5432",
+            "drop",
+        ],
+    );
+    let r = check(0);
+    r.assert_code(1);
+    let dropped = find(&r, "port-dropped", "nps1", "nps2");
+    assert_eq!(dropped.len(), 1, "{}", r.stdout());
+    assert!(dropped[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10.231.0.1:5432"));
+    assert_eq!(find(&r, "port-open", "nps2", "nps1").len(), 2);
+
+    // An access that does not answer: said as an error, not skipped.
+    let bad = access(2223);
+    bed.write_cluster_with("web_port = 2222", [&a[0], &bad[1]]);
+    let r = bed.keyferry(
+        0,
+        &[
+            "ha",
+            "check",
+            "--json",
+            "--ssh-config",
+            &cfg,
+            "--timeout",
+            "5s",
+        ],
+    );
+    r.assert_code(1);
+    let failed = find(&r, "peer-check-failed", "nps2", "nps1");
+    assert_eq!(failed.len(), 1, "{}", r.stdout());
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ssh://root@10.231.0.2:2223"));
+    drop(sshd);
+}

@@ -1,13 +1,19 @@
-//! `ha check`: what the pair needs before HA can work, from this node. Each finding has a
-//! stable code (docs/ha.md) and a severity; an error finding makes the check fail.
+//! `ha check`: what the pair needs before HA can work. Each finding has a stable code
+//! (docs/ha.md) and a severity; an error finding makes the check fail. What only a node can
+//! see for itself (its address, the peer's ports from there, its Archive folder) is checked
+//! on this node and, through the peer's `access` (ssh), on the peer by its own keyferry.
 
-use super::config::HaNode;
+use super::config::{HaNode, Pair};
 use super::hba::{self, Connection};
 use super::pg::{self, Connector, Reach};
-use serde::Serialize;
+use crate::cluster::access::{parse_access, Access};
+use crate::cluster::ClusterFile;
+use crate::remote::ssh::{SshClient, SshTarget};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Ok,
@@ -16,7 +22,7 @@ pub enum Severity {
 }
 
 /// The stable codes of `ha check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
     AddressNotLocal,
@@ -34,6 +40,8 @@ pub enum Code {
     WalKeepSize,
     ArchiveNotEmpty,
     VersionMismatch,
+    PeerNotChecked,
+    PeerCheckFailed,
 }
 
 impl Code {
@@ -53,6 +61,8 @@ impl Code {
         Code::WalKeepSize,
         Code::ArchiveNotEmpty,
         Code::VersionMismatch,
+        Code::PeerNotChecked,
+        Code::PeerCheckFailed,
     ];
 
     pub fn as_str(self) -> String {
@@ -63,17 +73,22 @@ impl Code {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub severity: Severity,
     pub code: Code,
+    /// The node the finding is about.
     pub node: String,
+    /// The node it was seen from.
+    pub from: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
-    pub from: String,
+    /// The nodes whose own view is in the report: this node, and the peer when its
+    /// keyferry ran there.
+    pub from: Vec<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -86,21 +101,91 @@ impl CheckReport {
     }
 }
 
-fn push(v: &mut Vec<Finding>, severity: Severity, code: Code, node: &str, message: String) {
-    v.push(Finding {
+/// Findings seen from one node.
+struct Seen<'a> {
+    from: &'a str,
+    v: Vec<Finding>,
+}
+
+fn push(v: &mut Seen<'_>, severity: Severity, code: Code, node: &str, message: String) {
+    v.v.push(Finding {
         severity,
         code,
         node: node.to_owned(),
+        from: v.from.to_owned(),
         message,
     });
 }
 
-/// Runs every check from `local`.
+impl CheckReport {
+    /// Adds the peer's own view (from [`peer_view`]).
+    pub fn add_peer(&mut self, peer: &HaNode, view: PeerView) {
+        match view {
+            PeerView::Ran(findings) => {
+                self.from.push(peer.name.clone());
+                self.findings.extend(findings);
+            }
+            PeerView::Missing(finding) => self.findings.push(finding),
+        }
+    }
+}
+
+/// What `local` sees for itself, and both servers through SQL.
 pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
+    let mut r = check_here(conn.pair, local);
+    let mut f = Seen {
+        from: &local.name,
+        v: std::mem::take(&mut r.findings),
+    };
     let pair = conn.pair;
+    let mut versions = Vec::new();
+    for node in &pair.nodes {
+        match server_facts(conn, node) {
+            Ok(facts) => {
+                versions.push((node.name.clone(), facts.version_num / 10000));
+                judge_server(&mut f, conn, node, &facts);
+            }
+            Err(e) => push(
+                &mut f,
+                Severity::Error,
+                Code::PgUnavailable,
+                &node.name,
+                format!("cannot query PostgreSQL: {e}"),
+            ),
+        }
+    }
+    if let [(a, va), (b, vb)] = versions.as_slice() {
+        if va != vb {
+            push(
+                &mut f,
+                Severity::Error,
+                Code::VersionMismatch,
+                b,
+                format!("PostgreSQL {va} on {a} but {vb} on {b}: streaming needs the same major version"),
+            );
+        }
+    }
+    r.findings = f.v;
+    r
+}
+
+/// What only `local` can see for itself: that its address is its own, the peer's ports from
+/// here, its Archive folder. No SQL, no password file (`ha check --here-only`).
+pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
     let peer = pair.peer_of(local);
-    let mut f = Vec::new();
-    if !pg::is_local_address(local.addr) {
+    let mut f = Seen {
+        from: &local.name,
+        v: Vec::new(),
+    };
+    if pg::is_local_address(local.addr) {
+        push(
+            &mut f,
+            Severity::Ok,
+            Code::AddressNotLocal,
+            &local.name,
+            format!("{} is an address of this machine", local.addr),
+        );
+    } else {
         push(
             &mut f,
             Severity::Error,
@@ -137,39 +222,12 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
             ),
         );
     }
-    let mut versions = Vec::new();
-    for node in &pair.nodes {
-        match server_facts(conn, node) {
-            Ok(facts) => {
-                versions.push((node.name.clone(), facts.version_num / 10000));
-                judge_server(&mut f, conn, node, &facts);
-            }
-            Err(e) => push(
-                &mut f,
-                Severity::Error,
-                Code::PgUnavailable,
-                &node.name,
-                format!("cannot query PostgreSQL: {e}"),
-            ),
-        }
-    }
-    if let [(a, va), (b, vb)] = versions.as_slice() {
-        if va != vb {
-            push(
-                &mut f,
-                Severity::Error,
-                Code::VersionMismatch,
-                b,
-                format!("PostgreSQL {va} on {a} but {vb} on {b}: streaming needs the same major version"),
-            );
-        }
-    }
     if let Some(archive) = &local.archive {
         archive_check(&mut f, &local.name, archive);
     }
     CheckReport {
-        from: local.name.clone(),
-        findings: f,
+        from: vec![local.name.clone()],
+        findings: f.v,
     }
 }
 
@@ -205,7 +263,7 @@ fn server_facts(conn: &Connector<'_>, node: &HaNode) -> crate::Result<Facts> {
     })
 }
 
-fn judge_server(f: &mut Vec<Finding>, conn: &Connector<'_>, node: &HaNode, facts: &Facts) {
+fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &Facts) {
     let pair = conn.pair;
     let file = hba::parse(&facts.hba);
     for peer in &pair.nodes {
@@ -319,7 +377,7 @@ fn judge_server(f: &mut Vec<Finding>, conn: &Connector<'_>, node: &HaNode, facts
 /// checkpoint recycles the WAL the rewind then needs (back to the last checkpoint before the
 /// failover) unless this keeps it. Seen in tests/cli_ha.rs: with 0 the rewind failed with
 /// "could not find previous WAL record".
-fn keep_check(f: &mut Vec<Finding>, node: &HaNode, keep: &str) {
+fn keep_check(f: &mut Seen<'_>, node: &HaNode, keep: &str) {
     let digits: String = keep.chars().take_while(char::is_ascii_digit).collect();
     let zero = digits.parse::<u64>() == Ok(0);
     push(
@@ -332,8 +390,8 @@ fn keep_check(f: &mut Vec<Finding>, node: &HaNode, keep: &str) {
         Code::WalKeepSize,
         &node.name,
         if zero {
-            "wal_keep_size = 0: after a crash of this node a rewind usually finds its WAL gone \
-             and ha rejoin copies the whole database (set wal_keep_size, e.g. '1GB')"
+            "wal_keep_size = 0: a rewind after a crash of this node usually finds its WAL \
+             gone, and rejoin copies everything (set it, e.g. '1GB')"
                 .into()
         } else {
             format!("wal_keep_size = {keep}: WAL kept for a rewind after a crash")
@@ -341,29 +399,156 @@ fn keep_check(f: &mut Vec<Finding>, node: &HaNode, keep: &str) {
     );
 }
 
-fn archive_check(f: &mut Vec<Finding>, node: &str, archive: &Path) {
-    let n = match std::fs::read_dir(archive) {
-        Ok(rd) => rd.count(),
-        Err(_) => 0,
-    };
-    push(
-        f,
-        if n == 0 {
-            Severity::Ok
-        } else {
-            Severity::Warning
+fn archive_check(f: &mut Seen<'_>, node: &str, archive: &Path) {
+    let (severity, message) = match std::fs::read_dir(archive) {
+        Ok(rd) => match rd.count() {
+            0 => (Severity::Ok, format!("{}: empty", archive.display())),
+            n => (
+                Severity::Warning,
+                format!(
+                    "{} holds {n} entries; the vendor's procedure empties it before configuring HA",
+                    archive.display()
+                ),
+            ),
         },
-        Code::ArchiveNotEmpty,
-        node,
-        if n == 0 {
-            format!("{}: empty (or missing)", archive.display())
-        } else {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            Severity::Ok,
+            format!("{}: no such folder", archive.display()),
+        ),
+        Err(e) => (
+            Severity::Warning,
             format!(
-                "{} holds {n} entries; the vendor's procedure empties it before configuring HA",
+                "{}: cannot be read ({e}), so not checked",
                 archive.display()
+            ),
+        ),
+    };
+    push(f, severity, Code::ArchiveNotEmpty, node, message);
+}
+
+/// The peer's own view of the pair, or why it is missing.
+pub enum PeerView {
+    /// Its findings, from its keyferry.
+    Ran(Vec<Finding>),
+    /// A `peer-not-checked` or `peer-check-failed` finding.
+    Missing(Finding),
+}
+
+/// How to run keyferry on the peer.
+pub struct PeerRun<'a> {
+    pub file: &'a ClusterFile,
+    /// The cluster file here: relative `access` paths, and the remote path by default.
+    pub cluster_path: &'a Path,
+    pub ssh: SshClient,
+    pub timeout: Duration,
+}
+
+/// Runs `keyferry ha check --here-only --json` on `peer` through its `access` (ssh) and
+/// returns its findings; any other access, or a failure, is said as a finding.
+pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
+    let missing = |severity, code, message: String| {
+        PeerView::Missing(Finding {
+            severity,
+            code,
+            node: peer.name.clone(),
+            from: local.name.clone(),
+            message,
+        })
+    };
+    let Some(spec) = run
+        .file
+        .nodes
+        .iter()
+        .find(|n| n.name.eq_ignore_ascii_case(&peer.name))
+    else {
+        return missing(
+            Severity::Error,
+            Code::PeerCheckFailed,
+            format!("no node {} in the cluster file", peer.name),
+        );
+    };
+    let base = run.cluster_path.parent().unwrap_or(Path::new("."));
+    let target = match parse_access(spec.access.as_deref(), base) {
+        Ok(Access::Ssh { user, host, port }) => SshTarget { user, host, port },
+        Ok(_) => {
+            return missing(
+                Severity::Warning,
+                Code::PeerNotChecked,
+                format!(
+                    "not checked from {p}: {p}'s address, {l}'s ports from {p} and {p}'s Archive                      folder (its access is not ssh); run keyferry ha check on {p} too",
+                    p = peer.name,
+                    l = local.name
+                ),
             )
-        },
-    );
+        }
+        Err(e) => return missing(Severity::Error, Code::PeerCheckFailed, e.to_string()),
+    };
+    let words = [
+        spec.remote_keyferry
+            .clone()
+            .unwrap_or_else(|| "keyferry".into()),
+        "ha".into(),
+        "check".into(),
+        "--here-only".into(),
+        "--json".into(),
+        "--batch".into(),
+        "--cluster".into(),
+        spec.remote_cluster
+            .clone()
+            .unwrap_or_else(|| run.cluster_path.display().to_string()),
+        "--node".into(),
+        peer.name.clone(),
+    ];
+    let failed = |why: String| {
+        missing(
+            Severity::Error,
+            Code::PeerCheckFailed,
+            format!(
+                "keyferry ha check --here-only on {} through ssh://{}{}: {why}",
+                peer.name,
+                target.destination(),
+                target.port.map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+        )
+    };
+    let done = match run.ssh.run(&target, &words, run.timeout, 1 << 20) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string()),
+    };
+    // 0: no error finding, 1: some; anything else is a failure of the run itself.
+    if !matches!(done.code, Some(0 | 1)) {
+        return failed(format!(
+            "exit {}: {}",
+            done.code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "by a signal".into()),
+            done.last_error_line()
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        kind: String,
+        #[serde(flatten)]
+        report: CheckReport,
+    }
+    let doc: Doc = match serde_json::from_slice(&done.stdout) {
+        Ok(d) => d,
+        Err(e) => return failed(format!("its report does not parse: {e}")),
+    };
+    let own = doc.report.from.len() == 1
+        && doc.report.from[0].eq_ignore_ascii_case(&peer.name)
+        && doc
+            .report
+            .findings
+            .iter()
+            .all(|f| f.from.eq_ignore_ascii_case(&peer.name));
+    if doc.kind != "ha-check" || !own {
+        return failed(format!(
+            "its report is not {}'s own ha check (kind {}, from {:?})",
+            peer.name, doc.kind, doc.report.from
+        ));
+    }
+    PeerView::Ran(doc.report.findings)
 }
 
 #[cfg(test)]

@@ -179,6 +179,12 @@ impl Bed {
 
     /// The cluster file, with `extra` appended to the [ha] section.
     pub fn write_cluster(&self, extra_ha: &str) {
+        self.write_cluster_with(extra_ha, ["", ""]);
+    }
+
+    /// The cluster file, with `extra_ha` in the [ha] section and `extra_node[i]` in node
+    /// `i`'s table.
+    pub fn write_cluster_with(&self, extra_ha: &str, extra_node: [&str; 2]) {
         let mut t = format!(
             "name = \"nps-test\"\nprofile = \"privilege-secure\"\n\n[ha]\npassfile = \"{}\"\nbin = \"{BIN}\"\nconnect_timeout = 2\n{extra_ha}\n",
             self.passfile.display()
@@ -194,6 +200,8 @@ impl Bed {
                 self.node_dir(i).join("state").display(),
                 self.data(i).display()
             ));
+            t.push_str(extra_node[i]);
+            t.push('\n');
         }
         std::fs::write(&self.cluster, t).unwrap();
     }
@@ -461,5 +469,89 @@ impl Bed {
         names.sort();
         v.push((self.node_dir(i), names.join("\n").into_bytes()));
         v
+    }
+}
+
+/// A real OpenSSH server inside node `i`'s namespace on its address, port 2222, with a
+/// throwaway host key and a user key for root; killed when dropped.
+pub struct NsSshd {
+    pid: u32,
+    pub config: PathBuf,
+}
+
+impl Bed {
+    pub fn sshd(&self, i: usize) -> NsSshd {
+        let dir = self.dir.join(format!("ssh{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        // One user key for every node's sshd, as an admin's key would be.
+        let user_key = self.dir.join("ssh_user_key");
+        for key in [dir.join("host_key"), user_key.clone()] {
+            if !key.exists() {
+                sh(Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&key));
+            }
+        }
+        std::fs::copy(
+            self.dir.join("ssh_user_key.pub"),
+            dir.join("authorized_keys"),
+        )
+        .unwrap();
+        let pidfile = dir.join("sshd.pid");
+        sh(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns[i],
+                "/usr/sbin/sshd",
+                "-f",
+                "/dev/null",
+            ])
+            .args(["-p", "2222", "-o", &format!("ListenAddress={}", ADDR[i])])
+            .args([
+                "-o",
+                "StrictModes=no",
+                "-o",
+                "PermitRootLogin=prohibit-password",
+            ])
+            .arg("-h")
+            .arg(dir.join("host_key"))
+            .arg("-o")
+            .arg(format!(
+                "AuthorizedKeysFile={}",
+                dir.join("authorized_keys").display()
+            ))
+            .arg("-o")
+            .arg(format!("PidFile={}", pidfile.display())));
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(&pidfile) {
+                pid = s.trim().parse().ok();
+                if pid.is_some() {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let config = dir.join("ssh_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
+                user_key.display()
+            ),
+        )
+        .unwrap();
+        NsSshd {
+            pid: pid.expect("sshd pid"),
+            config,
+        }
+    }
+}
+
+impl Drop for NsSshd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
 }

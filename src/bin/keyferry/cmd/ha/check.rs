@@ -1,11 +1,16 @@
-//! `keyferry ha check`: what the pair needs, checked from this node.
+//! `keyferry ha check`: what the pair needs, checked from this node and, through the peer's
+//! access, from the peer.
 
 use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::ha::check::{check, CheckReport, Severity};
+use keyferry::ha::check::{check, check_here, peer_view, CheckReport, PeerRun, Severity};
+use keyferry::remote::ssh::SshClient;
+use keyferry::time::parse_duration;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -13,18 +18,59 @@ use std::process::ExitCode;
 ports answer (refused: nothing listens; no answer: dropped by a firewall or the host is down); \
 on both servers, pg_hba.conf surely lets both peers in for replication and normal connections \
 (simulated first-match), wal_level, max_wal_senders, hot_standby, wal_log_hints or checksums \
-(for rejoin), the same major version; the local Archive folder is empty.\n\n\
+(for rejoin), wal_keep_size, the same major version; the local Archive folder is empty.\n\n\
+The peer's own view (its address, this node's ports from there, its Archive folder) comes from \
+keyferry ha check --here-only run on the peer through its access (ssh://, as keyferry audit \
+reaches it; remote_keyferry and remote_cluster name the program and cluster file there). With \
+any other access the report says those checks were not run (peer-not-checked).\n\n\
 Exit status: 0 no error finding; 1 an error finding; 2 error."
 )]
 pub struct Args {
     #[command(flatten)]
     pub pair: PairArgs,
+    /// Only what this node sees for itself (address, the peer's ports, Archive folder): no
+    /// SQL, no password file, no run on the peer
+    #[arg(long)]
+    pub here_only: bool,
+    /// OpenSSH client configuration file for reaching the peer (passed as ssh -F FILE)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    pub ssh: String,
+    /// Give up on the peer's run after this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let loaded = args.pair.load()?;
-    let node = args.pair.local(&loaded.pair)?;
-    let report = check(&loaded.connector(), node);
+    let report = if args.here_only {
+        let (_, pair) = args.pair.load_pair()?;
+        let node = args.pair.local(&pair)?;
+        check_here(&pair, node)
+    } else {
+        let loaded = args.pair.load()?;
+        let node = args.pair.local(&loaded.pair)?;
+        let peer = loaded.pair.peer_of(node);
+        let run = PeerRun {
+            file: &loaded.file,
+            cluster_path: &args.pair.cluster,
+            ssh: SshClient {
+                program: args.ssh.clone(),
+                config: args.ssh_config.clone(),
+            },
+            timeout: args.timeout,
+        };
+        // The peer's run and this node's SQL checks overlap.
+        std::thread::scope(|s| {
+            let view = s.spawn(|| peer_view(&run, node, peer));
+            let conn = loaded.connector();
+            let mut here = check(&conn, node);
+            let view = view.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            here.add_peer(peer, view);
+            here
+        })
+    };
     show(&report, ui);
     Ok(if report.errors() == 0 {
         ExitCode::SUCCESS
@@ -51,7 +97,7 @@ fn show(r: &CheckReport, ui: &Ui) {
         });
         return;
     }
-    let mut t = ui.table(["", "code", "node", "finding"]);
+    let mut t = ui.table(["", "code", "node", "from", "finding"]);
     for f in &r.findings {
         let mark = match f.severity {
             Severity::Ok => "ok",
@@ -62,18 +108,18 @@ fn show(r: &CheckReport, ui: &Ui) {
             mark.to_owned(),
             f.code.as_str(),
             f.node.clone(),
+            f.from.clone(),
             f.message.clone(),
         ]);
     }
     ui.out(&t.to_string());
-    let n = r.errors();
-    if n == 0 {
-        ui.out(&format!(
-            "from {}: no error finding ({} checks)",
-            r.from,
+    let from = r.from.join(" and ");
+    let only = if r.from.len() == 1 { " only" } else { "" };
+    match r.errors() {
+        0 => ui.out(&format!(
+            "from {from}{only}: no error finding ({} checks)",
             r.findings.len()
-        ));
-    } else {
-        ui.out(&format!("from {}: {n} error finding(s)", r.from));
+        )),
+        n => ui.out(&format!("from {from}{only}: {n} error finding(s)")),
     }
 }

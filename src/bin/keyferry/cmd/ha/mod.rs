@@ -54,18 +54,29 @@ pub struct PairArgs {
     pub node: Option<String>,
 }
 
-/// The loaded pair and password file.
+/// The loaded cluster file, pair and password file.
 pub struct Loaded {
+    pub file: ClusterFile,
     pub pair: Pair,
     pub passfile: PassFile,
 }
 
 impl PairArgs {
     pub fn load(&self) -> Result<Loaded, crate::failure::Failure> {
-        let cluster = ClusterFile::load(&self.cluster)?;
-        let pair = Pair::from_cluster(&cluster)?;
+        let (file, pair) = self.load_pair()?;
         let passfile = PassFile::load(&pair.passfile)?;
-        Ok(Loaded { pair, passfile })
+        Ok(Loaded {
+            file,
+            pair,
+            passfile,
+        })
+    }
+
+    /// The cluster file and its pair, without the password file (for what needs no login).
+    pub fn load_pair(&self) -> Result<(ClusterFile, Pair), crate::failure::Failure> {
+        let file = ClusterFile::load(&self.cluster)?;
+        let pair = Pair::from_cluster(&file)?;
+        Ok((file, pair))
     }
 
     /// This machine's node of the pair (by --node or host name).
