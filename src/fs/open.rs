@@ -440,6 +440,52 @@ impl Dir {
         }
     }
 
+    /// Creates the subfolder `name` to take `model`'s place later (a data folder's fresh
+    /// copy): with `model`'s owner, group and mode (Unix) or its security descriptor (Windows:
+    /// its DACL, whose inheritable entries then reach every file created inside, and its
+    /// owner where this account may assign it). False if something is there already.
+    pub fn mkdir_like(&self, name: &OsStr, model: &Path) -> Result<bool> {
+        #[cfg(unix)]
+        {
+            use rustix::fs::{Gid, Mode, Uid};
+            let (uid, gid, mode) = Dir::open(model)?.unix_owner()?;
+            if !self.mkdir(name, 0o700)? {
+                return Ok(false);
+            }
+            let path = self.join(name);
+            let set = self.sub(name).and_then(|d| {
+                let d = d.ok_or(Error::Changed { path: path.clone() })?;
+                rustix::fs::fchown(&d.fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                    .and_then(|_| rustix::fs::fchmod(&d.fd, Mode::from_raw_mode(mode)))
+                    .map_err(|e| Error::io(&path, e.into()))
+            });
+            if let Err(e) = set {
+                let _ = self.rmdir(name);
+                return Err(e);
+            }
+            Ok(true)
+        }
+        #[cfg(windows)]
+        {
+            let sd = crate::os::security_of(&win_open_dir(model, false)?)
+                .map_err(|e| Error::io(model, e))?;
+            if !self.mkdir(name, 0o700)? {
+                return Ok(false);
+            }
+            let path = self.join(name);
+            let set = self.sub(name).and_then(|d| {
+                d.ok_or(Error::Changed { path: path.clone() })?;
+                crate::os::set_security(&win_open_dir(&path, true)?, &sd)
+                    .map_err(|e| Error::io(&path, e))
+            });
+            if let Err(e) = set {
+                let _ = self.rmdir(name);
+                return Err(e);
+            }
+            Ok(true)
+        }
+    }
+
     /// Removes the subfolder `name` if it is there and empty; false if not (missing, not
     /// empty, or not a folder: a link is never followed).
     pub fn rmdir(&self, name: &OsStr) -> Result<bool> {
@@ -595,6 +641,24 @@ pub(crate) fn win_open(path: &Path, write: bool) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Opens a folder itself (never a reparse point's target) for its security descriptor:
+/// reading it, or with `write` setting its DACL and owner.
+#[cfg(windows)]
+pub(crate) fn win_open_dir(path: &Path, write: bool) -> Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    const READ_CONTROL: u32 = 0x0002_0000;
+    const WRITE_DAC: u32 = 0x0004_0000;
+    const WRITE_OWNER: u32 = 0x0008_0000;
+    let access = READ_CONTROL | if write { WRITE_DAC | WRITE_OWNER } else { 0 };
+    std::fs::OpenOptions::new()
+        .access_mode(access)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT | FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
 /// Removes the file or link `path` names, if anything is there (never a folder, never what
 /// a link points to), through its folder's handle, and syncs the folder. False if nothing was
 /// there (its folder included).
@@ -643,6 +707,59 @@ pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data folder's fresh copy gets the old folder's owner, group and mode, never the
+    /// defaults of the account keyferry runs as; a name already there is left alone.
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_made_like_another_takes_its_owner_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let model = d.path().join("data");
+        std::fs::create_dir(&model).unwrap();
+        std::fs::set_permissions(&model, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let root = rustix::process::geteuid().is_root();
+        let (uid, gid) = if root {
+            (65534, 65534)
+        } else {
+            let m = std::fs::metadata(&model).unwrap();
+            (m.uid(), m.gid())
+        };
+        std::os::unix::fs::chown(&model, Some(uid), Some(gid)).unwrap();
+        let parent = Dir::open(d.path()).unwrap();
+        assert!(parent.mkdir_like(OsStr::new("data.new"), &model).unwrap());
+        let m = std::fs::metadata(d.path().join("data.new")).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (uid, gid, 0o750));
+        assert!(!parent.mkdir_like(OsStr::new("data.new"), &model).unwrap());
+    }
+
+    /// The copy carries the old folder's DACL, whose inheritable entry for the service
+    /// account (NETWORK SERVICE here) must reach what is created inside. Wine does not keep
+    /// a DACL set on a folder here (it reports one made from the Unix mode), so under Wine
+    /// this shows only that the copy's DACL equals the model's; real Windows shows the rest.
+    #[cfg(windows)]
+    #[test]
+    fn a_folder_made_like_another_takes_its_dacl() {
+        let d = tempfile::tempdir().unwrap();
+        let model = d.path().join("data");
+        std::fs::create_dir(&model).unwrap();
+        let sddl = "D:(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1301bf;;;NS)";
+        crate::os::set_security(&win_open_dir(&model, true).unwrap(), sddl).unwrap();
+        let wine = std::env::var_os("WINEPREFIX").is_some();
+        let model_dacl = crate::os::dacl_sddl(&model).unwrap();
+        assert!(wine || model_dacl.contains(";;;NS)"), "{model_dacl}");
+        let parent = Dir::open(d.path()).unwrap();
+        assert!(parent.mkdir_like(OsStr::new("data.new"), &model).unwrap());
+        let made = crate::os::dacl_sddl(&d.path().join("data.new")).unwrap();
+        assert_eq!(made, model_dacl);
+        if !wine {
+            let f = d.path().join("data.new").join("PG_VERSION");
+            std::fs::write(&f, b"15\n").unwrap();
+            let inner = crate::os::dacl_sddl(&f).unwrap();
+            assert!(inner.contains("ID;0x1301bf;;;NS)"), "{inner}");
+        }
+        assert!(!parent.mkdir_like(OsStr::new("data.new"), &model).unwrap());
+    }
 
     #[test]
     fn reads_regular_files_within_the_bound() {

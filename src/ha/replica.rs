@@ -426,6 +426,31 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     };
     let created = ensure_slot(&mut pc, pair, primary, replica).map_err(&restart_old)?;
     drop(pc);
+    // Undoes the slot and restarts the old server; `undo` also removes the copy's folder,
+    // once it is ours.
+    let undo_slot = |e: Error| -> Error {
+        if created {
+            drop_slot(conn, primary, replica);
+        }
+        restart_old(e)
+    };
+    let undo = |e: Error| -> Error {
+        let _ = std::fs::remove_dir_all(&new);
+        undo_slot(e)
+    };
+    // The copy's folder is made here, like the data folder it replaces: its owner, group and
+    // mode (Unix), its DACL (Windows: the service account's inheritable grant then reaches
+    // every file pg_basebackup writes, which it would not in a folder this account made).
+    let parent = Dir::open(data.parent().unwrap_or(Path::new("/"))).map_err(&undo_slot)?;
+    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
+    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
+    // Something there now is not ours to remove: only the slot is undone.
+    if !parent.mkdir_like(&new_n, &data).map_err(&undo_slot)? {
+        return Err(undo_slot(refused(
+            format!("{} appeared during the run", new.display()),
+            "another keyferry or pg_basebackup may be running here; look, then run again",
+        )));
+    }
     let conninfo = primary_conninfo(pair, primary, replica);
     let backup = server::run_ok(
         replica,
@@ -444,21 +469,11 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         ],
         Duration::from_secs(24 * 3600),
     );
-    let undo = |e: Error| -> Error {
-        let _ = std::fs::remove_dir_all(&new);
-        if created {
-            drop_slot(conn, primary, replica);
-        }
-        restart_old(e)
-    };
     backup.map_err(&undo)?;
     phase("copy");
     write_replica_settings(pair, primary, replica, &new, &local).map_err(&undo)?;
     // Swap the folders through their parent's handle; the old one stays until the replica
     // streams.
-    let parent = Dir::open(data.parent().unwrap_or(Path::new("/"))).map_err(&undo)?;
-    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
-    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
     parent.rename(&data_n, &old_n).map_err(&undo)?;
     if let Err(e) = parent.rename(&new_n, &data_n) {
         let _ = parent.rename(&old_n, &data_n);
