@@ -6,7 +6,7 @@
 - `ha status` over both nodes vs. one `psql -c 'select 1'` per node, both run in parallel
   (whole-process wall time, median of --runs); target: at most 1.5x.
 - `ha replica init` vs. bare `pg_basebackup -X stream --checkpoint=fast` of the same primary
-  into a fresh folder (median of 3); target: within 1.2x. The database is pgbench's at
+  into a fresh folder (median of --init-runs, taking turns); target: within 1.2x. The database is pgbench's at
   --scale (about 15 MB per unit).
 
 Needs root, PostgreSQL 15 (/usr/lib/postgresql/15/bin) and iproute2; builds keyferry in
@@ -127,7 +127,8 @@ def kf(exe, cluster, i, *args):
     r = sh("ip", "netns", "exec", NS[i], exe, "ha", *args, "-c", cluster, "--node", NAMES[i],
            stdout=subprocess.PIPE, text=True)
     if args[:2] == ("replica", "init"):
-        PHASES.append(r.stdout.strip().splitlines()[-1].strip())
+        PHASES.append(next(line.strip() for line in r.stdout.splitlines()
+                           if line.startswith("  ") and " s," in line))
     return r
 
 
@@ -141,6 +142,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=20)
     ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--init-runs", type=int, default=5)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/ha.py needs root (network namespaces, runuser)")
@@ -176,7 +178,7 @@ def main():
         conninfo = (f"host={ADDR[0]} port=5432 user=repuser passfile={passfile} "
                     "application_name=bench")
         inits, bares = [], []
-        for _ in range(3):
+        for _ in range(a.init_runs):
             inits.append(timed(lambda: kf(exe, cluster, 1, "replica", "init")))
             target = f"{ROOT}/nps2/bare"
 
@@ -191,7 +193,9 @@ def main():
         print(f"ha status (both nodes): {ms * 1000:.1f} ms vs psql select 1 x2 in parallel "
               f"{mp * 1000:.1f} ms: ratio {ms / mp:.2f} (target <= 1.5), median of {a.runs}")
         print(f"ha replica init: {mi:.2f} s vs bare pg_basebackup {mb:.2f} s: ratio "
-              f"{mi / mb:.2f} (target <= 1.2), median of 3")
+              f"{mi / mb:.2f} (target <= 1.2), median of {a.init_runs}")
+        print(f"  runs: ha replica init {[round(x, 2) for x in inits]}, "
+              f"pg_basebackup {[round(x, 2) for x in bares]}")
         print(f"  phases of the last ha replica init: {PHASES[-1]}")
     finally:
         teardown()

@@ -451,9 +451,9 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
     wait_healthy(&bed, 1);
     // --primary-lost loses what was not sent: wait until the replica has it.
     wait_rows(&bed, 1, &["one", "two"]);
-
-    // 1. With wal_keep_size = 0, pg_rewind's own crash recovery ends in a checkpoint that
-    // recycles the WAL the rewind then needs: it fails, and rejoin copies instead.
+    // 1. A crash soon after replica init, before a checkpoint saved the replica's slot: with
+    // wal_keep_size = 0, pg_rewind's own crash recovery ends in a checkpoint that removes the
+    // WAL the rewind then needs. The rewind fails; rejoin copies instead.
     let j = crash_promote_rejoin(&bed, 0, (1, 2));
     assert_eq!(j["method"], "base-backup", "{j}");
     let why = j["why_not_rewind"].as_str().unwrap();
@@ -479,6 +479,17 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
     assert_eq!(j["method"], "rewind", "{j}");
     bed.psql(0, "INSERT INTO t VALUES ('four')");
     wait_rows(&bed, 1, &["four", "one", "three", "two"]);
+    // Made again while it streams: the copy takes a temporary slot, the old replica stops
+    // alongside, and the node's slot is taken over by the new copy.
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--json"]);
+    r.assert_code(0);
+    assert_eq!(r.json()["slot"], "keyferry_nps2");
+    wait_healthy(&bed, 1);
+    assert_eq!(
+        bed.psql(0, "SELECT count(*) FROM pg_replication_slots"),
+        "1",
+        "no slot left behind"
+    );
 
     // 3. Without wal_log_hints (and no checksums) a rewind cannot work at all: after a
     // planned failover, rejoin copies and says why.

@@ -142,6 +142,44 @@ impl Tree {
     }
 }
 
+/// Removes the folder `root` and everything in it: files spread over `threads` threads,
+/// each removed through its folder's handle (a link is removed, never followed), then the
+/// folders deepest first. Something that is neither file, link nor folder (a socket) makes
+/// its folder not empty, and the removal fails there.
+pub fn remove_tree(root: &Path, threads: usize) -> Result<()> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    crate::fs::walk(root, |rel, _, ft| {
+        if ft.is_dir() {
+            dirs.push(rel.to_owned());
+            Ok(true)
+        } else {
+            files.push(rel.to_owned());
+            Ok(false)
+        }
+    })?;
+    let tree = Tree::open(root)?;
+    let order: Vec<usize> = (0..files.len()).collect();
+    crate::parallel::try_map(&order, threads, || (), |_, i| tree.remove_file(&files[i]))?;
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    let not_empty = |p: PathBuf| {
+        Error::io(
+            &p,
+            std::io::Error::other("not empty after its contents were removed"),
+        )
+    };
+    for d in &dirs {
+        if !tree.rmdir(d)? {
+            return Err(not_empty(tree.join(d)));
+        }
+    }
+    drop(tree);
+    let (parent, name) = crate::fs::split(root)?;
+    if !Dir::open(&parent)?.rmdir(&name)? {
+        return Err(not_empty(root.to_owned()));
+    }
+    Ok(())
+}
+
 /// Splits a relative path into its folder (`""` for the root) and last component; every
 /// component must be a plain name (on Windows without a `\`, a separator there).
 pub fn split_rel(rel: &str) -> Result<(&str, &str)> {
@@ -161,6 +199,34 @@ pub fn split_rel(rel: &str) -> Result<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_is_removed_without_following_links_out_of_it() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"k").unwrap();
+        let root = d.path().join("data.keyferry-old");
+        for sub in ["base/1", "base/2", "pg_wal/archive_status", "global"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for (i, f) in [
+            "base/1/1259",
+            "base/2/16397",
+            "global/pg_control",
+            "PG_VERSION",
+        ]
+        .iter()
+        .enumerate()
+        {
+            std::fs::write(root.join(f), vec![i as u8; 1000 * i]).unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&outside, root.join("pg_tblspc_link")).unwrap();
+        remove_tree(&root, 4).unwrap();
+        assert!(!root.exists());
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"k");
+    }
 
     #[test]
     fn folders_are_opened_without_following_links() {

@@ -390,8 +390,8 @@ fn keep_check(f: &mut Seen<'_>, node: &HaNode, keep: &str) {
         Code::WalKeepSize,
         &node.name,
         if zero {
-            "wal_keep_size = 0: a rewind after a crash of this node usually finds its WAL \
-             gone, and rejoin copies everything (set it, e.g. '1GB')"
+            "wal_keep_size = 0: a rewind after a crash of this node can find its WAL gone, \
+             and rejoin then copies everything (set it, e.g. '1GB')"
                 .into()
         } else {
             format!("wal_keep_size = {keep}: WAL kept for a rewind after a crash")

@@ -309,6 +309,17 @@ fn ensure_slot(
     Ok(created)
 }
 
+/// Whether `replica`'s slot on the primary is in use (by a running replica).
+fn slot_active(c: &mut postgres::Client, primary: &HaNode, replica: &HaNode) -> Result<bool> {
+    let rows = pg::query(
+        c,
+        primary,
+        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+        &[&replica.slot()],
+    )?;
+    Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+}
+
 fn drop_slot(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) {
     if let Ok(mut c) = conn.admin(primary) {
         let _ = pg::query(
@@ -408,11 +419,6 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         mark = Instant::now();
     };
     phase("preflight");
-    // Stop the local server, make the slot, copy.
-    if running {
-        server::stop(replica, &data)?;
-    }
-    phase("stop");
     let restart_old = |why: Error| -> Error {
         if running {
             if let Err(e) = server::start(replica, &data) {
@@ -424,10 +430,92 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         }
         why
     };
-    let created = ensure_slot(&mut pc, pair, primary, replica).map_err(&restart_old)?;
+    let parent = Dir::open(data.parent().unwrap_or(Path::new("/")))?;
+    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
+    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
+    // The local server stops while the copy is taken: neither touches the other's folder.
+    // When the old server is a replica streaming through this node's slot, the copy takes
+    // a temporary slot of its own (pg_basebackup's default) and the node's slot, which holds
+    // WAL from before the copy began, is taken over once the old server is gone.
+    let slot_busy = slot_active(&mut pc, primary, replica)?;
+    let takeover = slot_busy && running;
+    let (mut created, mut made) = (false, false);
+    let mut stopped: Option<Result<()>> = None;
+    let copied: Result<()> = std::thread::scope(|s| {
+        let stopper = running.then(|| s.spawn(|| server::stop_for_replacement(replica, &data)));
+        let r =
+            'copy: {
+                if !takeover {
+                    // Made, or found free (a slot in use by another server is refused).
+                    created = match ensure_slot(&mut pc, pair, primary, replica) {
+                        Ok(c) => c,
+                        Err(e) => break 'copy Err(e),
+                    };
+                }
+                // The copy's folder is made here, like the data folder it replaces: its owner,
+                // group and mode (Unix), its DACL (Windows: the service account's inheritable
+                // grant then reaches every file pg_basebackup writes, which it would not in a
+                // folder this account made). Something there now is not ours to remove.
+                match parent.mkdir_like(&new_n, &data) {
+                    Ok(true) => made = true,
+                    Ok(false) => break 'copy Err(refused(
+                        format!("{} appeared during the run", new.display()),
+                        "another keyferry or pg_basebackup may be running here; look, then run \
+                         again",
+                    )),
+                    Err(e) => break 'copy Err(e),
+                }
+                let mut args = vec![
+                    OsString::from("-d"),
+                    OsString::from(primary_conninfo(pair, primary, replica)),
+                    OsString::from("-D"),
+                    new.clone().into(),
+                    OsString::from("-X"),
+                    OsString::from("stream"),
+                    OsString::from("--checkpoint=fast"),
+                    OsString::from("--no-password"),
+                ];
+                if !takeover {
+                    args.extend([OsString::from("-S"), OsString::from(replica.slot())]);
+                }
+                server::run_ok(
+                    replica,
+                    "pg_basebackup",
+                    &args,
+                    Duration::from_secs(24 * 3600),
+                )
+                .map(|_| ())
+            };
+        if let Some(h) = stopper {
+            stopped = Some(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        r
+    });
+    // The node's slot, once its old server is gone: free within a moment, or someone else
+    // uses it.
+    let copied = copied.and_then(|()| {
+        if !takeover || !matches!(stopped, Some(Ok(()))) {
+            return Ok(());
+        }
+        let free = server::wait_for(Duration::from_secs(10), || {
+            slot_active(&mut pc, primary, replica).map(|a| !a)
+        })?;
+        if !free {
+            return Err(refused(
+                format!(
+                    "slot {} on {} is still in use after this node's server stopped: another \
+                     server streams through it",
+                    replica.slot(),
+                    primary.name
+                ),
+                "find the server using it (pg_stat_replication on the primary), then run again",
+            ));
+        }
+        ensure_slot(&mut pc, pair, primary, replica).map(|_| ())
+    });
     drop(pc);
-    // Undoes the slot and restarts the old server; `undo` also removes the copy's folder,
-    // once it is ours.
+    // Undoes the slot and restarts the old server; `undo` also removes the copy's folder
+    // when it is ours.
     let undo_slot = |e: Error| -> Error {
         if created {
             drop_slot(conn, primary, replica);
@@ -435,41 +523,22 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         restart_old(e)
     };
     let undo = |e: Error| -> Error {
-        let _ = std::fs::remove_dir_all(&new);
+        if made {
+            let _ = std::fs::remove_dir_all(&new);
+        }
         undo_slot(e)
     };
-    // The copy's folder is made here, like the data folder it replaces: its owner, group and
-    // mode (Unix), its DACL (Windows: the service account's inheritable grant then reaches
-    // every file pg_basebackup writes, which it would not in a folder this account made).
-    let parent = Dir::open(data.parent().unwrap_or(Path::new("/"))).map_err(&undo_slot)?;
-    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
-    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
-    // Something there now is not ours to remove: only the slot is undone.
-    if !parent.mkdir_like(&new_n, &data).map_err(&undo_slot)? {
-        return Err(undo_slot(refused(
-            format!("{} appeared during the run", new.display()),
-            "another keyferry or pg_basebackup may be running here; look, then run again",
-        )));
+    if let Some(Err(e)) = stopped {
+        // The old server did not stop: it is not started again, only the copy is undone.
+        if made {
+            let _ = std::fs::remove_dir_all(&new);
+        }
+        if created {
+            drop_slot(conn, primary, replica);
+        }
+        return Err(e);
     }
-    let conninfo = primary_conninfo(pair, primary, replica);
-    let backup = server::run_ok(
-        replica,
-        "pg_basebackup",
-        &[
-            OsString::from("-d"),
-            OsString::from(conninfo),
-            OsString::from("-D"),
-            new.clone().into(),
-            OsString::from("-X"),
-            OsString::from("stream"),
-            OsString::from("-S"),
-            OsString::from(replica.slot()),
-            OsString::from("--checkpoint=fast"),
-            OsString::from("--no-password"),
-        ],
-        Duration::from_secs(24 * 3600),
-    );
-    backup.map_err(&undo)?;
+    copied.map_err(&undo)?;
     phase("copy");
     write_replica_settings(pair, primary, replica, &new, &local).map_err(&undo)?;
     // Swap the folders through their parent's handle; the old one stays until the replica
@@ -516,7 +585,7 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     let old_folder = if keep_old {
         Some(old)
     } else {
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        crate::fs::tree::remove_tree(&old, crate::parallel::threads(4))?;
         None
     };
     phase("cleanup");

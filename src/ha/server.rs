@@ -122,7 +122,57 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
 pub fn stop(node: &HaNode, data: &Path) -> Result<()> {
     match &node.service {
         Some(service) => service_control(node, service, false),
-        None => pg_ctl_wait(node, data, &[os("stop"), os("-m"), os("fast")]),
+        None => pg_ctl_stop(node, data, "fast"),
+    }
+}
+
+/// `pg_ctl stop -m <mode>`, then waits until the server is gone. On Unix the wait is
+/// keyferry's: `postmaster.pid` is removed as the server exits, looked for every 10 ms
+/// (pg_ctl -w looks every 100 ms).
+fn pg_ctl_stop(node: &HaNode, data: &Path, mode: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        run_ok(
+            node,
+            "pg_ctl",
+            &[
+                os("stop"),
+                os("-D"),
+                data.into(),
+                os("-m"),
+                os(mode),
+                os("-W"),
+            ],
+            Duration::from_secs(30),
+        )?;
+        let pidfile = data.join("postmaster.pid");
+        let gone = wait_for_every(Duration::from_secs(120), Duration::from_millis(10), || {
+            Ok(std::fs::symlink_metadata(&pidfile).is_err())
+        })?;
+        if !gone {
+            return Err(Error::HaFailed {
+                why: format!(
+                    "the server of {} on {} did not stop within 120 s",
+                    data.display(),
+                    node.name
+                ),
+                hint: "look at its log and its processes; stop it by hand, then run again".into(),
+            });
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    pg_ctl_wait(node, data, &[os("stop"), os("-m"), os(mode)])
+}
+
+/// Stops the local server whose data is about to be replaced (`replica init`): at once,
+/// without the shutdown checkpoint, which would only write pages the copy replaces while the
+/// copy competes for the disk. Should the old folder be needed again, its start is an
+/// ordinary crash recovery from its WAL. A service is stopped through its manager as usual.
+pub fn stop_for_replacement(node: &HaNode, data: &Path) -> Result<()> {
+    match &node.service {
+        Some(service) => service_control(node, service, false),
+        None => pg_ctl_stop(node, data, "immediate"),
     }
 }
 
@@ -130,11 +180,101 @@ pub fn stop(node: &HaNode, data: &Path) -> Result<()> {
 pub fn start(node: &HaNode, data: &Path) -> Result<()> {
     match &node.service {
         Some(service) => service_control(node, service, true),
+        #[cfg(unix)]
+        None => {
+            // pg_ctl -w looks every 100 ms; the server's own status line in postmaster.pid,
+            // read every 10 ms, says "ready" (or "standby") as soon as it takes connections.
+            // A file left by a crashed server is not the new server's.
+            let stale = pid_of(&data.join("postmaster.pid"));
+            run_ok(
+                node,
+                "pg_ctl",
+                &[
+                    os("start"),
+                    os("-l"),
+                    start_log(data).into(),
+                    os("-D"),
+                    data.into(),
+                    os("-W"),
+                ],
+                Duration::from_secs(30),
+            )?;
+            wait_ready(node, data, stale, Duration::from_secs(120))
+        }
+        #[cfg(not(unix))]
         None => pg_ctl_wait(node, data, &[os("start"), os("-l"), start_log(data).into()]),
     }
 }
 
+/// The process id in a `postmaster.pid`, if there is one.
+#[cfg(unix)]
+fn pid_of(pidfile: &Path) -> Option<i32> {
+    let bytes = crate::fs::read_bounded(pidfile, 4096, "postmaster.pid").ok()?;
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until the server of `data` says it takes connections (`postmaster.pid`'s status
+/// line), failing as soon as its process is gone.
+#[cfg(unix)]
+fn wait_ready(node: &HaNode, data: &Path, stale: Option<i32>, limit: Duration) -> Result<()> {
+    let pidfile = data.join("postmaster.pid");
+    let started = Instant::now();
+    let gone = |why: String| Error::HaFailed {
+        why: format!("the server of {} on {} {why}", data.display(), node.name),
+        hint: format!("read its log ({})", start_log(data).display()),
+    };
+    loop {
+        match crate::fs::read_bounded(&pidfile, 4096, "postmaster.pid") {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<&str> = text.lines().collect();
+                let pid = lines.first().and_then(|l| l.trim().parse::<i32>().ok());
+                if pid.is_none() || pid == stale {
+                    // Being written, or still the old one.
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Err(gone("did not start (no postmaster.pid of its own)".into()));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                if matches!(lines.get(7).map(|l| l.trim()), Some("ready" | "standby")) {
+                    return Ok(());
+                }
+                let alive = pid.and_then(rustix::process::Pid::from_raw).map(|pid| {
+                    !matches!(
+                        rustix::process::test_kill_process(pid),
+                        Err(rustix::io::Errno::SRCH)
+                    )
+                });
+                if alive == Some(false) {
+                    return Err(gone("stopped while starting".into()));
+                }
+            }
+            // Not written yet, or removed by a server that gave up.
+            Err(e) if e.is_missing() => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return Err(gone("did not start (no postmaster.pid)".into()));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if started.elapsed() > limit {
+            return Err(gone(format!(
+                "did not take connections within {}s",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `pg_ctl <args> -D <data> -w -t 120`: waits up to two minutes for the server's state.
+#[cfg(not(unix))]
 fn pg_ctl_wait(node: &HaNode, data: &Path, args: &[OsString]) -> Result<()> {
     let mut all = args.to_vec();
     all.extend([os("-D"), data.into(), os("-w"), os("-t"), os("120")]);
@@ -223,8 +363,17 @@ pub fn control(node: &HaNode, data: &Path) -> Result<Control> {
     Ok(Control { fields })
 }
 
-/// Waits until `check` says yes, up to `limit`, polling.
-pub fn wait_for(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<bool> {
+/// Waits until `check` says yes, up to `limit`, polling every 20 ms.
+pub fn wait_for(limit: Duration, check: impl FnMut() -> Result<bool>) -> Result<bool> {
+    wait_for_every(limit, Duration::from_millis(20), check)
+}
+
+/// Waits until `check` says yes, up to `limit`, polling every `every`.
+pub fn wait_for_every(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
     let deadline = Instant::now() + limit;
     loop {
         if check()? {
@@ -233,6 +382,6 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Res
         if Instant::now() >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
