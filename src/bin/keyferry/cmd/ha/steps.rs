@@ -19,8 +19,8 @@ pub enum ReplicaCommand {
 #[command(
     after_help = "Run on the node that becomes the replica. Preflight (the primary answers \
 and is a primary, its pg_hba.conf lets this node replicate, a WAL sender is free, room on disk) \
-changes nothing; then this node's server is stopped, a base backup of the primary is taken into \
-<data>.keyferry-new, the recovery settings are written (primary_conninfo naming the password \
+changes nothing; then a base backup of the primary is taken into <data>.keyferry-new (made \
+like the data folder) while this node's server is stopped, the recovery settings are written (primary_conninfo naming the password \
 file, a replication slot), this node's port, listen_addresses and pg_hba.conf are put back, the \
 folders are swapped, the server is started and keyferry waits until it streams. If it does not \
 stream, the old folder is put back and started.\n\n\
