@@ -476,18 +476,54 @@ pub fn import_file(
     progress: &dyn Progress,
 ) -> Result<ImportReport> {
     let (manifest, checked) = open_and_check(bundle, passphrase, node, opts, progress)?;
+    let mut report = install(&manifest, checked, node, opts)?;
+    report.bundle_removed_after = !keep_bundle;
+    match report.outcome {
+        ImportOutcome::DryRun => {}
+        ImportOutcome::Unchanged if opts.dry_run => {}
+        ImportOutcome::Unchanged => keep_on_ledger(&mut report, bundle, &manifest, node, opts),
+        // The keys are committed: what follows can only warn.
+        ImportOutcome::Installed if keep_bundle => {
+            keep_on_ledger(&mut report, bundle, &manifest, node, opts)
+        }
+        ImportOutcome::Installed => match crate::fs::shred_file(bundle) {
+            Ok(r) => {
+                report.bundle_removal = Some(r);
+                report.bundle_kept = false;
+            }
+            Err(e) => report.warnings.push(format!(
+                "the keys are installed, but the bundle could not be removed ({e}); remove it \
+                 with: keyferry shred {}",
+                bundle.display()
+            )),
+        },
+    }
+    Ok(report)
+}
+
+/// Installs a checked manifest on `node` (from a bundle, or straight from the primary's
+/// key set for `keys push`): plan, refusals, then under the node's lock, after any
+/// interrupted change is finished or rolled back, the change through the transaction
+/// engine. Nothing is written when the node already holds the keys, on a dry run, and on
+/// every refusal.
+pub fn install(
+    manifest: &Manifest,
+    checked: Checked,
+    node: &Node,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
     // A first plan, without the lock, decides refusals and dry runs: a refusal must leave
     // the node exactly as it was, lock file and state folder included. If a change was
     // interrupted here, what is on disk may be half of it: go on to recover first.
     let interrupted = crate::txn::journal::Journal::path(&node.state_dir).exists();
-    let first = plan(&manifest, node, opts.protect)?;
+    let first = plan(manifest, node, opts.protect)?;
     let mut report = ImportReport {
         version: crate::JSON_VERSION,
         kind: "import".into(),
         node: node.name.clone(),
         role: node.role,
         outcome: ImportOutcome::DryRun,
-        bundle: crate::keys::export::BundleSummary::of(&manifest, "bundle", None),
+        bundle: crate::keys::export::BundleSummary::of(manifest, "bundle", None),
         expired_override: checked.expired_override,
         plan: first,
         backup_dir: None,
@@ -507,12 +543,8 @@ pub fn import_file(
                 .into(),
         );
     }
-    report.bundle_removed_after = !keep_bundle;
     if report.plan.is_noop() && !interrupted {
         report.outcome = ImportOutcome::Unchanged;
-        if !opts.dry_run {
-            keep_on_ledger(&mut report, bundle, &manifest, node, opts);
-        }
         return Ok(report);
     }
     if let Some(refusal) = refusal(&report.plan, node, opts) {
@@ -530,21 +562,18 @@ pub fn import_file(
     if opts.dry_run {
         return Ok(report);
     }
-    // The change itself: under the node's lock, after any interrupted change is finished or
-    // rolled back, planned again from what is on disk now.
     let (held, recovered) = crate::txn::begin(&node.state_dir, &node.name, opts.wait)?;
     report.recovered = recovered;
     report.swept = sweep_node(node)?;
-    report.plan = plan(&manifest, node, opts.protect)?;
+    report.plan = plan(manifest, node, opts.protect)?;
     if report.plan.is_noop() {
         report.outcome = ImportOutcome::Unchanged;
-        keep_on_ledger(&mut report, bundle, &manifest, node, opts);
         return Ok(report);
     }
     if let Some(refusal) = refusal(&report.plan, node, opts) {
         return Err(refusal);
     }
-    let applied = apply(&manifest, &report.plan, node, opts.replace)?;
+    let applied = apply(manifest, &report.plan, node, opts.replace)?;
     drop(held);
     report.outcome = ImportOutcome::Installed;
     report.backup_dir = applied.backup_dir;
@@ -554,22 +583,6 @@ pub fn import_file(
         }
     }
     report.next_step = node.profile.after_import.map(str::to_owned);
-    // The keys are committed: what follows can only warn.
-    if keep_bundle {
-        keep_on_ledger(&mut report, bundle, &manifest, node, opts);
-    } else {
-        match crate::fs::shred_file(bundle) {
-            Ok(r) => {
-                report.bundle_removal = Some(r);
-                report.bundle_kept = false;
-            }
-            Err(e) => report.warnings.push(format!(
-                "the keys are installed, but the bundle could not be removed ({e}); remove it \
-                 with: keyferry shred {}",
-                bundle.display()
-            )),
-        }
-    }
     Ok(report)
 }
 
