@@ -1,6 +1,6 @@
 //! Key sets and how they travel: reading a node's key files ([`keyset`]), the bundle
 //! plaintext ([`manifest`]) and its age envelope ([`bundle`]), export, import, restore from
-//! backups, and cleanup of what a transfer leaves behind ([`ledger`], [`cleanup`]).
+//! backups, pushing a key set to every node ([`push`]), and cleanup of what a transfer leaves behind ([`ledger`], [`cleanup`]).
 
 pub mod bundle;
 pub mod cleanup;
@@ -9,4 +9,5 @@ pub mod import;
 pub mod keyset;
 pub mod ledger;
 pub mod manifest;
+pub mod push;
 pub mod restore;

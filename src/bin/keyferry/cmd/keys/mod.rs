@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod push;
 pub mod recover;
 pub mod restore;
 
@@ -17,6 +18,8 @@ pub enum KeysCommand {
     Export(export::Args),
     /// Check a bundle and install its keys on this node
     Import(import::Args),
+    /// From the primary, its key set to every node that needs it (no bundle)
+    Push(push::Args),
     /// Show a bundle's manifest (never the key bytes)
     Inspect(inspect::Args),
     /// Remove leftover bundles and vendor export files from this node
@@ -31,6 +34,7 @@ pub fn run(c: KeysCommand, ui: &Ui) -> CmdResult {
     match c {
         KeysCommand::Export(a) => export::run(a, ui),
         KeysCommand::Import(a) => import::run(a, ui),
+        KeysCommand::Push(a) => push::run(a, ui),
         KeysCommand::Inspect(a) => inspect::run(a, ui),
         KeysCommand::Cleanup(a) => cleanup::run(a, ui),
         KeysCommand::Restore(a) => restore::run(a, ui),

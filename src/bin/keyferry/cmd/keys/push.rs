@@ -1,0 +1,191 @@
+//! `keyferry keys push`: from the primary, its key set to every node that needs it, each
+//! with the checks, refusals and backups of `keys import`, and no bundle anywhere.
+
+use crate::cmd::CmdResult;
+use crate::ui::Ui;
+use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::keys::export::{build_manifest, DEFAULT_TTL};
+use keyferry::keys::import::{ImportOptions, ProtectMode};
+use keyferry::keys::push::{push_one, reached, targets, PushOutcome, PushTarget};
+use keyferry::time::Timestamp;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Run on the primary. Every other node whose role needs keys (by role and \
+profile; Proxy hosts are skipped) is brought to the primary's key set: a node that holds it is \
+left unchanged, one that holds none gets it, one that holds a different key set is refused \
+unless --replace (its files are backed up first). The key set goes from memory straight into \
+each node's files through keyferry's transaction engine: no bundle, no passphrase, nothing to \
+clean up.\n\n\
+A node is reached by its access: its paths, with reach slots (a mounted share or UNC path), or \
+a single folder. Its lock, journal and backups are this machine's (the state folder, backups \
+under backups/<node>/). ssh access is not built yet: export and import there.\n\n\
+Exit status: 0 every node holds the key set (or would, with --dry-run); 1 with --dry-run, a node \
+would be refused (its key set differs; --replace would replace it); 2 a node was refused or \
+failed (the others are still done; the table says which).\n\n\
+Examples:\n  keyferry keys push -c cluster.toml --dry-run\n  keyferry keys push -c cluster.toml --to web2 --replace"
+)]
+pub struct Args {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This machine's node, the primary [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Only these nodes (repeatable) [default: every other node]
+    #[arg(long, value_name = "NODE")]
+    pub to: Vec<String>,
+    /// Replace key sets that differ (backed up first); without it such a node is refused
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what each node would get and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folder for keyferry's lock, journal and backups [default: the primary's state folder]
+    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub wait: crate::node_args::WaitArgs,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    version: u32,
+    kind: &'static str,
+    source: &'a str,
+    fingerprint: String,
+    dry_run: bool,
+    ok: bool,
+    targets: &'a [PushTarget],
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let file = ClusterFile::load(&args.cluster)?;
+    let spec = file.select(args.node.as_deref(), &host_name())?;
+    let source = Node::from_cluster(&file, spec, args.state_dir.clone())?;
+    let now = Timestamp::now();
+    let (manifest, warnings) = build_manifest(&source, &host_name(), now, DEFAULT_TTL, false)?;
+    for w in &warnings {
+        ui.warn(w);
+    }
+    let nodes = targets(&file, &source.name, &args.to)?;
+    let opts = ImportOptions {
+        protect: ProtectMode::Auto,
+        replace: args.replace,
+        replace_primary: false,
+        dry_run: args.dry_run,
+        allow_expired: false,
+        now,
+        max_work_factor: keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR,
+        wait: args.wait.wait,
+    };
+    let base = args.cluster.parent().unwrap_or(Path::new("."));
+    let mut done = Vec::new();
+    for spec in nodes {
+        let t = match reached(&file, spec, base, &source.state_dir) {
+            Ok(node) => {
+                if node.profile.role_needs_keys(node.role) {
+                    ui.info(&format!(
+                        "{} {}...",
+                        if args.dry_run {
+                            "planning"
+                        } else {
+                            "pushing to"
+                        },
+                        node.name
+                    ));
+                }
+                push_one(&manifest, &node, &opts)
+            }
+            Err(why) => PushTarget {
+                node: spec.name.clone(),
+                role: spec.role,
+                via: "-".into(),
+                outcome: PushOutcome::Failed,
+                before: None,
+                after: None,
+                backup_dir: None,
+                detail: Some(why),
+                files: Vec::new(),
+                import: None,
+            },
+        };
+        done.push(t);
+    }
+    let failed = done.iter().filter(|t| t.failed()).count();
+    let fingerprint = manifest.header.fingerprint.to_string();
+    if ui.json {
+        ui.json(&Report {
+            version: keyferry::JSON_VERSION,
+            kind: "keys-push",
+            source: &source.name,
+            fingerprint,
+            dry_run: args.dry_run,
+            ok: failed == 0,
+            targets: &done,
+        });
+    } else {
+        show(&source.name, &fingerprint, &done, ui);
+        let next: Vec<&str> = done
+            .iter()
+            .filter(|t| t.outcome == PushOutcome::Installed)
+            .filter_map(|t| t.import.as_ref()?.next_step.as_deref())
+            .collect();
+        if let Some(step) = next.first() {
+            ui.out(&format!("next, on each node marked installed: {step}"));
+        }
+    }
+    let would_refuse = done.iter().any(|t| t.outcome == PushOutcome::WouldRefuse);
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else if would_refuse {
+        crate::exit::NO.into()
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn show(source: &str, fingerprint: &str, done: &[PushTarget], ui: &Ui) {
+    ui.out(&format!("key set of {source}: {fingerprint}"));
+    let mut t = ui.table(["node", "role", "result", "before", "after", "backup / why"]);
+    let short = |f: &Option<String>| match f {
+        Some(f) if f == fingerprint => "= primary".to_owned(),
+        Some(f) => f.chars().take(24).collect::<String>() + "…",
+        None => "none".to_owned(),
+    };
+    for d in done {
+        let result = match d.outcome {
+            PushOutcome::Unchanged => "unchanged",
+            PushOutcome::Installed => "installed",
+            PushOutcome::WouldInstall => "would install",
+            PushOutcome::WouldRefuse => "WOULD REFUSE",
+            PushOutcome::Skipped => "skipped",
+            PushOutcome::Refused => "REFUSED",
+            PushOutcome::Failed => "FAILED",
+        };
+        let why = match (&d.backup_dir, &d.detail) {
+            (Some(b), _) => format!("backup {}", b.display()),
+            (None, Some(w)) if d.outcome != PushOutcome::Installed => w.clone(),
+            _ => String::new(),
+        };
+        let role = d.role.to_string();
+        t.add_row([
+            d.node.as_str(),
+            role.as_str(),
+            result,
+            &short(&d.before),
+            &short(&d.after),
+            &why,
+        ]);
+    }
+    ui.out(&t.to_string());
+    let failed = done.iter().filter(|t| t.failed()).count();
+    if failed > 0 {
+        ui.out(&format!(
+            "{failed} node(s) refused or failed: nothing was changed on them (a failed install is put back by its journal)"
+        ));
+    }
+}

@@ -1,0 +1,186 @@
+//! `keys push` through the real binary on real folders: a cluster whose nodes hold the same,
+//! a different, or no key set, and a Proxy host. Refusals leave the refused node's files
+//! byte-identical; no bundle or temp file is left anywhere.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+const KEY_A: &[u8] = b"\x01\x02PUSH-KEY-A\x00\xffprimary key bytes 0123456789";
+const KEY_B: &[u8] = b"\x09\x08PUSH-KEY-B\x00\xfesecondary key bytes 987654";
+
+fn push(c: &Cluster, extra: &[&str]) -> Run {
+    let cluster = c.cluster_file();
+    let mut a = vec![
+        "keys",
+        "push",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--node",
+        "web1",
+    ];
+    a.extend_from_slice(extra);
+    a.push("--json");
+    keyferry(&a, None)
+}
+
+fn target<'j>(j: &'j serde_json::Value, node: &str) -> &'j serde_json::Value {
+    j["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["node"] == node)
+        .unwrap_or_else(|| panic!("no {node} in {j}"))
+}
+
+/// The files under `node`'s folder.
+fn node_files(c: &Cluster, node: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(&c.path(node))
+}
+
+/// Neither key's bytes appear in what keyferry printed.
+fn no_key_bytes(r: &Run) {
+    for k in [KEY_A, KEY_B] {
+        for out in [&r.out.stdout, &r.out.stderr] {
+            assert!(!out.windows(k.len()).any(|w| w == k), "key bytes in output");
+        }
+    }
+}
+
+#[test]
+fn push_brings_every_node_to_the_primarys_keys_and_refuses_a_different_set_without_replace() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let all_before = c.snapshot();
+
+    // A dry run plans every node and changes nothing.
+    let r = push(&c, &["--dry-run"]);
+    r.assert_code(1);
+    no_key_bytes(&r);
+    let j = r.json();
+    assert_eq!(target(&j, "web2")["outcome"], "would-refuse");
+    assert_eq!(target(&j, "dr1")["outcome"], "would-install");
+    assert_eq!(target(&j, "proxy1")["outcome"], "skipped");
+    assert_eq!(all_before, c.snapshot(), "a dry run changed files");
+
+    // Without --replace: web2 (different keys) refused and untouched; dr1 gets the keys.
+    let web2_before = node_files(&c, "web2");
+    let r = push(&c, &[]);
+    r.assert_code(2);
+    no_key_bytes(&r);
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    let w2 = target(&j, "web2");
+    assert_eq!(w2["outcome"], "refused");
+    assert!(
+        w2["detail"].as_str().unwrap().contains("key-set-differs"),
+        "{w2}"
+    );
+    assert_eq!(w2["before"], w2["after"]);
+    assert_eq!(
+        web2_before,
+        node_files(&c, "web2"),
+        "a refused node changed"
+    );
+    assert_eq!(target(&j, "dr1")["outcome"], "installed");
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
+    assert_eq!(target(&j, "dr1")["after"], j["fingerprint"]);
+    assert!(!c.key_path("proxy1").exists(), "a Proxy host needs no keys");
+
+    // With --replace: web2 backed up, then given the primary's keys.
+    let r = push(&c, &["--replace"]);
+    r.assert_code(0);
+    let j = r.json();
+    let w2 = target(&j, "web2");
+    assert_eq!(w2["outcome"], "installed");
+    let backup = PathBuf::from(w2["backup_dir"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(backup.join("encryption.config")).unwrap(),
+        KEY_B
+    );
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), KEY_A);
+    assert_eq!(target(&j, "dr1")["outcome"], "unchanged");
+
+    // Again: nothing to do anywhere.
+    let r = push(&c, &[]);
+    r.assert_code(0);
+    let j = r.json();
+    for n in ["web2", "dr1"] {
+        assert_eq!(target(&j, n)["outcome"], "unchanged");
+    }
+    // No bundle, no temp file: only the keys, the product's files, and keyferry's lock and
+    // backups in the primary's state folder.
+    for (path, bytes) in c.snapshot() {
+        if bytes == b"<dir>" {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = path.strip_prefix(c.dir.path()).unwrap().to_owned();
+        let ok = matches!(
+            name.as_str(),
+            "encryption.config" | "database.config" | "web.config" | "cluster.toml" | "pass.txt"
+        ) || rel.starts_with("web1/state");
+        assert!(ok, "left behind: {}", rel.display());
+    }
+}
+
+#[test]
+fn push_refusals_change_nothing() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let cluster = c.cluster_file();
+    let cl = cluster.to_str().unwrap();
+    // From a node that is not the primary.
+    c.assert_refused_with(&["keys", "push", "-c", cl, "--node", "web2"], "not-primary");
+    // To a node that is not in the file, or to itself.
+    let r = c.assert_refused_with(
+        &["keys", "push", "-c", cl, "--node", "web1", "--to", "web9"],
+        "invalid-input",
+    );
+    assert!(r.stderr().contains("web2"), "{}", r.stderr());
+    c.assert_refused_with(
+        &["keys", "push", "-c", cl, "--node", "web1", "--to", "web1"],
+        "invalid-input",
+    );
+}
+
+#[test]
+fn push_reaches_a_node_through_its_reach_folder_and_says_when_it_cannot() {
+    let c = Cluster::secret_server(KEY_A, None);
+    // web2's paths are its own (not reachable from here); reach names where this machine
+    // sees them (a share). dr1's share is missing.
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let share = c.path("share-web2");
+    std::fs::rename(c.app("web2"), &share).unwrap();
+    let text = text.replace(
+        "name = \"web2\"",
+        &format!("name = \"web2\"\nreach = {{ app = {share:?} }}"),
+    );
+    let text = text.replace(
+        "name = \"dr1\"",
+        &format!(
+            "name = \"dr1\"\nreach = {{ app = {:?} }}",
+            c.path("no-such-share")
+        ),
+    );
+    std::fs::write(c.cluster_file(), text).unwrap();
+    let dr1_before = node_files(&c, "dr1");
+    let r = push(&c, &["--to", "web2", "--to", "dr1"]);
+    r.assert_code(2);
+    let j = r.json();
+    assert_eq!(target(&j, "web2")["outcome"], "installed");
+    assert_eq!(
+        std::fs::read(share.join("encryption.config")).unwrap(),
+        KEY_A
+    );
+    let d = target(&j, "dr1");
+    assert_eq!(d["outcome"], "failed");
+    assert!(
+        d["detail"].as_str().unwrap().contains("cannot reach"),
+        "{d}"
+    );
+    assert_eq!(dr1_before, node_files(&c, "dr1"));
+    assert!(
+        j["targets"].as_array().unwrap().len() == 2,
+        "--to limits the push: {j}"
+    );
+}
