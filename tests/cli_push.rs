@@ -184,3 +184,132 @@ fn push_reaches_a_node_through_its_reach_folder_and_says_when_it_cannot() {
         "--to limits the push: {j}"
     );
 }
+
+/// Over a real OpenSSH server on loopback: the key set goes as a push stream on the stdin of
+/// `keyferry keys import -` on the node, whose own state folder gets the backup; the node's
+/// refusal comes back as a refusal, with its files unchanged.
+#[cfg(unix)]
+#[test]
+fn push_over_real_ssh_installs_through_the_nodes_own_import() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let Some(sshd) = Sshd::start(c.dir.path()) else {
+        return;
+    };
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let text = text.replace(
+        "name = \"web2\"",
+        &format!(
+            "name = \"web2\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
+            sshd.port,
+            bin()
+        ),
+    );
+    std::fs::write(c.cluster_file(), text).unwrap();
+    let cfg = sshd.config.to_str().unwrap().to_owned();
+    let ssh = |extra: &[&str]| {
+        let mut a = vec!["--ssh-config", cfg.as_str(), "--to", "web2"];
+        a.extend_from_slice(extra);
+        push(&c, &a)
+    };
+
+    let web2_before = node_files(&c, "web2");
+    let r = ssh(&["--dry-run"]);
+    r.assert_code(1);
+    let w = target(&r.json(), "web2").clone();
+    assert_eq!(w["outcome"], "would-refuse", "{w}");
+    assert!(w["via"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh://root@127.0.0.1:"));
+    let r = ssh(&[]);
+    r.assert_code(2);
+    no_key_bytes(&r);
+    let w = target(&r.json(), "web2").clone();
+    assert_eq!(w["outcome"], "refused", "{w}");
+    assert!(
+        w["detail"].as_str().unwrap().contains("key-set-differs"),
+        "{w}"
+    );
+    assert_eq!(
+        web2_before,
+        node_files(&c, "web2"),
+        "a refused node changed"
+    );
+
+    let r = ssh(&["--replace"]);
+    r.assert_code(0);
+    no_key_bytes(&r);
+    let w = target(&r.json(), "web2").clone();
+    assert_eq!(w["outcome"], "installed", "{w}");
+    assert_eq!(w["after"], r.json()["fingerprint"]);
+    let backup = PathBuf::from(w["backup_dir"].as_str().unwrap());
+    assert!(
+        backup.starts_with(c.path("web2").join("state")),
+        "the node's own import keeps its backup: {}",
+        backup.display()
+    );
+    assert_eq!(
+        std::fs::read(backup.join("encryption.config")).unwrap(),
+        KEY_B
+    );
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), KEY_A);
+    let r = ssh(&[]);
+    r.assert_code(0);
+    assert_eq!(target(&r.json(), "web2")["outcome"], "unchanged");
+    // Nothing at rest: no bundle or stream file in any node's folders.
+    for (path, bytes) in c.snapshot() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".kfb") && !name.contains(".keyferry-") && !name.ends_with(".tmp"),
+            "left behind: {}",
+            path.display()
+        );
+        assert!(
+            !bytes.starts_with(b"keyferry-push"),
+            "a push stream at rest: {}",
+            path.display()
+        );
+    }
+}
+
+/// `keys import -` takes only a push stream: anything else on stdin, or a passphrase option
+/// beside it, is refused and changes nothing.
+#[test]
+fn import_from_stdin_takes_only_a_push_stream() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let before = c.snapshot();
+    let cluster = c.cluster_file();
+    let args = [
+        "keys",
+        "import",
+        "-",
+        "--json",
+        "--batch",
+        "-c",
+        cluster.to_str().unwrap(),
+        "--node",
+        "dr1",
+    ];
+    for junk in [
+        &b"not a stream\n"[..],
+        b"keyferry-push 1\nno newline after",
+        b"",
+    ] {
+        let r = keyferry(&args, Some(junk));
+        r.assert_code(2);
+        assert_eq!(r.json()["error"]["code"], "bundle-format", "{}", r.stdout());
+    }
+    // A real stream with a wrong passphrase line.
+    let r = keyferry(
+        &args,
+        Some(b"keyferry-push 1\nwrong words here\nage-encryption.org/v1\n"),
+    );
+    r.assert_code(2);
+    let pass = c.path("pass.txt");
+    let mut with_file = args.to_vec();
+    with_file.extend(["--passphrase-file", pass.to_str().unwrap()]);
+    let r = keyferry(&with_file, Some(b"keyferry-push 1\n"));
+    r.assert_code(2);
+    assert!(r.stdout().contains("push stream"), "{}", r.stdout());
+    assert_eq!(before, c.snapshot());
+}

@@ -156,7 +156,7 @@ fn roles_of(m: &Manifest) -> String {
 }
 
 /// What import will do to one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FileAction {
     /// The node already has these exact bytes.
@@ -498,6 +498,26 @@ pub fn import_file(
             )),
         },
     }
+    Ok(report)
+}
+
+/// The import of a push stream (`keys import -`, fed by `keys push` over ssh): the
+/// passphrase and the bundle from the stream, then the same checks and install as a bundle
+/// file. Nothing was on disk, so nothing is removed or recorded afterwards.
+pub fn import_stream(
+    stream: &[u8],
+    node: &Node,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<ImportReport> {
+    let (passphrase, bundle) = crate::keys::push::parse_stream(stream)?;
+    progress.start("decrypting (scrypt)");
+    let manifest = Bundle::open(bundle, &passphrase, opts.max_work_factor);
+    progress.finish();
+    let manifest = manifest?;
+    let checked = check(&manifest, node, opts)?;
+    let mut report = install(&manifest, checked, node, opts)?;
+    report.bundle_kept = false;
     Ok(report)
 }
 

@@ -14,6 +14,7 @@ use crate::keys::import::{install, ImportOptions, ImportOutcome, ImportReport};
 use crate::keys::keyset::{fingerprint_of, read_local_keys};
 use crate::keys::manifest::Manifest;
 use crate::profile::Role;
+use crate::remote::ssh::{SshClient, SshTarget};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -103,13 +104,47 @@ pub fn targets<'f>(
         .collect())
 }
 
+/// The line of a node whose role needs no keys (a Proxy host), or None.
+pub fn skip(
+    file: &ClusterFile,
+    spec: &crate::cluster::file::NodeSpec,
+) -> Result<Option<PushTarget>> {
+    let profile = file.profile_table()?;
+    if profile.role_needs_keys(spec.role) {
+        return Ok(None);
+    }
+    Ok(Some(PushTarget {
+        node: spec.name.clone(),
+        role: spec.role,
+        via: "-".into(),
+        outcome: PushOutcome::Skipped,
+        before: None,
+        after: None,
+        backup_dir: None,
+        detail: Some(format!(
+            "role {} needs no keys in profile {}",
+            spec.role, profile.id
+        )),
+        files: Vec::new(),
+        import: None,
+    }))
+}
+
+/// How a push reaches a node.
+pub enum Route {
+    /// Its folders, from here (paths with reach slots, or a single folder).
+    Path(Box<Node>),
+    /// `keyferry keys import -` on the node over ssh.
+    Ssh(SshTarget),
+}
+
 /// The node as this machine reaches it, or why it cannot. `state_dir` is this machine's.
-pub fn reached(
+pub fn route(
     file: &ClusterFile,
     spec: &crate::cluster::file::NodeSpec,
     base: &Path,
     state_dir: &Path,
-) -> std::result::Result<Node, String> {
+) -> std::result::Result<Route, String> {
     let mut node =
         Node::from_cluster(file, spec, Some(state_dir.to_owned())).map_err(|e| e.to_string())?;
     match parse_access(spec.access.as_deref(), base).map_err(|e| e.to_string())? {
@@ -129,12 +164,8 @@ pub fn reached(
             }
             node.folders.insert(node.profile.folders[0].clone(), p);
         }
-        Access::Ssh { .. } => {
-            return Err(
-                "access is ssh: keys push over ssh is not built yet; run keyferry keys \
-                        export here and keys import on the node"
-                    .into(),
-            )
+        Access::Ssh { user, host, port } => {
+            return Ok(Route::Ssh(SshTarget { user, host, port }));
         }
         Access::Report(_) => {
             return Err(
@@ -149,7 +180,161 @@ pub fn reached(
             return Err(format!("cannot reach its {slot} folder {}", dir.display()));
         }
     }
-    Ok(node)
+    Ok(Route::Path(Box::new(node)))
+}
+
+/// How to run keyferry on a node over ssh for a push.
+pub struct SshPush<'a> {
+    pub client: &'a SshClient,
+    /// The cluster file here (the remote path by default).
+    pub cluster_path: &'a Path,
+    pub timeout: std::time::Duration,
+    pub work_factor: u8,
+}
+
+/// Pushes `manifest` to `spec`'s node over ssh: a push stream on the stdin of
+/// `keyferry keys import -` there, whose JSON report is checked.
+pub fn push_ssh(
+    manifest: &Manifest,
+    spec: &crate::cluster::file::NodeSpec,
+    target: &SshTarget,
+    how: &SshPush<'_>,
+    opts: &ImportOptions,
+    progress: &dyn crate::progress::Progress,
+) -> PushTarget {
+    let mut t = PushTarget {
+        node: spec.name.clone(),
+        role: spec.role,
+        via: format!(
+            "ssh://{}{}",
+            target.destination(),
+            target.port.map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        outcome: PushOutcome::Failed,
+        before: None,
+        after: None,
+        backup_dir: None,
+        detail: None,
+        files: Vec::new(),
+        import: None,
+    };
+    let input = match stream(manifest, how.work_factor, progress) {
+        Ok(s) => s,
+        Err(e) => return refused(t, e),
+    };
+    let mut words = vec![
+        spec.remote_keyferry
+            .clone()
+            .unwrap_or_else(|| "keyferry".into()),
+        "keys".into(),
+        "import".into(),
+        "-".into(),
+        "--json".into(),
+        "--batch".into(),
+        "--cluster".into(),
+        spec.remote_cluster
+            .clone()
+            .unwrap_or_else(|| how.cluster_path.display().to_string()),
+        "--node".into(),
+        spec.name.clone(),
+    ];
+    if opts.replace {
+        words.push("--replace".into());
+    }
+    if opts.dry_run {
+        words.push("--dry-run".into());
+    }
+    let done = match how
+        .client
+        .run_with_input(target, &words, input, how.timeout, 4 << 20)
+    {
+        Ok(d) => d,
+        Err(e) => {
+            t.detail = Some(format!("{e} over ssh"));
+            return t;
+        }
+    };
+    let doc: serde_json::Value = match serde_json::from_slice(&done.stdout) {
+        Ok(v) => v,
+        Err(_) => {
+            t.detail = Some(format!(
+                "keyferry keys import - on {} gave no report (exit {}): {}",
+                spec.name,
+                done.code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "by a signal".into()),
+                done.last_error_line()
+            ));
+            return t;
+        }
+    };
+    if let Some(err) = doc.get("error") {
+        let code = err["code"].as_str().unwrap_or("?");
+        t.outcome = match code {
+            "io" | "verify-failed" | "changed-underfoot" | "recovery-conflict" | "dpapi-failed" => {
+                PushOutcome::Failed
+            }
+            _ => PushOutcome::Refused,
+        };
+        t.detail = Some(format!(
+            "{} [{code}]",
+            err["message"].as_str().unwrap_or("refused")
+        ));
+        return t;
+    }
+    let fingerprint = manifest.header.fingerprint.to_string();
+    if doc["kind"] != "import"
+        || doc["node"] != spec.name.as_str()
+        || doc["bundle"]["fingerprint"] != fingerprint.as_str()
+    {
+        t.detail = Some(format!(
+            "the report from {} is not the import of this key set",
+            spec.name
+        ));
+        return t;
+    }
+    let files = doc["plan"]["files"].as_array().cloned().unwrap_or_default();
+    let replaces = files.iter().any(|f| f["action"] == "replace");
+    let all_new = !files.is_empty() && files.iter().all(|f| f["action"] == "install");
+    t.files = files
+        .iter()
+        .filter_map(|f| {
+            Some(PushedFile {
+                path: PathBuf::from(f["path"].as_str()?),
+                action: serde_json::from_value(f["action"].clone()).ok()?,
+            })
+        })
+        .collect();
+    t.backup_dir = doc["backup_dir"].as_str().map(PathBuf::from);
+    t.detail = doc["next_step"].as_str().map(str::to_owned);
+    t.before = if replaces {
+        Some("a different key set".to_owned())
+    } else if all_new {
+        None
+    } else {
+        Some(fingerprint.clone())
+    };
+    t.outcome = match (doc["outcome"].as_str(), doc["would_refuse"].is_object()) {
+        (Some("unchanged"), _) => PushOutcome::Unchanged,
+        (Some("installed"), _) => PushOutcome::Installed,
+        (Some("dry-run"), true) => {
+            t.detail = doc["would_refuse"]["message"].as_str().map(str::to_owned);
+            PushOutcome::WouldRefuse
+        }
+        (Some("dry-run"), false) => PushOutcome::WouldInstall,
+        _ => {
+            t.detail = Some(format!(
+                "an import outcome keyferry does not know: {}",
+                doc["outcome"]
+            ));
+            return t;
+        }
+    };
+    t.after = match t.outcome {
+        PushOutcome::Unchanged | PushOutcome::Installed => Some(fingerprint),
+        _ => t.before.clone(),
+    };
+    t
 }
 
 /// Pushes `manifest` to one node reached as `node`.
@@ -241,4 +426,53 @@ fn fingerprint(node: &Node) -> Option<String> {
     } else {
         f
     })
+}
+
+/// The first line of a push stream (`keys push` to `keys import -` over ssh).
+pub const STREAM_MAGIC: &str = "keyferry-push 1";
+
+/// A push stream: the magic line, a fresh one-time passphrase on the second line, then the
+/// key set sealed with it as an ordinary bundle. It travels only on the ssh session's stdin,
+/// inside its encryption, and is never written anywhere; the buffer is wiped when sent.
+pub fn stream(
+    manifest: &Manifest,
+    work_factor: u8,
+    progress: &dyn crate::progress::Progress,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let passphrase = crate::secret::Passphrase::generate();
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
+    out.extend_from_slice(STREAM_MAGIC.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(passphrase.expose_secret().as_bytes());
+    out.push(b'\n');
+    crate::keys::export::seal_to(
+        manifest,
+        &passphrase,
+        work_factor,
+        crate::keys::bundle::Encoding::Binary,
+        &mut *out,
+        progress,
+    )?;
+    Ok(out)
+}
+
+/// Splits a push stream: its passphrase and the bundle's bytes.
+pub fn parse_stream(bytes: &[u8]) -> Result<(crate::secret::Passphrase, &[u8])> {
+    let bad = || {
+        Error::BundleFormat(format!(
+            "standard input is not a keyferry push stream (it starts with {STREAM_MAGIC:?} \
+             and comes from keyferry keys push)"
+        ))
+    };
+    let rest = bytes
+        .strip_prefix(STREAM_MAGIC.as_bytes())
+        .and_then(|r| r.strip_prefix(b"\n"))
+        .ok_or_else(bad)?;
+    let nl = rest
+        .iter()
+        .take(1024)
+        .position(|&b| b == b'\n')
+        .ok_or_else(bad)?;
+    let passphrase = crate::secret::Passphrase::from_bytes(rest[..nl].to_vec())?;
+    Ok((passphrase, &rest[nl + 1..]))
 }

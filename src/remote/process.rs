@@ -51,11 +51,41 @@ impl std::fmt::Display for RunError {
 
 /// Runs `cmd` with no stdin, at most `max_stdout` bytes of stdout and 64 KiB of stderr kept,
 /// killed after `timeout`.
-pub fn run(mut cmd: Command, timeout: Duration, max_stdout: u64) -> Result<Finished, RunError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub fn run(cmd: Command, timeout: Duration, max_stdout: u64) -> Result<Finished, RunError> {
+    run_inner(cmd, None, timeout, max_stdout)
+}
+
+/// As [`run`], with `input` written to the program's stdin (then closed) from a thread; the
+/// buffer is wiped when written.
+pub fn run_with_input(
+    cmd: Command,
+    input: zeroize::Zeroizing<Vec<u8>>,
+    timeout: Duration,
+    max_stdout: u64,
+) -> Result<Finished, RunError> {
+    run_inner(cmd, Some(input), timeout, max_stdout)
+}
+
+fn run_inner(
+    mut cmd: Command,
+    input: Option<zeroize::Zeroizing<Vec<u8>>>,
+    timeout: Duration,
+    max_stdout: u64,
+) -> Result<Finished, RunError> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            // A program that exits early closes the pipe: its exit status says why.
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let out_t = std::thread::spawn(move || {

@@ -45,6 +45,28 @@ impl SshClient {
         timeout: Duration,
         max_stdout: u64,
     ) -> Result<Finished, RunError> {
+        run(self.command(target, words, timeout), timeout, max_stdout)
+    }
+
+    /// As [`SshClient::run`], with `input` on the remote command's stdin (inside the ssh
+    /// session's encryption; never in argv or environment).
+    pub fn run_with_input(
+        &self,
+        target: &SshTarget,
+        words: &[String],
+        input: zeroize::Zeroizing<Vec<u8>>,
+        timeout: Duration,
+        max_stdout: u64,
+    ) -> Result<Finished, RunError> {
+        crate::remote::process::run_with_input(
+            self.command(target, words, timeout),
+            input,
+            timeout,
+            max_stdout,
+        )
+    }
+
+    fn command(&self, target: &SshTarget, words: &[String], timeout: Duration) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(["-o", "BatchMode=yes"]);
         cmd.args([
@@ -63,6 +85,6 @@ impl SshClient {
             .collect::<Vec<_>>()
             .join(" ");
         cmd.arg("--").arg(target.destination()).arg(remote);
-        run(cmd, timeout, max_stdout)
+        cmd
     }
 }

@@ -324,3 +324,116 @@ pub fn header(entries: &[(&str, &[u8])], expires: &str) -> serde_json::Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// A real OpenSSH server on 127.0.0.1 with a throwaway host key and user key.
+#[cfg(unix)]
+pub struct Sshd {
+    pid: u32,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
+#[cfg(unix)]
+impl Sshd {
+    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+    pub fn start(dir: &Path) -> Option<Sshd> {
+        use std::process::Command;
+        if !Path::new("/usr/sbin/sshd").exists() || rustix_is_not_root() {
+            eprintln!("SKIPPED: /usr/sbin/sshd missing or not root; scripts/setup installs openssh-server");
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").ok();
+        let keygen = |path: &Path| {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        };
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("user_key"));
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let pidfile = dir.join("sshd.pid");
+        let status = Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg("/dev/null")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-o",
+                "ListenAddress=127.0.0.1",
+                "-o",
+                "StrictModes=no",
+            ])
+            .arg("-h")
+            .arg(dir.join("host_key"))
+            .arg("-o")
+            .arg(format!(
+                "AuthorizedKeysFile={}",
+                dir.join("authorized_keys").display()
+            ))
+            .arg("-o")
+            .arg(format!("PidFile={}", pidfile.display()))
+            .args([
+                "-o",
+                "PermitRootLogin=prohibit-password",
+                "-o",
+                "MaxStartups=64",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "sshd did not start");
+        let mut pid = None;
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(&pidfile) {
+                pid = s.trim().parse().ok();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let config = dir.join("ssh_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
+                dir.join("user_key").display()
+            ),
+        )
+        .unwrap();
+        Some(Sshd {
+            pid: pid.expect("sshd pid"),
+            port,
+            config,
+        })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.pid.to_string())
+            .status();
+    }
+}
+
+#[cfg(unix)]
+pub fn rustix_is_not_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout != b"0\n")
+        .unwrap_or(true)
+}
+
+#[cfg(unix)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

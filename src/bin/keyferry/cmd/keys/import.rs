@@ -17,7 +17,8 @@ SHA-256 and fingerprint, role, profile and cluster. Any failure exits 2 and chan
 Examples:\n  keyferry keys import keys.kfb -c cluster.toml --dry-run\n  keyferry keys import keys.kfb -c cluster.toml --replace"
 )]
 pub struct Args {
-    /// The bundle written by `keyferry keys export`
+    /// The bundle written by `keyferry keys export`, or `-`: a push stream on standard input
+    /// (what `keyferry keys push` sends over ssh)
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
     #[command(flatten)]
@@ -53,12 +54,62 @@ pub enum Protect {
     None,
 }
 
+/// `keys import -`: a push stream on stdin (from `keys push` over ssh), never a terminal.
+fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failure::Failure> {
+    use std::io::{IsTerminal, Read};
+    if args.passphrase.passphrase_file.is_some() || args.passphrase.passphrase_fd.is_some() {
+        return Err(crate::failure::Failure::new(
+            "usage",
+            "`keys import -` takes its passphrase from the push stream, not from --passphrase-file or --passphrase-fd",
+            Some("leave those out: keyferry keys push sends the passphrase inside the stream"),
+        ));
+    }
+    if std::io::stdin().is_terminal() {
+        return Err(crate::failure::Failure::new(
+            "usage",
+            "`keys import -` reads a push stream on standard input, which is a terminal here",
+            Some("run keyferry keys push on the primary (it feeds this over ssh), or import a bundle file"),
+        ));
+    }
+    let limit = keyferry::keys::bundle::MAX_BUNDLE_BYTES + 4096;
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| keyferry::Error::io("standard input", e))?;
+    if buf.len() as u64 > limit {
+        return Err(keyferry::Error::TooLarge {
+            path: "standard input".into(),
+            what: "push stream",
+            limit,
+        }
+        .into());
+    }
+    Ok(buf)
+}
+
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
+    if args.bundle.as_os_str() == "-" {
+        let stream = read_stream(&args)?;
+        let report = keyferry::keys::import::import_stream(&stream, &node, &options(&args), ui)?;
+        return show(report, ui);
+    }
     // Fail on a missing or unreadable bundle before asking for the passphrase.
     keyferry::fs::open_regular(&args.bundle)?
         .ok_or_else(|| keyferry::Error::missing(&args.bundle, "keyferry bundle"))?;
-    let opts = ImportOptions {
+    let opts = options(&args);
+    let report = args
+        .passphrase
+        .try_open(ui, "Bundle passphrase: ", |passphrase| {
+            import_file(&args.bundle, passphrase, &node, &opts, args.keep_bundle, ui)
+        })?;
+    show(report, ui)
+}
+
+fn options(args: &Args) -> ImportOptions {
+    ImportOptions {
         protect: match args.protect {
             Some(Protect::Dpapi) => ProtectMode::Dpapi,
             Some(Protect::None) => ProtectMode::None,
@@ -71,12 +122,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         now: Timestamp::now(),
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
         wait: args.wait.wait,
-    };
-    let report = args
-        .passphrase
-        .try_open(ui, "Bundle passphrase: ", |passphrase| {
-            import_file(&args.bundle, passphrase, &node, &opts, args.keep_bundle, ui)
-        })?;
+    }
+}
+
+fn show(report: keyferry::keys::import::ImportReport, ui: &Ui) -> CmdResult {
     if report.expired_override {
         ui.warn(&format!(
             "IMPORTING AN EXPIRED BUNDLE (expired {}) because --allow-expired was given",
@@ -133,7 +182,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 "Node {} already holds these keys: nothing changed.",
                 report.node
             ));
-            ui.info("The bundle was left in place (on the ledger): `keyferry keys cleanup` removes it when every node has the keys.");
+            if report.bundle_kept {
+                ui.info("The bundle was left in place (on the ledger): `keyferry keys cleanup` removes it when every node has the keys.");
+            }
         }
         ImportOutcome::DryRun => {
             if let Some(r) = &report.would_refuse {
@@ -163,6 +214,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                     ui.out(&format!("Bundle {r}"));
                     ui.info("Other nodes need their own copy of the bundle (--keep-bundle leaves it in place for them).");
                 }
+                None if !report.bundle_kept => {}
                 None => {
                     ui.info("Bundle kept (--keep-bundle); `keyferry keys cleanup` will remove it.")
                 }

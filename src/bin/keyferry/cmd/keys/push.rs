@@ -6,11 +6,15 @@ use crate::ui::Ui;
 use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::keys::export::{build_manifest, DEFAULT_TTL};
 use keyferry::keys::import::{ImportOptions, ProtectMode};
-use keyferry::keys::push::{push_one, reached, targets, PushOutcome, PushTarget};
+use keyferry::keys::push::{
+    push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
+};
+use keyferry::remote::ssh::SshClient;
 use keyferry::time::Timestamp;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -20,9 +24,13 @@ left unchanged, one that holds none gets it, one that holds a different key set 
 unless --replace (its files are backed up first). The key set goes from memory straight into \
 each node's files through keyferry's transaction engine: no bundle, no passphrase, nothing to \
 clean up.\n\n\
-A node is reached by its access: its paths, with reach slots (a mounted share or UNC path), or \
-a single folder. Its lock, journal and backups are this machine's (the state folder, backups \
-under backups/<node>/). ssh access is not built yet: export and import there.\n\n\
+A node is reached by its access. Paths (with reach slots: a mounted share or UNC path) or a \
+single folder: installed from here, with this machine's lock, journal and backups (the state \
+folder, backups under backups/<node>/). ssh://user@host[:port]: a push stream (a one-time \
+passphrase and the key set sealed with it) goes on the stdin of `keyferry keys import -` on the \
+node (remote_keyferry, remote_cluster), inside the ssh session, never in argv, environment or a \
+file; the node's own import checks, backs up in its own state folder and installs, and its \
+report comes back.\n\n\
 Exit status: 0 every node holds the key set (or would, with --dry-run); 1 with --dry-run, a node \
 would be refused (its key set differs; --replace would replace it); 2 a node was refused or \
 failed (the others are still done; the table says which).\n\n\
@@ -47,6 +55,15 @@ pub struct Args {
     /// Folder for keyferry's lock, journal and backups [default: the primary's state folder]
     #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    pub ssh: String,
+    /// Give up on a node reached over ssh after this long
+    #[arg(long, default_value = "120s", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
     #[command(flatten)]
     pub wait: crate::node_args::WaitArgs,
 }
@@ -83,21 +100,34 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         wait: args.wait.wait,
     };
     let base = args.cluster.parent().unwrap_or(Path::new("."));
+    let client = SshClient {
+        program: args.ssh.clone(),
+        config: args.ssh_config.clone(),
+    };
+    let how = SshPush {
+        client: &client,
+        cluster_path: &args.cluster,
+        timeout: args.timeout,
+        work_factor: crate::cmd::export_work_factor(ui),
+    };
     let mut done = Vec::new();
+    let doing = if args.dry_run {
+        "planning"
+    } else {
+        "pushing to"
+    };
     for spec in nodes {
-        let t = match reached(&file, spec, base, &source.state_dir) {
-            Ok(node) => {
-                if node.profile.role_needs_keys(node.role) {
-                    ui.info(&format!(
-                        "{} {}...",
-                        if args.dry_run {
-                            "planning"
-                        } else {
-                            "pushing to"
-                        },
-                        node.name
-                    ));
-                }
+        if let Some(t) = skip(&file, spec)? {
+            done.push(t);
+            continue;
+        }
+        let t = match route(&file, spec, base, &source.state_dir) {
+            Ok(Route::Ssh(target)) => {
+                ui.info(&format!("{doing} {} over ssh...", spec.name));
+                push_ssh(&manifest, spec, &target, &how, &opts, ui)
+            }
+            Ok(Route::Path(node)) => {
+                ui.info(&format!("{doing} {}...", node.name));
                 push_one(&manifest, &node, &opts)
             }
             Err(why) => PushTarget {
