@@ -39,6 +39,7 @@ pub mod secret;
 pub mod sync;
 pub mod time;
 pub mod txn;
+pub mod upgrade;
 pub mod words;
 
 pub use error::{Error, Result};

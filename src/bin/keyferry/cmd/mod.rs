@@ -11,6 +11,7 @@ pub mod keys;
 pub mod man;
 pub mod shred;
 pub mod sync;
+pub mod upgrade;
 
 use crate::failure::Failure;
 use crate::ui::Ui;
@@ -31,6 +32,9 @@ pub enum Command {
     /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status, failover, rejoin)
     #[command(subcommand)]
     Ha(ha::HaCommand),
+    /// The vendor upgrade procedure for this cluster, as a checklist
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
     /// Explain an error message and run the checks that bear on it
     Diagnose(diagnose::Args),
     /// Show this node's key-set fingerprint
@@ -62,6 +66,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Sync(a) => sync::run(*a, ui),
         Command::Diagnose(a) => diagnose::run(a, ui),
         Command::Ha(c) => ha::run(c, ui),
+        Command::Upgrade(c) => upgrade::run(c, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }
 }

@@ -1,0 +1,442 @@
+//! The vendor upgrade procedures as data, and the checklist they make for one cluster file
+//! (`keyferry upgrade plan`). Each procedure is the seeds' steps in the seeds' order, except
+//! where keyferry's own order keeps exactly one writable database (the HA pair: see
+//! docs/ha.md). A step is automatic (a keyferry command, shown as it will run) or manual (the
+//! vendor installer, a reboot, a console button: exactly what to do, on which node), and may
+//! name the check that gates it.
+
+use crate::cluster::file::{ClusterFile, NodeSpec};
+use crate::error::{Error, Result};
+use crate::profile::{ProfileId, Role};
+use serde::Serialize;
+
+/// One procedure: the Secret Server cluster upgrade, the Privilege Secure HA pair upgrade,
+/// and the Privilege Secure remote-service upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Procedure {
+    SecretServerCluster,
+    PrivilegeSecureHa,
+    PrivilegeSecureRemote,
+}
+
+impl Procedure {
+    pub fn title(self) -> &'static str {
+        match self {
+            Procedure::SecretServerCluster => {
+                "Secret Server web cluster upgrade (\"Upgrading Secret Server with Web Clustering\")"
+            }
+            Procedure::PrivilegeSecureHa => {
+                "Privilege Secure HA pair upgrade (\"HA Upgrade Instructions\", in keyferry's order)"
+            }
+            Procedure::PrivilegeSecureRemote => {
+                "Privilege Secure remote services upgrade (\"Remote Service Upgrade Instructions\")"
+            }
+        }
+    }
+}
+
+/// Who does a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// keyferry runs it.
+    Auto,
+    /// The admin does it and confirms.
+    Manual,
+}
+
+/// One step of the checklist, for this cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// 1-based, across the whole checklist.
+    pub n: usize,
+    /// A stable id (`ss.sync`, `ha.failover`, ...), for resuming and scripts.
+    pub id: String,
+    pub procedure: Procedure,
+    pub kind: Kind,
+    /// The node it happens on (automatic steps: where keyferry runs it).
+    pub node: Option<String>,
+    pub title: String,
+    /// Automatic: the keyferry command line. Manual: what to do.
+    pub what: String,
+    /// What must hold before the step (checked by `upgrade run`).
+    pub gate: Option<String>,
+}
+
+/// The whole checklist.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub procedures: Vec<Procedure>,
+    pub steps: Vec<Step>,
+}
+
+struct Builder<'a> {
+    steps: Vec<Step>,
+    cluster_arg: &'a str,
+    procedure: Procedure,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, id: &str, kind: Kind, node: Option<&str>, title: &str, what: String) {
+        let n = self.steps.len() + 1;
+        self.steps.push(Step {
+            n,
+            id: id.to_owned(),
+            procedure: self.procedure,
+            kind,
+            node: node.map(str::to_owned),
+            title: title.to_owned(),
+            what,
+            gate: None,
+        });
+    }
+
+    fn gate(&mut self, gate: &str) {
+        if let Some(s) = self.steps.last_mut() {
+            s.gate = Some(gate.to_owned());
+        }
+    }
+
+    /// `keyferry <args> -c <file> --node <node>`, run on `node`.
+    fn auto(&mut self, id: &str, node: &str, title: &str, args: &str) {
+        let what = format!("keyferry {args} -c {} --node {node}", self.cluster_arg);
+        self.push(id, Kind::Auto, Some(node), title, what);
+    }
+
+    fn manual(&mut self, id: &str, node: &str, title: &str, what: String) {
+        self.push(id, Kind::Manual, Some(node), title, what);
+    }
+}
+
+fn with_role<'f>(file: &'f ClusterFile, roles: &[Role]) -> Vec<&'f NodeSpec> {
+    file.nodes
+        .iter()
+        .filter(|n| roles.contains(&n.role))
+        .collect()
+}
+
+fn primary(file: &ClusterFile) -> Result<&NodeSpec> {
+    let p = with_role(file, &[Role::Primary]);
+    match p.as_slice() {
+        [one] => Ok(one),
+        _ => Err(Error::InvalidInput(format!(
+            "an upgrade plan needs exactly one primary node in the cluster file; it has {}",
+            p.len()
+        ))),
+    }
+}
+
+/// The checklist for `file`, whose path is given to the commands as `cluster_arg`.
+pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
+    let mut procedures = Vec::new();
+    let mut b = Builder {
+        steps: Vec::new(),
+        cluster_arg,
+        procedure: Procedure::SecretServerCluster,
+    };
+    match file.profile {
+        ProfileId::SecretServer => {
+            procedures.push(Procedure::SecretServerCluster);
+            secret_server(&mut b, file)?;
+        }
+        ProfileId::PrivilegeSecure => {
+            if file.ha.is_some() {
+                procedures.push(Procedure::PrivilegeSecureHa);
+                b.procedure = Procedure::PrivilegeSecureHa;
+                privilege_secure_ha(&mut b, file)?;
+            }
+            if !with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]).is_empty() {
+                procedures.push(Procedure::PrivilegeSecureRemote);
+                b.procedure = Procedure::PrivilegeSecureRemote;
+                remote_services(&mut b, file, procedures.len() == 1)?;
+            }
+            if procedures.is_empty() {
+                return Err(Error::InvalidInput(
+                    "this Privilege Secure cluster has neither an [ha] section nor remote \
+                     Action, Scheduler or Proxy hosts: a standard upgrade with NPS_Setup needs \
+                     no procedure"
+                        .into(),
+                ));
+            }
+        }
+        ProfileId::Custom => {
+            return Err(Error::InvalidInput(
+                "keyferry has upgrade procedures for the secret-server and privilege-secure \
+                 profiles only"
+                    .into(),
+            ))
+        }
+    }
+    Ok(Plan {
+        cluster: file.name.clone(),
+        procedures,
+        steps: b.steps,
+    })
+}
+
+fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
+    let p = primary(file)?;
+    let others: Vec<&NodeSpec> = file
+        .nodes
+        .iter()
+        .filter(|n| n.name != p.name && n.paths.contains_key("app"))
+        .collect();
+    b.auto(
+        "ss.preflight",
+        &p.name,
+        "Preflight: every node reachable, keys and binaries as the primary's",
+        "audit",
+    );
+    b.manual(
+        "ss.backup",
+        &p.name,
+        "Back up the database and the application folder",
+        format!(
+            "back up the Secret Server database (SQL Server) and {}'s application folder; \
+             keyferry keeps each other node's folder itself (keyferry sync rollback)",
+            p.name
+        ),
+    );
+    for n in &others {
+        b.manual(
+            "ss.stop",
+            &n.name,
+            "Stop the application pool",
+            format!(
+                "on {}: stop the Secret Server application pool in IIS (\"Stop all but the \
+                 original Web server\")",
+                n.name
+            ),
+        );
+    }
+    b.manual(
+        "ss.upgrade-primary",
+        &p.name,
+        "Upgrade the primary",
+        format!(
+            "on {}: run the upgrade as for a single instance (the built-in web installer); \
+             never overwrite or delete encryption.config",
+            p.name
+        ),
+    );
+    b.manual(
+        "ss.primary-works",
+        &p.name,
+        "Confirm the upgraded primary works",
+        format!("browse to {}'s site and log in; confirm it answers", p.name),
+    );
+    b.auto(
+        "ss.sync",
+        &p.name,
+        "Copy the application folder (and TMS) to every other node, minus database.config and \
+         encryption.config",
+        "sync",
+    );
+    b.gate("the upgraded primary works (the step before is confirmed)");
+    b.auto(
+        "ss.keys",
+        &p.name,
+        "Bring every node's encryption.config to the primary's (a differing one is backed up \
+         first)",
+        "keys push --replace",
+    );
+    for n in &others {
+        b.manual(
+            "ss.start",
+            &n.name,
+            "Start the node and confirm it works",
+            if n.role == Role::Dr {
+                format!(
+                    "on {}: restart IIS or recycle the Secret Server application pool; browse \
+                     to its site",
+                    n.name
+                )
+            } else {
+                format!(
+                    "on {}: start the Secret Server application pool; browse to its site",
+                    n.name
+                )
+            },
+        );
+    }
+    b.auto(
+        "ss.verify",
+        &p.name,
+        "Verify: every node's binaries and keys equal the primary's",
+        "audit",
+    );
+    Ok(())
+}
+
+fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
+    let pair = crate::ha::config::Pair::from_cluster(file)?;
+    let (p, s) = (pair.nodes[0].name.as_str(), pair.nodes[1].name.as_str());
+    b.auto(
+        "ha.preflight",
+        p,
+        "Preflight: the pair is healthy",
+        "ha status",
+    );
+    b.auto(
+        "ha.failover",
+        p,
+        "Fail over to the secondary (the old primary is stopped and fenced)",
+        "ha failover",
+    );
+    b.gate("ha status: healthy (one primary, its replica streaming)");
+    b.manual(
+        "ha.upgrade-secondary",
+        s,
+        "Upgrade the secondary",
+        format!(
+            "on {s}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
+             and NPS_Setup; reboot when it asks"
+        ),
+    );
+    b.auto(
+        "ha.rejoin-primary",
+        p,
+        "Make the old primary a replica of the upgraded database",
+        "ha rejoin",
+    );
+    b.auto(
+        "ha.failover-back",
+        s,
+        "Fail back: the original primary's server is the primary again",
+        "ha failover",
+    );
+    b.gate("ha status: healthy");
+    b.manual(
+        "ha.upgrade-primary",
+        p,
+        "Upgrade the primary",
+        format!(
+            "on {p}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
+             and NPS_Setup; reboot when it asks"
+        ),
+    );
+    b.auto(
+        "ha.push-keys",
+        p,
+        "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
+        &format!("keys push --to {s} --replace"),
+    );
+    b.manual(
+        "ha.import-keys",
+        s,
+        "Import the keys with the vendor tool",
+        format!(
+            "on {s}, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp (it asks for \
+             the export password)"
+        ),
+    );
+    b.auto(
+        "ha.cleanup",
+        s,
+        "Delete keys.exp (and anything else a transfer left)",
+        "keys cleanup",
+    );
+    b.auto(
+        "ha.rejoin-secondary",
+        s,
+        "Re-establish HA on the secondary",
+        "ha rejoin",
+    );
+    b.gate("the keys match (keyferry audit)");
+    b.auto("ha.verify", p, "Verify the pair", "ha status");
+    b.auto(
+        "ha.audit",
+        p,
+        "Verify: both servers hold the same keys and appsettings.json",
+        "audit",
+    );
+    for n in [s, p] {
+        b.manual(
+            "ha.register",
+            n,
+            "Register the services",
+            format!(
+                "on {n}'s web UI: Configuration > System Settings > Services, check the URL, \
+                 click Register Services; under Service Nodes both servers are online"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) -> Result<()> {
+    let p = primary(file)?;
+    if standalone {
+        b.manual(
+            "rs.upgrade-server",
+            &p.name,
+            "Upgrade the Privilege Secure server",
+            format!(
+                "on {}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the \
+                 installer and NPS_Setup; reboot when it asks",
+                p.name
+            ),
+        );
+    }
+    let remote = with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]);
+    for n in &remote {
+        let installer = match n.role {
+            Role::Action => "ActionService.exe",
+            Role::Scheduler => "the Scheduler service installer",
+            _ => "the Proxy service installer",
+        };
+        b.manual(
+            "rs.upgrade-host",
+            &n.name,
+            "Upgrade the remote service",
+            format!("on {}: run {installer}; close it when it completes", n.name),
+        );
+    }
+    let keyed = with_role(file, &[Role::Action, Role::Scheduler]);
+    if !keyed.is_empty() {
+        b.auto(
+            "rs.push-keys",
+            &p.name,
+            "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
+            "keys push --replace",
+        );
+        for n in &keyed {
+            b.manual(
+                "rs.import-keys",
+                &n.name,
+                "Import the keys with the vendor tool",
+                format!(
+                    "on {}, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp",
+                    n.name
+                ),
+            );
+        }
+        for n in &keyed {
+            b.auto(
+                "rs.cleanup",
+                &n.name,
+                "Delete keys.exp (and anything else a transfer left)",
+                "keys cleanup",
+            );
+        }
+    }
+    b.manual(
+        "rs.register",
+        &p.name,
+        "Re-register the services",
+        format!(
+            "on {}'s web UI: Configuration > System Settings > Services, click Register \
+             Services; every remote host shows online under Service Nodes",
+            p.name
+        ),
+    );
+    b.auto(
+        "rs.verify",
+        &p.name,
+        "Verify: the keys agree on every node that holds them",
+        "audit",
+    );
+    Ok(())
+}
