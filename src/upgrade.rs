@@ -270,6 +270,14 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     Ok(())
 }
 
+/// The vendor's upgrade of a Privilege Secure server.
+fn nps_setup(node: &str) -> String {
+    format!(
+        "on {node}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
+         and NPS_Setup; reboot when it asks"
+    )
+}
+
 fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     let pair = crate::ha::config::Pair::from_cluster(file)?;
     let (p, s) = (pair.nodes[0].name.as_str(), pair.nodes[1].name.as_str());
@@ -290,10 +298,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ha.upgrade-secondary",
         s,
         "Upgrade the secondary",
-        format!(
-            "on {s}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
-             and NPS_Setup; reboot when it asks"
-        ),
+        nps_setup(s),
     );
     b.auto(
         "ha.rejoin-primary",
@@ -308,15 +313,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ha failover",
     );
     b.gate("ha status: healthy");
-    b.manual(
-        "ha.upgrade-primary",
-        p,
-        "Upgrade the primary",
-        format!(
-            "on {p}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
-             and NPS_Setup; reboot when it asks"
-        ),
-    );
+    b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
     b.auto(
         "ha.push-keys",
         p,
@@ -373,11 +370,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "rs.upgrade-server",
             &p.name,
             "Upgrade the Privilege Secure server",
-            format!(
-                "on {}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the \
-                 installer and NPS_Setup; reboot when it asks",
-                p.name
-            ),
+            nps_setup(&p.name),
         );
     }
     let remote = with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]);

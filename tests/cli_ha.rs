@@ -175,35 +175,19 @@ fn assert_passwords_stay_in_the_passfile(bed: &Bed, f: impl FnOnce()) {
     }
 }
 
-fn nft_drop(bed: &Bed, i: usize, port: u16) {
+/// An nftables rule inside node `i`'s namespace that drops TCP to `port`, from `from` only
+/// when given.
+fn nft_drop(bed: &Bed, i: usize, port: u16, from: Option<&str>) {
     bed.in_ns(i, &["nft", "add", "table", "inet", "kf"]);
-    bed.in_ns(
-        i,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "kf",
-            "input",
-            "{ type filter hook input priority 0 ; }",
-        ],
-    );
-    bed.in_ns(
-        i,
-        &[
-            "nft",
-            "add",
-            "rule",
-            "inet",
-            "kf",
-            "input",
-            "tcp",
-            "dport",
-            &port.to_string(),
-            "drop",
-        ],
-    );
+    let chain = "{ type filter hook input priority 0 ; }";
+    bed.in_ns(i, &["nft", "add", "chain", "inet", "kf", "input", chain]);
+    let port = port.to_string();
+    let mut rule = vec!["nft", "add", "rule", "inet", "kf", "input"];
+    if let Some(addr) = from {
+        rule.extend(["ip", "saddr", addr]);
+    }
+    rule.extend(["tcp", "dport", &port, "drop"]);
+    bed.in_ns(i, &rule);
 }
 
 fn codes(r: &common::Run, node: &str) -> Vec<String> {
@@ -308,7 +292,7 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
     r.assert_code(1);
     assert_eq!(r.json()["nodes"][1]["role"], "not-running");
     bed.start(1);
-    nft_drop(&bed, 1, 5432);
+    nft_drop(&bed, 1, 5432, None);
     let r = bed.keyferry(0, &["ha", "check", "--json"]);
     r.assert_code(1);
     let found = r.json()["findings"].as_array().unwrap().clone();
@@ -596,37 +580,7 @@ fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
 
     // A firewall on nps1 drops nps2's connections to 5432 only: nps1's own view says all is
     // well; nps2's view, run there, finds it.
-    bed.in_ns(0, &["nft", "add", "table", "inet", "kf"]);
-    bed.in_ns(
-        0,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "kf",
-            "input",
-            "{ type filter hook input priority 0 ; }",
-        ],
-    );
-    bed.in_ns(
-        0,
-        &[
-            "nft",
-            "add",
-            "rule",
-            "inet",
-            "kf",
-            "input",
-            "ip",
-            "saddr",
-            "10.231.0.2",
-            "tcp",
-            "dport",
-            "5432",
-            "drop",
-        ],
-    );
+    nft_drop(&bed, 0, 5432, Some("10.231.0.2"));
     let r = check(0);
     r.assert_code(1);
     let dropped = find(&r, "port-dropped", "nps1", "nps2");

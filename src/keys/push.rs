@@ -67,6 +67,22 @@ pub struct PushedFile {
 }
 
 impl PushTarget {
+    /// A line for `node`, reached `via`, failed until something better is known.
+    pub fn new(node: &str, role: Role, via: impl Into<String>) -> PushTarget {
+        PushTarget {
+            node: node.to_owned(),
+            role,
+            via: via.into(),
+            outcome: PushOutcome::Failed,
+            before: None,
+            after: None,
+            backup_dir: None,
+            detail: None,
+            files: Vec::new(),
+            import: None,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         matches!(self.outcome, PushOutcome::Refused | PushOutcome::Failed)
     }
@@ -113,21 +129,13 @@ pub fn skip(
     if profile.role_needs_keys(spec.role) {
         return Ok(None);
     }
-    Ok(Some(PushTarget {
-        node: spec.name.clone(),
-        role: spec.role,
-        via: "-".into(),
-        outcome: PushOutcome::Skipped,
-        before: None,
-        after: None,
-        backup_dir: None,
-        detail: Some(format!(
-            "role {} needs no keys in profile {}",
-            spec.role, profile.id
-        )),
-        files: Vec::new(),
-        import: None,
-    }))
+    let mut t = PushTarget::new(&spec.name, spec.role, "-");
+    t.outcome = PushOutcome::Skipped;
+    t.detail = Some(format!(
+        "role {} needs no keys in profile {}",
+        spec.role, profile.id
+    ));
+    Ok(Some(t))
 }
 
 /// How a push reaches a node.
@@ -202,22 +210,15 @@ pub fn push_ssh(
     opts: &ImportOptions,
     progress: &dyn crate::progress::Progress,
 ) -> PushTarget {
-    let mut t = PushTarget {
-        node: spec.name.clone(),
-        role: spec.role,
-        via: format!(
+    let mut t = PushTarget::new(
+        &spec.name,
+        spec.role,
+        format!(
             "ssh://{}{}",
             target.destination(),
             target.port.map(|p| format!(":{p}")).unwrap_or_default()
         ),
-        outcome: PushOutcome::Failed,
-        before: None,
-        after: None,
-        backup_dir: None,
-        detail: None,
-        files: Vec::new(),
-        import: None,
-    };
+    );
     let input = match stream(manifest, how.work_factor, progress) {
         Ok(s) => s,
         Err(e) => return refused(t, e),
@@ -339,18 +340,7 @@ pub fn push_ssh(
 
 /// Pushes `manifest` to one node reached as `node`.
 pub fn push_one(manifest: &Manifest, node: &Node, opts: &ImportOptions) -> PushTarget {
-    let mut t = PushTarget {
-        node: node.name.clone(),
-        role: node.role,
-        via: "path".into(),
-        outcome: PushOutcome::Failed,
-        before: None,
-        after: None,
-        backup_dir: None,
-        detail: None,
-        files: Vec::new(),
-        import: None,
-    };
+    let mut t = PushTarget::new(&node.name, node.role, "path");
     if !node.profile.role_needs_keys(node.role) {
         t.outcome = PushOutcome::Skipped;
         t.detail = Some(format!(

@@ -356,58 +356,13 @@ impl Sshd {
         keygen(&dir.join("user_key"));
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
         let port = free_port();
-        let pidfile = dir.join("sshd.pid");
-        let status = Command::new("/usr/sbin/sshd")
-            .arg("-f")
-            .arg("/dev/null")
-            .args([
-                "-p",
-                &port.to_string(),
-                "-o",
-                "ListenAddress=127.0.0.1",
-                "-o",
-                "StrictModes=no",
-            ])
-            .arg("-h")
-            .arg(dir.join("host_key"))
-            .arg("-o")
-            .arg(format!(
-                "AuthorizedKeysFile={}",
-                dir.join("authorized_keys").display()
-            ))
-            .arg("-o")
-            .arg(format!("PidFile={}", pidfile.display()))
-            .args([
-                "-o",
-                "PermitRootLogin=prohibit-password",
-                "-o",
-                "MaxStartups=64",
-            ])
-            .status()
-            .unwrap();
+        let mut c = Command::new("/usr/sbin/sshd");
+        sshd_args(&mut c, dir, "127.0.0.1", port);
+        let status = c.args(["-o", "MaxStartups=64"]).status().unwrap();
         assert!(status.success(), "sshd did not start");
-        let mut pid = None;
-        for _ in 0..100 {
-            if let Ok(s) = std::fs::read_to_string(&pidfile) {
-                pid = s.trim().parse().ok();
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let config = dir.join("ssh_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
-                dir.join("user_key").display()
-            ),
-        )
-        .unwrap();
-        Some(Sshd {
-            pid: pid.expect("sshd pid"),
-            port,
-            config,
-        })
+        let pid = sshd_pid(dir);
+        let config = ssh_client_config(dir, &dir.join("user_key"));
+        Some(Sshd { pid, port, config })
     }
 }
 
@@ -436,4 +391,58 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// An OpenSSH client configuration in `dir` for the test servers: `key` as the identity,
+/// throwaway host keys accepted (each test makes its own), quiet.
+#[cfg(unix)]
+pub fn ssh_client_config(dir: &Path, key: &Path) -> PathBuf {
+    let config = dir.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// sshd's arguments for a test server: no system configuration, `dir`'s host key and
+/// authorized keys, root by key only, its pid in `dir/sshd.pid`.
+#[cfg(unix)]
+pub fn sshd_args(c: &mut Command, dir: &Path, listen: &str, port: u16) {
+    c.args(["-f", "/dev/null", "-p", &port.to_string()])
+        .args(["-o", &format!("ListenAddress={listen}")])
+        .args([
+            "-o",
+            "StrictModes=no",
+            "-o",
+            "PermitRootLogin=prohibit-password",
+        ])
+        .arg("-h")
+        .arg(dir.join("host_key"))
+        .arg("-o")
+        .arg(format!(
+            "AuthorizedKeysFile={}",
+            dir.join("authorized_keys").display()
+        ))
+        .arg("-o")
+        .arg(format!("PidFile={}", dir.join("sshd.pid").display()));
+}
+
+/// The pid a test sshd wrote in `dir/sshd.pid` (it writes it once it listens).
+#[cfg(unix)]
+pub fn sshd_pid(dir: &Path) -> u32 {
+    for _ in 0..250 {
+        if let Some(pid) = std::fs::read_to_string(dir.join("sshd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("sshd wrote no pid in {}", dir.display());
 }

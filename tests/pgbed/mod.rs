@@ -498,55 +498,13 @@ impl Bed {
             dir.join("authorized_keys"),
         )
         .unwrap();
-        let pidfile = dir.join("sshd.pid");
-        sh(Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns[i],
-                "/usr/sbin/sshd",
-                "-f",
-                "/dev/null",
-            ])
-            .args(["-p", "2222", "-o", &format!("ListenAddress={}", ADDR[i])])
-            .args([
-                "-o",
-                "StrictModes=no",
-                "-o",
-                "PermitRootLogin=prohibit-password",
-            ])
-            .arg("-h")
-            .arg(dir.join("host_key"))
-            .arg("-o")
-            .arg(format!(
-                "AuthorizedKeysFile={}",
-                dir.join("authorized_keys").display()
-            ))
-            .arg("-o")
-            .arg(format!("PidFile={}", pidfile.display())));
-        let mut pid = None;
-        for _ in 0..100 {
-            if let Ok(s) = std::fs::read_to_string(&pidfile) {
-                pid = s.trim().parse().ok();
-                if pid.is_some() {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let config = dir.join("ssh_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
-                user_key.display()
-            ),
-        )
-        .unwrap();
-        NsSshd {
-            pid: pid.expect("sshd pid"),
-            config,
-        }
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns[i], "/usr/sbin/sshd"]);
+        super::common::sshd_args(&mut c, &dir, ADDR[i], 2222);
+        sh(&mut c);
+        let pid = super::common::sshd_pid(&dir);
+        let config = super::common::ssh_client_config(&dir, &user_key);
+        NsSshd { pid, config }
     }
 }
 

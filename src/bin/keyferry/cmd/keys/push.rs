@@ -130,18 +130,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 ui.info(&format!("{doing} {}...", node.name));
                 push_one(&manifest, &node, &opts)
             }
-            Err(why) => PushTarget {
-                node: spec.name.clone(),
-                role: spec.role,
-                via: "-".into(),
-                outcome: PushOutcome::Failed,
-                before: None,
-                after: None,
-                backup_dir: None,
-                detail: Some(why),
-                files: Vec::new(),
-                import: None,
-            },
+            Err(why) => {
+                let mut t = PushTarget::new(&spec.name, spec.role, "-");
+                t.detail = Some(why);
+                t
+            }
         };
         done.push(t);
     }
