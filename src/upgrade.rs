@@ -3,16 +3,18 @@
 //! where keyferry's own order keeps exactly one writable database (the HA pair: see
 //! docs/ha.md). A step is automatic (a keyferry command, shown as it will run) or manual (the
 //! vendor installer, a reboot, a console button: exactly what to do, on which node), and may
-//! name the check that gates it.
+//! name the check that gates it. A run of the checklist (`upgrade run`, `resume`, `status`)
+//! is kept as a [`RunState`] in the driving node's state folder after every step.
 
 use crate::cluster::file::{ClusterFile, NodeSpec};
 use crate::error::{Error, Result};
 use crate::profile::{ProfileId, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// One procedure: the Secret Server cluster upgrade, the Privilege Secure HA pair upgrade,
 /// and the Privilege Secure remote-service upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Procedure {
     SecretServerCluster,
@@ -37,7 +39,7 @@ impl Procedure {
 }
 
 /// Who does a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// keyferry runs it.
@@ -62,6 +64,16 @@ pub struct Step {
     pub what: String,
     /// What must hold before the step (checked by `upgrade run`).
     pub gate: Option<String>,
+    /// Automatic: keyferry's arguments (after the program name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Automatic: the exit codes that count as done (a preflight audit that finds
+    /// differences the later steps fix is done with 1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ok_codes: Vec<i32>,
+    /// The keyferry arguments whose exit 0 proves the gate, run on this step's node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gate_args: Vec<String>,
 }
 
 /// The whole checklist.
@@ -90,19 +102,48 @@ impl Builder<'_> {
             title: title.to_owned(),
             what,
             gate: None,
+            args: Vec::new(),
+            ok_codes: Vec::new(),
+            gate_args: Vec::new(),
         });
     }
 
-    fn gate(&mut self, gate: &str) {
+    /// The last step's gate; `check` (keyferry arguments, on the step's node) proves it by
+    /// exiting 0, where a command can.
+    fn gate(&mut self, gate: &str, check: Option<&str>) {
+        let argv = check.map(|c| self.argv(c, self.steps.last().and_then(|s| s.node.as_deref())));
         if let Some(s) = self.steps.last_mut() {
             s.gate = Some(gate.to_owned());
+            s.gate_args = argv.unwrap_or_default();
         }
+    }
+
+    /// keyferry's arguments for `args` on `node`; `audit` is cluster-wide (no `--node`).
+    fn argv(&self, args: &str, node: Option<&str>) -> Vec<String> {
+        let mut v: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        v.extend(["-c".to_owned(), self.cluster_arg.to_owned()]);
+        if let Some(n) = node.filter(|_| args != "audit") {
+            v.extend(["--node".to_owned(), n.to_owned()]);
+        }
+        v
     }
 
     /// `keyferry <args> -c <file> --node <node>`, run on `node`.
     fn auto(&mut self, id: &str, node: &str, title: &str, args: &str) {
-        let what = format!("keyferry {args} -c {} --node {node}", self.cluster_arg);
+        let argv = self.argv(args, Some(node));
+        let what = format!("keyferry {}", argv.join(" "));
         self.push(id, Kind::Auto, Some(node), title, what);
+        if let Some(s) = self.steps.last_mut() {
+            s.args = argv;
+            s.ok_codes = vec![0];
+        }
+    }
+
+    /// The last step also counts as done with these exit codes.
+    fn also_ok(&mut self, codes: &[i32]) {
+        if let Some(s) = self.steps.last_mut() {
+            s.ok_codes.extend_from_slice(codes);
+        }
     }
 
     fn manual(&mut self, id: &str, node: &str, title: &str, what: String) {
@@ -186,9 +227,11 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     b.auto(
         "ss.preflight",
         &p.name,
-        "Preflight: every node reachable, keys and binaries as the primary's",
+        "Preflight: every node reachable; differences in keys and binaries are listed (the \
+         steps below fix them)",
         "audit",
     );
+    b.also_ok(&[1]);
     b.manual(
         "ss.backup",
         &p.name,
@@ -231,10 +274,14 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ss.sync",
         &p.name,
         "Copy the application folder (and TMS) to every other node, minus database.config and \
-         encryption.config",
-        "sync",
+         encryption.config (compared by content: a file of the same size and time is not taken \
+         as the same)",
+        "sync --checksum",
     );
-    b.gate("the upgraded primary works (the step before is confirmed)");
+    b.gate(
+        "the upgraded primary works (the step before is confirmed)",
+        None,
+    );
     b.auto(
         "ss.keys",
         &p.name,
@@ -293,7 +340,10 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Fail over to the secondary (the old primary is stopped and fenced)",
         "ha failover",
     );
-    b.gate("ha status: healthy (one primary, its replica streaming)");
+    b.gate(
+        "ha status: healthy (one primary, its replica streaming)",
+        Some("ha status"),
+    );
     b.manual(
         "ha.upgrade-secondary",
         s,
@@ -312,7 +362,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Fail back: the original primary's server is the primary again",
         "ha failover",
     );
-    b.gate("ha status: healthy");
+    b.gate("ha status: healthy", Some("ha status"));
     b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
     b.auto(
         "ha.push-keys",
@@ -341,7 +391,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Re-establish HA on the secondary",
         "ha rejoin",
     );
-    b.gate("the keys match (keyferry audit)");
+    b.gate("the keys match (keyferry audit)", Some("audit"));
     b.auto("ha.verify", p, "Verify the pair", "ha status");
     b.auto(
         "ha.audit",
@@ -432,4 +482,106 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
         "audit",
     );
     Ok(())
+}
+
+/// Where a run's state is kept: the state folder of the node that runs it.
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("upgrade-run.json")
+}
+
+/// One step of a run: the plan's step and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepState {
+    pub n: usize,
+    pub id: String,
+    pub node: Option<String>,
+    pub title: String,
+    /// "ran" (keyferry ran it here) or "confirmed" (the admin did it).
+    pub done: Option<String>,
+    pub finished: Option<String>,
+    pub seconds: Option<f64>,
+}
+
+/// A run of the checklist, kept after every step (`upgrade run`, `resume`, `status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub version: u32,
+    pub cluster: String,
+    /// The node the run is driven from.
+    pub node: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub steps: Vec<StepState>,
+}
+
+impl RunState {
+    pub fn new(plan: &Plan, node: &str) -> RunState {
+        RunState {
+            version: 1,
+            cluster: plan.cluster.clone(),
+            node: node.to_owned(),
+            started: crate::time::Timestamp::now().to_string(),
+            finished: None,
+            steps: plan
+                .steps
+                .iter()
+                .map(|s| StepState {
+                    n: s.n,
+                    id: s.id.clone(),
+                    node: s.node.clone(),
+                    title: s.title.clone(),
+                    done: None,
+                    finished: None,
+                    seconds: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The first step not done.
+    pub fn current(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.done.is_none())
+    }
+
+    /// Whether `plan` is still the plan this run walks (the cluster file may have changed).
+    pub fn matches(&self, plan: &Plan) -> bool {
+        self.cluster == plan.cluster
+            && self.steps.len() == plan.steps.len()
+            && self
+                .steps
+                .iter()
+                .zip(&plan.steps)
+                .all(|(a, b)| a.id == b.id && a.node == b.node)
+    }
+
+    /// Marks step `i` done and saves the state.
+    pub fn mark(&mut self, i: usize, how: &str, seconds: f64, path: &Path) -> Result<()> {
+        self.steps[i].done = Some(how.to_owned());
+        self.steps[i].finished = Some(crate::time::Timestamp::now().to_string());
+        self.steps[i].seconds = Some(seconds);
+        if self.current().is_none() {
+            self.finished = Some(crate::time::Timestamp::now().to_string());
+        }
+        self.save(path)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::InvalidInput(format!("upgrade state: {e}")))?;
+        crate::fs::write_private(path, &bytes)
+    }
+
+    /// The run kept at `path`, if there is one.
+    pub fn load(path: &Path) -> Result<Option<RunState>> {
+        match crate::fs::read_bounded(path, 1 << 20, "upgrade run state") {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "{} is not an upgrade run keyferry can read ({e}); move it away to start over",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.is_missing() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -66,8 +66,10 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
         assert!(s["node"].is_string(), "every step names its node: {s}");
         if s["kind"] == "auto" {
             let what = s["what"].as_str().unwrap();
+            // audit is cluster-wide; everything else names the node it runs on.
             assert!(
-                what.starts_with("keyferry ") && what.contains("--node web1"),
+                what.starts_with("keyferry ")
+                    && (what.contains("--node web1") || what.starts_with("keyferry audit")),
                 "{what}"
             );
         }
@@ -86,7 +88,11 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
         "{}",
         t.stdout()
     );
-    assert!(t.stdout().contains("keyferry sync -c"), "{}", t.stdout());
+    assert!(
+        t.stdout().contains("keyferry sync --checksum -c"),
+        "{}",
+        t.stdout()
+    );
     assert_eq!(before, c.snapshot());
 }
 
@@ -180,4 +186,172 @@ fn clusters_without_a_procedure_are_refused() {
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "invalid-input", "{}", r.stdout());
     assert!(r.stderr().contains("NPS_Setup") || r.stdout().contains("NPS_Setup"));
+}
+
+/// Runs `upgrade <cmd>` for web1 in batch mode with `extra` arguments and `env`.
+fn up(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let cl = c.cluster_file();
+    let mut a = vec![
+        "upgrade",
+        cmd,
+        "-c",
+        cl.to_str().unwrap(),
+        "--node",
+        "web1",
+        "--batch",
+    ];
+    a.extend_from_slice(extra);
+    keyferry_env(&a, None, env)
+}
+
+/// The step the run waits at, or None when it is finished.
+fn waiting_at(c: &Cluster) -> Option<usize> {
+    let r = up(c, "status", &["--json"], &[]);
+    r.assert_code(0);
+    let j = r.json();
+    j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["done"].is_null())
+        .map(|s| s["n"].as_u64().unwrap() as usize)
+}
+
+/// A four-node Secret Server cluster mid-upgrade: web1 has the new application folder,
+/// web2, dr1 and proxy1 the old one, each its own database.config; web2 a different key.
+fn upgrade_cluster() -> Cluster {
+    let c = Cluster::secret_server(b"KEY-A primary", Some(b"KEY-B stale"));
+    for n in ["web1", "web2", "dr1", "proxy1"] {
+        let v = if n == "web1" { "v2" } else { "v1" };
+        std::fs::create_dir_all(c.app(n).join("bin")).unwrap();
+        std::fs::write(c.app(n).join("bin/SecretServer.dll"), format!("dll {v}")).unwrap();
+        std::fs::write(c.app(n).join("web.config"), format!("<configuration {v}/>")).unwrap();
+    }
+    std::fs::write(c.app("web2").join("bin/Old.dll"), b"gone in v2").unwrap();
+    c
+}
+
+/// Every node's application folder equals web1's but for its own database.config, and the
+/// keys are the primary's where the role holds them.
+fn assert_upgraded(c: &Cluster, dbs: &BTreeMap<String, Vec<u8>>) {
+    let tree = |n: &str| -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(&c.app(n))
+            .into_iter()
+            .map(|(p, b)| (p.strip_prefix(c.app(n)).unwrap().to_owned(), b))
+            .filter(|(p, _)| p != Path::new("database.config"))
+            .collect()
+    };
+    let want = tree("web1");
+    for n in ["web2", "dr1"] {
+        assert_eq!(tree(n), want, "{n}'s folder is not web1's");
+    }
+    for (n, db) in dbs {
+        assert_eq!(
+            &std::fs::read(c.app(n).join("database.config")).unwrap(),
+            db,
+            "{n}"
+        );
+    }
+    let r = keyferry(
+        &["audit", "-c", c.cluster_file().to_str().unwrap(), "--json"],
+        None,
+    );
+    r.assert_code(0);
+}
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn dbs(c: &Cluster) -> BTreeMap<String, Vec<u8>> {
+    ["web1", "web2", "dr1", "proxy1"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                std::fs::read(c.app(n).join("database.config")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
+    let c = upgrade_cluster();
+    let dbs = dbs(&c);
+    up(&c, "run", &[], &[]).assert_code(0);
+    // A second run is refused while this one is open.
+    let r = up(&c, "run", &[], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("in progress"), "{}", r.stderr());
+    let mut rounds = 0;
+    while let Some(n) = waiting_at(&c) {
+        rounds += 1;
+        assert!(rounds < 40, "the run does not finish");
+        // Confirming a step that is not the waiting one is refused.
+        let r = up(&c, "resume", &["--confirm", &(n + 1).to_string()], &[]);
+        r.assert_code(2);
+        let r = up(&c, "resume", &["--confirm", &n.to_string()], &[]);
+        r.assert_code(0);
+    }
+    assert_upgraded(&c, &dbs);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), b"KEY-A primary");
+    let r = up(&c, "status", &[], &[]);
+    assert!(r.stdout().contains("finished"), "{}", r.stdout());
+}
+
+/// The run killed right after each automatic step did its work, before the run recorded
+/// it, then resumed: it completes, and what must happen once happened once (one backup of
+/// web2's replaced key, one swap of each synced folder).
+#[test]
+fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
+    let c = upgrade_cluster();
+    let dbs = dbs(&c);
+    let kinds: Vec<String> = plan(&c.cluster_file()).json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_owned())
+        .collect();
+    up(
+        &c,
+        "run",
+        &[],
+        &[("KEYFERRY_FAILPOINT", "upgrade:step-ran")],
+    );
+    let mut kills = 1;
+    let mut rounds = 0;
+    // Each invocation dies at its first automatic step once it has run ("#1"), or runs that
+    // one again and dies at the next ("#2"): every automatic step is killed at least once,
+    // and every one that was killed runs again. A waiting manual step is confirmed.
+    let mut which = "upgrade:step-ran#2";
+    while let Some(n) = waiting_at(&c) {
+        rounds += 1;
+        assert!(rounds < 80, "the run does not finish");
+        let confirm = n.to_string();
+        let extra: &[&str] = if kinds[n - 1] == "manual" {
+            &["--confirm", &confirm]
+        } else {
+            &[]
+        };
+        let r = up(&c, "resume", extra, &[("KEYFERRY_FAILPOINT", which)]);
+        if r.code() == 0 {
+            which = "upgrade:step-ran#1";
+            continue;
+        }
+        kills += 1;
+        assert_ne!(r.code(), 2, "a failure, not the kill: {}", r.stderr());
+        which = if which.ends_with("#1") {
+            "upgrade:step-ran#2"
+        } else {
+            "upgrade:step-ran#1"
+        };
+    }
+    // Automatic steps here: preflight, sync, keys, verify.
+    assert!(kills >= 4, "the kill hit {kills} times");
+    assert_upgraded(&c, &dbs);
+    let backups: Vec<_> = std::fs::read_dir(c.path("web1/state/backups/web2"))
+        .unwrap()
+        .collect();
+    assert_eq!(backups.len(), 1, "web2's key was backed up more than once");
 }

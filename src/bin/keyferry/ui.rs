@@ -105,6 +105,15 @@ impl Ui {
         }
     }
 
+    /// Asks a yes/no question on the terminal; only "y" is yes.
+    pub fn ask_yes(&self, question: &str) -> bool {
+        use std::io::Write;
+        eprint!("{} [y/N] ", escape(question));
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+    }
+
     pub fn warn(&self, msg: &str) {
         eprintln!("{} {}", self.paint("1;33", "warning:"), escape(msg));
     }

@@ -32,7 +32,7 @@ pub enum Command {
     /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status, failover, rejoin)
     #[command(subcommand)]
     Ha(ha::HaCommand),
-    /// The vendor upgrade procedure for this cluster, as a checklist
+    /// The vendor upgrade procedure for this cluster: its checklist, and a resumable run of it
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
     /// Explain an error message and run the checks that bear on it

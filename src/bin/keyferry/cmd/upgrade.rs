@@ -1,12 +1,14 @@
-//! `keyferry upgrade plan`: the vendor upgrade procedure for this cluster as a checklist, node
-//! names filled in, automatic steps as the keyferry commands they are, manual steps as what to
-//! do where, and the check that gates each step.
+//! `keyferry upgrade plan|run|resume|status`: the vendor upgrade procedure for this cluster as
+//! a checklist (node names filled in, automatic steps as the keyferry commands they are,
+//! manual steps as what to do where, the check that gates each step), and a run of it that
+//! keeps its state after every step.
 
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use clap::Subcommand;
+use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
-use keyferry::upgrade::{plan, Kind};
+use keyferry::upgrade::{plan, state_path, Kind, Plan, RunState, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +16,36 @@ use std::process::ExitCode;
 pub enum UpgradeCommand {
     /// Print the whole upgrade checklist for this cluster (changes nothing)
     Plan(PlanArgs),
+    /// Start walking the checklist from this node (its state kept after every step)
+    Run(RunArgs),
+    /// Go on with the run after a manual step, a reboot, a lost session or a crash
+    Resume(RunArgs),
+    /// Where the run stands
+    Status(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "keyferry runs the automatic steps meant for this node (the keyferry \
+command shown in the plan), checking each step's gate first; a manual step, or an automatic step \
+meant for another node, is shown with exactly what to do and where, and the run waits: on a \
+terminal it asks, otherwise it stops and says which --confirm N lets it go on. The state is kept \
+in this node's state folder after every step, so a reboot, a lost session or a crash resumes at \
+the first step not done; a step that ran but was not recorded runs again, and every automatic \
+step is safe to run again.\n\n\
+Exit status: 0 finished, or waiting for a manual step; 2 a step or its gate failed (the message \
+says which and how to go on), or refused."
+)]
+pub struct RunArgs {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This machine's node [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The waiting step N is done (repeatable, in order)
+    #[arg(long, value_name = "N")]
+    pub confirm: Vec<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,7 +66,12 @@ pub struct PlanArgs {
 }
 
 pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
-    let UpgradeCommand::Plan(args) = c;
+    let args = match c {
+        UpgradeCommand::Plan(a) => a,
+        UpgradeCommand::Run(a) => return walk(a, ui, Start::New),
+        UpgradeCommand::Resume(a) => return walk(a, ui, Start::Resume),
+        UpgradeCommand::Status(a) => return walk(a, ui, Start::Status),
+    };
     let file = ClusterFile::load(&args.cluster)?;
     let p = plan(&file, &args.cluster.display().to_string())?;
     if ui.json {
@@ -72,4 +109,253 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
         p.steps.len() - manual
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    New,
+    Resume,
+    Status,
+}
+
+fn refused(why: String, hint: &str) -> crate::failure::Failure {
+    crate::failure::Failure::new("upgrade", &why, Some(hint))
+}
+
+fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
+    let file = ClusterFile::load(&args.cluster)?;
+    let spec = file.select(args.node.as_deref(), &host_name())?;
+    let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
+    let p = plan(&file, &args.cluster.display().to_string())?;
+    let path = state_path(&local.state_dir);
+    let kept = RunState::load(&path)?.filter(|r| r.finished.is_none() || start == Start::Status);
+    // How the admin names this run in the commands we suggest.
+    let c = format!(
+        "{}{}",
+        args.cluster.display(),
+        args.node
+            .as_deref()
+            .map(|n| format!(" --node {n}"))
+            .unwrap_or_default()
+    );
+    let mut state = match (start, kept) {
+        (Start::New, Some(_)) => {
+            return Err(refused(
+                format!("an upgrade run is in progress here ({})", path.display()),
+                &format!(
+                "keyferry upgrade status -c {c} shows it; keyferry upgrade resume -c {c} goes on"
+            ),
+            ))
+        }
+        (Start::New, None) => {
+            let s = RunState::new(&p, &local.name);
+            keyferry::fs::create_private_dir(&local.state_dir)?;
+            s.save(&path)?;
+            s
+        }
+        (_, None) => {
+            return Err(refused(
+                format!("no upgrade run here ({})", path.display()),
+                &format!("keyferry upgrade run -c {c} starts one"),
+            ))
+        }
+        (_, Some(s)) => s,
+    };
+    if !state.matches(&p) {
+        return Err(refused(
+            "the cluster file's checklist is not the one this run started with".into(),
+            &format!(
+                "put the cluster file back as it was, or move {} away to start over",
+                path.display()
+            ),
+        ));
+    }
+    if start == Start::Status {
+        show_status(&state, &p, ui);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut confirms = args.confirm.iter().copied().peekable();
+    while let Some(i) = state.current() {
+        let step = &p.steps[i];
+        let here = step.node.as_deref() == Some(local.name.as_str());
+        let began = std::time::Instant::now();
+        if step.kind == Kind::Auto && here {
+            if !step.gate_args.is_empty() {
+                ui.info(&format!(
+                    "step {}: checking its gate: {}",
+                    step.n,
+                    step.gate.as_deref().unwrap_or("")
+                ));
+                let code = keyferry_exit(&step.gate_args, ui.json)?;
+                if code != 0 {
+                    return Err(refused(
+                        format!(
+                            "step {} ({}) waits for: {}; keyferry {} exited {code}",
+                            step.n,
+                            step.title,
+                            step.gate.as_deref().unwrap_or(""),
+                            step.gate_args.join(" ")
+                        ),
+                        &format!("fix that, then: keyferry upgrade resume -c {c}"),
+                    ));
+                }
+            }
+            ui.out(&format!(
+                "step {}/{}: {}\n  {}",
+                step.n,
+                p.steps.len(),
+                step.title,
+                step.what
+            ));
+            let code = keyferry_exit(&step.args, ui.json)?;
+            if !step.ok_codes.contains(&code) {
+                return Err(refused(
+                    format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
+                    &format!(
+                        "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again)"
+                    ),
+                ));
+            }
+            keyferry::failpoint::hit("upgrade:step-ran");
+            state.mark(i, "ran", began.elapsed().as_secs_f64(), &path)?;
+            keyferry::failpoint::hit("upgrade:step-done");
+            continue;
+        }
+        // The admin's step (or keyferry's, on another node).
+        let confirmed = match confirms.peek() {
+            Some(&n) if n == step.n => {
+                confirms.next();
+                true
+            }
+            Some(&n) => {
+                return Err(refused(
+                    format!(
+                        "--confirm {n}: the step waiting is {} ({})",
+                        step.n, step.title
+                    ),
+                    "confirm the steps in order, each once it is done",
+                ))
+            }
+            None if ui.can_prompt() && std::io::stdin().is_terminal() => {
+                ui.out(&waiting(step, p.steps.len()));
+                ui.ask_yes("Done?")
+            }
+            None => false,
+        };
+        if !confirmed {
+            if ui.json {
+                super::ha::emit(ui, "upgrade-run", &state);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !ui.can_prompt() {
+                ui.out(&waiting(step, p.steps.len()));
+            }
+            ui.out(&format!(
+                "when it is done: keyferry upgrade resume -c {c} --confirm {}",
+                step.n
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+        state.mark(i, "confirmed", began.elapsed().as_secs_f64(), &path)?;
+        keyferry::failpoint::hit("upgrade:step-done");
+    }
+    if let Some(&n) = confirms.peek() {
+        return Err(refused(
+            format!("--confirm {n}: every step is done"),
+            "nothing waits",
+        ));
+    }
+    if ui.json {
+        super::ha::emit(ui, "upgrade-run", &state);
+        return Ok(ExitCode::SUCCESS);
+    }
+    ui.out(&format!(
+        "upgrade finished: {} steps ({} run by keyferry here, {} confirmed); the record is {}",
+        state.steps.len(),
+        state
+            .steps
+            .iter()
+            .filter(|s| s.done.as_deref() == Some("ran"))
+            .count(),
+        state
+            .steps
+            .iter()
+            .filter(|s| s.done.as_deref() == Some("confirmed"))
+            .count(),
+        path.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+use std::io::IsTerminal;
+
+fn waiting(step: &Step, total: usize) -> String {
+    format!(
+        "step {}/{} waits for you{}: {}\n  {}{}",
+        step.n,
+        total,
+        step.node
+            .as_deref()
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default(),
+        step.title,
+        step.what,
+        step.gate
+            .as_deref()
+            .map(|g| format!("\n  only when: {g}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Runs this keyferry with `args`, its output the admin's to read (on stderr when this run
+/// prints JSON on stdout); its exit code.
+fn keyferry_exit(args: &[String], json: bool) -> Result<i32, crate::failure::Failure> {
+    use std::io::Write;
+    let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    let code = if json {
+        let out = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| keyferry::Error::io("keyferry", e))?;
+        let _ = std::io::stderr().write_all(&out.stdout);
+        out.status.code()
+    } else {
+        cmd.status()
+            .map_err(|e| keyferry::Error::io("keyferry", e))?
+            .code()
+    };
+    Ok(code.unwrap_or(2))
+}
+
+fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
+    if ui.json {
+        super::ha::emit(ui, "upgrade-status", state);
+        return;
+    }
+    let current = state.current();
+    for (i, s) in state.steps.iter().enumerate() {
+        let mark = match (&s.done, Some(i) == current) {
+            (Some(how), _) => how.as_str(),
+            (None, true) => "NEXT",
+            (None, false) => "",
+        };
+        ui.out(&format!(
+            "{mark:>9} {:>3}. {}{}",
+            s.n,
+            s.title,
+            s.node
+                .as_deref()
+                .map(|n| format!(" (on {n})"))
+                .unwrap_or_default()
+        ));
+    }
+    match current {
+        Some(i) => ui.out(&format!("next: step {}: {}", p.steps[i].n, p.steps[i].what)),
+        None => ui.out(&format!(
+            "finished {}",
+            state.finished.as_deref().unwrap_or("")
+        )),
+    }
 }
