@@ -317,6 +317,14 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     Ok(())
 }
 
+/// The vendor's key export on the Privilege Secure server, which `keys push` then carries.
+fn export_keys(node: &str) -> String {
+    format!(
+        "on {node}, in the KeyTools folder: SbPAM.RotateKey.exe export -n keys.exp; note the \
+         password it shows (never on digital media): the import asks for it"
+    )
+}
+
 /// The vendor's upgrade of a Privilege Secure server.
 fn nps_setup(node: &str) -> String {
     format!(
@@ -364,6 +372,12 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     );
     b.gate("ha status: healthy", Some("ha status"));
     b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
+    b.manual(
+        "ha.export-keys",
+        p,
+        "Export the encryption keys with the vendor tool",
+        export_keys(p),
+    );
     b.auto(
         "ha.push-keys",
         p,
@@ -379,12 +393,14 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
              the export password)"
         ),
     );
-    b.auto(
-        "ha.cleanup",
-        s,
-        "Delete keys.exp (and anything else a transfer left)",
-        "keys cleanup",
-    );
+    for n in [s, p] {
+        b.auto(
+            "ha.cleanup",
+            n,
+            "Delete keys.exp (and anything else a transfer left)",
+            "keys cleanup",
+        );
+    }
     b.auto(
         "ha.rejoin-secondary",
         s,
@@ -439,6 +455,12 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
     }
     let keyed = with_role(file, &[Role::Action, Role::Scheduler]);
     if !keyed.is_empty() {
+        b.manual(
+            "rs.export-keys",
+            &p.name,
+            "Export the encryption keys with the vendor tool",
+            export_keys(&p.name),
+        );
         b.auto(
             "rs.push-keys",
             &p.name,
@@ -456,10 +478,14 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
                 ),
             );
         }
-        for n in &keyed {
+        for n in keyed
+            .iter()
+            .map(|n| n.name.as_str())
+            .chain([p.name.as_str()])
+        {
             b.auto(
                 "rs.cleanup",
-                &n.name,
+                n,
                 "Delete keys.exp (and anything else a transfer left)",
                 "keys cleanup",
             );

@@ -615,3 +615,126 @@ fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
         .contains("ssh://root@10.231.0.2:2223"));
     drop(sshd);
 }
+
+/// The Privilege Secure pair's whole upgrade as one `upgrade run` from nps1 (docs/upgrade.md):
+/// keyferry's steps run, the installer and console steps are confirmed, the steps meant for
+/// nps2 are run there and confirmed; every committed row survives, the pair ends healthy and
+/// nps2 holds nps1's appsettings.json.
+#[test]
+fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(
+        0,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
+    );
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    let settings = bed.node_dir(0).join("ha").join("appsettings.json");
+    std::fs::write(&settings, b"{\"ConnectionStrings\": \"nps primary\"}").unwrap();
+    std::fs::write(
+        bed.node_dir(1).join("ha").join("appsettings.json"),
+        b"{\"ConnectionStrings\": \"stale\"}",
+    )
+    .unwrap();
+    wait_healthy(&bed, 0);
+    let plan = common::keyferry(
+        &[
+            "upgrade",
+            "plan",
+            "--json",
+            "-c",
+            bed.cluster.to_str().unwrap(),
+        ],
+        None,
+    );
+    plan.assert_code(0);
+    let kinds: Vec<(String, String, String)> = plan.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["kind"].as_str().unwrap().to_owned(),
+                s["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let waiting = || -> Option<usize> {
+        let r = bed.keyferry(0, &["upgrade", "status", "--json"]);
+        r.assert_code(0);
+        r.json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .map(|s| s["n"].as_u64().unwrap() as usize)
+    };
+    let r = bed.keyferry(0, &["upgrade", "run", "--batch"]);
+    r.assert_code(0);
+    let mut rounds = 0;
+    while let Some(n) = waiting() {
+        rounds += 1;
+        assert!(rounds < 40, "the run does not finish");
+        let (id, kind, node) = &kinds[n - 1];
+        // What the admin does for the step the run waits at.
+        match (id.as_str(), kind.as_str()) {
+            ("ha.upgrade-secondary", _) => {
+                bed.psql(1, "INSERT INTO t VALUES ('on nps2')");
+            }
+            ("ha.upgrade-primary", _) => {
+                bed.psql(0, "INSERT INTO t VALUES ('on nps1')");
+            }
+            ("ha.export-keys", _) => std::fs::write(
+                bed.node_dir(0).join("keytools").join("keys.exp"),
+                b"vendor export",
+            )
+            .unwrap(),
+            (_, "auto") => {
+                // keyferry's step, meant for the other node: run there.
+                assert_eq!(node, "nps2", "{id}");
+                let words: Vec<&str> = match id.as_str() {
+                    "ha.failover-back" => vec!["ha", "failover"],
+                    "ha.cleanup" => vec!["keys", "cleanup"],
+                    "ha.rejoin-secondary" => vec!["ha", "rejoin"],
+                    other => panic!("unexpected step for nps2: {other}"),
+                };
+                bed.keyferry(1, &words).assert_code(0);
+            }
+            _ => {}
+        }
+        let r = bed.keyferry(
+            0,
+            &["upgrade", "resume", "--batch", "--confirm", &n.to_string()],
+        );
+        r.assert_code(0);
+    }
+    let r = bed.keyferry(0, &["ha", "status", "--json"]);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["verdict"], "healthy");
+    assert_eq!(j["nodes"][0]["role"], "running-primary");
+    let want = ["before", "on nps1", "on nps2"];
+    assert_eq!(rows(&bed, 0), want);
+    assert!(
+        (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            rows(&bed, 1) == want
+        }),
+        "{:?}",
+        rows(&bed, 1)
+    );
+    assert_eq!(
+        std::fs::read(bed.node_dir(1).join("ha").join("appsettings.json")).unwrap(),
+        std::fs::read(&settings).unwrap()
+    );
+    for i in 0..2 {
+        assert!(
+            !bed.node_dir(i).join("keytools").join("keys.exp").exists(),
+            "keys.exp left on node {i}"
+        );
+    }
+}
