@@ -74,6 +74,9 @@ pub struct Step {
     /// The keyferry arguments whose exit 0 proves the gate, run on this step's node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gate_args: Vec<String>,
+    /// How to undo what this step changed, should the admin want to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
 }
 
 /// The whole checklist.
@@ -105,7 +108,15 @@ impl Builder<'_> {
             args: Vec::new(),
             ok_codes: Vec::new(),
             gate_args: Vec::new(),
+            undo: None,
         });
+    }
+
+    /// How to undo the last step.
+    fn undo(&mut self, how: String) {
+        if let Some(s) = self.steps.last_mut() {
+            s.undo = Some(how);
+        }
     }
 
     /// The last step's gate; `check` (keyferry arguments, on the step's node) proves it by
@@ -278,6 +289,10 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
          as the same)",
         "sync --checksum",
     );
+    b.undo(format!(
+        "keyferry sync rollback -c {} --node {} (each node's previous folder comes back)",
+        b.cluster_arg, p.name
+    ));
     b.gate(
         "the upgraded primary works (the step before is confirmed)",
         None,
@@ -289,6 +304,7 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
          first)",
         "keys push --replace",
     );
+    b.undo(keys_undo(b.cluster_arg, &p.name));
     for n in &others {
         b.manual(
             "ss.start",
@@ -315,6 +331,16 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "audit",
     );
     Ok(())
+}
+
+/// How a key push is undone: the backups each replace left (for nodes reached by path, in
+/// the pushing node's state folder; over ssh, in the node's own).
+fn keys_undo(cluster: &str, from: &str) -> String {
+    format!(
+        "the replaced key files are kept: for a node reached over ssh, keyferry keys restore -c \
+         {cluster} --list on it (then --backup ID); for a node reached by path, in {from}'s \
+         state folder under backups/<node>/"
+    )
 }
 
 /// The vendor's key export on the Privilege Secure server, which `keys push` then carries.
@@ -384,6 +410,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
         &format!("keys push --to {s} --replace"),
     );
+    b.undo(keys_undo(b.cluster_arg, p));
     b.manual(
         "ha.import-keys",
         s,
@@ -467,6 +494,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
             "keys push --replace",
         );
+        b.undo(keys_undo(b.cluster_arg, &p.name));
         for n in &keyed {
             b.manual(
                 "rs.import-keys",

@@ -212,7 +212,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 return Err(refused(
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
                     &format!(
-                        "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again)"
+                        "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
+                        step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
                     ),
                 ));
             }
