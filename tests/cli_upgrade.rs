@@ -281,17 +281,21 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
     up(&c, "run", &[], &[]).assert_code(0);
-    // A second run is refused while this one is open.
+    // A second run is refused while this one is open, changing nothing.
+    let before = c.snapshot();
     let r = up(&c, "run", &[], &[]);
     r.assert_code(2);
     assert!(r.stderr().contains("in progress"), "{}", r.stderr());
+    assert_eq!(before, c.snapshot());
     let mut rounds = 0;
     while let Some(n) = waiting_at(&c) {
         rounds += 1;
         assert!(rounds < 40, "the run does not finish");
-        // Confirming a step that is not the waiting one is refused.
+        // Confirming a step that is not the waiting one is refused, changing nothing.
+        let before = c.snapshot();
         let r = up(&c, "resume", &["--confirm", &(n + 1).to_string()], &[]);
         r.assert_code(2);
+        assert_eq!(before, c.snapshot());
         if n == 7 {
             // The sync comes next; web2's folder is missing: the step fails, the run stops
             // and says how to go on and how to undo, and goes on once it is back.

@@ -88,15 +88,7 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
             Kind::Auto => "auto",
             Kind::Manual => "manual",
         };
-        ui.out(&format!(
-            "{:>3}. [{kind}] {}{}",
-            s.n,
-            s.title,
-            s.node
-                .as_deref()
-                .map(|n| format!(" (on {n})"))
-                .unwrap_or_default()
-        ));
+        ui.out(&format!("{:>3}. [{kind}] {}{}", s.n, s.title, on(&s.node)));
         if let Some(g) = &s.gate {
             ui.out(&format!("       only when: {g}"));
         }
@@ -342,15 +334,7 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
             (None, true) => "NEXT",
             (None, false) => "",
         };
-        ui.out(&format!(
-            "{mark:>9} {:>3}. {}{}",
-            s.n,
-            s.title,
-            s.node
-                .as_deref()
-                .map(|n| format!(" (on {n})"))
-                .unwrap_or_default()
-        ));
+        ui.out(&format!("{mark:>9} {:>3}. {}{}", s.n, s.title, on(&s.node)));
     }
     match current {
         Some(i) => ui.out(&format!("next: step {}: {}", p.steps[i].n, p.steps[i].what)),
@@ -359,4 +343,11 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
             state.finished.as_deref().unwrap_or("")
         )),
     }
+}
+
+/// " (on NODE)" for a step's node.
+fn on(node: &Option<String>) -> String {
+    node.as_deref()
+        .map(|n| format!(" (on {n})"))
+        .unwrap_or_default()
 }
