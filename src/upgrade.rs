@@ -554,6 +554,9 @@ pub struct StepState {
     pub done: Option<String>,
     pub finished: Option<String>,
     pub seconds: Option<f64>,
+    /// What it changed, on which node (automatic steps: from the command's report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 }
 
 /// A run of the checklist, kept after every step (`upgrade run`, `resume`, `status`).
@@ -587,6 +590,7 @@ impl RunState {
                     done: None,
                     finished: None,
                     seconds: None,
+                    changes: Vec::new(),
                 })
                 .collect(),
         }
@@ -608,9 +612,17 @@ impl RunState {
                 .all(|(a, b)| a.id == b.id && a.node == b.node)
     }
 
-    /// Marks step `i` done and saves the state.
-    pub fn mark(&mut self, i: usize, how: &str, seconds: f64, path: &Path) -> Result<()> {
+    /// Marks step `i` done, with what it changed, and saves the state.
+    pub fn mark(
+        &mut self,
+        i: usize,
+        how: &str,
+        seconds: f64,
+        changes: Vec<String>,
+        path: &Path,
+    ) -> Result<()> {
         self.steps[i].done = Some(how.to_owned());
+        self.steps[i].changes = changes;
         self.steps[i].finished = Some(crate::time::Timestamp::now().to_string());
         self.steps[i].seconds = Some(seconds);
         if self.current().is_none() {
@@ -637,5 +649,88 @@ impl RunState {
             Err(e) if e.is_missing() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// What an automatic step changed, on which node, from the JSON report of the keyferry
+/// command it ran (one line per node or fact; nothing for a report keyferry does not know).
+pub fn changes(doc: &serde_json::Value) -> Vec<String> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let each = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    match doc["kind"].as_str().unwrap_or("") {
+        "sync" => each("targets")
+            .iter()
+            .flat_map(|t| {
+                let p = &t["plan"];
+                let node = s(&t["node"]);
+                let head = format!(
+                    "{node}: {} ({} added, {} updated, {} deleted)",
+                    s(&t["result"]),
+                    count(&p["add"]),
+                    count(&p["update"]),
+                    count(&p["delete"])
+                );
+                // The sync's warnings (a per-node web.config replaced, a node without keys)
+                // are the admin's to read.
+                let warnings = p["warnings"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |w| format!("{node}: warning: {}", s(&w)));
+                std::iter::once(head).chain(warnings)
+            })
+            .collect(),
+        "keys-push" => each("targets")
+            .iter()
+            .map(|t| {
+                let backup = t["backup_dir"]
+                    .as_str()
+                    .map(|b| format!(", previous files in {b}"))
+                    .unwrap_or_default();
+                format!("{}: {}{backup}", s(&t["node"]), s(&t["outcome"]))
+            })
+            .collect(),
+        "cleanup" => {
+            let removed: Vec<String> = each("removed").iter().map(|r| s(&r["path"])).collect();
+            vec![if removed.is_empty() {
+                format!("{}: nothing to remove", s(&doc["node"]))
+            } else {
+                format!("{}: removed {}", s(&doc["node"]), removed.join(", "))
+            }]
+        }
+        "ha-failover" => vec![format!(
+            "{} is the primary (timeline {} -> {}); {} {}",
+            s(&doc["new_primary"]),
+            doc["timeline_before"],
+            doc["timeline_after"],
+            s(&doc["old_primary"]),
+            if doc["fenced"] == true {
+                "stopped and fenced"
+            } else {
+                "was not reachable"
+            }
+        )],
+        "ha-rejoin" => vec![format!(
+            "{} streams from {} again ({})",
+            s(&doc["node"]),
+            s(&doc["primary"]),
+            s(&doc["method"])
+        )],
+        "ha-status" => vec![format!("pair: {}", s(&doc["verdict"]))],
+        "audit" => {
+            let off: Vec<String> = each("nodes")
+                .iter()
+                .filter(|n| !matches!(n["status"].as_str(), Some("match" | "not-needed")))
+                .map(|n| format!("{}: {}", s(&n["node"]), s(&n["status"])))
+                .collect();
+            if doc["ok"] == true {
+                vec!["every node holds the primary's keys and binaries".into()]
+            } else {
+                off
+            }
+        }
+        _ => Vec::new(),
     }
 }

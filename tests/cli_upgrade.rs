@@ -318,6 +318,44 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), b"KEY-A primary");
     let r = up(&c, "status", &[], &[]);
     assert!(r.stdout().contains("finished"), "{}", r.stdout());
+    // The record: what each automatic step changed on which node, and its whole report.
+    let j = up(&c, "status", &["--json"], &[]).json();
+    let step = |id: &str| {
+        j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let sync = step("ss.sync");
+    assert_eq!(sync["done"], "ran");
+    let changed: Vec<&str> = sync["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        changed.contains(&"web2: synced (0 added, 2 updated, 1 deleted)"),
+        "{changed:?}"
+    );
+    assert!(step("ss.keys")["changes"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("web2: installed, previous files in"));
+    assert_eq!(step("ss.backup")["done"], "confirmed");
+    let runs = c.path("web1/state/upgrade-runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("08-ss.sync.json")).unwrap()).unwrap();
+    assert_eq!(report["kind"], "sync");
 }
 
 /// (Built with the test-only `failpoints` feature, as scripts/test-all does.) The run killed

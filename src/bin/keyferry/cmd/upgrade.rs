@@ -8,7 +8,7 @@ use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
-use keyferry::upgrade::{plan, state_path, Kind, Plan, RunState, Step};
+use keyferry::upgrade::{changes, plan, state_path, Kind, Plan, RunState, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -178,7 +178,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     step.n,
                     step.gate.as_deref().unwrap_or("")
                 ));
-                let code = keyferry_exit(&step.gate_args, ui.json)?;
+                let (code, _) = keyferry_json(&step.gate_args)?;
                 if code != 0 {
                     return Err(refused(
                         format!(
@@ -199,7 +199,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 step.title,
                 step.what
             ));
-            let code = keyferry_exit(&step.args, ui.json)?;
+            let (code, report) = keyferry_json(&step.args)?;
             if !step.ok_codes.contains(&code) {
                 return Err(refused(
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
@@ -209,8 +209,22 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     ),
                 ));
             }
+            let changes = report.as_ref().map(changes).unwrap_or_default();
+            for c in &changes {
+                ui.out(&format!("  -> {c}"));
+            }
+            if let Some(r) = &report {
+                // The command's whole report, kept with the run as its record.
+                let dir = records(&local.state_dir, &state.started);
+                keyferry::fs::create_private_dir(&dir)?;
+                let text = serde_json::to_vec_pretty(r).unwrap_or_default();
+                keyferry::fs::write_private(
+                    &dir.join(format!("{:02}-{}.json", step.n, step.id)),
+                    &text,
+                )?;
+            }
             keyferry::failpoint::hit("upgrade:step-ran");
-            state.mark(i, "ran", began.elapsed().as_secs_f64(), &path)?;
+            state.mark(i, "ran", began.elapsed().as_secs_f64(), changes, &path)?;
             keyferry::failpoint::hit("upgrade:step-done");
             continue;
         }
@@ -249,7 +263,13 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             ));
             return Ok(ExitCode::SUCCESS);
         }
-        state.mark(i, "confirmed", began.elapsed().as_secs_f64(), &path)?;
+        state.mark(
+            i,
+            "confirmed",
+            began.elapsed().as_secs_f64(),
+            Vec::new(),
+            &path,
+        )?;
         keyferry::failpoint::hit("upgrade:step-done");
     }
     if let Some(&n) = confirms.peek() {
@@ -300,26 +320,23 @@ fn waiting(step: &Step, total: usize) -> String {
     )
 }
 
-/// Runs this keyferry with `args`, its output the admin's to read (on stderr when this run
-/// prints JSON on stdout); its exit code.
-fn keyferry_exit(args: &[String], json: bool) -> Result<i32, crate::failure::Failure> {
-    use std::io::Write;
+/// Runs this keyferry with `args` and `--json`: its messages go to the admin's terminal
+/// (stderr), its report comes back. The exit code, and the report when there is one.
+fn keyferry_json(
+    args: &[String],
+) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
     let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(args).stdin(std::process::Stdio::null());
-    let code = if json {
-        let out = cmd
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| keyferry::Error::io("keyferry", e))?;
-        let _ = std::io::stderr().write_all(&out.stdout);
-        out.status.code()
-    } else {
-        cmd.status()
-            .map_err(|e| keyferry::Error::io("keyferry", e))?
-            .code()
-    };
-    Ok(code.unwrap_or(2))
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| keyferry::Error::io("keyferry", e))?;
+    Ok((
+        out.status.code().unwrap_or(2),
+        serde_json::from_slice(&out.stdout).ok(),
+    ))
 }
 
 fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
@@ -335,6 +352,9 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
             (None, false) => "",
         };
         ui.out(&format!("{mark:>9} {:>3}. {}{}", s.n, s.title, on(&s.node)));
+        for c in &s.changes {
+            ui.out(&format!("               -> {c}"));
+        }
     }
     match current {
         Some(i) => ui.out(&format!("next: step {}: {}", p.steps[i].n, p.steps[i].what)),
@@ -350,4 +370,14 @@ fn on(node: &Option<String>) -> String {
     node.as_deref()
         .map(|n| format!(" (on {n})"))
         .unwrap_or_default()
+}
+
+/// Where a run keeps each automatic step's report: `upgrade-runs/<its start>/` beside its
+/// state, so an earlier run's record stays.
+fn records(state_dir: &std::path::Path, started: &str) -> PathBuf {
+    let stamp: String = started
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    state_dir.join("upgrade-runs").join(stamp)
 }
