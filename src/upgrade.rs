@@ -734,3 +734,87 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// What a finished automatic step's report says is wrong for the steps after it, though its
+/// command succeeded: the preflight of an HA upgrade needs the cluster file's primary to be
+/// the server that runs as primary (the failover is run there).
+pub fn after_check(step: &Step, doc: &serde_json::Value) -> Option<String> {
+    if step.id != "ha.preflight" {
+        return None;
+    }
+    let want = step.node.as_deref()?;
+    let running = doc["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["role"] == "running-primary")?;
+    let actual = running["node"].as_str()?;
+    (actual != want).then(|| {
+        format!(
+            "the cluster file's primary is {want} but {actual} runs as the primary (an earlier \
+             failover?): the upgrade starts with a failover on the running primary"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn preflight(node: &str) -> Step {
+        Step {
+            n: 1,
+            id: "ha.preflight".into(),
+            procedure: Procedure::PrivilegeSecureHa,
+            kind: Kind::Auto,
+            node: Some(node.into()),
+            title: String::new(),
+            what: String::new(),
+            gate: None,
+            args: Vec::new(),
+            ok_codes: vec![0],
+            gate_args: Vec::new(),
+            undo: None,
+        }
+    }
+
+    #[test]
+    fn the_preflight_stops_when_the_running_primary_is_not_the_files() {
+        let status = |primary: &str| {
+            json!({"kind": "ha-status", "verdict": "healthy", "nodes": [
+                {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},
+                {"node": "nps2", "role": if primary == "nps2" { "running-primary" } else { "running-replica" }},
+            ]})
+        };
+        assert_eq!(after_check(&preflight("nps1"), &status("nps1")), None);
+        let why = after_check(&preflight("nps1"), &status("nps2")).unwrap();
+        assert!(why.contains("nps2 runs as the primary"), "{why}");
+        let mut other = preflight("nps1");
+        other.id = "ha.verify".into();
+        assert_eq!(after_check(&other, &status("nps2")), None);
+    }
+
+    #[test]
+    fn changes_name_each_node_and_what_happened_there() {
+        let sync = json!({"kind": "sync", "targets": [
+            {"node": "web2", "result": "synced", "plan": {"add": ["a"], "update": [], "delete": ["b", "c"],
+             "warnings": ["web.config differs"]}},
+        ]});
+        assert_eq!(
+            changes(&sync),
+            [
+                "web2: synced (1 added, 0 updated, 2 deleted)",
+                "web2: warning: web.config differs"
+            ]
+        );
+        let push = json!({"kind": "keys-push", "targets": [
+            {"node": "web2", "outcome": "installed", "backup_dir": "/s/b/web2/1"},
+            {"node": "proxy1", "outcome": "skipped", "backup_dir": null},
+        ]});
+        assert_eq!(
+            changes(&push),
+            ["web2: installed, previous files in /s/b/web2/1", "proxy1: skipped"]
+        );
+        assert!(changes(&json!({"kind": "something-new"})).is_empty());
+    }
+}

@@ -8,7 +8,7 @@ use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
-use keyferry::upgrade::{changes, plan, state_path, Kind, Plan, RunState, Step};
+use keyferry::upgrade::{after_check, changes, plan, state_path, Kind, Plan, RunState, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -206,6 +206,17 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     &format!(
                         "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
                         step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
+                    ),
+                ));
+            }
+            if let Some(why) = report.as_ref().and_then(|r| after_check(step, r)) {
+                return Err(refused(
+                    format!("step {} ({}): {why}", step.n, step.title),
+                    &format!(
+                        "make the cluster file say which node is the primary now (role = \
+                         \"primary\"), or fail back first (keyferry ha failover on the running \
+                         primary); then move {} away and run keyferry upgrade run -c {c}",
+                        path.display()
                     ),
                 ));
             }
