@@ -813,7 +813,10 @@ mod tests {
         ]});
         assert_eq!(
             changes(&push),
-            ["web2: installed, previous files in /s/b/web2/1", "proxy1: skipped"]
+            [
+                "web2: installed, previous files in /s/b/web2/1",
+                "proxy1: skipped"
+            ]
         );
         assert!(changes(&json!({"kind": "something-new"})).is_empty());
     }

@@ -280,7 +280,11 @@ fn dbs(c: &Cluster) -> BTreeMap<String, Vec<u8>> {
 fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
-    up(&c, "run", &[], &[]).assert_code(0);
+    // --json: one document on stdout (the steps' own messages go to stderr).
+    let r = up(&c, "run", &["--json"], &[]);
+    r.assert_code(0);
+    assert_eq!(r.json()["kind"], "upgrade-run");
+    assert_eq!(r.json()["steps"][0]["done"], "ran");
     // A second run is refused while this one is open, changing nothing.
     let before = c.snapshot();
     let r = up(&c, "run", &[], &[]);

@@ -87,6 +87,16 @@ impl Ui {
         let _ = writeln!(std::io::stdout().lock(), "{}", escape(line));
     }
 
+    /// A line for the person running a long command: stdout, or stderr under --json (whose
+    /// stdout is one document).
+    pub fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{}", escape(line));
+        } else {
+            self.out(line);
+        }
+    }
+
     /// Bytes on stdout as they are (generated scripts and pages).
     pub fn raw(&self, bytes: &[u8]) {
         let _ = std::io::stdout().lock().write_all(bytes);

@@ -192,7 +192,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     ));
                 }
             }
-            ui.out(&format!(
+            ui.say(&format!(
                 "step {}/{}: {}\n  {}",
                 step.n,
                 p.steps.len(),
@@ -222,7 +222,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             }
             let changes = report.as_ref().map(changes).unwrap_or_default();
             for c in &changes {
-                ui.out(&format!("  -> {c}"));
+                ui.say(&format!("  -> {c}"));
             }
             if let Some(r) = &report {
                 // The command's whole report, kept with the run as its record.
@@ -255,7 +255,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 ))
             }
             None if ui.can_prompt() && std::io::stdin().is_terminal() => {
-                ui.out(&waiting(step, p.steps.len()));
+                ui.say(&waiting(step, p.steps.len()));
                 ui.ask_yes("Done?")
             }
             None => false,
