@@ -112,6 +112,13 @@ impl Builder<'_> {
         });
     }
 
+    /// `keyferry keys push ...` from `node` (automatic), undone from the replaced key files
+    /// it keeps.
+    fn push_keys(&mut self, id: &str, node: &str, title: &str, args: &str) {
+        self.auto(id, node, title, args);
+        self.undo(keys_undo(self.cluster_arg, node));
+    }
+
     /// How to undo the last step.
     fn undo(&mut self, how: String) {
         if let Some(s) = self.steps.last_mut() {
@@ -297,14 +304,13 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "the upgraded primary works (the step before is confirmed)",
         None,
     );
-    b.auto(
+    b.push_keys(
         "ss.keys",
         &p.name,
         "Bring every node's encryption.config to the primary's (a differing one is backed up \
          first)",
         "keys push --replace",
     );
-    b.undo(keys_undo(b.cluster_arg, &p.name));
     for n in &others {
         b.manual(
             "ss.start",
@@ -404,13 +410,12 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Export the encryption keys with the vendor tool",
         export_keys(p),
     );
-    b.auto(
+    b.push_keys(
         "ha.push-keys",
         p,
         "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
         &format!("keys push --to {s} --replace"),
     );
-    b.undo(keys_undo(b.cluster_arg, p));
     b.manual(
         "ha.import-keys",
         s,
@@ -488,13 +493,12 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "Export the encryption keys with the vendor tool",
             export_keys(&p.name),
         );
-        b.auto(
+        b.push_keys(
             "rs.push-keys",
             &p.name,
             "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
             "keys push --replace",
         );
-        b.undo(keys_undo(b.cluster_arg, &p.name));
         for n in &keyed {
             b.manual(
                 "rs.import-keys",
