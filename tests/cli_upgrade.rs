@@ -419,3 +419,35 @@ fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
         .collect();
     assert_eq!(backups.len(), 1, "web2's key was backed up more than once");
 }
+
+/// Resuming with no run, and resuming a run whose cluster file no longer makes the same
+/// checklist, are refused and change nothing.
+#[test]
+fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
+    let c = upgrade_cluster();
+    let before = c.snapshot();
+    let r = up(&c, "resume", &["--confirm", "2"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("no upgrade run here"), "{}", r.stderr());
+    assert_eq!(before, c.snapshot());
+
+    up(&c, "run", &[], &[]).assert_code(0);
+    // dr1 leaves the cluster file: the checklist has fewer steps.
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let start = text.find("[[node]]\nname = \"dr1\"").unwrap();
+    let end = start + text[start + 1..].find("[[node]]").unwrap() + 1;
+    std::fs::write(
+        c.cluster_file(),
+        format!("{}{}", &text[..start], &text[end..]),
+    )
+    .unwrap();
+    let before = c.snapshot();
+    let r = up(&c, "resume", &["--confirm", "2"], &[]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("not the one this run started with"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, c.snapshot());
+}
