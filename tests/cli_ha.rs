@@ -640,6 +640,16 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     )
     .unwrap();
     wait_healthy(&bed, 0);
+    // nps2 is reached over ssh (an sshd in its namespace): the run on nps1 runs nps2's steps
+    // there itself, pushes the keys through the session, and checks nps2 from its own view.
+    let sshd = bed.sshd(1);
+    let cfg = sshd.config.to_str().unwrap().to_owned();
+    let nps2 = format!(
+        "access = \"ssh://root@{}:2222\"\nremote_keyferry = {:?}",
+        pgbed::ADDR[1],
+        common::bin()
+    );
+    bed.write_cluster_with("", ["", &nps2]);
     let plan = common::keyferry(
         &[
             "upgrade",
@@ -673,8 +683,35 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             .find(|s| s["done"].is_null())
             .map(|s| s["n"].as_u64().unwrap() as usize)
     };
-    let r = bed.keyferry(0, &["upgrade", "run", "--batch"]);
+    let r = bed.keyferry(0, &["upgrade", "run", "--batch", "--ssh-config", &cfg]);
     r.assert_code(0);
+    // The preflight found the pair healthy, nps1 the running primary, nps2 reachable with
+    // a writable state folder (checked there) and its clock in step.
+    let runs = bed.node_dir(0).join("state").join("upgrade-runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("01-preflight.json")).unwrap()).unwrap();
+    let passed = |node: &str, check: &str| {
+        pre["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["node"] == node && c["check"] == check && c["outcome"] == "pass")
+    };
+    for (node, check) in [
+        ("nps1", "roles"),
+        ("nps1", "state"),
+        ("nps2", "reach"),
+        ("nps2", "clock"),
+        ("nps2", "state"),
+    ] {
+        assert!(passed(node, check), "{node} {check}: {pre}");
+    }
     let mut rounds = 0;
     while let Some(n) = waiting() {
         rounds += 1;
@@ -693,25 +730,33 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
                 b"vendor export",
             )
             .unwrap(),
-            (_, "auto") => {
-                // keyferry's step, meant for the other node: run there.
-                assert_eq!(node, "nps2", "{id}");
-                let words: Vec<&str> = match id.as_str() {
-                    "ha.failover-back" => vec!["ha", "failover"],
-                    "ha.cleanup" => vec!["keys", "cleanup"],
-                    "ha.rejoin-secondary" => vec!["ha", "rejoin"],
-                    other => panic!("unexpected step for nps2: {other}"),
-                };
-                bed.keyferry(1, &words).assert_code(0);
-            }
+            (_, "auto") => panic!("keyferry's step {id} on {node} waits: it runs over ssh"),
             _ => {}
         }
         let r = bed.keyferry(
             0,
-            &["upgrade", "resume", "--batch", "--confirm", &n.to_string()],
+            &[
+                "upgrade",
+                "resume",
+                "--batch",
+                "--ssh-config",
+                &cfg,
+                "--confirm",
+                &n.to_string(),
+            ],
         );
         r.assert_code(0);
     }
+    // Every automatic step on nps2 was run by the run, over ssh.
+    let st = bed.keyferry(0, &["upgrade", "status", "--json"]).json();
+    let on_nps2: Vec<&serde_json::Value> = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["node"] == "nps2" && kinds[s["n"].as_u64().unwrap() as usize - 1].1 == "auto")
+        .collect();
+    assert_eq!(on_nps2.len(), 3, "{st}");
+    assert!(on_nps2.iter().all(|s| s["done"] == "ran"), "{st}");
     let r = bed.keyferry(0, &["ha", "status", "--json"]);
     r.assert_code(0);
     let j = r.json();

@@ -39,7 +39,7 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
     );
     let ids = ids(&j);
     for (a, b) in [
-        ("ss.preflight", "ss.backup"),
+        ("preflight", "ss.backup"),
         ("ss.backup", "ss.stop"),
         ("ss.stop", "ss.upgrade-primary"),
         ("ss.upgrade-primary", "ss.primary-works"),
@@ -135,7 +135,7 @@ fn a_privilege_secure_pair_with_remote_hosts_keeps_one_writable_database_and_ski
     );
     let ids = ids(&j);
     let order = [
-        "ha.preflight",
+        "preflight",
         "ha.failover",
         "ha.upgrade-secondary",
         "ha.rejoin-primary",
@@ -450,4 +450,96 @@ fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
         r.stderr()
     );
     assert_eq!(before, c.snapshot());
+}
+
+/// Runs `upgrade preflight` for web1 and returns its checks as (node, check, outcome).
+fn preflight_rows(r: &Run) -> Vec<(String, String, String)> {
+    r.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["node"].as_str().unwrap().to_owned(),
+                c["check"].as_str().unwrap().to_owned(),
+                c["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn has(rows: &[(String, String, String)], node: &str, check: &str, outcome: &str) -> bool {
+    rows.iter()
+        .any(|(n, c, o)| n == node && c == check && o == outcome)
+}
+
+#[test]
+fn the_preflight_checks_every_node_and_an_unreachable_one_stops_the_run_at_step_one() {
+    let c = upgrade_cluster();
+    let before = c.snapshot();
+    let r = up(&c, "preflight", &["--json"], &[]);
+    r.assert_code(0);
+    assert_eq!(r.json()["kind"], "upgrade-preflight");
+    assert_eq!(r.json()["ok"], true);
+    let rows = preflight_rows(&r);
+    for n in ["web1", "web2", "dr1", "proxy1"] {
+        assert!(has(&rows, n, "reach", "pass"), "{n}: {rows:?}");
+    }
+    assert!(has(&rows, "web1", "state", "pass"), "{rows:?}");
+    for n in ["web2", "dr1", "proxy1"] {
+        // Each target: its clock read from a file written beside its folder, and room
+        // there for the new folder.
+        assert!(has(&rows, n, "clock", "pass"), "{n}: {rows:?}");
+        assert!(has(&rows, n, "room", "pass"), "{n}: {rows:?}");
+    }
+    for n in ["web2", "dr1"] {
+        assert!(has(&rows, n, "binaries", "warn"), "{n}: {rows:?}");
+    }
+    // web2's different key and dr1's missing one are the later steps' to fix.
+    assert!(has(&rows, "web2", "keys", "warn"), "{rows:?}");
+    assert!(has(&rows, "dr1", "keys", "warn"), "{rows:?}");
+    // It changed nothing: no probe file is left anywhere.
+    assert_eq!(before, c.snapshot());
+    let t = up(&c, "preflight", &[], &[]);
+    t.assert_code(0);
+    assert!(
+        t.stdout().contains("preflight: nothing stops the upgrade"),
+        "{}",
+        t.stdout()
+    );
+
+    // dr1 cannot be reached: the preflight fails (exit 1) and says what to do; the run
+    // stops at step 1 and changes nothing on any node.
+    std::fs::rename(c.app("dr1"), c.path("dr1-away")).unwrap();
+    let r = up(&c, "preflight", &["--json"], &[]);
+    r.assert_code(1);
+    assert_eq!(r.json()["ok"], false);
+    assert!(
+        has(&preflight_rows(&r), "dr1", "reach", "fail"),
+        "{}",
+        r.stdout()
+    );
+    let t = up(&c, "preflight", &[], &[]);
+    t.assert_code(1);
+    assert!(t.stdout().contains("FAILED"), "{}", t.stdout());
+    assert!(t.stdout().contains("run again"), "{}", t.stdout());
+    let before = c.snapshot();
+    let r = up(&c, "run", &[], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("step 1"), "{}", r.stderr());
+    assert_eq!(waiting_at(&c), Some(1));
+    let after = c.snapshot();
+    let changed: Vec<_> = after
+        .keys()
+        .filter(|p| before.get(*p) != after.get(*p))
+        .filter(|p| !p.starts_with(c.path("web1/state")))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "changed outside web1's state: {changed:?}"
+    );
+    std::fs::rename(c.path("dr1-away"), c.app("dr1")).unwrap();
+    let r = up(&c, "resume", &[], &[]);
+    r.assert_code(0);
+    assert_eq!(waiting_at(&c), Some(2));
 }

@@ -604,29 +604,23 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
 /// Refuses when the data folder's file system has no room for a copy of `bytes` (plus a
 /// tenth and 64 MiB of WAL), the old folder staying until the replica streams.
 fn check_space(data: &Path, bytes: i64) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let parent = data.parent().unwrap_or(Path::new("/"));
-        let st = rustix::fs::statvfs(parent).map_err(|e| Error::io(parent, e.into()))?;
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        let need = (bytes.max(0) as u64)
-            .saturating_add(bytes.max(0) as u64 / 10)
-            .saturating_add(64 << 20);
-        if free < need {
-            return Err(refused(
-                format!(
-                    "{} has {} MiB free; a copy of the primary needs about {} MiB beside the old \
-                     data folder",
-                    parent.display(),
-                    free >> 20,
-                    need >> 20
-                ),
-                "free space there, then run again",
-            ));
-        }
+    let parent = data.parent().unwrap_or(Path::new("/"));
+    let free = crate::os::free_space(parent).map_err(|e| Error::io(parent, e))?;
+    let need = (bytes.max(0) as u64)
+        .saturating_add(bytes.max(0) as u64 / 10)
+        .saturating_add(64 << 20);
+    if free < need {
+        return Err(refused(
+            format!(
+                "{} has {} MiB free; a copy of the primary needs about {} MiB beside the old \
+                 data folder",
+                parent.display(),
+                free >> 20,
+                need >> 20
+            ),
+            "free space there, then run again",
+        ));
     }
-    #[cfg(not(unix))]
-    let _ = (data, bytes);
     Ok(())
 }
 

@@ -99,6 +99,20 @@ pub fn start_writeback(file: &std::fs::File) {
     let _ = file;
 }
 
+/// Bytes an unprivileged writer may still use on the file system that holds `path` (a folder;
+/// on Windows a share path works too).
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    #[cfg(unix)]
+    {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(windows)]
+    {
+        win::free_space(path)
+    }
+}
+
 /// Looks up the file system that holds `path`.
 pub fn file_system_info(path: &Path) -> Option<FileSystemInfo> {
     #[cfg(target_os = "linux")]

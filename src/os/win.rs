@@ -26,9 +26,9 @@ use windows_sys::Win32::Security::{
     UNPROTECTED_DACL_SECURITY_INFORMATION,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FileDispositionInfo, GetFileInformationByHandle, SetFileInformationByHandle,
-    BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
-    FILE_DISPOSITION_INFO,
+    FileDispositionInfo, GetDiskFreeSpaceExW, GetFileInformationByHandle,
+    SetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_REPARSE_POINT, FILE_DISPOSITION_INFO,
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
@@ -370,4 +370,15 @@ pub fn inherit_from_folder(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    let dir = wide(path.as_os_str());
+    let mut free = 0u64;
+    // SAFETY: a NUL-terminated path we own and one out-parameter; the others may be null.
+    let ok = unsafe { GetDiskFreeSpaceExW(dir.as_ptr(), &mut free, null_mut(), null_mut()) };
+    if ok == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(free)
 }

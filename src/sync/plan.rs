@@ -120,6 +120,13 @@ impl SyncPlan {
 }
 
 impl SyncPlan {
+    /// Bytes of the whole source tree as planned (what a copy of it takes).
+    pub fn source_bytes(&self) -> u64 {
+        self.add_bytes
+            .saturating_add(self.update_bytes)
+            .saturating_add(self.unchanged_files.iter().map(|u| u.2).sum())
+    }
+
     /// Whether the target already matches the source.
     pub fn is_noop(&self) -> bool {
         self.add.is_empty()

@@ -32,10 +32,15 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_skew: Duration,
     /// OpenSSH client configuration file (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
     /// The ssh program
-    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
     pub ssh: String,
 }
 

@@ -33,10 +33,15 @@ pub struct Args {
     #[arg(long)]
     pub here_only: bool,
     /// OpenSSH client configuration file for reaching the peer (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
     /// The ssh program
-    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
     pub ssh: String,
     /// Give up on the peer's run after this long
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]

@@ -56,10 +56,15 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
     /// The ssh program
-    #[arg(long, default_value = "ssh", value_name = "PROGRAM")]
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
     pub ssh: String,
     /// Give up on a node reached over ssh after this long
     #[arg(long, default_value = "120s", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]

@@ -6,9 +6,11 @@
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use clap::Subcommand;
+use keyferry::cluster::access::{parse_access, Access};
 use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
-use keyferry::upgrade::{after_check, changes, plan, state_path, Kind, Plan, RunState, Step};
+use keyferry::remote::ssh::{SshClient, SshTarget};
+use keyferry::upgrade::{changes, plan, state_path, Kind, Plan, RunState, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,13 +24,18 @@ pub enum UpgradeCommand {
     Resume(RunArgs),
     /// Where the run stands
     Status(RunArgs),
+    /// Check before the first step: nodes reachable, room, clocks, roles (changes nothing)
+    Preflight(preflight::Args),
 }
+
+mod preflight;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "keyferry runs the automatic steps meant for this node (the keyferry \
-command shown in the plan), checking each step's gate first; a manual step, or an automatic step \
-meant for another node, is shown with exactly what to do and where, and the run waits: on a \
+    after_help = "keyferry runs the automatic steps (the keyferry command shown in the plan), \
+checking each step's gate first: here, or on the node named through its ssh:// access (its \
+remote_keyferry and remote_cluster). A manual step, or an automatic step meant for a node keyferry \
+cannot reach over ssh, is shown with exactly what to do and where, and the run waits: on a \
 terminal it asks, otherwise it stops and says which --confirm N lets it go on. The state is kept \
 in this node's state folder after every step, so a reboot, a lost session or a crash resumes at \
 the first step not done; a step that ran but was not recorded runs again, and every automatic \
@@ -46,6 +53,21 @@ pub struct RunArgs {
     /// The waiting step N is done (repeatable, in order)
     #[arg(long, value_name = "N")]
     pub confirm: Vec<usize>,
+    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE;
+    /// the steps' own commands get it too)
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
+    pub ssh: String,
+    /// Give up on a step run on another node over ssh after this long
+    #[arg(long, default_value = "12h", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
+    pub step_timeout: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +93,7 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
         UpgradeCommand::Run(a) => return walk(a, ui, Start::New),
         UpgradeCommand::Resume(a) => return walk(a, ui, Start::Resume),
         UpgradeCommand::Status(a) => return walk(a, ui, Start::Status),
+        UpgradeCommand::Preflight(a) => return preflight::run(a, ui),
     };
     let file = ClusterFile::load(&args.cluster)?;
     let p = plan(&file, &args.cluster.display().to_string())?;
@@ -166,19 +189,29 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         show_status(&state, &p, ui);
         return Ok(ExitCode::SUCCESS);
     }
+    let exec = Exec {
+        file: &file,
+        cluster: &args.cluster,
+        ssh: SshClient {
+            program: args.ssh.clone(),
+            config: args.ssh_config.clone(),
+        },
+        timeout: args.step_timeout,
+    };
     let mut confirms = args.confirm.iter().copied().peekable();
     while let Some(i) = state.current() {
         let step = &p.steps[i];
-        let here = step.node.as_deref() == Some(local.name.as_str());
+        let place = exec.place(step, &local.name);
         let began = std::time::Instant::now();
-        if step.kind == Kind::Auto && here {
+        if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
             if !step.gate_args.is_empty() {
                 ui.info(&format!(
                     "step {}: checking its gate: {}",
                     step.n,
                     step.gate.as_deref().unwrap_or("")
                 ));
-                let (code, _) = keyferry_json(&step.gate_args)?;
+                // Checked from here, the node that reaches every other.
+                let (code, _) = exec.run(&Place::Here, &on_node(&step.gate_args, &local.name))?;
                 if code != 0 {
                     return Err(refused(
                         format!(
@@ -193,30 +226,24 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 }
             }
             ui.say(&format!(
-                "step {}/{}: {}\n  {}",
+                "step {}/{}{}: {}\n  {}",
                 step.n,
                 p.steps.len(),
+                match &place {
+                    Place::Ssh { node, target } =>
+                        format!(" on {node} (over ssh://{})", target.destination()),
+                    _ => String::new(),
+                },
                 step.title,
                 step.what
             ));
-            let (code, report) = keyferry_json(&step.args)?;
+            let (code, report) = exec.run(&place, &step.args)?;
             if !step.ok_codes.contains(&code) {
                 return Err(refused(
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
                     &format!(
                         "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
                         step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
-                    ),
-                ));
-            }
-            if let Some(why) = report.as_ref().and_then(|r| after_check(step, r)) {
-                return Err(refused(
-                    format!("step {} ({}): {why}", step.n, step.title),
-                    &format!(
-                        "make the cluster file say which node is the primary now (role = \
-                         \"primary\"), or fail back first (keyferry ha failover on the running \
-                         primary); then move {} away and run keyferry upgrade run -c {c}",
-                        path.display()
                     ),
                 ));
             }
@@ -333,21 +360,114 @@ fn waiting(step: &Step, total: usize) -> String {
 
 /// Runs this keyferry with `args` and `--json`: its messages go to the admin's terminal
 /// (stderr), its report comes back. The exit code, and the report when there is one.
-fn keyferry_json(
+/// `ssh` (the program and configuration file the run was given) reaches the command through
+/// KEYFERRY_SSH and KEYFERRY_SSH_CONFIG.
+pub(super) fn keyferry_json(
     args: &[String],
+    ssh: Option<&SshClient>,
 ) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
     let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
-    let out = std::process::Command::new(exe)
-        .args(args)
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
         .arg("--json")
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit());
+    if let Some(ssh) = ssh {
+        cmd.env("KEYFERRY_SSH", &ssh.program);
+        if let Some(c) = &ssh.config {
+            cmd.env("KEYFERRY_SSH_CONFIG", c);
+        }
+    }
+    let out = cmd
         .output()
         .map_err(|e| keyferry::Error::io("keyferry", e))?;
     Ok((
         out.status.code().unwrap_or(2),
         serde_json::from_slice(&out.stdout).ok(),
     ))
+}
+
+/// Where an automatic step runs.
+enum Place {
+    /// On this node.
+    Here,
+    /// On its node, through that node's ssh access.
+    Ssh { node: String, target: SshTarget },
+    /// On a node keyferry cannot run it on from here: the admin runs it there.
+    Elsewhere,
+}
+
+/// Runs steps' commands here or over ssh.
+struct Exec<'a> {
+    file: &'a ClusterFile,
+    cluster: &'a std::path::Path,
+    ssh: SshClient,
+    timeout: std::time::Duration,
+}
+
+impl Exec<'_> {
+    fn place(&self, step: &Step, local: &str) -> Place {
+        let Some(node) = step.node.as_deref() else {
+            return Place::Here;
+        };
+        if node == local {
+            return Place::Here;
+        }
+        let base = self.cluster.parent().unwrap_or(std::path::Path::new("."));
+        let spec = self.file.nodes.iter().find(|n| n.name == node);
+        match spec.map(|s| parse_access(s.access.as_deref(), base)) {
+            Some(Ok(Access::Ssh { user, host, port })) => Place::Ssh {
+                node: node.to_owned(),
+                target: SshTarget { user, host, port },
+            },
+            _ => Place::Elsewhere,
+        }
+    }
+
+    /// Runs `keyferry <args> --json` where `place` says: the exit code and the report.
+    fn run(
+        &self,
+        place: &Place,
+        args: &[String],
+    ) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
+        let (node, target) = match place {
+            Place::Here | Place::Elsewhere => return keyferry_json(args, Some(&self.ssh)),
+            Place::Ssh { node, target } => (node, target),
+        };
+        let spec = self.file.nodes.iter().find(|n| &n.name == node);
+        let remote_cluster = spec
+            .and_then(|s| s.remote_cluster.clone())
+            .unwrap_or_else(|| self.cluster.display().to_string());
+        let mut words = vec![spec
+            .and_then(|s| s.remote_keyferry.clone())
+            .unwrap_or_else(|| "keyferry".into())];
+        let mut after_c = false;
+        for a in args {
+            // The cluster file as that node knows it.
+            words.push(if after_c {
+                remote_cluster.clone()
+            } else {
+                a.clone()
+            });
+            after_c = a == "-c";
+        }
+        words.extend(["--json".into(), "--batch".into()]);
+        let done = self
+            .ssh
+            .run(target, &words, self.timeout, 16 << 20)
+            .map_err(|e| {
+                refused(
+                    format!("keyferry on {node} through ssh://{}: {e}", target.destination()),
+                    "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry upgrade resume",
+                )
+            })?;
+        // Its messages, as a local step's reach the terminal.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), &done.stderr);
+        Ok((
+            done.code.unwrap_or(2),
+            serde_json::from_slice(&done.stdout).ok(),
+        ))
+    }
 }
 
 fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
@@ -374,6 +494,17 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
             state.finished.as_deref().unwrap_or("")
         )),
     }
+}
+
+/// `args` with its `--node` (if any) naming `node`.
+fn on_node(args: &[String], node: &str) -> Vec<String> {
+    let mut out = args.to_vec();
+    if let Some(i) = out.iter().position(|a| a == "--node") {
+        if let Some(v) = out.get_mut(i + 1) {
+            *v = node.to_owned();
+        }
+    }
+    out
 }
 
 /// " (on NODE)" for a step's node.

@@ -12,6 +12,8 @@ use crate::profile::{ProfileId, Role};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod preflight;
+
 /// One procedure: the Secret Server cluster upgrade, the Privilege Secure HA pair upgrade,
 /// and the Privilege Secure remote-service upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +73,8 @@ pub struct Step {
     /// differences the later steps fix is done with 1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ok_codes: Vec<i32>,
-    /// The keyferry arguments whose exit 0 proves the gate, run on this step's node.
+    /// The keyferry arguments whose exit 0 proves the gate, run on the node driving the run
+    /// (the primary: it reaches every node).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gate_args: Vec<String>,
     /// How to undo what this step changed, should the admin want to.
@@ -90,6 +93,8 @@ pub struct Plan {
 struct Builder<'a> {
     steps: Vec<Step>,
     cluster_arg: &'a str,
+    /// The node the run is driven from (gates are checked there).
+    driver: String,
     procedure: Procedure,
 }
 
@@ -126,10 +131,10 @@ impl Builder<'_> {
         }
     }
 
-    /// The last step's gate; `check` (keyferry arguments, on the step's node) proves it by
-    /// exiting 0, where a command can.
+    /// The last step's gate; `check` (keyferry arguments, run on the driving node) proves it
+    /// by exiting 0, where a command can.
     fn gate(&mut self, gate: &str, check: Option<&str>) {
-        let argv = check.map(|c| self.argv(c, self.steps.last().and_then(|s| s.node.as_deref())));
+        let argv = check.map(|c| self.argv(c, Some(&self.driver)));
         if let Some(s) = self.steps.last_mut() {
             s.gate = Some(gate.to_owned());
             s.gate_args = argv.unwrap_or_default();
@@ -154,13 +159,6 @@ impl Builder<'_> {
         if let Some(s) = self.steps.last_mut() {
             s.args = argv;
             s.ok_codes = vec![0];
-        }
-    }
-
-    /// The last step also counts as done with these exit codes.
-    fn also_ok(&mut self, codes: &[i32]) {
-        if let Some(s) = self.steps.last_mut() {
-            s.ok_codes.extend_from_slice(codes);
         }
     }
 
@@ -193,23 +191,17 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
     let mut b = Builder {
         steps: Vec::new(),
         cluster_arg,
+        driver: String::new(),
         procedure: Procedure::SecretServerCluster,
     };
     match file.profile {
-        ProfileId::SecretServer => {
-            procedures.push(Procedure::SecretServerCluster);
-            secret_server(&mut b, file)?;
-        }
+        ProfileId::SecretServer => procedures.push(Procedure::SecretServerCluster),
         ProfileId::PrivilegeSecure => {
             if file.ha.is_some() {
                 procedures.push(Procedure::PrivilegeSecureHa);
-                b.procedure = Procedure::PrivilegeSecureHa;
-                privilege_secure_ha(&mut b, file)?;
             }
             if !with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]).is_empty() {
                 procedures.push(Procedure::PrivilegeSecureRemote);
-                b.procedure = Procedure::PrivilegeSecureRemote;
-                remote_services(&mut b, file, procedures.len() == 1)?;
             }
             if procedures.is_empty() {
                 return Err(Error::InvalidInput(
@@ -228,6 +220,25 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
             ))
         }
     }
+    let p = primary(file)?;
+    b.driver = p.name.clone();
+    b.procedure = procedures[0];
+    b.auto(
+        "preflight",
+        &p.name,
+        "Preflight: every node reachable, room for what keyferry keeps, clocks, the roles as \
+         the cluster file says (differences in keys and binaries are listed: the steps below \
+         fix them)",
+        "upgrade preflight",
+    );
+    for (i, &procedure) in procedures.iter().enumerate() {
+        b.procedure = procedure;
+        match procedure {
+            Procedure::SecretServerCluster => secret_server(&mut b, file)?,
+            Procedure::PrivilegeSecureHa => privilege_secure_ha(&mut b, file)?,
+            Procedure::PrivilegeSecureRemote => remote_services(&mut b, file, i == 0)?,
+        }
+    }
     Ok(Plan {
         cluster: file.name.clone(),
         procedures,
@@ -242,14 +253,6 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         .iter()
         .filter(|n| n.name != p.name && n.paths.contains_key("app"))
         .collect();
-    b.auto(
-        "ss.preflight",
-        &p.name,
-        "Preflight: every node reachable; differences in keys and binaries are listed (the \
-         steps below fix them)",
-        "audit",
-    );
-    b.also_ok(&[1]);
     b.manual(
         "ss.backup",
         &p.name,
@@ -368,12 +371,6 @@ fn nps_setup(node: &str) -> String {
 fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     let pair = crate::ha::config::Pair::from_cluster(file)?;
     let (p, s) = (pair.nodes[0].name.as_str(), pair.nodes[1].name.as_str());
-    b.auto(
-        "ha.preflight",
-        p,
-        "Preflight: the pair is healthy",
-        "ha status",
-    );
     b.auto(
         "ha.failover",
         p,
@@ -723,6 +720,26 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
             s(&doc["method"])
         )],
         "ha-status" => vec![format!("pair: {}", s(&doc["verdict"]))],
+        "upgrade-preflight" => {
+            let noted: Vec<String> = each("checks")
+                .iter()
+                .filter(|c| c["outcome"] != "pass")
+                .map(|c| {
+                    format!(
+                        "{}: {} {}: {}",
+                        s(&c["node"]),
+                        s(&c["check"]),
+                        s(&c["outcome"]),
+                        s(&c["detail"])
+                    )
+                })
+                .collect();
+            if noted.is_empty() {
+                vec![format!("all {} checks passed", count(&doc["checks"]))]
+            } else {
+                noted
+            }
+        }
         "audit" => {
             let off: Vec<String> = each("nodes")
                 .iter()
@@ -739,64 +756,10 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
     }
 }
 
-/// What a finished automatic step's report says is wrong for the steps after it, though its
-/// command succeeded: the preflight of an HA upgrade needs the cluster file's primary to be
-/// the server that runs as primary (the failover is run there).
-pub fn after_check(step: &Step, doc: &serde_json::Value) -> Option<String> {
-    if step.id != "ha.preflight" {
-        return None;
-    }
-    let want = step.node.as_deref()?;
-    let running = doc["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["role"] == "running-primary")?;
-    let actual = running["node"].as_str()?;
-    (actual != want).then(|| {
-        format!(
-            "the cluster file's primary is {want} but {actual} runs as the primary (an earlier \
-             failover?): the upgrade starts with a failover on the running primary"
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn preflight(node: &str) -> Step {
-        Step {
-            n: 1,
-            id: "ha.preflight".into(),
-            procedure: Procedure::PrivilegeSecureHa,
-            kind: Kind::Auto,
-            node: Some(node.into()),
-            title: String::new(),
-            what: String::new(),
-            gate: None,
-            args: Vec::new(),
-            ok_codes: vec![0],
-            gate_args: Vec::new(),
-            undo: None,
-        }
-    }
-
-    #[test]
-    fn the_preflight_stops_when_the_running_primary_is_not_the_files() {
-        let status = |primary: &str| {
-            json!({"kind": "ha-status", "verdict": "healthy", "nodes": [
-                {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},
-                {"node": "nps2", "role": if primary == "nps2" { "running-primary" } else { "running-replica" }},
-            ]})
-        };
-        assert_eq!(after_check(&preflight("nps1"), &status("nps1")), None);
-        let why = after_check(&preflight("nps1"), &status("nps2")).unwrap();
-        assert!(why.contains("nps2 runs as the primary"), "{why}");
-        let mut other = preflight("nps1");
-        other.id = "ha.verify".into();
-        assert_eq!(after_check(&other, &status("nps2")), None);
-    }
 
     #[test]
     fn changes_name_each_node_and_what_happened_there() {

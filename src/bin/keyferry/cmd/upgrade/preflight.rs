@@ -1,0 +1,446 @@
+//! `keyferry upgrade preflight`: the checks before an upgrade's first step, one row each:
+//! every node reachable (the audit's collection), keys and binaries as the primary's
+//! (differences are warnings: the upgrade's steps fix them), the clocks (over ssh from the
+//! node's report, by path from the time a file written there gets), room beside each sync
+//! target for the new folder while the old one is kept, the state folders writable with room
+//! (here, and on each ssh node by `--here-only` there), and for an HA pair that the cluster
+//! file's primary runs as the primary.
+
+use crate::cmd::sync::Endpoints;
+use crate::cmd::CmdResult;
+use crate::ui::Ui;
+use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
+use keyferry::cluster::access::{parse_access, Access};
+use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::remote::ssh::{SshClient, SshTarget};
+use keyferry::sync::plan::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
+use keyferry::time::parse_duration;
+use keyferry::upgrade::preflight::{self, Check, Outcome, Preflight};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Checks, one row each: every node reachable as the audit reaches it; keys and \
+binaries as the primary's (differences are listed as warnings: the upgrade's steps fix them); each \
+node's clock (over ssh from its report, by path from the time a file keyferry writes there gets); \
+room beside each sync target for the new application folder while the old one is kept for sync \
+rollback; the state folders writable with room (here, and on each node reached over ssh by \
+running keyferry upgrade preflight --here-only there); for a Privilege Secure HA pair, that the \
+cluster file's primary runs as the primary and its replica streams. Changes nothing (a file \
+written to measure a clock is removed at once).\n\n\
+Exit status: 0 nothing stops the upgrade; 1 a check failed (the row says what to do); 2 error."
+)]
+pub struct Args {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This machine's node, the primary [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Only this node's own checks (its state folder); what the primary runs on ssh nodes
+    #[arg(long)]
+    pub here_only: bool,
+    /// Fail a node whose clock differs from this machine's by more than this
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_skew: Duration,
+    /// Give up on a node after this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
+    pub ssh: String,
+}
+
+pub fn run(args: Args, ui: &Ui) -> CmdResult {
+    let file = ClusterFile::load(&args.cluster)?;
+    let spec = file.select(args.node.as_deref(), &host_name())?;
+    let local = Node::from_cluster(&file, spec, None)?;
+    let mut checks = vec![preflight::state_folder(&local.name, &local.state_dir)];
+    if !args.here_only {
+        checks.extend(cluster_checks(&args, &file, &local, ui));
+    }
+    let report = Preflight::new(&file.name, &local.name, checks);
+    if ui.json {
+        crate::cmd::ha::emit(ui, "upgrade-preflight", &report);
+    } else {
+        let mut t = ui.table(["node", "check", "result", "detail"]);
+        for c in &report.checks {
+            t.add_row([
+                c.node.clone(),
+                c.check.clone(),
+                match c.outcome {
+                    Outcome::Pass => "ok".into(),
+                    Outcome::Warn => "warning".into(),
+                    Outcome::Fail => "FAILED".into(),
+                },
+                c.detail.clone(),
+            ]);
+        }
+        ui.out(&t.to_string());
+        let (w, f) = (report.count(Outcome::Warn), report.count(Outcome::Fail));
+        ui.out(&if report.ok {
+            format!(
+                "preflight: nothing stops the upgrade ({} checks, {w} warnings)",
+                report.checks.len()
+            )
+        } else {
+            format!("preflight: {f} failed; the upgrade must not start: do what each FAILED row says, then run again")
+        });
+    }
+    Ok(if report.ok {
+        crate::exit::SUCCESS
+    } else {
+        crate::exit::NO
+    }
+    .into())
+}
+
+fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec<Check> {
+    let base = args.cluster.parent().unwrap_or(Path::new("."));
+    let opts = AuditOptions {
+        jobs: 8,
+        timeout: args.timeout,
+        ssh_program: args.ssh.clone(),
+        ssh_config: args.ssh_config.clone(),
+        max_skew: args.max_skew,
+        cluster_path: args.cluster.clone(),
+    };
+    let audit = compare(file, &collect(file, &opts, ui), args.max_skew);
+    let sync = sync_checks(args, local);
+    let mut checks = Vec::new();
+    for (spec, n) in file.nodes.iter().zip(&audit.nodes) {
+        let name = spec.name.as_str();
+        let why = n.reason.clone().unwrap_or_default();
+        let reached = match n.status {
+            NodeStatus::Unreachable | NodeStatus::Rejected => {
+                checks.push(Check::new(
+                    name,
+                    "reach",
+                    Outcome::Fail,
+                    format!("cannot be read: {why}; fix its access in the cluster file, or the share, ssh or keyferry on it, then run again"),
+                ));
+                false
+            }
+            NodeStatus::NotNeeded if n.via.is_none() => {
+                checks.push(Check::new(
+                    name,
+                    "reach",
+                    Outcome::Pass,
+                    "holds no keys; keyferry changes nothing there (its steps are manual)",
+                ));
+                false
+            }
+            NodeStatus::NoReference => {
+                checks.push(Check::new(
+                    name,
+                    "reach",
+                    Outcome::Fail,
+                    format!("{why}: nothing can be compared with it; the primary must be readable"),
+                ));
+                false
+            }
+            _ => {
+                let via = n.via.as_deref().unwrap_or("?");
+                checks.push(Check::new(
+                    name,
+                    "reach",
+                    Outcome::Pass,
+                    format!("read by {via}"),
+                ));
+                true
+            }
+        };
+        if !reached {
+            continue;
+        }
+        if spec.name != local.name {
+            let (outcome, detail) = match n.status {
+                NodeStatus::Match => (Outcome::Pass, "the primary's key set".to_owned()),
+                NodeStatus::NotNeeded => (Outcome::Pass, "needs no keys".to_owned()),
+                s => (
+                    Outcome::Warn,
+                    format!(
+                        "{}; the upgrade's key steps bring it to the primary's",
+                        if why.is_empty() { s.as_str() } else { &why }
+                    ),
+                ),
+            };
+            checks.push(Check::new(name, "keys", outcome, detail));
+            if n.binaries == Binaries::Differs {
+                checks.push(Check::new(
+                    name,
+                    "binaries",
+                    Outcome::Warn,
+                    "differ from the primary's: the sync step copies the primary's application folder",
+                ));
+            }
+        }
+        if let Some(skew) = n.clock_skew_seconds {
+            checks.push(preflight::clock(
+                name,
+                skew,
+                args.max_skew,
+                "its clock (from its report over ssh)",
+            ));
+        }
+        match parse_access(spec.access.as_deref(), base) {
+            Ok(Access::Ssh { user, host, port }) if spec.name != local.name => {
+                checks.extend(remote_here_only(
+                    args,
+                    spec,
+                    &SshTarget { user, host, port },
+                ));
+            }
+            Ok(Access::Paths | Access::Path(_)) if spec.name != local.name => {
+                if let Some(dir) = write_folder(spec, &sync, base) {
+                    checks.push(path_clock(name, &dir, args.max_skew));
+                }
+            }
+            _ => {}
+        }
+    }
+    checks.extend(sync.into_iter().map(|s| s.check));
+    if file.ha.is_some() {
+        checks.push(ha_roles(args, file));
+    }
+    // Each node's rows together, in the cluster file's order ("web2 (tms)" with web2).
+    let rank = |c: &Check| {
+        file.nodes
+            .iter()
+            .position(|n| c.node.split(' ').next() == Some(n.name.as_str()))
+    };
+    checks.sort_by_key(rank);
+    checks
+}
+
+/// One sync target: where its new folder goes, and the check of its room.
+struct SyncTarget {
+    node: String,
+    target: PathBuf,
+    check: Check,
+}
+
+/// For a profile that syncs (Secret Server): each target planned as the sync step will plan
+/// it (a refusal shows now), and the room beside it for a whole new copy of the source.
+fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
+    if local.profile.app_folder.is_none() {
+        return Vec::new();
+    }
+    let ends = Endpoints {
+        cluster: Some(args.cluster.clone()),
+        node: Some(local.name.clone()),
+        to: Vec::new(),
+        profile: None,
+        from: None,
+        root: None,
+        state_dir: None,
+    };
+    let resolved = match ends.resolve() {
+        Ok(r) => r,
+        Err(f) => {
+            return vec![SyncTarget {
+                node: local.name.clone(),
+                target: PathBuf::new(),
+                check: Check::new(&local.name, "sync", Outcome::Fail, said(&f)),
+            }]
+        }
+    };
+    let opts = PlanOptions {
+        allow_new_target: false,
+        max_delete: DEFAULT_MAX_DELETE,
+        checksum: false,
+    };
+    crate::cmd::sync::for_each_pair(&resolved.pairs, 4, |pair| {
+        let label = crate::cmd::sync::label(&pair.node, &pair.slot);
+        let check = match sync_plan(&pair.source, &pair.target, &resolved.profile, &opts) {
+            Err(e) => Check::new(
+                &label,
+                "sync",
+                Outcome::Fail,
+                format!("the sync step would refuse this target: {e}"),
+            ),
+            Ok(p) => {
+                let parent = pair.target.parent().unwrap_or(Path::new("."));
+                match keyferry::os::free_space(parent) {
+                    Ok(free) => preflight::room(&label, &pair.target, free, p.source_bytes()),
+                    Err(e) => Check::new(
+                        &label,
+                        "room",
+                        Outcome::Fail,
+                        format!("free space beside {} unknown: {e}", pair.target.display()),
+                    ),
+                }
+            }
+        };
+        SyncTarget {
+            node: pair.node.clone(),
+            target: pair.target.clone(),
+            check,
+        }
+    })
+}
+
+/// The folder keyferry writes in on a node reached by path: beside its application folder
+/// (where the sync builds the new one), else its first key folder (where keys go).
+fn write_folder(
+    spec: &keyferry::cluster::file::NodeSpec,
+    sync: &[SyncTarget],
+    base: &Path,
+) -> Option<PathBuf> {
+    if let Some(t) = sync.iter().find(|t| t.node == spec.name) {
+        return t.target.parent().map(Path::to_path_buf);
+    }
+    let reach = |slot: &String| spec.reach.get(slot).or_else(|| spec.paths.get(slot));
+    let mut slots: Vec<&String> = spec.paths.keys().chain(spec.reach.keys()).collect();
+    slots.sort();
+    slots
+        .into_iter()
+        .filter_map(reach)
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .find(|p| p.is_dir())
+}
+
+/// The clock of the file system behind `dir` (the node's, through its share), from a file
+/// keyferry writes there and removes.
+fn path_clock(node: &str, dir: &Path, max: Duration) -> Check {
+    let before = SystemTime::now();
+    match preflight::probe_time(dir) {
+        Ok(t) => {
+            // The middle of the round trip is "now" for the file server.
+            let after = SystemTime::now();
+            let mid = before + after.duration_since(before).unwrap_or_default() / 2;
+            preflight::clock(
+                node,
+                preflight::skew_seconds(t, mid),
+                max,
+                &format!("the time of files written in {}", dir.display()),
+            )
+        }
+        Err(e) => Check::new(
+            node,
+            "write",
+            Outcome::Fail,
+            format!(
+                "keyferry cannot create files in {}: {e}; the upgrade's sync or key push writes \
+                 there: grant this account write access, then run again",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// `keyferry upgrade preflight --here-only` on an ssh node: its own state folder.
+fn remote_here_only(
+    args: &Args,
+    spec: &keyferry::cluster::file::NodeSpec,
+    target: &SshTarget,
+) -> Vec<Check> {
+    let client = SshClient {
+        program: args.ssh.clone(),
+        config: args.ssh_config.clone(),
+    };
+    let words = vec![
+        spec.remote_keyferry
+            .clone()
+            .unwrap_or_else(|| "keyferry".into()),
+        "upgrade".into(),
+        "preflight".into(),
+        "--here-only".into(),
+        "--json".into(),
+        "--batch".into(),
+        "--cluster".into(),
+        spec.remote_cluster
+            .clone()
+            .unwrap_or_else(|| args.cluster.display().to_string()),
+        "--node".into(),
+        spec.name.clone(),
+    ];
+    let failed = |why: String| {
+        vec![Check::new(
+            &spec.name,
+            "state",
+            Outcome::Fail,
+            format!(
+                "keyferry upgrade preflight --here-only on {} through ssh://{}: {why}",
+                spec.name,
+                target.destination()
+            ),
+        )]
+    };
+    let done = match client.run(target, &words, args.timeout, 1 << 20) {
+        Ok(d) => d,
+        Err(e) => return failed(e.to_string()),
+    };
+    let doc: serde_json::Value = match serde_json::from_slice(&done.stdout) {
+        Ok(v) => v,
+        Err(_) => return failed(format!("no report ({})", done.last_error_line())),
+    };
+    match serde_json::from_value::<Vec<Check>>(doc["checks"].clone()) {
+        Ok(c) if doc["kind"] == "upgrade-preflight" && doc["node"] == spec.name.as_str() => c,
+        _ => failed(format!(
+            "not a preflight report of {}: {}",
+            spec.name,
+            doc.get("error")
+                .and_then(|e| e["message"].as_str())
+                .unwrap_or("unexpected report")
+        )),
+    }
+}
+
+/// The HA pair as `keyferry ha status` sees it from here.
+fn ha_roles(args: &Args, file: &ClusterFile) -> Check {
+    let primary = file
+        .nodes
+        .iter()
+        .find(|n| n.role == keyferry::profile::Role::Primary)
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    let mut words = vec![
+        "ha".to_owned(),
+        "status".into(),
+        "-c".into(),
+        args.cluster.display().to_string(),
+    ];
+    if let Some(n) = &args.node {
+        words.extend(["--node".into(), n.clone()]);
+    }
+    match super::keyferry_json(&words, None) {
+        Ok((_, Some(doc))) if doc["kind"] == "ha-status" => preflight::roles(&primary, &doc),
+        Ok((code, doc)) => Check::new(
+            &primary,
+            "roles",
+            Outcome::Fail,
+            format!(
+                "keyferry ha status gave no status (exit {code}){}",
+                doc.as_ref()
+                    .and_then(|d| d["error"]["message"].as_str())
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Err(f) => Check::new(&primary, "roles", Outcome::Fail, said(&f)),
+    }
+}
+
+/// A failure as one line: what, and what to do.
+fn said(f: &crate::failure::Failure) -> String {
+    match &f.hint {
+        Some(h) => format!("{}; {h}", f.message),
+        None => f.message.clone(),
+    }
+}

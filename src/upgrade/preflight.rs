@@ -1,0 +1,342 @@
+//! The checks before an upgrade's first step (`keyferry upgrade preflight`): every node
+//! reachable, room for what keyferry keeps (the previous application folder beside the new
+//! one, replaced key files, the run's record), the clocks, and for an HA pair that the cluster
+//! file's primary is the server running as primary. Each check is a row with an outcome; a
+//! failed one stops the upgrade before it changes anything.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Pass,
+    /// Worth knowing; a later step deals with it.
+    Warn,
+    /// The upgrade must not start: the detail says what to do.
+    Fail,
+}
+
+/// One row of the preflight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub node: String,
+    /// `reach`, `keys`, `binaries`, `clock`, `write`, `room`, `sync`, `state` or `roles`.
+    pub check: String,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(node: &str, check: &str, outcome: Outcome, detail: impl Into<String>) -> Check {
+        Check {
+            node: node.to_owned(),
+            check: check.to_owned(),
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Room kept free beyond the bytes a step writes (logs, journals, the file system's own).
+pub const SLACK: u64 = 16 << 20;
+
+/// The time of the file system behind `dir`: a private temp file is created there, written
+/// and read back through its handle, then removed. On a share the time is the file server's.
+/// Proves too that keyferry can create files in `dir`.
+pub fn probe_time(dir: &Path) -> Result<SystemTime> {
+    let d = crate::fs::Dir::open(dir)?;
+    let mut t = crate::fs::TempFile::create(&d)?;
+    let written = t
+        .file()
+        .write_all(b"keyferry preflight")
+        .and_then(|_| t.file().metadata())
+        .and_then(|m| m.modified());
+    t.discard(&d);
+    written.map_err(|e| Error::io(dir, e))
+}
+
+/// Seconds `theirs` is ahead of `ours` (negative: behind).
+pub fn skew_seconds(theirs: SystemTime, ours: SystemTime) -> i64 {
+    match theirs.duration_since(ours) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// The clock check for a node whose clock is `skew` seconds off this machine's, measured
+/// `how`.
+pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
+    if skew.unsigned_abs() > max.as_secs() {
+        Check::new(
+            node,
+            "clock",
+            Outcome::Fail,
+            format!(
+                "{how} is {skew:+} s off this machine's (more than {} s): Secret Server and \
+                 Privilege Secure refuse logins and tokens across nodes whose time differs; set \
+                 the time right (Windows: w32tm /resync; Linux: chronyc makestep), then run \
+                 again",
+                max.as_secs()
+            ),
+        )
+    } else {
+        Check::new(node, "clock", Outcome::Pass, format!("{how}: {skew:+} s"))
+    }
+}
+
+/// Whether `free` bytes hold a new copy of `source` bytes (a tenth more, for a new version
+/// that is larger, and [`SLACK`]) beside the folder `target`, which stays as the previous one.
+pub fn room(node: &str, target: &Path, free: u64, source: u64) -> Check {
+    let need = source.saturating_add(source / 10).saturating_add(SLACK);
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    if free < need {
+        Check::new(
+            node,
+            "room",
+            Outcome::Fail,
+            format!(
+                "{} MiB free beside {}; the sync builds the new folder there and keeps the \
+                 old one for sync rollback: it needs about {} MiB ({} MiB of application \
+                 folder, a tenth more for a larger version, {} MiB spare); free space there, \
+                 then run again",
+                mib(free),
+                target.display(),
+                mib(need),
+                mib(source),
+                SLACK >> 20
+            ),
+        )
+    } else {
+        Check::new(
+            node,
+            "room",
+            Outcome::Pass,
+            format!(
+                "{} MiB free beside {} for the new folder (about {} MiB needed)",
+                mib(free),
+                target.display(),
+                mib(need)
+            ),
+        )
+    }
+}
+
+/// The state folder `dir` (where keyferry keeps replaced key files, journals and the run's
+/// record on this node): writable, with room. A folder not made yet is checked through the
+/// nearest one that exists.
+pub fn state_folder(node: &str, dir: &Path) -> Check {
+    let mut at = dir;
+    while !at.is_dir() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                return Check::new(
+                    node,
+                    "state",
+                    Outcome::Fail,
+                    format!("no folder of {} exists", dir.display()),
+                )
+            }
+        }
+    }
+    let made = if at == dir {
+        String::new()
+    } else {
+        format!(" (made in {} when first needed)", at.display())
+    };
+    if let Err(e) = probe_time(at) {
+        return Check::new(
+            node,
+            "state",
+            Outcome::Fail,
+            format!(
+                "keyferry cannot create files in {}: {e}; replaced key files, journals and the \
+                 run's record go there: fix its permissions or set state_dir in the cluster file",
+                at.display()
+            ),
+        );
+    }
+    match crate::os::free_space(at) {
+        Ok(free) if free < SLACK => Check::new(
+            node,
+            "state",
+            Outcome::Fail,
+            format!(
+                "{}{made} has {} MiB free; keyferry keeps replaced key files, journals and the \
+                 run's record there: free at least {} MiB",
+                dir.display(),
+                free >> 20,
+                SLACK >> 20
+            ),
+        ),
+        Ok(free) => Check::new(
+            node,
+            "state",
+            Outcome::Pass,
+            format!("{}{made}: writable, {} MiB free", dir.display(), free >> 20),
+        ),
+        Err(e) => Check::new(
+            node,
+            "state",
+            Outcome::Warn,
+            format!(
+                "{}{made}: writable; free space unknown ({e})",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// The HA roles check from `keyferry ha status --json`: the pair healthy and the cluster
+/// file's primary `want` running as the primary (the upgrade starts with a failover there).
+pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
+    let verdict = doc["verdict"].as_str().unwrap_or("unknown");
+    let running = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["role"] == "running-primary")
+        .and_then(|n| n["node"].as_str());
+    let problems: Vec<&str> = doc["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    match running {
+        Some(actual) if actual != want => Check::new(
+            want,
+            "roles",
+            Outcome::Fail,
+            format!(
+                "the cluster file's primary is {want} but {actual} runs as the primary (an \
+                 earlier failover?): make the cluster file say which node is the primary now \
+                 (role = \"primary\"), or fail back first (keyferry ha failover on {actual})"
+            ),
+        ),
+        _ if verdict != "healthy" => Check::new(
+            want,
+            "roles",
+            Outcome::Fail,
+            format!(
+                "the pair is {verdict}{}: keyferry ha status shows it; bring the pair back \
+                 (keyferry ha rejoin, docs/ha.md) before upgrading",
+                if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", problems.join("; "))
+                }
+            ),
+        ),
+        _ => Check::new(
+            want,
+            "roles",
+            Outcome::Pass,
+            format!("{want} runs as the primary, its replica streams (ha status: healthy)"),
+        ),
+    }
+}
+
+/// `keyferry upgrade preflight --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub cluster: String,
+    /// The node it ran on.
+    pub node: String,
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Preflight {
+    pub fn new(cluster: &str, node: &str, checks: Vec<Check>) -> Preflight {
+        Preflight {
+            cluster: cluster.to_owned(),
+            node: node.to_owned(),
+            ok: checks.iter().all(|c| c.outcome != Outcome::Fail),
+            checks,
+        }
+    }
+
+    pub fn count(&self, o: Outcome) -> usize {
+        self.checks.iter().filter(|c| c.outcome == o).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_clock_fails_beyond_the_limit_either_way() {
+        let max = Duration::from_secs(60);
+        assert_eq!(clock("a", 60, max, "x").outcome, Outcome::Pass);
+        assert_eq!(clock("a", -60, max, "x").outcome, Outcome::Pass);
+        assert_eq!(clock("a", 61, max, "x").outcome, Outcome::Fail);
+        let c = clock("a", -600, max, "its report");
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert!(c.detail.contains("-600 s"), "{}", c.detail);
+        let now = SystemTime::now();
+        assert_eq!(skew_seconds(now + Duration::from_secs(5), now), 5);
+        assert_eq!(skew_seconds(now - Duration::from_secs(5), now), -5);
+    }
+
+    #[test]
+    fn room_counts_the_new_copy_a_tenth_and_the_slack() {
+        let t = Path::new("/srv/app");
+        let source = 100 << 20;
+        let need = source + source / 10 + SLACK;
+        assert_eq!(room("a", t, need, source).outcome, Outcome::Pass);
+        let short = room("a", t, need - 1, source);
+        assert_eq!(short.outcome, Outcome::Fail);
+        assert!(
+            short.detail.contains("needs about 126 MiB"),
+            "{}",
+            short.detail
+        );
+    }
+
+    #[test]
+    fn the_probe_leaves_nothing_and_reads_this_file_systems_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = SystemTime::now() - Duration::from_secs(2);
+        let t = probe_time(dir.path()).unwrap();
+        assert!(t >= before && t <= SystemTime::now() + Duration::from_secs(2));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(probe_time(&dir.path().join("absent")).is_err());
+    }
+
+    #[test]
+    fn the_state_folder_is_checked_through_the_nearest_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = state_folder("a", &dir.path().join("state").join("deeper"));
+        assert_eq!(c.outcome, Outcome::Pass, "{}", c.detail);
+        assert!(c.detail.contains("made in"), "{}", c.detail);
+        assert!(!dir.path().join("state").exists());
+    }
+
+    #[test]
+    fn roles_need_the_files_primary_running_and_a_healthy_pair() {
+        let status = |primary: &str, verdict: &str| {
+            json!({"verdict": verdict, "problems": ["nps2 does not stream"], "nodes": [
+                {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},
+                {"node": "nps2", "role": if primary == "nps2" { "running-primary" } else { "running-replica" }},
+            ]})
+        };
+        assert_eq!(
+            roles("nps1", &status("nps1", "healthy")).outcome,
+            Outcome::Pass
+        );
+        let swapped = roles("nps1", &status("nps2", "healthy"));
+        assert_eq!(swapped.outcome, Outcome::Fail);
+        assert!(swapped.detail.contains("nps2 runs as the primary"));
+        let degraded = roles("nps1", &status("nps1", "degraded"));
+        assert_eq!(degraded.outcome, Outcome::Fail);
+        assert!(degraded.detail.contains("degraded (nps2 does not stream)"));
+        assert_eq!(roles("nps1", &json!({})).outcome, Outcome::Fail);
+    }
+}
