@@ -195,21 +195,53 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     let Some(sshd) = Sshd::start(c.dir.path()) else {
         return;
     };
+    // Each side's temp folder is one of the test's own, to show that nothing lands there:
+    // the pushing keyferry's through TMPDIR, web2's through the program ssh runs there.
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp_here, tmp_there) = (c.path("tmp-web1"), c.path("tmp-web2"));
+    for t in [&tmp_here, &tmp_there] {
+        std::fs::create_dir(t).unwrap();
+    }
+    let remote = c.path("web2-keyferry");
+    std::fs::write(
+        &remote,
+        format!(
+            "#!/bin/sh\nTMPDIR={:?} TMP={:?} exec {:?} \"$@\"\n",
+            tmp_there,
+            tmp_there,
+            bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&remote, std::fs::Permissions::from_mode(0o755)).unwrap();
     let text = std::fs::read_to_string(c.cluster_file()).unwrap();
     let text = text.replace(
         "name = \"web2\"",
         &format!(
             "name = \"web2\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
-            sshd.port,
-            bin()
+            sshd.port, remote
         ),
     );
     std::fs::write(c.cluster_file(), text).unwrap();
     let cfg = sshd.config.to_str().unwrap().to_owned();
+    let cluster = c.cluster_file();
+    let tmp_env = tmp_here.to_str().unwrap().to_owned();
     let ssh = |extra: &[&str]| {
-        let mut a = vec!["--ssh-config", cfg.as_str(), "--to", "web2"];
+        let mut a = vec![
+            "keys",
+            "push",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web1",
+            "--json",
+            "--ssh-config",
+            cfg.as_str(),
+            "--to",
+            "web2",
+        ];
         a.extend_from_slice(extra);
-        push(&c, &a)
+        keyferry_env(&a, None, &[("TMPDIR", &tmp_env), ("TMP", &tmp_env)])
     };
 
     let web2_before = node_files(&c, "web2");
@@ -256,7 +288,35 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     let r = ssh(&[]);
     r.assert_code(0);
     assert_eq!(target(&r.json(), "web2")["outcome"], "unchanged");
-    // Nothing at rest: no bundle or stream file in any node's folders.
+    // Nothing at rest: both temp folders are empty; web2 holds its application files, the
+    // installed key, the one backup and keyferry's lock file, and nothing else.
+    for t in [&tmp_here, &tmp_there] {
+        let left: Vec<_> = std::fs::read_dir(t)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "left in a temp folder: {left:?}");
+    }
+    let web2: Vec<PathBuf> = node_files(&c, "web2")
+        .into_keys()
+        .filter(|p| p.is_file())
+        .map(|p| p.strip_prefix(c.path("web2")).unwrap().to_owned())
+        .collect();
+    let backup_rel = backup.strip_prefix(c.path("web2")).unwrap();
+    assert_eq!(
+        web2,
+        [
+            PathBuf::from("app/database.config"),
+            PathBuf::from("app/encryption.config"),
+            PathBuf::from("app/web.config"),
+            backup_rel.join("backup.json"),
+            backup_rel.join("encryption.config"),
+            PathBuf::from("state/lock"),
+        ],
+        "web2 holds more than its files, its key, the backup and keyferry's lock"
+    );
+    // No bundle or stream file in any node's folders, keyferry's own state included.
     for (path, bytes) in c.snapshot() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(

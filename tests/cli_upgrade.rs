@@ -543,3 +543,128 @@ fn the_preflight_checks_every_node_and_an_unreachable_one_stops_the_run_at_step_
     r.assert_code(0);
     assert_eq!(waiting_at(&c), Some(2));
 }
+
+/// web2 reached over a real sshd on loopback, its keyferry run under libfaketime ten minutes
+/// ahead: the preflight reads web2's clock from its report and fails it; web2's own checks
+/// (its state folder) come back from `--here-only` run there.
+#[cfg(unix)]
+#[test]
+fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = upgrade_cluster();
+    let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: faketime missing; scripts/setup installs it");
+        return;
+    };
+    let Some(sshd) = Sshd::start(c.dir.path()) else {
+        return;
+    };
+    let skewed = c.path("skewed-keyferry");
+    std::fs::write(
+        &skewed,
+        format!("#!/bin/sh\nexec {faketime} -f +10m {:?} \"$@\"\n", bin()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&skewed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let ssh_node = |remote: &Path| {
+        text.replace(
+            "name = \"web2\"",
+            &format!(
+                "name = \"web2\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
+                sshd.port, remote
+            ),
+        )
+    };
+    let cfg = sshd.config.to_str().unwrap().to_owned();
+    std::fs::write(c.cluster_file(), ssh_node(&skewed)).unwrap();
+    let before = c.snapshot();
+    let r = up(&c, "preflight", &["--json", "--ssh-config", &cfg], &[]);
+    r.assert_code(1);
+    let clock = r.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["node"] == "web2" && k["check"] == "clock")
+        .cloned()
+        .unwrap_or_else(|| panic!("no clock row for web2: {}", r.stdout()));
+    assert_eq!(clock["outcome"], "fail", "{clock}");
+    let detail = clock["detail"].as_str().unwrap();
+    assert!(detail.contains("+6"), "{detail}");
+    assert!(detail.contains("w32tm /resync"), "{detail}");
+    let rows = preflight_rows(&r);
+    assert!(has(&rows, "web2", "state", "pass"), "{rows:?}");
+    assert!(has(&rows, "web2", "reach", "pass"), "{rows:?}");
+    assert_eq!(before, c.snapshot());
+    // The same node with its clock right passes, through the same ssh.
+    std::fs::write(c.cluster_file(), ssh_node(Path::new(&bin()))).unwrap();
+    let r = up(&c, "preflight", &["--json", "--ssh-config", &cfg], &[]);
+    r.assert_code(0);
+    assert!(
+        has(&preflight_rows(&r), "web2", "clock", "pass"),
+        "{}",
+        r.stdout()
+    );
+}
+
+/// dr1's application folder on a file system too small for a second copy of web1's: the
+/// preflight fails its room, with the numbers, before anything is copied. (Root only: it
+/// mounts a 4 MiB tmpfs.)
+#[cfg(target_os = "linux")]
+#[test]
+fn the_preflight_fails_a_target_without_room_for_the_new_folder() {
+    use std::process::Command;
+    let c = upgrade_cluster();
+    let small = c.path("dr1");
+    let keep = c.path("dr1-copy");
+    std::fs::rename(&small, &keep).unwrap();
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let ok = Command::new("cp")
+        .args(["-a", "--"])
+        .arg(keep.join("."))
+        .arg(&small)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let before = c.snapshot();
+    let r = up(&c, "preflight", &["--json"], &[]);
+    r.assert_code(1);
+    let rows = preflight_rows(&r);
+    assert!(has(&rows, "dr1", "room", "fail"), "{rows:?}");
+    assert!(has(&rows, "web2", "room", "pass"), "{rows:?}");
+    let room = r.json()["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["node"] == "dr1" && k["check"] == "room")
+        .cloned()
+        .unwrap();
+    let detail = room["detail"].as_str().unwrap();
+    assert!(detail.contains("MiB free beside"), "{detail}");
+    assert!(detail.contains("sync rollback"), "{detail}");
+    assert_eq!(before, c.snapshot());
+    let r = up(&c, "run", &[], &[]);
+    r.assert_code(2);
+    assert_eq!(waiting_at(&c), Some(1));
+}
