@@ -314,6 +314,18 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
             up(&c, "resume", &[], &[]).assert_code(0);
             continue;
         }
+        if n == 3 {
+            // The last resume typed again with the next step: step 2 is done already, and
+            // that is no reason to refuse.
+            let r = up(&c, "resume", &["--confirm", "2", "--confirm", "3"], &[]);
+            r.assert_code(0);
+            assert!(
+                r.stderr().contains("step 2 is done already"),
+                "{}",
+                r.stderr()
+            );
+            continue;
+        }
         let r = up(&c, "resume", &["--confirm", &n.to_string()], &[]);
         r.assert_code(0);
     }
@@ -360,6 +372,11 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("08-ss.sync.json")).unwrap()).unwrap();
     assert_eq!(report["kind"], "sync");
+    // The finished run is kept beside its reports, where a next run leaves it.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("upgrade-run.json")).unwrap()).unwrap();
+    assert!(record["finished"].is_string(), "{record}");
+    assert_eq!(record["steps"], j["steps"]);
 }
 
 /// (Built with the test-only `failpoints` feature, as scripts/test-all does.) The run killed

@@ -226,9 +226,8 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
     b.auto(
         "preflight",
         &p.name,
-        "Preflight: every node reachable, room for what keyferry keeps, clocks, the roles as \
-         the cluster file says (differences in keys and binaries are listed: the steps below \
-         fix them)",
+        "Preflight: nodes reachable, room for what keyferry keeps, clocks, roles (differences in \
+         keys and binaries are listed: the steps below fix them)",
         "upgrade preflight",
     );
     for (i, &procedure) in procedures.iter().enumerate() {
@@ -659,6 +658,17 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
     let each = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
+    if let Some(e) = doc.get("error") {
+        return vec![format!(
+            "error [{}]: {}{}",
+            s(&e["code"]),
+            s(&e["message"]),
+            e["hint"]
+                .as_str()
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default()
+        )];
+    }
     match doc["kind"].as_str().unwrap_or("") {
         "sync" => each("targets")
             .iter()
@@ -725,11 +735,15 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
                 .iter()
                 .filter(|c| c["outcome"] != "pass")
                 .map(|c| {
+                    let outcome = match c["outcome"].as_str() {
+                        Some("fail") => "FAILED",
+                        Some("warn") => "warning",
+                        _ => "?",
+                    };
                     format!(
-                        "{}: {} {}: {}",
+                        "{}: {outcome} ({}): {}",
                         s(&c["node"]),
                         s(&c["check"]),
-                        s(&c["outcome"]),
                         s(&c["detail"])
                     )
                 })

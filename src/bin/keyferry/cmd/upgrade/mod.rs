@@ -198,7 +198,16 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         },
         timeout: args.step_timeout,
     };
-    let mut confirms = args.confirm.iter().copied().peekable();
+    // A confirmation of a step already done (the same resume typed again) has nothing to do.
+    let (done, open): (Vec<usize>, Vec<usize>) = args
+        .confirm
+        .iter()
+        .copied()
+        .partition(|&n| state.steps.iter().any(|s| s.n == n && s.done.is_some()));
+    for n in done {
+        ui.info(&format!("step {n} is done already"));
+    }
+    let mut confirms = open.into_iter().peekable();
     while let Some(i) = state.current() {
         let step = &p.steps[i];
         let place = exec.place(step, &local.name);
@@ -238,18 +247,19 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 step.what
             ));
             let (code, report) = exec.run(&place, &step.args)?;
+            // What it changed or found, on which node (a failing step's too: its reasons).
+            let changes = report.as_ref().map(changes).unwrap_or_default();
+            for c in &changes {
+                ui.say(&format!("  -> {c}"));
+            }
             if !step.ok_codes.contains(&code) {
                 return Err(refused(
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
                     &format!(
-                        "its output above says why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
+                        "the lines above say why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
                         step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
                     ),
                 ));
-            }
-            let changes = report.as_ref().map(changes).unwrap_or_default();
-            for c in &changes {
-                ui.say(&format!("  -> {c}"));
             }
             if let Some(r) = &report {
                 // The command's whole report, kept with the run as its record.
@@ -316,12 +326,17 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             "nothing waits",
         ));
     }
+    // The finished run beside its steps' reports, where the next run leaves it.
+    let dir = records(&local.state_dir, &state.started);
+    keyferry::fs::create_private_dir(&dir)?;
+    let record = dir.join("upgrade-run.json");
+    state.save(&record)?;
     if ui.json {
         super::ha::emit(ui, "upgrade-run", &state);
         return Ok(ExitCode::SUCCESS);
     }
     ui.out(&format!(
-        "upgrade finished: {} steps ({} run by keyferry here, {} confirmed); the record is {}",
+        "upgrade finished: {} steps ({} run by keyferry, {} confirmed); the record is {}",
         state.steps.len(),
         state
             .steps
@@ -333,7 +348,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             .iter()
             .filter(|s| s.done.as_deref() == Some("confirmed"))
             .count(),
-        path.display()
+        record.display()
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -130,7 +130,9 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                 ));
                 false
             }
-            NodeStatus::NotNeeded if n.via.is_none() => {
+            NodeStatus::NotNeeded
+                if n.via.is_none() || (spec.paths.is_empty() && spec.reach.is_empty()) =>
+            {
                 checks.push(Check::new(
                     name,
                     "reach",
