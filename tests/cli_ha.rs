@@ -683,8 +683,19 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             .find(|s| s["done"].is_null())
             .map(|s| s["n"].as_u64().unwrap() as usize)
     };
+    // What the admin saw, for docs/upgrade.md when KEYFERRY_TRANSCRIPT names a file.
+    let mut transcript = String::new();
+    let mut saw = |r: &common::Run| {
+        transcript.push_str(&format!(
+            "$ keyferry {} -c cluster.toml\n{}{}\n",
+            r.args.join(" ").replace(&cfg, "ssh_config"),
+            r.stderr(),
+            r.stdout()
+        ));
+    };
     let r = bed.keyferry(0, &["upgrade", "run", "--batch", "--ssh-config", &cfg]);
     r.assert_code(0);
+    saw(&r);
     // The preflight found the pair healthy, nps1 the running primary, nps2 reachable with
     // a writable state folder (checked there) and its clock in step.
     let runs = bed.node_dir(0).join("state").join("upgrade-runs");
@@ -746,6 +757,10 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             ],
         );
         r.assert_code(0);
+        saw(&r);
+    }
+    if let Some(path) = std::env::var_os("KEYFERRY_TRANSCRIPT") {
+        std::fs::write(path, &transcript).unwrap();
     }
     // Every automatic step on nps2 was run by the run, over ssh.
     let st = bed.keyferry(0, &["upgrade", "status", "--json"]).json();

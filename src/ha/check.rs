@@ -504,10 +504,9 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
             Severity::Error,
             Code::PeerCheckFailed,
             format!(
-                "keyferry ha check --here-only on {} through ssh://{}{}: {why}",
+                "keyferry ha check --here-only on {} through {}: {why}",
                 peer.name,
-                target.destination(),
-                target.port.map(|p| format!(":{p}")).unwrap_or_default()
+                target.url()
             ),
         )
     };

@@ -210,15 +210,7 @@ pub fn push_ssh(
     opts: &ImportOptions,
     progress: &dyn crate::progress::Progress,
 ) -> PushTarget {
-    let mut t = PushTarget::new(
-        &spec.name,
-        spec.role,
-        format!(
-            "ssh://{}{}",
-            target.destination(),
-            target.port.map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-    );
+    let mut t = PushTarget::new(&spec.name, spec.role, target.url());
     let input = match stream(manifest, how.work_factor, progress) {
         Ok(s) => s,
         Err(e) => return refused(t, e),

@@ -22,6 +22,15 @@ impl SshTarget {
             None => self.host.clone(),
         }
     }
+
+    /// `ssh://user@host:port`, as the cluster file's access says it.
+    pub fn url(&self) -> String {
+        format!(
+            "ssh://{}{}",
+            self.destination(),
+            self.port.map(|p| format!(":{p}")).unwrap_or_default()
+        )
+    }
 }
 
 /// The ssh program and its configuration.

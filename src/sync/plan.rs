@@ -499,7 +499,7 @@ fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
             p.warnings.push(if is_key {
                 format!(
                     "the target has no {rel}: sync never copies keys; give it the keys with \
-                     keyferry keys export / keys import"
+                     keyferry keys push (or keys export / keys import)"
                 )
             } else {
                 format!("the target has no {rel}: sync never copies it; create it for this node")

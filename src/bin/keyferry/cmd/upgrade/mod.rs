@@ -146,11 +146,15 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let kept = RunState::load(&path)?.filter(|r| r.finished.is_none() || start == Start::Status);
     // How the admin names this run in the commands we suggest.
     let c = format!(
-        "{}{}",
+        "{}{}{}",
         args.cluster.display(),
         args.node
             .as_deref()
             .map(|n| format!(" --node {n}"))
+            .unwrap_or_default(),
+        args.ssh_config
+            .as_deref()
+            .map(|f| format!(" --ssh-config {}", f.display()))
             .unwrap_or_default()
     );
     let mut state = match (start, kept) {
@@ -214,7 +218,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         let began = std::time::Instant::now();
         if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
             if !step.gate_args.is_empty() {
-                ui.info(&format!(
+                ui.say(&format!(
                     "step {}: checking its gate: {}",
                     step.n,
                     step.gate.as_deref().unwrap_or("")
@@ -239,8 +243,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 step.n,
                 p.steps.len(),
                 match &place {
-                    Place::Ssh { node, target } =>
-                        format!(" on {node} (over ssh://{})", target.destination()),
+                    Place::Ssh { node, target } => format!(" on {node} (over {})", target.url()),
                     _ => String::new(),
                 },
                 step.title,
@@ -472,7 +475,7 @@ impl Exec<'_> {
             .run(target, &words, self.timeout, 16 << 20)
             .map_err(|e| {
                 refused(
-                    format!("keyferry on {node} through ssh://{}: {e}", target.destination()),
+                    format!("keyferry on {node} through {}: {e}", target.url()),
                     "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry upgrade resume",
                 )
             })?;

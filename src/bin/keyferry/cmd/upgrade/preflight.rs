@@ -378,9 +378,9 @@ fn remote_here_only(
             "state",
             Outcome::Fail,
             format!(
-                "keyferry upgrade preflight --here-only on {} through ssh://{}: {why}",
+                "keyferry upgrade preflight --here-only on {} through {}: {why}",
                 spec.name,
-                target.destination()
+                target.url()
             ),
         )]
     };
