@@ -650,6 +650,17 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         common::bin()
     );
     bed.write_cluster_with("", ["", &nps2]);
+    // An Action host reached by path, with an old keys.exp's worth of nothing yet, and a
+    // Proxy host (no keys): the remote-service upgrade follows the pair's.
+    let act1 = bed.dir.join("act1");
+    std::fs::create_dir_all(act1.join("keytools")).unwrap();
+    let mut text = std::fs::read_to_string(&bed.cluster).unwrap();
+    text.push_str(&format!(
+        "\n[[node]]\nname = \"act1\"\nrole = \"action\"\naddress = \"10.231.0.11\"\npaths = {{ keytools = {:?} }}\nstate_dir = {:?}\n\n[[node]]\nname = \"prx1\"\nrole = \"proxy\"\naddress = \"10.231.0.12\"\n",
+        act1.join("keytools"),
+        act1.join("state")
+    ));
+    std::fs::write(&bed.cluster, text).unwrap();
     let plan = common::keyferry(
         &[
             "upgrade",
@@ -687,7 +698,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     let mut transcript = String::new();
     let mut saw = |r: &common::Run| {
         transcript.push_str(&format!(
-            "$ keyferry {} -c cluster.toml\n{}{}\n",
+            "$ keyferry {} -c cluster.toml --node nps1\n{}{}\n",
             r.args.join(" ").replace(&cfg, "ssh_config"),
             r.stderr(),
             r.stdout()
@@ -736,11 +747,33 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             ("ha.upgrade-primary", _) => {
                 bed.psql(0, "INSERT INTO t VALUES ('on nps1')");
             }
-            ("ha.export-keys", _) => std::fs::write(
+            ("ha.export-keys" | "rs.export-keys", _) => std::fs::write(
                 bed.node_dir(0).join("keytools").join("keys.exp"),
                 b"vendor export",
             )
             .unwrap(),
+            ("rs.import-keys", _) => {
+                // The vendor import on act1 reads the keys.exp the push placed.
+                assert_eq!(
+                    std::fs::read(act1.join("keytools").join("keys.exp")).unwrap(),
+                    b"vendor export"
+                );
+            }
+            ("rs.cleanup", "auto") if node == "act1" => {
+                // act1 has no ssh access: the admin runs the step shown, on act1.
+                let r = common::keyferry(
+                    &[
+                        "keys",
+                        "cleanup",
+                        "-c",
+                        bed.cluster.to_str().unwrap(),
+                        "--node",
+                        "act1",
+                    ],
+                    None,
+                );
+                r.assert_code(0);
+            }
             (_, "auto") => panic!("keyferry's step {id} on {node} waits: it runs over ssh"),
             _ => {}
         }
@@ -791,10 +824,20 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         std::fs::read(bed.node_dir(1).join("ha").join("appsettings.json")).unwrap(),
         std::fs::read(&settings).unwrap()
     );
-    for i in 0..2 {
+    for dir in [bed.node_dir(0), bed.node_dir(1), act1.clone()] {
         assert!(
-            !bed.node_dir(i).join("keytools").join("keys.exp").exists(),
-            "keys.exp left on node {i}"
+            !dir.join("keytools").join("keys.exp").exists(),
+            "keys.exp left in {}",
+            dir.display()
         );
     }
+    // Both procedures ran to the end: the remote hosts' keys went to act1 only.
+    let steps = st["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["done"].is_string()), "{st}");
+    let push = steps.iter().find(|s| s["id"] == "rs.push-keys").unwrap();
+    assert_eq!(
+        push["changes"],
+        serde_json::json!(["act1: installed"]),
+        "{push}"
+    );
 }

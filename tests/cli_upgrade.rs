@@ -170,6 +170,18 @@ fn a_privilege_secure_pair_with_remote_hosts_keeps_one_writable_database_and_ski
     assert_eq!(on("ha.upgrade-secondary"), ["nps2"]);
     assert_eq!(on("rs.upgrade-host"), ["act1", "prx1"]);
     assert_eq!(on("rs.import-keys"), ["act1"], "no keys for a Proxy host");
+    // The remote hosts' push names them: the pair's secondary, whose keys.exp was cleaned
+    // up, must not get another.
+    let push = steps.iter().find(|s| s["id"] == "rs.push-keys").unwrap();
+    let args: Vec<&str> = push["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.windows(2).any(|w| w == ["--to", "act1"]), "{args:?}");
+    assert!(!args.contains(&"nps2"), "{args:?}");
+    assert!(!args.contains(&"prx1"), "{args:?}");
 }
 
 #[test]

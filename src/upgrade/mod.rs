@@ -489,11 +489,13 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "Export the encryption keys with the vendor tool",
             export_keys(&p.name),
         );
+        // Named: the HA pair's secondary has its keys already (and would be left a keys.exp).
+        let to: String = keyed.iter().map(|n| format!(" --to {}", n.name)).collect();
         b.push_keys(
             "rs.push-keys",
             &p.name,
             "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
-            "keys push --replace",
+            &format!("keys push{to} --replace"),
         );
         for n in &keyed {
             b.manual(
@@ -761,7 +763,7 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
                 .map(|n| format!("{}: {}", s(&n["node"]), s(&n["status"])))
                 .collect();
             if doc["ok"] == true {
-                vec!["every node holds the primary's keys and binaries".into()]
+                vec!["every node that needs keys holds the primary's key set; the binaries match where compared".into()]
             } else {
                 off
             }
