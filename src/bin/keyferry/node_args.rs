@@ -77,3 +77,30 @@ pub struct WaitArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = keyferry::time::parse_duration)]
     pub wait: Duration,
 }
+
+/// How keyferry reaches nodes whose access is `ssh://`: the OpenSSH client and its
+/// configuration (also through KEYFERRY_SSH and KEYFERRY_SSH_CONFIG, so an upgrade run hands
+/// them to its steps' commands).
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
+    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
+    /// The ssh program
+    #[arg(
+        long,
+        default_value = "ssh",
+        value_name = "PROGRAM",
+        env = "KEYFERRY_SSH"
+    )]
+    pub ssh: String,
+}
+
+impl SshArgs {
+    pub fn client(&self) -> keyferry::remote::ssh::SshClient {
+        keyferry::remote::ssh::SshClient {
+            program: self.ssh.clone(),
+            config: self.ssh_config.clone(),
+        }
+    }
+}

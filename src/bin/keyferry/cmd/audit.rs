@@ -31,17 +31,8 @@ pub struct Args {
     /// Flag nodes whose clock differs by more than this (ssh-collected reports)
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_skew: Duration,
-    /// OpenSSH client configuration file (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
-    pub ssh_config: Option<PathBuf>,
-    /// The ssh program
-    #[arg(
-        long,
-        default_value = "ssh",
-        value_name = "PROGRAM",
-        env = "KEYFERRY_SSH"
-    )]
-    pub ssh: String,
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -50,8 +41,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let opts = AuditOptions {
         jobs: usize::from(args.jobs),
         timeout: args.timeout,
-        ssh_program: args.ssh,
-        ssh_config: args.ssh_config,
+        ssh_program: args.ssh.ssh,
+        ssh_config: args.ssh.ssh_config,
         max_skew: args.max_skew,
         cluster_path: path,
     };

@@ -5,10 +5,8 @@ use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::ha::check::{check, check_here, peer_view, CheckReport, PeerRun, Severity};
-use keyferry::remote::ssh::SshClient;
 use keyferry::time::parse_duration;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,17 +30,8 @@ pub struct Args {
     /// SQL, no password file, no run on the peer
     #[arg(long)]
     pub here_only: bool,
-    /// OpenSSH client configuration file for reaching the peer (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
-    pub ssh_config: Option<PathBuf>,
-    /// The ssh program
-    #[arg(
-        long,
-        default_value = "ssh",
-        value_name = "PROGRAM",
-        env = "KEYFERRY_SSH"
-    )]
-    pub ssh: String,
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
     /// Give up on the peer's run after this long
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -60,10 +49,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         let run = PeerRun {
             file: &loaded.file,
             cluster_path: &args.pair.cluster,
-            ssh: SshClient {
-                program: args.ssh.clone(),
-                config: args.ssh_config.clone(),
-            },
+            ssh: args.ssh.client(),
             timeout: args.timeout,
         };
         // The peer's run and this node's SQL checks overlap.

@@ -9,7 +9,6 @@ use keyferry::keys::import::{ImportOptions, ProtectMode};
 use keyferry::keys::push::{
     push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
 };
-use keyferry::remote::ssh::SshClient;
 use keyferry::time::Timestamp;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -55,17 +54,8 @@ pub struct Args {
     /// Folder for keyferry's lock, journal and backups [default: the primary's state folder]
     #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
-    pub ssh_config: Option<PathBuf>,
-    /// The ssh program
-    #[arg(
-        long,
-        default_value = "ssh",
-        value_name = "PROGRAM",
-        env = "KEYFERRY_SSH"
-    )]
-    pub ssh: String,
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
     /// Give up on a node reached over ssh after this long
     #[arg(long, default_value = "120s", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -105,10 +95,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         wait: args.wait.wait,
     };
     let base = args.cluster.parent().unwrap_or(Path::new("."));
-    let client = SshClient {
-        program: args.ssh.clone(),
-        config: args.ssh_config.clone(),
-    };
+    let client = args.ssh.client();
     let how = SshPush {
         client: &client,
         cluster_path: &args.cluster,

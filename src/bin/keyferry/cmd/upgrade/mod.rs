@@ -53,18 +53,8 @@ pub struct RunArgs {
     /// The waiting step N is done (repeatable, in order)
     #[arg(long, value_name = "N")]
     pub confirm: Vec<usize>,
-    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE;
-    /// the steps' own commands get it too)
-    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
-    pub ssh_config: Option<PathBuf>,
-    /// The ssh program
-    #[arg(
-        long,
-        default_value = "ssh",
-        value_name = "PROGRAM",
-        env = "KEYFERRY_SSH"
-    )]
-    pub ssh: String,
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
     /// Give up on a step run on another node over ssh after this long
     #[arg(long, default_value = "12h", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
     pub step_timeout: std::time::Duration,
@@ -152,7 +142,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             .as_deref()
             .map(|n| format!(" --node {n}"))
             .unwrap_or_default(),
-        args.ssh_config
+        args.ssh
+            .ssh_config
             .as_deref()
             .map(|f| format!(" --ssh-config {}", f.display()))
             .unwrap_or_default()
@@ -196,10 +187,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let exec = Exec {
         file: &file,
         cluster: &args.cluster,
-        ssh: SshClient {
-            program: args.ssh.clone(),
-            config: args.ssh_config.clone(),
-        },
+        ssh: args.ssh.client(),
         timeout: args.step_timeout,
     };
     // A confirmation of a step already done (the same resume typed again) has nothing to do.

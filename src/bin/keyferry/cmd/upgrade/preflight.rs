@@ -12,7 +12,7 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
 use keyferry::cluster::access::{parse_access, Access};
 use keyferry::cluster::{host_name, ClusterFile, Node};
-use keyferry::remote::ssh::{SshClient, SshTarget};
+use keyferry::remote::ssh::SshTarget;
 use keyferry::sync::plan::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
 use keyferry::time::parse_duration;
 use keyferry::upgrade::preflight::{self, Check, Outcome, Preflight};
@@ -47,17 +47,8 @@ pub struct Args {
     /// Give up on a node after this long
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
-    /// OpenSSH client configuration file for nodes reached over ssh (passed as ssh -F FILE)
-    #[arg(long, value_name = "FILE", env = "KEYFERRY_SSH_CONFIG")]
-    pub ssh_config: Option<PathBuf>,
-    /// The ssh program
-    #[arg(
-        long,
-        default_value = "ssh",
-        value_name = "PROGRAM",
-        env = "KEYFERRY_SSH"
-    )]
-    pub ssh: String,
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -109,8 +100,8 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
     let opts = AuditOptions {
         jobs: 8,
         timeout: args.timeout,
-        ssh_program: args.ssh.clone(),
-        ssh_config: args.ssh_config.clone(),
+        ssh_program: args.ssh.ssh.clone(),
+        ssh_config: args.ssh.ssh_config.clone(),
         max_skew: args.max_skew,
         cluster_path: args.cluster.clone(),
     };
@@ -354,10 +345,7 @@ fn remote_here_only(
     spec: &keyferry::cluster::file::NodeSpec,
     target: &SshTarget,
 ) -> Vec<Check> {
-    let client = SshClient {
-        program: args.ssh.clone(),
-        config: args.ssh_config.clone(),
-    };
+    let client = args.ssh.client();
     let words = vec![
         spec.remote_keyferry
             .clone()
