@@ -197,20 +197,7 @@ fn read_by_ssh(
         program: opts.ssh_program.clone(),
         config: opts.ssh_config.clone(),
     };
-    let words = [
-        spec.remote_keyferry
-            .clone()
-            .unwrap_or_else(|| "keyferry".into()),
-        "fingerprint".into(),
-        "--json".into(),
-        "--batch".into(),
-        "--cluster".into(),
-        spec.remote_cluster
-            .clone()
-            .unwrap_or_else(|| opts.cluster_path.display().to_string()),
-        "--node".into(),
-        spec.name.clone(),
-    ];
+    let words = spec.remote_command(&opts.cluster_path, &["fingerprint"]);
     let done = client
         .run(target, &words, opts.timeout, MAX_REPORT_BYTES as u64 + 1)
         .map_err(|e| match e {

@@ -64,8 +64,8 @@ pub struct NodeSpec {
     /// Folder slots of the profile (`app`; `keytools` and `ha`; or the custom folders).
     #[serde(default)]
     pub paths: BTreeMap<String, PathBuf>,
-    /// How other machines reach this node (a path, `ssh://...`, or a report file). Reserved
-    /// for `keyferry audit`; stored and shown, not yet used.
+    /// How other machines reach this node: its folders by `paths` and `reach` (default), a
+    /// folder, `ssh://...` (keyferry run there), or a saved report file.
     #[serde(default)]
     pub access: Option<String>,
     /// Where this node keeps keyferry's ledger and backups (default: see [`default_state_dir`]).
@@ -88,6 +88,30 @@ pub struct NodeSpec {
     /// This node's PostgreSQL, where it differs from the cluster's `[ha]` (`keyferry ha`).
     #[serde(default)]
     pub ha: Option<crate::ha::config::NodeHa>,
+}
+
+impl NodeSpec {
+    /// `keyferry <words> --json --batch --cluster <file> --node <name>` as run on this node
+    /// over ssh: its `remote_keyferry` (default `keyferry`), and its `remote_cluster` (default
+    /// `cluster`, the path given here).
+    pub fn remote_command(&self, cluster: &std::path::Path, words: &[&str]) -> Vec<String> {
+        let mut v = vec![self
+            .remote_keyferry
+            .clone()
+            .unwrap_or_else(|| "keyferry".into())];
+        v.extend(words.iter().map(|w| (*w).to_owned()));
+        v.extend([
+            "--json".into(),
+            "--batch".into(),
+            "--cluster".into(),
+            self.remote_cluster
+                .clone()
+                .unwrap_or_else(|| cluster.display().to_string()),
+            "--node".into(),
+            self.name.clone(),
+        ]);
+        v
+    }
 }
 
 /// An IP address written as such: a host name or `localhost` is refused with the reason

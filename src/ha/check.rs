@@ -483,22 +483,7 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
         }
         Err(e) => return missing(Severity::Error, Code::PeerCheckFailed, e.to_string()),
     };
-    let words = [
-        spec.remote_keyferry
-            .clone()
-            .unwrap_or_else(|| "keyferry".into()),
-        "ha".into(),
-        "check".into(),
-        "--here-only".into(),
-        "--json".into(),
-        "--batch".into(),
-        "--cluster".into(),
-        spec.remote_cluster
-            .clone()
-            .unwrap_or_else(|| run.cluster_path.display().to_string()),
-        "--node".into(),
-        peer.name.clone(),
-    ];
+    let words = spec.remote_command(run.cluster_path, &["ha", "check", "--here-only"]);
     let failed = |why: String| {
         missing(
             Severity::Error,

@@ -215,22 +215,7 @@ pub fn push_ssh(
         Ok(s) => s,
         Err(e) => return refused(t, e),
     };
-    let mut words = vec![
-        spec.remote_keyferry
-            .clone()
-            .unwrap_or_else(|| "keyferry".into()),
-        "keys".into(),
-        "import".into(),
-        "-".into(),
-        "--json".into(),
-        "--batch".into(),
-        "--cluster".into(),
-        spec.remote_cluster
-            .clone()
-            .unwrap_or_else(|| how.cluster_path.display().to_string()),
-        "--node".into(),
-        spec.name.clone(),
-    ];
+    let mut words = spec.remote_command(how.cluster_path, &["keys", "import", "-"]);
     if opts.replace {
         words.push("--replace".into());
     }

@@ -440,24 +440,24 @@ impl Exec<'_> {
             Place::Here | Place::Elsewhere => return keyferry_json(args, Some(&self.ssh)),
             Place::Ssh { node, target } => (node, target),
         };
-        let spec = self.file.nodes.iter().find(|n| &n.name == node);
-        let remote_cluster = spec
-            .and_then(|s| s.remote_cluster.clone())
-            .unwrap_or_else(|| self.cluster.display().to_string());
-        let mut words = vec![spec
-            .and_then(|s| s.remote_keyferry.clone())
-            .unwrap_or_else(|| "keyferry".into())];
-        let mut after_c = false;
-        for a in args {
-            // The cluster file as that node knows it.
-            words.push(if after_c {
-                remote_cluster.clone()
+        let Some(spec) = self.file.nodes.iter().find(|n| &n.name == node) else {
+            return Err(refused(
+                format!("no node {node} in the cluster file"),
+                "check the cluster file",
+            ));
+        };
+        // The step's command without its cluster file and node, which the node's own
+        // (remote_cluster, its name) replace.
+        let mut rest: Vec<&str> = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "-c" || a == "--node" {
+                it.next();
             } else {
-                a.clone()
-            });
-            after_c = a == "-c";
+                rest.push(a);
+            }
         }
-        words.extend(["--json".into(), "--batch".into()]);
+        let words = spec.remote_command(self.cluster, &rest);
         let done = self
             .ssh
             .run(target, &words, self.timeout, 16 << 20)

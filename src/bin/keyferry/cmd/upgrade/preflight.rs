@@ -346,22 +346,7 @@ fn remote_here_only(
     target: &SshTarget,
 ) -> Vec<Check> {
     let client = args.ssh.client();
-    let words = vec![
-        spec.remote_keyferry
-            .clone()
-            .unwrap_or_else(|| "keyferry".into()),
-        "upgrade".into(),
-        "preflight".into(),
-        "--here-only".into(),
-        "--json".into(),
-        "--batch".into(),
-        "--cluster".into(),
-        spec.remote_cluster
-            .clone()
-            .unwrap_or_else(|| args.cluster.display().to_string()),
-        "--node".into(),
-        spec.name.clone(),
-    ];
+    let words = spec.remote_command(&args.cluster, &["upgrade", "preflight", "--here-only"]);
     let failed = |why: String| {
         vec![Check::new(
             &spec.name,
