@@ -214,14 +214,17 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     )
     .unwrap();
     std::fs::set_permissions(&remote, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
-    let text = text.replace(
-        "name = \"web2\"",
-        &format!(
-            "name = \"web2\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
-            sshd.port, remote
-        ),
-    );
+    // Two nodes over ssh in different states: web2 holds another key set, dr1 none.
+    let mut text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    for n in ["web2", "dr1"] {
+        text = text.replace(
+            &format!("name = \"{n}\""),
+            &format!(
+                "name = \"{n}\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
+                sshd.port, remote
+            ),
+        );
+    }
     std::fs::write(c.cluster_file(), text).unwrap();
     let cfg = sshd.config.to_str().unwrap().to_owned();
     let cluster = c.cluster_file();
@@ -239,6 +242,8 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
             cfg.as_str(),
             "--to",
             "web2",
+            "--to",
+            "dr1",
         ];
         a.extend_from_slice(extra);
         keyferry_env(&a, None, &[("TMPDIR", &tmp_env), ("TMP", &tmp_env)])
@@ -253,9 +258,16 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
         .as_str()
         .unwrap()
         .starts_with("ssh://root@127.0.0.1:"));
+    assert_eq!(target(&r.json(), "dr1")["outcome"], "would-install");
+    assert!(!c.key_path("dr1").exists(), "a dry run installed");
+    // One push, two states: dr1 gets the keys, web2 is refused and unchanged.
     let r = ssh(&[]);
     r.assert_code(2);
     no_key_bytes(&r);
+    let d = target(&r.json(), "dr1").clone();
+    assert_eq!(d["outcome"], "installed", "{d}");
+    assert_eq!(d["after"], r.json()["fingerprint"]);
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), KEY_A);
     let w = target(&r.json(), "web2").clone();
     assert_eq!(w["outcome"], "refused", "{w}");
     assert!(
@@ -285,9 +297,11 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
         KEY_B
     );
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), KEY_A);
+    assert_eq!(target(&r.json(), "dr1")["outcome"], "unchanged");
     let r = ssh(&[]);
     r.assert_code(0);
     assert_eq!(target(&r.json(), "web2")["outcome"], "unchanged");
+    assert_eq!(target(&r.json(), "dr1")["outcome"], "unchanged");
     // Nothing at rest: both temp folders are empty; web2 holds its application files, the
     // installed key, the one backup and keyferry's lock file, and nothing else.
     for t in [&tmp_here, &tmp_there] {
@@ -315,6 +329,22 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
             PathBuf::from("state/lock"),
         ],
         "web2 holds more than its files, its key, the backup and keyferry's lock"
+    );
+    let dr1: Vec<PathBuf> = node_files(&c, "dr1")
+        .into_keys()
+        .filter(|p| p.is_file())
+        .map(|p| p.strip_prefix(c.path("dr1")).unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        dr1,
+        [
+            "app/database.config",
+            "app/encryption.config",
+            "app/web.config",
+            "state/lock"
+        ]
+        .map(PathBuf::from),
+        "dr1 holds more than its files, its new key and keyferry's lock"
     );
     // No bundle or stream file in any node's folders, keyferry's own state included.
     for (path, bytes) in c.snapshot() {
