@@ -28,6 +28,31 @@ fn refused(why: String, hint: &str) -> Error {
     }
 }
 
+/// A rejoin's fresh copy (its fallback from a rewind) failed after the node's server was
+/// stopped: say so, beside the copy's own reason.
+fn copy_failed(e: Error, node: &HaNode, no_rewind: &str) -> Error {
+    let hint = match &e {
+        Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } => hint.clone(),
+        _ => "fix the cause".into(),
+    };
+    let why = match &e {
+        Error::HaRefused { why, .. } | Error::HaFailed { why, .. } => why.clone(),
+        other => other.to_string(),
+    };
+    failed(
+        format!(
+            "{} could not be rewound ({no_rewind}) and the fresh copy that replaces a rewind \
+             failed: {why}; {} is left stopped (its data folder as it was, fenced if it was)",
+            node.name, node.name
+        ),
+        &format!(
+            "{hint}; then keyferry ha rejoin (or ha replica init) on {}; until then it serves \
+             nothing",
+            node.name
+        ),
+    )
+}
+
 fn failed(why: String, hint: &str) -> Error {
     Error::HaFailed {
         why,
@@ -894,7 +919,7 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
     let ctl = server::control(node, &data)?;
     if !ctl.rewindable() {
         let why = "neither wal_log_hints nor data checksums are on".to_owned();
-        let r = init(conn, node, false)?;
+        let r = init(conn, node, false).map_err(|e| copy_failed(e, node, &why))?;
         return Ok(RejoinReport {
             node: node.name.clone(),
             primary: primary.name.clone(),
@@ -938,12 +963,13 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
         if fence_aside {
             put_file(&dir, "standby.signal", b"")?;
         }
-        let r = init(conn, node, false)?;
+        let why = format!("pg_rewind failed: {e}");
+        let r = init(conn, node, false).map_err(|e| copy_failed(e, node, &why))?;
         return Ok(RejoinReport {
             node: node.name.clone(),
             primary: primary.name.clone(),
             method: "base-backup".into(),
-            why_not_rewind: Some(format!("pg_rewind failed: {e}")),
+            why_not_rewind: Some(why),
             seconds: r.seconds,
         });
     }
