@@ -293,13 +293,13 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
     // --json: one document on stdout (the steps' own messages go to stderr).
-    let r = up(&c, "run", &["--json"], &[]);
+    let r = upk(&c, "run", &["--json"], &[]);
     r.assert_code(0);
     assert_eq!(r.json()["kind"], "upgrade-run");
     assert_eq!(r.json()["steps"][0]["done"], "ran");
     // A second run is refused while this one is open, changing nothing.
     let before = c.snapshot();
-    let r = up(&c, "run", &[], &[]);
+    let r = upk(&c, "run", &[], &[]);
     r.assert_code(2);
     assert!(r.stderr().contains("in progress"), "{}", r.stderr());
     assert_eq!(before, c.snapshot());
@@ -309,27 +309,27 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         assert!(rounds < 40, "the run does not finish");
         // Confirming a step that is not the waiting one is refused, changing nothing.
         let before = c.snapshot();
-        let r = up(&c, "resume", &["--confirm", &(n + 1).to_string()], &[]);
+        let r = upk(&c, "resume", &["--confirm", &(n + 1).to_string()], &[]);
         r.assert_code(2);
         assert_eq!(before, c.snapshot());
         if n == 7 {
             // The sync comes next; web2's folder is missing: the step fails, the run stops
             // and says how to go on and how to undo, and goes on once it is back.
             std::fs::rename(c.app("web2"), c.path("web2-away")).unwrap();
-            let r = up(&c, "resume", &["--confirm", "7"], &[]);
+            let r = upk(&c, "resume", &["--confirm", "7"], &[]);
             r.assert_code(2);
             assert!(r.stderr().contains("step 8"), "{}", r.stderr());
             assert!(r.stderr().contains("upgrade resume"), "{}", r.stderr());
             assert!(r.stderr().contains("sync rollback"), "{}", r.stderr());
             assert_eq!(waiting_at(&c), Some(8));
             std::fs::rename(c.path("web2-away"), c.app("web2")).unwrap();
-            up(&c, "resume", &[], &[]).assert_code(0);
+            upk(&c, "resume", &[], &[]).assert_code(0);
             continue;
         }
         if n == 3 {
             // The last resume typed again with the next step: step 2 is done already, and
             // that is no reason to refuse.
-            let r = up(&c, "resume", &["--confirm", "2", "--confirm", "3"], &[]);
+            let r = upk(&c, "resume", &["--confirm", "2", "--confirm", "3"], &[]);
             r.assert_code(0);
             assert!(
                 r.stderr().contains("step 2 is done already"),
@@ -338,16 +338,16 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
             );
             continue;
         }
-        let r = up(&c, "resume", &["--confirm", &n.to_string()], &[]);
+        let r = upk(&c, "resume", &["--confirm", &n.to_string()], &[]);
         r.assert_code(0);
     }
     assert_upgraded(&c, &dbs);
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
     assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), b"KEY-A primary");
-    let r = up(&c, "status", &[], &[]);
+    let r = upk(&c, "status", &[], &[]);
     assert!(r.stdout().contains("finished"), "{}", r.stdout());
     // The record: what each automatic step changed on which node, and its whole report.
-    let j = up(&c, "status", &["--json"], &[]).json();
+    let j = upk(&c, "status", &["--json"], &[]).json();
     let step = |id: &str| {
         j["steps"]
             .as_array()
@@ -389,6 +389,39 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         serde_json::from_slice(&std::fs::read(run.join("upgrade-run.json")).unwrap()).unwrap();
     assert!(record["finished"].is_string(), "{record}");
     assert_eq!(record["steps"], j["steps"]);
+    // No key bytes in the run's state or its steps' reports (the replaced key is in the
+    // backups folder, and only there).
+    let state = snapshot(&c.path("web1/state"));
+    assert!(
+        state.contains_key(&run.join("08-ss.sync.json")),
+        "{:?}",
+        state.keys()
+    );
+    for (path, bytes) in state {
+        if path.starts_with(c.path("web1/state/backups")) {
+            continue;
+        }
+        for k in KEYS {
+            assert!(
+                !bytes.windows(k.len()).any(|w| w == k),
+                "key bytes in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+const KEYS: [&[u8]; 2] = [b"KEY-A primary", b"KEY-B stale"];
+
+/// [`up`], and neither key's bytes in what it printed.
+fn upk(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let r = up(c, cmd, extra, env);
+    for k in KEYS {
+        for out in [&r.out.stdout, &r.out.stderr] {
+            assert!(!out.windows(k.len()).any(|w| w == k), "key bytes in output");
+        }
+    }
+    r
 }
 
 /// (Built with the test-only `failpoints` feature, as scripts/test-all does.) The run killed
