@@ -482,12 +482,33 @@ fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
     assert_eq!(backups.len(), 1, "web2's key was backed up more than once");
 }
 
-/// Resuming with no run, and resuming a run whose cluster file no longer makes the same
-/// checklist, are refused and change nothing.
+/// Starting a run on a node other than the primary, resuming with no run, and resuming a run
+/// whose cluster file no longer makes the same checklist, are refused and change nothing.
 #[test]
 fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
     let c = upgrade_cluster();
     let before = c.snapshot();
+    // Started on another node than the primary: refused, saying where to run it.
+    let cl = c.cluster_file();
+    let r = keyferry(
+        &[
+            "upgrade",
+            "run",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "web2",
+            "--batch",
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("driven from the primary, web1"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, c.snapshot());
     let r = up(&c, "resume", &["--confirm", "2"], &[]);
     r.assert_code(2);
     assert!(r.stderr().contains("no upgrade run here"), "{}", r.stderr());

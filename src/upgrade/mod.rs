@@ -86,6 +86,8 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub cluster: String,
+    /// The node the run is driven from: the primary, which reaches every other.
+    pub driver: String,
     pub procedures: Vec<Procedure>,
     pub steps: Vec<Step>,
 }
@@ -240,6 +242,7 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
     }
     Ok(Plan {
         cluster: file.name.clone(),
+        driver: b.driver.clone(),
         procedures,
         steps: b.steps,
     })

@@ -132,6 +132,20 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
     let p = plan(&file, &args.cluster.display().to_string())?;
+    if start != Start::Status && !local.name.eq_ignore_ascii_case(&p.driver) {
+        return Err(refused(
+            format!(
+                "the upgrade is driven from the primary, {}, and this is {}",
+                p.driver, local.name
+            ),
+            &format!(
+                "run keyferry upgrade run on {} (the steps for other nodes run there over ssh \
+                 or are shown to you); if {} is the primary now, say so in the cluster file \
+                 (role = \"primary\")",
+                p.driver, local.name
+            ),
+        ));
+    }
     let path = state_path(&local.state_dir);
     let kept = RunState::load(&path)?.filter(|r| r.finished.is_none() || start == Start::Status);
     // How the admin names this run in the commands we suggest.
