@@ -195,10 +195,19 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                     &SshTarget { user, host, port },
                 ));
             }
-            Ok(Access::Paths | Access::Path(_)) if spec.name != local.name => {
-                if let Some(dir) = write_folder(spec, &sync, base) {
-                    checks.push(path_clock(name, &dir, args.max_skew));
-                }
+            Ok(Access::Path(dir)) if spec.name != local.name && dir.is_dir() => {
+                checks.push(path_clock(name, &dir, args.max_skew));
+            }
+            Ok(Access::Paths) if spec.name != local.name => {
+                checks.push(match write_folder(spec, &sync, base) {
+                    Some(dir) => path_clock(name, &dir, args.max_skew),
+                    None => Check::new(
+                        name,
+                        "clock",
+                        Outcome::Warn,
+                        "not checked: none of its folders is reachable from here to write in",
+                    ),
+                });
             }
             _ => {}
         }
