@@ -482,6 +482,57 @@ fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
     assert_eq!(backups.len(), 1, "web2's key was backed up more than once");
 }
 
+/// The run killed right after each step is recorded, manual and automatic alike (the state
+/// written, nothing after it done): every resume goes on at the next step, and the run ends
+/// as an unkilled one does, each step done once.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_upgrade_killed_after_every_recorded_step_goes_on_at_the_next() {
+    let c = upgrade_cluster();
+    let dbs = dbs(&c);
+    let kinds: Vec<String> = plan(&c.cluster_file()).json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_owned())
+        .collect();
+    let die = [("KEYFERRY_FAILPOINT", "upgrade:step-done")];
+    let r = up(&c, "run", &[], &die);
+    assert_ne!(r.code(), 0, "the kill did not hit");
+    assert_ne!(r.code(), 2, "a failure, not the kill: {}", r.stderr());
+    let mut kills = 1;
+    let mut last = waiting_at(&c).unwrap();
+    assert_eq!(last, 2, "step 1 was recorded before the kill");
+    while let Some(n) = waiting_at(&c) {
+        assert!(kills < 40, "the run does not finish");
+        let confirm = n.to_string();
+        let extra: &[&str] = if kinds[n - 1] == "manual" {
+            &["--confirm", &confirm]
+        } else {
+            &[]
+        };
+        let r = up(&c, "resume", extra, &die);
+        assert_ne!(r.code(), 2, "a failure, not the kill: {}", r.stderr());
+        if r.code() != 0 {
+            kills += 1;
+            // Exactly one step more is recorded per killed invocation.
+            let now = waiting_at(&c).unwrap_or(kinds.len() + 1);
+            assert_eq!(now, last + 1, "{}", r.stderr());
+            last = now;
+        }
+    }
+    assert_eq!(
+        kills,
+        kinds.len(),
+        "every step's record was followed by a kill"
+    );
+    assert_upgraded(&c, &dbs);
+    let backups: Vec<_> = std::fs::read_dir(c.path("web1/state/backups/web2"))
+        .unwrap()
+        .collect();
+    assert_eq!(backups.len(), 1, "web2's key was backed up more than once");
+}
+
 /// Starting a run on a node other than the primary, resuming with no run, and resuming a run
 /// whose cluster file no longer makes the same checklist, are refused and change nothing.
 #[test]
