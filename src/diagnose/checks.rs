@@ -196,39 +196,28 @@ fn port_finding(node: &str, addr: SocketAddr, e: &std::io::Error, timeout: Durat
     }
 }
 
-/// Whether a pg_hba.conf text has the two lines a peer needs (exact /32 or equivalent mask).
+/// The lines a peer needs that a pg_hba.conf text does not let in: replication as `user`, and
+/// any database as any user, from `peer`. Decided as PostgreSQL does (`ha::hba`: the first
+/// rule that matches decides, a `reject` above counts, a wider CIDR counts), the same
+/// simulation `keyferry ha check` and `ha hba` use.
 pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<String> {
-    let mut have_replication = false;
-    let mut have_all = false;
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 4 || f[0] != "host" && f[0] != "hostssl" {
-            continue;
-        }
-        let (db, usr) = (f[1], f[2]);
-        let addr_ok = match (f[3].split_once('/'), f.get(4)) {
-            (Some((ip, bits)), _) => ip.parse() == Ok(peer) && (bits == "32" || bits == "128"),
-            (None, Some(mask)) => f[3].parse() == Ok(peer) && (*mask == "255.255.255.255"),
-            _ => false,
-        } || f[3] == "all"
-            || f[3] == "0.0.0.0/0";
-        if !addr_ok {
-            continue;
-        }
-        let user_ok = usr == "all" || usr == user;
-        if db == "replication" && user_ok {
-            have_replication = true;
-        }
-        if db == "all" && usr == "all" {
-            have_all = true;
-        }
-    }
+    use crate::ha::hba::{parse, Connection};
+    let file = parse(text);
     let mut missing = Vec::new();
-    if !have_replication {
+    let replication = Connection {
+        replication: true,
+        user: Some(user.to_owned()),
+        addr: peer,
+    };
+    if !file.admits(&replication) {
         missing.push(format!("host replication {user} {peer}/32 md5"));
     }
-    if !have_all {
+    let any = Connection {
+        replication: false,
+        user: None,
+        addr: peer,
+    };
+    if !file.admits(&any) {
         missing.push(format!("host all all {peer}/32 md5"));
     }
     missing
@@ -348,5 +337,19 @@ mod tests {
             ["host replication repuser 10.0.0.5/32 md5"]
         );
         assert_eq!(check_pg_hba("", peer, "repuser").len(), 2);
+        // As PostgreSQL decides: a reject above the line wins (and "all" does not catch a
+        // replication connection), a wider network counts.
+        let rejected = "host all all 0.0.0.0/0 reject\nhost replication repuser 10.0.0.5/32 md5\nhost all all 10.0.0.5/32 md5\n";
+        assert_eq!(
+            check_pg_hba(rejected, peer, "repuser"),
+            ["host all all 10.0.0.5/32 md5"]
+        );
+        let wide = "host replication all 10.0.0.0/24 scram-sha-256\nhost all all 10.0.0.0/8 md5\n";
+        assert!(check_pg_hba(wide, peer, "repuser").is_empty());
+        let all_only = "host all all 10.0.0.5/32 md5\n";
+        assert_eq!(
+            check_pg_hba(all_only, peer, "repuser"),
+            ["host replication repuser 10.0.0.5/32 md5"]
+        );
     }
 }
