@@ -527,6 +527,21 @@ fn an_upgrade_killed_after_every_recorded_step_goes_on_at_the_next() {
         "every step's record was followed by a kill"
     );
     assert_upgraded(&c, &dbs);
+    // Cut off right after its last step, the run's record beside its reports is missing; the
+    // next run puts it there before taking its place, and keeps its own reports apart.
+    let runs = c.path("web1/state/upgrade-runs");
+    let first = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(!first.join("upgrade-run.json").exists());
+    up(&c, "run", &[], &[]).assert_code(0);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("upgrade-run.json")).unwrap()).unwrap();
+    assert!(record["finished"].is_string(), "{record}");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 2);
     let backups: Vec<_> = std::fs::read_dir(c.path("web1/state/backups/web2"))
         .unwrap()
         .collect();

@@ -147,7 +147,17 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         ));
     }
     let path = state_path(&local.state_dir);
-    let kept = RunState::load(&path)?.filter(|r| r.finished.is_none() || start == Start::Status);
+    let loaded = RunState::load(&path)?;
+    if let Some(done) = loaded.as_ref().filter(|r| r.finished.is_some()) {
+        // A finished run is kept beside its reports before a new run takes its place (it is
+        // already, unless the run was cut off right after its last step).
+        let record = records(&local.state_dir, &done.started).join("upgrade-run.json");
+        if start == Start::New && !record.exists() {
+            keyferry::fs::create_private_dir(record.parent().unwrap_or(&local.state_dir))?;
+            done.save(&record)?;
+        }
+    }
+    let kept = loaded.filter(|r| r.finished.is_none() || start == Start::Status);
     // How the admin names this run in the commands we suggest.
     let c = format!(
         "{}{}{}",
@@ -172,7 +182,12 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             ))
         }
         (Start::New, None) => {
-            let s = RunState::new(&p, &local.name);
+            let mut s = RunState::new(&p, &local.name);
+            // Each run's reports in a folder of their own (named after its start, in seconds).
+            while records(&local.state_dir, &s.started).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                s = RunState::new(&p, &local.name);
+            }
             keyferry::fs::create_private_dir(&local.state_dir)?;
             s.save(&path)?;
             s
