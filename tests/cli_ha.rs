@@ -644,10 +644,24 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     // there itself, pushes the keys through the session, and checks nps2 from its own view.
     let sshd = bed.sshd(1);
     let cfg = sshd.config.to_str().unwrap().to_owned();
+    // nps2's keyferry says something with a terminal escape in it first (a compromised or
+    // odd node): the run on nps1 shows it escaped, never raw.
+    let remote = bed.dir.join("nps2-keyferry");
+    std::fs::write(
+        &remote,
+        format!(
+            "#!/bin/sh\nprintf 'nps2 says \\033]0;owned\\007\\n' >&2\nexec {:?} \"$@\"\n",
+            common::bin()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&remote).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&remote, perm).unwrap();
     let nps2 = format!(
         "access = \"ssh://root@{}:2222\"\nremote_keyferry = {:?}",
         pgbed::ADDR[1],
-        common::bin()
+        remote
     );
     bed.write_cluster_with("", ["", &nps2]);
     // An Action host reached by path, with an old keys.exp's worth of nothing yet, and a
@@ -696,7 +710,16 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     };
     // What the admin saw, for docs/upgrade.md when KEYFERRY_TRANSCRIPT names a file.
     let mut transcript = String::new();
+    let mut relayed = 0;
     let mut saw = |r: &common::Run| {
+        assert!(
+            !r.out.stderr.contains(&0x1b),
+            "a raw escape reached the terminal"
+        );
+        relayed += r
+            .stderr()
+            .matches("nps2 says \\u{1b}]0;owned\\u{7}")
+            .count();
         transcript.push_str(&format!(
             "$ keyferry {} -c cluster.toml --node nps1\n{}{}\n",
             r.args.join(" ").replace(&cfg, "ssh_config"),
@@ -795,6 +818,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     if let Some(path) = std::env::var_os("KEYFERRY_TRANSCRIPT") {
         std::fs::write(path, &transcript).unwrap();
     }
+    assert_eq!(relayed, 3, "nps2's messages from its three steps, escaped");
     // Every automatic step on nps2 was run by the run, over ssh.
     let st = bed.keyferry(0, &["upgrade", "status", "--json"]).json();
     let on_nps2: Vec<&serde_json::Value> = st["steps"]

@@ -108,6 +108,14 @@ impl Ui {
         self.out(&text);
     }
 
+    /// Another program's messages (keyferry on another node) on stderr, escaped like
+    /// everything else printed.
+    pub fn relay(&self, text: &str) {
+        if !text.is_empty() {
+            let _ = write!(std::io::stderr().lock(), "{}", escape(text));
+        }
+    }
+
     /// A message on stderr (suppressed under --json, whose stdout says it all).
     pub fn info(&self, msg: &str) {
         if !self.json {

@@ -214,6 +214,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     let exec = Exec {
+        ui,
         file: &file,
         cluster: &args.cluster,
         ssh: args.ssh.client(),
@@ -434,6 +435,7 @@ enum Place {
 
 /// Runs steps' commands here or over ssh.
 struct Exec<'a> {
+    ui: &'a Ui,
     file: &'a ClusterFile,
     cluster: &'a std::path::Path,
     ssh: SshClient,
@@ -496,8 +498,8 @@ impl Exec<'_> {
                     "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry upgrade resume",
                 )
             })?;
-        // Its messages, as a local step's reach the terminal.
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), &done.stderr);
+        // Its messages, as a local step's reach the terminal (escaped: another machine's).
+        self.ui.relay(&String::from_utf8_lossy(&done.stderr));
         Ok((
             done.code.unwrap_or(2),
             serde_json::from_slice(&done.stdout).ok(),
