@@ -646,18 +646,11 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     let cfg = sshd.config.to_str().unwrap().to_owned();
     // nps2's keyferry says something with a terminal escape in it first (a compromised or
     // odd node): the run on nps1 shows it escaped, never raw.
-    let remote = bed.dir.join("nps2-keyferry");
-    std::fs::write(
-        &remote,
-        format!(
-            "#!/bin/sh\nprintf 'nps2 says \\033]0;owned\\007\\n' >&2\nexec {:?} \"$@\"\n",
-            common::bin()
-        ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&remote).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&remote, perm).unwrap();
+    let remote = common::keyferry_wrapper(
+        &bed.dir.join("nps2-keyferry"),
+        "printf 'nps2 says \\033]0;owned\\007\\n' >&2\n",
+        "",
+    );
     let nps2 = format!(
         "access = \"ssh://root@{}:2222\"\nremote_keyferry = {:?}",
         pgbed::ADDR[1],

@@ -197,23 +197,15 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     };
     // Each side's temp folder is one of the test's own, to show that nothing lands there:
     // the pushing keyferry's through TMPDIR, web2's through the program ssh runs there.
-    use std::os::unix::fs::PermissionsExt;
     let (tmp_here, tmp_there) = (c.path("tmp-web1"), c.path("tmp-web2"));
     for t in [&tmp_here, &tmp_there] {
         std::fs::create_dir(t).unwrap();
     }
-    let remote = c.path("web2-keyferry");
-    std::fs::write(
-        &remote,
-        format!(
-            "#!/bin/sh\nTMPDIR={:?} TMP={:?} exec {:?} \"$@\"\n",
-            tmp_there,
-            tmp_there,
-            bin()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&remote, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let remote = keyferry_wrapper(
+        &c.path("web2-keyferry"),
+        "",
+        &format!("env TMPDIR={tmp_there:?} TMP={tmp_there:?} "),
+    );
     // Two nodes over ssh in different states: web2 holds another key set, dr1 none.
     let mut text = std::fs::read_to_string(c.cluster_file()).unwrap();
     for n in ["web2", "dr1"] {

@@ -424,6 +424,17 @@ fn upk(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     r
 }
 
+/// Each step's kind ("auto" or "manual"), in order.
+#[cfg(feature = "failpoints")]
+fn step_kinds(c: &Cluster) -> Vec<String> {
+    plan(&c.cluster_file()).json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// (Built with the test-only `failpoints` feature, as scripts/test-all does.) The run killed
 /// right after each automatic step did its work, before the run recorded
 /// it, then resumed: it completes, and what must happen once happened once (one backup of
@@ -433,12 +444,7 @@ fn upk(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
 fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
-    let kinds: Vec<String> = plan(&c.cluster_file()).json()["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["kind"].as_str().unwrap().to_owned())
-        .collect();
+    let kinds = step_kinds(&c);
     up(
         &c,
         "run",
@@ -490,12 +496,7 @@ fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
 fn an_upgrade_killed_after_every_recorded_step_goes_on_at_the_next() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
-    let kinds: Vec<String> = plan(&c.cluster_file()).json()["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["kind"].as_str().unwrap().to_owned())
-        .collect();
+    let kinds = step_kinds(&c);
     let die = [("KEYFERRY_FAILPOINT", "upgrade:step-done")];
     let r = up(&c, "run", &[], &die);
     assert_ne!(r.code(), 0, "the kill did not hit");
@@ -699,7 +700,6 @@ fn the_preflight_checks_every_node_and_an_unreachable_one_stops_the_run_at_step_
 #[cfg(unix)]
 #[test]
 fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
-    use std::os::unix::fs::PermissionsExt;
     let c = upgrade_cluster();
     let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
         .into_iter()
@@ -711,13 +711,11 @@ fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
     let Some(sshd) = Sshd::start(c.dir.path()) else {
         return;
     };
-    let skewed = c.path("skewed-keyferry");
-    std::fs::write(
-        &skewed,
-        format!("#!/bin/sh\nexec {faketime} -f +10m {:?} \"$@\"\n", bin()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&skewed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let skewed = keyferry_wrapper(
+        &c.path("skewed-keyferry"),
+        "",
+        &format!("{faketime} -f +10m "),
+    );
     let text = std::fs::read_to_string(c.cluster_file()).unwrap();
     let ssh_node = |remote: &Path| {
         text.replace(

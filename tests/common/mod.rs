@@ -222,6 +222,20 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyferry")
 }
 
+/// A shell script at `path` standing in for keyferry on a node: `pre` (lines), then
+/// `exec <run_with>keyferry "$@"`; executable.
+#[cfg(unix)]
+pub fn keyferry_wrapper(path: &Path, pre: &str, run_with: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        path,
+        format!("#!/bin/sh\n{pre}exec {run_with}{:?} \"$@\"\n", bin()),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_owned()
+}
+
 /// Runs the binary with a clean environment for keyferry's variables.
 pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
     keyferry_env(args, stdin, &[])
