@@ -726,12 +726,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     // The preflight found the pair healthy, nps1 the running primary, nps2 reachable with
     // a writable state folder (checked there) and its clock in step.
     let runs = bed.node_dir(0).join("state").join("upgrade-runs");
-    let run = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = common::first_entry(&runs);
     let pre: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("01-preflight.json")).unwrap()).unwrap();
     let passed = |node: &str, check: &str| {

@@ -11,6 +11,11 @@ const KEY_A: &[u8] = b"\x01\x02PUSH-KEY-A\x00\xffprimary key bytes 0123456789";
 const KEY_B: &[u8] = b"\x09\x08PUSH-KEY-B\x00\xfesecondary key bytes 987654";
 
 fn push(c: &Cluster, extra: &[&str]) -> Run {
+    push_env(c, extra, &[])
+}
+
+/// `keys push` from web1 with `extra` arguments (and `--json`), in `env`.
+fn push_env(c: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let cluster = c.cluster_file();
     let mut a = vec![
         "keys",
@@ -22,7 +27,7 @@ fn push(c: &Cluster, extra: &[&str]) -> Run {
     ];
     a.extend_from_slice(extra);
     a.push("--json");
-    keyferry(&a, None)
+    keyferry_env(&a, None, env)
 }
 
 fn target<'j>(j: &'j serde_json::Value, node: &str) -> &'j serde_json::Value {
@@ -219,26 +224,11 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     }
     std::fs::write(c.cluster_file(), text).unwrap();
     let cfg = sshd.config.to_str().unwrap().to_owned();
-    let cluster = c.cluster_file();
     let tmp_env = tmp_here.to_str().unwrap().to_owned();
     let ssh = |extra: &[&str]| {
-        let mut a = vec![
-            "keys",
-            "push",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "web1",
-            "--json",
-            "--ssh-config",
-            cfg.as_str(),
-            "--to",
-            "web2",
-            "--to",
-            "dr1",
-        ];
+        let mut a = vec!["--ssh-config", cfg.as_str(), "--to", "web2", "--to", "dr1"];
         a.extend_from_slice(extra);
-        keyferry_env(&a, None, &[("TMPDIR", &tmp_env), ("TMP", &tmp_env)])
+        push_env(&c, &a, &[("TMPDIR", &tmp_env), ("TMP", &tmp_env)])
     };
 
     let web2_before = node_files(&c, "web2");

@@ -375,12 +375,7 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         .starts_with("web2: installed, previous files in"));
     assert_eq!(step("ss.backup")["done"], "confirmed");
     let runs = c.path("web1/state/upgrade-runs");
-    let run = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run = first_entry(&runs);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("08-ss.sync.json")).unwrap()).unwrap();
     assert_eq!(report["kind"], "sync");
@@ -531,12 +526,7 @@ fn an_upgrade_killed_after_every_recorded_step_goes_on_at_the_next() {
     // Cut off right after its last step, the run's record beside its reports is missing; the
     // next run puts it there before taking its place, and keeps its own reports apart.
     let runs = c.path("web1/state/upgrade-runs");
-    let first = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let first = first_entry(&runs);
     assert!(!first.join("upgrade-run.json").exists());
     up(&c, "run", &[], &[]).assert_code(0);
     let record: serde_json::Value =

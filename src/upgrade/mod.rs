@@ -176,7 +176,8 @@ fn with_role<'f>(file: &'f ClusterFile, roles: &[Role]) -> Vec<&'f NodeSpec> {
         .collect()
 }
 
-fn primary(file: &ClusterFile) -> Result<&NodeSpec> {
+/// The cluster file's one primary: the node an upgrade is driven from.
+pub fn primary(file: &ClusterFile) -> Result<&NodeSpec> {
     let p = with_role(file, &[Role::Primary]);
     match p.as_slice() {
         [one] => Ok(one),

@@ -236,6 +236,16 @@ pub fn keyferry_wrapper(path: &Path, pre: &str, run_with: &str) -> PathBuf {
     path.to_owned()
 }
 
+/// The first entry of a folder that holds one (an upgrade run's records folder).
+pub fn first_entry(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap_or_else(|| panic!("{} is empty", dir.display()))
+        .unwrap()
+        .path()
+}
+
 /// Runs the binary with a clean environment for keyferry's variables.
 pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
     keyferry_env(args, stdin, &[])

@@ -390,10 +390,7 @@ fn remote_here_only(
 
 /// The HA pair as `keyferry ha status` sees it from here.
 fn ha_roles(args: &Args, file: &ClusterFile) -> Check {
-    let primary = file
-        .nodes
-        .iter()
-        .find(|n| n.role == keyferry::profile::Role::Primary)
+    let primary = keyferry::upgrade::primary(file)
         .map(|n| n.name.clone())
         .unwrap_or_default();
     let mut words = vec![
