@@ -5,6 +5,9 @@
 //!
 //! - `KEYFERRY_FAILPOINT=NAME` or `NAME#N`: the process aborts at the first (or Nth) time it
 //!   reaches point NAME, like `kill -9` there: no destructors, no flushing.
+//! - `KEYFERRY_FAILPOINT_RUN=NAME=PROGRAM`: each time the process reaches point NAME it runs
+//!   PROGRAM (no arguments) and waits for it: a CLI test makes a race deterministic by doing
+//!   what another account would do at exactly that moment (swap a folder for a link).
 //! - [`on`]: in-process tests run a closure at a point, on the current thread only.
 
 #[cfg(all(feature = "failpoints", not(debug_assertions)))]
@@ -31,6 +34,13 @@ mod imp {
                 }
             }
         });
+        if let Ok(spec) = std::env::var("KEYFERRY_FAILPOINT_RUN") {
+            if let Some((n, program)) = spec.split_once('=') {
+                if n == name {
+                    let _ = std::process::Command::new(program).status();
+                }
+            }
+        }
         let Ok(spec) = std::env::var("KEYFERRY_FAILPOINT") else {
             return;
         };

@@ -142,41 +142,69 @@ impl Tree {
     }
 }
 
-/// Removes the folder `root` and everything in it: files spread over `threads` threads,
-/// each removed through its folder's handle (a link is removed, never followed), then the
-/// folders deepest first. Something that is neither file, link nor folder (a socket) makes
-/// its folder not empty, and the removal fails there.
+/// Removes the folder `root` and everything in it. The folder holding `root` is opened
+/// by path (links in that path belong to whoever named it); `root` itself and everything
+/// below it only through handles (see [`remove_tree_in`]).
 pub fn remove_tree(root: &Path, threads: usize) -> Result<()> {
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    crate::fs::walk(root, |rel, _, ft| {
-        if ft.is_dir() {
-            dirs.push(rel.to_owned());
-            Ok(true)
-        } else {
-            files.push(rel.to_owned());
-            Ok(false)
-        }
-    })?;
-    let tree = Tree::open(root)?;
-    let order: Vec<usize> = (0..files.len()).collect();
-    crate::parallel::try_map(&order, threads, || (), |_, i| tree.remove_file(&files[i]))?;
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-    let not_empty = |p: PathBuf| {
-        Error::io(
-            &p,
-            std::io::Error::other("not empty after its contents were removed"),
-        )
-    };
-    for d in &dirs {
-        if !tree.rmdir(d)? {
-            return Err(not_empty(tree.join(d)));
-        }
-    }
-    drop(tree);
     let (parent, name) = crate::fs::split(root)?;
-    if !Dir::open(&parent)?.rmdir(&name)? {
-        return Err(not_empty(root.to_owned()));
+    remove_tree_in(&Dir::open(&parent)?, &name, threads)
+}
+
+/// Folder depth beyond which a removal stops (a loop of bind mounts, or a hostile tree).
+const MAX_DEPTH: usize = 256;
+
+/// Removes the folder `name` in `parent` and everything in it. `name` is opened once,
+/// relative to the pinned parent and without following a link (a link there is refused
+/// with [`Error::Changed`], never emptied: whoever can write the parent, such as the
+/// PostgreSQL account beside its data folder, cannot point root's removal elsewhere); each
+/// subfolder likewise from its own parent's handle, depth first, so at most one handle per
+/// level is open. A folder's files are removed over `threads` threads, each through the
+/// folder's handle (a link is removed, never followed; a socket or FIFO is removed too).
+/// Nothing there is not an error.
+pub fn remove_tree_in(parent: &Dir, name: &OsStr, threads: usize) -> Result<()> {
+    crate::failpoint::hit("remove-tree-open");
+    let Some(root) = parent.sub(name)? else {
+        return Ok(());
+    };
+    empty_folder(&root, threads, 0)?;
+    drop(root);
+    if !parent.rmdir(name)? && !matches!(parent.entry(name)?, Entry::Missing) {
+        return Err(not_empty(parent.join(name)));
     }
+    Ok(())
+}
+
+fn not_empty(p: PathBuf) -> Error {
+    Error::io(
+        &p,
+        std::io::Error::other("not empty after its contents were removed"),
+    )
+}
+
+fn empty_folder(d: &Dir, threads: usize, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::io(
+            d.path(),
+            std::io::Error::other(format!("more than {MAX_DEPTH} folders deep")),
+        ));
+    }
+    let mut files = Vec::new();
+    for n in d.names()? {
+        match d.entry(&n)? {
+            Entry::Missing => {}
+            Entry::Other(k) if k.ends_with("folder") => {
+                if let Some(sub) = d.sub(&n)? {
+                    empty_folder(&sub, threads, depth + 1)?;
+                }
+                if !d.rmdir(&n)? {
+                    return Err(not_empty(d.join(&n)));
+                }
+            }
+            _ => files.push(n),
+        }
+    }
+    let order: Vec<usize> = (0..files.len()).collect();
+    crate::parallel::try_map(&order, threads, || (), |_, i| d.unlink(&files[i]))?;
     Ok(())
 }
 
@@ -226,6 +254,29 @@ mod tests {
         remove_tree(&root, 4).unwrap();
         assert!(!root.exists());
         assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"k");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_root_of_a_removal_is_refused_and_its_target_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("etc");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("passwd"), b"root").unwrap();
+        let old = d.path().join("data.keyferry-old");
+        std::os::unix::fs::symlink(&victim, &old).unwrap();
+        assert!(matches!(remove_tree(&old, 2), Err(Error::Changed { .. })));
+        assert_eq!(std::fs::read(victim.join("passwd")).unwrap(), b"root");
+        // Swapped in after the removal began (the failpoint runs just before the open).
+        std::fs::remove_file(&old).unwrap();
+        std::fs::create_dir(&old).unwrap();
+        let (o, v) = (old.clone(), victim.clone());
+        let _g = crate::failpoint::on("remove-tree-open", move || {
+            std::fs::rename(&o, o.with_extension("moved")).unwrap();
+            std::os::unix::fs::symlink(&v, &o).unwrap();
+        });
+        assert!(matches!(remove_tree(&old, 2), Err(Error::Changed { .. })));
+        assert_eq!(std::fs::read(victim.join("passwd")).unwrap(), b"root");
     }
 
     #[test]

@@ -177,7 +177,7 @@ fn edit(
 }
 
 /// Errors PostgreSQL reports for the `pg_hba.conf` on disk, as `line N: error`.
-fn file_errors(client: &mut postgres::Client, node: &HaNode) -> Result<Vec<String>> {
+fn file_errors(client: &mut pg::Client, node: &HaNode) -> Result<Vec<String>> {
     let rows = pg::query(
         client,
         node,

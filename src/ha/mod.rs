@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod config;
+pub mod datadir;
 pub mod hba;
 pub mod hbaedit;
 pub mod pg;

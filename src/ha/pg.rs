@@ -7,7 +7,11 @@ use super::pgpass::PassFile;
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
+
+#[path = "authguard.rs"]
+pub mod guard;
 
 /// What a TCP connection attempt found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,64 +76,261 @@ pub fn label(node: &HaNode) -> String {
     )
 }
 
+/// How long one query may take before keyferry gives up on the server (a peer that logged
+/// keyferry in and then falls silent). Steps that wait on the server longer say so
+/// ([`Client::query_within`]).
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why a connection failed, as far as it tells whether the server is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// The server answered and refused keyferry's login (a wrong password, no pg_hba.conf
+    /// entry, an unknown role or database, too many connections): it is up.
+    LoginRefused,
+    /// Something answered in the PostgreSQL protocol but not as keyferry accepts (it asked
+    /// for the password in clear text, or for MD5 the pair does not use): it is up.
+    Unsafe,
+    /// No PostgreSQL answer: nothing listens, the network drops it, or it fell silent
+    /// within the deadline.
+    NoAnswer,
+    /// keyferry's own side: no password-file line, an unreadable CA file.
+    Local,
+}
+
+impl Failure {
+    /// Whether the failure itself proves a server answers at that address.
+    pub fn server_answered(self) -> bool {
+        matches!(self, Failure::LoginRefused | Failure::Unsafe)
+    }
+}
+
+/// A failed connection: what kind, and the error to show.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub kind: Failure,
+    pub error: Error,
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Error {
+        e.error
+    }
+}
+
+/// A connection to one server. Every call has a deadline: connecting (TCP, TLS, the login)
+/// the pair's `connect_timeout`, each query [`QUERY_DEADLINE`] unless a step says otherwise.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    inner: tokio_postgres::Client,
+    what: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.what)
+    }
+}
+
+/// A statement's parameters.
+pub type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// A row of a result.
+pub type Row = tokio_postgres::Row;
+
+impl Client {
+    fn timed<T>(
+        &self,
+        limit: Duration,
+        f: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, f).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::Postgres {
+                what: self.what.clone(),
+                why: describe(&e),
+            }),
+            Err(_) => Err(Error::Postgres {
+                what: self.what.clone(),
+                why: format!("no answer within {} s", limit.as_secs()),
+            }),
+        }
+    }
+
+    /// Runs a query.
+    pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.query_within(sql, params, QUERY_DEADLINE)
+    }
+
+    /// Runs a query that may take up to `limit` (a promotion, a checkpoint).
+    pub fn query_within(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+        limit: Duration,
+    ) -> Result<Vec<Row>> {
+        let inner = &self.inner;
+        self.timed(limit, inner.query(sql, params))
+    }
+
+    /// Runs a query that returns one row.
+    pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row> {
+        let inner = &self.inner;
+        self.timed(QUERY_DEADLINE, inner.query_one(sql, params))
+    }
+
+    /// Runs statements without results, within `limit`.
+    pub fn execute_within(&mut self, sql: &str, limit: Duration) -> Result<()> {
+        let inner = &self.inner;
+        self.timed(limit, inner.batch_execute(sql))
+    }
+}
+
 impl Connector<'_> {
     /// Connects to `node` as the admin role.
-    pub fn admin(&self, node: &HaNode) -> Result<postgres::Client> {
-        self.connect(node, &self.pair.admin_user, &self.pair.database)
+    pub fn admin(&self, node: &HaNode) -> Result<Client> {
+        Ok(self.try_admin(node)?)
+    }
+
+    /// Connects to `node` as the admin role, saying what kind of failure a failure is.
+    pub fn try_admin(&self, node: &HaNode) -> std::result::Result<Client, ConnectError> {
+        self.try_connect(node, &self.pair.admin_user, &self.pair.database)
     }
 
     /// Connects to `node` as `user` to `database`.
-    pub fn connect(&self, node: &HaNode, user: &str, database: &str) -> Result<postgres::Client> {
+    pub fn connect(&self, node: &HaNode, user: &str, database: &str) -> Result<Client> {
+        Ok(self.try_connect(node, user, database)?)
+    }
+
+    /// Connects to `node` as `user` to `database`. The password is answered only to SCRAM
+    /// (and to MD5 where the cluster file's `hba_method` is md5): a server, or anything
+    /// posing as one, that asks for it in clear text gets nothing and the connection ends
+    /// ([`guard`]). With TLS (`require`, `verify-full`) SCRAM must bind the channel, so a
+    /// listener between the two cannot relay the login.
+    pub fn try_connect(
+        &self,
+        node: &HaNode,
+        user: &str,
+        database: &str,
+    ) -> std::result::Result<Client, ConnectError> {
         let what = format!("PostgreSQL on {}", label(node));
+        let local = |error: Error| ConnectError {
+            kind: Failure::Local,
+            error,
+        };
         let host = node.addr.to_string();
         let password = self
             .passfile
             .lookup(&host, node.pg_port, database, user)
-            .ok_or_else(|| Error::HaRefused {
-                why: format!(
-                    "{}: no line for {host}:{}:{database}:{user}",
-                    self.pair.passfile.display(),
-                    node.pg_port
-                ),
-                hint: format!(
-                    "add a line {host}:{}:{database}:{user}:<password> (or with * fields) to the \
-                     password file",
-                    node.pg_port
-                ),
+            .ok_or_else(|| {
+                local(Error::HaRefused {
+                    why: format!(
+                        "{}: no line for {host}:{}:{database}:{user}",
+                        self.pair.passfile.display(),
+                        node.pg_port
+                    ),
+                    hint: format!(
+                        "add a line {host}:{}:{database}:{user}:<password> (or with * fields) to \
+                         the password file",
+                        node.pg_port
+                    ),
+                })
             })?;
-        let mut config = postgres::Config::new();
+        let md5_ok = self.pair.hba_method == "md5";
+        let mut config = tokio_postgres::Config::new();
         config
             .host(&host)
             .port(node.pg_port)
             .user(user)
             .dbname(database)
             .password(password.expose_secret())
-            .application_name("keyferry")
-            .connect_timeout(self.pair.timeout)
-            .keepalives(true);
+            .application_name("keyferry");
         drop(password);
-        let ssl = match self.pair.sslmode {
-            SslMode::Disable => postgres::config::SslMode::Disable,
-            SslMode::Prefer => postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyFull => postgres::config::SslMode::Require,
+        use tokio_postgres::config::{ChannelBinding, SslMode as Ssl};
+        let (ssl, binding) = match self.pair.sslmode {
+            SslMode::Disable => (Ssl::Disable, ChannelBinding::Disable),
+            SslMode::Prefer => (Ssl::Prefer, ChannelBinding::Prefer),
+            SslMode::Require | SslMode::VerifyFull if md5_ok => {
+                (Ssl::Require, ChannelBinding::Prefer)
+            }
+            SslMode::Require | SslMode::VerifyFull => (Ssl::Require, ChannelBinding::Require),
         };
-        config.ssl_mode(ssl);
-        let failed = |e: postgres::Error| Error::Postgres {
-            what: what.clone(),
-            why: describe(&e),
-        };
-        if self.pair.sslmode == SslMode::Disable {
-            return config.connect(postgres::NoTls).map_err(failed);
-        }
+        config.ssl_mode(ssl).channel_binding(binding);
         if let (SslMode::VerifyFull, Some(ca)) = (self.pair.sslmode, &self.pair.sslrootcert) {
             // A missing or unreadable CA file is the cluster file's fault: say so up front.
-            crate::fs::read_bounded(ca, 1024 * 1024, "CA certificate")?;
+            crate::fs::read_bounded(ca, 1024 * 1024, "CA certificate").map_err(local)?;
         }
-        let tls = LazyTls {
-            sslmode: self.pair.sslmode,
-            rootcert: self.pair.sslrootcert.clone(),
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| local(Error::io(Path::new("tokio runtime"), e)))?;
+        let addr = SocketAddr::new(node.addr, node.pg_port);
+        let tls = LazyConnect {
+            tls: LazyTls {
+                sslmode: self.pair.sslmode,
+                rootcert: self.pair.sslrootcert.clone(),
+                md5_ok,
+            },
+            domain: host.clone(),
         };
-        config.connect(tls).map_err(failed)
+        let expect_ssl = self.pair.sslmode != SslMode::Disable;
+        enum Failed {
+            Tcp(std::io::Error),
+            Pg(tokio_postgres::Error),
+        }
+        let connecting = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(Failed::Tcp)?;
+            let _ = tcp.set_nodelay(true);
+            let stream = guard::Guarded::raw(tcp, expect_ssl, md5_ok);
+            let (client, connection) = config.connect_raw(stream, tls).await.map_err(Failed::Pg)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok::<_, Failed>(client)
+        };
+        let limit = self.pair.timeout;
+        match rt.block_on(async { tokio::time::timeout(limit, connecting).await }) {
+            Ok(Ok(inner)) => Ok(Client { rt, inner, what }),
+            Ok(Err(Failed::Tcp(e))) => Err(ConnectError {
+                kind: Failure::NoAnswer,
+                error: Error::Postgres {
+                    what,
+                    why: e.to_string(),
+                },
+            }),
+            Ok(Err(Failed::Pg(e))) => {
+                let kind = if e.as_db_error().is_some() {
+                    Failure::LoginRefused
+                } else if guard::refused(&e) {
+                    Failure::Unsafe
+                } else {
+                    Failure::NoAnswer
+                };
+                Err(ConnectError {
+                    kind,
+                    error: Error::Postgres {
+                        what,
+                        why: describe(&e),
+                    },
+                })
+            }
+            Err(_) => Err(ConnectError {
+                kind: Failure::NoAnswer,
+                error: Error::Postgres {
+                    what,
+                    why: format!(
+                        "no answer within {} s (connect_timeout): the connection, TLS or the \
+                         login did not finish",
+                        self.pair.timeout.as_secs()
+                    ),
+                },
+            }),
+        }
     }
 }
 
@@ -140,6 +341,7 @@ impl Connector<'_> {
 struct LazyTls {
     sslmode: SslMode,
     rootcert: Option<std::path::PathBuf>,
+    md5_ok: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,46 +368,38 @@ impl LazyTls {
     }
 }
 
-/// [`LazyTls`] for one host.
+/// [`LazyTls`] for one host; the TLS stream is guarded as the raw one is.
 struct LazyConnect {
     tls: LazyTls,
     domain: String,
 }
 
-impl postgres::tls::MakeTlsConnect<postgres::Socket> for LazyTls {
-    type Stream = postgres_native_tls::TlsStream<postgres::Socket>;
-    type TlsConnect = LazyConnect;
-    type Error = BoxError;
+type Raw = guard::Guarded<tokio::net::TcpStream>;
+type Tls = guard::Guarded<postgres_native_tls::TlsStream<Raw>>;
 
-    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<LazyConnect, BoxError> {
-        Ok(LazyConnect {
-            tls: self.clone(),
-            domain: domain.to_owned(),
-        })
-    }
-}
-
-impl postgres::tls::TlsConnect<postgres::Socket> for LazyConnect {
-    type Stream = postgres_native_tls::TlsStream<postgres::Socket>;
+impl tokio_postgres::tls::TlsConnect<Raw> for LazyConnect {
+    type Stream = Tls;
     type Error = BoxError;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = std::result::Result<Self::Stream, BoxError>> + Send>,
     >;
 
-    fn connect(self, stream: postgres::Socket) -> Self::Future {
+    fn connect(self, stream: Raw) -> Self::Future {
         let built = self.tls.build();
         let domain = self.domain;
+        let md5_ok = self.tls.md5_ok;
         Box::pin(async move {
             let connector = postgres_native_tls::TlsConnector::new(built?, &domain);
-            postgres::tls::TlsConnect::connect(connector, stream)
+            let tls = tokio_postgres::tls::TlsConnect::connect(connector, stream)
                 .await
-                .map_err(BoxError::from)
+                .map_err(BoxError::from)?;
+            Ok(guard::Guarded::tls(tls, md5_ok))
         })
     }
 }
 
 /// A client error with its causes (the crate's `Display` alone can say just "db error").
-pub fn describe(e: &postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }
@@ -221,34 +415,25 @@ pub fn describe(e: &postgres::Error) -> String {
 
 /// Runs a query, mapping errors to [`Error::Postgres`] for `node`.
 pub fn query(
-    client: &mut postgres::Client,
-    node: &HaNode,
+    client: &mut Client,
+    _node: &HaNode,
     sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<Vec<postgres::Row>> {
-    client.query(sql, params).map_err(|e| Error::Postgres {
-        what: format!("PostgreSQL on {}", label(node)),
-        why: describe(&e),
-    })
+    params: &Params<'_>,
+) -> Result<Vec<Row>> {
+    client.query(sql, params)
 }
 
 /// Runs a query that returns one row.
 pub fn query_one(
-    client: &mut postgres::Client,
-    node: &HaNode,
+    client: &mut Client,
+    _node: &HaNode,
     sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<postgres::Row> {
-    client.query_one(sql, params).map_err(|e| Error::Postgres {
-        what: format!("PostgreSQL on {}", label(node)),
-        why: describe(&e),
-    })
+    params: &Params<'_>,
+) -> Result<Row> {
+    client.query_one(sql, params)
 }
 
 /// Runs statements without results.
-pub fn execute(client: &mut postgres::Client, node: &HaNode, sql: &str) -> Result<()> {
-    client.batch_execute(sql).map_err(|e| Error::Postgres {
-        what: format!("PostgreSQL on {}", label(node)),
-        why: describe(&e),
-    })
+pub fn execute(client: &mut Client, _node: &HaNode, sql: &str) -> Result<()> {
+    client.execute_within(sql, QUERY_DEADLINE)
 }

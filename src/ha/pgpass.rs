@@ -65,9 +65,32 @@ impl PassFile {
 
     /// The password for a connection, or `None` when no line matches.
     pub fn lookup(&self, host: &str, port: u16, database: &str, user: &str) -> Option<KeyBytes> {
+        self.find(host, port, database, user).map(|(_, _, pw)| pw)
+    }
+
+    /// Which line gives the password for a connection: its number (from 1) and its first
+    /// four fields as written (never the password), for messages.
+    pub fn line_of(
+        &self,
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+    ) -> Option<(usize, String)> {
+        self.find(host, port, database, user)
+            .map(|(n, f, _)| (n, f))
+    }
+
+    fn find(
+        &self,
+        host: &str,
+        port: u16,
+        database: &str,
+        user: &str,
+    ) -> Option<(usize, String, KeyBytes)> {
         let text = std::str::from_utf8(self.text.expose_secret()).ok()?;
         let port = port.to_string();
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
@@ -85,8 +108,9 @@ impl PassFile {
             if hit {
                 // The password is the rest of the line (a fifth `:` would be escaped).
                 let pw = KeyBytes::copy_from(fields[4].as_bytes());
+                let shown = fields[..4].join(":");
                 fields.zeroize();
-                return Some(pw);
+                return Some((i + 1, shown, pw));
             }
             fields.zeroize();
         }

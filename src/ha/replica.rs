@@ -217,11 +217,7 @@ pub fn write_replica_settings(
 }
 
 /// Preflight facts about the primary for a replica.
-fn check_primary(
-    conn: &Connector<'_>,
-    primary: &HaNode,
-    replica: &HaNode,
-) -> Result<postgres::Client> {
+fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Result<pg::Client> {
     let mut c = conn.admin(primary).map_err(|e| {
         refused(
             format!("the primary {} does not answer: {e}", primary.name),
@@ -287,7 +283,7 @@ fn check_primary(
 /// Creates the replica's slot on the primary if missing (refused if another replica uses
 /// it), and bounds the WAL slots may keep. Returns whether it created the slot.
 fn ensure_slot(
-    c: &mut postgres::Client,
+    c: &mut pg::Client,
     pair: &Pair,
     primary: &HaNode,
     replica: &HaNode,
@@ -335,7 +331,7 @@ fn ensure_slot(
 }
 
 /// Whether `replica`'s slot on the primary is in use (by a running replica).
-fn slot_active(c: &mut postgres::Client, primary: &HaNode, replica: &HaNode) -> Result<bool> {
+fn slot_active(c: &mut pg::Client, primary: &HaNode, replica: &HaNode) -> Result<bool> {
     let rows = pg::query(
         c,
         primary,
@@ -663,7 +659,7 @@ pub struct FailoverReport {
     pub next: Vec<String>,
 }
 
-fn timeline(c: &mut postgres::Client, node: &HaNode) -> Result<Option<u32>> {
+fn timeline(c: &mut pg::Client, node: &HaNode) -> Result<Option<u32>> {
     let row = pg::query_one(
         c,
         node,

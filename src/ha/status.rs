@@ -243,7 +243,7 @@ pub fn node_status(conn: &Connector<'_>, node: &HaNode) -> NodeStatus {
     st
 }
 
-fn fill(client: &mut postgres::Client, node: &HaNode, st: &mut NodeStatus) -> Result<(), Error> {
+fn fill(client: &mut pg::Client, node: &HaNode, st: &mut NodeStatus) -> Result<(), Error> {
     let row = pg::query_one(
         client,
         node,
