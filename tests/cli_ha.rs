@@ -329,7 +329,7 @@ fn status_says_split_brain_loudly() {
     );
     let r = bed.keyferry(1, &["ha", "failover", "--primary-lost"]);
     r.assert_code(2);
-    assert!(r.stderr().contains("still answers"), "{}", r.stderr());
+    assert!(r.stderr().contains("nps1 is not lost"), "{}", r.stderr());
     std::fs::create_dir(pgbed_sibling(&bed.data(1), ".keyferry-new")).unwrap();
     let r = bed.keyferry(1, &["ha", "replica", "init"]);
     r.assert_code(2);
@@ -403,7 +403,21 @@ fn crash_promote_rejoin(bed: &Bed, p: usize, tl: (u32, u32)) -> serde_json::Valu
     let r = bed.keyferry(r_, &["ha", "status", "--json"]);
     r.assert_code(1);
     assert_eq!(r.json()["nodes"][p]["role"], "not-running");
+    // Nothing of it answers, and it has no ssh access to fence it through: the admin must
+    // say by its name that the machine is off.
     let r = bed.keyferry(r_, &["ha", "failover", "--primary-lost"]);
+    r.assert_code(2);
+    let lost = pgbed::NAMES[p];
+    assert!(
+        r.stderr().contains(&format!("--confirm-lost {lost}")),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(bed.psql(r_, "SELECT pg_is_in_recovery()"), "t");
+    let r = bed.keyferry(
+        r_,
+        &["ha", "failover", "--primary-lost", "--confirm-lost", lost],
+    );
     r.assert_code(0);
     let said = format!(
         "{} is the primary now (timeline {} -> {})",
@@ -499,7 +513,8 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
     let want = ["five", "four", "one", "three", "two"];
     assert_eq!(rows(&bed, 1), want);
     wait_rows(&bed, 0, &want);
-    // No folder left beside the data folders.
+    // Beside the data folders: the old folders the copies replaced, kept (the way back),
+    // and nothing else (no copy or failed folder left behind).
     for i in 0..2 {
         let names: Vec<String> = std::fs::read_dir(bed.node_dir(i))
             .unwrap()
@@ -507,8 +522,17 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("data."))
             .collect();
-        assert!(names.iter().all(|n| n == "data.keyferry.log"), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n == "data.keyferry.log" || n.starts_with("data.keyferry-old-")),
+            "{names:?}"
+        );
     }
+    assert!(j["old_folder"]
+        .as_str()
+        .unwrap()
+        .contains("data.keyferry-old-"));
 }
 
 #[test]

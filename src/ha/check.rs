@@ -443,6 +443,37 @@ pub struct PeerRun<'a> {
     pub timeout: Duration,
 }
 
+/// Runs `keyferry <words>` on `node` through its `access`: `Ok(None)` when its access is
+/// not ssh (nothing was run).
+pub fn run_on(
+    run: &PeerRun<'_>,
+    node: &HaNode,
+    words: &[&str],
+) -> crate::error::Result<Option<crate::remote::process::Finished>> {
+    let spec = run
+        .file
+        .nodes
+        .iter()
+        .find(|n| n.name.eq_ignore_ascii_case(&node.name))
+        .ok_or_else(|| crate::error::Error::HaRefused {
+            why: format!("no node {} in the cluster file", node.name),
+            hint: "check the cluster file".into(),
+        })?;
+    let base = run.cluster_path.parent().unwrap_or(Path::new("."));
+    let target = match parse_access(spec.access.as_deref(), base)? {
+        Access::Ssh { user, host, port } => SshTarget { user, host, port },
+        _ => return Ok(None),
+    };
+    let words = spec.remote_command(run.cluster_path, words);
+    run.ssh
+        .run(&target, &words, run.timeout, 1 << 20)
+        .map(Some)
+        .map_err(|e| crate::error::Error::HaFailed {
+            why: format!("keyferry on {} through {}: {e}", node.name, target.url()),
+            hint: "check the node's access in the cluster file and its sshd".into(),
+        })
+}
+
 /// Runs `keyferry ha check --here-only --json` on `peer` through its `access` (ssh) and
 /// returns its findings; any other access, or a failure, is said as a finding.
 pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod config;
 pub mod datadir;
+pub mod facts;
 pub mod hba;
 pub mod hbaedit;
 pub mod pg;

@@ -56,6 +56,13 @@ impl PassFile {
         Ok(PassFile { text })
     }
 
+    /// A second copy in memory (wiped on drop too), for a thread of its own.
+    pub fn duplicate(&self) -> PassFile {
+        PassFile {
+            text: KeyBytes::copy_from(self.text.expose_secret()),
+        }
+    }
+
     /// For tests and for a file already in memory.
     pub fn from_text(text: &str) -> PassFile {
         PassFile {

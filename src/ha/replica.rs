@@ -7,9 +7,11 @@
 //! needs, bounded by `max_slot_wal_keep_size`. Files in a data folder are written through its
 //! folder handle (a temp file, then a rename), owned like the folder.
 
-use super::config::{HaNode, Pair};
+use super::config::{HaNode, Pair, SslMode};
+use super::datadir::DataDir;
+use super::facts::{self, ServerFacts};
 use super::pg::{self, Connector};
-use super::server::{self, sibling};
+use super::server;
 use crate::error::{Error, Result};
 use crate::fs::Dir;
 use serde::Serialize;
@@ -72,25 +74,37 @@ fn conf_value(v: &str) -> String {
 
 /// The primary as the replica's connection string names it (no password: `passfile`).
 pub fn primary_conninfo(pair: &Pair, primary: &HaNode, replica: &HaNode) -> String {
-    let sslmode = match pair.sslmode {
-        super::config::SslMode::Disable => "disable",
-        super::config::SslMode::Prefer => "prefer",
-        super::config::SslMode::Require => "require",
-        super::config::SslMode::VerifyFull => "verify-full",
-    };
-    let mut s = format!(
-        "host={} port={} user={} passfile={} application_name={} sslmode={sslmode}",
+    format!(
+        "host={} port={} user={} passfile={} application_name={}{}",
         primary.addr,
         primary.pg_port,
         conn_value(&pair.repuser),
         conn_value(&pair.passfile.to_string_lossy()),
         conn_value(&replica.name),
-    );
+        tls_settings(pair)
+    )
+}
+
+/// The TLS part of every connection string keyferry's children use (the replica's server,
+/// `pg_basebackup`, `pg_rewind`): the cluster file's mode, its CA, and under TLS the SCRAM
+/// channel binding keyferry itself insists on; never libpq's defaults, and nothing read from
+/// the account's home folder.
+pub fn tls_settings(pair: &Pair) -> String {
+    let sslmode = match pair.sslmode {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyFull => "verify-full",
+    };
+    let mut s = format!(" sslmode={sslmode}");
     if let Some(ca) = &pair.sslrootcert {
         s.push_str(&format!(
             " sslrootcert={}",
             conn_value(&ca.to_string_lossy())
         ));
+    }
+    if matches!(pair.sslmode, SslMode::Require | SslMode::VerifyFull) && pair.hba_method != "md5" {
+        s.push_str(" channel_binding=require");
     }
     s
 }
@@ -138,7 +152,7 @@ pub struct NodeLocal {
 
 /// Collects the node-local settings of `node`: from its running server when it runs,
 /// else from the cluster file and the data folder's files.
-pub fn node_local(conn: &Connector<'_>, node: &HaNode, data: &Path) -> Result<NodeLocal> {
+pub fn node_local(conn: &Connector<'_>, node: &HaNode, dd: &DataDir) -> Result<NodeLocal> {
     let mut local = NodeLocal {
         port: node.pg_port,
         ..NodeLocal::default()
@@ -152,7 +166,7 @@ pub fn node_local(conn: &Connector<'_>, node: &HaNode, data: &Path) -> Result<No
         )?;
         local.listen_addresses = Some(row.get(0));
     }
-    if let Ok(dir) = Dir::open(data) {
+    if let Ok(dir) = dd.data() {
         for name in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
             if let Some(bytes) = get_file(&dir, name)? {
                 local.files.push((name.to_owned(), bytes));
@@ -164,15 +178,19 @@ pub fn node_local(conn: &Connector<'_>, node: &HaNode, data: &Path) -> Result<No
 
 /// Writes the replica's settings into `data` (a fresh copy from the primary, or a rewound
 /// folder): `standby.signal`, `primary_conninfo`, `primary_slot_name`, and this node's own
-/// `port`, `listen_addresses`, `pg_hba.conf` and `pg_ident.conf` put back.
+/// `port`, `listen_addresses`, `pg_hba.conf` and `pg_ident.conf` put back. `name` is the
+/// folder in the data folder's parent (the fresh copy, or the data folder itself), opened
+/// there without following a link and checked to be the data folder owner's.
 pub fn write_replica_settings(
     pair: &Pair,
     primary: &HaNode,
     replica: &HaNode,
-    data: &Path,
+    dd: &DataDir,
+    name: &OsStr,
     local: &NodeLocal,
 ) -> Result<()> {
-    let dir = Dir::open(data)?;
+    crate::failpoint::hit("replica-settings");
+    let dir = dd.folder(name)?;
     put_file(&dir, "standby.signal", b"")?;
     let _ = dir.unlink(OsStr::new("recovery.signal"));
     let mut auto = get_file(&dir, "postgresql.auto.conf")?.unwrap_or_default();
@@ -353,39 +371,173 @@ fn drop_slot(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) {
     }
 }
 
-/// Waits until `replica` streams from `primary` (both sides say so).
-pub fn wait_streaming(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Result<bool> {
-    server::wait_for(STREAM_WAIT, || {
-        let Ok(mut r) = conn.admin(replica) else {
-            return Ok(false);
-        };
-        let rows = pg::query(
-            &mut r,
-            replica,
-            "SELECT status FROM pg_stat_wal_receiver",
-            &[],
-        )?;
-        if rows.first().map(|r| r.get::<_, String>(0)).as_deref() != Some("streaming") {
-            return Ok(false);
-        }
-        let Ok(mut p) = conn.admin(primary) else {
-            return Ok(false);
-        };
-        let rows = pg::query(
-            &mut p,
-            primary,
-            "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
-            &[&replica.name],
-        )?;
-        Ok(!rows.is_empty())
-    })
+/// How a wait for streaming ended.
+#[derive(Debug, Clone, Default)]
+pub struct StreamWait {
+    pub streaming: bool,
+    /// Said along the way (a login the copy made wrong).
+    pub warnings: Vec<String>,
 }
 
-/// What `ha replica init` did.
+/// Waits until `replica` streams from `primary`: the replica's WAL receiver says so, and
+/// the primary's sender for it. Polls back off from 20 ms to 1 s. When the replica refuses
+/// keyferry's login (after a copy it carries the primary's roles and passwords, so a
+/// password-file line of the replica's own no longer works), keyferry does not try that
+/// login again: the primary's side alone then decides, and the warning names the line.
+pub fn wait_streaming(
+    conn: &Connector<'_>,
+    primary: &HaNode,
+    replica: &HaNode,
+) -> Result<StreamWait> {
+    let mut out = StreamWait::default();
+    let mut replica_login = true;
+    let deadline = Instant::now() + STREAM_WAIT;
+    let mut every = Duration::from_millis(20);
+    loop {
+        let receiving = if replica_login {
+            match conn.try_admin(replica) {
+                Ok(mut r) => {
+                    let rows = r.query("SELECT status FROM pg_stat_wal_receiver", &[])?;
+                    Some(
+                        rows.first().map(|r| r.get::<_, String>(0)).as_deref() == Some("streaming"),
+                    )
+                }
+                Err(e) if e.kind == pg::Failure::LoginRefused => {
+                    replica_login = false;
+                    out.warnings
+                        .push(login_after_copy(conn, primary, replica, &e.error));
+                    None
+                }
+                Err(_) => Some(false),
+            }
+        } else {
+            None
+        };
+        if receiving != Some(false) {
+            if let Ok(mut p) = conn.admin(primary) {
+                let rows = p.query(
+                    "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                    &[&replica.name],
+                )?;
+                if !rows.is_empty() {
+                    out.streaming = true;
+                    return Ok(out);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(out);
+        }
+        std::thread::sleep(every);
+        every = (every * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The warning for a replica that refuses keyferry's login after a copy.
+fn login_after_copy(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode, e: &Error) -> String {
+    let pf = conn.passfile;
+    let pair = conn.pair;
+    let line = |n: &HaNode| {
+        pf.line_of(
+            &n.addr.to_string(),
+            n.pg_port,
+            &pair.database,
+            &pair.admin_user,
+        )
+    };
+    let which = match (line(replica), line(primary)) {
+        (Some((a, text)), Some((b, _))) if a != b => format!(
+            "line {a} of {} ({text}) holds {}'s own password, which the copy replaced with {}'s \
+             (line {b}): give both nodes {}'s password, or one line with * for the host",
+            pair.passfile.display(),
+            replica.name,
+            primary.name,
+            primary.name
+        ),
+        (Some((a, text)), _) => format!(
+            "line {a} of {} ({text}) is the one keyferry used",
+            pair.passfile.display()
+        ),
+        _ => format!("{} has no line for it", pair.passfile.display()),
+    };
+    format!(
+        "{} refuses keyferry's login as {} after the copy ({e}); it now carries {}'s roles and \
+         passwords, so {which}. keyferry did not try again; streaming was confirmed on {}",
+        replica.name, pair.admin_user, primary.name, primary.name
+    )
+}
+
+/// Whether the password file gives the replica an admin password of its own, which a copy
+/// of the primary makes wrong.
+fn own_admin_password(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Option<String> {
+    let pf = conn.passfile;
+    let pair = conn.pair;
+    let pw = |n: &HaNode| {
+        pf.lookup(
+            &n.addr.to_string(),
+            n.pg_port,
+            &pair.database,
+            &pair.admin_user,
+        )
+    };
+    let (Some(a), Some(b)) = (pw(replica), pw(primary)) else {
+        return None;
+    };
+    if a.expose_secret() == b.expose_secret() {
+        return None;
+    }
+    let (n, text) = pf.line_of(
+        &replica.addr.to_string(),
+        replica.pg_port,
+        &pair.database,
+        &pair.admin_user,
+    )?;
+    Some(format!(
+        "line {n} of {} ({text}) gives {} an admin password of its own; after the copy {} has \
+         {}'s roles and passwords, so that line will be wrong (keyferry then confirms streaming \
+         on {} alone): change it to {}'s password afterwards",
+        pair.passfile.display(),
+        replica.name,
+        replica.name,
+        primary.name,
+        primary.name,
+        primary.name
+    ))
+}
+
+/// How `ha replica init` is to go.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Remove the old data folder once the replica streams; by default it is kept as
+    /// `<data>.keyferry-old-<time>`, the way back.
+    pub remove_old: bool,
+    /// The node the admin named in `--replace-database-of`: its database may be replaced
+    /// although the facts say it is not the pair's replica side.
+    pub replace_database_of: Option<String>,
+    /// Every check, then the plan; nothing changed.
+    pub dry_run: bool,
+    /// Called by `rejoin`, which checked the node itself (a stopped former primary of the
+    /// same database, whose writes since the failover are given up by running rejoin).
+    by_rejoin: bool,
+}
+
+impl InitOptions {
+    pub fn new(remove_old: bool, replace_database_of: Option<String>, dry_run: bool) -> Self {
+        InitOptions {
+            remove_old,
+            replace_database_of,
+            dry_run,
+            by_rejoin: false,
+        }
+    }
+}
+
+/// What `ha replica init` did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct InitReport {
     pub node: String,
     pub primary: String,
+    pub dry_run: bool,
     pub data: PathBuf,
     pub slot: String,
     pub bytes: i64,
@@ -393,17 +545,28 @@ pub struct InitReport {
     /// Seconds per phase: preflight, stop, copy, settings (and the swap), start, streaming,
     /// cleanup (removing the old folder).
     pub phases: Vec<(String, f64)>,
+    /// The old data folder, kept (the way back) unless `--remove-old`.
     pub old_folder: Option<PathBuf>,
+    /// The server whose data folder is replaced, and the one copied, as seen before.
+    pub replaced: ServerFacts,
+    pub source: ServerFacts,
+    /// What the run does, step by step (the whole report of a dry run).
+    pub plan: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
-/// Makes `replica` (this machine's node) a streaming replica of its peer.
-pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<InitReport> {
+/// Makes `replica` (this machine's node) a streaming replica of its peer. `say` gets a line
+/// once the checks passed, before anything is stopped.
+pub fn init(
+    conn: &Connector<'_>,
+    replica: &HaNode,
+    opts: &InitOptions,
+    say: &dyn Fn(&str),
+) -> Result<InitReport> {
     let started = Instant::now();
     let pair = conn.pair;
     let primary = pair.peer_of(replica);
     let data = replica.data_dir()?.to_owned();
-    let new = sibling(&data, ".keyferry-new");
-    let old = sibling(&data, ".keyferry-old");
     // Preflight: nothing changes until all of it holds.
     if !pg::is_local_address(replica.addr) {
         return Err(refused(
@@ -414,25 +577,185 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
             "run keyferry ha replica init on the node that becomes the replica (or fix --node)",
         ));
     }
-    for p in [&new, &old] {
-        if std::fs::symlink_metadata(p).is_ok() {
+    if let Some(named) = &opts.replace_database_of {
+        if !named.eq_ignore_ascii_case(&replica.name) {
             return Err(refused(
-                format!("{} is left from an earlier run", p.display()),
+                format!(
+                    "--replace-database-of names {named}, but this is node {} (the node whose \
+                     database is replaced)",
+                    replica.name
+                ),
+                "name this node, or run on the node you meant",
+            ));
+        }
+    }
+    let dd = DataDir::open(&data)?;
+    let (new_n, failed_n) = (dd.sibling(".keyferry-new"), dd.sibling(".keyferry-failed"));
+    for n in [&new_n, &failed_n] {
+        if dd.present(n)? {
+            return Err(refused(
+                format!("{} is left from an earlier run", dd.join(n).display()),
                 "look at it, remove it when it is not needed, then run again",
             ));
         }
     }
     let mut pc = check_primary(conn, primary, replica)?;
-    let bytes: i64 = pg::query_one(
+    let source = facts::remote_with(&mut pc, primary)?;
+    let local_facts = facts::local(conn, replica, &dd)?;
+    let bin_major = server::bin_major(replica)?;
+    let mut programs = local_facts.clone();
+    programs.major = bin_major;
+    if let Some(why) = facts::same_major(&programs, &source, "a replica") {
+        return Err(refused(
+            why,
+            &format!(
+                "install PostgreSQL {} on {} (and point the cluster file's [ha] bin and data at \
+                 it), then run again",
+                source.major.unwrap_or(0),
+                replica.name
+            ),
+        ));
+    }
+    if !opts.by_rejoin {
+        if let Some(why) = facts::replace_needs_consent(&local_facts, &source) {
+            if opts.replace_database_of.is_none() {
+                return Err(refused(
+                    format!(
+                        "replacing {}'s data folder with a copy of {} is not what the facts say \
+                         to do: {why}.\n  {}\n  {}",
+                        replica.name,
+                        primary.name,
+                        local_facts.line(),
+                        source.line()
+                    ),
+                    &format!(
+                        "run it on the node that becomes the replica (keyferry ha status shows \
+                         which is which); if {} is the one to give up, say so with \
+                         --replace-database-of {} (its folder is kept as \
+                         <data>.keyferry-old-<time>)",
+                        replica.name, replica.name
+                    ),
+                ));
+            }
+        }
+    }
+    let bytes = source.bytes.unwrap_or(0);
+    check_space(&data, bytes)?;
+    let running = local_facts.running;
+    let mut warnings: Vec<String> = own_admin_password(conn, primary, replica)
+        .into_iter()
+        .collect();
+    let slot_busy = slot_active(&mut pc, primary, replica)?;
+    let takeover = slot_busy && running;
+    let slot_exists = !pg::query(
         &mut pc,
         primary,
-        "SELECT sum(pg_database_size(oid))::bigint FROM pg_database",
-        &[],
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+        &[&replica.slot()],
     )?
-    .get(0);
-    check_space(&data, bytes)?;
-    let running = server::is_running(replica, &data)?;
-    let local = node_local(conn, replica, &data)?;
+    .is_empty();
+    let keep_size: String =
+        pg::query_one(&mut pc, primary, "SHOW max_slot_wal_keep_size", &[])?.get(0);
+    let old_n = {
+        let stamp = crate::time::Timestamp::now().compact();
+        let mut n = dd.sibling(&format!(".keyferry-old-{stamp}"));
+        let mut i = 1;
+        while dd.present(&n)? {
+            i += 1;
+            n = dd.sibling(&format!(".keyferry-old-{stamp}-{i}"));
+        }
+        n
+    };
+    let mut plan = Vec::new();
+    if running {
+        plan.push(format!(
+            "stop {}'s server ({}) at once; its data is about to be replaced",
+            replica.name, local_facts.role
+        ));
+    }
+    plan.push(format!(
+        "copy {} ({} MB) with pg_basebackup into {}",
+        primary.name,
+        bytes / 1_000_000,
+        dd.join(&new_n).display()
+    ));
+    plan.push(match (takeover, slot_exists) {
+        (true, _) => format!(
+            "take over replication slot {} on {} once the old server has let go of it",
+            replica.slot(),
+            primary.name
+        ),
+        (false, true) => format!(
+            "use replication slot {} on {}",
+            replica.slot(),
+            primary.name
+        ),
+        (false, false) => format!(
+            "create replication slot {} on {} (removed again if the run fails)",
+            replica.slot(),
+            primary.name
+        ),
+    });
+    if keep_size == "-1" {
+        plan.push(format!(
+            "set max_slot_wal_keep_size = {} on {} (ALTER SYSTEM; it was -1, unbounded: an \
+             absent replica could fill its disk); ALTER SYSTEM RESET max_slot_wal_keep_size \
+             puts it back",
+            pair.max_slot_wal_keep_size, primary.name
+        ));
+    }
+    plan.push(format!(
+        "write standby.signal and primary_conninfo ({}) into the copy; put back {}'s own port, \
+         listen_addresses and configuration files",
+        tls_settings(pair).trim(),
+        replica.name
+    ));
+    plan.push(if opts.remove_old {
+        "swap the folders; remove the old data folder once the replica streams (--remove-old)"
+            .to_owned()
+    } else {
+        format!(
+            "swap the folders; keep the old data folder as {} (the way back)",
+            dd.join(&old_n).display()
+        )
+    });
+    plan.push(format!(
+        "start {}'s server and wait up to {} s until it streams; if it does not, put the old \
+         folder back and start it",
+        replica.name,
+        STREAM_WAIT.as_secs()
+    ));
+    let report = |dry: bool, phases, old_folder, seconds, warnings| InitReport {
+        node: replica.name.clone(),
+        primary: primary.name.clone(),
+        dry_run: dry,
+        data: data.clone(),
+        slot: replica.slot(),
+        bytes,
+        seconds,
+        phases,
+        old_folder,
+        replaced: local_facts.clone(),
+        source: source.clone(),
+        plan: plan.clone(),
+        warnings,
+    };
+    if opts.dry_run {
+        return Ok(report(
+            true,
+            Vec::new(),
+            None,
+            started.elapsed().as_secs_f64(),
+            warnings,
+        ));
+    }
+    say(&format!(
+        "making {} a replica of {}: stopping its server and copying {} MB...",
+        replica.name,
+        primary.name,
+        bytes / 1_000_000
+    ));
+    let local = node_local(conn, replica, &dd)?;
     let mut phases = Vec::new();
     let mut mark = Instant::now();
     let mut phase = |name: &str| {
@@ -451,15 +774,12 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         }
         why
     };
-    let parent = Dir::open(data.parent().unwrap_or(Path::new("/")))?;
-    let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
-    let (data_n, old_n, new_n) = (name(&data), name(&old), name(&new));
+    let data_n = dd.name().to_owned();
+    let new = dd.join(&new_n);
     // The local server stops while the copy is taken: neither touches the other's folder.
     // When the old server is a replica streaming through this node's slot, the copy takes
     // a temporary slot of its own (pg_basebackup's default) and the node's slot, which holds
     // WAL from before the copy began, is taken over once the old server is gone.
-    let slot_busy = slot_active(&mut pc, primary, replica)?;
-    let takeover = slot_busy && running;
     let (mut created, mut made) = (false, false);
     let mut stopped: Option<Result<()>> = None;
     let copied: Result<()> = std::thread::scope(|s| {
@@ -477,7 +797,7 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
                 // group and mode (Unix), its DACL (Windows: the service account's inheritable
                 // grant then reaches every file pg_basebackup writes, which it would not in a
                 // folder this account made). Something there now is not ours to remove.
-                match parent.mkdir_like(&new_n, &data) {
+                match dd.parent().mkdir_like(&new_n, &data) {
                     Ok(true) => made = true,
                     Ok(false) => break 'copy Err(refused(
                         format!("{} appeared during the run", new.display()),
@@ -536,7 +856,7 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     });
     drop(pc);
     // Undoes the slot and restarts the old server; `undo` also removes the copy's folder
-    // when it is ours.
+    // when it is ours (through the parent's handle: never a link put in its place).
     let undo_slot = |e: Error| -> Error {
         if created {
             drop_slot(conn, primary, replica);
@@ -545,14 +865,14 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     };
     let undo = |e: Error| -> Error {
         if made {
-            let _ = std::fs::remove_dir_all(&new);
+            let _ = dd.remove(&new_n);
         }
         undo_slot(e)
     };
     if let Some(Err(e)) = stopped {
         // The old server did not stop: it is not started again, only the copy is undone.
         if made {
-            let _ = std::fs::remove_dir_all(&new);
+            let _ = dd.remove(&new_n);
         }
         if created {
             drop_slot(conn, primary, replica);
@@ -561,12 +881,11 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
     }
     copied.map_err(&undo)?;
     phase("copy");
-    write_replica_settings(pair, primary, replica, &new, &local).map_err(&undo)?;
-    // Swap the folders through their parent's handle; the old one stays until the replica
-    // streams.
-    parent.rename(&data_n, &old_n).map_err(&undo)?;
-    if let Err(e) = parent.rename(&new_n, &data_n) {
-        let _ = parent.rename(&old_n, &data_n);
+    write_replica_settings(pair, primary, replica, &dd, &new_n, &local).map_err(&undo)?;
+    // Swap the folders through their parent's handle.
+    dd.rename(&data_n, &old_n).map_err(&undo)?;
+    if let Err(e) = dd.rename(&new_n, &data_n) {
+        let _ = dd.rename(&old_n, &data_n);
         return Err(undo(e));
     }
     phase("settings");
@@ -575,25 +894,30 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         wait_streaming(conn, primary, replica)
     });
     match streaming {
-        Ok(true) => {}
+        Ok(w) if w.streaming => warnings.extend(w.warnings),
         other => {
             let why = match other {
                 Err(e) => e.to_string(),
-                _ => format!(
-                    "the new replica did not stream within {}s",
-                    STREAM_WAIT.as_secs()
-                ),
+                Ok(w) => {
+                    let mut why = format!(
+                        "the new replica did not stream within {}s",
+                        STREAM_WAIT.as_secs()
+                    );
+                    for x in w.warnings {
+                        why.push_str("; ");
+                        why.push_str(&x);
+                    }
+                    why
+                }
             };
             let _ = server::stop(replica, &data);
-            let failed_dir = sibling(&data, ".keyferry-failed");
-            let _ = std::fs::remove_dir_all(&failed_dir);
-            let _ = parent.rename(&data_n, &name(&failed_dir));
-            let _ = parent.rename(&old_n, &data_n);
+            let _ = dd.rename(&data_n, &failed_n);
+            let _ = dd.rename(&old_n, &data_n);
             return Err(undo(failed(
                 format!(
                     "{why}; the old data folder is back in place and the new copy is kept in {} \
                      for a look",
-                    failed_dir.display()
+                    dd.join(&failed_n).display()
                 ),
                 &format!(
                     "read the new server's log ({}), fix the cause, remove the kept copy, run again",
@@ -603,27 +927,32 @@ pub fn init(conn: &Connector<'_>, replica: &HaNode, keep_old: bool) -> Result<In
         }
     }
     phase("streaming");
-    let old_folder = if keep_old {
-        Some(old)
+    let old_folder = if opts.remove_old {
+        if let Err(e) = dd.remove(&old_n) {
+            warnings.push(format!(
+                "the old data folder {} was not removed: {e}",
+                dd.join(&old_n).display()
+            ));
+            Some(dd.join(&old_n))
+        } else {
+            None
+        }
     } else {
-        crate::fs::tree::remove_tree(&old, crate::parallel::threads(4))?;
-        None
+        Some(dd.join(&old_n))
     };
     phase("cleanup");
-    Ok(InitReport {
-        node: replica.name.clone(),
-        primary: primary.name.clone(),
-        data,
-        slot: replica.slot(),
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
+    Ok(report(
+        false,
         phases,
         old_folder,
-    })
+        started.elapsed().as_secs_f64(),
+        warnings,
+    ))
 }
 
 /// Refuses when the data folder's file system has no room for a copy of `bytes` (plus a
-/// tenth and 64 MiB of WAL), the old folder staying until the replica streams.
+/// tenth and 64 MiB of WAL) beside the old data folder, which stays (kept by default, and
+/// until the replica streams in any case).
 fn check_space(data: &Path, bytes: i64) -> Result<()> {
     let parent = data.parent().unwrap_or(Path::new("/"));
     let free = crate::os::free_space(parent).map_err(|e| Error::io(parent, e))?;
@@ -634,12 +963,13 @@ fn check_space(data: &Path, bytes: i64) -> Result<()> {
         return Err(refused(
             format!(
                 "{} has {} MiB free; a copy of the primary needs about {} MiB beside the old \
-                 data folder",
+                 data folder, which is kept",
                 parent.display(),
                 free >> 20,
                 need >> 20
             ),
-            "free space there, then run again",
+            "free space there (an old <data>.keyferry-old-<time> folder you no longer need, for \
+             example), then run again",
         ));
     }
     Ok(())
@@ -651,11 +981,15 @@ pub struct FailoverReport {
     pub old_primary: String,
     pub new_primary: String,
     pub planned: bool,
+    pub dry_run: bool,
     pub timeline_before: Option<u32>,
     pub timeline_after: Option<u32>,
     /// The old primary's data folder carries `standby.signal`: a start makes it a read-only
     /// standby, never a second writable primary.
     pub fenced: bool,
+    /// With `--primary-lost`: what of the old primary still answered.
+    pub signs_of_life: Vec<String>,
+    pub plan: Vec<String>,
     pub next: Vec<String>,
 }
 
@@ -680,21 +1014,46 @@ fn timeline(c: &mut pg::Client, node: &HaNode) -> Result<Option<u32>> {
     }))
 }
 
+/// How `ha failover` is to go.
+#[derive(Debug, Clone, Default)]
+pub struct FailoverOptions {
+    /// The primary is gone: promote the replica without stopping the primary cleanly.
+    pub primary_lost: bool,
+    /// Every check, then the plan; nothing changed.
+    pub dry_run: bool,
+    /// With `primary_lost`, when nothing of the old primary answers: the admin typed (or
+    /// gave with `--confirm-lost`) its name, saying the machine is off.
+    pub confirmed_off: Option<String>,
+}
+
+/// What `--primary-lost` needs from outside the library: the old primary's own keyferry
+/// (through its `access`), and the admin.
+pub trait LostPrimary {
+    /// Runs `keyferry ha fence` on `node`: `Ok(None)` when the node has no ssh access,
+    /// `Ok(Some(what))` when it fenced, `Err` when it has ssh access and the run failed.
+    fn fence(&self, node: &HaNode) -> Result<Option<String>>;
+    /// Asks the admin to type `node`'s name to confirm the machine is off; false when no
+    /// one can be asked.
+    fn confirm_off(&self, node: &HaNode) -> bool;
+}
+
 /// Planned switchover, run on the current primary (`local`): stop it cleanly, make sure
 /// the replica has every byte of its WAL, fence it, promote the replica, checkpoint.
-/// With `primary_lost`, run anywhere: the primary must not answer; the replica is promoted.
+/// With `primary_lost`, run anywhere: see [`failover_lost`].
 pub fn failover(
     conn: &Connector<'_>,
     local: &HaNode,
-    primary_lost: bool,
+    opts: &FailoverOptions,
+    fencer: &dyn LostPrimary,
 ) -> Result<FailoverReport> {
     let pair = conn.pair;
-    if primary_lost {
-        return failover_lost(conn, local);
+    if opts.primary_lost {
+        return failover_lost(conn, local, opts, fencer);
     }
     let primary = local;
     let replica = pair.peer_of(primary);
     let data = primary.data_dir()?.to_owned();
+    let dd = DataDir::open(&data)?;
     let mut pc = conn.admin(primary)?;
     let is_rec: bool = pg::query_one(&mut pc, primary, "SELECT pg_is_in_recovery()", &[])?.get(0);
     if is_rec {
@@ -725,6 +1084,37 @@ pub fn failover(
         ));
     }
     let before = timeline(&mut pc, primary)?;
+    let plan = vec![
+        format!(
+            "stop {} cleanly (its last WAL goes to {})",
+            primary.name, replica.name
+        ),
+        format!(
+            "wait up to 60 s until {} has received that WAL; if not, start {} again as the \
+             primary and stop",
+            replica.name, primary.name
+        ),
+        format!(
+            "fence {}: standby.signal in {} (a start makes a read-only standby)",
+            primary.name,
+            data.display()
+        ),
+        format!("promote {} and checkpoint", replica.name),
+    ];
+    if opts.dry_run {
+        return Ok(FailoverReport {
+            old_primary: primary.name.clone(),
+            new_primary: replica.name.clone(),
+            planned: true,
+            dry_run: true,
+            timeline_before: before,
+            timeline_after: None,
+            fenced: false,
+            signs_of_life: Vec::new(),
+            plan,
+            next: Vec::new(),
+        });
+    }
     drop(pc);
     // 1. Stop the primary cleanly: its shutdown checkpoint goes to the replica before it exits.
     server::stop(primary, &data)?;
@@ -755,34 +1145,20 @@ pub fn failover(
         ));
     }
     // 3. Fence: a start of the old primary now makes a read-only standby.
-    let dir = Dir::open(&data)?;
-    put_file(&dir, "standby.signal", b"")?;
+    put_file(&dd.data()?, "standby.signal", b"")?;
     // 4. Promote and checkpoint, so the new timeline is on disk.
-    pg::query_one(
-        &mut rc,
-        replica,
-        "SELECT pg_promote(wait => true, wait_seconds => 60)",
-        &[],
-    )
-    .and_then(|r| {
-        if r.get::<_, bool>(0) {
-            Ok(())
-        } else {
-            Err(failed(
-                format!("{} did not finish promotion within 60 s", replica.name),
-                "look at its log; SELECT pg_is_in_recovery() says when it is done",
-            ))
-        }
-    })?;
-    pg::execute(&mut rc, replica, "CHECKPOINT")?;
+    promote(&mut rc, replica)?;
     let after = timeline(&mut rc, replica)?;
     Ok(FailoverReport {
         old_primary: primary.name.clone(),
         new_primary: replica.name.clone(),
         planned: true,
+        dry_run: false,
         timeline_before: before,
         timeline_after: after,
         fenced: true,
+        signs_of_life: Vec::new(),
+        plan,
         next: vec![
             format!("{} is the primary now: point the application at it", replica.name),
             format!(
@@ -793,9 +1169,82 @@ pub fn failover(
     })
 }
 
-fn failover_lost(conn: &Connector<'_>, local: &HaNode) -> Result<FailoverReport> {
+/// `pg_promote`, waiting up to 60 s, then a checkpoint so the new timeline is on disk.
+fn promote(rc: &mut pg::Client, replica: &HaNode) -> Result<()> {
+    let rows = rc.query_within(
+        "SELECT pg_promote(wait => true, wait_seconds => 60)",
+        &[],
+        Duration::from_secs(90),
+    )?;
+    if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+        return Err(failed(
+            format!("{} did not finish promotion within 60 s", replica.name),
+            "look at its log; SELECT pg_is_in_recovery() says when it is done",
+        ));
+    }
+    rc.execute_within("CHECKPOINT", Duration::from_secs(600))
+}
+
+/// What answers of a node keyferry is told is lost: its PostgreSQL (any answer in the
+/// protocol, a refused login included, proves the server runs), anything on its PostgreSQL
+/// port, and the product's port.
+pub fn signs_of_life(conn: &Connector<'_>, node: &HaNode) -> Vec<String> {
+    let mut signs = Vec::new();
+    match conn.try_admin(node) {
+        Ok(mut c) => {
+            let role = c
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .map(|r| {
+                    if r.get::<_, bool>(0) {
+                        "a replica"
+                    } else {
+                        "a primary"
+                    }
+                })
+                .unwrap_or("a server");
+            signs.push(format!(
+                "PostgreSQL on {} answers keyferry's login and runs as {role}",
+                pg::label(node)
+            ));
+        }
+        Err(e) if e.kind.server_answered() => signs.push(format!(
+            "PostgreSQL on {} answers, though it refuses keyferry's login ({})",
+            pg::label(node),
+            e.error
+        )),
+        Err(_) => {
+            if pg::probe(node.addr, node.pg_port, conn.pair.timeout) == pg::Reach::Open {
+                signs.push(format!(
+                    "something accepts connections on {}",
+                    pg::label(node)
+                ));
+            }
+        }
+    }
+    if pg::probe(node.addr, node.web_port, conn.pair.timeout) == pg::Reach::Open {
+        signs.push(format!(
+            "the product's port {}:{} accepts connections",
+            node.addr, node.web_port
+        ));
+    }
+    signs
+}
+
+/// `--primary-lost`: promote the replica while the primary is gone. Fencing comes before
+/// promotion: a primary that still runs, or comes back, next to a promoted replica makes
+/// two primaries that both take writes, a split that loses one side's data. So: while the
+/// old primary's PostgreSQL answers in any way (a refused login proves it runs), the
+/// promotion is refused; where its keyferry can be reached over ssh, it is stopped and
+/// fenced there first; where nothing of it answers, the admin confirms by its name that the
+/// machine is off.
+fn failover_lost(
+    conn: &Connector<'_>,
+    local: &HaNode,
+    opts: &FailoverOptions,
+    fencer: &dyn LostPrimary,
+) -> Result<FailoverReport> {
     let pair = conn.pair;
-    // The replica is whichever node is in recovery; the other must not answer.
+    // The replica is whichever node is in recovery.
     let (replica, primary) = {
         let other = pair.peer_of(local);
         let mut found = None;
@@ -814,56 +1263,173 @@ fn failover_lost(conn: &Connector<'_>, local: &HaNode) -> Result<FailoverReport>
             )
         })?
     };
-    if conn.admin(primary).is_ok() {
+    let signs = signs_of_life(conn, primary);
+    let pg_answers = signs
+        .iter()
+        .any(|s| s.starts_with("PostgreSQL") || s.starts_with("something"));
+    if pg_answers {
         return Err(refused(
             format!(
-                "the primary {} still answers: promoting {} now would make two writable primaries",
-                primary.name, replica.name
+                "{} is not lost: {}; promoting {} now would make two writable primaries",
+                primary.name,
+                signs.join("; "),
+                replica.name
             ),
             &format!(
-                "for a planned failover run keyferry ha failover on {} without --primary-lost",
-                primary.name
+                "run the planned failover on {p} (keyferry ha failover, no rows lost); if its \
+                 database must go, stop its server there first (keyferry ha fence on {p})",
+                p = primary.name
             ),
         ));
     }
+    let mut plan = Vec::new();
+    let fence_over_ssh = !opts.dry_run;
+    let mut fenced = false;
     let mut rc = conn.admin(replica)?;
     let before = timeline(&mut rc, replica)?;
-    let ok: bool = pg::query_one(
-        &mut rc,
-        replica,
-        "SELECT pg_promote(wait => true, wait_seconds => 60)",
-        &[],
-    )?
-    .get(0);
-    if !ok {
-        return Err(failed(
-            format!("{} did not finish promotion within 60 s", replica.name),
-            "look at its log; SELECT pg_is_in_recovery() says when it is done",
+    if fence_over_ssh {
+        match fencer.fence(primary) {
+            Ok(Some(what)) => {
+                fenced = true;
+                plan.push(format!("fenced {} over ssh: {what}", primary.name));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(refused(
+                    format!(
+                        "{} answers over ssh, but fencing it there failed: {e}",
+                        primary.name
+                    ),
+                    &format!(
+                        "on {p}: stop PostgreSQL and create an empty standby.signal in its data \
+                         folder (keyferry ha fence does both), then run again",
+                        p = primary.name
+                    ),
+                ))
+            }
+        }
+    } else {
+        plan.push(format!(
+            "fence {} over ssh first where its access is ssh:// (keyferry ha fence there)",
+            primary.name
         ));
     }
-    pg::execute(&mut rc, replica, "CHECKPOINT")?;
+    if !fenced {
+        let up = signs.join("; ");
+        let confirmed = opts
+            .confirmed_off
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&primary.name))
+            || (!opts.dry_run && opts.confirmed_off.is_none() && fencer.confirm_off(primary));
+        if !opts.dry_run && !confirmed {
+            return Err(refused(
+                format!(
+                    "nothing shows that {} cannot come back as a primary: {}",
+                    primary.name,
+                    if up.is_empty() {
+                        "it does not answer, but a machine that is only cut off from here keeps \
+                         taking writes"
+                            .to_owned()
+                    } else {
+                        up
+                    }
+                ),
+                &format!(
+                    "make sure {p} is off (or its PostgreSQL stopped and fenced), then confirm by \
+                     its name: --confirm-lost {p}",
+                    p = primary.name
+                ),
+            ));
+        }
+        plan.push(format!(
+            "{} is confirmed off by its name (nothing of it answers)",
+            primary.name
+        ));
+    }
+    plan.push(format!("promote {} and checkpoint", replica.name));
+    if opts.dry_run {
+        return Ok(FailoverReport {
+            old_primary: primary.name.clone(),
+            new_primary: replica.name.clone(),
+            planned: false,
+            dry_run: true,
+            timeline_before: before,
+            timeline_after: None,
+            fenced: false,
+            signs_of_life: signs,
+            plan,
+            next: Vec::new(),
+        });
+    }
+    promote(&mut rc, replica)?;
     let after = timeline(&mut rc, replica)?;
+    let mut next = Vec::new();
+    if !fenced {
+        next.push(format!(
+            "before {} comes back, make sure it cannot start as a primary: on {}, run keyferry \
+             ha fence (an empty standby.signal in its data folder), or keep its service disabled",
+            primary.name, primary.name
+        ));
+    }
+    next.push(format!(
+        "then run keyferry ha rejoin on {} to make it a replica of {}",
+        primary.name, replica.name
+    ));
+    next.push(
+        "committed transactions the old primary had not yet sent are not on the new primary".into(),
+    );
     Ok(FailoverReport {
         old_primary: primary.name.clone(),
         new_primary: replica.name.clone(),
         planned: false,
+        dry_run: false,
         timeline_before: before,
         timeline_after: after,
-        fenced: false,
-        next: vec![
-            format!(
-                "before {} comes back, make sure it cannot start as a primary: on {}, create an \
-                 empty standby.signal in its data folder (or keep its service disabled)",
-                primary.name, primary.name
-            ),
-            format!(
-                "then run keyferry ha rejoin on {} to make it a replica of {}",
-                primary.name, replica.name
-            ),
-            "committed transactions the old primary had not yet sent are not on the new primary"
-                .into(),
-        ],
+        fenced,
+        signs_of_life: signs,
+        plan,
+        next,
     })
+}
+
+/// What `ha fence` did.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FenceReport {
+    pub node: String,
+    /// standby.signal was written (false: it was there already).
+    pub signal_written: bool,
+    /// The server was running and was stopped.
+    pub stopped: bool,
+}
+
+/// Fences this machine's node: `standby.signal` in its data folder first (so that any start,
+/// by keyferry, an admin or the service manager, makes a read-only standby), then its server
+/// stopped if it runs.
+pub fn fence(node: &HaNode) -> Result<FenceReport> {
+    let data = node.data_dir()?.to_owned();
+    let dd = DataDir::open(&data)?;
+    let dir = dd.data()?;
+    let signal_written = get_file(&dir, "standby.signal")?.is_none();
+    if signal_written {
+        put_file(&dir, "standby.signal", b"")?;
+    }
+    let running = server::is_running(node, &data)?;
+    if running {
+        server::stop(node, &data)?;
+    }
+    Ok(FenceReport {
+        node: node.name.clone(),
+        signal_written,
+        stopped: running,
+    })
+}
+
+/// How `ha rejoin` is to go.
+#[derive(Debug, Clone, Default)]
+pub struct RejoinOptions {
+    pub dry_run: bool,
+    /// When rejoin falls back to a fresh copy: remove the old folder once it streams.
+    pub remove_old: bool,
 }
 
 /// What `ha rejoin` did.
@@ -871,20 +1437,31 @@ fn failover_lost(conn: &Connector<'_>, local: &HaNode) -> Result<FailoverReport>
 pub struct RejoinReport {
     pub node: String,
     pub primary: String,
+    pub dry_run: bool,
     /// "rewind" or "base-backup".
     pub method: String,
     pub why_not_rewind: Option<String>,
     pub seconds: f64,
+    /// A fresh copy's kept old data folder.
+    pub old_folder: Option<PathBuf>,
+    pub plan: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// Makes this machine's node (an old primary) a replica of its peer: `pg_rewind` when it
-/// can work, else a fresh `replica init`.
-pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
+/// can work, else a fresh `replica init`. Refused when this node runs as the primary, when
+/// it is not the same database as the peer (rejoin never replaces a database of its own),
+/// and across PostgreSQL major versions.
+pub fn rejoin(
+    conn: &Connector<'_>,
+    node: &HaNode,
+    opts: &RejoinOptions,
+    say: &dyn Fn(&str),
+) -> Result<RejoinReport> {
     let started = Instant::now();
     let pair = conn.pair;
     let primary = pair.peer_of(node);
     let data = node.data_dir()?.to_owned();
-    drop(check_primary(conn, primary, node)?);
     if !pg::is_local_address(node.addr) {
         return Err(refused(
             format!(
@@ -894,35 +1471,151 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
             "run keyferry ha rejoin on the node that becomes the replica (or fix --node)",
         ));
     }
-    let running = server::is_running(node, &data)?;
-    if running {
-        let mut c = conn.admin(node)?;
-        let rec: bool = pg::query_one(&mut c, node, "SELECT pg_is_in_recovery()", &[])?.get(0);
-        if !rec {
+    let dd = DataDir::open(&data)?;
+    let local_facts = facts::local(conn, node, &dd)?;
+    if local_facts.role == "primary" {
+        let peer_is_replica = conn
+            .admin(primary)
+            .and_then(|mut c| c.query_one("SELECT pg_is_in_recovery()", &[]))
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false);
+        if peer_is_replica {
             return Err(refused(
                 format!(
-                    "{} runs as a primary too (split brain): rejoining it throws away its writes since the failover",
+                    "{} (this node) is the running primary and {} is its replica: there is \
+                     nothing to rejoin",
+                    node.name, primary.name
+                ),
+                &format!(
+                    "rejoin is for the old primary after a failover; to switch roles, run \
+                     keyferry ha failover on {}",
                     node.name
                 ),
-                "stop it first (pg_ctl stop, or its service) once you are sure its writes are not needed, then run again",
+            ));
+        }
+        return Err(refused(
+            format!(
+                "{} runs as a primary too (split brain): rejoining it throws away its writes since the failover",
+                node.name
+            ),
+            "stop it first (keyferry ha fence, or pg_ctl stop) once you are sure its writes are not needed, then run again",
+        ));
+    }
+    let mut pc = check_primary(conn, primary, node)?;
+    let source = facts::remote_with(&mut pc, primary)?;
+    drop(pc);
+    if local_facts.system_identifier.is_some()
+        && source.system_identifier.is_some()
+        && local_facts.system_identifier != source.system_identifier
+    {
+        return Err(refused(
+            format!(
+                "{} and {} are different databases, not a pair that parted: rejoin would replace \
+                 a database of its own.\n  {}\n  {}",
+                node.name,
+                primary.name,
+                local_facts.line(),
+                source.line()
+            ),
+            &format!(
+                "if {} is the one to give up, keyferry ha replica init --replace-database-of {} \
+                 (its folder is kept)",
+                node.name, node.name
+            ),
+        ));
+    }
+    let mut programs = local_facts.clone();
+    programs.major = server::bin_major(node)?;
+    for (l, what) in [(&local_facts, "a rewind"), (&programs, "a replica")] {
+        if let Some(why) = facts::same_major(l, &source, what) {
+            return Err(refused(
+                why,
+                &format!(
+                    "make {} a replica with a fresh copy from the new primary: install \
+                     PostgreSQL {} there, point the cluster file's [ha] bin and data at it, and \
+                     run keyferry ha replica init on {}",
+                    node.name,
+                    source.major.unwrap_or(0),
+                    node.name
+                ),
             ));
         }
     }
-    let local = node_local(conn, node, &data)?;
+    let local = node_local(conn, node, &dd)?;
+    let running = local_facts.running;
+    let ctl = server::control(node, &data)?;
+    let no_rewind =
+        (!ctl.rewindable()).then(|| "neither wal_log_hints nor data checksums are on".to_owned());
+    let mut plan = Vec::new();
+    if running {
+        plan.push(format!(
+            "stop {}'s server ({})",
+            node.name, local_facts.role
+        ));
+    }
+    plan.push(match &no_rewind {
+        None => format!(
+            "pg_rewind {} from {} (a fresh copy if that fails; the old folder kept)",
+            data.display(),
+            primary.name
+        ),
+        Some(why) => format!(
+            "a fresh copy from {} ({why}), the old folder kept",
+            primary.name
+        ),
+    });
+    plan.push(format!(
+        "put back {}'s own settings, write the replica's, start, wait until it streams",
+        node.name
+    ));
+    let report = |method: &str, why: Option<String>, seconds, old_folder, warnings| RejoinReport {
+        node: node.name.clone(),
+        primary: primary.name.clone(),
+        dry_run: opts.dry_run,
+        method: method.into(),
+        why_not_rewind: why,
+        seconds,
+        old_folder,
+        plan: plan.clone(),
+        warnings,
+    };
+    let method = if no_rewind.is_some() {
+        "base-backup"
+    } else {
+        "rewind"
+    };
+    if opts.dry_run {
+        return Ok(report(method, no_rewind, 0.0, None, Vec::new()));
+    }
+    say(&format!(
+        "making {} a replica of {} ({method})...",
+        node.name, primary.name
+    ));
     if running {
         server::stop(node, &data)?;
     }
-    let ctl = server::control(node, &data)?;
-    if !ctl.rewindable() {
-        let why = "neither wal_log_hints nor data checksums are on".to_owned();
-        let r = init(conn, node, false).map_err(|e| copy_failed(e, node, &why))?;
-        return Ok(RejoinReport {
-            node: node.name.clone(),
-            primary: primary.name.clone(),
-            method: "base-backup".into(),
-            why_not_rewind: Some(why),
-            seconds: r.seconds,
-        });
+    let copy = |why: String| -> Result<RejoinReport> {
+        let r = init(
+            conn,
+            node,
+            &InitOptions {
+                remove_old: opts.remove_old,
+                by_rejoin: true,
+                ..InitOptions::default()
+            },
+            &|_| {},
+        )
+        .map_err(|e| copy_failed(e, node, &why))?;
+        Ok(report(
+            "base-backup",
+            Some(why),
+            r.seconds,
+            r.old_folder,
+            r.warnings,
+        ))
+    };
+    if let Some(why) = no_rewind {
+        return copy(why);
     }
     let mut pc = conn.admin(primary)?;
     ensure_slot(&mut pc, pair, primary, node)?;
@@ -931,19 +1624,20 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
     // single-user mode, which refuses to run with standby.signal: the fence is set aside for
     // the rewind and put back if it fails (a successful rewind gets the replica's settings,
     // standby.signal among them).
-    let dir = Dir::open(&data)?;
+    let dir = dd.data()?;
     let clean = ctl.state().starts_with("shut down");
     let fence_aside = !clean && get_file(&dir, "standby.signal")?.is_some();
     if fence_aside {
         dir.unlink(OsStr::new("standby.signal"))?;
     }
     let source = format!(
-        "host={} port={} user={} dbname={} passfile={} sslmode=prefer",
+        "host={} port={} user={} dbname={} passfile={}{}",
         primary.addr,
         primary.pg_port,
         conn_value(&pair.admin_user),
         conn_value(&pair.database),
-        conn_value(&pair.passfile.to_string_lossy())
+        conn_value(&pair.passfile.to_string_lossy()),
+        tls_settings(pair)
     );
     let rewound = server::run_ok(
         node,
@@ -959,26 +1653,26 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
         if fence_aside {
             put_file(&dir, "standby.signal", b"")?;
         }
-        let why = format!("pg_rewind failed: {e}");
-        let r = init(conn, node, false).map_err(|e| copy_failed(e, node, &why))?;
-        return Ok(RejoinReport {
-            node: node.name.clone(),
-            primary: primary.name.clone(),
-            method: "base-backup".into(),
-            why_not_rewind: Some(why),
-            seconds: r.seconds,
-        });
+        drop(dir);
+        return copy(format!("pg_rewind failed: {e}"));
     }
+    drop(dir);
     // pg_rewind copied the new primary's configuration: put this node's back.
-    write_replica_settings(pair, primary, node, &data, &local)?;
+    let data_n = dd.name().to_owned();
+    write_replica_settings(pair, primary, node, &dd, &data_n, &local)?;
     server::start(node, &data)?;
-    if !wait_streaming(conn, primary, node)? {
+    let w = wait_streaming(conn, primary, node)?;
+    if !w.streaming {
         return Err(failed(
             format!(
-                "{} was rewound and started but does not stream from {} within {}s",
+                "{} was rewound and started but does not stream from {} within {}s{}",
                 node.name,
                 primary.name,
-                STREAM_WAIT.as_secs()
+                STREAM_WAIT.as_secs(),
+                w.warnings
+                    .iter()
+                    .map(|x| format!("; {x}"))
+                    .collect::<String>()
             ),
             &format!(
                 "read its log ({}); keyferry ha replica init on {} makes a fresh copy",
@@ -987,11 +1681,11 @@ pub fn rejoin(conn: &Connector<'_>, node: &HaNode) -> Result<RejoinReport> {
             ),
         ));
     }
-    Ok(RejoinReport {
-        node: node.name.clone(),
-        primary: primary.name.clone(),
-        method: "rewind".into(),
-        why_not_rewind: None,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(report(
+        "rewind",
+        None,
+        started.elapsed().as_secs_f64(),
+        None,
+        w.warnings,
+    ))
 }

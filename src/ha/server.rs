@@ -317,6 +317,23 @@ fn service_control(node: &HaNode, service: &str, start: bool) -> Result<()> {
     Ok(())
 }
 
+/// The major version of the node's PostgreSQL programs (`pg_controldata --version`), or
+/// `None` when its output is not understood.
+pub fn bin_major(node: &HaNode) -> Result<Option<u32>> {
+    let done = run_ok(
+        node,
+        "pg_controldata",
+        &[os("--version")],
+        Duration::from_secs(30),
+    )?;
+    let text = String::from_utf8_lossy(&done.stdout);
+    Ok(text
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok()))
+}
+
 /// What `pg_controldata` says about a data folder (the lines keyferry needs).
 #[derive(Debug, Clone, Default)]
 pub struct Control {

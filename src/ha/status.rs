@@ -17,6 +17,9 @@ pub enum Role {
     NotRunning,
     /// No answer at all (firewall, host down, no route).
     Unreachable,
+    /// Its PostgreSQL answers but refuses keyferry's login (a wrong password, no
+    /// pg_hba.conf entry, an unknown role): it runs, whatever it is.
+    RefusesLogin,
     /// It listens but keyferry could not log in or query it.
     Error,
 }
@@ -28,6 +31,7 @@ impl Role {
             Role::RunningReplica => "Running Replica",
             Role::NotRunning => "not running",
             Role::Unreachable => "unreachable",
+            Role::RefusesLogin => "answers, refuses login",
             Role::Error => "error",
         }
     }
@@ -92,8 +96,11 @@ pub enum Verdict {
     SplitBrain,
     /// A primary, but the other node is not a streaming replica of it.
     Degraded,
-    /// No primary answers.
+    /// Both nodes were looked at and neither runs as a primary.
     NoPrimary,
+    /// No primary was seen, but a node could not be looked at (it answers but refuses
+    /// keyferry's login, or does not answer): it may be a primary.
+    Unknown,
     /// Both run as primary but are separate databases (different system identifiers): the
     /// pair was never set up, or a replica was rebuilt elsewhere.
     NotAPair,
@@ -113,20 +120,59 @@ impl PairStatus {
     }
 }
 
-/// Asks both nodes at once.
+/// Asks both nodes at once, each within the pair's deadline: a node that has not answered
+/// by then (it accepted the connection and fell silent) is reported unreachable.
 pub fn pair_status(conn: &Connector<'_>) -> PairStatus {
     let pair = conn.pair;
-    let nodes: Vec<NodeStatus> = std::thread::scope(|s| {
-        let hs: Vec<_> = pair
-            .nodes
-            .iter()
-            .map(|n| s.spawn(move || node_status(conn, n)))
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().expect("status thread"))
-            .collect()
-    });
+    // Connecting has the connect timeout; the queries after it get as long again.
+    let limit = pair.timeout * 2 + std::time::Duration::from_secs(1);
+    let nodes: Vec<NodeStatus> = pair
+        .nodes
+        .iter()
+        .map(|n| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (pair, passfile, node) = (pair.clone(), conn.passfile.duplicate(), n.clone());
+            // Not scoped: a thread stuck on a silent server is left behind, not waited for.
+            std::thread::spawn(move || {
+                let conn = Connector {
+                    pair: &pair,
+                    passfile: &passfile,
+                };
+                let _ = tx.send(node_status(&conn, &node));
+            });
+            (rx, n)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(rx, n)| {
+            rx.recv_timeout(limit).unwrap_or_else(|_| NodeStatus {
+                role: Role::Unreachable,
+                detail: Some(format!(
+                    "no answer within {} s: it accepted the connection and fell silent",
+                    limit.as_secs()
+                )),
+                ..empty(n)
+            })
+        })
+        .collect();
     judge(pair, nodes)
+}
+
+fn empty(node: &HaNode) -> NodeStatus {
+    NodeStatus {
+        node: node.name.clone(),
+        address: node.addr.to_string(),
+        port: node.pg_port,
+        role: Role::Error,
+        detail: None,
+        version: None,
+        system_identifier: None,
+        timeline: None,
+        lsn: None,
+        replicas: Vec::new(),
+        receiver: None,
+        slots: Vec::new(),
+    }
 }
 
 fn judge(pair: &Pair, nodes: Vec<NodeStatus>) -> PairStatus {
@@ -154,8 +200,24 @@ fn judge(pair: &Pair, nodes: Vec<NodeStatus>) -> PairStatus {
             Verdict::SplitBrain
         }
         0 => {
-            problems.push("no node is running as primary".into());
-            Verdict::NoPrimary
+            let unseen: Vec<&NodeStatus> = nodes
+                .iter()
+                .filter(|n| !matches!(n.role, Role::RunningReplica | Role::NotRunning))
+                .collect();
+            if unseen.is_empty() {
+                problems.push("no node is running as primary".into());
+                Verdict::NoPrimary
+            } else {
+                for n in unseen {
+                    problems.push(format!(
+                        "{} could not be looked at ({}: {}); it may be running as the primary",
+                        n.node,
+                        n.role.label(),
+                        n.detail.as_deref().unwrap_or("no detail")
+                    ));
+                }
+                Verdict::Unknown
+            }
         }
         _ => {
             let p = primaries[0];
@@ -206,23 +268,16 @@ fn judge(pair: &Pair, nodes: Vec<NodeStatus>) -> PairStatus {
 
 /// One node's status; never fails (an unreachable node is a status).
 pub fn node_status(conn: &Connector<'_>, node: &HaNode) -> NodeStatus {
-    let mut st = NodeStatus {
-        node: node.name.clone(),
-        address: node.addr.to_string(),
-        port: node.pg_port,
-        role: Role::Error,
-        detail: None,
-        version: None,
-        system_identifier: None,
-        timeline: None,
-        lsn: None,
-        replicas: Vec::new(),
-        receiver: None,
-        slots: Vec::new(),
-    };
-    let mut client = match conn.admin(node) {
+    let mut st = empty(node);
+    let mut client = match conn.try_admin(node) {
         Ok(c) => c,
+        Err(e) if e.kind.server_answered() => {
+            st.role = Role::RefusesLogin;
+            st.detail = Some(e.error.to_string());
+            return st;
+        }
         Err(e) => {
+            let e = e.error;
             let reach = pg::probe(node.addr, node.pg_port, conn.pair.timeout);
             st.role = match reach {
                 Reach::Refused => Role::NotRunning,

@@ -132,6 +132,16 @@ impl Ui {
         std::io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
     }
 
+    /// Asks for a line on the terminal (trimmed of its line end); `None` when none comes.
+    pub fn ask_line(&self, question: &str) -> Option<String> {
+        use std::io::Write;
+        eprint!("{} ", escape(question));
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).ok()?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
     pub fn warn(&self, msg: &str) {
         eprintln!("{} {}", self.paint("1;33", "warning:"), escape(msg));
     }

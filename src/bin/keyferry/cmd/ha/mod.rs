@@ -30,6 +30,8 @@ pub enum HaCommand {
     Failover(steps::FailoverArgs),
     /// Make the old primary a replica of the new one (pg_rewind, else a fresh copy)
     Rejoin(steps::RejoinArgs),
+    /// Make sure this node's server cannot come back as a primary (standby.signal, then stop)
+    Fence(steps::FenceArgs),
 }
 
 pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
@@ -40,6 +42,7 @@ pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
         HaCommand::Replica(c) => steps::replica(c, ui),
         HaCommand::Failover(a) => steps::failover(a, ui),
         HaCommand::Rejoin(a) => steps::rejoin(a, ui),
+        HaCommand::Fence(a) => steps::fence(a, ui),
     }
 }
 
