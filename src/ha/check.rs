@@ -25,7 +25,7 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Code {
-    AddressNotLocal,
+    LocalAddress,
     PortOpen,
     PortRefused,
     PortDropped,
@@ -36,8 +36,9 @@ pub enum Code {
     WalLevel,
     WalSenders,
     HotStandby,
-    RewindUnsupported,
+    Rewind,
     WalKeepSize,
+    Sslmode,
     ArchiveNotEmpty,
     VersionMismatch,
     PeerNotChecked,
@@ -46,7 +47,7 @@ pub enum Code {
 
 impl Code {
     pub const ALL: &'static [Code] = &[
-        Code::AddressNotLocal,
+        Code::LocalAddress,
         Code::PortOpen,
         Code::PortRefused,
         Code::PortDropped,
@@ -57,8 +58,9 @@ impl Code {
         Code::WalLevel,
         Code::WalSenders,
         Code::HotStandby,
-        Code::RewindUnsupported,
+        Code::Rewind,
         Code::WalKeepSize,
+        Code::Sslmode,
         Code::ArchiveNotEmpty,
         Code::VersionMismatch,
         Code::PeerNotChecked,
@@ -138,6 +140,29 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
         v: std::mem::take(&mut r.findings),
     };
     let pair = conn.pair;
+    let verify = pair.sslmode == super::config::SslMode::VerifyFull;
+    push(
+        &mut f,
+        if verify {
+            Severity::Ok
+        } else {
+            Severity::Warning
+        },
+        Code::Sslmode,
+        &local.name,
+        if verify {
+            "sslmode = verify-full: keyferry and the replica know they talk to the pair's server"
+                .into()
+        } else {
+            format!(
+                "sslmode = {}: the servers' certificates are not checked, so a machine that takes                  a peer's address sees the connections (not the passwords); use verify-full with                  sslrootcert (docs/ha.md)",
+                serde_json::to_value(pair.sslmode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )
+        },
+    );
     let mut versions = Vec::new();
     for node in &pair.nodes {
         match server_facts(conn, node) {
@@ -181,7 +206,7 @@ pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
         push(
             &mut f,
             Severity::Ok,
-            Code::AddressNotLocal,
+            Code::LocalAddress,
             &local.name,
             format!("{} is an address of this machine", local.addr),
         );
@@ -189,7 +214,7 @@ pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
         push(
             &mut f,
             Severity::Error,
-            Code::AddressNotLocal,
+            Code::LocalAddress,
             &local.name,
             format!(
                 "{} is not an address of this machine: either this is not {} (see --node) or the \
@@ -360,7 +385,7 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
         } else {
             Severity::Warning
         },
-        Code::RewindUnsupported,
+        Code::Rewind,
         &node.name,
         if facts.rewindable {
             "wal_log_hints or data checksums on: a rejoin can rewind".into()

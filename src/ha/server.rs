@@ -2,8 +2,8 @@
 //! manager where the node names a service), `pg_controldata`, `pg_basebackup`, `pg_rewind`.
 //! On Unix, run as root, they run as the account that owns the data folder (PostgreSQL
 //! refuses to run as anyone else, and refuses root), through `setpriv` with that account's
-//! user and group and no supplementary groups (no PAM session, unlike `runuser`, and no name
-//! lookup). Their arguments never hold a password: connection strings name the password
+//! user and group, no supplementary groups and that account's own environment (no PAM
+//! session, unlike `runuser`). Their arguments never hold a password: connection strings name the password
 //! file (`passfile=`).
 
 use super::config::HaNode;
@@ -25,9 +25,13 @@ pub fn command(node: &HaNode, program: &str, args: &[OsString]) -> Command {
     if rustix::process::geteuid().is_root() {
         if let Some((uid, gid)) = node.data.as_deref().and_then(data_owner) {
             let mut c = Command::new("setpriv");
+            // --reset-env: the account's own HOME, USER and a plain PATH, not root's
+            // environment (libpq would otherwise look for ~/.postgresql certificates and
+            // keys in /root, and take PGSSLMODE and the like from root's session).
             c.arg(format!("--reuid={uid}"))
                 .arg(format!("--regid={gid}"))
                 .arg("--clear-groups")
+                .arg("--reset-env")
                 .arg("--")
                 .arg(exe)
                 .args(args);
@@ -64,11 +68,12 @@ pub fn run_ok(
 }
 
 /// The owner of the data folder (or, before it exists, of the folder it goes in), when that
-/// is not root.
+/// is not root. The name itself is looked at, never followed: a link the service account
+/// put there names the service account.
 #[cfg(unix)]
 fn data_owner(data: &Path) -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(data)
+    let meta = std::fs::symlink_metadata(data)
         .ok()
         .or_else(|| std::fs::metadata(data.parent()?).ok())?;
     (meta.uid() != 0).then(|| (meta.uid(), meta.gid()))

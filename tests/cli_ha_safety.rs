@@ -1,0 +1,699 @@
+//! `keyferry ha` made to do the wrong thing on purpose, against two real PostgreSQL servers in
+//! network namespaces (tests/pgbed): replica init on the primary and on a secondary with data
+//! of its own, `--primary-lost` while the primary answers behind a reset pg_hba.conf, per-node
+//! admin passwords, a fake server at the peer's address asking for the password in clear text
+//! (or MD5, or saying nothing), a major-version change, and the service account swapping
+//! keyferry's folders for links at the worst moment. Each ends with both databases' rows
+//! counted against what was written. Linux only: the bed needs network namespaces and root.
+#![cfg(target_os = "linux")]
+
+mod common;
+mod pgbed;
+
+use pgbed::Bed;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn rows(bed: &Bed, i: usize, table: &str) -> Vec<String> {
+    bed.psql(
+        i,
+        &format!("SELECT string_agg(v, ',' ORDER BY v) FROM {table}"),
+    )
+    .split(',')
+    .map(str::to_owned)
+    .collect()
+}
+
+fn wait_rows(bed: &Bed, i: usize, want: &[&str]) {
+    let ok = (0..100).any(|_| {
+        if rows(bed, i, "t") == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(ok, "node {i} has {:?}, not {want:?}", rows(bed, i, "t"));
+}
+
+fn sysid(bed: &Bed, i: usize) -> String {
+    bed.psql(i, "SELECT system_identifier FROM pg_control_system()")
+}
+
+/// `pg_controldata` of a (stopped) data folder: its system identifier.
+fn folder_sysid(data: &Path) -> String {
+    let out = std::process::Command::new(Path::new(pgbed::BIN).join("pg_controldata"))
+        .arg("-D")
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Database system identifier:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The names beside node `i`'s data folder that start with `data.keyferry-old-`.
+fn kept(bed: &Bed, i: usize) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(bed.node_dir(i))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("data.keyferry-old-")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replica_init_never_replaces_the_wrong_database() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(
+        0,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('p1'), ('p2')",
+    );
+    let (id0, id1) = (sysid(&bed, 0), sysid(&bed, 1));
+    assert_ne!(id0, id1, "two separate installs");
+
+    // 1. On the cluster file's primary, both servers standalone as the installer leaves them:
+    // refused with both servers' facts, nothing touched, no "making ... a replica" first.
+    let snap = [bed.config_snapshot(0), bed.config_snapshot(1)];
+    let r = bed.keyferry(0, &["ha", "replica", "init"]);
+    r.assert_code(2);
+    let err = r.stderr();
+    for want in [
+        "the cluster file names nps1 the primary",
+        &id0,
+        &id1,
+        "last write",
+        "--replace-database-of nps1",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    assert!(!err.contains("making"), "{err}");
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert!(bed.running(0) && bed.running(1));
+    assert_eq!(rows(&bed, 0, "t"), ["p1", "p2"]);
+    assert_eq!(sysid(&bed, 0), id0);
+
+    // 2. A dry run on the secondary: every check and the plan, nothing changed.
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
+    r.assert_code(0);
+    let out = r.stdout();
+    for want in [
+        "would:",
+        "stop nps2's server",
+        "keep the old data folder as",
+        "create replication slot keyferry_nps2",
+        "nothing was changed",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert_eq!(sysid(&bed, 1), id1);
+    assert_eq!(
+        bed.psql(0, "SELECT count(*) FROM pg_replication_slots"),
+        "0",
+        "a dry run makes no slot"
+    );
+
+    // 3. The secondary holds data of its own: refused; naming the wrong node is refused too.
+    bed.psql(
+        1,
+        "CREATE TABLE mine (v text); INSERT INTO mine VALUES ('n2')",
+    );
+    let snap1 = bed.config_snapshot(1);
+    let r = bed.keyferry(1, &["ha", "replica", "init"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("a database of its own") && r.stderr().contains("user data"),
+        "{}",
+        r.stderr()
+    );
+    let r = bed.keyferry(
+        1,
+        &["ha", "replica", "init", "--replace-database-of", "nps1"],
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("names nps1, but this is node nps2"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(snap1, bed.config_snapshot(1));
+    assert_eq!(rows(&bed, 1, "mine"), ["n2"]);
+
+    // 4. Named: replaced, and its old folder kept (the way back), whole.
+    let r = bed.keyferry(
+        1,
+        &[
+            "ha",
+            "replica",
+            "init",
+            "--replace-database-of",
+            "nps2",
+            "--json",
+        ],
+    );
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["replaced"]["user_data"], true, "{j}");
+    assert_eq!(j["replaced"]["system_identifier"], id1.as_str(), "{j}");
+    let old = PathBuf::from(j["old_folder"].as_str().unwrap());
+    assert_eq!(kept(&bed, 1), std::slice::from_ref(&old));
+    assert_eq!(
+        folder_sysid(&old),
+        id1,
+        "the kept folder is nps2's own database"
+    );
+    assert_eq!(sysid(&bed, 1), id0);
+    bed.psql(0, "INSERT INTO t VALUES ('p3')");
+    wait_rows(&bed, 1, &["p1", "p2", "p3"]);
+    assert_eq!(rows(&bed, 0, "t"), ["p1", "p2", "p3"]);
+
+    // 5. Made again while it streams (a replica of the peer): no consent needed; a second
+    // kept folder beside the first; --remove-old leaves none.
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--remove-old"]);
+    r.assert_code(0);
+    assert_eq!(kept(&bed, 1), [old]);
+    wait_rows(&bed, 1, &["p1", "p2", "p3"]);
+}
+
+#[test]
+fn primary_lost_is_refused_while_the_primary_answers_behind_a_reset_pg_hba() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    bed.psql(0, "INSERT INTO t VALUES ('b')");
+    wait_rows(&bed, 1, &["a", "b"]);
+
+    // An installer resets nps1's pg_hba.conf: it runs and answers, but refuses every
+    // network login.
+    bed.write_hba(0, "local all all trust\n");
+    bed.psql(0, "SELECT pg_reload_conf()");
+    let r = bed.keyferry(1, &["ha", "status", "--json"]);
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["nodes"][0]["role"], "refuses-login", "{j}");
+    assert_eq!(j["verdict"], "unknown", "{j}");
+    let r = bed.keyferry(1, &["ha", "status"]);
+    r.assert_code(1);
+    assert!(
+        !r.stdout().contains("no node is running as primary"),
+        "{}",
+        r.stdout()
+    );
+    assert!(
+        r.stdout().contains("may be running as the primary"),
+        "{}",
+        r.stdout()
+    );
+
+    let snap = [bed.config_snapshot(0), bed.config_snapshot(1)];
+    for extra in [&[][..], &["--confirm-lost", "nps1"], &["--dry-run"]] {
+        let mut args = vec!["ha", "failover", "--primary-lost"];
+        args.extend(extra);
+        let r = bed.keyferry(1, &args);
+        r.assert_code(2);
+        assert!(
+            r.stderr().contains("nps1 is not lost")
+                && r.stderr().contains("refuses keyferry's login"),
+            "{}",
+            r.stderr()
+        );
+    }
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert_eq!(bed.psql(0, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "t");
+    bed.psql(0, "INSERT INTO t VALUES ('c')");
+    wait_rows(&bed, 1, &["a", "b", "c"]);
+    assert_eq!(rows(&bed, 0, "t"), ["a", "b", "c"]);
+
+    // Now really gone: a dry run says what it would do; without the admin's word on a
+    // machine that cannot be fenced from here it is refused; with it, promoted.
+    bed.crash(0);
+    let r = bed.keyferry(1, &["ha", "failover", "--primary-lost", "--dry-run"]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("promote nps2"), "{}", r.stdout());
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "t");
+    let r = bed.keyferry(1, &["ha", "failover", "--primary-lost"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("--confirm-lost nps1"), "{}", r.stderr());
+    let r = bed.keyferry(
+        1,
+        &["ha", "failover", "--primary-lost", "--confirm-lost", "nps1"],
+    );
+    r.assert_code(0);
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(rows(&bed, 1, "t"), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_lost_primary_reachable_over_ssh_is_fenced_there_before_the_promotion() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_rows(&bed, 1, &["a"]);
+    let sshd = bed.sshd(0);
+    let text = std::fs::read_to_string(&bed.cluster).unwrap();
+    let with_access = text.replacen(
+        "role = \"primary\"",
+        &format!(
+            "role = \"primary\"\naccess = \"ssh://root@{}:2222\"\nremote_keyferry = \"{}\"",
+            pgbed::ADDR[0],
+            common::bin()
+        ),
+        1,
+    );
+    std::fs::write(&bed.cluster, with_access).unwrap();
+    // nps1's PostgreSQL crashed; the machine and its sshd run. Anyone (a service manager,
+    // an admin) could start it again as a primary: keyferry fences it there first.
+    bed.crash(0);
+    let r = bed.keyferry(
+        1,
+        &[
+            "ha",
+            "failover",
+            "--primary-lost",
+            "--ssh-config",
+            sshd.config.to_str().unwrap(),
+        ],
+    );
+    r.assert_code(0);
+    assert!(
+        r.stdout().contains("is stopped and fenced"),
+        "{}",
+        r.stdout()
+    );
+    assert!(!bed.running(0), "nps1's server was stopped over ssh");
+    assert!(bed.data(0).join("standby.signal").exists(), "and fenced");
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(rows(&bed, 1, "t"), ["a"]);
+    let fenced = r.stdout();
+    assert!(
+        fenced.contains("next: then run keyferry ha rejoin on nps1"),
+        "{fenced}"
+    );
+}
+
+#[test]
+fn a_copy_that_invalidates_a_per_node_password_is_said_and_not_retried() {
+    need_bed!();
+    let bed = Bed::new();
+    // A fresh secondary with its own admin password, and a line for it in the password file
+    // above the pair's.
+    let own = "Own-nps2-password-4711";
+    bed.psql_stdin(1, &format!("ALTER ROLE postgres PASSWORD '{own}';\n"));
+    bed.write_as_postgres(
+        &bed.passfile,
+        &format!(
+            "{}:5432:*:postgres:{own}\n*:5432:*:postgres:{}\n*:5432:*:repuser:{}\n",
+            pgbed::ADDR[1],
+            bed.admin_pw,
+            bed.rep_pw
+        ),
+        0o600,
+    );
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('x')");
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
+    r.assert_code(0);
+    assert!(
+        r.stderr().contains("line 1 of") && r.stderr().contains("an admin password of its own"),
+        "{}",
+        r.stderr()
+    );
+    let started = Instant::now();
+    let r = bed.keyferry(1, &["ha", "replica", "init"]);
+    r.assert_code(0);
+    assert!(
+        r.stdout().contains("nps2 streams from nps1"),
+        "{}",
+        r.stdout()
+    );
+    assert!(
+        r.stderr().contains("refuses keyferry's login") && r.stderr().contains("line 1 of"),
+        "{}",
+        r.stderr()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let log = std::fs::read_to_string(bed.node_dir(1).join("data.keyferry.log")).unwrap();
+    let failures = log.matches("password authentication failed").count();
+    assert!(
+        (1..=2).contains(&failures),
+        "{failures} failed logins on the new replica"
+    );
+    wait_rows(&bed, 1, &["x"]);
+    assert!(!r.stderr().contains(own) && !r.stdout().contains(own));
+}
+
+/// What the fake server at the peer's address does after the startup message.
+#[derive(Clone, Copy, Debug)]
+enum Fake {
+    Cleartext,
+    Md5,
+    Silent,
+}
+
+/// A fake PostgreSQL server on `addr`:5432 inside namespace `ns` (a thread that entered it):
+/// answers an SSLRequest with N, then plays `mode`; returns every byte clients sent after
+/// the authentication request, once `stop` is set.
+fn fake_server(
+    ns: &str,
+    addr: &'static str,
+    mode: Fake,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        // Only this thread moves into the namespace.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+        let l = std::net::TcpListener::bind((addr, 5432)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut head = [0u8; 8];
+            if s.read_exact(&mut head).is_err() {
+                continue;
+            }
+            let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+            let code = u32::from_be_bytes(head[4..].try_into().unwrap());
+            if code == 80877103 {
+                s.write_all(b"N").unwrap();
+                if s.read_exact(&mut head).is_err() {
+                    continue;
+                }
+                let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+                let mut rest = vec![0u8; len.saturating_sub(8)];
+                let _ = s.read_exact(&mut rest);
+            } else {
+                let mut rest = vec![0u8; len.saturating_sub(8)];
+                let _ = s.read_exact(&mut rest);
+            }
+            match mode {
+                Fake::Cleartext => s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).unwrap(),
+                Fake::Md5 => s
+                    .write_all(&[b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4])
+                    .unwrap(),
+                Fake::Silent => {}
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    h
+}
+
+#[test]
+fn a_fake_server_at_the_peers_address_learns_no_password() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_rows(&bed, 1, &["a"]);
+    bed.stop(0);
+    let secrets = [bed.admin_pw.clone(), bed.rep_pw.clone()];
+    for (mode, sslmode) in [
+        (Fake::Cleartext, "disable"),
+        (Fake::Cleartext, "prefer"),
+        (Fake::Cleartext, "require"),
+        (Fake::Md5, "prefer"),
+        (Fake::Silent, "prefer"),
+    ] {
+        bed.write_cluster(&format!("sslmode = \"{sslmode}\""));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = fake_server(&bed.ns[0], pgbed::ADDR[0], mode, stop.clone());
+        let started = Instant::now();
+        let r = bed.keyferry(1, &["ha", "status", "--json"]);
+        let took = started.elapsed();
+        let failover = bed.keyferry(
+            1,
+            &["ha", "failover", "--primary-lost", "--confirm-lost", "nps1"],
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let got = h.join().unwrap();
+        let case = format!("{mode:?} under {sslmode}");
+        for s in &secrets {
+            assert!(
+                !got.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{case}: the fake server got a password"
+            );
+        }
+        assert!(
+            !got.contains(&b'p'),
+            "{case}: a password message was sent: {got:?}"
+        );
+        r.assert_code(1);
+        let node = &r.json()["nodes"][0];
+        let detail = node["detail"].as_str().unwrap_or_default().to_owned();
+        match (mode, sslmode) {
+            (Fake::Cleartext, "require") => {
+                assert!(detail.contains("TLS"), "{case}: {detail}")
+            }
+            (Fake::Cleartext, _) => {
+                assert_eq!(node["role"], "refuses-login", "{case}");
+                assert!(detail.contains("clear text"), "{case}: {detail}");
+            }
+            (Fake::Md5, _) => assert!(detail.contains("MD5"), "{case}: {detail}"),
+            (Fake::Silent, _) => {
+                // It accepted the connection: listening, not answering.
+                assert_eq!(node["role"], "error", "{case}");
+                assert!(detail.contains("no answer within 2 s"), "{case}: {detail}");
+            }
+        }
+        assert_eq!(
+            r.json()["verdict"],
+            "unknown",
+            "{case}: never 'no primary' unseen"
+        );
+        assert!(
+            took < Duration::from_secs(20),
+            "{case}: status took {took:?}"
+        );
+        // Anything answering at the old primary's address is no lost primary. (Under require
+        // the bed's real servers, which have no TLS, refuse keyferry too.)
+        failover.assert_code(2);
+        assert_eq!(
+            bed.psql(1, "SELECT pg_is_in_recovery()"),
+            "t",
+            "{case}: not promoted"
+        );
+        if sslmode != "require" {
+            assert!(
+                failover.stderr().contains("nps1 is not lost"),
+                "{case}: {}",
+                failover.stderr()
+            );
+        }
+        for out in [r.stdout(), r.stderr(), failover.stderr()] {
+            for s in &secrets {
+                assert!(
+                    !out.contains(s.as_str()),
+                    "{case}: a password in the output"
+                );
+            }
+        }
+    }
+}
+
+/// Node 1's PostgreSQL programs as another major version would show them: a bin folder of
+/// links to the real ones, but `pg_controldata --version` says 16.
+#[test]
+fn a_major_version_change_is_refused_with_the_way_forward() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    let bin = bed.dir.join("bin16");
+    std::fs::create_dir(&bin).unwrap();
+    for e in std::fs::read_dir(pgbed::BIN).unwrap().flatten() {
+        std::os::unix::fs::symlink(e.path(), bin.join(e.file_name())).unwrap();
+    }
+    std::fs::remove_file(bin.join("pg_controldata")).unwrap();
+    std::fs::write(
+        bin.join("pg_controldata"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'pg_controldata (PostgreSQL) 16.4'; exit 0; }}\nexec {}/pg_controldata \"$@\"\n",
+            pgbed::BIN
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("pg_controldata"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&bed.cluster).unwrap();
+    let data1 = format!("ha = {{ data = \"{}\" }}", bed.data(1).display());
+    assert!(text.contains(&data1));
+    std::fs::write(
+        &bed.cluster,
+        text.replace(
+            &data1,
+            &format!(
+                "ha = {{ data = \"{}\", bin = \"{}\" }}",
+                bed.data(1).display(),
+                bin.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let snap = bed.config_snapshot(1);
+    let r = bed.keyferry(1, &["ha", "replica", "init"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("PostgreSQL 16") && r.stderr().contains("PostgreSQL 15"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("install PostgreSQL 15"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(snap, bed.config_snapshot(1));
+    assert!(bed.running(1));
+}
+
+/// The service account owns the data folder's parent; at the worst moment it swaps
+/// keyferry's folder for a link to a root-owned folder (a stand-in for /etc). The hook runs
+/// the swap at exactly that point (KEYFERRY_FAILPOINT_RUN, test builds only).
+#[cfg(feature = "failpoints")]
+#[test]
+fn the_service_account_cannot_point_roots_writes_or_removals_elsewhere() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('r')");
+    let victim = bed.dir.join("etc-standin");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("passwd"), b"root:x:0:0\n").unwrap();
+    let victim_names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&victim)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let node = bed.node_dir(1);
+    let swap = |name: &str, glob: &str| -> PathBuf {
+        let script = bed.dir.join(name);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor d in {n}/{glob}; do mv \"$d\" {n}/{name}-moved; ln -s {v} \"$d\"; done\n",
+                n = node.display(),
+                v = victim.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &script,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        script
+    };
+    let id1 = sysid(&bed, 1);
+
+    // 1. The fresh copy swapped for a link just before the replica's settings are written.
+    let script = swap("settings", "data.keyferry-new");
+    let out = bed
+        .keyferry_cmd(1, &["ha", "replica", "init"])
+        .env(
+            "KEYFERRY_FAILPOINT_RUN",
+            format!("replica-settings={}", script.display()),
+        )
+        .output()
+        .unwrap();
+    let r = common::Run {
+        args: vec!["ha replica init (settings race)".into()],
+        out,
+    };
+    r.assert_code(2);
+    assert!(r.stderr().contains("changed"), "{}", r.stderr());
+    assert_eq!(
+        victim_names(),
+        ["passwd"],
+        "nothing written into the victim"
+    );
+    assert_eq!(
+        std::fs::read(victim.join("passwd")).unwrap(),
+        b"root:x:0:0\n"
+    );
+    assert!(bed.running(1), "the old server is started again");
+    assert_eq!(sysid(&bed, 1), id1, "nps2's own database is back");
+    // Clear the attacker's leftovers so the next run can start.
+    std::fs::remove_file(node.join("data.keyferry-new")).unwrap();
+    std::fs::remove_dir_all(node.join("settings-moved")).unwrap();
+
+    // 2. The old folder swapped for a link just before --remove-old removes it.
+    let script = swap("remove", "data.keyferry-old-*");
+    let out = bed
+        .keyferry_cmd(1, &["ha", "replica", "init", "--remove-old"])
+        .env(
+            "KEYFERRY_FAILPOINT_RUN",
+            format!("remove-tree-open={}", script.display()),
+        )
+        .output()
+        .unwrap();
+    let r = common::Run {
+        args: vec!["ha replica init --remove-old (removal race)".into()],
+        out,
+    };
+    r.assert_code(0);
+    assert!(r.stderr().contains("was not removed"), "{}", r.stderr());
+    assert_eq!(victim_names(), ["passwd"]);
+    assert_eq!(
+        std::fs::read(victim.join("passwd")).unwrap(),
+        b"root:x:0:0\n"
+    );
+    wait_rows(&bed, 1, &["r"]);
+    assert_eq!(rows(&bed, 0, "t"), ["r"]);
+}
