@@ -122,6 +122,18 @@ fn from_nothing_to_a_pair_then_failover_rejoin_and_back() {
         rows(&bed, 1) == want
     });
     assert!(seen, "every row on the replica too: {:?}", rows(&bed, 1));
+    // After two failovers and two rejoins no slot is left holding WAL for nobody: the only
+    // slot is nps2's, on nps1, in use.
+    for i in 0..2 {
+        assert_eq!(
+            bed.psql(
+                i,
+                "SELECT string_agg(slot_name || ':' || active, ',') FROM pg_replication_slots"
+            ),
+            ["keyferry_nps2:true", ""][i],
+            "slots on node {i}"
+        );
+    }
 }
 
 /// Every process's argv and environment, read while `f` runs, and every file under the bed

@@ -356,7 +356,9 @@ fn a_copy_that_invalidates_a_per_node_password_is_said_and_not_retried() {
         r.stderr()
     );
     assert!(started.elapsed() < Duration::from_secs(60));
-    let log = std::fs::read_to_string(bed.node_dir(1).join("data.keyferry.log")).unwrap();
+    // The new server logs where the old one did (the bed's server.log), not elsewhere.
+    assert!(!bed.node_dir(1).join("data.keyferry.log").exists());
+    let log = std::fs::read_to_string(bed.log(1)).unwrap();
     let failures = log.matches("password authentication failed").count();
     assert!(
         (1..=2).contains(&failures),
@@ -696,4 +698,140 @@ fn the_service_account_cannot_point_roots_writes_or_removals_elsewhere() {
     );
     wait_rows(&bed, 1, &["r"]);
     assert_eq!(rows(&bed, 0, "t"), ["r"]);
+}
+
+/// A CA and a certificate for each node's address (the node's own, with its IP in the
+/// subject alternative name), made with the openssl program that PostgreSQL's package
+/// brings. Returns the CA's path.
+fn tls_bed(bed: &Bed) -> PathBuf {
+    let dir = bed.dir.join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=kf-test-ca",
+        "-days",
+        "2",
+    ]);
+    openssl(&ca);
+    for i in 0..2 {
+        let ext = format!("subjectAltName=IP:{}\n", pgbed::ADDR[i]);
+        std::fs::write(dir.join(format!("n{i}.ext")), ext).unwrap();
+        let (key, csr, crt) = (
+            format!("n{i}.key"),
+            format!("n{i}.csr"),
+            format!("n{i}.crt"),
+        );
+        let subj = format!("/CN={}", pgbed::ADDR[i]);
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(&req);
+        let extfile = format!("n{i}.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
+        let crt_text = std::fs::read_to_string(dir.join(&crt)).unwrap();
+        let key_text = std::fs::read_to_string(dir.join(&key)).unwrap();
+        bed.write_as_postgres(&bed.data(i).join("server.crt"), &crt_text, 0o600);
+        bed.write_as_postgres(&bed.data(i).join("server.key"), &key_text, 0o600);
+        bed.psql(i, "ALTER SYSTEM SET ssl = on");
+        bed.psql(i, "SELECT pg_reload_conf()");
+    }
+    let ca = dir.join("ca.crt");
+    std::fs::set_permissions(
+        &ca,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    ca
+}
+
+#[test]
+fn verify_full_with_certificates_in_the_data_folder_keeps_each_nodes_own() {
+    need_bed!();
+    let bed = Bed::new();
+    let ca = tls_bed(&bed);
+    bed.write_cluster(&format!(
+        "sslmode = \"verify-full\"\nsslrootcert = \"{}\"",
+        ca.display()
+    ));
+    let own = |i: usize| std::fs::read(bed.data(i).join("server.crt")).unwrap();
+    let (crt0, crt1) = (own(0), own(1));
+    assert_ne!(crt0, crt1);
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    let r = bed.keyferry(1, &["ha", "check", "--json"]);
+    let sslmode = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "sslmode")
+        .map(|f| f["severity"].clone());
+    assert_eq!(sslmode, Some(serde_json::json!("ok")));
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('tls')");
+    let r = bed.keyferry(1, &["ha", "replica", "init"]);
+    r.assert_code(0);
+    assert_eq!(own(1), crt1, "nps2 keeps its own certificate");
+    wait_rows(&bed, 1, &["tls"]);
+    // The replica streams over TLS, the certificate checked (verify-full in its conninfo).
+    let ssl = bed.psql(
+        0,
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_replication r USING (pid)",
+    );
+    assert_eq!(ssl, "t");
+    let auto = std::fs::read_to_string(bed.data(1).join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("sslmode=verify-full") && auto.contains("channel_binding=require"),
+        "{auto}"
+    );
+    bed.keyferry(0, &["ha", "status"]).assert_code(0);
+    // Failover and rejoin by rewind, which copies nps2's files to nps1: nps1's own are back.
+    bed.keyferry(0, &["ha", "failover"]).assert_code(0);
+    let r = bed.keyferry(0, &["ha", "rejoin", "--json"]);
+    r.assert_code(0);
+    assert_eq!(r.json()["method"], "rewind");
+    assert_eq!(own(0), crt0, "nps1 keeps its own certificate");
+    bed.psql(1, "INSERT INTO t VALUES ('after')");
+    wait_rows(&bed, 0, &["after", "tls"]);
+    bed.keyferry(1, &["ha", "status"]).assert_code(0);
 }

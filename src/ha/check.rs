@@ -431,8 +431,10 @@ fn archive_check(f: &mut Seen<'_>, node: &str, archive: &Path) {
             n => (
                 Severity::Warning,
                 format!(
-                    "{} holds {n} entries; the vendor's procedure empties it before configuring HA",
-                    archive.display()
+                    "{} holds {n} {}; the vendor's procedure empties it before configuring HA \
+                     (keyferry ha replica init --empty-archive does, after a backup)",
+                    archive.display(),
+                    if n == 1 { "entry" } else { "entries" }
                 ),
             ),
         },

@@ -146,9 +146,14 @@ pub struct NodeLocal {
     pub port: u16,
     pub listen_addresses: Option<String>,
     /// `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf`, when they live in the data
-    /// folder (Debian keeps them in /etc/postgresql, where a copy does not reach).
-    pub files: Vec<(String, Vec<u8>)>,
+    /// folder (Debian keeps them in /etc/postgresql, where a copy does not reach), and the
+    /// node's own TLS certificate, key, CA and CRL files there (a copy would give it the
+    /// primary's, which `verify-full` then rightly refuses). Wiped from memory when dropped.
+    pub files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)>,
 }
+
+/// The TLS files PostgreSQL reads from the data folder by default.
+const TLS_DEFAULTS: [&str; 2] = ["server.crt", "server.key"];
 
 /// Collects the node-local settings of `node`: from its running server when it runs,
 /// else from the cluster file and the data folder's files.
@@ -157,19 +162,33 @@ pub fn node_local(conn: &Connector<'_>, node: &HaNode, dd: &DataDir) -> Result<N
         port: node.pg_port,
         ..NodeLocal::default()
     };
+    let mut names: Vec<String> = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]
+        .iter()
+        .chain(TLS_DEFAULTS.iter())
+        .map(|s| (*s).to_owned())
+        .collect();
     if let Ok(mut c) = conn.admin(node) {
         let row = pg::query_one(
             &mut c,
             node,
-            "SELECT current_setting('listen_addresses')",
+            "SELECT current_setting('listen_addresses'), current_setting('ssl_cert_file'), \
+               current_setting('ssl_key_file'), current_setting('ssl_ca_file'), \
+               current_setting('ssl_crl_file')",
             &[],
         )?;
         local.listen_addresses = Some(row.get(0));
+        // Files named relative to the data folder (a plain name: one inside it).
+        for i in 1..5 {
+            let f: String = row.get(i);
+            if !f.is_empty() && !f.contains(['/', '\\']) && !names.contains(&f) {
+                names.push(f);
+            }
+        }
     }
     if let Ok(dir) = dd.data() {
-        for name in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
-            if let Some(bytes) = get_file(&dir, name)? {
-                local.files.push((name.to_owned(), bytes));
+        for name in names {
+            if let Some(bytes) = get_file(&dir, &name)? {
+                local.files.push((name, zeroize::Zeroizing::new(bytes)));
             }
         }
     }
@@ -229,6 +248,7 @@ pub fn write_replica_settings(
     auto.clear();
     put_file(&dir, "postgresql.auto.conf", kept.as_bytes())?;
     for (name, bytes) in &local.files {
+        let bytes: &[u8] = bytes;
         put_file(&dir, name, bytes)?;
     }
     Ok(())
@@ -357,6 +377,19 @@ fn slot_active(c: &mut pg::Client, primary: &HaNode, replica: &HaNode) -> Result
         &[&replica.slot()],
     )?;
     Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+}
+
+/// Drops `slot` on the server of `c` when it is there and unused: a slot named after a node
+/// that is no longer that server's replica (the new primary's own, after a failover; the
+/// peer's, left in a rewound folder) holds WAL up to `max_slot_wal_keep_size` for nobody.
+/// Returns whether it dropped one.
+fn drop_stale_slot(c: &mut pg::Client, slot: &str) -> Result<bool> {
+    let rows = c.query(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+         WHERE slot_name = $1 AND NOT active",
+        &[&slot],
+    )?;
+    Ok(!rows.is_empty())
 }
 
 fn drop_slot(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) {
@@ -989,6 +1022,8 @@ pub struct FailoverReport {
     pub fenced: bool,
     /// With `--primary-lost`: what of the old primary still answered.
     pub signs_of_life: Vec<String>,
+    /// Replication slots keyferry removed because nothing uses them any more.
+    pub removed_slots: Vec<String>,
     pub plan: Vec<String>,
     pub next: Vec<String>,
 }
@@ -1111,6 +1146,7 @@ pub fn failover(
             timeline_after: None,
             fenced: false,
             signs_of_life: Vec::new(),
+            removed_slots: Vec::new(),
             plan,
             next: Vec::new(),
         });
@@ -1149,6 +1185,11 @@ pub fn failover(
     // 4. Promote and checkpoint, so the new timeline is on disk.
     promote(&mut rc, replica)?;
     let after = timeline(&mut rc, replica)?;
+    let removed_slots = if drop_stale_slot(&mut rc, &replica.slot())? {
+        vec![format!("{} on {}", replica.slot(), replica.name)]
+    } else {
+        Vec::new()
+    };
     Ok(FailoverReport {
         old_primary: primary.name.clone(),
         new_primary: replica.name.clone(),
@@ -1158,6 +1199,7 @@ pub fn failover(
         timeline_after: after,
         fenced: true,
         signs_of_life: Vec::new(),
+        removed_slots,
         plan,
         next: vec![
             format!("{} is the primary now: point the application at it", replica.name),
@@ -1314,6 +1356,20 @@ fn failover_lost(
             primary.name
         ));
     }
+    if !fenced && !signs.is_empty() {
+        // The product answers: the machine runs, whatever the admin believes.
+        return Err(refused(
+            format!(
+                "{} is not off: {}; its PostgreSQL may start again as a primary",
+                primary.name,
+                signs.join("; ")
+            ),
+            &format!(
+                "on {p}: run keyferry ha fence (or stop PostgreSQL and create an empty                  standby.signal in its data folder), or give it ssh access in the cluster file                  so keyferry fences it; then run again",
+                p = primary.name
+            ),
+        ));
+    }
     if !fenced {
         let up = signs.join("; ");
         let confirmed = opts
@@ -1357,12 +1413,18 @@ fn failover_lost(
             timeline_after: None,
             fenced: false,
             signs_of_life: signs,
+            removed_slots: Vec::new(),
             plan,
             next: Vec::new(),
         });
     }
     promote(&mut rc, replica)?;
     let after = timeline(&mut rc, replica)?;
+    let removed_slots = if drop_stale_slot(&mut rc, &replica.slot())? {
+        vec![format!("{} on {}", replica.slot(), replica.name)]
+    } else {
+        Vec::new()
+    };
     let mut next = Vec::new();
     if !fenced {
         next.push(format!(
@@ -1387,6 +1449,7 @@ fn failover_lost(
         timeline_after: after,
         fenced,
         signs_of_life: signs,
+        removed_slots,
         plan,
         next,
     })
@@ -1444,6 +1507,8 @@ pub struct RejoinReport {
     pub seconds: f64,
     /// A fresh copy's kept old data folder.
     pub old_folder: Option<PathBuf>,
+    /// Replication slots keyferry removed because nothing uses them any more.
+    pub removed_slots: Vec<String>,
     pub plan: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -1576,6 +1641,7 @@ pub fn rejoin(
         why_not_rewind: why,
         seconds,
         old_folder,
+        removed_slots: Vec::new(),
         plan: plan.clone(),
         warnings,
     };
@@ -1681,11 +1747,29 @@ pub fn rejoin(
             ),
         ));
     }
-    Ok(report(
+    // The rewound folder kept this node's slots from when it was the primary (pg_rewind
+    // leaves pg_replslot alone); the one its peer used then serves nobody now.
+    let mut warnings = w.warnings;
+    let mut removed = Vec::new();
+    match conn
+        .admin(node)
+        .and_then(|mut c| drop_stale_slot(&mut c, &primary.slot()))
+    {
+        Ok(true) => removed.push(format!("{} on {}", primary.slot(), node.name)),
+        Ok(false) => {}
+        Err(e) => warnings.push(format!(
+            "could not look for a slot {} left on {}: {e}",
+            primary.slot(),
+            node.name
+        )),
+    }
+    let mut r = report(
         "rewind",
         None,
         started.elapsed().as_secs_f64(),
         None,
-        w.warnings,
-    ))
+        warnings,
+    );
+    r.removed_slots = removed;
+    Ok(r)
 }

@@ -83,10 +83,43 @@ fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
 
-/// Where the server's start-up log goes when keyferry starts it with `pg_ctl`: beside the
-/// data folder (`<data>.keyferry.log`), never inside it (base backups and rewinds copy it).
+/// Where the server of each data folder wrote its output when keyferry last saw it run
+/// (the file its standard error went to), so that a server keyferry starts again logs where
+/// it logged before.
+static LOGS: std::sync::Mutex<Vec<(PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes where the running server of `data` sends its output (Linux: its postmaster's
+/// standard error, when that is a file; `logging_collector` writes its own files anyway).
+fn note_log(data: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(pid) = pid_of(&data.join("postmaster.pid")) else {
+            return;
+        };
+        let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/2")) else {
+            return;
+        };
+        let is_file = std::fs::metadata(&target).is_ok_and(|m| m.is_file());
+        if target.is_absolute() && is_file {
+            let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+            logs.retain(|(d, _)| d != data);
+            logs.push((data.to_owned(), target));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
+}
+
+/// Where the server's output goes when keyferry starts it with `pg_ctl`: where it went when
+/// keyferry last saw it run, else beside the data folder (`<data>.keyferry.log`), never
+/// inside it (base backups and rewinds copy it).
 pub fn start_log(data: &Path) -> PathBuf {
-    sibling(data, ".keyferry.log")
+    LOGS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(d, _)| d == data)
+        .map(|(_, l)| l.clone())
+        .unwrap_or_else(|| sibling(data, ".keyferry.log"))
 }
 
 /// A sibling of the data folder: `<data><suffix>`.
@@ -108,7 +141,10 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
         hint: "check the node's bin folder in the cluster file's [ha] section".into(),
     })?;
     match done.code {
-        Some(0) => Ok(true),
+        Some(0) => {
+            note_log(data);
+            Ok(true)
+        }
         Some(3) => Ok(false),
         _ => Err(Error::HaRefused {
             why: format!(
@@ -125,6 +161,7 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
 /// Stops the local server cleanly (fast mode: sessions are ended, a shutdown checkpoint is
 /// written and, on a primary, sent to the replicas before it exits).
 pub fn stop(node: &HaNode, data: &Path) -> Result<()> {
+    note_log(data);
     match &node.service {
         Some(service) => service_control(node, service, false),
         None => pg_ctl_stop(node, data, "fast"),
@@ -175,6 +212,7 @@ fn pg_ctl_stop(node: &HaNode, data: &Path, mode: &str) -> Result<()> {
 /// copy competes for the disk. Should the old folder be needed again, its start is an
 /// ordinary crash recovery from its WAL. A service is stopped through its manager as usual.
 pub fn stop_for_replacement(node: &HaNode, data: &Path) -> Result<()> {
+    note_log(data);
     match &node.service {
         Some(service) => service_control(node, service, false),
         None => pg_ctl_stop(node, data, "immediate"),

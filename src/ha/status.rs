@@ -326,7 +326,7 @@ fn fill(client: &mut pg::Client, node: &HaNode, st: &mut NodeStatus) -> Result<(
             client,
             node,
             "SELECT status, sender_host, received_tli, \
-               pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint, \
+               greatest(0, pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()))::bigint, \
                CASE WHEN pg_last_wal_receive_lsn() IS NULL \
                       OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0::float8 \
                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END \
@@ -349,7 +349,7 @@ fn fill(client: &mut pg::Client, node: &HaNode, st: &mut NodeStatus) -> Result<(
             client,
             node,
             "SELECT application_name, host(client_addr), state, \
-               pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, \
+               greatest(0, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn))::bigint, \
                CASE WHEN replay_lsn >= pg_current_wal_lsn() THEN 0::float8 \
                     ELSE extract(epoch FROM replay_lag)::float8 END \
              FROM pg_stat_replication ORDER BY application_name",

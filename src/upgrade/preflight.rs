@@ -207,6 +207,27 @@ pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
         .flatten()
         .filter_map(|p| p.as_str())
         .collect();
+    let majors: Vec<(&str, &str)> = doc["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let v = n["version"].as_str()?;
+            Some((n["node"].as_str()?, v.split(['.', ' ']).next()?))
+        })
+        .collect();
+    if let [(a, va), (b, vb)] = majors.as_slice() {
+        if va != vb {
+            return Check::new(
+                want,
+                "roles",
+                Outcome::Fail,
+                format!(
+                    "{a} runs PostgreSQL {va} and {b} PostgreSQL {vb}: a replica cannot stream                      across major versions; make the older node a replica of the newer afresh                      (keyferry ha replica init there, after installing the newer PostgreSQL and                      pointing the cluster file's [ha] bin and data at it)"
+                ),
+            );
+        }
+    }
     match running {
         Some(actual) if actual != want => Check::new(
             want,
@@ -321,6 +342,16 @@ mod tests {
 
     #[test]
     fn roles_need_the_files_primary_running_and_a_healthy_pair() {
+        let mixed = json!({"verdict": "degraded", "problems": [], "nodes": [
+            {"node": "nps1", "role": "running-primary", "version": "16.4"},
+            {"node": "nps2", "role": "running-primary", "version": "12.19 (Ubuntu)"}]});
+        let c = roles("nps1", &mixed);
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert!(
+            c.detail.contains("PostgreSQL 16 and nps2 PostgreSQL 12"),
+            "{}",
+            c.detail
+        );
         let status = |primary: &str, verdict: &str| {
             json!({"verdict": verdict, "problems": ["nps2 does not stream"], "nodes": [
                 {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},

@@ -60,29 +60,30 @@ fn show(st: &PairStatus, ui: &Ui) {
                 .iter()
                 .map(|r| {
                     format!(
-                        "{} from {}: {}, lag {} B / {}",
+                        "{} from {}: {}, {}",
                         r.application_name,
                         r.client_addr.as_deref().unwrap_or("?"),
                         r.state,
-                        r.lag_bytes.map(|b| b.to_string()).unwrap_or("?".into()),
-                        r.lag_seconds
-                            .map(|s| format!("{s:.1} s"))
-                            .unwrap_or("? s".into())
+                        match (r.lag_bytes, r.lag_seconds) {
+                            (Some(b), Some(s)) => format!("lag {b} B / {s:.1} s"),
+                            (Some(b), None) => format!("lag {b} B"),
+                            // Right after the start nothing has been replayed yet.
+                            _ => "lag not known yet (nothing replayed so far)".into(),
+                        }
                     )
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
             Role::RunningReplica => match &n.receiver {
                 Some(r) => format!(
-                    "{} from {}, replay lag {} B / {}",
+                    "{} from {}, {}",
                     r.status,
                     r.sender_host.as_deref().unwrap_or("?"),
-                    r.replay_lag_bytes
-                        .map(|b| b.to_string())
-                        .unwrap_or("?".into()),
-                    r.replay_lag_seconds
-                        .map(|s| format!("{s:.1} s"))
-                        .unwrap_or("? s".into())
+                    match (r.replay_lag_bytes, r.replay_lag_seconds) {
+                        (Some(b), Some(s)) => format!("replay lag {b} B / {s:.1} s"),
+                        (Some(b), None) => format!("replay lag {b} B"),
+                        _ => "replay lag not known yet".into(),
+                    }
                 ),
                 None => "not receiving (no WAL receiver)".into(),
             },

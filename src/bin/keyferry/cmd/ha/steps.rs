@@ -280,6 +280,11 @@ pub fn failover(args: FailoverArgs, ui: &Ui) -> CmdResult {
             (true, false) => "is stopped",
         }
     ));
+    for slot in &r.removed_slots {
+        ui.out(&format!(
+            "removed replication slot {slot}: nothing uses it any more"
+        ));
+    }
     for n in &r.next {
         ui.out(&format!("next: {n}"));
     }
@@ -322,6 +327,9 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     ));
     if let Some(old) = &r.old_folder {
         ui.out(&format!("the old data folder is kept in {}", old.display()));
+    }
+    for slot in &r.removed_slots {
+        ui.out(&format!("removed replication slot {slot}: left from when it was the primary, it held WAL for nobody"));
     }
     Ok(ExitCode::SUCCESS)
 }
