@@ -114,6 +114,7 @@ fn replica_init_never_replaces_the_wrong_database() {
         "stop nps2's server",
         "keep the old data folder as",
         "create replication slot keyferry_nps2",
+        "set max_slot_wal_keep_size = 10GB on nps1",
         "nothing was changed",
     ] {
         assert!(out.contains(want), "{want:?} not in {out}");
@@ -167,6 +168,13 @@ fn replica_init_never_replaces_the_wrong_database() {
     r.assert_code(0);
     let j = r.json();
     assert_eq!(j["replaced"]["user_data"], true, "{j}");
+    assert!(
+        j["settings_changed"][0]
+            .as_str()
+            .unwrap()
+            .contains("ALTER SYSTEM RESET max_slot_wal_keep_size"),
+        "{j}"
+    );
     assert_eq!(j["replaced"]["system_identifier"], id1.as_str(), "{j}");
     let old = PathBuf::from(j["old_folder"].as_str().unwrap());
     assert_eq!(kept(&bed, 1), std::slice::from_ref(&old));
@@ -252,6 +260,22 @@ fn primary_lost_is_refused_while_the_primary_answers_behind_a_reset_pg_hba() {
     let r = bed.keyferry(1, &["ha", "failover", "--primary-lost"]);
     r.assert_code(2);
     assert!(r.stderr().contains("--confirm-lost nps1"), "{}", r.stderr());
+    // The product's port still answers: the machine runs, whatever the admin types.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = listen_in(&bed.ns[0], pgbed::ADDR[0], 6500, stop.clone());
+    let r = bed.keyferry(
+        1,
+        &["ha", "failover", "--primary-lost", "--confirm-lost", "nps1"],
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    h.join().unwrap();
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("nps1 is not off") && r.stderr().contains(":6500"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "t");
     let r = bed.keyferry(
         1,
         &["ha", "failover", "--primary-lost", "--confirm-lost", "nps1"],
@@ -366,6 +390,33 @@ fn a_copy_that_invalidates_a_per_node_password_is_said_and_not_retried() {
     );
     wait_rows(&bed, 1, &["x"]);
     assert!(!r.stderr().contains(own) && !r.stdout().contains(own));
+}
+
+/// A thread inside namespace `ns` that accepts (and drops) connections on `addr:port` until
+/// `stop` is set: a port that answers.
+fn listen_in(
+    ns: &str,
+    addr: &'static str,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::os::fd::AsRawFd;
+    let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+        let l = std::net::TcpListener::bind((addr, port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = l.accept();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    h
 }
 
 /// What the fake server at the peer's address does after the startup message.

@@ -368,6 +368,20 @@ fn ensure_slot(
     Ok(created)
 }
 
+/// The server setting [`ensure_slot`] will change on `primary`, described with how to put it
+/// back, or `None` when it changes nothing (`max_slot_wal_keep_size` already bounded).
+fn keep_size_change(c: &mut pg::Client, pair: &Pair, primary: &HaNode) -> Result<Option<String>> {
+    let current: String = c.query_one("SHOW max_slot_wal_keep_size", &[])?.get(0);
+    Ok((current == "-1").then(|| {
+        format!(
+            "max_slot_wal_keep_size = {} on {} (ALTER SYSTEM; it was -1, unbounded: an absent \
+             replica could fill its disk); ALTER SYSTEM RESET max_slot_wal_keep_size and \
+             SELECT pg_reload_conf() put it back",
+            pair.max_slot_wal_keep_size, primary.name
+        )
+    }))
+}
+
 /// Whether `replica`'s slot on the primary is in use (by a running replica).
 fn slot_active(c: &mut pg::Client, primary: &HaNode, replica: &HaNode) -> Result<bool> {
     let rows = pg::query(
@@ -583,6 +597,9 @@ pub struct InitReport {
     /// The server whose data folder is replaced, and the one copied, as seen before.
     pub replaced: ServerFacts,
     pub source: ServerFacts,
+    /// Server settings keyferry changed (or, in a dry run, would change), each with how to
+    /// put it back.
+    pub settings_changed: Vec<String>,
     /// What the run does, step by step (the whole report of a dry run).
     pub plan: Vec<String>,
     pub warnings: Vec<String>,
@@ -687,8 +704,7 @@ pub fn init(
         &[&replica.slot()],
     )?
     .is_empty();
-    let keep_size: String =
-        pg::query_one(&mut pc, primary, "SHOW max_slot_wal_keep_size", &[])?.get(0);
+    let setting = keep_size_change(&mut pc, pair, primary)?;
     let old_n = {
         let stamp = crate::time::Timestamp::now().compact();
         let mut n = dd.sibling(&format!(".keyferry-old-{stamp}"));
@@ -729,13 +745,8 @@ pub fn init(
             primary.name
         ),
     });
-    if keep_size == "-1" {
-        plan.push(format!(
-            "set max_slot_wal_keep_size = {} on {} (ALTER SYSTEM; it was -1, unbounded: an \
-             absent replica could fill its disk); ALTER SYSTEM RESET max_slot_wal_keep_size \
-             puts it back",
-            pair.max_slot_wal_keep_size, primary.name
-        ));
+    if let Some(what) = &setting {
+        plan.push(format!("set {what}"));
     }
     plan.push(format!(
         "write standby.signal and primary_conninfo ({}) into the copy; put back {}'s own port, \
@@ -770,6 +781,7 @@ pub fn init(
         old_folder,
         replaced: local_facts.clone(),
         source: source.clone(),
+        settings_changed: setting.iter().cloned().collect(),
         plan: plan.clone(),
         warnings,
     };
@@ -1509,6 +1521,8 @@ pub struct RejoinReport {
     pub old_folder: Option<PathBuf>,
     /// Replication slots keyferry removed because nothing uses them any more.
     pub removed_slots: Vec<String>,
+    /// Server settings keyferry changed (or would change), each with how to put it back.
+    pub settings_changed: Vec<String>,
     pub plan: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -1568,6 +1582,7 @@ pub fn rejoin(
     }
     let mut pc = check_primary(conn, primary, node)?;
     let source = facts::remote_with(&mut pc, primary)?;
+    let setting = keep_size_change(&mut pc, pair, primary)?;
     drop(pc);
     if local_facts.system_identifier.is_some()
         && source.system_identifier.is_some()
@@ -1629,6 +1644,9 @@ pub fn rejoin(
             primary.name
         ),
     });
+    if let Some(what) = &setting {
+        plan.push(format!("set {what}"));
+    }
     plan.push(format!(
         "put back {}'s own settings, write the replica's, start, wait until it streams",
         node.name
@@ -1642,6 +1660,7 @@ pub fn rejoin(
         seconds,
         old_folder,
         removed_slots: Vec::new(),
+        settings_changed: setting.iter().cloned().collect(),
         plan: plan.clone(),
         warnings,
     };

@@ -171,6 +171,9 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
             old.display()
         ));
     }
+    for c in &r.settings_changed {
+        ui.out(&format!("changed: {c}"));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -330,6 +333,9 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     }
     for slot in &r.removed_slots {
         ui.out(&format!("removed replication slot {slot}: left from when it was the primary, it held WAL for nobody"));
+    }
+    for c in &r.settings_changed {
+        ui.out(&format!("changed: {c}"));
     }
     Ok(ExitCode::SUCCESS)
 }
