@@ -886,3 +886,46 @@ fn verify_full_with_certificates_in_the_data_folder_keeps_each_nodes_own() {
     wait_rows(&bed, 0, &["after", "tls"]);
     bed.keyferry(1, &["ha", "status"]).assert_code(0);
 }
+
+#[test]
+fn hba_works_on_fresh_servers_that_take_only_local_connections() {
+    need_bed!();
+    let bed = Bed::new();
+    // As installed: local connections only; keyferry's network login is refused.
+    for i in 0..2 {
+        bed.write_hba(i, "# fresh install\nlocal   all   all   trust\n");
+        bed.psql(i, "SELECT pg_reload_conf()");
+    }
+    let r = bed.keyferry(0, &["ha", "status", "--json"]);
+    assert_eq!(r.json()["nodes"][0]["role"], "refuses-login");
+    // A method PostgreSQL rejects without its options: put back, reloaded, refused.
+    bed.write_cluster("hba_method = \"ldap\"");
+    let before = std::fs::read(bed.hba_path(0)).unwrap();
+    let r = bed.keyferry(0, &["ha", "hba"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("put back as it was"), "{}", r.stderr());
+    assert_eq!(before, std::fs::read(bed.hba_path(0)).unwrap());
+    assert_eq!(
+        bed.psql(
+            0,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL"
+        ),
+        "0"
+    );
+    bed.write_cluster("");
+    for i in 0..2 {
+        let r = bed.keyferry(i, &["ha", "hba"]);
+        r.assert_code(0);
+        assert!(r.stdout().contains("pg_ctl reload"), "{}", r.stdout());
+        let text = std::fs::read_to_string(bed.hba_path(i)).unwrap();
+        assert!(
+            text.starts_with("# fresh install\nlocal   all   all   trust\n"),
+            "{text}"
+        );
+    }
+    // Now the pair works over the network.
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('fresh')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_rows(&bed, 1, &["fresh"]);
+    bed.keyferry(0, &["ha", "status"]).assert_code(0);
+}

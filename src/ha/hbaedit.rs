@@ -39,6 +39,9 @@ pub struct HbaReport {
     pub backup: Option<PathBuf>,
     /// Checked by PostgreSQL (`pg_hba_file_rules`) and reloaded.
     pub reloaded: bool,
+    /// Edited in this node's data folder and reloaded with `pg_ctl` (keyferry could not log
+    /// in over the network before the edit).
+    pub local: bool,
 }
 
 /// The pair's wanted rules.
@@ -120,6 +123,7 @@ fn edit(
         new_text: dry_run.then(|| edit.text.clone()),
         backup: None,
         reloaded: false,
+        local: false,
     };
     if dry_run || !edit.changed {
         return Ok(report);
@@ -205,7 +209,20 @@ pub fn edit_server(
     override_reject: bool,
     dry_run: bool,
 ) -> Result<HbaReport> {
-    let mut client = conn.admin(node)?;
+    let mut client = match conn.try_admin(node) {
+        Ok(c) => c,
+        // A fresh install takes only local connections, so keyferry's network login is
+        // refused (or the server is down): on its own node keyferry knows the data folder,
+        // edits the file there and has the server reload it without a login.
+        Err(e)
+            if matches!(e.kind, pg::Failure::LoginRefused | pg::Failure::NoAnswer)
+                && node.data.is_some()
+                && pg::is_local_address(node.addr) =>
+        {
+            return edit_local(conn, node, override_reject, dry_run, e.error);
+        }
+        Err(e) => return Err(e.error),
+    };
     let row = pg::query_one(&mut client, node, "SHOW hba_file", &[])?;
     let path = PathBuf::from(row.get::<_, String>(0));
     let errors = file_errors(&mut client, node)?;
@@ -269,6 +286,93 @@ pub fn edit_server(
     }
     report.reloaded = true;
     Ok(report)
+}
+
+/// `ha hba` on this node's server without a network login: `<data>/pg_hba.conf` edited
+/// through the transaction engine, then `pg_ctl reload` as the service account; the edit
+/// stands once keyferry's login goes through and PostgreSQL reports no error in the file
+/// (`pg_hba_file_rules`), else the file is put back and reloaded again. A server that does
+/// not run gets the file for its next start.
+fn edit_local(
+    conn: &pg::Connector<'_>,
+    node: &HaNode,
+    override_reject: bool,
+    dry_run: bool,
+    refused: Error,
+) -> Result<HbaReport> {
+    let data = node.data_dir()?.to_owned();
+    let path = data.join("pg_hba.conf");
+    if !path.exists() {
+        return Err(Error::HaRefused {
+            why: format!(
+                "keyferry cannot log in to {} ({refused}) and {} has no pg_hba.conf (the \
+                 server's file is elsewhere, as on Debian's /etc/postgresql)",
+                node.name,
+                data.display()
+            ),
+            hint: "edit that file with keyferry ha hba --file PATH, then reload the server".into(),
+        });
+    }
+    let running = super::server::is_running(node, &data)?;
+    let validate = || -> Result<()> {
+        if !running {
+            return Ok(());
+        }
+        super::server::reload(node, &data)?;
+        let mut last = String::new();
+        let ok = super::server::wait_for(Duration::from_secs(15), || match conn.try_admin(node) {
+            Ok(mut c) => {
+                let errors = file_errors(&mut c, node)?;
+                if errors.is_empty() {
+                    return Ok(true);
+                }
+                last = errors.join("; ");
+                Err(Error::HaFailed {
+                    why: format!("PostgreSQL rejects the edited {} ({last})", path.display()),
+                    hint: String::new(),
+                })
+            }
+            Err(e) => {
+                last = e.error.to_string();
+                Ok(false)
+            }
+        });
+        match ok {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => {
+                let why = match ok {
+                    Err(e) => e.to_string(),
+                    _ => format!(
+                        "after the edit and a reload keyferry still cannot log in ({last}): \
+                         PostgreSQL did not take the file, or the login fails for another reason"
+                    ),
+                };
+                Err(Error::HaFailed {
+                    why: format!(
+                        "{why}; the file was put back as it was and the server reloaded with it"
+                    ),
+                    hint: "read the server's log (it names the line it rejects), check \
+                           hba_method and the password file, then run keyferry ha hba again"
+                        .into(),
+                })
+            }
+        }
+    };
+    let result = edit(conn.pair, node, &path, override_reject, dry_run, &validate);
+    match result {
+        Ok(mut report) => {
+            report.reloaded = running && report.changed && !dry_run;
+            report.local = true;
+            Ok(report)
+        }
+        Err(e) => {
+            // The file is back as it was: the server reads it again.
+            if running && !dry_run {
+                let _ = super::server::reload(node, &data);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Whether the text lets `c` in (for checks).

@@ -360,6 +360,19 @@ fn service_control(node: &HaNode, service: &str, start: bool) -> Result<()> {
     Ok(())
 }
 
+/// Has the local server of `data` read its configuration files again (`pg_ctl reload`, as
+/// the service account; it needs no login, and works whether or not a service manager
+/// started the server).
+pub fn reload(node: &HaNode, data: &Path) -> Result<()> {
+    run_ok(
+        node,
+        "pg_ctl",
+        &[os("reload"), os("-D"), data.into()],
+        Duration::from_secs(30),
+    )?;
+    Ok(())
+}
+
 /// The major version of the node's PostgreSQL programs (`pg_controldata --version`), or
 /// `None` when its output is not understood.
 pub fn bin_major(node: &HaNode) -> Result<Option<u32>> {

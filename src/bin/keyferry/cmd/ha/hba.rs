@@ -12,7 +12,10 @@ use std::process::ExitCode;
 #[command(
     after_help = "On a running server (the default) the file is the one SHOW hba_file \
 names; the edited file is checked by PostgreSQL (pg_hba_file_rules) before the reload, and put \
-back from the backup if PostgreSQL rejects it. With --file, the file alone is edited (to prepare \
+back from the backup if PostgreSQL rejects it. Where keyferry cannot log in over the network (a \
+fresh install takes local connections only) it edits <data>/pg_hba.conf on this node, reloads \
+the server with pg_ctl and keeps the edit once its login goes through and PostgreSQL reports no \
+error in the file; otherwise the file is put back and reloaded. With --file, the file alone is edited (to prepare \
 or review one); nothing is reloaded.\n\n\
 Exit status: 0 done (or nothing to do); 2 refused or failed (the file is as it was)."
 )]
@@ -70,8 +73,14 @@ fn show(r: &HbaReport, ui: &Ui) {
                 "{path}: the pair's lines are in place (backup: {})",
                 r.backup.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
             ));
-            if r.reloaded {
+            if r.reloaded && r.local {
+                ui.out("keyferry could not log in over the network before the edit: it edited the \
+                        file in the data folder, had the server reload it (pg_ctl reload), logged \
+                        in and PostgreSQL reports no error in it (pg_hba_file_rules)");
+            } else if r.reloaded {
                 ui.out("PostgreSQL accepted the file (pg_hba_file_rules) and has reloaded it");
+            } else if r.local {
+                ui.out("the server does not run: it reads the file when it starts");
             } else {
                 ui.out("not reloaded (--file): run SELECT pg_reload_conf() once the file is where the server reads it");
             }
