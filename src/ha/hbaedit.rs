@@ -320,7 +320,9 @@ fn edit_local(
         }
         super::server::reload(node, &data)?;
         let mut last = String::new();
-        let ok = super::server::wait_for(Duration::from_secs(15), || match conn.try_admin(node) {
+        // The postmaster reads the file at the reload signal; a login still refused five
+        // seconds later is a file PostgreSQL did not take, or a login failing for another reason.
+        let ok = super::server::wait_for(Duration::from_secs(5), || match conn.try_admin(node) {
             Ok(mut c) => {
                 let errors = file_errors(&mut c, node)?;
                 if errors.is_empty() {
