@@ -929,3 +929,54 @@ fn hba_works_on_fresh_servers_that_take_only_local_connections() {
     wait_rows(&bed, 1, &["fresh"]);
     bed.keyferry(0, &["ha", "status"]).assert_code(0);
 }
+
+#[test]
+fn the_archive_folder_is_emptied_only_when_asked_and_kept_aside() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    let archive = bed.node_dir(1).join("Archive");
+    std::fs::create_dir(&archive).unwrap();
+    for f in ["000000010000000000000001", "000000010000000000000002"] {
+        bed.write_as_postgres(&archive.join(f), "wal", 0o600);
+    }
+    std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&archive)
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&bed.cluster).unwrap();
+    let data1 = format!("ha = {{ data = \"{}\" }}", bed.data(1).display());
+    std::fs::write(
+        &bed.cluster,
+        text.replace(
+            &data1,
+            &format!(
+                "ha = {{ data = \"{}\", archive = \"{}\" }}",
+                bed.data(1).display(),
+                archive.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
+    r.assert_code(0);
+    assert!(
+        r.stderr().contains("holds 2 entries") && r.stderr().contains("--empty-archive"),
+        "{}",
+        r.stderr()
+    );
+    let r = bed.keyferry(1, &["ha", "replica", "init", "--empty-archive", "--json"]);
+    r.assert_code(0);
+    let backup = PathBuf::from(r.json()["archive_backup"].as_str().unwrap());
+    assert_eq!(std::fs::read_dir(&archive).unwrap().count(), 0, "emptied");
+    assert_eq!(std::fs::read_dir(&backup).unwrap().count(), 2, "kept aside");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().uid(),
+        std::fs::metadata(&backup).unwrap().uid(),
+        "the new Archive folder belongs to the service account, as the old one"
+    );
+}

@@ -563,6 +563,9 @@ pub struct InitOptions {
     pub replace_database_of: Option<String>,
     /// Every check, then the plan; nothing changed.
     pub dry_run: bool,
+    /// Empty this node's Archive folder first (the vendor's step before configuring HA),
+    /// its entries moved aside as a backup.
+    pub empty_archive: bool,
     /// Called by `rejoin`, which checked the node itself (a stopped former primary of the
     /// same database, whose writes since the failover are given up by running rejoin).
     by_rejoin: bool,
@@ -574,6 +577,7 @@ impl InitOptions {
             remove_old,
             replace_database_of,
             dry_run,
+            empty_archive: false,
             by_rejoin: false,
         }
     }
@@ -600,6 +604,8 @@ pub struct InitReport {
     /// Server settings keyferry changed (or, in a dry run, would change), each with how to
     /// put it back.
     pub settings_changed: Vec<String>,
+    /// Where the Archive folder's entries were moved (`--empty-archive`).
+    pub archive_backup: Option<PathBuf>,
     /// What the run does, step by step (the whole report of a dry run).
     pub plan: Vec<String>,
     pub warnings: Vec<String>,
@@ -716,6 +722,45 @@ pub fn init(
         n
     };
     let mut plan = Vec::new();
+    // The vendor empties the Archive folder on both nodes before configuring HA.
+    let archive = match &replica.archive {
+        Some(a) => match DataDir::open(a) {
+            Ok(ad) => {
+                let n = match ad.data() {
+                    Ok(d) => d.names()?.len(),
+                    Err(Error::FolderMissing { .. }) => 0,
+                    Err(e) => return Err(e),
+                };
+                (n > 0).then_some((ad, n))
+            }
+            Err(Error::FolderMissing { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let archive_backup = archive.as_ref().map(|(ad, _)| {
+        ad.sibling(&format!(
+            ".keyferry-old-{}",
+            crate::time::Timestamp::now().compact()
+        ))
+    });
+    if let (Some((ad, n)), Some(b)) = (&archive, &archive_backup) {
+        if opts.empty_archive {
+            plan.push(format!(
+                "empty the Archive folder {} (the vendor's step before configuring HA): its {n} \
+                 entries moved to {} as a backup",
+                ad.path().display(),
+                ad.join(b).display()
+            ));
+        } else {
+            warnings.push(format!(
+                "the Archive folder {} holds {n} {}; the vendor's procedure empties it on both \
+                 nodes before configuring HA: --empty-archive moves them aside (a backup) first",
+                ad.path().display(),
+                if *n == 1 { "entry" } else { "entries" }
+            ));
+        }
+    }
     if running {
         plan.push(format!(
             "stop {}'s server ({}) at once; its data is about to be replaced",
@@ -782,6 +827,7 @@ pub fn init(
         replaced: local_facts.clone(),
         source: source.clone(),
         settings_changed: setting.iter().cloned().collect(),
+        archive_backup: None,
         plan: plan.clone(),
         warnings,
     };
@@ -800,6 +846,13 @@ pub fn init(
         primary.name,
         bytes / 1_000_000
     ));
+    let mut moved_archive = None;
+    if let (true, Some((ad, _)), Some(b)) = (opts.empty_archive, &archive, &archive_backup) {
+        let name = ad.name().to_owned();
+        ad.rename(&name, b)?;
+        ad.parent().mkdir_like(&name, &ad.join(b))?;
+        moved_archive = Some(ad.join(b));
+    }
     let local = node_local(conn, replica, &dd)?;
     let mut phases = Vec::new();
     let mut mark = Instant::now();
@@ -986,13 +1039,15 @@ pub fn init(
         Some(dd.join(&old_n))
     };
     phase("cleanup");
-    Ok(report(
+    let mut r = report(
         false,
         phases,
         old_folder,
         started.elapsed().as_secs_f64(),
         warnings,
-    ))
+    );
+    r.archive_backup = moved_archive;
+    Ok(r)
 }
 
 /// Refuses when the data folder's file system has no room for a copy of `bytes` (plus a

@@ -46,6 +46,10 @@ pub struct InitArgs {
     /// Remove the old data folder once the replica streams (kept by default, the way back)
     #[arg(long)]
     pub remove_old: bool,
+    /// Empty this node's Archive folder first (the vendor's step), its entries moved aside
+    /// to <archive>.keyferry-old-<time>
+    #[arg(long)]
+    pub empty_archive: bool,
     /// Replace this node's database although it is the cluster file's primary or a primary
     /// with data of its own (name this node: its data is given up)
     #[arg(long, value_name = "NODE")]
@@ -129,11 +133,12 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
     let ReplicaCommand::Init(args) = c;
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
-    let opts = replica::InitOptions::new(
+    let mut opts = replica::InitOptions::new(
         args.remove_old,
         args.replace_database_of.clone(),
         args.dry_run,
     );
+    opts.empty_archive = args.empty_archive;
     let r = replica::init(&loaded.connector(), node, &opts, &|l| ui.info(l))?;
     if ui.json {
         emit(ui, "ha-replica-init", &r);
@@ -173,6 +178,12 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
     }
     for c in &r.settings_changed {
         ui.out(&format!("changed: {c}"));
+    }
+    if let Some(b) = &r.archive_backup {
+        ui.out(&format!(
+            "the Archive folder was emptied; its entries are in {}",
+            b.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
