@@ -153,7 +153,7 @@ def main():
         cluster, passfile, size = setup(a.scale)
         for i in range(2):
             kf(exe, cluster, i, "hba")
-        kf(exe, cluster, 1, "replica", "init")  # warm-up, and the pair for status
+        kf(exe, cluster, 1, "replica", "init", "--remove-old")  # warm-up, and the pair for status
 
         # ha status vs. psql select 1 on both nodes in parallel.
         def psql_both():
@@ -179,7 +179,7 @@ def main():
                     "application_name=bench")
         inits, bares = [], []
         for _ in range(a.init_runs):
-            inits.append(timed(lambda: kf(exe, cluster, 1, "replica", "init")))
+            inits.append(timed(lambda: kf(exe, cluster, 1, "replica", "init", "--remove-old")))
             target = f"{ROOT}/nps2/bare"
 
             def bare():

@@ -82,6 +82,40 @@ fn from_nothing_to_a_pair_then_failover_rejoin_and_back() {
     assert_eq!(j["nodes"][0]["role"], "running-primary");
     assert_eq!(j["nodes"][1]["role"], "running-replica");
 
+    // On the running primary of a healthy pair: nothing to rejoin, said as such.
+    let snap = [bed.config_snapshot(0), bed.config_snapshot(1)];
+    let r = bed.keyferry(0, &["ha", "rejoin"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr()
+            .contains("is the running primary and nps2 is its replica"),
+        "{}",
+        r.stderr()
+    );
+    // Dry runs: the plan, nothing changed, the roles as they were.
+    let r = bed.keyferry(0, &["ha", "failover", "--dry-run"]);
+    r.assert_code(0);
+    assert!(
+        r.stdout().contains("would:") && r.stdout().contains("promote nps2"),
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert_eq!(bed.psql(0, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(bed.psql(1, "SELECT pg_is_in_recovery()"), "t");
+    let r = bed.keyferry(0, &["ha", "check", "--json"]);
+    let ok_codes: Vec<String> = r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "ok")
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ok_codes.contains(&"local-address".to_owned()) && ok_codes.contains(&"rewind".to_owned()),
+        "codes say what they check, not the failure: {ok_codes:?}"
+    );
+
     // Planned failover on the primary.
     let r = bed.keyferry(0, &["ha", "failover"]);
     r.assert_code(0);
@@ -97,6 +131,16 @@ fn from_nothing_to_a_pair_then_failover_rejoin_and_back() {
         "old primary fenced"
     );
     bed.psql(1, "INSERT INTO t VALUES ('on-new-primary')");
+    let snap0 = bed.config_snapshot(0);
+    let r = bed.keyferry(0, &["ha", "rejoin", "--dry-run"]);
+    r.assert_code(0);
+    assert!(
+        r.stdout().contains("by rewind") && r.stdout().contains("pg_rewind"),
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(snap0, bed.config_snapshot(0));
+    assert!(!bed.running(0) && bed.data(0).join("standby.signal").exists());
     // Rejoin the old primary by rewind.
     let r = bed.keyferry(0, &["ha", "rejoin"]);
     r.assert_code(0);

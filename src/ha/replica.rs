@@ -855,7 +855,7 @@ pub fn init(
     }
     let local = node_local(conn, replica, &dd)?;
     let mut phases = Vec::new();
-    let mut mark = Instant::now();
+    let mut mark = started;
     let mut phase = |name: &str| {
         phases.push((name.to_owned(), mark.elapsed().as_secs_f64()));
         mark = Instant::now();
