@@ -482,3 +482,79 @@ fn refusals_around_the_folders_beside_the_target_change_nothing() {
     assert!(r.stderr().contains("--app-offline"), "{}", r.stderr());
     assert_eq!(snap, c.snapshot());
 }
+
+/// The target's keys survive every rollback, whatever the trees hold: the three ways in
+/// that used to lose them (a plan of the kept tree against the target that fails), and a
+/// protected name that is a link.
+#[cfg(unix)]
+#[test]
+fn rollback_never_loses_the_targets_keys() {
+    // 1. A new target, then the node gets its key, then a rollback: the key stays.
+    let p = Pair::new();
+    let d = p.dst();
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&d).unwrap();
+    p.run(&["sync"], &["--new-target"]).assert_code(0);
+    std::fs::write(d.join("encryption.config"), TARGET_KEY).unwrap();
+    let r = p.run(&["sync", "rollback"], &[]);
+    r.assert_code(0);
+    assert_eq!(
+        read(&d.join("encryption.config")),
+        TARGET_KEY,
+        "{}",
+        r.stdout()
+    );
+    assert!(
+        !d.join("web.config").exists(),
+        "the target is back to empty"
+    );
+
+    // 2. A link to a system folder added to the target after the sync.
+    let p = Pair::new();
+    let d = p.dst();
+    p.run(&["sync"], &[]).assert_code(0);
+    let system = p.dir.path().join("system");
+    write(&system, &[("passwd", b"root")]);
+    std::os::unix::fs::symlink(&system, d.join("sys")).unwrap();
+    let r = p.run(&["sync", "rollback"], &[]);
+    r.assert_code(0);
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+    assert_eq!(read(&d.join("database.config")), b"target db connection");
+    assert_eq!(
+        std::fs::read_link(d.join("sys")).unwrap(),
+        system,
+        "the link is carried"
+    );
+    assert_eq!(read(&system.join("passwd")), b"root");
+
+    // 3. An absolute link into the target inside the kept tree.
+    let p = Pair::new();
+    let d = p.dst();
+    p.run(&["sync"], &[]).assert_code(0);
+    let kept = d.with_file_name("SecretServer.keyferry-prev");
+    assert!(kept.is_dir());
+    std::os::unix::fs::symlink(d.join("bin"), kept.join("into-target")).unwrap();
+    let r = p.run(&["sync", "rollback"], &[]);
+    r.assert_code(0);
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+    assert_eq!(read(&d.join("database.config")), b"target db connection");
+
+    // 4. database.config is a link to the real file: through a sync and a rollback it is
+    // the same link.
+    let p = Pair::new();
+    let d = p.dst();
+    std::fs::remove_file(d.join("database.config")).unwrap();
+    write(&d, &[("App_Data/db.real", b"the real connection")]);
+    std::os::unix::fs::symlink("App_Data/db.real", d.join("database.config")).unwrap();
+    for step in [&["sync"][..], &["sync", "rollback"]] {
+        let r = p.run(step, &[]);
+        r.assert_code(0);
+        assert_eq!(
+            std::fs::read_link(d.join("database.config")).unwrap(),
+            Path::new("App_Data/db.real"),
+            "{step:?}"
+        );
+        assert_eq!(read(&d.join("database.config")), b"the real connection");
+        assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+    }
+}

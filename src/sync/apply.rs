@@ -27,7 +27,8 @@ use crate::fs::attrs::Attrs;
 use crate::fs::{Entry, Tree};
 use crate::profile::Profile;
 use crate::sync::journal::{
-    Action, Mode, PreviousRecord, ProtectedState, Stage, Step, SyncJournal, MARKER, PREVIOUS_RECORD,
+    Action, Mode, PreviousRecord, ProtectedLink, ProtectedState, Stage, Step, SyncJournal, MARKER,
+    PREVIOUS_RECORD,
 };
 use crate::sync::plan::{Kind, SyncPlan};
 use crate::time::Timestamp;
@@ -139,6 +140,7 @@ pub fn apply(
     // keyferry did not make is refused before anything changes).
     retire_previous(&sib.previous)?;
     let protected = record_protected(t, &plan.protected)?;
+    let protected_links = record_protected_links(t, &plan.protected)?;
     let mut journal = SyncJournal {
         version: crate::JSON_VERSION,
         kind: "sync-journal".into(),
@@ -152,6 +154,7 @@ pub fn apply(
         staging: sib.staging.clone(),
         previous: sib.previous.clone(),
         protected,
+        protected_links,
         steps: Vec::new(),
         app_offline: false,
         started: Timestamp::now(),
@@ -347,7 +350,12 @@ fn build_tree(
     }
     // What the target keeps: the same files, by a second name.
     let mut no_swap = None;
-    for rel in journal.protected.iter().map(|p| &p.path) {
+    for rel in journal
+        .protected
+        .iter()
+        .map(|p| &p.path)
+        .chain(journal.protected_links.iter().map(|l| &l.path))
+    {
         if let Err(e) = dirs.link_from_target(rel, &Kind::File(0, None)) {
             no_swap.get_or_insert(format!("{rel} could not be linked into the new tree ({e})"));
         }
@@ -773,6 +781,23 @@ fn record_protected(t: &Path, rels: &[String]) -> Result<Vec<ProtectedState>> {
     Ok(out)
 }
 
+/// Protected names of the target that are links, with the link's own text.
+fn record_protected_links(t: &Path, rels: &[String]) -> Result<Vec<ProtectedLink>> {
+    let tree = Tree::open(t)?;
+    let mut out = Vec::new();
+    for rel in rels {
+        if matches!(tree.entry(rel), Ok(Entry::Symlink)) {
+            let p = t.join(rel);
+            let points_to = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+            out.push(ProtectedLink {
+                path: rel.clone(),
+                points_to,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Checks the target's protected files against the journal: the same files (identity), and
 /// after the install (`full`) the same bytes and attributes too.
 fn check_protected(journal: &SyncJournal, full: bool) -> Result<()> {
@@ -784,6 +809,20 @@ fn check_protected(journal: &SyncJournal, full: bool) -> Result<()> {
             .map(|p| p.path.clone())
             .collect::<Vec<_>>(),
     )?;
+    for l in &journal.protected_links {
+        let p = journal.target.join(&l.path);
+        if std::fs::read_link(&p).ok().as_ref() != Some(&l.points_to) {
+            return Err(if full {
+                Error::ProtectedChanged(format!(
+                    "{} is no longer the link to {} it was before the sync",
+                    p.display(),
+                    l.points_to.display()
+                ))
+            } else {
+                Error::Changed { path: p }
+            });
+        }
+    }
     for before in &journal.protected {
         let after = now.iter().find(|a| a.path == before.path);
         let same = match after {
@@ -1084,18 +1123,59 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
             t.display()
         )));
     }
-    // The protected files and volatile folders as the target has them now.
-    let opts = crate::sync::plan::PlanOptions {
-        allow_new_target: true,
-        max_delete: usize::MAX,
-        checksum: false,
+    // What of the target stays through the rollback: its protected files and links, its
+    // volatile folders, and links the kept tree does not have. Found from the two listings
+    // alone, not from a plan of the kept tree against the target, which can refuse (an
+    // empty kept tree after --new-target, a link leading out): the keys stay whatever the
+    // trees hold. A listing that fails refuses the rollback before anything changes.
+    let listed = |root: &Path, side: &str| {
+        crate::sync::plan::list(root, profile, side).map_err(|e| {
+            Error::SyncRefused(format!(
+                "{side} {} could not be listed, so the rollback cannot know which of its files \
+                 to keep ({e}); nothing was changed",
+                root.display()
+            ))
+        })
     };
-    let now = crate::sync::plan::plan(&sib.previous, t, profile, &opts).ok();
-    let protected_rels = now
-        .as_ref()
-        .map(|p| p.protected.clone())
-        .unwrap_or_default();
+    let (in_prev, in_target) = (
+        listed(&sib.previous, "the kept tree")?,
+        listed(t, "the target")?,
+    );
+    let prev_lower: std::collections::BTreeSet<String> =
+        in_prev.keys().map(|k| k.to_lowercase()).collect();
+    let mut protected_rels = Vec::new();
+    let mut kept: Vec<(String, Kind)> = Vec::new();
+    for (rel, kind) in &in_target {
+        match crate::sync::plan::classify(rel, profile) {
+            crate::sync::plan::Class::Protected => protected_rels.push(rel.clone()),
+            crate::sync::plan::Class::Volatile => kept.push((rel.clone(), kind.clone())),
+            crate::sync::plan::Class::Normal
+                if *kind == Kind::Link && !prev_lower.contains(&rel.to_lowercase()) =>
+            {
+                kept.push((rel.clone(), kind.clone()))
+            }
+            crate::sync::plan::Class::Normal => {}
+        }
+    }
     let protected = record_protected(t, &protected_rels)?;
+    let protected_links = record_protected_links(t, &protected_rels)?;
+    // A protected file the kept tree holds under the same name, other than the target's (an
+    // older key, put there by hand): keyferry does not choose between two keys.
+    if let Ok(prev_tree) = Tree::open(&sib.previous) {
+        for p in &protected {
+            if let Ok(Entry::File { id, .. }) = prev_tree.entry(&p.path) {
+                if id != p.id {
+                    return Err(Error::SyncRefused(format!(
+                        "the kept tree {} holds its own {} beside the target's; keyferry will \
+                         not choose between two of them: move the kept tree's copy away (it \
+                         may be an older key), then roll back",
+                        sib.previous.display(),
+                        p.path
+                    )));
+                }
+            }
+        }
+    }
     let mut journal = SyncJournal {
         version: crate::JSON_VERSION,
         kind: "sync-journal".into(),
@@ -1109,6 +1189,7 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
         staging: sib.staging.clone(),
         previous: sib.previous.clone(),
         protected,
+        protected_links,
         steps: Vec::new(),
         app_offline: false,
         started: Timestamp::now(),
@@ -1129,13 +1210,16 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
             write_marker(&sib.staging, &journal.id)?;
             let (live, staged) = (Tree::open(t)?, Tree::open(&sib.staging)?);
             let dirs = DirAttrs::new(&live, &staged)?;
-            for p in &journal.protected {
-                dirs.link_from_target(&p.path, &Kind::File(0, None))?;
+            for rel in journal
+                .protected
+                .iter()
+                .map(|p| &p.path)
+                .chain(journal.protected_links.iter().map(|l| &l.path))
+            {
+                dirs.link_from_target(rel, &Kind::File(0, None))?;
             }
-            if let Some(plan) = &now {
-                for (rel, kind) in &plan.target_kept {
-                    dirs.link_from_target(rel, kind)?;
-                }
+            for (rel, kind) in &kept {
+                dirs.link_from_target(rel, kind)?;
             }
             dirs.finish()?;
             flush(&sib.staging)?;

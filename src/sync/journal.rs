@@ -55,6 +55,14 @@ pub struct ProtectedState {
     pub attrs: Attrs,
 }
 
+/// A protected name that is a link, and the link's own text (never followed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedLink {
+    pub path: String,
+    pub points_to: PathBuf,
+}
+
 /// One step of an in-place apply. Each can be redone: it checks what is already done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "op")]
@@ -91,6 +99,10 @@ pub struct SyncJournal {
     /// The previous tree kept for rollback (`<target>.keyferry-prev`).
     pub previous: PathBuf,
     pub protected: Vec<ProtectedState>,
+    /// Protected names on the target that are links (`database.config -> App_Data/db.real`),
+    /// with what they point to: carried into the new tree as links and checked afterwards.
+    #[serde(default)]
+    pub protected_links: Vec<ProtectedLink>,
     #[serde(default)]
     pub steps: Vec<Step>,
     /// keyferry created `app_offline.htm` in the target and must remove it.

@@ -163,10 +163,25 @@ pub(crate) enum Kind {
 /// Every entry of a tree by relative path, links not followed; volatile folders are recorded
 /// but not entered.
 pub(crate) fn scan(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
+    scan_with(root, profile, side, true)
+}
+
+/// As [`scan`], a link that leads out of the folder recorded as a link rather than refused
+/// (a rollback carries the target's links as they are, never through them).
+pub(crate) fn list(root: &Path, profile: &Profile, side: &str) -> Result<BTreeMap<String, Kind>> {
+    scan_with(root, profile, side, false)
+}
+
+fn scan_with(
+    root: &Path,
+    profile: &Profile,
+    side: &str,
+    refuse_out: bool,
+) -> Result<BTreeMap<String, Kind>> {
     let mut out = BTreeMap::new();
     crate::fs::walk(root, |rel, e, ft| {
         if ft.is_symlink() || is_reparse_point(e) {
-            if leads_out(root, &e.path()) {
+            if refuse_out && leads_out(root, &e.path()) {
                 return Err(Error::SyncRefused(format!(
                     "{side} {} has a link that leads out of the folder ({rel}); keyferry \
                      never follows or copies through one: remove it or point it inside",
