@@ -558,3 +558,48 @@ fn rollback_never_loses_the_targets_keys() {
         assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
     }
 }
+
+/// Run from the wrong node: a secondary's folder never replaces the upgraded primary's unless
+/// both flags say so; refusals change nothing on any node.
+#[test]
+fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
+    let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
+    write(&c.app("web1"), &[("bin/App.dll", b"v11 (upgraded)")]);
+    write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
+    let cf = c.cluster_file();
+    let sync = |extra: &[&str]| {
+        let mut a = vec!["sync", "-c", cf.to_str().unwrap()];
+        a.extend(extra);
+        keyferry(&a, None)
+    };
+    let before = c.snapshot();
+    let r = sync(&["--node", "web2", "--to", "web1"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("web2 is the secondary") && r.stderr().contains("--from-non-primary"),
+        "{}",
+        r.stderr()
+    );
+    let r = sync(&["--node", "web2", "--to", "web1", "--from-non-primary"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("web1 is the cluster file's primary")
+            && r.stderr().contains("--replace-primary"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, c.snapshot());
+    assert_eq!(read(&c.app("web1").join("bin/App.dll")), b"v11 (upgraded)");
+    // Both flags: the admin's explicit decision.
+    let r = sync(&[
+        "--node",
+        "web2",
+        "--to",
+        "web1",
+        "--from-non-primary",
+        "--replace-primary",
+    ]);
+    r.assert_code(0);
+    assert_eq!(read(&c.app("web1").join("bin/App.dll")), b"v10");
+    assert_eq!(read(&c.app("web1").join("encryption.config")), b"KEY");
+}

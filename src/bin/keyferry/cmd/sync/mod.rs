@@ -82,10 +82,14 @@ pub struct Pair {
     pub slot: String,
     pub source: PathBuf,
     pub target: PathBuf,
+    /// The target node's role in the cluster file (none without one).
+    pub role: Option<keyferry::profile::Role>,
 }
 
 /// Everything a sync command needs, resolved.
 pub struct Resolved {
+    /// The source node and its role in the cluster file (none without one).
+    pub source_node: Option<(String, keyferry::profile::Role)>,
     pub profile: Profile,
     pub state_dir: PathBuf,
     pub pairs: Vec<Pair>,
@@ -104,6 +108,7 @@ impl Endpoints {
                 )
             })?;
             return Ok(Resolved {
+                source_node: None,
                 profile,
                 state_dir: self
                     .state_dir
@@ -114,6 +119,7 @@ impl Endpoints {
                     slot: "app".into(),
                     source: from.clone(),
                     target: root.clone(),
+                    role: None,
                 }],
                 skipped: Vec::new(),
             });
@@ -177,6 +183,7 @@ impl Endpoints {
                     slot: app.clone(),
                     source: source.clone(),
                     target,
+                    role: Some(n.role),
                 }),
                 None if !self.to.is_empty() => {
                     return Err(Failure::new(
@@ -197,6 +204,7 @@ impl Endpoints {
                         slot: extra.clone(),
                         source: src.clone(),
                         target,
+                        role: Some(n.role),
                     }),
                     None => skipped.push(format!(
                         "node {} has no paths.{extra}: its {} folder is not synced",
@@ -217,6 +225,7 @@ impl Endpoints {
             ));
         }
         Ok(Resolved {
+            source_node: Some((local.name.clone(), spec.role)),
             profile,
             state_dir: local.state_dir.clone(),
             pairs,

@@ -38,6 +38,14 @@ pub struct RunArgs {
     /// Move files in one by one instead of swapping the folder (for folders IIS keeps open)
     #[arg(long)]
     pub in_place: bool,
+    /// Copy from a node the cluster file does not call the primary (unusual: the upgraded
+    /// node, whose folder is copied, is the primary; say why in the change record)
+    #[arg(long)]
+    pub from_non_primary: bool,
+    /// Let the cluster file's primary be a target: its application folder is replaced by
+    /// another node's (unusual: the primary is the upgraded node, the source)
+    #[arg(long)]
+    pub replace_primary: bool,
     /// Targets synced at once (1 to 64)
     #[arg(long, short = 'j', default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -93,6 +101,45 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
             "--app-pool stops a pool on this machine, but the targets of a cluster sync are other machines",
             Some("run the sync on each target instead: keyferry sync --profile secret-server --from \\\\primary\\share --root C:\\inetpub\\wwwroot\\SecretServer --app-pool NAME; or use --app-offline"),
         ));
+    }
+    use keyferry::profile::Role;
+    if let Some((name, role)) = &resolved.source_node {
+        if *role != Role::Primary && !args.from_non_primary {
+            return Err(Failure::new(
+                "sync-refused",
+                format!(
+                    "{name} is the {} in the cluster file, not the primary: sync copies the \
+                     upgraded primary's folder to the other nodes",
+                    role.as_str()
+                ),
+                Some(
+                    "run keyferry sync on the primary (or name it with --node); if this node's \
+                     folder really is the one to copy, say so with --from-non-primary",
+                ),
+            ));
+        }
+    }
+    if !args.replace_primary {
+        if let Some(p) = resolved
+            .pairs
+            .iter()
+            .find(|p| p.role == Some(Role::Primary))
+        {
+            return Err(Failure::new(
+                "sync-refused",
+                format!(
+                    "{} is the cluster file's primary: its application folder would be replaced \
+                     by {}'s",
+                    p.node,
+                    resolved
+                        .source_node
+                        .as_ref()
+                        .map(|(n, _)| n.as_str())
+                        .unwrap_or("the source")
+                ),
+                Some("leave it out of --to; if the primary's folder really is to be replaced, say so with --replace-primary"),
+            ));
+        }
     }
     for s in &resolved.skipped {
         ui.warn(s);
