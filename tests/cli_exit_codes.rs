@@ -99,3 +99,48 @@ fn demo_audits_and_ends_with_the_real_commands() {
     );
     assert!(out.contains("--replace --keep-bundle"), "{out}");
 }
+
+/// 3: partly done. A cluster sync that changes one node and fails on another says so, and
+/// its JSON names which target changed and which failed.
+#[test]
+fn three_when_some_targets_changed_and_others_failed() {
+    let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
+    std::fs::write(c.app("web1").join("new.js"), b"new").unwrap();
+    std::fs::remove_file(c.app("dr1").join("web.config")).unwrap();
+    let cf = c.cluster_file();
+    let r = keyferry(
+        &[
+            "sync",
+            "-c",
+            cf.to_str().unwrap(),
+            "--node",
+            "web1",
+            "--to",
+            "web2",
+            "--to",
+            "dr1",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(3);
+    let results: Vec<(String, String)> = r.json()["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["node"].as_str().unwrap().to_owned(),
+                t["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        results.contains(&("web2".into(), "synced".into())),
+        "{results:?}"
+    );
+    assert!(
+        results.contains(&("dr1".into(), "failed".into())),
+        "{results:?}"
+    );
+}

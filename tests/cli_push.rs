@@ -71,7 +71,8 @@ fn push_brings_every_node_to_the_primarys_keys_and_refuses_a_different_set_witho
     // Without --replace: web2 (different keys) refused and untouched; dr1 gets the keys.
     let web2_before = node_files(&c, "web2");
     let r = push(&c, &[]);
-    r.assert_code(2);
+    // Partly done (3): dr1 changed, web2 refused.
+    r.assert_code(3);
     no_key_bytes(&r);
     let j = r.json();
     assert_eq!(j["ok"], false);
@@ -170,7 +171,7 @@ fn push_reaches_a_node_through_its_reach_folder_and_says_when_it_cannot() {
     std::fs::write(c.cluster_file(), text).unwrap();
     let dr1_before = node_files(&c, "dr1");
     let r = push(&c, &["--to", "web2", "--to", "dr1"]);
-    r.assert_code(2);
+    r.assert_code(3);
     let j = r.json();
     assert_eq!(target(&j, "web2")["outcome"], "installed");
     assert_eq!(
@@ -244,7 +245,7 @@ fn push_over_real_ssh_installs_through_the_nodes_own_import() {
     assert!(!c.key_path("dr1").exists(), "a dry run installed");
     // One push, two states: dr1 gets the keys, web2 is refused and unchanged.
     let r = ssh(&[]);
-    r.assert_code(2);
+    r.assert_code(3);
     no_key_bytes(&r);
     let d = target(&r.json(), "dr1").clone();
     assert_eq!(d["outcome"], "installed", "{d}");

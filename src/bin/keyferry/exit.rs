@@ -6,3 +6,16 @@ pub const SUCCESS: u8 = 0;
 pub const NO: u8 = 1;
 /// Bad input, usage error, refusal, or I/O error. Nothing on disk was changed.
 pub const ERROR: u8 = 2;
+/// Partly done: some nodes or folders were changed and others failed (or a change failed
+/// after it had changed something). The report says what changed where.
+pub const PARTIAL: u8 = 3;
+
+/// The exit code of a command that worked on several targets: all done, none changed and
+/// some failed, or some changed and some failed.
+pub fn of_many(changed: usize, failed: usize) -> u8 {
+    match (changed, failed) {
+        (_, 0) => SUCCESS,
+        (0, _) => ERROR,
+        _ => PARTIAL,
+    }
+}

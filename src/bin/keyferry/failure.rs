@@ -8,15 +8,27 @@ pub struct Failure {
     pub code: &'static str,
     pub message: String,
     pub hint: Option<String>,
+    /// The exit code: [`crate::exit::ERROR`] (nothing changed), or
+    /// [`crate::exit::PARTIAL`] for a failure after something was changed.
+    pub exit: u8,
 }
 
 impl Failure {
     pub fn new(code: &'static str, message: impl Into<String>, hint: Option<&str>) -> Failure {
         Failure {
             code,
+            exit: crate::exit::ERROR,
             message: message.into(),
             hint: hint.map(str::to_owned),
         }
+    }
+}
+
+impl Failure {
+    /// The same failure, after something was already changed (exit 3).
+    pub fn partial(mut self) -> Failure {
+        self.exit = crate::exit::PARTIAL;
+        self
     }
 }
 
@@ -29,6 +41,7 @@ impl From<Error> for Failure {
         {
             return Failure {
                 code: e.code(),
+                exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(remedy.clone()),
             };
@@ -36,6 +49,7 @@ impl From<Error> for Failure {
         if let Error::DpapiProtected { remedy, .. } = &e {
             return Failure {
                 code: e.code(),
+                exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(remedy.clone()),
             };
@@ -43,6 +57,7 @@ impl From<Error> for Failure {
         if let Error::FileMissing { what, .. } = &e {
             return Failure {
                 code: e.code(),
+                exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(missing_hint(what).to_owned()),
             };
@@ -50,6 +65,7 @@ impl From<Error> for Failure {
         if let Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } = &e {
             return Failure {
                 code: e.code(),
+                exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(hint.clone()),
             };
@@ -57,6 +73,7 @@ impl From<Error> for Failure {
         let hint = hint_for(&e);
         Failure {
             code: e.code(),
+            exit: crate::exit::ERROR,
             message: e.to_string(),
             hint: hint.map(str::to_owned),
         }

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(f) => {
             ui.failure(&f);
-            exit::ERROR.into()
+            f.exit.into()
         }
     }
 }

@@ -32,7 +32,8 @@ file; the node's own import checks, backs up in its own state folder and install
 report comes back.\n\n\
 Exit status: 0 every node holds the key set (or would, with --dry-run); 1 with --dry-run, a node \
 would be refused (its key set differs; --replace would replace it); 2 a node was refused or \
-failed (the others are still done; the table says which).\n\n\
+failed and none got keys; 3 some nodes got keys and others were refused or failed (the table \
+says which).\n\n\
 Examples:\n  keyferry keys push -c cluster.toml --dry-run\n  keyferry keys push -c cluster.toml --to web2 --replace"
 )]
 pub struct Args {
@@ -154,8 +155,12 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
     }
     let would_refuse = done.iter().any(|t| t.outcome == PushOutcome::WouldRefuse);
+    let installed = done
+        .iter()
+        .filter(|t| t.outcome == PushOutcome::Installed)
+        .count();
     Ok(if failed > 0 {
-        ExitCode::from(2)
+        ExitCode::from(crate::exit::of_many(installed, failed))
     } else if would_refuse {
         crate::exit::NO.into()
     } else {

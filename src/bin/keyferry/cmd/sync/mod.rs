@@ -23,8 +23,9 @@ other node that has one, reached through that node's reach.app (a share or UNC p
 Protected files (encryption.config, database.config, or a custom profile's keys and node-local files) \
 are never read from the source and never touched on a target, in any letter case. Logs and temp folders \
 are neither copied nor deleted.\n\n\
-Exit status: 0 every target synced (or already the same); 2 error (a target failed or was refused: the \
-others still ran)."
+Exit status: 0 every target synced (or already the same); 2 error, no target changed (a target \
+failed or was refused: the others still ran); 3 some targets changed and others failed (the \
+table says which)."
 )]
 pub struct Args {
     #[command(subcommand)]

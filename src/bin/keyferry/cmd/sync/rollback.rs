@@ -11,7 +11,10 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 every target is back to its previous folder; 2 error.")]
+#[command(
+    after_help = "Exit status: 0 every target is back to its previous folder; 2 error, nothing \
+rolled back; 3 some targets rolled back and others failed (the lines say which)."
+)]
 pub struct Args {
     #[command(flatten)]
     pub endpoints: Endpoints,
@@ -66,7 +69,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
         row
     });
-    let failed = rows.iter().any(|r| r.error.is_some());
     if ui.json {
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -99,9 +101,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let changed = rows.iter().filter(|r| r.rolled_back.is_some()).count();
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    Ok(ExitCode::from(crate::exit::of_many(changed, failed)))
 }

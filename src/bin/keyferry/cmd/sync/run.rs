@@ -172,11 +172,9 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         r
     });
     report(&results, args.dry_run, ui);
-    Ok(if results.iter().any(|r| r.result == "failed") {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let failed = results.iter().filter(|r| r.result == "failed").count();
+    let changed = results.iter().filter(|r| r.result == "synced").count();
+    Ok(ExitCode::from(crate::exit::of_many(changed, failed)))
 }
 
 fn one(
@@ -403,6 +401,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                 code: e.code,
                 message: format!("{name}: {}", e.message),
                 hint: e.hint.clone(),
+                exit: crate::exit::ERROR,
             });
         }
     }

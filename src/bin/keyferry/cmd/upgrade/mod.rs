@@ -274,13 +274,25 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 ui.say(&format!("  -> {c}"));
             }
             if !step.ok_codes.contains(&code) {
-                return Err(refused(
+                // Steps before it changed nodes (or this one changed some and failed on
+                // others): partly done, not "nothing changed".
+                let earlier = state
+                    .steps
+                    .iter()
+                    .take(i)
+                    .any(|s| s.done.is_some() && s.id != "preflight");
+                let fail = refused(
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
                     &format!(
                         "the lines above say why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
                         step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
                     ),
-                ));
+                );
+                return Err(if earlier || code == i32::from(crate::exit::PARTIAL) {
+                    fail.partial()
+                } else {
+                    fail
+                });
             }
             if let Some(r) = &report {
                 // The command's whole report, kept with the run as its record.
