@@ -604,3 +604,35 @@ fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
     assert_eq!(read(&c.app("web1").join("bin/App.dll")), b"v10");
     assert_eq!(read(&c.app("web1").join("encryption.config")), b"KEY");
 }
+
+/// An exported KEYFERRY_CLUSTER does not get in the way of a two-folder sync, and the hints
+/// name the flag or command they mean.
+#[test]
+fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
+    let p = Pair::new();
+    let mut s = Vec::new();
+    let mut args = vec!["sync"];
+    args.extend(p.args(&mut s, &[]));
+    let out = std::process::Command::new(bin())
+        .args(&args)
+        .env(
+            "KEYFERRY_CLUSTER",
+            p.dir.path().join("no-such-cluster.toml"),
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let r = Run {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        out,
+    };
+    r.assert_code(0);
+    assert_eq!(read(&p.dst().join("bin/New.dll")), b"added in 11.0");
+    // An empty target: the refusal names --new-target.
+    let p = Pair::new();
+    std::fs::remove_dir_all(p.dst()).unwrap();
+    std::fs::create_dir_all(p.dst()).unwrap();
+    let r = p.run(&["sync"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("--new-target"), "{}", r.stderr());
+}

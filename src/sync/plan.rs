@@ -311,7 +311,8 @@ pub fn plan(
     if to.is_empty() {
         if !opts.allow_new_target {
             return refuse(format!(
-                "the target {} is empty; if it is a new node, say so (allow a new target)",
+                "the target {} is empty; if it is a new node, say so with --new-target (it gets \
+                 the whole application)",
                 dst.display()
             ));
         }

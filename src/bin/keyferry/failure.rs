@@ -70,6 +70,16 @@ impl From<Error> for Failure {
                 hint: Some(hint.clone()),
             };
         }
+        if let Error::Io { path, source } = &e {
+            if let Some(h) = io_hint(path, source) {
+                return Failure {
+                    code: e.code(),
+                    exit: crate::exit::ERROR,
+                    message: e.to_string(),
+                    hint: Some(h),
+                };
+            }
+        }
         let hint = hint_for(&e);
         Failure {
             code: e.code(),
@@ -110,6 +120,32 @@ pub fn hint_for_code(code: &str) -> Option<&'static str> {
             "if this node's keys are the wrong ones, run again with --replace (the current files \
              are backed up first)"
         }
+        _ => return None,
+    })
+}
+
+/// What to do about an I/O error whose kind says more than "check the path": a full disk, a
+/// file that may not be changed, no permission.
+fn io_hint(path: &std::path::Path, e: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind as K;
+    let where_ = path.display();
+    Some(match e.kind() {
+        K::StorageFull | K::QuotaExceeded => format!(
+            "the disk holding {where_} is full (or the account's quota used up): free space \
+             there (df -h / the drive's properties show how much), then run the command again; \
+             keyferry's message above says what it had done"
+        ),
+        K::PermissionDenied if e.raw_os_error() == Some(1) => format!(
+            "{where_} may not be changed by anyone (an immutable or append-only file: lsattr \
+             shows it; chattr -i removes the flag), or the file system refuses the operation"
+        ),
+        K::PermissionDenied => format!(
+            "this account may not write or read {where_}: run keyferry as an administrator (root), \
+             or give the account access to it and the folder holding it"
+        ),
+        K::ReadOnlyFilesystem => format!(
+            "{where_} is on a file system mounted read-only: remount it read-write, then run again"
+        ),
         _ => return None,
     })
 }
@@ -228,4 +264,33 @@ fn hint_for(e: &Error) -> Option<&'static str> {
         Error::Io { .. } => "check that the path exists and that you may read and write it",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod io_hint_tests {
+    use super::*;
+    use std::io::{Error as IoError, ErrorKind};
+    use std::path::Path;
+
+    #[test]
+    fn a_full_disk_an_immutable_file_and_no_permission_each_say_what_to_do() {
+        let p = Path::new("/srv/app/bin/a.dll");
+        let hint = |e: IoError| {
+            Failure::from(Error::Io {
+                path: p.to_owned(),
+                source: e,
+            })
+            .hint
+            .unwrap_or_default()
+        };
+        assert!(hint(IoError::new(ErrorKind::StorageFull, "x")).contains("is full"));
+        assert!(hint(IoError::new(ErrorKind::PermissionDenied, "x")).contains("may not write"));
+        assert!(hint(IoError::new(ErrorKind::ReadOnlyFilesystem, "x")).contains("read-only"));
+        #[cfg(unix)]
+        {
+            assert!(hint(IoError::from_raw_os_error(28)).contains("is full"));
+            assert!(hint(IoError::from_raw_os_error(1)).contains("immutable"));
+        }
+        assert!(hint(IoError::new(ErrorKind::NotFound, "x")).contains("path exists"));
+    }
 }

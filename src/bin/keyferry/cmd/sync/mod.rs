@@ -53,14 +53,15 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 /// Where to copy from and to: a cluster file, or a profile with two folders.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Endpoints {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    /// Cluster file describing the nodes (docs/cluster-file.md) [env: KEYFERRY_CLUSTER, unless
+    /// --profile is given]
+    #[arg(long, short = 'c', value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// The source node's name in the cluster file [default: the node named after this host]
-    #[arg(long, value_name = "NAME", requires = "cluster")]
+    #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// Only this target node (repeat for several) [default: every other node with the folder]
-    #[arg(long = "to", value_name = "NODE", requires = "cluster")]
+    #[arg(long = "to", value_name = "NODE")]
     pub to: Vec<String>,
     /// Without a cluster file: the product profile [secret-server, privilege-secure]
     #[arg(long, value_name = "PROFILE", conflicts_with = "cluster", requires_all = ["from", "root"])]
@@ -99,7 +100,30 @@ pub struct Resolved {
 }
 
 impl Endpoints {
+    /// The cluster file: `--cluster`, else `KEYFERRY_CLUSTER` unless the folders are given
+    /// without one (`--profile`, `--from`, `--root`): an exported variable must not turn a
+    /// two-folder sync into an error.
+    pub fn cluster_file(&self) -> Option<PathBuf> {
+        self.cluster.clone().or_else(|| {
+            if self.profile.is_some() {
+                None
+            } else {
+                std::env::var_os("KEYFERRY_CLUSTER")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            }
+        })
+    }
+
     pub fn resolve(&self) -> Result<Resolved, Failure> {
+        if self.profile.is_some() && (self.node.is_some() || !self.to.is_empty()) {
+            return Err(Failure::new(
+                "usage",
+                "--node and --to name nodes of a cluster file; --profile, --from and --root sync \
+                 two folders without one",
+                Some("pass --cluster FILE with --node/--to, or leave them out"),
+            ));
+        }
         if let (Some(profile), Some(from), Some(root)) = (self.profile, &self.from, &self.root) {
             let profile = Profile::builtin(profile).ok_or_else(|| {
                 Failure::new(
@@ -125,7 +149,8 @@ impl Endpoints {
                 skipped: Vec::new(),
             });
         }
-        let Some(path) = &self.cluster else {
+        let cluster = self.cluster_file();
+        let Some(path) = &cluster else {
             return Err(Failure::new(
                 "usage",
                 "nothing to sync",

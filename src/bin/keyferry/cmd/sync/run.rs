@@ -95,7 +95,7 @@ impl SyncProgress for Bar {
 
 pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let resolved = args.endpoints.resolve()?;
-    if args.app_pool.is_some() && args.endpoints.cluster.is_some() {
+    if args.app_pool.is_some() && args.endpoints.cluster_file().is_some() {
         return Err(Failure::new(
             "usage",
             "--app-pool stops a pool on this machine, but the targets of a cluster sync are other machines",

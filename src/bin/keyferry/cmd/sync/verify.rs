@@ -103,7 +103,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             }
         }
         if differs {
-            ui.info("keyferry sync copies the source over the differing files (protected files are never touched)");
+            ui.info(
+                "keyferry sync --checksum copies the source over the differing files (it compares \
+                     contents: a plain sync takes a file of the same size and time as the same); \
+                     protected files are never touched",
+            );
         }
     }
     Ok(if failed {
