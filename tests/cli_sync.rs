@@ -628,6 +628,25 @@ fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
     };
     r.assert_code(0);
     assert_eq!(read(&p.dst().join("bin/New.dll")), b"added in 11.0");
+    // sync rollback needs no --from (it reads no source).
+    let r = keyferry(
+        &[
+            "sync",
+            "rollback",
+            "--profile",
+            "secret-server",
+            "--root",
+            p.dst().to_str().unwrap(),
+            "--state-dir",
+            p.state().to_str().unwrap(),
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(
+        read(&p.dst().join("bin/Thycotic.dll")),
+        b"version 10.9 binary"
+    );
     // An empty target: the refusal names --new-target.
     let p = Pair::new();
     std::fs::remove_dir_all(p.dst()).unwrap();

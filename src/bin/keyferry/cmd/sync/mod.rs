@@ -64,7 +64,12 @@ pub struct Endpoints {
     #[arg(long = "to", value_name = "NODE")]
     pub to: Vec<String>,
     /// Without a cluster file: the product profile [secret-server, privilege-secure]
-    #[arg(long, value_name = "PROFILE", conflicts_with = "cluster", requires_all = ["from", "root"])]
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        conflicts_with = "cluster",
+        requires = "root"
+    )]
     pub profile: Option<ProfileId>,
     /// Without a cluster file: the source application folder (local, share or UNC path)
     #[arg(long, value_name = "DIR", requires = "profile")]
@@ -116,6 +121,20 @@ impl Endpoints {
     }
 
     pub fn resolve(&self) -> Result<Resolved, Failure> {
+        self.resolve_for(true)
+    }
+
+    /// As [`Endpoints::resolve`]; `need_source` false for `sync rollback`, which puts back
+    /// each target's kept folder and reads no source (`--from` is not needed).
+    pub fn resolve_for(&self, need_source: bool) -> Result<Resolved, Failure> {
+        if let (Some(_), None, Some(_), true) = (self.profile, &self.from, &self.root, need_source)
+        {
+            return Err(Failure::new(
+                "usage",
+                "--profile and --root name the target; the source folder is missing",
+                Some("pass --from SRC (the upgraded node's application folder)"),
+            ));
+        }
         if self.profile.is_some() && (self.node.is_some() || !self.to.is_empty()) {
             return Err(Failure::new(
                 "usage",
@@ -124,7 +143,8 @@ impl Endpoints {
                 Some("pass --cluster FILE with --node/--to, or leave them out"),
             ));
         }
-        if let (Some(profile), Some(from), Some(root)) = (self.profile, &self.from, &self.root) {
+        if let (Some(profile), Some(root)) = (self.profile, &self.root) {
+            let from = self.from.clone().unwrap_or_default();
             let profile = Profile::builtin(profile).ok_or_else(|| {
                 Failure::new(
                     "usage",
@@ -142,7 +162,7 @@ impl Endpoints {
                 pairs: vec![Pair {
                     node: host_name(),
                     slot: "app".into(),
-                    source: from.clone(),
+                    source: from,
                     target: root.clone(),
                     role: None,
                 }],

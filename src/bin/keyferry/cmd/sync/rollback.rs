@@ -34,7 +34,7 @@ struct Row {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let resolved = args.endpoints.resolve()?;
+    let resolved = args.endpoints.resolve_for(false)?;
     let rows = for_each_pair(&resolved.pairs, 1, |pair| {
         let mut row = Row {
             node: label(&pair.node, &pair.slot),
