@@ -655,3 +655,32 @@ fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
     r.assert_code(2);
     assert!(r.stderr().contains("--new-target"), "{}", r.stderr());
 }
+
+/// Case-only twins in a Linux source onto a Linux target: two files, each its own bytes, and
+/// `sync verify` agrees (it keys names as the target's file system compares them).
+#[cfg(target_os = "linux")]
+#[test]
+fn case_only_twins_stay_two_files_on_a_case_sensitive_target() {
+    let p = Pair::new();
+    write(&p.src(), &[("bin/A.dll", b"AAAA"), ("bin/a.dll", b"aaaa")]);
+    write(&p.dst(), &[("bin/a.dll", b"aaaa")]);
+    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for f in [
+        p.src().join("bin/A.dll"),
+        p.src().join("bin/a.dll"),
+        p.dst().join("bin/a.dll"),
+    ] {
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    p.run(&["sync"], &[]).assert_code(0);
+    assert_eq!(read(&p.dst().join("bin/A.dll")), b"AAAA");
+    assert_eq!(read(&p.dst().join("bin/a.dll")), b"aaaa");
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+    std::fs::write(p.dst().join("bin/A.dll"), b"BBBB").unwrap();
+    p.run(&["sync", "verify"], &[]).assert_code(1);
+}

@@ -87,6 +87,9 @@ pub struct SyncPlan {
     /// Things the admin should know before applying (per-node settings overwritten, keys the
     /// new node still needs).
     pub warnings: Vec<String>,
+    /// Whether the target's file system takes `A.dll` and `a.dll` for one name (NTFS, SMB,
+    /// Wine's drives): names are then matched without regard to case, else exactly.
+    pub case_insensitive: bool,
     /// For applying: every folder of the new tree (source names, parents first).
     #[serde(skip)]
     pub(crate) source_dirs: Vec<String>,
@@ -265,6 +268,55 @@ fn leads_out(root: &Path, link: &Path) -> bool {
     !resolved.starts_with(root)
 }
 
+/// Whether names in the folder `dir` are compared without regard to letter case: the
+/// folder's own name (or, where it has no letter, one of its entries') spelled in another case
+/// names the same thing. Windows file systems (and Wine's drives) are taken as such.
+pub fn case_insensitive(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let flip = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_lowercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+                .collect()
+        };
+        let probe = |p: &Path| -> Option<bool> {
+            let name = p.file_name()?.to_str()?;
+            let other = flip(name);
+            if other == name {
+                return None;
+            }
+            let a = std::fs::symlink_metadata(p).ok()?;
+            Some(
+                std::fs::symlink_metadata(p.with_file_name(other))
+                    .is_ok_and(|b| (a.dev(), a.ino()) == (b.dev(), b.ino())),
+            )
+        };
+        if let Some(v) = probe(dir) {
+            return v;
+        }
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten().take(64) {
+                if let Some(v) = probe(&e.path()) {
+                    return v;
+                }
+            }
+        }
+        false
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        true
+    }
+}
+
 /// Plans a sync of `source` onto `target`. Reads only.
 pub fn plan(
     source: &Path,
@@ -294,6 +346,37 @@ pub fn plan(
         ));
     }
     let (from, to) = scan_both(&src, &dst, profile)?;
+    plan_listed(&src, &dst, profile, opts, from, to, case_insensitive(&dst))
+}
+
+/// The plan from both listings; `ci`: the target compares names without regard to case.
+fn plan_listed(
+    src: &Path,
+    dst: &Path,
+    profile: &Profile,
+    opts: &PlanOptions,
+    from: BTreeMap<String, Kind>,
+    to: BTreeMap<String, Kind>,
+    ci: bool,
+) -> Result<SyncPlan> {
+    let refuse = |why: String| Err(Error::SyncRefused(why));
+    let (src, dst) = (src.to_owned(), dst.to_owned());
+    if ci {
+        // Two source names that are one name on the target: a silent pick would install
+        // the wrong file.
+        let mut seen: BTreeMap<String, &String> = BTreeMap::new();
+        for rel in from.keys() {
+            if let Some(first) = seen.insert(rel.to_lowercase(), rel) {
+                return refuse(format!(
+                    "the source {} has both {first} and {rel}, which are one name on the \
+                     target's file system ({} compares names without regard to case): keep one \
+                     of them in the source, then sync again",
+                    src.display(),
+                    dst.display()
+                ));
+            }
+        }
+    }
     let marker = profile.app_marker.as_deref();
     let looks_like_app = |t: &BTreeMap<String, Kind>| match marker {
         Some(m) => t.keys().any(|k| k.eq_ignore_ascii_case(m)),
@@ -341,6 +424,7 @@ pub fn plan(
         update_bytes: 0,
         delete_bytes: 0,
         warnings: Vec::new(),
+        case_insensitive: ci,
         source_dirs: Vec::new(),
         unchanged_files: Vec::new(),
         target_kept: Vec::new(),
@@ -358,8 +442,13 @@ pub fn plan(
         to.iter().map(|(k, v)| (k.to_lowercase(), (k, v))).collect();
     // The target's entry for a source path, under its own name (the same or another case).
     let on_target = |rel: &str| {
-        to.get_key_value(rel)
-            .or_else(|| target_lower.get(&rel.to_lowercase()).copied())
+        to.get_key_value(rel).or_else(|| {
+            if ci {
+                target_lower.get(&rel.to_lowercase()).copied()
+            } else {
+                None
+            }
+        })
     };
     let update = |p: &mut SyncPlan, rel: &str, trel: &str, len: u64| {
         p.update_targets.insert(rel.to_owned(), trel.to_owned());
@@ -428,8 +517,9 @@ pub fn plan(
             }
         }
     }
-    let source_lower: std::collections::BTreeSet<String> =
-        from.keys().map(|k| k.to_lowercase()).collect();
+    // Names as the target compares them.
+    let key = |k: &str| if ci { k.to_lowercase() } else { k.to_owned() };
+    let source_lower: std::collections::BTreeSet<String> = from.keys().map(|k| key(k)).collect();
     for (rel, kind) in &to {
         match classify(rel, profile) {
             Class::Protected => note(rel, &mut p.protected),
@@ -437,13 +527,11 @@ pub fn plan(
                 note(rel, &mut p.volatile);
                 p.target_kept.push((rel.clone(), kind.clone()));
             }
-            Class::Normal
-                if matches!(kind, Kind::Link) && !source_lower.contains(&rel.to_lowercase()) =>
-            {
+            Class::Normal if matches!(kind, Kind::Link) && !source_lower.contains(&key(rel)) => {
                 note(rel, &mut p.links);
                 p.target_kept.push((rel.clone(), kind.clone()));
             }
-            Class::Normal if !source_lower.contains(&rel.to_lowercase()) => match kind {
+            Class::Normal if !source_lower.contains(&key(rel)) => match kind {
                 Kind::File(len, _) => {
                     p.delete_bytes += len;
                     p.delete.push(PlanFile {
@@ -526,6 +614,80 @@ fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(unix)]
+    #[test]
+    fn case_only_twins_are_two_files_on_a_case_sensitive_target_and_refused_on_another() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+        for (root, files) in [
+            (
+                &src,
+                &[
+                    ("web.config", &b"w"[..]),
+                    ("bin/A.dll", b"AAAA"),
+                    ("bin/a.dll", b"aaaa"),
+                ][..],
+            ),
+            (
+                &dst,
+                &[("web.config", &b"w"[..]), ("bin/a.dll", b"aaaa")][..],
+            ),
+        ] {
+            for (rel, bytes) in files {
+                let p = root.join(rel);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, bytes).unwrap();
+            }
+        }
+        // The same time on all three: only the name tells them apart.
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        for p in [
+            src.join("bin/A.dll"),
+            src.join("bin/a.dll"),
+            dst.join("bin/a.dll"),
+            src.join("web.config"),
+            dst.join("web.config"),
+        ] {
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        let profile = Profile::builtin(crate::profile::ProfileId::SecretServer).unwrap();
+        let opts = PlanOptions {
+            allow_new_target: false,
+            max_delete: 10,
+            checksum: false,
+        };
+        assert!(
+            !case_insensitive(&dst),
+            "a Linux temp folder compares names exactly"
+        );
+        let p = plan(&src, &dst, &profile, &opts).unwrap();
+        assert_eq!(
+            p.add.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["bin/A.dll"]
+        );
+        assert!(
+            p.update.is_empty() && p.delete.is_empty(),
+            "{:?} {:?}",
+            p.update,
+            p.delete
+        );
+        assert_eq!(p.unchanged_files[0].0, "bin/a.dll");
+        // The target as NTFS would see it: refused, naming both.
+        let (from, to) = scan_both(&src, &dst, &profile).unwrap();
+        let e = plan_listed(&src, &dst, &profile, &opts, from, to, true).unwrap_err();
+        assert!(e.to_string().contains("bin/A.dll and bin/a.dll"), "{e}");
+        // verify keys names exactly too: a target missing A.dll differs.
+        let v = crate::sync::verify::compare(&src, &dst, &profile, 2, &|_| {}).unwrap();
+        assert_eq!(v.differing.len(), 1, "{:?}", v.differing);
+        assert_eq!(v.differing[0].path, "bin/A.dll");
+    }
+
     use super::*;
     use crate::profile::ProfileId;
     use std::fs;

@@ -70,11 +70,14 @@ pub fn compare(
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Verification> {
+    // Names keyed as the target's file system compares them: `A.dll` and `a.dll` are two
+    // files on ext4 and one on NTFS.
+    let ci = crate::sync::plan::case_insensitive(target);
     let files_of = |listed: BTreeMap<String, Kind>| -> BTreeMap<String, (String, Kind)> {
         listed
             .into_iter()
             .filter(|(rel, k)| classify(rel, profile) == Class::Normal && !matches!(k, Kind::Dir))
-            .map(|(rel, k)| (rel.to_lowercase(), (rel, k)))
+            .map(|(rel, k)| (if ci { rel.to_lowercase() } else { rel.clone() }, (rel, k)))
             .collect()
     };
     let (from, to) = scan_both(source, target, profile)?;
