@@ -74,6 +74,11 @@ pub enum Error {
     #[error("installed keys did not verify ({0}); the previous files were restored")]
     VerifyFailed(String),
 
+    /// A sync's new tree, built beside the target, did not match the source; it was
+    /// discarded and the target not changed.
+    #[error("{0}; the new tree was discarded and the target was not changed")]
+    TreeMismatch(String),
+
     /// A file keyferry was pointed at does not exist.
     #[error("the {what} {path} does not exist")]
     FileMissing { path: PathBuf, what: &'static str },
@@ -207,6 +212,7 @@ impl Error {
             Error::UnsafeDestination { .. } => "unsafe-destination",
             Error::FolderMissing { .. } => "folder-missing",
             Error::VerifyFailed(_) => "verify-failed",
+            Error::TreeMismatch(_) => "tree-mismatch",
             Error::FileMissing { .. } => "file-missing",
             Error::KeyFileMissing { .. } => "key-file-missing",
             Error::DpapiProtected { .. } => "dpapi-protected",
@@ -284,6 +290,7 @@ impl Error {
         "unsafe-destination",
         "folder-missing",
         "verify-failed",
+        "tree-mismatch",
         "file-missing",
         "key-file-missing",
         "dpapi-protected",
@@ -344,6 +351,7 @@ mod tests {
                 files: String::new(),
             },
             Error::io("x", std::io::Error::other("y")),
+            Error::TreeMismatch(String::new()),
         ];
         for e in samples {
             assert!(Error::ALL_CODES.contains(&e.code()), "{}", e.code());

@@ -684,3 +684,43 @@ fn case_only_twins_stay_two_files_on_a_case_sensitive_target() {
     std::fs::write(p.dst().join("bin/A.dll"), b"BBBB").unwrap();
     p.run(&["sync", "verify"], &[]).assert_code(1);
 }
+
+/// A name the source has only as a link (links are never copied): the target's entry of that
+/// name, a link, a file or a folder with what it holds, stays, and the plan says so; nothing
+/// is removed that the plan does not list.
+#[cfg(unix)]
+#[test]
+fn a_name_the_source_has_as_a_link_keeps_the_targets_entry() {
+    use std::os::unix::fs::symlink;
+    let p = Pair::new();
+    let (s, d) = (p.src(), p.dst());
+    symlink("bin", s.join("lib")).unwrap();
+    symlink("Scripts", d.join("lib")).unwrap();
+    symlink("web.config", s.join("readme.txt")).unwrap();
+    write(
+        &d,
+        &[
+            ("readme.txt", b"target's own readme"),
+            ("assets/a.css", b"css"),
+        ],
+    );
+    symlink("Scripts", s.join("assets")).unwrap();
+    let r = p.run(&["sync", "--dry-run", "--json"], &[]);
+    r.assert_code(0);
+    let plan = &r.json()["targets"][0]["plan"];
+    let deleted: Vec<&str> = plan["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["bin/Stale.dll"], "{plan}");
+    p.run(&["sync"], &[]).assert_code(0);
+    assert_eq!(
+        std::fs::read_link(d.join("lib")).unwrap(),
+        Path::new("Scripts")
+    );
+    assert_eq!(read(&d.join("readme.txt")), b"target's own readme");
+    assert_eq!(read(&d.join("assets/a.css")), b"css");
+    assert!(!d.join("bin/Stale.dll").exists());
+}

@@ -374,6 +374,7 @@ fn refused(mut t: PushTarget, e: Error) -> PushTarget {
     t.outcome = match e {
         Error::Io { .. }
         | Error::VerifyFailed(_)
+        | Error::TreeMismatch(_)
         | Error::Changed { .. }
         | Error::RecoveryConflict(_)
         | Error::Dpapi(_) => PushOutcome::Failed,

@@ -381,7 +381,7 @@ fn build_tree(
         let mut again = Vec::new();
         for d in &v.differing {
             if d.why == crate::sync::verify::Why::OnlyOnTarget {
-                return Err(Error::VerifyFailed(format!(
+                return Err(Error::TreeMismatch(format!(
                     "the new tree of {} holds {} that the source does not",
                     t.display(),
                     d.path
@@ -394,7 +394,7 @@ fn build_tree(
         copy_all(&trees, &again, &dirs, opts.jobs, progress)?;
         let check = crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|_| {})?;
         if let Some(d) = check.differing.first() {
-            return Err(Error::VerifyFailed(format!(
+            return Err(Error::TreeMismatch(format!(
                 "{} in the new tree of {} does not match the source ({}); is something \
                  changing the source while it is copied?",
                 d.path,

@@ -520,11 +520,33 @@ fn plan_listed(
     // Names as the target compares them.
     let key = |k: &str| if ci { k.to_lowercase() } else { k.to_owned() };
     let source_lower: std::collections::BTreeSet<String> = from.keys().map(|k| key(k)).collect();
+    // Names the source has only as links: links are never copied, so the target's entry of
+    // that name (a link, a file, a folder with all it holds) is left as it is and carried
+    // into the new tree, never silently dropped.
+    let source_links: std::collections::BTreeSet<String> = from
+        .iter()
+        .filter(|(_, k)| matches!(k, Kind::Link))
+        .map(|(r, _)| key(r))
+        .collect();
+    let mut kept_folders: Vec<String> = Vec::new();
     for (rel, kind) in &to {
+        if kept_folders
+            .iter()
+            .any(|d| key(rel).starts_with(&format!("{d}/")))
+        {
+            continue;
+        }
         match classify(rel, profile) {
             Class::Protected => note(rel, &mut p.protected),
             Class::Volatile => {
                 note(rel, &mut p.volatile);
+                p.target_kept.push((rel.clone(), kind.clone()));
+            }
+            Class::Normal if source_links.contains(&key(rel)) => {
+                note(rel, &mut p.links);
+                if matches!(kind, Kind::Dir) {
+                    kept_folders.push(key(rel));
+                }
                 p.target_kept.push((rel.clone(), kind.clone()));
             }
             Class::Normal if matches!(kind, Kind::Link) && !source_lower.contains(&key(rel)) => {

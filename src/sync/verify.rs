@@ -101,8 +101,13 @@ pub fn compare(
             }),
         }
     }
+    // What lies under a name the source has only as a link is the target's (a sync carries it).
+    let under_link = |key: &str| {
+        from.iter()
+            .any(|(k, (_, kind))| matches!(kind, Kind::Link) && key.starts_with(&format!("{k}/")))
+    };
     for (key, (rel, kind)) in &to {
-        if !from.contains_key(key) && !matches!(kind, Kind::Link) {
+        if !from.contains_key(key) && !matches!(kind, Kind::Link) && !under_link(key) {
             differing.push(Difference {
                 path: rel.clone(),
                 why: Why::OnlyOnTarget,

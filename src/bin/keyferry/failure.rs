@@ -210,6 +210,10 @@ fn hint_for(e: &Error) -> Option<&'static str> {
             "check the node's paths in the cluster file (or --root); keyferry does not create \
              application folders"
         }
+        Error::TreeMismatch(_) => {
+            "run the sync again; if it fails the same way, something changes the source while it \
+             is copied (stop the application there) or the disk is failing"
+        }
         Error::VerifyFailed(_) => {
             "the previous files are back in place; check the disk and file system, then try again"
         }
