@@ -35,8 +35,25 @@ pub enum Class {
 }
 
 /// The class of a `/`-separated relative path, for this profile.
+///
+/// Names are compared as Win32 resolves them, where the products run: without regard to case,
+/// and with each component's trailing dots and spaces dropped (`Encryption.Config .` opens
+/// `encryption.config` there), on every platform: a name that is the protected file on
+/// Windows is protected everywhere.
 pub fn classify(rel: &str, profile: &Profile) -> Class {
-    let lower = rel.to_lowercase();
+    let lower: String = rel
+        .to_lowercase()
+        .split('/')
+        .map(|c| {
+            let t = c.trim_end_matches(['.', ' ']);
+            if t.is_empty() {
+                c
+            } else {
+                t
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
     let name = lower.rsplit('/').next().unwrap_or(&lower);
     let top = lower.split('/').next().unwrap_or("");
     let named = |n: &str| n.to_lowercase() == name;
@@ -636,6 +653,27 @@ fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn protected_and_volatile_names_match_as_win32_resolves_them() {
+        let profile = Profile::builtin(crate::profile::ProfileId::SecretServer).unwrap();
+        for rel in [
+            "encryption.config",
+            "Encryption.Config",
+            "encryption.config.",
+            "Encryption.Config ",
+            "encryption.config. .",
+            "sub/DATABASE.CONFIG..",
+        ] {
+            assert_eq!(classify(rel, &profile), Class::Protected, "{rel:?}");
+        }
+        for rel in ["logs./a.txt", "Logs /a.txt", "x/app.log.", "x/app.LOG "] {
+            assert_eq!(classify(rel, &profile), Class::Volatile, "{rel:?}");
+        }
+        for rel in ["encryption.config.bak", "web.config", "bin/encryption"] {
+            assert_eq!(classify(rel, &profile), Class::Normal, "{rel:?}");
+        }
+    }
 
     #[cfg(unix)]
     #[test]
