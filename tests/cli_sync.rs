@@ -724,3 +724,27 @@ fn a_name_the_source_has_as_a_link_keeps_the_targets_entry() {
     assert_eq!(read(&d.join("assets/a.css")), b"css");
     assert!(!d.join("bin/Stale.dll").exists());
 }
+
+/// A parent folder every user may write in: another account could put a link where keyferry's
+/// folders beside the target go. Refused, saying how to fix the permissions; nothing changed.
+#[cfg(unix)]
+#[test]
+fn a_target_whose_parent_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pair::new();
+    let parent = p.dst().parent().unwrap().to_owned();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let before = p.everything();
+    for step in [&["sync"][..], &["sync", "rollback"]] {
+        let r = p.run(step, &[]);
+        r.assert_code(2);
+        assert!(
+            r.stderr().contains("every user may write in it") && r.stderr().contains("chmod go-w"),
+            "{}",
+            r.stderr()
+        );
+    }
+    assert_eq!(before, p.everything());
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.run(&["sync"], &[]).assert_code(0);
+}

@@ -115,6 +115,53 @@ pub fn siblings(target: &Path) -> Result<Siblings> {
     })
 }
 
+/// Refuses a target whose parent folder another account could write (the way OpenSSH's
+/// StrictModes refuses a home folder others can write): that account could put a link where
+/// keyferry's folders beside the target go, between keyferry's steps. The parent must be
+/// owned by root or by the target's owner, and writable by nobody else (no write for others;
+/// for the group only where it is root's). Windows: the folder's ACL decides, not checked here.
+pub fn check_parent(target: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let sib = siblings(target)?;
+        let parent = std::fs::metadata(&sib.parent).map_err(|e| Error::io(&sib.parent, e))?;
+        let own = std::fs::symlink_metadata(target).map_err(|e| Error::io(target, e))?;
+        let mode = parent.mode() & 0o7777;
+        let owner_ok = parent.uid() == 0 || parent.uid() == own.uid();
+        let group_writes = mode & 0o020 != 0 && parent.gid() != 0;
+        let others_write = mode & 0o002 != 0;
+        if !owner_ok || group_writes || others_write {
+            let why = if !owner_ok {
+                format!(
+                    "it belongs to user {}, neither root nor the target's owner ({})",
+                    parent.uid(),
+                    own.uid()
+                )
+            } else if others_write {
+                format!("every user may write in it (mode {mode:o})")
+            } else {
+                format!(
+                    "its group ({}) may write in it (mode {mode:o})",
+                    parent.gid()
+                )
+            };
+            return Err(Error::SyncRefused(format!(
+                "the folder holding {}, {}, is not safe for keyferry's folders beside the target: \
+                 {why}; another account could put a link where they go. Fix it: chown root {} \
+                 and chmod go-w {} (or move the application folder); nothing was changed",
+                target.display(),
+                sib.parent.display(),
+                sib.parent.display(),
+                sib.parent.display()
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = target;
+    Ok(())
+}
+
 fn sync_id() -> String {
     format!("{}-{}", Timestamp::now().compact(), std::process::id())
 }
@@ -127,6 +174,7 @@ pub fn apply(
     progress: &dyn SyncProgress,
 ) -> Result<SyncOutcome> {
     let t = &plan.target;
+    check_parent(t)?;
     let sib = siblings(t)?;
     if exists(&sib.staging) {
         return Err(Error::SyncRefused(format!(
@@ -1100,6 +1148,7 @@ pub struct RolledBack {
 /// the in-place steps undone in reverse. The tree that was in place is kept as the previous
 /// one, so a rollback can itself be rolled back.
 pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Result<RolledBack> {
+    check_parent(t)?;
     let sib = siblings(t)?;
     let record_path = sib.previous.join(PREVIOUS_RECORD);
     let bytes = match crate::fs::read_bounded(&record_path, MAX_RECORD, "previous-tree record") {

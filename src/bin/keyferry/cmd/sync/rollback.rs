@@ -44,6 +44,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         };
         let r = (|| -> keyferry::Result<()> {
             let target = super::target_path(&pair.target)?;
+            keyferry::sync::apply::check_parent(&target)?;
             let _lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
             // An interrupted rollback, finished, is the rollback asked for; an interrupted

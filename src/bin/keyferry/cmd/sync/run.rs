@@ -197,6 +197,10 @@ fn one(
     };
     let mut run = || -> Result<(), Failure> {
         let target = super::target_path(&pair.target)?;
+        // Before the lock and the state folder: a refusal leaves nothing behind.
+        if !args.dry_run {
+            keyferry::sync::apply::check_parent(&target)?;
+        }
         let source = std::fs::canonicalize(&pair.source)
             .map_err(|e| keyferry::Error::io(&pair.source, e))?;
         // A refusal changes nothing, not even the state folder: plan first, unless an
