@@ -748,3 +748,34 @@ fn a_target_whose_parent_others_may_write_is_refused() {
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     p.run(&["sync"], &[]).assert_code(0);
 }
+
+/// A log the application writes while the new tree is built (after its logs folder was linked
+/// in, before the swap) is in the live folder afterwards, not only in the kept one.
+#[cfg(all(unix, feature = "failpoints"))]
+#[test]
+fn a_log_written_during_the_sync_is_carried_into_the_live_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pair::new();
+    let script = p.dir.path().join("writes-a-log.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'written during the sync' > {:?}/logs/during.log\n",
+            p.dst()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Vec::new();
+    let mut args = vec!["sync"];
+    args.extend(p.args(&mut s, &["--json"]));
+    let hook = format!("sync:installing={}", script.display());
+    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    r.assert_code(0);
+    assert_eq!(
+        read(&p.dst().join("logs/during.log")),
+        b"written during the sync\n"
+    );
+    assert_eq!(read(&p.dst().join("logs/target.log")), b"target log");
+    assert_eq!(r.json()["targets"][0]["outcome"]["carried_after_swap"], 1);
+}

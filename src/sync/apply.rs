@@ -90,6 +90,12 @@ pub struct SyncOutcome {
     /// Why the folder was not swapped, for in-place applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_in_place: Option<String>,
+    /// Files the application wrote into volatile folders (logs) while the new tree was
+    /// built, carried into the live folder right after the swap.
+    pub carried_after_swap: u64,
+    /// What did not go as it should but did not fail the sync.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The folders a sync of `target` uses beside it.
@@ -256,8 +262,21 @@ pub fn apply(
             journal.save(target.state_dir)?;
         }
     }
+    let mut carried = 0;
+    let mut warnings = Vec::new();
     if journal.mode == Mode::InPlace {
         run_steps(&journal)?;
+    } else {
+        // Whatever the application wrote into its volatile folders (logs) after they were
+        // linked into the new tree is only in the old tree now: carried into the live one,
+        // by second names, so the next sync (which removes the old tree) cannot lose it.
+        match carry_volatile(&sib.previous, t, &plan.target_kept, &plan.profile) {
+            Ok(n) => carried = n,
+            Err(e) => warnings.push(format!(
+                "files written into the volatile folders during the sync may be only in {} ({e})",
+                sib.previous.display()
+            )),
+        }
     }
     journal.stage = Stage::Committed;
     journal.save(target.state_dir)?;
@@ -276,7 +295,57 @@ pub fn apply(
         protected_checked: journal.protected.len(),
         previous: sib.previous,
         why_in_place,
+        carried_after_swap: carried,
+        warnings,
     })
+}
+
+/// Links into the live tree `t` every file under the volatile entries `kept` that the old
+/// tree `prev` has and `t` lacks (written after the new tree was built). Returns how many.
+fn carry_volatile(
+    prev: &Path,
+    t: &Path,
+    kept: &[(String, Kind)],
+    profile: &Profile,
+) -> Result<u64> {
+    let (old, live) = (Tree::open(prev)?, Tree::open(t)?);
+    let mut n = 0;
+    let mut stack: Vec<String> = kept
+        .iter()
+        .filter(|(rel, _)| {
+            crate::sync::plan::classify(rel, profile) == crate::sync::plan::Class::Volatile
+        })
+        .map(|(rel, _)| rel.clone())
+        .collect();
+    while let Some(rel) = stack.pop() {
+        match old.entry(&rel)? {
+            Entry::File { .. } | Entry::Symlink => {
+                if matches!(live.entry(&rel)?, Entry::Missing) {
+                    if let Some(parent) = crate::fs::tree::split_rel(&rel)
+                        .ok()
+                        .map(|(p, _)| p.to_owned())
+                    {
+                        if !parent.is_empty() && live.dir(&parent)?.is_none() {
+                            continue;
+                        }
+                    }
+                    link_across(&old, &rel, &live, &rel)?;
+                    n += 1;
+                }
+            }
+            Entry::Other(k) if k.ends_with("folder") => {
+                if let Some(d) = old.dir(&rel)? {
+                    for name in d.names()? {
+                        if let Some(name) = name.to_str() {
+                            stack.push(format!("{rel}/{name}"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
 }
 
 /// Finishes an interrupted sync or rollback of `target`, if there is one: before the new
