@@ -779,3 +779,55 @@ fn a_log_written_during_the_sync_is_carried_into_the_live_folder() {
     assert_eq!(read(&p.dst().join("logs/target.log")), b"target log");
     assert_eq!(r.json()["targets"][0]["outcome"]["carried_after_swap"], 1);
 }
+
+/// Byte-identical trees whose modification times differ: nothing to update, no warning about
+/// per-node settings, only the source's times carried; the next plain sync finds them the
+/// same. With --checksum too.
+#[test]
+fn the_same_bytes_with_other_times_are_kept_and_given_the_sources_times() {
+    for checksum in [false, true] {
+        let p = Pair::new();
+        let (s, d) = (p.src(), p.dst());
+        // The target is the source's copy, written later (other times).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for rel in ["web.config", "bin/Thycotic.dll", "Scripts/app.js"] {
+            std::fs::write(d.join(rel), read(&s.join(rel))).unwrap();
+        }
+        std::fs::write(d.join("bin/New.dll"), read(&s.join("bin/New.dll"))).unwrap();
+        std::fs::remove_file(d.join("bin/Stale.dll")).unwrap();
+        let extra: &[&str] = if checksum { &["--checksum"] } else { &[] };
+        let mut a = vec!["--dry-run"];
+        a.extend(extra);
+        let r = p.run(&["sync"], &a);
+        r.assert_code(0);
+        let out = r.stdout() + &r.stderr();
+        assert!(!out.contains("would update"), "checksum={checksum}: {out}");
+        assert!(!out.contains("per-node"), "checksum={checksum}: {out}");
+        assert!(
+            out.contains("4 files have the same bytes"),
+            "checksum={checksum}: {out}"
+        );
+        p.run(&["sync"], extra).assert_code(0);
+        for rel in [
+            "web.config",
+            "bin/Thycotic.dll",
+            "Scripts/app.js",
+            "bin/New.dll",
+        ] {
+            let m = |root: &Path| {
+                std::fs::metadata(root.join(rel))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+            };
+            assert_eq!(m(&s), m(&d), "checksum={checksum}: {rel}");
+        }
+        let r = p.run(&["sync", "--json"], &[]);
+        r.assert_code(0);
+        assert_eq!(
+            r.json()["targets"][0]["result"],
+            "unchanged",
+            "checksum={checksum}"
+        );
+    }
+}

@@ -278,6 +278,33 @@ pub fn apply(
             )),
         }
     }
+    // Files whose bytes equal the source's get its modification time (the next plain sync
+    // then takes them as the same instead of copying them again).
+    if !plan.new_times.is_empty() {
+        let live = Tree::open(t)?;
+        for (rel, time) in &plan.new_times {
+            let name = match journal.mode {
+                Mode::Swap => rel.clone(),
+                Mode::InPlace => plan.target_name(rel),
+            };
+            let set = live
+                .parent(&name)
+                .and_then(|p| match p {
+                    Some((d, n)) => d.open_file(n, true),
+                    None => Ok(None),
+                })
+                .and_then(|o| match o {
+                    Some(o) => o
+                        .file
+                        .set_modified(*time)
+                        .map_err(|e| Error::io(t.join(&name), e)),
+                    None => Ok(()),
+                });
+            if let Err(e) = set {
+                warnings.push(format!("{name}: its modification time was not set ({e})"));
+            }
+        }
+    }
     journal.stage = Stage::Committed;
     journal.save(target.state_dir)?;
     crate::failpoint::hit("sync:committed");

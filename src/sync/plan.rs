@@ -21,6 +21,7 @@ use crate::sync::hash::Hashed;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
 
 /// How a relative path of the application folder travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,6 +93,9 @@ pub struct SyncPlan {
     pub add_dirs: Vec<String>,
     pub delete_dirs: Vec<String>,
     pub unchanged: u64,
+    /// Files whose bytes equal the source's but whose modification time differs: kept as
+    /// they are, given the source's time (so the next plain sync takes them as the same).
+    pub times_only: Vec<PlanFile>,
     /// Protected files on the target (as it names them): left exactly as they are.
     pub protected: Vec<String>,
     /// Volatile paths found on either side: left alone.
@@ -113,6 +117,9 @@ pub struct SyncPlan {
     /// For applying: files the plan found unchanged (source name, target name, size).
     #[serde(skip)]
     pub(crate) unchanged_files: Vec<(String, String, u64)>,
+    /// For applying: the source's modification time for each file of `times_only`.
+    #[serde(skip)]
+    pub(crate) new_times: Vec<(String, SystemTime)>,
     /// For applying: what the target keeps as it is (volatile entries, links), by its names.
     #[serde(skip)]
     pub(crate) target_kept: Vec<(String, Kind)>,
@@ -154,6 +161,7 @@ impl SyncPlan {
             && self.delete.is_empty()
             && self.add_dirs.is_empty()
             && self.delete_dirs.is_empty()
+            && self.times_only.is_empty()
     }
 }
 
@@ -434,6 +442,8 @@ fn plan_listed(
         add_dirs: Vec::new(),
         delete_dirs: Vec::new(),
         unchanged: 0,
+        times_only: Vec::new(),
+        new_times: Vec::new(),
         protected: Vec::new(),
         volatile: Vec::new(),
         links: Vec::new(),
@@ -475,8 +485,10 @@ fn plan_listed(
             bytes: len,
         });
     };
-    // Files of equal size compared by content (`checksum`), hashed together on every core.
-    let mut compare: Vec<(String, String, u64)> = Vec::new();
+    // Files of equal size compared by content (`--checksum`, or their times differ), hashed
+    // together on every core: source name, target name, size, source time, target time.
+    type Compared = (String, String, u64, Option<SystemTime>, Option<SystemTime>);
+    let mut compare: Vec<Compared> = Vec::new();
     let mut source_protected = Vec::new();
     for (rel, kind) in &from {
         match classify(rel, profile) {
@@ -499,13 +511,15 @@ fn plan_listed(
                         });
                     }
                     Some((trel, Kind::File(tlen, tmtime))) => {
-                        if tlen != len || (!opts.checksum && (mtime.is_none() || tmtime != mtime)) {
+                        if tlen != len {
                             update(&mut p, rel, trel, *len);
-                        } else if opts.checksum {
-                            compare.push((rel.clone(), trel.clone(), *len));
-                        } else {
+                        } else if !opts.checksum && mtime.is_some() && tmtime == mtime {
                             p.unchanged += 1;
                             p.unchanged_files.push((rel.clone(), trel.clone(), *len));
+                        } else {
+                            // The same size: `--checksum`, or the times differ. Compared by
+                            // content: equal bytes are kept, only the source's time carried.
+                            compare.push((rel.clone(), trel.clone(), *len, *mtime, *tmtime));
                         }
                     }
                 },
@@ -516,7 +530,7 @@ fn plan_listed(
         let (src_tree, dst_tree) = (crate::fs::Tree::open(&src)?, crate::fs::Tree::open(&dst)?);
         let files: Vec<crate::sync::hash::Item> = compare
             .iter()
-            .flat_map(|(rel, trel, len)| {
+            .flat_map(|(rel, trel, len, _, _)| {
                 [
                     (&src_tree, rel.as_str(), *len),
                     (&dst_tree, trel.as_str(), *len),
@@ -524,11 +538,18 @@ fn plan_listed(
             })
             .collect();
         let hashes = crate::sync::hash::hash_many(&files, usize::MAX, &|_| {})?;
-        for (i, (rel, trel, len)) in compare.iter().enumerate() {
+        for (i, (rel, trel, len, mtime, tmtime)) in compare.iter().enumerate() {
             match (&hashes[2 * i], &hashes[2 * i + 1]) {
                 (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => {
                     p.unchanged += 1;
                     p.unchanged_files.push((rel.clone(), trel.clone(), *len));
+                    if let (Some(m), true) = (mtime, mtime != tmtime) {
+                        p.times_only.push(PlanFile {
+                            path: rel.clone(),
+                            bytes: *len,
+                        });
+                        p.new_times.push((rel.clone(), *m));
+                    }
                 }
                 _ => update(&mut p, rel, trel, *len),
             }

@@ -375,6 +375,14 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                     ));
                 }
             }
+            if !p.times_only.is_empty() {
+                ui.info(&format!(
+                    "{name}: {} the same bytes as the source with another modification time: \
+                     kept as they are, given the source's time{}",
+                    crate::ui::count(p.times_only.len(), "file has", "files have"),
+                    if dry_run { " (would be)" } else { "" }
+                ));
+            }
             if !p.protected.is_empty() {
                 ui.info(&format!(
                     "{name}: left exactly as they are: {}",
@@ -392,6 +400,9 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
             }
         }
         if let Some(o) = &r.outcome {
+            for w in &o.warnings {
+                ui.warn(&format!("{name}: {w}"));
+            }
             if let Some(why) = &o.why_in_place {
                 ui.info(&format!("{name}: files moved in one by one: {why}"));
             }
