@@ -831,3 +831,32 @@ fn the_same_bytes_with_other_times_are_kept_and_given_the_sources_times() {
         );
     }
 }
+
+/// One JSON error shape, the README's (`code`, `message`, `hint`), for a failing target of
+/// sync, sync verify and sync rollback alike.
+#[test]
+fn every_sync_command_writes_a_targets_error_the_same_way() {
+    let p = Pair::new();
+    std::fs::remove_dir_all(p.dst()).unwrap();
+    for cmd in [&["sync"][..], &["sync", "verify"], &["sync", "rollback"]] {
+        let r = p.run(cmd, &["--json"]);
+        assert_ne!(r.code(), 0, "{cmd:?}");
+        let j = r.json();
+        let e = &j["targets"][0]["error"];
+        assert!(e.is_object(), "{cmd:?}: {j}");
+        assert!(
+            e["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{cmd:?}: {j}"
+        );
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{cmd:?}: {j}"
+        );
+        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["code", "message", "hint"].contains(&k.as_str())),
+            "{cmd:?}: {keys:?}"
+        );
+    }
+}

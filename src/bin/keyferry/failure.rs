@@ -24,6 +24,38 @@ impl Failure {
     }
 }
 
+/// A failure as the README's JSON contract writes it, in a command's own document (one
+/// target's error) as in the error document: `{ "code", "message", "hint" }`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorDoc {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl From<Failure> for ErrorDoc {
+    fn from(f: Failure) -> ErrorDoc {
+        ErrorDoc {
+            code: f.code,
+            message: f.message,
+            hint: f.hint,
+        }
+    }
+}
+
+impl ErrorDoc {
+    /// The failure again, to show on a terminal.
+    pub fn failure(&self, prefix: &str) -> Failure {
+        Failure {
+            code: self.code,
+            message: format!("{prefix}{}", self.message),
+            hint: self.hint.clone(),
+            exit: crate::exit::ERROR,
+        }
+    }
+}
+
 impl Failure {
     /// The same failure, after something was already changed (exit 3).
     pub fn partial(mut self) -> Failure {

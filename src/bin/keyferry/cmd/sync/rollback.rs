@@ -30,7 +30,7 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     rolled_back: Option<keyferry::sync::RolledBack>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<(String, &'static str)>,
+    error: Option<crate::failure::ErrorDoc>,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -66,7 +66,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             Ok(())
         })();
         if let Err(e) = r {
-            row.error = Some((e.to_string(), e.code()));
+            row.error = Some(Failure::from(e).into());
         }
         row
     });
@@ -93,12 +93,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                     r.node, rb.id, rb.protected_checked
                 ));
             }
-            if let Some((e, code)) = &r.error {
-                ui.failure(&Failure::new(
-                    code,
-                    format!("{}: {e}", r.node),
-                    Some("nothing was rolled back on this target"),
-                ));
+            if let Some(e) = &r.error {
+                ui.failure(&e.failure(&format!("{}: ", r.node)));
             }
         }
     }

@@ -69,15 +69,7 @@ struct TargetResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorJson>,
-}
-
-#[derive(Serialize)]
-struct ErrorJson {
-    code: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hint: Option<String>,
+    error: Option<crate::failure::ErrorDoc>,
 }
 
 struct Bar(ProgressBar, String);
@@ -260,11 +252,7 @@ fn one(
     };
     if let Err(f) = run() {
         r.result = "failed";
-        r.error = Some(ErrorJson {
-            code: f.code,
-            message: f.message,
-            hint: f.hint,
-        });
+        r.error = Some(f.into());
     }
     r
 }
@@ -412,12 +400,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
             ));
         }
         if let Some(e) = &r.error {
-            ui.failure(&Failure {
-                code: e.code,
-                message: format!("{name}: {}", e.message),
-                hint: e.hint.clone(),
-                exit: crate::exit::ERROR,
-            });
+            ui.failure(&e.failure(&format!("{name}: ")));
         }
     }
 }

@@ -29,9 +29,7 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     verification: Option<Verification>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
+    error: Option<crate::failure::ErrorDoc>,
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -44,16 +42,15 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             usize::MAX,
             &|_| {},
         );
-        let (verification, error, code) = match r {
-            Ok(v) => (Some(v), None, None),
-            Err(e) => (None, Some(e.to_string()), Some(e.code())),
+        let (verification, error) = match r {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(Failure::from(e).into())),
         };
         Row {
             node: label(&pair.node, &pair.slot),
             slot: pair.slot.clone(),
             verification,
             error,
-            code,
         }
     });
     let failed = rows.iter().any(|r| r.error.is_some());
@@ -94,11 +91,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                         ui.out(&format!("  {}: {}", d.path, d.why.describe()));
                     }
                 }
-                (None, Some(e)) => ui.failure(&Failure::new(
-                    r.code.unwrap_or("io"),
-                    format!("{}: {e}", r.node),
-                    Some("check the paths in the cluster file (or --from/--root); nothing was changed"),
-                )),
+                (None, Some(e)) => ui.failure(&e.failure(&format!("{}: ", r.node))),
                 (None, None) => {}
             }
         }
