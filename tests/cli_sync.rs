@@ -860,3 +860,23 @@ fn every_sync_command_writes_a_targets_error_the_same_way() {
         );
     }
 }
+
+/// An absolute link into the target itself (an admin's shortcut) is the target's own: carried
+/// as it is, and no sync fails on it (or names keyferry's temp folder as the target).
+#[cfg(unix)]
+#[test]
+fn an_absolute_link_into_the_target_is_carried_and_does_not_stop_the_sync() {
+    let p = Pair::new();
+    let d = p.dst();
+    std::os::unix::fs::symlink(d.join("bin"), d.join("bin-link")).unwrap();
+    for _ in 0..2 {
+        let r = p.run(&["sync"], &[]);
+        r.assert_code(0);
+        assert!(!r.stderr().contains("keyferry-new"), "{}", r.stderr());
+        assert_eq!(
+            std::fs::read_link(d.join("bin-link")).unwrap(),
+            d.join("bin")
+        );
+    }
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+}

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::fs::Tree;
 use crate::profile::Profile;
 use crate::sync::hash::{hash_many, Hashed, Item};
-use crate::sync::plan::{classify, scan_both, Class, Kind};
+use crate::sync::plan::{classify, list, scan, Class, Kind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,7 +80,15 @@ pub fn compare(
             .map(|(rel, k)| (if ci { rel.to_lowercase() } else { rel.clone() }, (rel, k)))
             .collect()
     };
-    let (from, to) = scan_both(source, target, profile)?;
+    // The target's links are listed, never followed: one pointing into the target by its
+    // absolute path is the target's own (a sync carries it into the new tree, where it
+    // points at the live folder, not out of keyferry's).
+    let (from, to) = std::thread::scope(|s| {
+        let to = s.spawn(|| list(target, profile, "the target"));
+        let from = scan(source, profile, "the source");
+        (from, to.join().expect("listing does not panic"))
+    });
+    let (from, to) = (from?, to?);
     let (from, to) = (files_of(from), files_of(to));
     let (src_tree, dst_tree) = (Tree::open(source)?, Tree::open(target)?);
     let mut differing = Vec::new();
