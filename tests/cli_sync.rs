@@ -880,3 +880,40 @@ fn an_absolute_link_into_the_target_is_carried_and_does_not_stop_the_sync() {
     }
     p.run(&["sync", "verify"], &[]).assert_code(0);
 }
+
+/// The kept tree cannot be removed at once (an immutable file in it): the sync refuses with
+/// the reason, the kept tree is still keyferry's (its record first removed, never), and once
+/// the cause is gone the next sync goes on.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_kept_tree_that_cannot_be_removed_yet_is_still_recognised_afterwards() {
+    let p = Pair::new();
+    p.run(&["sync"], &[]).assert_code(0);
+    let kept = p.dst().with_file_name("SecretServer.keyferry-prev");
+    let stuck = kept.join("bin/Stale.dll");
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!(
+            "SKIPPED: chattr +i does not work here (needs root and a file system with flags)"
+        );
+        return;
+    }
+    std::fs::write(p.src().join("bin/Newer.dll"), b"newer").unwrap();
+    let r = p.run(&["sync"], &[]);
+    chattr("-i");
+    assert_ne!(r.code(), 0);
+    assert!(
+        kept.join(".keyferry-prev.json").exists(),
+        "the record stays until the last"
+    );
+    let r = p.run(&["sync"], &[]);
+    r.assert_code(0);
+    assert_eq!(read(&p.dst().join("bin/Newer.dll")), b"newer");
+    assert_eq!(read(&p.dst().join("encryption.config")), TARGET_KEY);
+}

@@ -884,8 +884,44 @@ fn discard_staging(journal: &SyncJournal) -> Result<()> {
             )))
         }
     }
-    // Links in it are removed, never followed (std removes a tree without following links).
-    std::fs::remove_dir_all(n).map_err(|e| Error::io(n, e))
+    remove_marked_tree(n)
+}
+
+/// Removes one of keyferry's trees beside the target (the new tree, the kept one): opened
+/// from the parent's handle without following a link, everything in it removed through
+/// handles, and keyferry's marks (the sync id, the kept tree's record) last, so that a removal
+/// that fails part-way (an immutable file) leaves a tree keyferry still recognises and the
+/// next run removes once the cause is gone.
+fn remove_marked_tree(folder: &Path) -> Result<()> {
+    let (parent, name) = crate::fs::split(folder)?;
+    let parent = crate::fs::Dir::open(&parent)?;
+    let Some(dir) = parent.sub(&name)? else {
+        return Ok(());
+    };
+    let marks = [
+        std::ffi::OsStr::new(MARKER),
+        std::ffi::OsStr::new(PREVIOUS_RECORD),
+    ];
+    for entry in dir.names()? {
+        if marks.contains(&entry.as_os_str()) {
+            continue;
+        }
+        match dir.entry(&entry)? {
+            Entry::Missing => {}
+            Entry::Other(k) if k.ends_with("folder") => {
+                crate::fs::tree::remove_tree_in(&dir, &entry, crate::parallel::threads(4))?
+            }
+            _ => dir.unlink(&entry)?,
+        }
+    }
+    for m in marks {
+        if !matches!(dir.entry(m)?, Entry::Missing) {
+            dir.unlink(m)?;
+        }
+    }
+    drop(dir);
+    parent.rmdir(&name)?;
+    Ok(())
 }
 
 /// Removes the previous tree of an earlier sync (keyferry's, by its record).
@@ -899,7 +935,7 @@ fn retire_previous(previous: &Path) -> Result<()> {
             previous.display()
         )));
     }
-    std::fs::remove_dir_all(previous).map_err(|e| Error::io(previous, e))
+    remove_marked_tree(previous)
 }
 
 /// Protected files of the target now: identity, hash and attributes, each opened once,
@@ -1172,7 +1208,7 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
     let checked = check_protected(journal, true);
     if exists(b) && journal.action == Action::Rollback && journal.mode == Mode::InPlace {
         // Everything in it went back; what is left (folders, marker) goes.
-        std::fs::remove_dir_all(b).map_err(|e| Error::io(b, e))?;
+        remove_marked_tree(b)?;
     } else if exists(b) {
         remove_second_names(journal, b)?;
         if journal.app_offline {
