@@ -74,6 +74,13 @@ pub enum Error {
     #[error("installed keys did not verify ({0}); the previous files were restored")]
     VerifyFailed(String),
 
+    /// A sync installed its verified new tree, then failed at its bookkeeping (a full disk).
+    #[error(
+        "{target} is the new tree (installed and verified), but finishing the sync failed: \
+         {why}"
+    )]
+    AfterInstall { target: PathBuf, why: String },
+
     /// A sync's new tree, built beside the target, did not match the source; it was
     /// discarded and the target not changed.
     #[error("{0}; the new tree was discarded and the target was not changed")]
@@ -213,6 +220,7 @@ impl Error {
             Error::FolderMissing { .. } => "folder-missing",
             Error::VerifyFailed(_) => "verify-failed",
             Error::TreeMismatch(_) => "tree-mismatch",
+            Error::AfterInstall { .. } => "after-install",
             Error::FileMissing { .. } => "file-missing",
             Error::KeyFileMissing { .. } => "key-file-missing",
             Error::DpapiProtected { .. } => "dpapi-protected",
@@ -291,6 +299,7 @@ impl Error {
         "folder-missing",
         "verify-failed",
         "tree-mismatch",
+        "after-install",
         "file-missing",
         "key-file-missing",
         "dpapi-protected",

@@ -917,3 +917,86 @@ fn a_kept_tree_that_cannot_be_removed_yet_is_still_recognised_afterwards() {
     assert_eq!(read(&p.dst().join("bin/Newer.dll")), b"newer");
     assert_eq!(read(&p.dst().join("encryption.config")), TARGET_KEY);
 }
+
+/// The disk fills up right after the swap (a real 8 MiB tmpfs, filled at that moment by the
+/// failpoint hook): the target already is the new tree, so the sync says so and exits 3
+/// (partly done), not "nothing changed"; once there is room, the next sync finishes it.
+#[cfg(all(target_os = "linux", feature = "failpoints"))]
+#[test]
+fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rerun() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "kf-test",
+            m.to_str().unwrap(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: mount must work"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(m.clone());
+    let (src, dst, state) = (m.join("src"), m.join("www/SecretServer"), m.join("state"));
+    write(
+        &src,
+        &[
+            ("web.config", b"<v11/>"),
+            ("bin/New.dll", b"new"),
+            ("encryption.config", SOURCE_KEY),
+        ],
+    );
+    write(
+        &dst,
+        &[("web.config", b"<v10/>"), ("encryption.config", TARGET_KEY)],
+    );
+    let script = d.path().join("fill.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ndd if=/dev/zero of={:?}/filler bs=64k >/dev/null 2>&1\nexit 0\n",
+            m
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = [
+        "sync",
+        "--profile",
+        "secret-server",
+        "--from",
+        src.to_str().unwrap(),
+        "--root",
+        dst.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let hook = format!("sync:committed={}", script.display());
+    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    r.assert_code(3);
+    assert!(r.stderr().contains("is the new tree"), "{}", r.stderr());
+    assert_eq!(read(&dst.join("bin/New.dll")), b"new");
+    assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
+    std::fs::remove_file(m.join("filler")).unwrap();
+    let r = keyferry(&args, None);
+    r.assert_code(0);
+    assert!(!dst.with_file_name("SecretServer.keyferry-new").exists());
+    assert_eq!(read(&dst.join("web.config")), b"<v11/>");
+}

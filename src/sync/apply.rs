@@ -305,10 +305,19 @@ pub fn apply(
             }
         }
     }
+    // The target is the new tree now: a failure from here on (a full disk writing the kept
+    // tree's record) must not read as "nothing changed".
+    let installed = |e: Error| match e {
+        Error::ProtectedChanged(_) => e,
+        e => Error::AfterInstall {
+            target: t.clone(),
+            why: e.to_string(),
+        },
+    };
     journal.stage = Stage::Committed;
-    journal.save(target.state_dir)?;
+    journal.save(target.state_dir).map_err(installed)?;
     crate::failpoint::hit("sync:committed");
-    finish(&journal, target.state_dir)?;
+    finish(&journal, target.state_dir).map_err(installed)?;
     Ok(SyncOutcome {
         target: t.clone(),
         mode: journal.mode,

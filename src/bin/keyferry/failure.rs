@@ -242,6 +242,11 @@ fn hint_for(e: &Error) -> Option<&'static str> {
             "check the node's paths in the cluster file (or --root); keyferry does not create \
              application folders"
         }
+        Error::AfterInstall { .. } => {
+            "the target already runs the new files; free the cause (disk space, permissions), \
+             then run the same sync again: it finishes the bookkeeping (keyferry sync rollback \
+             still puts the old folder back)"
+        }
         Error::TreeMismatch(_) => {
             "run the sync again; if it fails the same way, something changes the source while it \
              is copied (stop the application there) or the disk is failing"

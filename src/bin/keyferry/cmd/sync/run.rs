@@ -64,7 +64,8 @@ struct TargetResult {
     plan: Option<SyncPlan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<SyncOutcome>,
-    /// `planned`, `synced`, `unchanged` or `failed`.
+    /// `planned`, `synced`, `unchanged`, `failed`, or `installed-unfinished` (the new tree is
+    /// in place, the bookkeeping after it failed: a rerun finishes it).
     result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<String>,
@@ -164,8 +165,14 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         r
     });
     report(&results, args.dry_run, ui);
-    let failed = results.iter().filter(|r| r.result == "failed").count();
-    let changed = results.iter().filter(|r| r.result == "synced").count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.result, "failed" | "installed-unfinished"))
+        .count();
+    let changed = results
+        .iter()
+        .filter(|r| matches!(r.result, "synced" | "installed-unfinished"))
+        .count();
     Ok(ExitCode::from(crate::exit::of_many(changed, failed)))
 }
 
@@ -251,7 +258,12 @@ fn one(
         Ok(())
     };
     if let Err(f) = run() {
-        r.result = "failed";
+        // Installed, then failed: changed and failed at once.
+        r.result = if f.code == "after-install" {
+            "installed-unfinished"
+        } else {
+            "failed"
+        };
         r.error = Some(f.into());
     }
     r
