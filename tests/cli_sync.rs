@@ -228,6 +228,16 @@ fn rollback_puts_the_old_folder_back_with_the_targets_own_keys() {
         assert_eq!(read(&d.join("database.config")), b"target db connection");
         assert_eq!(read(&d.join("logs/after.log")), b"written after the sync");
         assert!(!d.join(".keyferry-prev.json").exists());
+        // A second rollback is already done: it does not put the sync back.
+        let r = p.run(&["sync", "rollback"], &[]);
+        r.assert_code(0);
+        assert_eq!(
+            read(&d.join("bin/Thycotic.dll")),
+            old_dll,
+            "in_place={in_place}"
+        );
+        assert!(!d.join("bin/New.dll").exists(), "in_place={in_place}");
+        assert!(r.stdout().contains("already rolled back"), "{}", r.stdout());
     }
 }
 

@@ -902,6 +902,12 @@ fn discard_staging(journal: &SyncJournal) -> Result<()> {
 /// that fails part-way (an immutable file) leaves a tree keyferry still recognises and the
 /// next run removes once the cause is gone.
 fn remove_marked_tree(folder: &Path) -> Result<()> {
+    empty_tree(folder, false)
+}
+
+/// Empties one of keyferry's trees beside the target (see [`remove_marked_tree`]); with
+/// `keep_marks` its marks and the folder itself stay.
+fn empty_tree(folder: &Path, keep_marks: bool) -> Result<()> {
     let (parent, name) = crate::fs::split(folder)?;
     let parent = crate::fs::Dir::open(&parent)?;
     let Some(dir) = parent.sub(&name)? else {
@@ -922,6 +928,9 @@ fn remove_marked_tree(folder: &Path) -> Result<()> {
             }
             _ => dir.unlink(&entry)?,
         }
+    }
+    if keep_marks {
+        return Ok(());
     }
     for m in marks {
         if !matches!(dir.entry(m)?, Entry::Missing) {
@@ -1216,9 +1225,11 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
     let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
     let checked = check_protected(journal, true);
     if exists(b) && journal.action == Action::Rollback && journal.mode == Mode::InPlace {
-        // Everything in it went back; what is left (folders, marker) goes.
-        remove_marked_tree(b)?;
-    } else if exists(b) {
+        // Everything in it went back; what is left (folders) goes, and the record below says
+        // the target was rolled back (a second rollback is then already done).
+        empty_tree(b, true)?;
+    }
+    if exists(b) {
         remove_second_names(journal, b)?;
         if journal.app_offline {
             crate::fs::remove_if_present(&b.join(APP_OFFLINE))?;
@@ -1232,6 +1243,7 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
             target: t.clone(),
             time: Timestamp::now(),
             steps: journal.steps.clone(),
+            by_rollback: journal.action == Action::Rollback,
         };
         let mut bytes =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
@@ -1282,12 +1294,15 @@ pub struct RolledBack {
     pub mode: Mode,
     pub id: String,
     pub protected_checked: usize,
+    /// The target was already rolled back from sync `id`: nothing was done.
+    pub already: bool,
 }
 
 /// Puts the previous tree back (`keyferry sync rollback`): a swap back for a swapped sync
 /// (the protected files and volatile folders are the target's current ones, linked in), or
-/// the in-place steps undone in reverse. The tree that was in place is kept as the previous
-/// one, so a rollback can itself be rolled back.
+/// the in-place steps undone in reverse. The tree that was in place is kept beside it, marked
+/// as replaced by a rollback: a second rollback says it is already done (it would otherwise
+/// put the sync back).
 pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Result<RolledBack> {
     check_parent(t)?;
     let sib = siblings(t)?;
@@ -1305,6 +1320,15 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
     };
     let record: PreviousRecord = serde_json::from_slice(&bytes)
         .map_err(|e| Error::SyncRefused(format!("{} is unreadable: {e}", record_path.display())))?;
+    if record.by_rollback {
+        return Ok(RolledBack {
+            target: t.to_owned(),
+            mode: record.mode,
+            id: record.id,
+            protected_checked: 0,
+            already: true,
+        });
+    }
     if record.target != t {
         return Err(Error::SyncRefused(format!(
             "{} was the previous tree of {}, not {}",
@@ -1434,6 +1458,7 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
         mode: record.mode,
         id: record.id,
         protected_checked: n,
+        already: false,
     })
 }
 

@@ -177,6 +177,10 @@ pub struct PreviousRecord {
     /// In-place: the steps that were applied (rollback undoes them in reverse).
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// This tree is what a rollback replaced (the synced tree), not what a sync replaced:
+    /// a second rollback would re-apply the sync.
+    #[serde(default)]
+    pub by_rollback: bool,
 }
 
 /// The name of the record inside a previous tree.

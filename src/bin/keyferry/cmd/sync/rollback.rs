@@ -87,7 +87,13 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             if let Some(rec) = &r.recovered {
                 ui.info(&format!("{}: {rec}", r.node));
             }
-            if let Some(rb) = &r.rolled_back {
+            if let Some(rb) = r.rolled_back.as_ref().filter(|rb| rb.already) {
+                ui.out(&format!(
+                    "{}: already rolled back from sync {}; nothing to do (keyferry sync goes \
+                     forward again)",
+                    r.node, rb.id
+                ));
+            } else if let Some(rb) = &r.rolled_back {
                 ui.out(&format!(
                     "{}: back to the folder before sync {} ({} protected files checked unchanged)",
                     r.node, rb.id, rb.protected_checked
@@ -98,7 +104,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             }
         }
     }
-    let changed = rows.iter().filter(|r| r.rolled_back.is_some()).count();
+    let changed = rows
+        .iter()
+        .filter(|r| r.rolled_back.as_ref().is_some_and(|rb| !rb.already))
+        .count();
     let failed = rows.iter().filter(|r| r.error.is_some()).count();
     Ok(ExitCode::from(crate::exit::of_many(changed, failed)))
 }
