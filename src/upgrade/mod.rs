@@ -660,6 +660,42 @@ impl RunState {
 
 /// What an automatic step changed, on which node, from the JSON report of the keyferry
 /// command it ran (one line per node or fact; nothing for a report keyferry does not know).
+/// How to undo exactly what a step's command changed, from its report: for a sync, a
+/// rollback of the nodes it changed and of no other (a node the step never touched would go
+/// back to a folder kept from an earlier sync). `None` where the step's own undo applies.
+pub fn undo_of(doc: &serde_json::Value, cluster_arg: &str, driver: &str) -> Option<String> {
+    if doc["kind"] != "sync" {
+        return None;
+    }
+    let changed: Vec<&str> = doc["targets"]
+        .as_array()?
+        .iter()
+        .filter(|t| {
+            matches!(
+                t["result"].as_str(),
+                Some("synced" | "installed-unfinished")
+            )
+        })
+        .filter_map(|t| t["node"].as_str())
+        .collect();
+    if changed.is_empty() {
+        return Some("nothing to undo: the step changed no node".into());
+    }
+    let mut to: Vec<&str> = changed
+        .iter()
+        .map(|n| n.split(" (").next().unwrap_or(n))
+        .collect();
+    to.dedup();
+    Some(format!(
+        "keyferry sync rollback -c {cluster_arg} --node {driver} {} (only the nodes this step \
+         changed)",
+        to.iter()
+            .map(|n| format!("--to {n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
 pub fn changes(doc: &serde_json::Value) -> Vec<String> {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
@@ -681,13 +717,22 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
             .flat_map(|t| {
                 let p = &t["plan"];
                 let node = s(&t["node"]);
-                let head = format!(
-                    "{node}: {} ({} added, {} updated, {} deleted)",
-                    s(&t["result"]),
-                    count(&p["add"]),
-                    count(&p["update"]),
-                    count(&p["delete"])
-                );
+                let head = match t.get("error") {
+                    // A failed target says why, not "failed (0 added, ...)".
+                    Some(e) if e.is_object() => format!(
+                        "{node}: {} [{}]: {}",
+                        s(&t["result"]),
+                        s(&e["code"]),
+                        s(&e["message"])
+                    ),
+                    _ => format!(
+                        "{node}: {} ({} added, {} updated, {} deleted)",
+                        s(&t["result"]),
+                        count(&p["add"]),
+                        count(&p["update"]),
+                        count(&p["delete"])
+                    ),
+                };
                 // The sync's warnings (a per-node web.config replaced, a node without keys)
                 // are the admin's to read.
                 let warnings = p["warnings"]
@@ -780,6 +825,25 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_failed_syncs_undo_names_exactly_the_nodes_it_changed() {
+        let doc = json!({"kind": "sync", "targets": [
+            {"node": "web2", "result": "synced", "plan": {}},
+            {"node": "web3", "result": "failed", "error": {"code": "io", "message": "disk full"}},
+            {"node": "dr1", "result": "unchanged", "plan": {}},
+        ]});
+        assert_eq!(
+            undo_of(&doc, "c.toml", "web1").unwrap(),
+            "keyferry sync rollback -c c.toml --node web1 --to web2 (only the nodes this step changed)"
+        );
+        assert_eq!(changes(&doc)[1], "web3: failed [io]: disk full");
+        let none = json!({"kind": "sync", "targets": [{"node": "web3", "result": "failed"}]});
+        assert!(undo_of(&none, "c", "w")
+            .unwrap()
+            .starts_with("nothing to undo"));
+        assert!(undo_of(&json!({"kind": "keys-push"}), "c", "w").is_none());
+    }
 
     #[test]
     fn changes_name_each_node_and_what_happened_there() {

@@ -285,7 +285,12 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
                     &format!(
                         "the lines above say why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
-                        step.undo.as_deref().map(|u| format!("; to undo what it changed: {u}")).unwrap_or_default()
+                        report
+                            .as_ref()
+                            .and_then(|r| keyferry::upgrade::undo_of(r, &c, &local.name))
+                            .or_else(|| step.undo.clone())
+                            .map(|u| format!("; to undo what it changed: {u}"))
+                            .unwrap_or_default()
                     ),
                 );
                 return Err(if earlier || code == i32::from(crate::exit::PARTIAL) {
