@@ -1010,3 +1010,28 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
     assert!(!dst.with_file_name("SecretServer.keyferry-new").exists());
     assert_eq!(read(&dst.join("web.config")), b"<v11/>");
 }
+
+/// A name that is not UTF-8 (a Latin-1 file name from an old tool): refused, shown escaped
+/// (never as U+FFFD), nothing changed on either side.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_name_that_is_not_unicode_is_refused_and_shown_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    for side in ["source", "target"] {
+        let p = Pair::new();
+        let root = if side == "source" { p.src() } else { p.dst() };
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.dll");
+        std::fs::write(root.join("bin").join(name), b"latin-1").unwrap();
+        let before = p.everything();
+        let r = p.run(&["sync"], &[]);
+        r.assert_code(2);
+        assert!(
+            r.stderr().contains("not valid Unicode"),
+            "{side}: {}",
+            r.stderr()
+        );
+        assert!(r.stderr().contains("\\xE9"), "{side}: {}", r.stderr());
+        assert!(!r.stderr().contains('\u{FFFD}'), "{side}: {}", r.stderr());
+        assert_eq!(before, p.everything(), "{side}");
+    }
+}

@@ -208,6 +208,17 @@ fn scan_with(
 ) -> Result<BTreeMap<String, Kind>> {
     let mut out = BTreeMap::new();
     crate::fs::walk(root, |rel, e, ft| {
+        if e.file_name().to_str().is_none() {
+            // Shown escaped, never lossily: a lossy name would be planned under a name that
+            // is not the file's and left behind.
+            return Err(Error::SyncRefused(format!(
+                "{side} {} has a name that is not valid Unicode: {:?}; keyferry does not copy \
+                 or delete such names yet: rename it (or remove it if it is not needed), then \
+                 sync again",
+                root.display(),
+                e.path()
+            )));
+        }
         if ft.is_symlink() || is_reparse_point(e) {
             if refuse_out && leads_out(root, &e.path()) {
                 return Err(Error::SyncRefused(format!(
