@@ -586,7 +586,14 @@ fn plan_listed(
             continue;
         }
         match classify(rel, profile) {
-            Class::Protected => note(rel, &mut p.protected),
+            // Every protected name the target has, each: `encryption.config` and
+            // `Encryption.Config` are two files on a case-sensitive file system, and one left
+            // out of this list would not be carried into the new tree.
+            Class::Protected => {
+                if !p.protected.contains(rel) {
+                    p.protected.push(rel.clone());
+                }
+            }
             Class::Volatile => {
                 note(rel, &mut p.volatile);
                 p.target_kept.push((rel.clone(), kind.clone()));
