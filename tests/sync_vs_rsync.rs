@@ -1,7 +1,8 @@
 //! `keyferry sync` held against `rsync -a --delete` with the same excludes, on seeded,
 //! generated application-like trees: nested folders, empty folders, 0-byte and larger files,
 //! names with spaces, NFC and NFD spellings, protected names at the top and deeper, volatile
-//! folders and files, odd modes, and same-size same-time edits, onto targets that start empty,
+//! folders and files, odd modes, hard links, links inside either tree (and a folder on the
+//! target where the source has a link), and same-size same-time edits, onto targets that start empty,
 //! older, or with their own protected files. Both results are compared path by path (kind,
 //! bytes, file times); every difference must be one docs/sync.md lists ("How it differs from
 //! rsync -a --delete"). `KF_RSYNC_SEEDS=N` runs more trees (bench-sized runs); the suite runs
@@ -63,6 +64,10 @@ struct Case {
     dst: PathBuf,
     sneaky: Vec<String>,
     new_target: bool,
+    /// Names the source has as links (not copied: the target's entry stays).
+    source_links: Vec<String>,
+    /// Links only the target has (kept; rsync deletes them).
+    target_links: Vec<String>,
 }
 
 fn generate(root: &Path, seed: u64, variant: u64) -> Case {
@@ -105,6 +110,18 @@ fn generate(root: &Path, seed: u64, variant: u64) -> Case {
         write_file(&src.join(rel), bytes, *mode, t0);
     }
     std::fs::create_dir_all(src.join("empty/folder")).unwrap();
+    // A second name for a file (rsync -a without -H makes two files, as keyferry does).
+    if let Some((rel, _)) = files
+        .iter()
+        .find(|(r, (b, _))| r.contains('/') && !b.is_empty())
+    {
+        let _ = std::fs::hard_link(src.join(rel), src.join("hard-link.bin"));
+    }
+    let mut source_links = Vec::new();
+    if r.below(2) == 0 {
+        std::os::unix::fs::symlink("bin", src.join("lib")).unwrap();
+        source_links.push("lib".to_owned());
+    }
     let mut sneaky = Vec::new();
     let new_target = variant == 0;
     if !new_target {
@@ -144,11 +161,24 @@ fn generate(root: &Path, seed: u64, variant: u64) -> Case {
         }
         std::fs::create_dir_all(dst.join("old/empty")).unwrap();
     }
+    let mut target_links = Vec::new();
+    if !new_target && r.below(2) == 0 {
+        std::os::unix::fs::symlink("Scripts", dst.join("shortcut")).unwrap();
+        target_links.push("shortcut".to_owned());
+        if source_links.is_empty() {
+            // The target has a real folder where the source has a link.
+            write_file(&dst.join("lib/own.dll"), b"target's own", 0o644, t0);
+            std::os::unix::fs::symlink("bin", src.join("lib")).unwrap();
+            source_links.push("lib".to_owned());
+        }
+    }
     Case {
         src,
         dst,
         sneaky,
         new_target,
+        source_links,
+        target_links,
     }
 }
 
@@ -212,6 +242,7 @@ fn sync_agrees_with_rsync_but_for_the_documented_differences() {
             let d = tempfile::tempdir().unwrap();
             let case = generate(d.path(), seed, variant);
             // Two copies of the target: one for each tool.
+            let before = listing(&case.dst);
             let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
             std::fs::create_dir(&ours).unwrap();
             std::fs::create_dir(&theirs).unwrap();
@@ -264,6 +295,26 @@ fn sync_agrees_with_rsync_but_for_the_documented_differences() {
                 if x == y {
                     continue;
                 }
+                // Documented: a name the source has as a link keeps the target's entry (rsync
+                // makes it the link).
+                if case
+                    .source_links
+                    .iter()
+                    .any(|l| k == l || k.starts_with(&format!("{l}/")))
+                {
+                    assert_eq!(x, before.get(k), "seed {seed} variant {variant}: {k}");
+                    documented += 1;
+                    continue;
+                }
+                // Documented: a link only the target has is kept (rsync deletes it).
+                if case.target_links.contains(k) {
+                    assert!(
+                        std::fs::read_link(ours.join(k)).is_ok(),
+                        "seed {seed} variant {variant}: {k}"
+                    );
+                    documented += 1;
+                    continue;
+                }
                 // Documented: a same-size same-time edit is copied by keyferry (its verify),
                 // not by rsync's quick check.
                 if case.sneaky.contains(k) {
@@ -291,7 +342,7 @@ fn sync_agrees_with_rsync_but_for_the_documented_differences() {
     }
     eprintln!(
         "sync vs rsync: {cases} cases ({seeds} seeds x 3 targets), {paths} paths compared, \
-         {documented} documented differences (same-size same-time edits)"
+         {documented} documented differences (same-size same-time edits, links)"
     );
     assert!(cases >= 3 && paths > 100);
 }
