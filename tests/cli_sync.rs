@@ -1035,3 +1035,47 @@ fn a_name_that_is_not_unicode_is_refused_and_shown_escaped() {
         assert_eq!(before, p.everything(), "{side}");
     }
 }
+
+/// When the folder cannot be swapped (here: an immutable protected file cannot be linked into
+/// the new tree), --no-in-place stops with the target unchanged; without it the fallback is
+/// said, with its reason.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_in_place_fallback_is_said_and_can_be_forbidden() {
+    let p = Pair::new();
+    let key = p.dst().join("encryption.config");
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&key)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!("SKIPPED: chattr +i does not work here");
+        return;
+    }
+    let before = snapshot(&p.dst());
+    let r = p.run(&["sync"], &["--no-in-place"]);
+    let after = snapshot(&p.dst());
+    let r2 = p.run(&["sync"], &["--json"]);
+    chattr("-i");
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("--no-in-place forbids"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, after, "the target was not changed");
+    r2.assert_code(0);
+    let o = &r2.json()["targets"][0]["outcome"];
+    assert_eq!(o["mode"], "in-place", "{o}");
+    assert!(
+        o["why_in_place"]
+            .as_str()
+            .unwrap()
+            .contains("encryption.config"),
+        "{o}"
+    );
+    assert_eq!(read(&key), TARGET_KEY);
+}

@@ -69,6 +69,9 @@ pub struct ApplyOptions {
     pub app_offline: bool,
     /// Move files in one by one even where the folder could be swapped (tests; shares).
     pub in_place: bool,
+    /// Never fall back to moving files in one by one: where the folder cannot be swapped,
+    /// stop with the target unchanged (`--no-in-place`).
+    pub no_in_place: bool,
 }
 
 /// What an apply did.
@@ -235,6 +238,20 @@ pub fn apply(
     } else {
         built.no_swap.clone()
     };
+    // The fallback is the admin's to forbid: then the target stays as it was.
+    let forbidden = |why: &str| {
+        Error::SyncRefused(format!(
+            "{} cannot be swapped with its new tree ({why}), and --no-in-place forbids moving \
+             the files in one by one; the new tree was discarded and the target was not changed",
+            t.display()
+        ))
+    };
+    if let (true, Some(why)) = (opts.no_in_place, &why_in_place) {
+        let e = forbidden(why);
+        discard_staging(&journal)?;
+        SyncJournal::remove(target.state_dir, t)?;
+        return Err(e);
+    }
     journal.stage = Stage::Installing;
     journal.mode = if why_in_place.is_some() {
         Mode::InPlace
@@ -256,6 +273,12 @@ pub fn apply(
                 return Err(e);
             }
             // Files are held open (IIS): move the files in one by one instead.
+            if opts.no_in_place {
+                let err = forbidden(&e.to_string());
+                discard_staging(&journal)?;
+                SyncJournal::remove(target.state_dir, t)?;
+                return Err(err);
+            }
             why_in_place = Some(format!("the folder could not be swapped ({e})"));
             journal.mode = Mode::InPlace;
             journal.steps = steps_of(plan, &built.recopied);
@@ -1587,6 +1610,7 @@ mod tests {
             jobs: 2,
             app_offline: false,
             in_place: true,
+            no_in_place: false,
         };
         let e = apply(&plan, &target, &opts, &NoSyncProgress).unwrap_err();
         assert!(matches!(e, Error::Changed { .. }), "{e}");

@@ -36,8 +36,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub app_pool: Option<String>,
     /// Move files in one by one instead of swapping the folder (for folders IIS keeps open)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_in_place")]
     pub in_place: bool,
+    /// Never move files in one by one: where the folder cannot be swapped (files held open, no
+    /// hard links on a share), stop with the target unchanged
+    #[arg(long)]
+    pub no_in_place: bool,
     /// Copy from a node the cluster file does not call the primary (unusual: the upgraded
     /// node, whose folder is copied, is the primary; say why in the change record)
     #[arg(long)]
@@ -154,6 +158,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         jobs: usize::MAX,
         app_offline: args.app_offline,
         in_place: args.in_place,
+        no_in_place: args.no_in_place,
     };
     let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
         let bar = Bar(
