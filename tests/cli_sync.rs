@@ -1079,3 +1079,35 @@ fn the_in_place_fallback_is_said_and_can_be_forbidden() {
     );
     assert_eq!(read(&key), TARGET_KEY);
 }
+
+/// An in-place sync removes a folder the service owns with 0750; its rollback makes it again
+/// with that owner and mode, not root's 0755.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_in_place_rollback_recreates_a_folder_as_it_was() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let p = Pair::new();
+    let old = p.dst().join("areas/old");
+    write(&p.dst(), &[("areas/old/page.cshtml", b"old page")]);
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let uid = if is_root {
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "1:1"])
+            .arg(p.dst().join("areas"))
+            .status();
+        1
+    } else {
+        std::fs::metadata(&old).unwrap().uid()
+    };
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o750)).unwrap();
+    p.run(&["sync"], &["--in-place"]).assert_code(0);
+    assert!(!old.exists());
+    p.run(&["sync", "rollback"], &[]).assert_code(0);
+    let m = std::fs::metadata(&old).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o750);
+    assert_eq!(m.uid(), uid);
+    assert_eq!(read(&old.join("page.cshtml")), b"old page");
+}

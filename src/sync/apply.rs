@@ -1147,8 +1147,22 @@ fn rename_sibling(from: &Path, to: &Path) -> Result<()> {
     d.sync()
 }
 
+/// A folder's Unix owner, group and mode in the live target, as its handle says.
+fn folder_attrs(live: Option<&Tree>, rel: &str) -> Option<(u32, u32, u32)> {
+    #[cfg(unix)]
+    {
+        live?.dir(rel).ok().flatten()?.unix_owner().ok()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (live, rel);
+        None
+    }
+}
+
 /// The steps of an in-place apply: folders first, then files, then emptied folders.
 fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
+    let live = Tree::open(&plan.target).ok();
     let mut steps: Vec<Step> = plan
         .add_dirs
         .iter()
@@ -1183,7 +1197,10 @@ fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
     }
     let mut rm: Vec<&String> = plan.delete_dirs.iter().collect();
     rm.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    steps.extend(rm.into_iter().map(|d| Step::RmDir { path: d.clone() }));
+    steps.extend(rm.into_iter().map(|d| Step::RmDir {
+        path: d.clone(),
+        attrs: folder_attrs(live.as_ref(), d),
+    }));
     steps
 }
 
@@ -1225,7 +1242,7 @@ fn run_steps(journal: &SyncJournal) -> Result<()> {
                 }
             }
             Step::Delete { path } => move_out(&live, &prev, path)?,
-            Step::RmDir { path } => {
+            Step::RmDir { path, .. } => {
                 live.rmdir(path)?;
             }
         }
@@ -1522,8 +1539,13 @@ fn undo_steps(journal: &SyncJournal, steps: &[Step]) -> Result<()> {
     let prev = Tree::open(&journal.previous)?;
     for step in steps.iter().rev() {
         match step {
-            Step::RmDir { path } => {
-                live.dir_made(path, 0o755)?;
+            Step::RmDir { path, attrs } => {
+                let d = live.dir_made(path, if attrs.is_some() { 0o700 } else { 0o755 })?;
+                #[cfg(unix)]
+                if let Some(a) = attrs {
+                    d.set_unix_owner(*a)?;
+                }
+                let _ = (d, attrs);
             }
             Step::Delete { path } => {
                 if present(&prev, path)? {

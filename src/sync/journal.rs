@@ -78,8 +78,13 @@ pub enum Step {
     },
     /// Move the target's file to the previous tree.
     Delete { path: String },
-    /// Remove a folder the source no longer has (if empty).
-    RmDir { path: String },
+    /// Remove a folder the source no longer has (if empty). `attrs`: its Unix owner, group
+    /// and mode, so that undoing the step makes it as it was (not root's 0755).
+    RmDir {
+        path: String,
+        #[serde(default)]
+        attrs: Option<(u32, u32, u32)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
