@@ -157,6 +157,10 @@ fn sync_points(in_place: bool) -> Vec<String> {
         p.push("sync:swapped".into());
     }
     p.push("sync:committed".into());
+    if in_place {
+        // The new tree's leftover folders removed one by one after the install.
+        p.extend((1..=2).map(|i| format!("sync:cleanup#{i}")));
+    }
     p
 }
 

@@ -951,6 +951,7 @@ fn empty_tree(folder: &Path, keep_marks: bool) -> Result<()> {
             }
             _ => dir.unlink(&entry)?,
         }
+        crate::failpoint::hit("sync:cleanup");
     }
     if keep_marks {
         return Ok(());
