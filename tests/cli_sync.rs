@@ -1111,3 +1111,60 @@ fn an_in_place_rollback_recreates_a_folder_as_it_was() {
     assert_eq!(m.uid(), uid);
     assert_eq!(read(&old.join("page.cshtml")), b"old page");
 }
+
+/// A name that changes kind (a file where the source has a folder, a folder where it has a
+/// file, a link where it has a folder): the target's entry is a planned, counted deletion, the
+/// sync works in both modes, and a rollback brings the old kinds back.
+#[cfg(unix)]
+#[test]
+fn a_name_that_changes_kind_is_planned_synced_and_rolled_back() {
+    for in_place in [false, true] {
+        let p = Pair::new();
+        let (s, d) = (p.src(), p.dst());
+        write(
+            &s,
+            &[
+                ("bin/extra/child.dll", b"new child"),
+                ("Scripts/lib", b"now a file"),
+            ],
+        );
+        write(&s, &[("Content/site.css", b"css")]);
+        write(
+            &d,
+            &[
+                ("bin/extra", b"was a file"),
+                ("Scripts/lib/a.js", b"was in a folder"),
+            ],
+        );
+        std::os::unix::fs::symlink("bin", d.join("Content")).unwrap();
+        let before = snapshot(&d);
+        let mode: &[&str] = if in_place { &["--in-place"] } else { &[] };
+        let mut dry = vec!["--dry-run", "--json"];
+        dry.extend(mode);
+        let r = p.run(&["sync"], &dry);
+        r.assert_code(0);
+        let deleted: Vec<String> = r.json()["targets"][0]["plan"]["delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_owned())
+            .collect();
+        for want in ["bin/extra", "Scripts/lib/a.js", "Content"] {
+            assert!(
+                deleted.contains(&want.to_owned()),
+                "in_place={in_place}: {deleted:?}"
+            );
+        }
+        p.run(&["sync"], mode).assert_code(0);
+        assert_eq!(read(&d.join("bin/extra/child.dll")), b"new child");
+        assert_eq!(read(&d.join("Scripts/lib")), b"now a file");
+        assert_eq!(read(&d.join("Content/site.css")), b"css");
+        p.run(&["sync", "verify"], &[]).assert_code(0);
+        p.run(&["sync", "rollback"], &[]).assert_code(0);
+        assert_eq!(snapshot(&d), before, "in_place={in_place}");
+        assert_eq!(
+            std::fs::read_link(d.join("Content")).unwrap(),
+            Path::new("bin")
+        );
+    }
+}

@@ -1164,11 +1164,39 @@ fn folder_attrs(live: Option<&Tree>, rel: &str) -> Option<(u32, u32, u32)> {
 /// The steps of an in-place apply: folders first, then files, then emptied folders.
 fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
     let live = Tree::open(&plan.target).ok();
+    // What stands where the source puts another kind of entry goes first: a file where a
+    // folder comes, a folder (and what it holds) where a file comes, a link.
+    let early = |path: &str| {
+        plan.kind_changes
+            .iter()
+            .any(|c| path == c || path.starts_with(&format!("{c}/")))
+    };
+    let rm_steps = |dirs: Vec<&String>| -> Vec<Step> {
+        let mut dirs = dirs;
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        dirs.into_iter()
+            .map(|d| Step::RmDir {
+                path: d.clone(),
+                attrs: folder_attrs(live.as_ref(), d),
+            })
+            .collect()
+    };
     let mut steps: Vec<Step> = plan
-        .add_dirs
+        .delete
         .iter()
-        .map(|d| Step::MkDir { path: d.clone() })
+        .filter(|f| early(&f.path))
+        .map(|f| Step::Delete {
+            path: f.path.clone(),
+        })
         .collect();
+    steps.extend(rm_steps(
+        plan.delete_dirs.iter().filter(|d| early(d)).collect(),
+    ));
+    steps.extend(
+        plan.add_dirs
+            .iter()
+            .map(|d| Step::MkDir { path: d.clone() }),
+    );
     let target_of = |rel: &str| plan.target_name(rel);
     for f in &plan.add {
         steps.push(Step::Put {
@@ -1191,17 +1219,14 @@ fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
             replaced: true,
         });
     }
-    for f in &plan.delete {
+    for f in plan.delete.iter().filter(|f| !early(&f.path)) {
         steps.push(Step::Delete {
             path: f.path.clone(),
         });
     }
-    let mut rm: Vec<&String> = plan.delete_dirs.iter().collect();
-    rm.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    steps.extend(rm.into_iter().map(|d| Step::RmDir {
-        path: d.clone(),
-        attrs: folder_attrs(live.as_ref(), d),
-    }));
+    steps.extend(rm_steps(
+        plan.delete_dirs.iter().filter(|d| !early(d)).collect(),
+    ));
     steps
 }
 

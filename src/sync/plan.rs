@@ -117,6 +117,10 @@ pub struct SyncPlan {
     /// For applying: files the plan found unchanged (source name, target name, size).
     #[serde(skip)]
     pub(crate) unchanged_files: Vec<(String, String, u64)>,
+    /// For applying: target names whose kind the source changes (a file where the source has
+    /// a folder, a folder where it has a file, a link): cleared before anything goes in.
+    #[serde(skip)]
+    pub(crate) kind_changes: Vec<String>,
     /// For applying: the source's modification time for each file of `times_only`.
     #[serde(skip)]
     pub(crate) new_times: Vec<(String, SystemTime)>,
@@ -455,6 +459,7 @@ fn plan_listed(
         unchanged: 0,
         times_only: Vec::new(),
         new_times: Vec::new(),
+        kind_changes: Vec::new(),
         protected: Vec::new(),
         volatile: Vec::new(),
         links: Vec::new(),
@@ -509,7 +514,7 @@ fn plan_listed(
                 Kind::Link => note(rel, &mut p.links),
                 Kind::Dir => {
                     p.source_dirs.push(rel.clone());
-                    if !to.contains_key(rel) {
+                    if !matches!(to.get(rel), Some(Kind::Dir)) {
                         p.add_dirs.push(rel.clone());
                     }
                 }
@@ -577,6 +582,7 @@ fn plan_listed(
         .filter(|(_, k)| matches!(k, Kind::Link))
         .map(|(r, _)| key(r))
         .collect();
+    let source_kinds: BTreeMap<String, &Kind> = from.iter().map(|(r, k)| (key(r), k)).collect();
     let mut kept_folders: Vec<String> = Vec::new();
     for (rel, kind) in &to {
         if kept_folders
@@ -620,7 +626,30 @@ fn plan_listed(
                 Kind::Dir => p.delete_dirs.push(rel.clone()),
                 Kind::Link => note(rel, &mut p.links),
             },
-            Class::Normal => {}
+            // The same name, another kind: the target's entry goes (planned and counted), so
+            // the source's can take its place.
+            Class::Normal => match (kind, source_kinds.get(&key(rel))) {
+                (Kind::File(len, _), Some(Kind::Dir)) => {
+                    p.delete_bytes += len;
+                    p.delete.push(PlanFile {
+                        path: rel.clone(),
+                        bytes: *len,
+                    });
+                    p.kind_changes.push(rel.clone());
+                }
+                (Kind::Link, Some(Kind::Dir | Kind::File(..))) => {
+                    p.delete.push(PlanFile {
+                        path: rel.clone(),
+                        bytes: 0,
+                    });
+                    p.kind_changes.push(rel.clone());
+                }
+                (Kind::Dir, Some(Kind::File(..))) => {
+                    p.delete_dirs.push(rel.clone());
+                    p.kind_changes.push(rel.clone());
+                }
+                _ => {}
+            },
         }
     }
     // A folder holding something left alone (protected, volatile, a link) is not removed.
