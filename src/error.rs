@@ -81,6 +81,14 @@ pub enum Error {
     )]
     AfterInstall { target: PathBuf, why: String },
 
+    /// An in-place sync moved some files in and then failed: the target is between old and
+    /// new, as its journal records.
+    #[error(
+        "{target} is part old, part new: moving the files in one by one stopped ({why}); its \
+         journal records where"
+    )]
+    PartlyInstalled { target: PathBuf, why: String },
+
     /// A sync's new tree, built beside the target, did not match the source; it was
     /// discarded and the target not changed.
     #[error("{0}; the new tree was discarded and the target was not changed")]
@@ -221,6 +229,7 @@ impl Error {
             Error::VerifyFailed(_) => "verify-failed",
             Error::TreeMismatch(_) => "tree-mismatch",
             Error::AfterInstall { .. } => "after-install",
+            Error::PartlyInstalled { .. } => "partly-installed",
             Error::FileMissing { .. } => "file-missing",
             Error::KeyFileMissing { .. } => "key-file-missing",
             Error::DpapiProtected { .. } => "dpapi-protected",
@@ -300,6 +309,7 @@ impl Error {
         "verify-failed",
         "tree-mismatch",
         "after-install",
+        "partly-installed",
         "file-missing",
         "key-file-missing",
         "dpapi-protected",

@@ -392,6 +392,14 @@ fn a_copy_that_invalidates_a_per_node_password_is_said_and_not_retried() {
     assert!(!r.stderr().contains(own) && !r.stdout().contains(own));
 }
 
+/// Moves the calling thread (only it) into the network namespace of `ns_file`.
+fn enter(ns_file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns");
+}
+
 /// A thread inside namespace `ns` that accepts (and drops) connections on `addr:port` until
 /// `stop` is set: a port that answers.
 fn listen_in(
@@ -400,13 +408,10 @@ fn listen_in(
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    use std::os::fd::AsRawFd;
     let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns");
+        enter(&ns_file);
         let l = std::net::TcpListener::bind((addr, port)).unwrap();
         l.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();
@@ -437,14 +442,10 @@ fn fake_server(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<u8>> {
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
     let ns_file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
-        // Only this thread moves into the namespace.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns");
+        enter(&ns_file);
         let l = std::net::TcpListener::bind((addr, 5432)).unwrap();
         l.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();

@@ -97,6 +97,17 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
+/// `chattr FLAG PATH` (`+i`: immutable); false where it does not work (not root, or a file
+/// system without flags).
+#[cfg(target_os = "linux")]
+fn chattr(path: &Path, flag: &str) -> bool {
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[test]
 fn sync_copies_the_application_and_leaves_protected_and_volatile_files_alone() {
     let p = Pair::new();
@@ -901,13 +912,7 @@ fn a_kept_tree_that_cannot_be_removed_yet_is_still_recognised_afterwards() {
     p.run(&["sync"], &[]).assert_code(0);
     let kept = p.dst().with_file_name("SecretServer.keyferry-prev");
     let stuck = kept.join("bin/Stale.dll");
-    let chattr = |flag: &str| {
-        std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(&stuck)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let chattr = |flag: &str| chattr(&stuck, flag);
     if !chattr("+i") {
         eprintln!(
             "SKIPPED: chattr +i does not work here (needs root and a file system with flags)"
@@ -1044,13 +1049,7 @@ fn a_name_that_is_not_unicode_is_refused_and_shown_escaped() {
 fn the_in_place_fallback_is_said_and_can_be_forbidden() {
     let p = Pair::new();
     let key = p.dst().join("encryption.config");
-    let chattr = |flag: &str| {
-        std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(&key)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let chattr = |flag: &str| chattr(&key, flag);
     if !chattr("+i") {
         eprintln!("SKIPPED: chattr +i does not work here");
         return;
@@ -1167,4 +1166,32 @@ fn a_name_that_changes_kind_is_planned_synced_and_rolled_back() {
             Path::new("bin")
         );
     }
+}
+
+/// An in-place sync stopped part-way (an immutable file it must replace): exit 3, the message
+/// says the target is part old, part new and what to do; once the cause is gone the rerun
+/// finishes it.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_in_place_sync_stopped_part_way_says_so_and_the_rerun_finishes_it() {
+    let p = Pair::new();
+    let stuck = p.dst().join("bin/Thycotic.dll");
+    let chattr = |flag: &str| chattr(&stuck, flag);
+    if !chattr("+i") {
+        eprintln!("SKIPPED: chattr +i does not work here");
+        return;
+    }
+    let r = p.run(&["sync"], &["--in-place"]);
+    chattr("-i");
+    r.assert_code(3);
+    assert!(
+        r.stderr().contains("part old, part new") && r.stderr().contains("run the same sync again"),
+        "{}",
+        r.stderr()
+    );
+    p.run(&["sync"], &["--in-place"]).assert_code(0);
+    assert_eq!(read(&stuck), b"version 11.0 binary");
+    assert_eq!(read(&p.dst().join("bin/New.dll")), b"added in 11.0");
+    assert_eq!(read(&p.dst().join("encryption.config")), TARGET_KEY);
+    p.run(&["sync", "verify"], &[]).assert_code(0);
 }

@@ -1847,3 +1847,43 @@ pub fn rejoin(
     r.removed_slots = removed;
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterFile;
+
+    fn pair(extra: &str) -> Pair {
+        let text = format!(
+            "name = \"nps\"\nprofile = \"privilege-secure\"\n[ha]\npassfile = \"/p/pgpass\"\n{extra}\n\
+             [[node]]\nname = \"nps1\"\nrole = \"primary\"\naddress = \"10.0.5.1\"\n\
+             paths = {{ keytools = \"/k\", ha = \"/h\" }}\n\
+             [[node]]\nname = \"nps2\"\nrole = \"secondary\"\naddress = \"10.0.5.2\"\n\
+             paths = {{ keytools = \"/k\", ha = \"/h\" }}\n"
+        );
+        let file = ClusterFile::parse(&text, Path::new("c.toml")).unwrap();
+        Pair::from_cluster(&file).unwrap()
+    }
+
+    /// Every connection string keyferry's children use (the replica's server, pg_basebackup,
+    /// pg_rewind) carries the cluster file's TLS settings, never libpq's defaults.
+    #[test]
+    fn children_connect_with_the_cluster_files_tls_settings() {
+        let p = pair("sslmode = \"verify-full\"\nsslrootcert = \"/etc/ca.pem\"");
+        let t = tls_settings(&p);
+        assert!(t.contains("sslmode=verify-full"), "{t}");
+        assert!(t.contains("sslrootcert='/etc/ca.pem'"), "{t}");
+        assert!(t.contains("channel_binding=require"), "{t}");
+        let conninfo = primary_conninfo(&p, &p.nodes[0], &p.nodes[1]);
+        assert!(conninfo.ends_with(&t), "{conninfo}");
+        assert!(!conninfo.contains("password"), "{conninfo}");
+        let md5 = pair("sslmode = \"require\"\nhba_method = \"md5\"");
+        let t = tls_settings(&md5);
+        assert!(
+            t.contains("sslmode=require") && !t.contains("channel_binding"),
+            "{t}"
+        );
+        let plain = pair("sslmode = \"disable\"");
+        assert_eq!(tls_settings(&plain), " sslmode=disable");
+    }
+}

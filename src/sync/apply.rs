@@ -288,7 +288,15 @@ pub fn apply(
     let mut carried = 0;
     let mut warnings = Vec::new();
     if journal.mode == Mode::InPlace {
-        run_steps(&journal)?;
+        // Files go in one by one: a failure part-way leaves the target between old and new,
+        // which its journal records; the rerun finishes it, a rollback undoes it.
+        run_steps(&journal).map_err(|e| match e {
+            Error::ProtectedChanged(_) => e,
+            e => Error::PartlyInstalled {
+                target: t.clone(),
+                why: e.to_string(),
+            },
+        })?;
     } else {
         // Whatever the application wrote into its volatile folders (logs) after they were
         // linked into the new tree is only in the old tree now: carried into the live one,
@@ -1661,7 +1669,10 @@ mod tests {
             no_in_place: false,
         };
         let e = apply(&plan, &target, &opts, &NoSyncProgress).unwrap_err();
-        assert!(matches!(e, Error::Changed { .. }), "{e}");
+        assert!(
+            matches!(&e, Error::PartlyInstalled { why, .. } if why.contains("changed")),
+            "{e}"
+        );
         assert_eq!(
             std::fs::read(out.join("a.dll")).unwrap(),
             b"SOMEONE ELSE'S a.dll"

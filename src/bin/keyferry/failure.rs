@@ -242,6 +242,10 @@ fn hint_for(e: &Error) -> Option<&'static str> {
             "check the node's paths in the cluster file (or --root); keyferry does not create \
              application folders"
         }
+        Error::PartlyInstalled { .. } => {
+            "fix the cause the message names, then run the same sync again: it finishes from \
+             where it stopped; or keyferry sync rollback puts the old files back"
+        }
         Error::AfterInstall { .. } => {
             "the target already runs the new files; free the cause (disk space, permissions), \
              then run the same sync again: it finishes the bookkeeping (keyferry sync rollback \

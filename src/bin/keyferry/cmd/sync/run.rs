@@ -264,7 +264,7 @@ fn one(
     };
     if let Err(f) = run() {
         // Installed, then failed: changed and failed at once.
-        r.result = if f.code == "after-install" {
+        r.result = if matches!(f.code, "after-install" | "partly-installed") {
             "installed-unfinished"
         } else {
             "failed"
