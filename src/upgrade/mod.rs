@@ -771,14 +771,18 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
             if doc["fenced"] == true {
                 "stopped and fenced"
             } else {
-                "was not reachable"
+                "was confirmed off (not fenced)"
             }
         )],
         "ha-rejoin" => vec![format!(
-            "{} streams from {} again ({})",
+            "{} streams from {} again ({}){}",
             s(&doc["node"]),
             s(&doc["primary"]),
-            s(&doc["method"])
+            s(&doc["method"]),
+            doc["old_folder"]
+                .as_str()
+                .map(|f| format!("; its old data folder is kept in {f}"))
+                .unwrap_or_default()
         )],
         "ha-status" => vec![format!("pair: {}", s(&doc["verdict"]))],
         "upgrade-preflight" => {
