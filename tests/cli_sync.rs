@@ -1195,3 +1195,29 @@ fn an_in_place_sync_stopped_part_way_says_so_and_the_rerun_finishes_it() {
     assert_eq!(read(&p.dst().join("encryption.config")), TARGET_KEY);
     p.run(&["sync", "verify"], &[]).assert_code(0);
 }
+
+/// A later sync that found nothing to change leaves the kept tree from an earlier sync: a
+/// rollback would go back two versions. Refused, saying so, unless --older.
+#[test]
+fn a_rollback_older_than_the_last_sync_needs_older() {
+    let p = Pair::new();
+    let d = p.dst();
+    let old_dll = read(&d.join("bin/Thycotic.dll"));
+    p.run(&["sync"], &[]).assert_code(0);
+    // The next upgrade's sync found this node already up to date.
+    let r = p.run(&["sync", "--json"], &[]);
+    r.assert_code(0);
+    assert_eq!(r.json()["targets"][0]["result"], "unchanged");
+    let before = snapshot(&d);
+    let r = p.run(&["sync", "rollback"], &[]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("further than that sync") && r.stderr().contains("nothing to change"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(before, snapshot(&d));
+    p.run(&["sync", "rollback"], &["--older"]).assert_code(0);
+    assert_eq!(read(&d.join("bin/Thycotic.dll")), old_dll);
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+}

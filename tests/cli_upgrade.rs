@@ -731,7 +731,9 @@ fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
         .unwrap_or_else(|| panic!("no clock row for web2: {}", r.stdout()));
     assert_eq!(clock["outcome"], "fail", "{clock}");
     let detail = clock["detail"].as_str().unwrap();
-    assert!(detail.contains("+6"), "{detail}");
+    // Ten minutes ahead, read over ssh: +600 s, or a second less when the round trip is slow
+    // (the whole suite running beside it).
+    assert!(detail.contains("+6") || detail.contains("+59"), "{detail}");
     assert!(detail.contains("w32tm /resync"), "{detail}");
     let rows = preflight_rows(&r);
     assert!(has(&rows, "web2", "state", "pass"), "{rows:?}");

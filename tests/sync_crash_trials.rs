@@ -117,8 +117,13 @@ impl Bed {
         if self.dst().join(".keyferry-sync-id").exists() {
             v.push("marker in the target".into());
         }
+        // Journals left behind (the record of the last finished sync is no journal).
         if let Ok(rd) = std::fs::read_dir(self.dir.path().join("state/sync")) {
-            v.extend(rd.map(|e| format!("journal {:?}", e.unwrap().file_name())));
+            v.extend(
+                rd.map(|e| e.unwrap().file_name())
+                    .filter(|n| !n.to_string_lossy().ends_with(".last.json"))
+                    .map(|n| format!("journal {n:?}")),
+            );
         }
         v
     }

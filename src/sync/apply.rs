@@ -171,7 +171,8 @@ pub fn check_parent(target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sync_id() -> String {
+/// A new sync's id: its start time and process.
+pub fn sync_id() -> String {
     format!("{}-{}", Timestamp::now().compact(), std::process::id())
 }
 
@@ -1334,6 +1335,7 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
     crate::fs::remove_if_present(&t.join(MARKER))?;
     crate::fs::remove_if_present(&t.join(PREVIOUS_RECORD))?;
     SyncJournal::remove(state_dir, t)?;
+    crate::sync::journal::LastSync::record(state_dir, t, &journal.id, true)?;
     checked
 }
 
@@ -1377,7 +1379,13 @@ pub struct RolledBack {
 /// the in-place steps undone in reverse. The tree that was in place is kept beside it, marked
 /// as replaced by a rollback: a second rollback says it is already done (it would otherwise
 /// put the sync back).
-pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Result<RolledBack> {
+pub fn rollback(
+    state_dir: &Path,
+    node: &str,
+    t: &Path,
+    profile: &Profile,
+    older: bool,
+) -> Result<RolledBack> {
     check_parent(t)?;
     let sib = siblings(t)?;
     let record_path = sib.previous.join(PREVIOUS_RECORD);
@@ -1402,6 +1410,26 @@ pub fn rollback(state_dir: &Path, node: &str, t: &Path, profile: &Profile) -> Re
             protected_checked: 0,
             already: true,
         });
+    }
+    // The kept tree is from the target's last sync, or the admin says an older one is meant.
+    if let Some(last) = crate::sync::journal::LastSync::load(state_dir, t) {
+        if last.id != record.id && !older {
+            return Err(Error::SyncRefused(format!(
+                "the kept tree {} is from sync {} ({}), but the last sync of {} was {} ({}{}): \
+                 rolling back would go back further than that sync; nothing was changed",
+                sib.previous.display(),
+                record.id,
+                record.time,
+                t.display(),
+                last.id,
+                last.time,
+                if last.changed {
+                    ""
+                } else {
+                    ", which found nothing to change"
+                }
+            )));
+        }
     }
     if record.target != t {
         return Err(Error::SyncRefused(format!(

@@ -126,6 +126,50 @@ pub fn path(state_dir: &Path, target: &Path) -> PathBuf {
     state_dir.join("sync").join(format!("{hex}.json"))
 }
 
+/// The last sync (or rollback) of a target that finished, including one that found nothing
+/// to change: `<state_dir>/sync/<hash>.last.json`. A rollback checks the kept tree against
+/// it, so that a target the last sync did not change never goes back to a tree kept from an
+/// earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    pub target: PathBuf,
+    pub id: String,
+    pub time: Timestamp,
+    /// False when it found nothing to change (no tree was kept).
+    pub changed: bool,
+}
+
+fn last_path(state_dir: &Path, target: &Path) -> PathBuf {
+    path(state_dir, target).with_extension("last.json")
+}
+
+impl LastSync {
+    /// Records the last finished sync or rollback of `target` (private, atomic).
+    pub fn record(state_dir: &Path, target: &Path, id: &str, changed: bool) -> Result<()> {
+        let last = LastSync {
+            target: target.to_owned(),
+            id: id.to_owned(),
+            time: Timestamp::now(),
+            changed,
+        };
+        crate::fs::create_private_dir(state_dir)?;
+        crate::fs::create_private_dir(&state_dir.join("sync"))?;
+        let bytes =
+            serde_json::to_vec_pretty(&last).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        crate::fs::write_private(&last_path(state_dir, target), &bytes)
+    }
+
+    /// The last finished sync or rollback of `target`, if recorded (and readable).
+    pub fn load(state_dir: &Path, target: &Path) -> Option<LastSync> {
+        let bytes =
+            crate::fs::read_bounded(&last_path(state_dir, target), 64 * 1024, "sync record")
+                .ok()?;
+        serde_json::from_slice::<LastSync>(&bytes)
+            .ok()
+            .filter(|l| l.target == target)
+    }
+}
+
 impl SyncJournal {
     pub fn load(state_dir: &Path, target: &Path) -> Result<Option<SyncJournal>> {
         let p = path(state_dir, target);

@@ -20,6 +20,10 @@ pub struct Args {
     pub endpoints: Endpoints,
     #[command(flatten)]
     pub wait: WaitArgs,
+    /// Go back to the kept tree even when it is older than the target's last sync (a later
+    /// sync found nothing to change, so the kept tree is from an earlier one)
+    #[arg(long)]
+    pub older: bool,
 }
 
 #[derive(Serialize)]
@@ -62,6 +66,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 &pair.node,
                 &target,
                 &resolved.profile,
+                args.older,
             )?);
             Ok(())
         })();

@@ -239,6 +239,13 @@ fn one(
             return Ok(());
         }
         if plan.is_noop() {
+            // Recorded: a rollback after it must not go back to a tree an earlier sync kept.
+            keyferry::sync::journal::LastSync::record(
+                &resolved.state_dir,
+                &target,
+                &keyferry::sync::apply::sync_id(),
+                false,
+            )?;
             r.result = "unchanged";
             r.plan = Some(plan);
             return Ok(());
