@@ -695,21 +695,25 @@ fn the_service_account_cannot_point_roots_writes_or_removals_elsewhere() {
         script
     };
     let id1 = sysid(&bed, 1);
+    // keyferry on nps2, the service account's move run at `point`.
+    let with_hook = |args: &[&str], point: &str, script: &Path| {
+        let out = bed
+            .keyferry_cmd(1, args)
+            .env(
+                "KEYFERRY_FAILPOINT_RUN",
+                format!("{point}={}", script.display()),
+            )
+            .output()
+            .unwrap();
+        common::Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            out,
+        }
+    };
 
     // 1. The fresh copy swapped for a link just before the replica's settings are written.
     let script = swap("settings", "data.keyferry-new");
-    let out = bed
-        .keyferry_cmd(1, &["ha", "replica", "init"])
-        .env(
-            "KEYFERRY_FAILPOINT_RUN",
-            format!("replica-settings={}", script.display()),
-        )
-        .output()
-        .unwrap();
-    let r = common::Run {
-        args: vec!["ha replica init (settings race)".into()],
-        out,
-    };
+    let r = with_hook(&["ha", "replica", "init"], "replica-settings", &script);
     r.assert_code(2);
     assert!(r.stderr().contains("changed"), "{}", r.stderr());
     assert_eq!(
@@ -729,18 +733,11 @@ fn the_service_account_cannot_point_roots_writes_or_removals_elsewhere() {
 
     // 2. The old folder swapped for a link just before --remove-old removes it.
     let script = swap("remove", "data.keyferry-old-*");
-    let out = bed
-        .keyferry_cmd(1, &["ha", "replica", "init", "--remove-old"])
-        .env(
-            "KEYFERRY_FAILPOINT_RUN",
-            format!("remove-tree-open={}", script.display()),
-        )
-        .output()
-        .unwrap();
-    let r = common::Run {
-        args: vec!["ha replica init --remove-old (removal race)".into()],
-        out,
-    };
+    let r = with_hook(
+        &["ha", "replica", "init", "--remove-old"],
+        "remove-tree-open",
+        &script,
+    );
     r.assert_code(0);
     assert!(r.stderr().contains("was not removed"), "{}", r.stderr());
     assert_eq!(victim_names(), ["passwd"]);
