@@ -978,3 +978,35 @@ fn the_archive_folder_is_emptied_only_when_asked_and_kept_aside() {
         "the new Archive folder belongs to the service account, as the old one"
     );
 }
+
+/// `ha rejoin` on a node whose database is not the peer's (two separate installs): a rejoin
+/// never replaces a database of its own. Refused with both servers' facts; nothing changed.
+#[test]
+fn rejoin_refuses_a_database_that_is_not_the_peers() {
+    need_bed!();
+    let bed = Bed::new();
+    for i in 0..2 {
+        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
+    }
+    bed.psql(
+        1,
+        "CREATE TABLE mine (v text); INSERT INTO mine VALUES ('n2')",
+    );
+    let id1 = sysid(&bed, 1);
+    bed.stop(1);
+    let snap = [bed.config_snapshot(0), bed.config_snapshot(1)];
+    let r = bed.keyferry(1, &["ha", "rejoin"]);
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("are different databases")
+            && r.stderr().contains(&id1)
+            && r.stderr().contains("--replace-database-of nps2"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(snap, [bed.config_snapshot(0), bed.config_snapshot(1)]);
+    assert!(!bed.running(1), "a refusal starts nothing");
+    assert_eq!(folder_sysid(&bed.data(1)), id1);
+    bed.start(1);
+    assert_eq!(rows(&bed, 1, "mine"), ["n2"]);
+}
