@@ -367,9 +367,7 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
 fn status_says_split_brain_loudly() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     assert_passwords_stay_in_the_passfile(&bed, || {
         bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
         bed.keyferry(1, &["ha", "status"]).assert_code(0);
@@ -496,9 +494,7 @@ fn crash_promote_rejoin(bed: &Bed, p: usize, tl: (u32, u32)) -> serde_json::Valu
 fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('one')");
     bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
     bed.psql(0, "INSERT INTO t VALUES ('two')");
@@ -595,9 +591,7 @@ fn primary_lost_then_rejoin_after_a_crash_and_by_copy_without_wal_log_hints() {
 fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     // sshd in both namespaces; it is also the "web services" port the check probes.
     let sshd = [bed.sshd(0), bed.sshd(1)];
     let cfg = sshd[0].config.to_str().unwrap().to_owned();
@@ -704,9 +698,7 @@ fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
 fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(
         0,
         "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",

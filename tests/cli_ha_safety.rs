@@ -74,9 +74,7 @@ fn kept(bed: &Bed, i: usize) -> Vec<PathBuf> {
 fn replica_init_never_replaces_the_wrong_database() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(
         0,
         "CREATE TABLE t (v text); INSERT INTO t VALUES ('p1'), ('p2')",
@@ -200,9 +198,7 @@ fn replica_init_never_replaces_the_wrong_database() {
 fn primary_lost_is_refused_while_the_primary_answers_behind_a_reset_pg_hba() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
     bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
     bed.psql(0, "INSERT INTO t VALUES ('b')");
@@ -289,9 +285,7 @@ fn primary_lost_is_refused_while_the_primary_answers_behind_a_reset_pg_hba() {
 fn a_lost_primary_reachable_over_ssh_is_fenced_there_before_the_promotion() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
     bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
     wait_rows(&bed, 1, &["a"]);
@@ -355,9 +349,7 @@ fn a_copy_that_invalidates_a_per_node_password_is_said_and_not_retried() {
         ),
         0o600,
     );
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('x')");
     let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
     r.assert_code(0);
@@ -500,9 +492,7 @@ fn fake_server(
 fn a_fake_server_at_the_peers_address_learns_no_password() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('a')");
     bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
     wait_rows(&bed, 1, &["a"]);
@@ -597,9 +587,7 @@ fn a_fake_server_at_the_peers_address_learns_no_password() {
 fn a_major_version_change_is_refused_with_the_way_forward() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     let bin = bed.dir.join("bin16");
     std::fs::create_dir(&bin).unwrap();
     for e in std::fs::read_dir(pgbed::BIN).unwrap().flatten() {
@@ -659,9 +647,7 @@ fn a_major_version_change_is_refused_with_the_way_forward() {
 fn the_service_account_cannot_point_roots_writes_or_removals_elsewhere() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('r')");
     let victim = bed.dir.join("etc-standin");
     std::fs::create_dir(&victim).unwrap();
@@ -846,9 +832,7 @@ fn verify_full_with_certificates_in_the_data_folder_keeps_each_nodes_own() {
     let own = |i: usize| std::fs::read(bed.data(i).join("server.crt")).unwrap();
     let (crt0, crt1) = (own(0), own(1));
     assert_ne!(crt0, crt1);
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     let r = bed.keyferry(1, &["ha", "check", "--json"]);
     let sslmode = r.json()["findings"]
         .as_array()
@@ -932,9 +916,7 @@ fn hba_works_on_fresh_servers_that_take_only_local_connections() {
 fn the_archive_folder_is_emptied_only_when_asked_and_kept_aside() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     let archive = bed.node_dir(1).join("Archive");
     std::fs::create_dir(&archive).unwrap();
     for f in ["000000010000000000000001", "000000010000000000000002"] {
@@ -985,9 +967,7 @@ fn the_archive_folder_is_emptied_only_when_asked_and_kept_aside() {
 fn rejoin_refuses_a_database_that_is_not_the_peers() {
     need_bed!();
     let bed = Bed::new();
-    for i in 0..2 {
-        bed.keyferry(i, &["ha", "hba"]).assert_code(0);
-    }
+    bed.hba_both();
     bed.psql(
         1,
         "CREATE TABLE mine (v text); INSERT INTO mine VALUES ('n2')",

@@ -388,6 +388,13 @@ impl Bed {
         }
     }
 
+    /// `keyferry ha hba` on both nodes: the pair's lines in each `pg_hba.conf`.
+    pub fn hba_both(&self) {
+        for i in 0..2 {
+            self.keyferry(i, &["ha", "hba"]).assert_code(0);
+        }
+    }
+
     /// Runs a shell command inside node `i`'s namespace (as root).
     pub fn in_ns(&self, i: usize, args: &[&str]) -> Output {
         sh(Command::new("ip")
