@@ -134,7 +134,12 @@ pub fn remote(conn: &Connector<'_>, node: &HaNode) -> ServerFacts {
 /// This machine's node: its data folder's control file first (no login needed: a fresh
 /// server that takes only local connections, or a password that changed, still shows what
 /// it is), then what a login adds.
-pub fn local(conn: &Connector<'_>, node: &HaNode, dd: &DataDir) -> Result<ServerFacts> {
+/// Returns the control file's fields too, for the step that goes on with them.
+pub fn local(
+    conn: &Connector<'_>,
+    node: &HaNode,
+    dd: &DataDir,
+) -> Result<(ServerFacts, server::Control)> {
     let mut f = base(node);
     let data = dd.data()?;
     let ctl = server::control(node, dd.path())?;
@@ -177,7 +182,7 @@ pub fn local(conn: &Connector<'_>, node: &HaNode, dd: &DataDir) -> Result<Server
             Err(e) => f.notes.push(format!("no login: {}", e.error)),
         }
     }
-    Ok(f)
+    Ok((f, ctl))
 }
 
 /// Why replacing `local`'s data folder with a copy of `peer` needs the admin's explicit

@@ -657,7 +657,7 @@ pub fn init(
     }
     let mut pc = check_primary(conn, primary, replica)?;
     let source = facts::remote_with(&mut pc, primary)?;
-    let local_facts = facts::local(conn, replica, &dd)?;
+    let (local_facts, _) = facts::local(conn, replica, &dd)?;
     let bin_major = server::bin_major(replica)?;
     let mut programs = local_facts.clone();
     programs.major = bin_major;
@@ -1606,7 +1606,7 @@ pub fn rejoin(
         ));
     }
     let dd = DataDir::open(&data)?;
-    let local_facts = facts::local(conn, node, &dd)?;
+    let (local_facts, ctl) = facts::local(conn, node, &dd)?;
     if local_facts.role == "primary" {
         let peer_is_replica = conn
             .admin(primary)
@@ -1678,7 +1678,6 @@ pub fn rejoin(
     }
     let local = node_local(conn, node, &dd)?;
     let running = local_facts.running;
-    let ctl = server::control(node, &data)?;
     let no_rewind =
         (!ctl.rewindable()).then(|| "neither wal_log_hints nor data checksums are on".to_owned());
     let mut plan = Vec::new();
@@ -1731,9 +1730,13 @@ pub fn rejoin(
         "making {} a replica of {} ({method})...",
         node.name, primary.name
     ));
-    if running {
+    // The control file as the stop left it (the state the rewind goes by).
+    let ctl = if running {
         server::stop(node, &data)?;
-    }
+        server::control(node, &data)?
+    } else {
+        ctl
+    };
     let copy = |why: String| -> Result<RejoinReport> {
         let r = init(
             conn,
