@@ -201,15 +201,26 @@ impl TestHost {
             ])
             && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
         assert!(ok, "veth set-up failed");
-        let listener = std::process::Command::new("ip")
+        let mut listener = std::process::Command::new("ip")
             .args(["netns", "exec", &ns, "python3", "-c"])
             .arg(format!(
-                "import socket,time\ns=socket.socket()\ns.bind(('10.254.77.2',{port}))\ns.listen()\ntime.sleep(30)"
+                "import socket,time\ns=socket.socket()\ns.bind(('10.254.77.2',{port}))\ns.listen()\nprint('listening',flush=True)\ntime.sleep(60)"
             ))
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Some(TestHost { ns, veth, listener })
+        // Wait for the listener to say it listens (a fixed sleep was too short on a loaded
+        // CI machine, and the test then saw both ports closed).
+        let out = listener.stdout.take().unwrap();
+        let host = TestHost { ns, veth, listener };
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "the test host's listener did not start"
+        );
+        Some(host)
     }
 }
 
