@@ -52,6 +52,7 @@ impl Pair {
                 ("App_Data/cache.bin", b"runtime data"),
             ],
         );
+        age(&p.dst());
         p
     }
     fn src(&self) -> PathBuf {
@@ -91,6 +92,35 @@ impl Pair {
     fn everything(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(self.dir.path())
     }
+}
+
+/// Makes every file under `root` an hour old: the old version's files are older than the
+/// source's (written within one clock tick, two files of one size could have one time too,
+/// which the quick check takes as the same file, as rsync's does).
+fn age(root: &Path) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in walkdir(root) {
+        if let Ok(f) = std::fs::File::options().write(true).open(&e) {
+            f.set_modified(then).unwrap();
+        }
+    }
+}
+
+fn walkdir(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -395,6 +425,7 @@ fn a_cluster_sync_reaches_every_other_web_node_and_one_failure_does_not_stop_the
         &[("bin/App.dll", b"v11"), ("Scripts/a.js", b"11")],
     );
     write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
+    age(&c.app("web2"));
     // dr1's folder is not the application: refused, web2 still synced.
     std::fs::remove_file(c.app("dr1").join("web.config")).unwrap();
     let dr_before = snapshot(&c.app("dr1"));
@@ -588,6 +619,7 @@ fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
     let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
     write(&c.app("web1"), &[("bin/App.dll", b"v11 (upgraded)")]);
     write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
+    age(&c.app("web2"));
     let cf = c.cluster_file();
     let sync = |extra: &[&str]| {
         let mut a = vec!["sync", "-c", cf.to_str().unwrap()];
@@ -920,7 +952,8 @@ fn a_kept_tree_that_cannot_be_removed_yet_is_still_recognised_afterwards() {
         return;
     }
     std::fs::write(p.src().join("bin/Newer.dll"), b"newer").unwrap();
-    let r = p.run(&["sync"], &[]);
+    // Keeping one tree: the next sync must remove this one.
+    let r = p.run(&["sync"], &["--keep", "1"]);
     chattr("-i");
     assert_ne!(r.code(), 0);
     assert!(
@@ -1220,4 +1253,133 @@ fn a_rollback_older_than_the_last_sync_needs_older() {
     p.run(&["sync", "rollback"], &["--older"]).assert_code(0);
     assert_eq!(read(&d.join("bin/Thycotic.dll")), old_dll);
     assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+}
+
+/// Each target keeps its previous trees as numbered generations (three by default): listed
+/// with the sync that replaced each; a rollback to an older generation needs --older and
+/// brings back that tree; a second rollback of it is already done; `--keep` bounds them.
+#[test]
+fn previous_trees_are_kept_as_generations_and_any_can_come_back() {
+    let p = Pair::new();
+    let d = p.dst();
+    let versions: Vec<Vec<u8>> = (0..4)
+        .map(|i| format!("version 12.{i} binary, longer each time{}", "!".repeat(i)).into_bytes())
+        .collect();
+    let original = read(&d.join("bin/Thycotic.dll"));
+    for v in &versions {
+        std::fs::write(p.src().join("bin/Thycotic.dll"), v).unwrap();
+        p.run(&["sync"], &[]).assert_code(0);
+    }
+    // Four syncs, three kept: the trees from before syncs 4, 3 and 2.
+    let r = p.run(&["sync", "rollback", "--list", "--json"], &[]);
+    r.assert_code(0);
+    let kept = r.json()["targets"][0]["kept"].clone();
+    let kept = kept.as_array().unwrap();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let states: Vec<&str> = kept.iter().map(|k| k["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["back", "older", "older"]);
+    for (i, k) in kept.iter().enumerate() {
+        assert_eq!(k["generation"], i as u64 + 1);
+        assert_eq!(k["fingerprint"].as_str().unwrap().len(), 16, "{k}");
+    }
+    assert!(!kept.iter().any(|k| read(
+        &PathBuf::from(k["path"].as_str().unwrap()).join("bin/Thycotic.dll")
+    ) == original));
+    let r = p.run(&["sync", "rollback", "--list"], &[]);
+    assert!(
+        r.stdout().contains("3 kept trees") && r.stdout().contains("the tree before the last sync"),
+        "{}",
+        r.stdout()
+    );
+    // Generation 3 is the tree from before sync 2 (version 12.0): refused without --older.
+    let before = p.everything();
+    let r = p.run(&["sync", "rollback", "--generation", "3"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("generation 3"), "{}", r.stderr());
+    assert_eq!(before, p.everything());
+    let r = p.run(&["sync", "rollback", "--generation", "4"], &[]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("no generation 4"), "{}", r.stderr());
+    assert_eq!(before, p.everything());
+    let r = p.run(&["sync", "rollback", "--generation", "3", "--older"], &[]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("generation 3"), "{}", r.stdout());
+    assert_eq!(read(&d.join("bin/Thycotic.dll")), versions[0]);
+    assert_eq!(read(&d.join("encryption.config")), TARGET_KEY);
+    let r = p.run(&["sync", "rollback", "--generation", "3", "--older"], &[]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("already rolled back"), "{}", r.stdout());
+    assert_eq!(read(&d.join("bin/Thycotic.dll")), versions[0]);
+    p.run(&["sync", "verify"], &[]).assert_code(1);
+    // --keep 1: the next sync leaves one kept tree.
+    p.run(&["sync"], &["--keep", "1"]).assert_code(0);
+    let r = p.run(&["sync", "rollback", "--list", "--json"], &[]);
+    assert_eq!(
+        r.json()["targets"][0]["kept"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(read(&d.join("bin/Thycotic.dll")), versions[3]);
+}
+
+/// The source changes while the new tree is built (after the copy, before the check): a file
+/// the plan found unchanged (kept from the target) now differs in size and time, and a file
+/// the sync copied now differs in content behind its size and time. The check before the
+/// swap catches both, by the quick check and by content, and copies them again.
+#[cfg(all(unix, feature = "failpoints"))]
+#[test]
+fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pair::new();
+    // web.config is the same on both sides (kept from the target by the plan).
+    std::fs::write(
+        p.dst().join("web.config"),
+        read(&p.src().join("web.config")),
+    )
+    .unwrap();
+    let when = std::fs::metadata(p.src().join("web.config"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(p.dst().join("web.config"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let script = p.dir.path().join("changes-the-source.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\ncd {:?}\nprintf '<configuration v=\"11.1\"/>' > web.config\n\
+             t=$(stat -c %y bin/New.dll)\nprintf 'ADDED in 11.0' > bin/New.dll\n\
+             touch -d \"$t\" bin/New.dll\n",
+            p.src()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Vec::new();
+    let mut args = vec!["sync"];
+    args.extend(p.args(&mut s, &["--json"]));
+    let hook = format!("sync:copied={}", script.display());
+    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    r.assert_code(0);
+    let o = &r.json()["targets"][0]["outcome"];
+    let mut again: Vec<&str> = o["recopied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    again.sort();
+    assert_eq!(again, ["bin/New.dll", "web.config"], "{o}");
+    assert_eq!(
+        read(&p.dst().join("web.config")),
+        b"<configuration v=\"11.1\"/>"
+    );
+    assert_eq!(read(&p.dst().join("bin/New.dll")), b"ADDED in 11.0");
+    assert!(o["quick_checked"].as_u64().unwrap() >= 1, "{o}");
+    p.run(&["sync", "verify"], &[]).assert_code(0);
 }

@@ -58,6 +58,21 @@ impl Bed {
         write(&t, "encryption.config", KEY);
         write(&t, "database.config", DB);
         write(&t, "logs/app.log", b"log line");
+        // The old version's files are an hour older than the source's: written within one
+        // clock tick, `<v10/>` and `<v11/>` could have one size and one time, which the quick
+        // check takes as the same file (and the number of steps would change).
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (rel, bytes) in snapshot(&t) {
+            if bytes == b"<dir>" {
+                continue;
+            }
+            std::fs::File::options()
+                .write(true)
+                .open(&rel)
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+        }
         b
     }
     fn src(&self) -> PathBuf {
@@ -112,7 +127,14 @@ impl Bed {
         let mut v: Vec<String> = std::fs::read_dir(self.dst().parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "SecretServer" && n != "SecretServer.keyferry-prev")
+            // The target and its kept trees (generations: `.keyferry-prev`, `.keyferry-prev.2`).
+            .filter(|n| {
+                n != "SecretServer"
+                    && n != "SecretServer.keyferry-prev"
+                    && !n
+                        .strip_prefix("SecretServer.keyferry-prev.")
+                        .is_some_and(|k| k.parse::<u32>().is_ok())
+            })
             .collect();
         if self.dst().join(".keyferry-sync-id").exists() {
             v.push("marker in the target".into());

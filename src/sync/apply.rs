@@ -72,6 +72,10 @@ pub struct ApplyOptions {
     /// Never fall back to moving files in one by one: where the folder cannot be swapped,
     /// stop with the target unchanged (`--no-in-place`).
     pub no_in_place: bool,
+    /// Previous trees kept per target for rollback (at least 1; see [`crate::sync::kept`]).
+    pub keep: u32,
+    /// The source's digests, shared by every target of a run (the plan's).
+    pub source_digests: Option<std::sync::Arc<crate::sync::hash::DigestCache>>,
 }
 
 /// What an apply did.
@@ -88,6 +92,8 @@ pub struct SyncOutcome {
     /// Files compared with the source by content before the new tree went in.
     pub verified_files: u64,
     pub verified_bytes: u64,
+    /// Files kept from the target, checked against the source by size and time.
+    pub quick_checked: u64,
     pub protected_checked: usize,
     pub previous: PathBuf,
     /// Why the folder was not swapped, for in-place applies.
@@ -194,9 +200,9 @@ pub fn apply(
             t.display()
         )));
     }
-    // The one previous tree kept is the last sync's: it goes now (and a folder of that name
-    // keyferry did not make is refused before anything changes).
-    retire_previous(&sib.previous)?;
+    // Room for the tree this sync keeps: the oldest kept trees beyond `keep` go, the others
+    // move one step older (a folder of their names keyferry did not make is refused first).
+    crate::sync::kept::make_room(t, opts.keep)?;
     let protected = record_protected(t, &plan.protected)?;
     let protected_links = record_protected_links(t, &plan.protected)?;
     let mut journal = SyncJournal {
@@ -216,6 +222,8 @@ pub fn apply(
         steps: Vec::new(),
         app_offline: false,
         started: Timestamp::now(),
+        source_fingerprint: plan.source_fingerprint.clone(),
+        target_fingerprint: plan.target_fingerprint.clone(),
     };
     journal.save(target.state_dir)?;
     crate::failpoint::hit("sync:after-journal");
@@ -360,6 +368,7 @@ pub fn apply(
         recopied: built.recopied,
         verified_files: built.verified_files,
         verified_bytes: built.verified_bytes,
+        quick_checked: built.quick_checked,
         protected_checked: journal.protected.len(),
         previous: sib.previous,
         why_in_place,
@@ -463,6 +472,7 @@ struct Built {
     recopied: Vec<String>,
     verified_files: u64,
     verified_bytes: u64,
+    quick_checked: u64,
     /// Why the tree cannot be swapped in (a protected file or kept entry could not be linked).
     no_swap: Option<String>,
 }
@@ -554,13 +564,27 @@ fn build_tree(
     progress.phase("copying", to_copy.len() as u64, total);
     copy_all(&trees, &to_copy, &dirs, opts.jobs, progress)?;
     let copied = to_copy.len() as u64;
+    crate::failpoint::hit("sync:copied");
 
-    // The whole new tree against the source, by content.
-    let verify_bytes = 2 * (plan.add_bytes + plan.update_bytes)
-        + 2 * plan.unchanged_files.iter().map(|u| u.2).sum::<u64>();
+    // The whole new tree against the source: every file written by content; the files kept
+    // from the target (the plan found them the same: size and full-precision time, or their
+    // content with --checksum) by size and time; files whose content the plan found equal
+    // behind another time (they get the source's time after the install) by content.
+    let mut by_content: std::collections::HashSet<String> =
+        to_copy.iter().map(|c| c.0.clone()).collect();
+    by_content.extend(plan.times_only.iter().map(|f| f.path.clone()));
+    let verify_bytes = 2 * to_copy.iter().map(|c| c.2).sum::<u64>()
+        + 2 * plan.times_only.iter().map(|f| f.bytes).sum::<u64>();
     progress.phase("verifying", 0, verify_bytes);
-    let v =
-        crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|b| progress.advance(b))?;
+    let v = crate::sync::verify::compare_scoped(
+        src,
+        n,
+        &plan.profile,
+        opts.jobs,
+        Some(&by_content),
+        opts.source_digests.as_deref(),
+        &|b| progress.advance(b),
+    )?;
     let mut recopied = Vec::new();
     if !v.identical() {
         let mut again = Vec::new();
@@ -575,9 +599,18 @@ fn build_tree(
             trees.new.remove_file(&d.path)?;
             again.push((d.path.clone(), Some(plan.target_name(&d.path)), 0));
             recopied.push(d.path.clone());
+            by_content.insert(d.path.clone());
         }
         copy_all(&trees, &again, &dirs, opts.jobs, progress)?;
-        let check = crate::sync::verify::compare(src, n, &plan.profile, opts.jobs, &|_| {})?;
+        let check = crate::sync::verify::compare_scoped(
+            src,
+            n,
+            &plan.profile,
+            opts.jobs,
+            Some(&by_content),
+            None,
+            &|_| {},
+        )?;
         if let Some(d) = check.differing.first() {
             return Err(Error::TreeMismatch(format!(
                 "{} in the new tree of {} does not match the source ({}); is something \
@@ -596,6 +629,7 @@ fn build_tree(
         recopied,
         verified_files: v.files,
         verified_bytes: v.bytes,
+        quick_checked: v.quick_checked,
         no_swap,
     })
 }
@@ -975,17 +1009,8 @@ fn empty_tree(folder: &Path, keep_marks: bool) -> Result<()> {
     Ok(())
 }
 
-/// Removes the previous tree of an earlier sync (keyferry's, by its record).
-fn retire_previous(previous: &Path) -> Result<()> {
-    if !exists(previous) {
-        return Ok(());
-    }
-    if !exists(&previous.join(PREVIOUS_RECORD)) && !exists(&previous.join(MARKER)) {
-        return Err(Error::SyncRefused(format!(
-            "{} exists but is not a previous tree keyferry kept; move it away first",
-            previous.display()
-        )));
-    }
+/// Removes a kept tree (keyferry's, by its record or marker: [`crate::sync::kept`] checked).
+pub(crate) fn remove_kept_tree(previous: &Path) -> Result<()> {
     remove_marked_tree(previous)
 }
 
@@ -1319,6 +1344,8 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
             time: Timestamp::now(),
             steps: journal.steps.clone(),
             by_rollback: journal.action == Action::Rollback,
+            source_fingerprint: journal.source_fingerprint.clone(),
+            fingerprint: journal.target_fingerprint.clone(),
         };
         let mut bytes =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
@@ -1369,6 +1396,8 @@ pub struct RolledBack {
     pub target: PathBuf,
     pub mode: Mode,
     pub id: String,
+    /// Which kept tree (1: the newest).
+    pub generation: u32,
     pub protected_checked: usize,
     /// The target was already rolled back from sync `id`: nothing was done.
     pub already: bool,
@@ -1385,39 +1414,64 @@ pub fn rollback(
     t: &Path,
     profile: &Profile,
     older: bool,
+    generation: u32,
 ) -> Result<RolledBack> {
     check_parent(t)?;
     let sib = siblings(t)?;
-    let record_path = sib.previous.join(PREVIOUS_RECORD);
-    let bytes = match crate::fs::read_bounded(&record_path, MAX_RECORD, "previous-tree record") {
-        Ok(b) => b,
-        Err(e) if e.is_missing() => {
-            return Err(Error::SyncRefused(format!(
-                "there is no previous tree of {} to go back to ({} is missing)",
+    let gens = crate::sync::kept::generations(t)?;
+    let Some(chosen) = gens.iter().find(|g| g.number == generation.max(1)) else {
+        return Err(Error::SyncRefused(if gens.is_empty() {
+            format!(
+                "there is no previous tree of {} to go back to (no {} beside it)",
                 t.display(),
-                record_path.display()
-            )))
-        }
-        Err(e) => return Err(e),
+                sib.previous
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            )
+        } else {
+            format!(
+                "{} keeps {} previous trees; there is no generation {generation} (see keyferry                  sync rollback --list)",
+                t.display(),
+                gens.len()
+            )
+        }));
     };
-    let record: PreviousRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::SyncRefused(format!("{} is unreadable: {e}", record_path.display())))?;
+    let kept_path = chosen.path.clone();
+    let Some(record) = chosen.record.clone() else {
+        return Err(Error::SyncRefused(format!(
+            "{} is a tree an interrupted sync was still filling, not a whole previous tree;              run keyferry sync again to finish that sync first",
+            kept_path.display()
+        )));
+    };
     if record.by_rollback {
         return Ok(RolledBack {
             target: t.to_owned(),
             mode: record.mode,
             id: record.id,
+            generation: chosen.number,
             protected_checked: 0,
             already: true,
         });
+    }
+    // A tree an in-place sync kept holds only the files that sync replaced: it can go back
+    // only onto the tree that sync left, which is the target only while nothing came after.
+    if record.mode == Mode::InPlace && chosen.number > 1 {
+        return Err(Error::SyncRefused(format!(
+            "generation {} ({}) was kept by an in-place sync: it holds only the files sync {}              replaced, so it can go back only onto what that sync left; roll back the newer              generations first; nothing was changed",
+            chosen.number,
+            kept_path.display(),
+            record.id
+        )));
     }
     // The kept tree is from the target's last sync, or the admin says an older one is meant.
     if let Some(last) = crate::sync::journal::LastSync::load(state_dir, t) {
         if last.id != record.id && !older {
             return Err(Error::SyncRefused(format!(
-                "the kept tree {} is from sync {} ({}), but the last sync of {} was {} ({}{}): \
-                 rolling back would go back further than that sync; nothing was changed",
-                sib.previous.display(),
+                "generation {} of {} ({}) is the tree from before sync {} ({}), but the last                  sync of {} was {} ({}{}): rolling back would go back further than that sync;                  nothing was changed (--older goes back to it all the same)",
+                chosen.number,
+                t.display(),
+                kept_path.display(),
                 record.id,
                 record.time,
                 t.display(),
@@ -1434,7 +1488,7 @@ pub fn rollback(
     if record.target != t {
         return Err(Error::SyncRefused(format!(
             "{} was the previous tree of {}, not {}",
-            sib.previous.display(),
+            kept_path.display(),
             record.target.display(),
             t.display()
         )));
@@ -1454,7 +1508,7 @@ pub fn rollback(
         })
     };
     let (in_prev, in_target) = (
-        listed(&sib.previous, "the kept tree")?,
+        listed(&kept_path, "the kept tree")?,
         listed(t, "the target")?,
     );
     let prev_lower: std::collections::BTreeSet<String> =
@@ -1477,7 +1531,7 @@ pub fn rollback(
     let protected_links = record_protected_links(t, &protected_rels)?;
     // A protected file the kept tree holds under the same name, other than the target's (an
     // older key, put there by hand): keyferry does not choose between two keys.
-    if let Ok(prev_tree) = Tree::open(&sib.previous) {
+    if let Ok(prev_tree) = Tree::open(&kept_path) {
         for p in &protected {
             if let Ok(Entry::File { id, .. }) = prev_tree.entry(&p.path) {
                 if id != p.id {
@@ -1485,7 +1539,7 @@ pub fn rollback(
                         "the kept tree {} holds its own {} beside the target's; keyferry will \
                          not choose between two of them: move the kept tree's copy away (it \
                          may be an older key), then roll back",
-                        sib.previous.display(),
+                        kept_path.display(),
                         p.path
                     )));
                 }
@@ -1500,15 +1554,17 @@ pub fn rollback(
         action: Action::Rollback,
         mode: record.mode,
         stage: Stage::Building,
-        source: sib.previous.clone(),
+        source: kept_path.clone(),
         target: t.to_owned(),
         staging: sib.staging.clone(),
-        previous: sib.previous.clone(),
+        previous: kept_path.clone(),
         protected,
         protected_links,
         steps: Vec::new(),
         app_offline: false,
         started: Timestamp::now(),
+        source_fingerprint: record.source_fingerprint.clone(),
+        target_fingerprint: String::new(),
     };
     match record.mode {
         Mode::Swap => {
@@ -1521,7 +1577,7 @@ pub fn rollback(
                 )));
             }
             journal.save(state_dir)?;
-            rename_sibling(&sib.previous, &sib.staging)?;
+            rename_sibling(&kept_path, &sib.staging)?;
             crate::failpoint::hit("sync:rollback-staged");
             write_marker(&sib.staging, &journal.id)?;
             let (live, staged) = (Tree::open(t)?, Tree::open(&sib.staging)?);
@@ -1559,12 +1615,11 @@ pub fn rollback(
         target: t.to_owned(),
         mode: record.mode,
         id: record.id,
+        generation: chosen.number,
         protected_checked: n,
         already: false,
     })
 }
-
-const MAX_RECORD: u64 = 64 * 1024 * 1024;
 
 /// Undoes the preparation of an interrupted swap-back: the previous tree goes back under its
 /// name, without the second names of the target's protected files linked into it.
@@ -1676,6 +1731,7 @@ mod tests {
             allow_new_target: false,
             max_delete: 10,
             checksum: false,
+            source_digests: None,
         };
         let plan = crate::sync::plan(&src, &t, &profile, &opts).unwrap();
         assert_eq!(plan.delete.len(), 1);
@@ -1695,6 +1751,8 @@ mod tests {
             app_offline: false,
             in_place: true,
             no_in_place: false,
+            keep: 1,
+            source_digests: None,
         };
         let e = apply(&plan, &target, &opts, &NoSyncProgress).unwrap_err();
         assert!(

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
 use crate::fs::{Opened, Tree};
 use std::io::Read;
+use std::time::SystemTime;
 
 /// Read buffer per thread: large enough for BLAKE3's widest SIMD batches.
 const BUF: usize = 256 * 1024;
@@ -54,11 +55,64 @@ fn hashed(opened: Result<Option<Opened>>, buf: &mut [u8]) -> Result<Hashed> {
 /// One file to hash: its tree, relative path and expected size (for ordering and progress).
 pub type Item<'a> = (&'a Tree, &'a str, u64);
 
-/// Hashes every file of `files` on up to `jobs` threads ([`crate::parallel`]). `done(bytes)`
-/// is called after each file. The result is in the order of `files`; the first I/O error
-/// stops the work and is returned.
-pub fn hash_many(
+/// The source's digests, shared by every target of one run (`sync --checksum` to three
+/// targets reads the source once, not three times). An entry holds for the file's size and
+/// modification time when it was hashed; a file listed with another size or time is hashed
+/// again. Each file is hashed by one thread while the others asking for it wait.
+#[derive(Default)]
+pub struct DigestCache {
+    #[allow(clippy::type_complexity)]
+    slots: std::sync::Mutex<
+        std::collections::HashMap<
+            std::path::PathBuf,
+            std::sync::Arc<std::sync::Mutex<Option<(u64, SystemTime, FileHash)>>>,
+        >,
+    >,
+}
+
+impl std::fmt::Debug for DigestCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestCache")
+    }
+}
+
+impl DigestCache {
+    /// The digest of `rel` in `tree`, listed with `len` and `stamp`: cached, or hashed now.
+    fn get(
+        &self,
+        tree: &Tree,
+        rel: &str,
+        len: u64,
+        stamp: SystemTime,
+        buf: &mut [u8],
+    ) -> Result<Hashed> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tree.join(rel))
+            .or_default()
+            .clone();
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((l, t, h)) = &*held {
+            if *l == len && *t == stamp {
+                return Ok(Hashed::Hash(*h));
+            }
+        }
+        let h = hashed(tree.open_file(rel), buf)?;
+        if let Hashed::Hash(d) = &h {
+            *held = Some((len, stamp, *d));
+        }
+        Ok(h)
+    }
+}
+
+/// As [`hash_many`]; a file with a time in `stamps` (same order as `files`; empty: none) is
+/// looked up in `cache` first and added to it.
+pub fn hash_many_cached(
     files: &[Item<'_>],
+    stamps: &[Option<SystemTime>],
+    cache: Option<&DigestCache>,
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Hashed>> {
@@ -69,11 +123,25 @@ pub fn hash_many(
         || vec![0u8; BUF],
         |buf, i| {
             let (tree, rel, len) = files[i];
-            let h = hashed(tree.open_file(rel), buf)?;
+            let h = match (cache, stamps.get(i).copied().flatten()) {
+                (Some(c), Some(stamp)) => c.get(tree, rel, len, stamp, buf)?,
+                _ => hashed(tree.open_file(rel), buf)?,
+            };
             done(len);
             Ok(h)
         },
     )
+}
+
+/// Hashes every file of `files` on up to `jobs` threads ([`crate::parallel`]). `done(bytes)`
+/// is called after each file. The result is in the order of `files`; the first I/O error
+/// stops the work and is returned.
+pub fn hash_many(
+    files: &[Item<'_>],
+    jobs: usize,
+    done: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Hashed>> {
+    hash_many_cached(files, &[], None, jobs, done)
 }
 
 #[cfg(test)]
@@ -115,5 +183,41 @@ mod tests {
                 Hashed::NotAFile(_)
             ));
         }
+    }
+
+    #[test]
+    fn the_digest_cache_holds_for_one_size_and_time_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.dll");
+        std::fs::write(&p, b"first").unwrap();
+        let when = std::fs::metadata(&p).unwrap().modified().unwrap();
+        let tree = Tree::open(d.path()).unwrap();
+        let cache = DigestCache::default();
+        let list: Vec<Item> = vec![(&tree, "a.dll", 5); 3];
+        let first = hash_many_cached(&list, &[Some(when); 3], Some(&cache), 3, &|_| {}).unwrap();
+        assert_eq!(
+            first[0],
+            Hashed::Hash(FileHash(*blake3::hash(b"first").as_bytes()))
+        );
+        assert!(first.iter().all(|h| *h == first[0]));
+        // Same size, same time, other bytes: the cache answers (it was not read again).
+        std::fs::write(&p, b"FIRST").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        let again = hash_many_cached(&list[..1], &[Some(when)], Some(&cache), 1, &|_| {}).unwrap();
+        assert_eq!(again[0], first[0]);
+        // Another time: hashed again.
+        let later = when + std::time::Duration::from_secs(1);
+        let fresh = hash_many_cached(&list[..1], &[Some(later)], Some(&cache), 1, &|_| {}).unwrap();
+        assert_eq!(
+            fresh[0],
+            Hashed::Hash(FileHash(*blake3::hash(b"FIRST").as_bytes()))
+        );
+        // No cache, no time: always read.
+        assert_eq!(hash_many(&list[..1], 1, &|_| {}).unwrap()[0], fresh[0]);
     }
 }

@@ -114,6 +114,12 @@ pub struct SyncJournal {
     #[serde(default)]
     pub app_offline: bool,
     pub started: Timestamp,
+    /// The plan's fingerprints of the source and of the target as it was (for the record of
+    /// the tree kept).
+    #[serde(default)]
+    pub source_fingerprint: String,
+    #[serde(default)]
+    pub target_fingerprint: String,
 }
 
 /// Where the journal of a sync of `target` lives.
@@ -230,6 +236,12 @@ pub struct PreviousRecord {
     /// a second rollback would re-apply the sync.
     #[serde(default)]
     pub by_rollback: bool,
+    /// The fingerprint of the source the replacing sync installed, and of this tree as the
+    /// plan saw it (names, sizes and times of the files a sync manages).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_fingerprint: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
 }
 
 /// The name of the record inside a previous tree.

@@ -6,6 +6,7 @@
 //! - [`apply`]: the new tree built beside the live one, verified, swapped in (or moved in
 //!   file by file where the folder is held open), journaled ([`journal`]) so a rerun
 //!   finishes it, and `rollback`;
+//! - [`kept`]: the previous trees kept for rollback, numbered generations;
 //! - [`verify`]: both trees compared by content ([`hash`]: BLAKE3 on every core), also used
 //!   by the audit's binaries check.
 
@@ -13,6 +14,7 @@ pub mod apply;
 pub mod hash;
 pub mod iis;
 pub mod journal;
+pub mod kept;
 pub mod plan;
 pub mod verify;
 

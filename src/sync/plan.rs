@@ -111,6 +111,10 @@ pub struct SyncPlan {
     /// Whether the target's file system takes `A.dll` and `a.dll` for one name (NTFS, SMB,
     /// Wine's drives): names are then matched without regard to case, else exactly.
     pub case_insensitive: bool,
+    /// The quick check's view of each tree (names, sizes, times of the files a sync manages),
+    /// as a fingerprint: the previous tree a sync keeps is recorded with both.
+    pub source_fingerprint: String,
+    pub target_fingerprint: String,
     /// For applying: every folder of the new tree (source names, parents first).
     #[serde(skip)]
     pub(crate) source_dirs: Vec<String>,
@@ -179,6 +183,8 @@ pub struct PlanOptions {
     pub max_delete: usize,
     /// Compare files of equal size by content rather than by modification time.
     pub checksum: bool,
+    /// The source's digests, shared by every target of a run (the source read once).
+    pub source_digests: Option<std::sync::Arc<crate::sync::hash::DigestCache>>,
 }
 
 /// The default cap on deletions.
@@ -390,6 +396,16 @@ pub fn plan(
 }
 
 /// The plan from both listings; `ci`: the target compares names without regard to case.
+/// [`crate::sync::kept::listing_fingerprint`] of a listing's normal files.
+fn listing_fingerprint(listed: &BTreeMap<String, Kind>, profile: &Profile) -> String {
+    crate::sync::kept::listing_fingerprint(listed.iter().filter_map(|(rel, k)| match k {
+        Kind::File(len, mtime) if classify(rel, profile) == Class::Normal => {
+            Some((rel.as_str(), *len, *mtime))
+        }
+        _ => None,
+    }))
+}
+
 fn plan_listed(
     src: &Path,
     dst: &Path,
@@ -468,6 +484,8 @@ fn plan_listed(
         delete_bytes: 0,
         warnings: Vec::new(),
         case_insensitive: ci,
+        source_fingerprint: listing_fingerprint(&from, profile),
+        target_fingerprint: listing_fingerprint(&to, profile),
         source_dirs: Vec::new(),
         unchanged_files: Vec::new(),
         target_kept: Vec::new(),
@@ -553,7 +571,17 @@ fn plan_listed(
                 ]
             })
             .collect();
-        let hashes = crate::sync::hash::hash_many(&files, usize::MAX, &|_| {})?;
+        let stamps: Vec<Option<SystemTime>> = compare
+            .iter()
+            .flat_map(|(_, _, _, mtime, _)| [*mtime, None])
+            .collect();
+        let hashes = crate::sync::hash::hash_many_cached(
+            &files,
+            &stamps,
+            opts.source_digests.as_deref(),
+            usize::MAX,
+            &|_| {},
+        )?;
         for (i, (rel, trel, len, mtime, tmtime)) in compare.iter().enumerate() {
             match (&hashes[2 * i], &hashes[2 * i + 1]) {
                 (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => {
@@ -789,6 +817,7 @@ mod tests {
             allow_new_target: false,
             max_delete: 10,
             checksum: false,
+            source_digests: None,
         };
         assert!(
             !case_insensitive(&dst),
@@ -837,6 +866,7 @@ mod tests {
             allow_new_target: false,
             max_delete: DEFAULT_MAX_DELETE,
             checksum: false,
+            source_digests: None,
         }
     }
 
@@ -874,6 +904,7 @@ mod tests {
             &ss(),
             &PlanOptions {
                 checksum: true,
+                source_digests: None,
                 ..opts()
             },
         )
@@ -920,6 +951,7 @@ mod tests {
             &ss(),
             &PlanOptions {
                 checksum: true,
+                source_digests: None,
                 ..opts()
             },
         )
@@ -962,6 +994,7 @@ mod tests {
                 allow_new_target: true,
                 max_delete: 200,
                 checksum: false,
+                source_digests: None,
             },
         )
         .unwrap();
@@ -985,6 +1018,7 @@ mod tests {
                     allow_new_target: false,
                     max_delete: 3,
                     checksum: false,
+                    source_digests: None,
                 },
             ),
             "would delete 5 files",

@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::fs::Tree;
 use crate::profile::Profile;
-use crate::sync::hash::{hash_many, Hashed, Item};
+use crate::sync::hash::{hash_many_cached, Hashed, Item};
 use crate::sync::plan::{classify, list, scan, Class, Kind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,6 +25,8 @@ pub enum Why {
     Content,
     /// One side is a link, folder or special file where the other has a file.
     NotAFile,
+    /// A file a sync kept (not written): its size or modification time is not the source's.
+    QuickCheck,
 }
 
 impl Why {
@@ -34,6 +36,7 @@ impl Why {
             Why::OnlyOnTarget => "only on the target",
             Why::Content => "content differs",
             Why::NotAFile => "not a regular file on one side",
+            Why::QuickCheck => "size or modification time differs",
         }
     }
 }
@@ -51,8 +54,15 @@ pub struct Verification {
     pub target: PathBuf,
     /// Files compared by content, and their bytes (source side).
     pub files: u64,
+    /// Files compared by size and modification time only (see [`compare_scoped`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub quick_checked: u64,
     pub bytes: u64,
     pub differing: Vec<Difference>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Verification {
@@ -68,6 +78,23 @@ pub fn compare(
     target: &Path,
     profile: &Profile,
     jobs: usize,
+    done: &(dyn Fn(u64) + Sync),
+) -> Result<Verification> {
+    compare_scoped(source, target, profile, jobs, None, None, done)
+}
+
+/// As [`compare`], with the content compared only for the files `by_content` names (by source
+/// name; `None`: every file): the others must have the source's size and modification time
+/// (full precision). A sync checks its new tree this way: the files it wrote by content, the
+/// files it kept (the target's own, which the plan found the same) as the plan did. The
+/// source's digests come from `digests` where it holds them for the file's size and time.
+pub fn compare_scoped(
+    source: &Path,
+    target: &Path,
+    profile: &Profile,
+    jobs: usize,
+    by_content: Option<&std::collections::HashSet<String>>,
+    digests: Option<&crate::sync::hash::DigestCache>,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Verification> {
     // Names keyed as the target's file system compares them: `A.dll` and `a.dll` are two
@@ -92,7 +119,8 @@ pub fn compare(
     let (from, to) = (files_of(from), files_of(to));
     let (src_tree, dst_tree) = (Tree::open(source)?, Tree::open(target)?);
     let mut differing = Vec::new();
-    let mut pairs: Vec<(&str, &str, u64)> = Vec::new();
+    let mut pairs: Vec<(&str, &str, u64, Option<std::time::SystemTime>)> = Vec::new();
+    let mut quick_checked = 0;
     for (key, (rel, kind)) in &from {
         match (kind, to.get(key)) {
             (Kind::Link, _) => {}
@@ -100,8 +128,19 @@ pub fn compare(
                 path: rel.clone(),
                 why: Why::MissingOnTarget,
             }),
-            (Kind::File(len, _), Some((trel, Kind::File(..)))) => {
-                pairs.push((rel.as_str(), trel.as_str(), *len))
+            (Kind::File(len, mtime), Some((trel, Kind::File(tlen, tmtime))))
+                if by_content.is_some_and(|only| !only.contains(rel.as_str())) =>
+            {
+                quick_checked += 1;
+                if len != tlen || mtime.is_none() || mtime != tmtime {
+                    differing.push(Difference {
+                        path: rel.clone(),
+                        why: Why::QuickCheck,
+                    });
+                }
+            }
+            (Kind::File(len, mtime), Some((trel, Kind::File(..)))) => {
+                pairs.push((rel.as_str(), trel.as_str(), *len, *mtime))
             }
             _ => differing.push(Difference {
                 path: rel.clone(),
@@ -124,11 +163,13 @@ pub fn compare(
     }
     let list: Vec<Item> = pairs
         .iter()
-        .flat_map(|&(rel, trel, len)| [(&src_tree, rel, len), (&dst_tree, trel, len)])
+        .flat_map(|&(rel, trel, len, _)| [(&src_tree, rel, len), (&dst_tree, trel, len)])
         .collect();
-    let hashes = hash_many(&list, jobs, done)?;
+    let stamps: Vec<Option<std::time::SystemTime>> =
+        pairs.iter().flat_map(|p| [p.3, None]).collect();
+    let hashes = hash_many_cached(&list, &stamps, digests, jobs, done)?;
     let mut bytes = 0;
-    for (i, &(rel, _, len)) in pairs.iter().enumerate() {
+    for (i, &(rel, _, len, _)) in pairs.iter().enumerate() {
         bytes += len;
         let why = match (&hashes[2 * i], &hashes[2 * i + 1]) {
             (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => continue,
@@ -146,6 +187,7 @@ pub fn compare(
         source: source.to_owned(),
         target: target.to_owned(),
         files: pairs.len() as u64,
+        quick_checked,
         bytes,
         differing,
     })

@@ -88,21 +88,52 @@ pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
     }
 }
 
-/// Whether `free` bytes hold a new copy of `source` bytes (a tenth more, for a new version
-/// that is larger, and [`SLACK`]) beside the folder `target`, which stays as the previous one.
-pub fn room(node: &str, target: &Path, free: u64, source: u64) -> Check {
+/// What a target keeps beside it for rollback, for [`room`]: how many kept trees, the bytes
+/// they hold of their own, and the bytes the next sync frees by retiring the oldest beyond
+/// its `--keep`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeptRoom {
+    pub trees: usize,
+    pub own_bytes: u64,
+    pub freed_by_sync: u64,
+}
+
+/// Whether `free` bytes (and what the sync frees by retiring old kept trees) hold a new copy
+/// of `source` bytes (a tenth more, for a new version that is larger, and [`SLACK`]) beside
+/// the folder `target`, which stays as the newest kept tree.
+pub fn room(node: &str, target: &Path, free: u64, source: u64, kept: KeptRoom) -> Check {
     let need = source.saturating_add(source / 10).saturating_add(SLACK);
     let mib = |b: u64| b.div_ceil(1 << 20);
-    if free < need {
+    let have = free.saturating_add(kept.freed_by_sync);
+    let kept_note = if kept.trees == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} kept tree{} beside it hold{} {} MiB of their own{}",
+            kept.trees,
+            if kept.trees == 1 { "" } else { "s" },
+            if kept.trees == 1 { "s" } else { "" },
+            mib(kept.own_bytes),
+            if kept.freed_by_sync > 0 {
+                format!(
+                    ", of which the sync retires {} MiB first",
+                    mib(kept.freed_by_sync)
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    if have < need {
         Check::new(
             node,
             "room",
             Outcome::Fail,
             format!(
-                "{} MiB free beside {}; the sync builds the new folder there and keeps the \
-                 old one for sync rollback: it needs about {} MiB ({} MiB of application \
-                 folder, a tenth more for a larger version, {} MiB spare); free space there, \
-                 then run again",
+                "{} MiB free beside {}{kept_note}; the sync builds the new folder there and \
+                 keeps the old one for sync rollback: it needs about {} MiB ({} MiB of \
+                 application folder, a tenth more for a larger version, {} MiB spare); free \
+                 space there (fewer kept trees: keyferry sync --keep N), then run again",
                 mib(free),
                 target.display(),
                 mib(need),
@@ -116,7 +147,7 @@ pub fn room(node: &str, target: &Path, free: u64, source: u64) -> Check {
             "room",
             Outcome::Pass,
             format!(
-                "{} MiB free beside {} for the new folder (about {} MiB needed)",
+                "{} MiB free beside {} for the new folder (about {} MiB needed){kept_note}",
                 mib(free),
                 target.display(),
                 mib(need)
@@ -311,14 +342,36 @@ mod tests {
         let t = Path::new("/srv/app");
         let source = 100 << 20;
         let need = source + source / 10 + SLACK;
-        assert_eq!(room("a", t, need, source).outcome, Outcome::Pass);
-        let short = room("a", t, need - 1, source);
+        let none = KeptRoom::default();
+        assert_eq!(room("a", t, need, source, none).outcome, Outcome::Pass);
+        let short = room("a", t, need - 1, source, none);
         assert_eq!(short.outcome, Outcome::Fail);
         assert!(
             short.detail.contains("needs about 126 MiB"),
             "{}",
             short.detail
         );
+        // The kept trees are counted: what the sync retires first makes up the shortfall.
+        let kept = KeptRoom {
+            trees: 3,
+            own_bytes: 60 << 20,
+            freed_by_sync: 1,
+        };
+        let ok = room("a", t, need - 1, source, kept);
+        assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.detail);
+        assert!(
+            ok.detail
+                .contains("3 kept trees beside it hold 60 MiB of their own"),
+            "{}",
+            ok.detail
+        );
+        let kept = KeptRoom {
+            freed_by_sync: 0,
+            ..kept
+        };
+        let short = room("a", t, need - 1, source, kept);
+        assert_eq!(short.outcome, Outcome::Fail);
+        assert!(short.detail.contains("--keep N"), "{}", short.detail);
     }
 
     #[test]

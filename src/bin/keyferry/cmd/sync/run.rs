@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// another node's (unusual: the primary is the upgraded node, the source)
     #[arg(long)]
     pub replace_primary: bool,
+    /// Previous trees kept beside each target for sync rollback, newest first (1 to 20);
+    /// the oldest beyond this goes when a sync keeps another
+    #[arg(long, value_name = "N", default_value_t = keyferry::sync::kept::DEFAULT_KEEP as u8,
+          value_parser = clap::value_parser!(u8).range(1..=keyferry::sync::kept::MAX_KEEP as i64))]
+    pub keep: u8,
     /// Targets synced at once (1 to 64)
     #[arg(long, short = 'j', default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -149,16 +154,21 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let style =
         ProgressStyle::with_template("{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {elapsed}")
             .expect("template");
+    let digests = std::sync::Arc::new(keyferry::sync::hash::DigestCache::default());
     let opts = PlanOptions {
         allow_new_target: args.new_target,
         max_delete: args.max_delete,
         checksum: args.checksum,
+        // One run reads the source once, whatever the number of targets.
+        source_digests: Some(digests.clone()),
     };
     let apply_opts = ApplyOptions {
         jobs: usize::MAX,
         app_offline: args.app_offline,
         in_place: args.in_place,
         no_in_place: args.no_in_place,
+        keep: u32::from(args.keep),
+        source_digests: Some(digests),
     };
     let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
         let bar = Bar(
@@ -319,12 +329,13 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
             Some(p) => {
                 let how = match &r.outcome {
                     Some(o) => format!(
-                        "{}; {} verified{}",
+                        "{}; {} verified by content, {} by size and time{}",
                         match o.mode {
                             sync::journal::Mode::Swap => "swapped",
                             sync::journal::Mode::InPlace => "in place",
                         },
                         o.verified_files,
+                        o.quick_checked,
                         if o.recopied.is_empty() {
                             String::new()
                         } else {

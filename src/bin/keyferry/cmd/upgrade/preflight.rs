@@ -262,6 +262,7 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
         allow_new_target: false,
         max_delete: DEFAULT_MAX_DELETE,
         checksum: false,
+        source_digests: None,
     };
     crate::cmd::sync::for_each_pair(&resolved.pairs, 4, |pair| {
         let label = crate::cmd::sync::label(&pair.node, &pair.slot);
@@ -275,7 +276,13 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             Ok(p) => {
                 let parent = pair.target.parent().unwrap_or(Path::new("."));
                 match keyferry::os::free_space(parent) {
-                    Ok(free) => preflight::room(&label, &pair.target, free, p.source_bytes()),
+                    Ok(free) => preflight::room(
+                        &label,
+                        &pair.target,
+                        free,
+                        p.source_bytes(),
+                        kept_room(&pair.target),
+                    ),
                     Err(e) => Check::new(
                         &label,
                         "room",
@@ -291,6 +298,25 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             check,
         }
     })
+}
+
+/// The kept trees beside a sync target, for the room check: what they hold of their own, and
+/// what the sync step (keeping the default number) retires first. Unreadable: counted as none.
+fn kept_room(target: &Path) -> preflight::KeptRoom {
+    use keyferry::sync::kept;
+    let gens = kept::generations(target).unwrap_or_default();
+    let mut r = preflight::KeptRoom {
+        trees: gens.len(),
+        ..Default::default()
+    };
+    for g in &gens {
+        let own = kept::own_bytes(&g.path).unwrap_or(0);
+        r.own_bytes += own;
+        if g.number >= kept::DEFAULT_KEEP {
+            r.freed_by_sync += own;
+        }
+    }
+    r
 }
 
 /// The folder keyferry writes in on a node reached by path: beside its application folder
