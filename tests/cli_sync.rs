@@ -1383,3 +1383,58 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
     assert!(o["quick_checked"].as_u64().unwrap() >= 1, "{o}");
     p.run(&["sync", "verify"], &[]).assert_code(0);
 }
+
+/// On a target that compares names without regard to case (NTFS; Wine's drives), an
+/// unchanged file whose name differs in letter case only gets the source's name, in place as
+/// in a swap; a rollback brings the target's name back.
+#[test]
+fn an_unchanged_file_takes_the_sources_letter_case_in_either_mode() {
+    for in_place in [false, true] {
+        let p = Pair::new();
+        let d = p.dst();
+        std::fs::write(d.join("probe.TXT"), b"x").unwrap();
+        let insensitive = d.join("PROBE.txt").exists();
+        std::fs::remove_file(d.join("probe.TXT")).unwrap();
+        if !insensitive {
+            eprintln!("SKIPPED: this file system tells names apart by case (runs under Wine)");
+            return;
+        }
+        // The same bytes and time under another case of the name.
+        std::fs::remove_file(d.join("Scripts/app.js")).unwrap();
+        let names = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        std::fs::write(
+            d.join("Scripts/APP.JS"),
+            read(&p.src().join("Scripts/app.js")),
+        )
+        .unwrap();
+        let when = std::fs::metadata(p.src().join("Scripts/app.js"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(d.join("Scripts/APP.JS"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        assert_eq!(names(&d.join("Scripts")), ["APP.JS"]);
+        let extra: &[&str] = if in_place { &["--in-place"] } else { &[] };
+        p.run(&["sync"], extra).assert_code(0);
+        assert_eq!(
+            names(&d.join("Scripts")),
+            ["app.js"],
+            "in place: {in_place}"
+        );
+        p.run(&["sync", "rollback"], &[]).assert_code(0);
+        assert_eq!(
+            names(&d.join("Scripts")),
+            ["APP.JS"],
+            "in place: {in_place}"
+        );
+    }
+}

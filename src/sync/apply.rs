@@ -1246,6 +1246,18 @@ fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
             replaced: true,
         });
     }
+    // An unchanged file whose name differs from the source's in letter case only (a target
+    // that compares names without regard to case): the swap takes the source's name, and so
+    // does this, moving the same bytes in under it.
+    for (rel, trel, _) in &plan.unchanged_files {
+        if rel != trel && !recopied.contains(rel) {
+            steps.push(Step::Put {
+                path: rel.clone(),
+                target: trel.clone(),
+                replaced: true,
+            });
+        }
+    }
     for r in recopied {
         steps.push(Step::Put {
             path: r.clone(),
