@@ -131,9 +131,8 @@ impl Bed {
             .filter(|n| {
                 n != "SecretServer"
                     && n != "SecretServer.keyferry-prev"
-                    && !n
-                        .strip_prefix("SecretServer.keyferry-prev.")
-                        .is_some_and(|k| k.parse::<u32>().is_ok())
+                    && n.strip_prefix("SecretServer.keyferry-prev.")
+                        .is_none_or(|k| k.parse::<u32>().is_err())
             })
             .collect();
         if self.dst().join(".keyferry-sync-id").exists() {

@@ -87,12 +87,24 @@ pub fn split(path: &Path) -> Result<(PathBuf, OsString)> {
     Ok((dir, name))
 }
 
-/// A folder pinned by a handle (Unix) so that later lookups, renames and removals in it are
-/// relative to that handle and cannot be redirected by swapping a folder in its path.
+/// A folder pinned by a handle so that later lookups, renames and removals in it cannot be
+/// redirected by swapping a folder in its path.
+///
+/// - Unix: every operation is relative to the handle (`openat`, `renameat`, `unlinkat`).
+/// - Windows: the handle is opened without `FILE_SHARE_DELETE`, so while it is held nobody
+///   (this process included) can rename or remove the folder, nor, NTFS refusing to rename a
+///   folder with open handles inside, any folder above it: the path keeps naming this very
+///   folder, and operations by path inside it stay inside it. A subfolder is opened with
+///   `FILE_FLAG_OPEN_REPARSE_POINT` and refused if it is a junction or link. Not equivalent:
+///   names inside the folder are still resolved by path (the last component opened
+///   no-follow and checked), and a `Dir` must be dropped before this process renames or
+///   removes its folder (docs/security.md).
 pub struct Dir {
     path: PathBuf,
     #[cfg(unix)]
     fd: std::os::fd::OwnedFd,
+    #[cfg(windows)]
+    _pin: File,
 }
 
 impl Dir {
@@ -113,17 +125,19 @@ impl Dir {
                 fd,
             })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         {
-            match std::fs::metadata(path) {
-                Ok(m) if m.is_dir() => Ok(Dir {
+            let pin = win_pin_dir(path, true).map_err(|e| dir_error(path, e))?;
+            let info = crate::os::handle_info(&pin).map_err(|e| Error::io(path, e))?;
+            if !info.directory {
+                return Err(Error::FolderMissing {
                     path: path.to_owned(),
-                }),
-                Ok(_) => Err(Error::FolderMissing {
-                    path: path.to_owned(),
-                }),
-                Err(e) => Err(dir_error(path, e)),
+                });
             }
+            Ok(Dir {
+                path: path.to_owned(),
+                _pin: pin,
+            })
         }
     }
 
@@ -409,16 +423,16 @@ impl Dir {
         }
         #[cfg(windows)]
         {
-            use std::os::windows::fs::MetadataExt;
-            const REPARSE_POINT: u32 = 0x400;
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() && m.file_attributes() & REPARSE_POINT == 0 => {
-                    Ok(Some(Dir { path }))
-                }
-                Ok(_) => Err(Error::Changed { path }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::io(path, e)),
+            let pin = match win_pin_dir(&path, false) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            let info = crate::os::handle_info(&pin).map_err(|e| Error::io(&path, e))?;
+            if info.reparse_point || !info.directory {
+                return Err(Error::Changed { path });
             }
+            Ok(Some(Dir { path, _pin: pin }))
         }
     }
 
@@ -494,7 +508,11 @@ impl Dir {
             .map_err(std::io::Error::from);
         #[cfg(not(unix))]
         let r = match self.sub(name) {
-            Ok(Some(_)) => std::fs::remove_dir(self.join(name)),
+            // Its pin goes first (a folder this process holds cannot be removed).
+            Ok(Some(pinned)) => {
+                drop(pinned);
+                std::fs::remove_dir(self.join(name))
+            }
             _ => return Ok(false),
         };
         match r {
@@ -641,6 +659,33 @@ pub(crate) fn win_open(path: &Path, write: bool) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Opens a folder to pin it (see [`Dir`]): listing and attribute rights, shared for reading
+/// and writing but not for deletion, so it cannot be renamed or removed while held; `follow`
+/// false opens a reparse point itself (the caller refuses it).
+#[cfg(windows)]
+fn win_pin_dir(path: &Path, follow: bool) -> std::io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_LIST_DIRECTORY: u32 = 0x0001;
+    const FILE_READ_ATTRIBUTES: u32 = 0x0080;
+    const SYNCHRONIZE: u32 = 0x0010_0000;
+    const FILE_SHARE_READ: u32 = 0x1;
+    const FILE_SHARE_WRITE: u32 = 0x2;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    std::fs::OpenOptions::new()
+        .access_mode(FILE_LIST_DIRECTORY | FILE_READ_ATTRIBUTES | SYNCHRONIZE)
+        .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+        .custom_flags(
+            FILE_FLAG_BACKUP_SEMANTICS
+                | if follow {
+                    0
+                } else {
+                    FILE_FLAG_OPEN_REPARSE_POINT
+                },
+        )
+        .open(path)
+}
+
 /// Opens a folder itself (never a reparse point's target) for its security descriptor:
 /// reading it, or with `write` setting its DACL and owner.
 #[cfg(windows)]
@@ -707,6 +752,48 @@ pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Windows: a folder keyferry holds cannot be renamed or removed, by anyone, until its
+    /// handle goes (the pin that stands in for handle-relative operations); a subfolder that
+    /// is a junction is refused, never entered. Runs under Wine.
+    #[cfg(windows)]
+    #[test]
+    fn a_held_folder_cannot_be_renamed_or_removed_and_junctions_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("app");
+        std::fs::create_dir_all(app.join("bin")).unwrap();
+        std::fs::write(app.join("bin").join("a.dll"), b"a").unwrap();
+        let root = Dir::open(&app).unwrap();
+        let bin = root.sub(OsStr::new("bin")).unwrap().unwrap();
+        assert!(std::fs::rename(app.join("bin"), app.join("moved")).is_err());
+        assert!(std::fs::remove_dir(app.join("bin")).is_err());
+        assert!(std::fs::rename(&app, d.path().join("app-moved")).is_err());
+        // Inside the held folder, files come and go as usual.
+        assert!(bin.open_file(OsStr::new("a.dll"), false).unwrap().is_some());
+        bin.unlink(OsStr::new("a.dll")).unwrap();
+        drop(bin);
+        // Its handle gone, the folder can be removed (by this process too).
+        assert!(root.rmdir(OsStr::new("bin")).unwrap());
+        drop(root);
+        std::fs::rename(&app, d.path().join("app-moved")).unwrap();
+        // A junction where a folder is expected: refused.
+        let j = d.path().join("app-moved").join("junction");
+        let made = std::process::Command::new("cmd")
+            .args(["/c", "mklink", "/J"])
+            .arg(&j)
+            .arg(d.path())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if made {
+            let root = Dir::open(&d.path().join("app-moved")).unwrap();
+            assert!(matches!(
+                root.sub(OsStr::new("junction")),
+                Err(Error::Changed { .. })
+            ));
+        } else {
+            eprintln!("SKIPPED (junction part): mklink /J did not work here");
+        }
+    }
 
     /// A data folder's fresh copy gets the old folder's owner, group and mode, never the
     /// defaults of the account keyferry runs as; a name already there is left alone.

@@ -124,12 +124,12 @@ impl Tree {
 
     /// Removes the folder `rel` if it is there and empty (never followed); false if not.
     pub fn rmdir(&self, rel: &str) -> Result<bool> {
-        let removed = match self.parent(rel)? {
-            Some((d, name)) => d.rmdir(name)?,
-            None => false,
-        };
+        // Its handle goes first: on Windows a folder this process holds cannot be removed.
         self.forget(rel);
-        Ok(removed)
+        match self.parent(rel)? {
+            Some((d, name)) => d.rmdir(name),
+            None => Ok(false),
+        }
     }
 
     /// Forgets the handles of `rel` and everything under it (after it was moved or removed).

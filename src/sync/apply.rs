@@ -74,8 +74,6 @@ pub struct ApplyOptions {
     pub no_in_place: bool,
     /// Previous trees kept per target for rollback (at least 1; see [`crate::sync::kept`]).
     pub keep: u32,
-    /// The source's digests, shared by every target of a run (the plan's).
-    pub source_digests: Option<std::sync::Arc<crate::sync::hash::DigestCache>>,
 }
 
 /// What an apply did.
@@ -582,7 +580,6 @@ fn build_tree(
         &plan.profile,
         opts.jobs,
         Some(&by_content),
-        opts.source_digests.as_deref(),
         &|b| progress.advance(b),
     )?;
     let mut recopied = Vec::new();
@@ -608,7 +605,6 @@ fn build_tree(
             &plan.profile,
             opts.jobs,
             Some(&by_content),
-            None,
             &|_| {},
         )?;
         if let Some(d) = check.differing.first() {
@@ -1592,20 +1588,24 @@ pub fn rollback(
             rename_sibling(&kept_path, &sib.staging)?;
             crate::failpoint::hit("sync:rollback-staged");
             write_marker(&sib.staging, &journal.id)?;
-            let (live, staged) = (Tree::open(t)?, Tree::open(&sib.staging)?);
-            let dirs = DirAttrs::new(&live, &staged)?;
-            for rel in journal
-                .protected
-                .iter()
-                .map(|p| &p.path)
-                .chain(journal.protected_links.iter().map(|l| &l.path))
             {
-                dirs.link_from_target(rel, &Kind::File(0, None))?;
+                // The trees' handles go before the swap (Windows: a folder this process
+                // holds cannot be renamed).
+                let (live, staged) = (Tree::open(t)?, Tree::open(&sib.staging)?);
+                let dirs = DirAttrs::new(&live, &staged)?;
+                for rel in journal
+                    .protected
+                    .iter()
+                    .map(|p| &p.path)
+                    .chain(journal.protected_links.iter().map(|l| &l.path))
+                {
+                    dirs.link_from_target(rel, &Kind::File(0, None))?;
+                }
+                for (rel, kind) in &kept {
+                    dirs.link_from_target(rel, kind)?;
+                }
+                dirs.finish()?;
             }
-            for (rel, kind) in &kept {
-                dirs.link_from_target(rel, kind)?;
-            }
-            dirs.finish()?;
             flush(&sib.staging)?;
             journal.stage = Stage::Installing;
             journal.save(state_dir)?;
@@ -1743,7 +1743,6 @@ mod tests {
             allow_new_target: false,
             max_delete: 10,
             checksum: false,
-            source_digests: None,
         };
         let plan = crate::sync::plan(&src, &t, &profile, &opts).unwrap();
         assert_eq!(plan.delete.len(), 1);
@@ -1764,7 +1763,6 @@ mod tests {
             in_place: true,
             no_in_place: false,
             keep: 1,
-            source_digests: None,
         };
         let e = apply(&plan, &target, &opts, &NoSyncProgress).unwrap_err();
         assert!(

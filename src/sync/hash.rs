@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
 use crate::fs::{Opened, Tree};
 use std::io::Read;
-use std::time::SystemTime;
 
 /// Read buffer per thread: large enough for BLAKE3's widest SIMD batches.
 const BUF: usize = 256 * 1024;
@@ -55,64 +54,94 @@ fn hashed(opened: Result<Option<Opened>>, buf: &mut [u8]) -> Result<Hashed> {
 /// One file to hash: its tree, relative path and expected size (for ordering and progress).
 pub type Item<'a> = (&'a Tree, &'a str, u64);
 
-/// The source's digests, shared by every target of one run (`sync --checksum` to three
-/// targets reads the source once, not three times). An entry holds for the file's size and
-/// modification time when it was hashed; a file listed with another size or time is hashed
-/// again. Each file is hashed by one thread while the others asking for it wait.
-#[derive(Default)]
-pub struct DigestCache {
-    #[allow(clippy::type_complexity)]
-    slots: std::sync::Mutex<
-        std::collections::HashMap<
-            std::path::PathBuf,
-            std::sync::Arc<std::sync::Mutex<Option<(u64, SystemTime, FileHash)>>>,
-        >,
-    >,
+/// Whether two files hold the same bytes: each opened once, no-follow, through its folder's
+/// handle, read side by side and compared, stopping at the first difference (cheaper than
+/// hashing both: a sync checks a file it just wrote while the page cache holds both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Same {
+    Yes,
+    No,
+    /// One side is not there any more.
+    Missing,
+    /// A link or special file on one side.
+    NotAFile,
 }
 
-impl std::fmt::Debug for DigestCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DigestCache")
+fn same_bytes(
+    a: &Tree,
+    arel: &str,
+    b: &Tree,
+    brel: &str,
+    bufs: &mut (Vec<u8>, Vec<u8>),
+) -> Result<Same> {
+    let open = |t: &Tree, rel: &str| match t.open_file(rel) {
+        Ok(Some(o)) => Ok(Ok(o)),
+        Ok(None) => Ok(Err(Same::Missing)),
+        Err(Error::NotAFile { .. }) | Err(Error::Changed { .. }) => Ok(Err(Same::NotAFile)),
+        Err(e) => Err(e),
+    };
+    let mut x = match open(a, arel)? {
+        Ok(o) => o,
+        Err(s) => return Ok(s),
+    };
+    let mut y = match open(b, brel)? {
+        Ok(o) => o,
+        Err(s) => return Ok(s),
+    };
+    if x.meta.len != y.meta.len {
+        return Ok(Same::No);
+    }
+    let (bx, by) = (&mut bufs.0, &mut bufs.1);
+    loop {
+        let n = read_full(&mut x, bx)?;
+        let want = n.max(1).min(by.len());
+        let m = read_full(&mut y, &mut by[..want])?;
+        if n != m || bx[..n] != by[..m] {
+            return Ok(Same::No);
+        }
+        if n == 0 {
+            return Ok(Same::Yes);
+        }
     }
 }
 
-impl DigestCache {
-    /// The digest of `rel` in `tree`, listed with `len` and `stamp`: cached, or hashed now.
-    fn get(
-        &self,
-        tree: &Tree,
-        rel: &str,
-        len: u64,
-        stamp: SystemTime,
-        buf: &mut [u8],
-    ) -> Result<Hashed> {
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(tree.join(rel))
-            .or_default()
-            .clone();
-        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((l, t, h)) = &*held {
-            if *l == len && *t == stamp {
-                return Ok(Hashed::Hash(*h));
-            }
+/// Reads until `buf` is full or the file ends.
+fn read_full(o: &mut Opened, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match o.file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(&o.path, e)),
         }
-        let h = hashed(tree.open_file(rel), buf)?;
-        if let Hashed::Hash(d) = &h {
-            *held = Some((len, stamp, *d));
-        }
-        Ok(h)
     }
+    Ok(got)
 }
 
-/// As [`hash_many`]; a file with a time in `stamps` (same order as `files`; empty: none) is
-/// looked up in `cache` first and added to it.
-pub fn hash_many_cached(
+/// Compares each pair of files byte for byte ([`Same`]) on up to `jobs` threads, largest
+/// first; `done(bytes)` after each pair. The result is in the order of `pairs`.
+pub fn same_many(
+    pairs: &[(Item<'_>, Item<'_>)],
+    jobs: usize,
+    done: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Same>> {
+    let order = crate::parallel::largest_first(pairs.iter().map(|p| p.0 .2));
+    crate::parallel::try_map(
+        &order,
+        crate::parallel::threads(jobs),
+        || (vec![0u8; BUF], vec![0u8; BUF]),
+        |bufs, i| {
+            let ((a, arel, len), (b, brel, _)) = pairs[i];
+            let s = same_bytes(a, arel, b, brel, bufs)?;
+            done(2 * len);
+            Ok(s)
+        },
+    )
+}
+
+pub fn hash_many(
     files: &[Item<'_>],
-    stamps: &[Option<SystemTime>],
-    cache: Option<&DigestCache>,
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Hashed>> {
@@ -123,25 +152,11 @@ pub fn hash_many_cached(
         || vec![0u8; BUF],
         |buf, i| {
             let (tree, rel, len) = files[i];
-            let h = match (cache, stamps.get(i).copied().flatten()) {
-                (Some(c), Some(stamp)) => c.get(tree, rel, len, stamp, buf)?,
-                _ => hashed(tree.open_file(rel), buf)?,
-            };
+            let h = hashed(tree.open_file(rel), buf)?;
             done(len);
             Ok(h)
         },
     )
-}
-
-/// Hashes every file of `files` on up to `jobs` threads ([`crate::parallel`]). `done(bytes)`
-/// is called after each file. The result is in the order of `files`; the first I/O error
-/// stops the work and is returned.
-pub fn hash_many(
-    files: &[Item<'_>],
-    jobs: usize,
-    done: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<Hashed>> {
-    hash_many_cached(files, &[], None, jobs, done)
 }
 
 #[cfg(test)]
@@ -186,38 +201,44 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_cache_holds_for_one_size_and_time_only() {
+    fn files_are_compared_byte_for_byte_to_the_first_difference() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.dll");
-        std::fs::write(&p, b"first").unwrap();
-        let when = std::fs::metadata(&p).unwrap().modified().unwrap();
-        let tree = Tree::open(d.path()).unwrap();
-        let cache = DigestCache::default();
-        let list: Vec<Item> = vec![(&tree, "a.dll", 5); 3];
-        let first = hash_many_cached(&list, &[Some(when); 3], Some(&cache), 3, &|_| {}).unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let big: Vec<u8> = (0..3 * BUF + 17).map(|i| (i * 31 % 251) as u8).collect();
+        let mut last = big.clone();
+        *last.last_mut().unwrap() ^= 1;
+        let mut first = big.clone();
+        first[0] ^= 1;
+        for (name, x, y) in [
+            ("same", &big[..], &big[..]),
+            ("last", &big[..], &last[..]),
+            ("first", &big[..], &first[..]),
+            ("shorter", &big[..], &big[..big.len() - 1]),
+            ("empty", &b""[..], &b""[..]),
+        ] {
+            std::fs::write(a.join(name), x).unwrap();
+            std::fs::write(b.join(name), y).unwrap();
+        }
+        std::fs::write(a.join("gone"), b"x").unwrap();
+        let (ta, tb) = (Tree::open(&a).unwrap(), Tree::open(&b).unwrap());
+        let names = ["same", "last", "first", "shorter", "empty", "gone"];
+        let pairs: Vec<(Item, Item)> = names
+            .iter()
+            .map(|n| ((&ta, *n, 1u64), (&tb, *n, 1u64)))
+            .collect();
+        let got = same_many(&pairs, 3, &|_| {}).unwrap();
         assert_eq!(
-            first[0],
-            Hashed::Hash(FileHash(*blake3::hash(b"first").as_bytes()))
+            got,
+            [
+                Same::Yes,
+                Same::No,
+                Same::No,
+                Same::No,
+                Same::Yes,
+                Same::Missing
+            ]
         );
-        assert!(first.iter().all(|h| *h == first[0]));
-        // Same size, same time, other bytes: the cache answers (it was not read again).
-        std::fs::write(&p, b"FIRST").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
-        let again = hash_many_cached(&list[..1], &[Some(when)], Some(&cache), 1, &|_| {}).unwrap();
-        assert_eq!(again[0], first[0]);
-        // Another time: hashed again.
-        let later = when + std::time::Duration::from_secs(1);
-        let fresh = hash_many_cached(&list[..1], &[Some(later)], Some(&cache), 1, &|_| {}).unwrap();
-        assert_eq!(
-            fresh[0],
-            Hashed::Hash(FileHash(*blake3::hash(b"FIRST").as_bytes()))
-        );
-        // No cache, no time: always read.
-        assert_eq!(hash_many(&list[..1], 1, &|_| {}).unwrap()[0], fresh[0]);
     }
 }

@@ -17,7 +17,6 @@
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use crate::sync::hash::Hashed;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -183,8 +182,6 @@ pub struct PlanOptions {
     pub max_delete: usize,
     /// Compare files of equal size by content rather than by modification time.
     pub checksum: bool,
-    /// The source's digests, shared by every target of a run (the source read once).
-    pub source_digests: Option<std::sync::Arc<crate::sync::hash::DigestCache>>,
 }
 
 /// The default cap on deletions.
@@ -562,29 +559,21 @@ fn plan_listed(
     }
     if !compare.is_empty() {
         let (src_tree, dst_tree) = (crate::fs::Tree::open(&src)?, crate::fs::Tree::open(&dst)?);
-        let files: Vec<crate::sync::hash::Item> = compare
+        // Byte for byte, stopping at the first difference: cheaper than hashing both sides,
+        // and exact.
+        let pairs: Vec<(crate::sync::hash::Item, crate::sync::hash::Item)> = compare
             .iter()
-            .flat_map(|(rel, trel, len, _, _)| {
-                [
+            .map(|(rel, trel, len, _, _)| {
+                (
                     (&src_tree, rel.as_str(), *len),
                     (&dst_tree, trel.as_str(), *len),
-                ]
+                )
             })
             .collect();
-        let stamps: Vec<Option<SystemTime>> = compare
-            .iter()
-            .flat_map(|(_, _, _, mtime, _)| [*mtime, None])
-            .collect();
-        let hashes = crate::sync::hash::hash_many_cached(
-            &files,
-            &stamps,
-            opts.source_digests.as_deref(),
-            usize::MAX,
-            &|_| {},
-        )?;
+        let same = crate::sync::hash::same_many(&pairs, usize::MAX, &|_| {})?;
         for (i, (rel, trel, len, mtime, tmtime)) in compare.iter().enumerate() {
-            match (&hashes[2 * i], &hashes[2 * i + 1]) {
-                (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => {
+            match same[i] {
+                crate::sync::hash::Same::Yes => {
                     p.unchanged += 1;
                     p.unchanged_files.push((rel.clone(), trel.clone(), *len));
                     if let (Some(m), true) = (mtime, mtime != tmtime) {
@@ -817,7 +806,6 @@ mod tests {
             allow_new_target: false,
             max_delete: 10,
             checksum: false,
-            source_digests: None,
         };
         assert!(
             !case_insensitive(&dst),
@@ -866,7 +854,6 @@ mod tests {
             allow_new_target: false,
             max_delete: DEFAULT_MAX_DELETE,
             checksum: false,
-            source_digests: None,
         }
     }
 
@@ -904,7 +891,6 @@ mod tests {
             &ss(),
             &PlanOptions {
                 checksum: true,
-                source_digests: None,
                 ..opts()
             },
         )
@@ -951,7 +937,6 @@ mod tests {
             &ss(),
             &PlanOptions {
                 checksum: true,
-                source_digests: None,
                 ..opts()
             },
         )
@@ -994,7 +979,6 @@ mod tests {
                 allow_new_target: true,
                 max_delete: 200,
                 checksum: false,
-                source_digests: None,
             },
         )
         .unwrap();
@@ -1018,7 +1002,6 @@ mod tests {
                     allow_new_target: false,
                     max_delete: 3,
                     checksum: false,
-                    source_digests: None,
                 },
             ),
             "would delete 5 files",

@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::fs::Tree;
 use crate::profile::Profile;
-use crate::sync::hash::{hash_many_cached, Hashed, Item};
+use crate::sync::hash::{hash_many, Hashed, Item};
 use crate::sync::plan::{classify, list, scan, Class, Kind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -80,21 +80,21 @@ pub fn compare(
     jobs: usize,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Verification> {
-    compare_scoped(source, target, profile, jobs, None, None, done)
+    compare_scoped(source, target, profile, jobs, None, done)
 }
 
 /// As [`compare`], with the content compared only for the files `by_content` names (by source
 /// name; `None`: every file): the others must have the source's size and modification time
 /// (full precision). A sync checks its new tree this way: the files it wrote by content, the
-/// files it kept (the target's own, which the plan found the same) as the plan did. The
-/// source's digests come from `digests` where it holds them for the file's size and time.
+/// files it kept (the target's own, which the plan found the same) as the plan did, and the
+/// files it names byte for byte (see [`crate::sync::hash::same_many`]). Without
+/// `by_content`, both sides of every file are hashed.
 pub fn compare_scoped(
     source: &Path,
     target: &Path,
     profile: &Profile,
     jobs: usize,
     by_content: Option<&std::collections::HashSet<String>>,
-    digests: Option<&crate::sync::hash::DigestCache>,
     done: &(dyn Fn(u64) + Sync),
 ) -> Result<Verification> {
     // Names keyed as the target's file system compares them: `A.dll` and `a.dll` are two
@@ -119,7 +119,7 @@ pub fn compare_scoped(
     let (from, to) = (files_of(from), files_of(to));
     let (src_tree, dst_tree) = (Tree::open(source)?, Tree::open(target)?);
     let mut differing = Vec::new();
-    let mut pairs: Vec<(&str, &str, u64, Option<std::time::SystemTime>)> = Vec::new();
+    let mut pairs: Vec<(&str, &str, u64)> = Vec::new();
     let mut quick_checked = 0;
     for (key, (rel, kind)) in &from {
         match (kind, to.get(key)) {
@@ -139,8 +139,8 @@ pub fn compare_scoped(
                     });
                 }
             }
-            (Kind::File(len, mtime), Some((trel, Kind::File(..)))) => {
-                pairs.push((rel.as_str(), trel.as_str(), *len, *mtime))
+            (Kind::File(len, _), Some((trel, Kind::File(..)))) => {
+                pairs.push((rel.as_str(), trel.as_str(), *len))
             }
             _ => differing.push(Difference {
                 path: rel.clone(),
@@ -161,26 +161,47 @@ pub fn compare_scoped(
             });
         }
     }
-    let list: Vec<Item> = pairs
-        .iter()
-        .flat_map(|&(rel, trel, len, _)| [(&src_tree, rel, len), (&dst_tree, trel, len)])
-        .collect();
-    let stamps: Vec<Option<std::time::SystemTime>> =
-        pairs.iter().flat_map(|p| [p.3, None]).collect();
-    let hashes = hash_many_cached(&list, &stamps, digests, jobs, done)?;
     let mut bytes = 0;
-    for (i, &(rel, _, len, _)) in pairs.iter().enumerate() {
-        bytes += len;
-        let why = match (&hashes[2 * i], &hashes[2 * i + 1]) {
-            (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => continue,
-            (Hashed::Hash(_), Hashed::Hash(_)) => Why::Content,
-            (_, Hashed::Missing) => Why::MissingOnTarget,
-            _ => Why::NotAFile,
-        };
-        differing.push(Difference {
-            path: rel.to_owned(),
-            why,
-        });
+    if by_content.is_some() {
+        // A sync's check of the files it just wrote: byte for byte against the source,
+        // stopping at the first difference, while the page cache holds both.
+        let list: Vec<(Item, Item)> = pairs
+            .iter()
+            .map(|&(rel, trel, len)| ((&src_tree, rel, len), (&dst_tree, trel, len)))
+            .collect();
+        let same = crate::sync::hash::same_many(&list, jobs, done)?;
+        for (s, &(rel, _, len)) in same.iter().zip(&pairs) {
+            bytes += len;
+            let why = match s {
+                crate::sync::hash::Same::Yes => continue,
+                crate::sync::hash::Same::No => Why::Content,
+                crate::sync::hash::Same::Missing => Why::MissingOnTarget,
+                crate::sync::hash::Same::NotAFile => Why::NotAFile,
+            };
+            differing.push(Difference {
+                path: rel.to_owned(),
+                why,
+            });
+        }
+    } else {
+        let list: Vec<Item> = pairs
+            .iter()
+            .flat_map(|&(rel, trel, len)| [(&src_tree, rel, len), (&dst_tree, trel, len)])
+            .collect();
+        let hashes = hash_many(&list, jobs, done)?;
+        for (i, &(rel, _, len)) in pairs.iter().enumerate() {
+            bytes += len;
+            let why = match (&hashes[2 * i], &hashes[2 * i + 1]) {
+                (Hashed::Hash(a), Hashed::Hash(b)) if a.ct_eq(b) => continue,
+                (Hashed::Hash(_), Hashed::Hash(_)) => Why::Content,
+                (_, Hashed::Missing) => Why::MissingOnTarget,
+                _ => Why::NotAFile,
+            };
+            differing.push(Difference {
+                path: rel.to_owned(),
+                why,
+            });
+        }
     }
     differing.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Verification {

@@ -154,13 +154,10 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let style =
         ProgressStyle::with_template("{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {elapsed}")
             .expect("template");
-    let digests = std::sync::Arc::new(keyferry::sync::hash::DigestCache::default());
     let opts = PlanOptions {
         allow_new_target: args.new_target,
         max_delete: args.max_delete,
         checksum: args.checksum,
-        // One run reads the source once, whatever the number of targets.
-        source_digests: Some(digests.clone()),
     };
     let apply_opts = ApplyOptions {
         jobs: usize::MAX,
@@ -168,7 +165,6 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         in_place: args.in_place,
         no_in_place: args.no_in_place,
         keep: u32::from(args.keep),
-        source_digests: Some(digests),
     };
     let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
         let bar = Bar(

@@ -262,7 +262,6 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
         allow_new_target: false,
         max_delete: DEFAULT_MAX_DELETE,
         checksum: false,
-        source_digests: None,
     };
     crate::cmd::sync::for_each_pair(&resolved.pairs, 4, |pair| {
         let label = crate::cmd::sync::label(&pair.node, &pair.slot);
