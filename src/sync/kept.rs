@@ -214,14 +214,11 @@ mod tests {
         let p = dir.join(name);
         std::fs::create_dir(&p).unwrap();
         std::fs::write(p.join("f"), id).unwrap();
-        std::fs::write(
-            p.join(PREVIOUS_RECORD),
-            format!(
-                r#"{{"version":1,"kind":"sync-previous","id":"{id}","node":"n","mode":"swap","target":"{}","time":"2026-12-05T00:00:00Z"}}"#,
-                dir.join("app").display()
-            ),
-        )
-        .unwrap();
+        let record = serde_json::json!({
+            "version": 1, "kind": "sync-previous", "id": id, "node": "n", "mode": "swap",
+            "target": dir.join("app"), "time": "2026-12-05T00:00:00Z"
+        });
+        std::fs::write(p.join(PREVIOUS_RECORD), record.to_string()).unwrap();
     }
 
     fn ids(t: &Path) -> Vec<(u32, String, String)> {
