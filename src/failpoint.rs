@@ -37,7 +37,7 @@ mod imp {
         if let Ok(spec) = std::env::var("KEYFERRY_FAILPOINT_RUN") {
             if let Some((n, program)) = spec.split_once('=') {
                 if n == name {
-                    let _ = std::process::Command::new(program).status();
+                    run_hook(program);
                 }
             }
         }
@@ -60,6 +60,29 @@ mod imp {
         if *c == nth {
             std::process::abort();
         }
+    }
+
+    /// Runs a test's hook program and waits for it. A hook that cannot be started stops
+    /// the process (a test must not pass because its fault never happened); a program just
+    /// written by a multi-threaded test may be briefly busy (another thread's child still
+    /// holds it open for writing), so that is retried.
+    fn run_hook(program: &str) {
+        for _ in 0..50 {
+            match std::process::Command::new(program).status() {
+                Ok(_) => return,
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => {
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        format!("failpoint hook {program} could not run: {e}\n").as_bytes(),
+                    );
+                    std::process::abort();
+                }
+            }
+        }
+        std::process::abort();
     }
 
     /// Removes its hook when dropped.

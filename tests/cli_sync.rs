@@ -1049,29 +1049,80 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
     assert_eq!(read(&dst.join("web.config")), b"<v11/>");
 }
 
-/// A name that is not UTF-8 (a Latin-1 file name from an old tool): refused, shown escaped
-/// (never as U+FFFD), nothing changed on either side.
+/// Names that are not UTF-8 (Latin-1 file names from an old tool) are handled as the bytes
+/// they are: copied to the target under the very same bytes, a stale one on the target
+/// deleted (not left behind under a U+FFFD name), two that differ only in those bytes kept
+/// apart, every listing showing them escaped (`\xe9`), never lossily; verify and rollback
+/// alike.
 #[cfg(target_os = "linux")]
 #[test]
-fn a_name_that_is_not_unicode_is_refused_and_shown_escaped() {
+fn names_that_are_not_utf8_are_synced_as_their_bytes_and_shown_escaped() {
     use std::os::unix::ffi::OsStrExt;
-    for side in ["source", "target"] {
-        let p = Pair::new();
-        let root = if side == "source" { p.src() } else { p.dst() };
-        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.dll");
-        std::fs::write(root.join("bin").join(name), b"latin-1").unwrap();
-        let before = p.everything();
-        let r = p.run(&["sync"], &[]);
-        r.assert_code(2);
-        assert!(
-            r.stderr().contains("not valid Unicode"),
-            "{side}: {}",
-            r.stderr()
-        );
-        assert!(r.stderr().contains("\\xE9"), "{side}: {}", r.stderr());
-        assert!(!r.stderr().contains('\u{FFFD}'), "{side}: {}", r.stderr());
-        assert_eq!(before, p.everything(), "{side}");
-    }
+    let p = Pair::new();
+    let os = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_owned();
+    std::fs::write(p.src().join("bin").join(os(b"caf\xe9.dll")), b"latin-1 e9").unwrap();
+    std::fs::write(p.src().join("bin").join(os(b"caf\xe8.dll")), b"latin-1 e8").unwrap();
+    std::fs::create_dir(p.src().join(os(b"d\xff"))).unwrap();
+    std::fs::write(
+        p.src().join(os(b"d\xff")).join("x.js"),
+        b"in a latin-1 folder",
+    )
+    .unwrap();
+    std::fs::write(p.dst().join("bin").join(os(b"stale\xfc.dll")), b"old").unwrap();
+    let r = p.run(&["sync", "--dry-run", "--json"], &[]);
+    r.assert_code(0);
+    let out = r.stdout();
+    let plan = &r.json()["targets"][0]["plan"];
+    let paths = |list: &str| -> Vec<String> {
+        plan[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        paths("add").contains(&"bin/caf\\xe9.dll".to_owned()),
+        "{out}"
+    );
+    assert!(paths("add").contains(&"d\\xff/x.js".to_owned()), "{out}");
+    assert!(
+        paths("delete").contains(&"bin/stale\\xfc.dll".to_owned()),
+        "{out}"
+    );
+    assert!(!out.contains('\u{FFFD}'), "{out}");
+    let r = p.run(&["sync", "--dry-run"], &[]);
+    assert!(
+        r.stdout().contains("would delete bin/stale\\xfc.dll"),
+        "{}",
+        r.stdout()
+    );
+    p.run(&["sync"], &[]).assert_code(0);
+    let d = p.dst();
+    assert_eq!(read(&d.join("bin").join(os(b"caf\xe9.dll"))), b"latin-1 e9");
+    assert_eq!(read(&d.join("bin").join(os(b"caf\xe8.dll"))), b"latin-1 e8");
+    assert_eq!(
+        read(&d.join(os(b"d\xff")).join("x.js")),
+        b"in a latin-1 folder"
+    );
+    assert!(!d.join("bin").join(os(b"stale\xfc.dll")).exists());
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+    // A change behind the same size and time is named escaped by verify.
+    let f = d.join("bin").join(os(b"caf\xe9.dll"));
+    let when = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::fs::write(&f, b"LATIN-1 E9").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let r = p.run(&["sync", "verify"], &[]);
+    r.assert_code(1);
+    assert!(r.stdout().contains("bin/caf\\xe9.dll"), "{}", r.stdout());
+    p.run(&["sync", "rollback"], &[]).assert_code(0);
+    assert_eq!(read(&d.join("bin").join(os(b"stale\xfc.dll"))), b"old");
+    assert!(!d.join("bin").join(os(b"caf\xe9.dll")).exists());
 }
 
 /// When the folder cannot be swapped (here: an immutable protected file cannot be linked into

@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod attrs;
+pub mod name;
 pub mod open;
 pub mod private;
 pub mod shred;

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Entry, Opened};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ impl Tree {
         if rel.is_empty() {
             self.path().to_owned()
         } else {
-            self.path().join(rel)
+            self.path().join(crate::fs::name::to_path(rel))
         }
     }
 
@@ -58,7 +59,7 @@ impl Tree {
         let Some(p) = self.dir(parent)? else {
             return Ok(None);
         };
-        let Some(d) = p.sub(OsStr::new(name))? else {
+        let Some(d) = p.sub(&crate::fs::name::to_os(name))? else {
             return Ok(None);
         };
         let d = Arc::new(d);
@@ -72,15 +73,15 @@ impl Tree {
 
     /// The folder holding `rel` and `rel`'s last component; `Ok(None)` if that folder does
     /// not exist.
-    pub fn parent<'r>(&self, rel: &'r str) -> Result<Option<(Arc<Dir>, &'r OsStr)>> {
+    pub fn parent<'r>(&self, rel: &'r str) -> Result<Option<(Arc<Dir>, Cow<'r, OsStr>)>> {
         let (parent, name) = split_rel(rel)?;
-        Ok(self.dir(parent)?.map(|d| (d, OsStr::new(name))))
+        Ok(self.dir(parent)?.map(|d| (d, crate::fs::name::to_os(name))))
     }
 
     /// The folder holding `rel`, its missing folders created with `mode`.
-    pub fn parent_made<'r>(&self, rel: &'r str, mode: u32) -> Result<(Arc<Dir>, &'r OsStr)> {
+    pub fn parent_made<'r>(&self, rel: &'r str, mode: u32) -> Result<(Arc<Dir>, Cow<'r, OsStr>)> {
         let (parent, name) = split_rel(rel)?;
-        Ok((self.dir_made(parent, mode)?, OsStr::new(name)))
+        Ok((self.dir_made(parent, mode)?, crate::fs::name::to_os(name)))
     }
 
     /// The folder `rel`, it and its missing parents created with `mode`.
@@ -89,7 +90,8 @@ impl Tree {
             return Ok(d);
         }
         let (parent, name) = split_rel(rel)?;
-        self.dir_made(parent, mode)?.mkdir(OsStr::new(name), mode)?;
+        self.dir_made(parent, mode)?
+            .mkdir(&crate::fs::name::to_os(name), mode)?;
         self.dir(rel)?.ok_or_else(|| Error::Changed {
             path: self.join(rel),
         })
@@ -99,7 +101,7 @@ impl Tree {
     /// (or its folder) is not there. See [`Dir::open_handle`].
     pub fn open_file(&self, rel: &str) -> Result<Option<Opened>> {
         match self.parent(rel)? {
-            Some((d, name)) => d.open_handle(name, false),
+            Some((d, name)) => d.open_handle(&name, false),
             None => Ok(None),
         }
     }
@@ -107,7 +109,7 @@ impl Tree {
     /// What `rel` is, not followed.
     pub fn entry(&self, rel: &str) -> Result<Entry> {
         match self.parent(rel)? {
-            Some((d, name)) => d.entry(name),
+            Some((d, name)) => d.entry(&name),
             None => Ok(Entry::Missing),
         }
     }
@@ -115,8 +117,8 @@ impl Tree {
     /// Removes the file or link `rel` if it is there (never a folder, never followed).
     pub fn remove_file(&self, rel: &str) -> Result<()> {
         if let Some((d, name)) = self.parent(rel)? {
-            if matches!(d.entry(name)?, Entry::File { .. } | Entry::Symlink) {
-                d.unlink(name)?;
+            if matches!(d.entry(&name)?, Entry::File { .. } | Entry::Symlink) {
+                d.unlink(&name)?;
             }
         }
         Ok(())
@@ -127,7 +129,7 @@ impl Tree {
         // Its handle goes first: on Windows a folder this process holds cannot be removed.
         self.forget(rel);
         match self.parent(rel)? {
-            Some((d, name)) => d.rmdir(name),
+            Some((d, name)) => d.rmdir(&name),
             None => Ok(false),
         }
     }

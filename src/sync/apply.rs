@@ -86,6 +86,7 @@ pub struct SyncOutcome {
     pub linked: u64,
     pub deleted: u64,
     /// Files the plan thought unchanged that differed in content, copied again.
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub recopied: Vec<String>,
     /// Files compared with the source by content before the new tree went in.
     pub verified_files: u64,
@@ -318,30 +319,11 @@ pub fn apply(
     }
     // Files whose bytes equal the source's get its modification time (the next plain sync
     // then takes them as the same instead of copying them again).
-    if !plan.new_times.is_empty() {
-        let live = Tree::open(t)?;
-        for (rel, time) in &plan.new_times {
-            let name = match journal.mode {
-                Mode::Swap => rel.clone(),
-                Mode::InPlace => plan.target_name(rel),
-            };
-            let set = live
-                .parent(&name)
-                .and_then(|p| match p {
-                    Some((d, n)) => d.open_file(n, true),
-                    None => Ok(None),
-                })
-                .and_then(|o| match o {
-                    Some(o) => o
-                        .file
-                        .set_modified(*time)
-                        .map_err(|e| Error::io(t.join(&name), e)),
-                    None => Ok(()),
-                });
-            if let Err(e) = set {
-                warnings.push(format!("{name}: its modification time was not set ({e})"));
-            }
-        }
+    match times_into(plan, t, journal.mode == Mode::InPlace) {
+        Ok(w) => warnings.extend(w),
+        Err(e) => warnings.push(format!(
+            "the source's modification times were not set ({e})"
+        )),
     }
     // The target is the new tree now: a failure from here on (a full disk writing the kept
     // tree's record) must not read as "nothing changed".
@@ -373,6 +355,52 @@ pub fn apply(
         carried_after_swap: carried,
         warnings,
     })
+}
+
+/// Gives the files of `times_only` the source's modification time in the target `t`, each
+/// opened through its folder's handle, never followed. `target_names`: under the target's
+/// names (in place, or a times-only plan), else the source's (a swapped-in tree). Returns a
+/// warning per file whose time could not be set.
+fn times_into(plan: &SyncPlan, t: &Path, target_names: bool) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    if plan.new_times.is_empty() {
+        return Ok(warnings);
+    }
+    let live = Tree::open(t)?;
+    for (rel, time) in &plan.new_times {
+        let name = if target_names {
+            plan.target_name(rel)
+        } else {
+            rel.clone()
+        };
+        let set = live
+            .parent(&name)
+            .and_then(|p| match p {
+                Some((d, n)) => d.open_file(&n, true),
+                None => Ok(None),
+            })
+            .and_then(|o| match o {
+                Some(o) => o
+                    .file
+                    .set_modified(*time)
+                    .map_err(|e| Error::io(live.join(&name), e)),
+                None => Ok(()),
+            });
+        if let Err(e) = set {
+            warnings.push(format!(
+                "{}: its modification time was not set ({e})",
+                crate::fs::name::shown(&name)
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// A plan whose only differences are modification times ([`SyncPlan::is_times_only`]):
+/// the times set in place. Returns a warning per file whose time could not be set.
+pub fn set_times(plan: &SyncPlan) -> Result<Vec<String>> {
+    check_parent(&plan.target)?;
+    times_into(plan, &plan.target, true)
 }
 
 /// Links into the live tree `t` every file under the volatile entries `kept` that the old
@@ -411,9 +439,7 @@ fn carry_volatile(
             Entry::Other(k) if k.ends_with("folder") => {
                 if let Some(d) = old.dir(&rel)? {
                     for name in d.names()? {
-                        if let Some(name) = name.to_str() {
-                            stack.push(format!("{rel}/{name}"));
-                        }
+                        stack.push(format!("{rel}/{}", rel_name(&d, &name)?));
                     }
                 }
             }
@@ -675,7 +701,7 @@ fn copy_in(trees: &Trees, rel: &str, trel: Option<&str>, dirs: &DirAttrs) -> Res
     let (dir, name) = trees.new.parent(rel)?.ok_or_else(|| Error::Changed {
         path: to_path.clone(),
     })?;
-    let mut to = dir.create_new(name, 0o600)?;
+    let mut to = dir.create_new(&name, 0o600)?;
     let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
     if let Ok(m) = from.file.metadata().and_then(|m| m.modified()) {
         to.set_modified(m).map_err(|e| Error::io(&to_path, e))?;
@@ -698,7 +724,7 @@ fn link_across(a: &Tree, from: &str, b: &Tree, to: &str) -> Result<()> {
     let missing = |t: &Tree, rel: &str| Error::Changed { path: t.join(rel) };
     let (ad, an) = a.parent(from)?.ok_or_else(|| missing(a, from))?;
     let (bd, bn) = b.parent(to)?.ok_or_else(|| missing(b, to))?;
-    ad.link_to(an, &bd, bn)
+    ad.link_to(&an, &bd, &bn)
 }
 
 /// Moves `from` in tree `a` to `to` in tree `b` (the name itself; a link is moved, never
@@ -712,7 +738,7 @@ fn move_across(a: &Tree, from: &str, b: &Tree, to: &str, b_ours: bool) -> Result
     } else {
         b.parent(to)?.ok_or_else(|| missing(b, to))?
     };
-    ad.rename_to(an, &bd, bn)
+    ad.rename_to(&an, &bd, &bn)
 }
 
 /// Whether `rel` names anything in a tree (not followed).
@@ -772,7 +798,7 @@ impl<'a> DirAttrs<'a> {
         let (parent, name) = self.new.parent(rel)?.ok_or_else(|| Error::Changed {
             path: self.new.join(rel),
         })?;
-        if !parent.mkdir(name, 0o700)? {
+        if !parent.mkdir(&name, 0o700)? {
             return Ok(());
         }
         #[cfg(unix)]
@@ -885,7 +911,8 @@ impl<'a> DirAttrs<'a> {
             return Ok(());
         };
         for name in dir.names()? {
-            let sub = format!("{rel}/{}", name.to_string_lossy());
+            let n = rel_name(&dir, &name)?;
+            let sub = format!("{rel}/{n}");
             match dir.sub(&name) {
                 Ok(Some(_)) => self.link_folder(&sub)?,
                 Ok(None) => {}
@@ -900,6 +927,17 @@ impl<'a> DirAttrs<'a> {
 /// Owner, group and mode of a folder.
 #[cfg(unix)]
 type UnixAttrs = (u32, u32, u32);
+
+/// A name read from a folder as a path component (never dropped: one keyferry cannot
+/// represent is an error, not a file left behind).
+fn rel_name(dir: &crate::fs::Dir, name: &std::ffi::OsStr) -> Result<String> {
+    crate::fs::name::to_rel(name).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{:?} has a name keyferry cannot represent one to one; rename it",
+            dir.join(name)
+        ))
+    })
+}
 
 #[cfg(unix)]
 fn parent_rel(rel: &str) -> &str {
@@ -1039,7 +1077,7 @@ fn record_protected_links(t: &Path, rels: &[String]) -> Result<Vec<ProtectedLink
     let mut out = Vec::new();
     for rel in rels {
         if matches!(tree.entry(rel), Ok(Entry::Symlink)) {
-            let p = t.join(rel);
+            let p = tree.join(rel);
             let points_to = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
             out.push(ProtectedLink {
                 path: rel.clone(),

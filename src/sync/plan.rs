@@ -76,6 +76,7 @@ pub fn classify(rel: &str, profile: &Profile) -> Class {
 /// One file of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlanFile {
+    #[serde(serialize_with = "crate::fs::name::serialize_shown")]
     pub path: String,
     pub bytes: u64,
 }
@@ -89,17 +90,22 @@ pub struct SyncPlan {
     pub update: Vec<PlanFile>,
     pub delete: Vec<PlanFile>,
     /// Folders to create on the target, and to remove (empty once their files are deleted).
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub add_dirs: Vec<String>,
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub delete_dirs: Vec<String>,
     pub unchanged: u64,
     /// Files whose bytes equal the source's but whose modification time differs: kept as
     /// they are, given the source's time (so the next plain sync takes them as the same).
     pub times_only: Vec<PlanFile>,
     /// Protected files on the target (as it names them): left exactly as they are.
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub protected: Vec<String>,
     /// Volatile paths found on either side: left alone.
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub volatile: Vec<String>,
     /// Links inside a tree: not followed, not copied, left alone.
+    #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub links: Vec<String>,
     pub add_bytes: u64,
     pub update_bytes: u64,
@@ -161,6 +167,20 @@ impl SyncPlan {
             .saturating_add(self.unchanged_files.iter().map(|u| u.2).sum())
     }
 
+    /// Whether the target's files already hold the source's bytes and only some modification
+    /// times differ: those are set in place ([`crate::sync::apply::set_times`]), with no new
+    /// tree and no kept tree (a rollback still goes back to the tree before the last real
+    /// change).
+    pub fn is_times_only(&self) -> bool {
+        self.add.is_empty()
+            && self.update.is_empty()
+            && self.delete.is_empty()
+            && self.add_dirs.is_empty()
+            && self.delete_dirs.is_empty()
+            && self.kind_changes.is_empty()
+            && !self.times_only.is_empty()
+    }
+
     /// Whether the target already matches the source.
     pub fn is_noop(&self) -> bool {
         self.add.is_empty()
@@ -215,17 +235,6 @@ fn scan_with(
 ) -> Result<BTreeMap<String, Kind>> {
     let mut out = BTreeMap::new();
     crate::fs::walk(root, |rel, e, ft| {
-        if e.file_name().to_str().is_none() {
-            // Shown escaped, never lossily: a lossy name would be planned under a name that
-            // is not the file's and left behind.
-            return Err(Error::SyncRefused(format!(
-                "{side} {} has a name that is not valid Unicode: {:?}; keyferry does not copy \
-                 or delete such names yet: rename it (or remove it if it is not needed), then \
-                 sync again",
-                root.display(),
-                e.path()
-            )));
-        }
         if ft.is_symlink() || is_reparse_point(e) {
             if refuse_out && leads_out(root, &e.path()) {
                 return Err(Error::SyncRefused(format!(

@@ -43,6 +43,7 @@ impl Why {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
+    #[serde(serialize_with = "crate::fs::name::serialize_shown")]
     pub path: String,
     pub why: Why,
 }

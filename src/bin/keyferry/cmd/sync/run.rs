@@ -235,7 +235,7 @@ fn one(
             plan = None;
             Some(lock)
         };
-        let plan = match plan {
+        let mut plan = match plan {
             Some(p) => p,
             None => sync::plan(&source, &target, &resolved.profile, opts)?,
         };
@@ -244,7 +244,13 @@ fn one(
             r.plan = Some(plan);
             return Ok(());
         }
-        if plan.is_noop() {
+        if plan.is_times_only() {
+            // The same bytes: only the source's times carried, in place; no new tree, no kept
+            // tree (a rollback still goes back to the tree before the last real change).
+            let warnings = keyferry::sync::apply::set_times(&plan)?;
+            plan.warnings.extend(warnings);
+        }
+        if plan.is_noop() || plan.is_times_only() {
             // Recorded: a rollback after it must not go back to a tree an earlier sync kept.
             keyferry::sync::journal::LastSync::record(
                 &resolved.state_dir,
@@ -381,7 +387,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                 for f in &p.delete {
                     ui.out(&format!(
                         "{name}: would delete {} ({})",
-                        f.path,
+                        keyferry::fs::name::shown(&f.path),
                         size(f.bytes)
                     ));
                 }
@@ -389,7 +395,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                     ui.out(&format!(
                         "{name}: would {} {} ({})",
                         if p.add.contains(f) { "add" } else { "update" },
-                        f.path,
+                        keyferry::fs::name::shown(&f.path),
                         size(f.bytes)
                     ));
                 }

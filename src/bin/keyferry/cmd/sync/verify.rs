@@ -88,7 +88,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                         v.files
                     ));
                     for d in &v.differing {
-                        ui.out(&format!("  {}: {}", d.path, d.why.describe()));
+                        ui.out(&format!(
+                            "  {}: {}",
+                            keyferry::fs::name::shown(&d.path),
+                            d.why.describe()
+                        ));
                     }
                 }
                 (None, Some(e)) => ui.failure(&e.failure(&format!("{}: ", r.node))),
