@@ -484,6 +484,46 @@ fn windows_drive_and_unc_paths_work() {
     assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
 }
 
+/// Windows resolves names without regard to case and drops trailing dots and spaces: a
+/// source file named `Encryption.Config.` (made through a `\\?\` path, which keeps the dot)
+/// is the key file there. Under Wine, on a real Windows path: the sync never copies it, the
+/// target's key stays its own, byte for byte, and so does a `Database.Config ` in a subfolder.
+#[cfg(windows)]
+#[test]
+fn windows_name_rules_protect_keys_under_other_spellings() {
+    let p = Pair::new();
+    let verbatim = |rel: &str| PathBuf::from(format!(r"\\?\{}\{rel}", p.src().display()));
+    let dotted = verbatim("Encryption.Config.");
+    if std::fs::write(&dotted, b"SOURCE KEY, other spelling").is_err()
+        || !std::fs::read_dir(p.src())
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "Encryption.Config.")
+    {
+        eprintln!("SKIPPED: this file system does not keep a trailing dot in a name");
+        return;
+    }
+    std::fs::create_dir_all(p.src().join("App")).unwrap();
+    std::fs::write(verbatim(r"App\Database.Config "), b"source db").unwrap();
+    std::fs::create_dir_all(p.dst().join("App")).unwrap();
+    std::fs::write(p.dst().join(r"App\database.config"), b"target db, its own").unwrap();
+    let r = p.run(&["sync", "--json"], &[]);
+    r.assert_code(0);
+    assert_eq!(read(&p.dst().join("encryption.config")), TARGET_KEY);
+    assert_eq!(
+        read(&p.dst().join(r"App\database.config")),
+        b"target db, its own"
+    );
+    let names: Vec<String> = std::fs::read_dir(p.dst())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "Encryption.Config."),
+        "{names:?}"
+    );
+    p.run(&["sync", "verify"], &[]).assert_code(0);
+}
+
 /// Refusals about keyferry's own folders beside the target and about options that do not
 /// apply: exit 2, a message that says what to do, the node's files byte-identical.
 #[test]
