@@ -103,6 +103,7 @@ pub fn run(work_factor: u8, progress: &dyn Progress) -> Result<DemoReport> {
         now,
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
         wait: crate::txn::DEFAULT_WAIT,
+        leave_unprotected: false,
     };
     let refused = match import_file(
         &bundle,

@@ -64,6 +64,9 @@ pub enum Error {
     /// The node already holds different keys and `--replace` was not given.
     #[error("this node already holds different keys ({files})")]
     KeySetDiffers { files: String },
+    /// A key file's protection forbids the change asked for (see `ImportPlan::protection_refusal`).
+    #[error("{0}")]
+    KeyProtection(String),
     /// A destination is a symlink or not a regular file.
     #[error("refusing to write through {path}: {why}")]
     UnsafeDestination { path: PathBuf, why: &'static str },
@@ -224,6 +227,7 @@ impl Error {
             Error::NotPrimary { .. } => "not-primary",
             Error::ReplacesPrimary { .. } => "replaces-primary",
             Error::KeySetDiffers { .. } => "key-set-differs",
+            Error::KeyProtection(_) => "key-protection",
             Error::UnsafeDestination { .. } => "unsafe-destination",
             Error::FolderMissing { .. } => "folder-missing",
             Error::VerifyFailed(_) => "verify-failed",

@@ -386,3 +386,40 @@ fn import_from_stdin_takes_only_a_push_stream() {
     assert!(r.stdout().contains("push stream"), "{}", r.stdout());
     assert_eq!(before, c.snapshot());
 }
+
+/// A node whose `encryption.config` is a DPAPI blob this machine cannot decrypt (here: the
+/// real Windows sample, on Linux or under Wine, where it was not made): whether it holds the
+/// primary's key cannot be told from here, so it is never replaced, not even with
+/// `--replace`; the dry run says "cannot compare" and names the protection; web2's files stay
+/// byte-identical. (On the node itself, where DPAPI decrypts it, it is compared by its
+/// plaintext and, replaced, protected again.)
+#[test]
+fn a_dpapi_key_that_cannot_be_decrypted_here_is_never_replaced() {
+    let sample = include_bytes!("fixtures/dpapi/windows-machine-aes256.bin");
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    std::fs::write(c.key_path("web2"), sample).unwrap();
+    let before = node_files(&c, "web2");
+    let r = push(&c, &["--to", "web2", "--dry-run"]);
+    r.assert_code(1);
+    let w2 = target(&r.json(), "web2").clone();
+    assert_eq!(w2["outcome"], "would-refuse", "{w2}");
+    assert!(
+        w2["detail"].as_str().unwrap().contains("cannot decrypt"),
+        "{w2}"
+    );
+    for extra in [&["--to", "web2"][..], &["--to", "web2", "--replace"]] {
+        let r = push(&c, extra);
+        r.assert_code(2);
+        let w2 = target(&r.json(), "web2").clone();
+        assert_eq!(w2["outcome"], "refused", "{extra:?}: {w2}");
+        assert!(
+            w2["detail"]
+                .as_str()
+                .unwrap()
+                .contains("dpapi-undecryptable"),
+            "{w2}"
+        );
+        assert_eq!(before, node_files(&c, "web2"), "{extra:?}");
+        no_key_bytes(&r);
+    }
+}

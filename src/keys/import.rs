@@ -45,6 +45,8 @@ pub struct ImportOptions {
     pub max_work_factor: u8,
     /// How long to wait for another keyferry command changing this node.
     pub wait: Duration,
+    /// Let a replace leave a DPAPI-protected key unprotected (the admin says so).
+    pub leave_unprotected: bool,
 }
 
 /// Opens a bundle file and runs every check up to the plan.
@@ -165,6 +167,10 @@ pub enum FileAction {
     Install,
     /// A different file is there; replaced only with `--replace`, after a backup.
     Replace,
+    /// A DPAPI-protected file (or one the product wraps) this machine cannot decrypt: whether
+    /// it holds the same key cannot be told here, so it is never replaced from here, with or
+    /// without `--replace`.
+    CannotCompare,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +182,11 @@ pub struct PlannedFile {
     pub sha256: FileHash,
     /// Written as a machine-scope DPAPI blob (the hash above is of the plaintext).
     pub dpapi: bool,
+    /// How the file there now is protected: `none`, `dpapi` (decrypted here and compared by
+    /// its plaintext), `dpapi-undecryptable`, `dpapi-embedded`, `dpapi-ng`, `looks-dpapi`;
+    /// `None` when there is no file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<&'static str>,
     /// The owner, group and mode (or ACL) the file gets, and where they come from.
     pub attributes: AttrsApplied,
     /// What was there when planned (for the engine's re-check before each rename).
@@ -202,6 +213,41 @@ impl ImportPlan {
 
     pub fn replaces(&self) -> bool {
         self.files.iter().any(|f| f.action == FileAction::Replace)
+    }
+
+    /// Why this plan may not be applied whatever the flags: a file whose protection keeps
+    /// this machine from comparing it, or a replace that would leave a DPAPI-protected key
+    /// unprotected (unless `leave_unprotected`).
+    pub fn protection_refusal(&self, leave_unprotected: bool) -> Option<Error> {
+        if let Some(f) = self
+            .files
+            .iter()
+            .find(|f| f.action == FileAction::CannotCompare)
+        {
+            return Some(Error::KeyProtection(format!(
+                "{} is protected ({}) in a way this machine cannot decrypt, so keyferry cannot \
+                 tell whether it holds the primary's key: it is never replaced on a comparison \
+                 that could not see the key. Compare it on that node itself (keys push reaches \
+                 a node over ssh, where its own keyferry decrypts it), or turn its protection \
+                 off there first (keyferry dpapi unprotect); nothing was changed",
+                f.path.display(),
+                f.existing.unwrap_or("unknown")
+            )));
+        }
+        if !leave_unprotected {
+            if let Some(f) = self.files.iter().find(|f| {
+                f.action == FileAction::Replace && f.existing == Some("dpapi") && !f.dpapi
+            }) {
+                return Some(Error::KeyProtection(format!(
+                    "{} is DPAPI-protected on this node and would be replaced by an \
+                     unprotected key; keyferry keeps a node's protection (run it with \
+                     --protect auto or dpapi on that node), or say that the key is to be left \
+                     unprotected with --leave-unprotected; nothing was changed",
+                    f.path.display()
+                )));
+            }
+        }
+        None
     }
 
     /// The refusal for a plan that would replace files without `--replace`, naming them.
@@ -254,15 +300,33 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
             )
             .collect();
         let looked = crate::txn::look(&path, MAX_ENTRY_LEN, &siblings)?;
-        let action = match looked.bytes {
-            None => FileAction::Install,
+        use crate::keys::keyset::Protection;
+        let (action, existing) = match looked.bytes {
+            None => (FileAction::Install, None),
             Some(raw) => {
-                let (current, _) = crate::keys::keyset::interpret(raw, None);
-                if FileHash::of(current.expose_secret()).ct_eq(&meta.sha256) {
+                let (current, prot) = crate::keys::keyset::interpret(raw, spec.dpapi_size_hint);
+                let same = FileHash::of(current.expose_secret()).ct_eq(&meta.sha256);
+                let existing = match prot {
+                    Protection::None => "none",
+                    Protection::Dpapi {
+                        decrypted: true, ..
+                    } => "dpapi",
+                    Protection::Dpapi {
+                        decrypted: false, ..
+                    } => "dpapi-undecryptable",
+                    Protection::DpapiEmbedded => "dpapi-embedded",
+                    Protection::DpapiNg => "dpapi-ng",
+                    Protection::LooksDpapi => "looks-dpapi",
+                };
+                let action = if same {
                     FileAction::Unchanged
-                } else {
+                } else if matches!(existing, "none" | "dpapi") {
                     FileAction::Replace
-                }
+                } else {
+                    // A comparison that could not see the plaintext proves nothing.
+                    FileAction::CannotCompare
+                };
+                (action, Some(existing))
             }
         };
         if action == FileAction::Replace && looked.attrs.readable_by_everyone() {
@@ -274,10 +338,14 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
                 path.display()
             ));
         }
+        // Auto keeps a node's protection: a file DPAPI-protected there now is protected again
+        // (on Windows, where this runs on that node), as is one protected on the source.
         let dpapi = match protect {
             ProtectMode::Dpapi => true,
             ProtectMode::None => false,
-            ProtectMode::Auto => meta.dpapi.is_some() && cfg!(windows),
+            ProtectMode::Auto => {
+                (meta.dpapi.is_some() || existing == Some("dpapi")) && cfg!(windows)
+            }
         };
         if let (Some(scope), false, ProtectMode::Auto) = (meta.dpapi, dpapi, protect) {
             warnings.push(format!(
@@ -293,6 +361,7 @@ pub fn plan(manifest: &Manifest, node: &Node, protect: ProtectMode) -> Result<Im
             len: meta.len,
             sha256: meta.sha256,
             dpapi,
+            existing,
             attributes: AttrsApplied {
                 source: looked.attr_source,
                 attrs: looked.attrs,
@@ -337,6 +406,16 @@ pub fn apply(
     node: &Node,
     replace: bool,
 ) -> Result<Applied> {
+    if let Some(e) = plan.protection_refusal(true) {
+        // (The caller's own check, with its flag, ran first; this is the engine's last word.)
+        if plan
+            .files
+            .iter()
+            .any(|f| f.action == FileAction::CannotCompare)
+        {
+            return Err(e);
+        }
+    }
     if plan.replaces() && !replace {
         return Err(plan.differs());
     }
@@ -609,6 +688,9 @@ pub fn install(
 /// Why import would refuse this plan, if it would: replacing the primary's key set needs
 /// `--replace --replace-primary`; replacing any other differing file needs `--replace`.
 pub fn refusal(plan: &ImportPlan, node: &Node, opts: &ImportOptions) -> Option<Error> {
+    if let Some(e) = plan.protection_refusal(opts.leave_unprotected) {
+        return Some(e);
+    }
     if !plan.replaces() {
         return None;
     }

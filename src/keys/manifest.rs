@@ -115,6 +115,20 @@ impl Manifest {
         }
     }
 
+    /// The entries `role` takes, alone (their fingerprint recomputed): what a node of that
+    /// role is sent, never another role's files.
+    pub fn for_role(&self, role: Role) -> Manifest {
+        let (entries, contents): (Vec<EntryMeta>, Vec<KeyBytes>) = self
+            .entries()
+            .filter(|(e, _)| e.roles.contains(&role))
+            .map(|(e, b)| (e.clone(), KeyBytes::copy_from(b.expose_secret())))
+            .unzip();
+        let mut header = self.header.clone();
+        header.entries = entries;
+        header.fingerprint = header.computed_fingerprint();
+        Manifest { header, contents }
+    }
+
     /// Entry metadata with its key bytes.
     pub fn entries(&self) -> impl Iterator<Item = (&EntryMeta, &KeyBytes)> {
         self.header.entries.iter().zip(self.contents.iter())
@@ -354,6 +368,49 @@ mod tests {
         let mut v = Vec::new();
         m.write_to(&mut v).unwrap();
         v
+    }
+
+    /// A node is sent only its role's files: an Action host never gets the HA secondary's
+    /// `appsettings.json`; the fingerprint is that of what is sent.
+    #[test]
+    fn a_role_gets_only_its_files() {
+        let m = Manifest::new(
+            Timestamp::from_unix(1_800_000_000),
+            Timestamp::from_unix(1_800_007_200),
+            None,
+            ProfileId::PrivilegeSecure,
+            Source {
+                node: "nps1".into(),
+                role: Role::Primary,
+                host: "NPS1".into(),
+            },
+            vec![
+                (
+                    "keys.exp".into(),
+                    vec![Role::Secondary, Role::Action],
+                    KeyBytes::copy_from(b"EXP"),
+                ),
+                (
+                    "appsettings.json".into(),
+                    vec![Role::Secondary],
+                    KeyBytes::copy_from(b"{\"HA\":1}"),
+                ),
+            ],
+        );
+        let action = m.for_role(Role::Action);
+        let names: Vec<&str> = action.entries().map(|(e, _)| e.name.as_str()).collect();
+        assert_eq!(names, ["keys.exp"]);
+        assert_eq!(action.entries().next().unwrap().1.expose_secret(), b"EXP");
+        assert_eq!(
+            action.header.fingerprint,
+            action.header.computed_fingerprint()
+        );
+        assert_ne!(action.header.fingerprint, m.header.fingerprint);
+        assert_eq!(
+            m.for_role(Role::Secondary).header.fingerprint,
+            m.header.fingerprint
+        );
+        assert_eq!(m.for_role(Role::Proxy).entries().count(), 0);
     }
 
     #[test]

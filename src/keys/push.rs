@@ -211,7 +211,10 @@ pub fn push_ssh(
     progress: &dyn crate::progress::Progress,
 ) -> PushTarget {
     let mut t = PushTarget::new(&spec.name, spec.role, target.url());
-    let input = match stream(manifest, how.work_factor, progress) {
+    // Only the files this node's role takes travel (an Action host never receives the
+    // secondary's appsettings.json).
+    let sent = manifest.for_role(spec.role);
+    let input = match stream(&sent, how.work_factor, progress) {
         Ok(s) => s,
         Err(e) => return refused(t, e),
     };
@@ -221,6 +224,9 @@ pub fn push_ssh(
     }
     if opts.dry_run {
         words.push("--dry-run".into());
+    }
+    if opts.leave_unprotected {
+        words.push("--leave-unprotected".into());
     }
     let done = match how
         .client
@@ -260,7 +266,7 @@ pub fn push_ssh(
         ));
         return t;
     }
-    let fingerprint = manifest.header.fingerprint.to_string();
+    let fingerprint = sent.header.fingerprint.to_string();
     if doc["kind"] != "import"
         || doc["node"] != spec.name.as_str()
         || doc["bundle"]["fingerprint"] != fingerprint.as_str()

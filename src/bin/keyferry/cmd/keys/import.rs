@@ -29,6 +29,10 @@ pub struct Args {
     /// With --replace, also on the primary, whose key set encrypts the database
     #[arg(long, requires = "replace")]
     pub replace_primary: bool,
+    /// With --replace, let a DPAPI-protected key on this node be replaced by an unprotected
+    /// one (without it such a replace is refused: keyferry keeps a node's protection)
+    #[arg(long, requires = "replace")]
+    pub leave_unprotected: bool,
     /// Show the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -122,6 +126,7 @@ fn options(args: &Args) -> ImportOptions {
         now: Timestamp::now(),
         max_work_factor: MAX_IMPORT_WORK_FACTOR,
         wait: args.wait.wait,
+        leave_unprotected: args.leave_unprotected,
     }
 }
 
@@ -159,6 +164,7 @@ fn show(report: keyferry::keys::import::ImportReport, ui: &Ui) -> CmdResult {
             (FileAction::Replace, ImportOutcome::DryRun) => "would replace",
             (FileAction::Install, _) => "installed",
             (FileAction::Replace, _) => "replaced",
+            (FileAction::CannotCompare, _) => "cannot compare (protected)",
         };
         let dpapi = if f.dpapi {
             "  (DPAPI, machine scope)"

@@ -49,6 +49,10 @@ pub struct Args {
     /// Replace key sets that differ (backed up first); without it such a node is refused
     #[arg(long)]
     pub replace: bool,
+    /// With --replace, let a node's DPAPI-protected key be replaced by an unprotected one
+    /// (without it such a replace is refused: keyferry keeps each node's protection)
+    #[arg(long, requires = "replace")]
+    pub leave_unprotected: bool,
     /// Show what each node would get and change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -94,6 +98,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         now,
         max_work_factor: keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR,
         wait: args.wait.wait,
+        leave_unprotected: args.leave_unprotected,
     };
     let base = args.cluster.parent().unwrap_or(Path::new("."));
     let client = args.ssh.client();
