@@ -448,7 +448,10 @@ fn fake_server(
                 continue;
             };
             s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            // Longer than keyferry's 2 s deadline: a silent server must still be holding the
+            // connection when keyferry gives up on it (with equal timeouts, a loaded machine
+            // let the fake close first, and keyferry rightly saw "connection closed").
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut head = [0u8; 8];
             if s.read_exact(&mut head).is_err() {
                 continue;

@@ -420,14 +420,21 @@ fn upk(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     r
 }
 
-/// Each step's kind ("auto" or "manual"), in order.
+/// Each step's kind ("auto" or "manual"), in order; a key push, which waits for the admin
+/// when a node's keys differ, counts as "asks".
 #[cfg(feature = "failpoints")]
 fn step_kinds(c: &Cluster) -> Vec<String> {
     plan(&c.cluster_file()).json()["steps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["kind"].as_str().unwrap().to_owned())
+        .map(|s| {
+            if s["confirm_replace"] == true {
+                "asks".to_owned()
+            } else {
+                s["kind"].as_str().unwrap().to_owned()
+            }
+        })
         .collect()
 }
 
@@ -457,7 +464,7 @@ fn an_upgrade_killed_after_every_step_resumes_and_does_nothing_twice() {
         rounds += 1;
         assert!(rounds < 80, "the run does not finish");
         let confirm = n.to_string();
-        let extra: &[&str] = if kinds[n - 1] == "manual" {
+        let extra: &[&str] = if kinds[n - 1] != "auto" {
             &["--confirm", &confirm]
         } else {
             &[]
@@ -503,7 +510,7 @@ fn an_upgrade_killed_after_every_recorded_step_goes_on_at_the_next() {
     while let Some(n) = waiting_at(&c) {
         assert!(kills < 40, "the run does not finish");
         let confirm = n.to_string();
-        let extra: &[&str] = if kinds[n - 1] == "manual" {
+        let extra: &[&str] = if kinds[n - 1] != "auto" {
             &["--confirm", &confirm]
         } else {
             &[]
@@ -807,4 +814,100 @@ fn the_preflight_fails_a_target_without_room_for_the_new_folder() {
     let r = up(&c, "run", &[], &[]);
     r.assert_code(2);
     assert_eq!(waiting_at(&c), Some(1));
+}
+
+/// Walks the run to the key step (`ss.keys`), confirming every step before it; returns its
+/// number.
+fn to_the_key_step(c: &Cluster) -> usize {
+    let ids = ids(&plan(&c.cluster_file()).json());
+    let keys = pos(&ids, "ss.keys") + 1;
+    up(c, "run", &[], &[]).assert_code(0);
+    let mut rounds = 0;
+    while let Some(n) = waiting_at(c) {
+        rounds += 1;
+        assert!(rounds < 40, "the run does not reach the key step");
+        if n == keys {
+            return n;
+        }
+        up(c, "resume", &["--confirm", &n.to_string()], &[]).assert_code(0);
+    }
+    panic!("the run finished without stopping at the key step");
+}
+
+/// The vendor's hard rule: a node whose encryption.config differs is never replaced unasked.
+/// The run stops at the key step, naming the node, both fingerprints and the file's
+/// protection; a resume without the confirmation changes nothing; the confirmation of that
+/// step replaces it (backed up first).
+#[test]
+fn the_run_never_replaces_a_differing_key_unasked() {
+    let c = upgrade_cluster();
+    let n = to_the_key_step(&c);
+    let web2 = std::fs::read(c.key_path("web2")).unwrap();
+    assert_eq!(web2, b"KEY-B stale");
+    for _ in 0..2 {
+        let before = c.snapshot();
+        let r = up(&c, "resume", &[], &[]);
+        r.assert_code(0);
+        let out = r.stdout();
+        assert!(out.contains("never replaces a key unasked"), "{out}");
+        assert!(out.contains("web2: key set"), "{out}");
+        assert!(out.contains("the primary's:"), "{out}");
+        assert!(out.contains("not DPAPI-protected"), "{out}");
+        assert!(out.contains(&format!("--confirm {n}")), "{out}");
+        assert!(!out.contains("dr1: key set"), "dr1 only lacks keys: {out}");
+        assert_eq!(before, c.snapshot(), "a waiting key step changed files");
+        assert_eq!(waiting_at(&c), Some(n));
+    }
+    up(&c, "resume", &["--confirm", &n.to_string()], &[]).assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
+    assert_eq!(std::fs::read(c.key_path("dr1")).unwrap(), b"KEY-A primary");
+    assert_eq!(
+        std::fs::read_dir(c.path("web1/state/backups/web2"))
+            .unwrap()
+            .count(),
+        1,
+        "web2's key is backed up before it is replaced"
+    );
+}
+
+/// A node whose key is DPAPI-protected in a way this machine cannot decrypt (the real
+/// Windows sample): the run cannot tell whether it differs, so even a confirmation does not
+/// replace it; the step fails with its own code, naming the node and the protection, and
+/// the node's file stays as it was.
+#[test]
+fn a_key_the_driver_cannot_decrypt_is_not_replaced_even_when_confirmed() {
+    let c = upgrade_cluster();
+    std::fs::write(
+        c.key_path("web2"),
+        include_bytes!("fixtures/dpapi/windows-machine-aes256.bin"),
+    )
+    .unwrap();
+    let before = std::fs::read(c.key_path("web2")).unwrap();
+    let keys = pos(&ids(&plan(&c.cluster_file()).json()), "ss.keys") + 1;
+    up(&c, "run", &[], &[]).assert_code(0);
+    let mut stopped = None;
+    while let Some(n) = waiting_at(&c) {
+        assert!(n <= keys, "the run went past the key step");
+        let r = up(&c, "resume", &["--confirm", &n.to_string(), "--json"], &[]);
+        if r.code() != 0 {
+            stopped = Some(r);
+            break;
+        }
+    }
+    let r = stopped.expect("the run stops at the key step");
+    // Partly done (3): earlier steps changed nodes; this one changed nothing.
+    r.assert_code(3);
+    let err = r.json();
+    assert_eq!(err["error"]["code"], "key-protection", "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("web2") && msg.contains("dpapi-undecryptable"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), before);
+    assert_eq!(waiting_at(&c), Some(keys));
+    // Confirming the key step itself does not make the comparison possible.
+    let r = up(&c, "resume", &["--confirm", &keys.to_string()], &[]);
+    r.assert_code(3);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), before);
 }

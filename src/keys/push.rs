@@ -52,6 +52,10 @@ pub struct PushTarget {
     pub after: Option<String>,
     pub backup_dir: Option<PathBuf>,
     pub detail: Option<String>,
+    /// The error code of a refusal (or of one a dry run found): `key-set-differs` is for the
+    /// admin to decide (`--replace`); `key-protection` is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Each key file and what was done to it (or would be).
     pub files: Vec<PushedFile>,
     /// The import report, where an install ran (or was planned).
@@ -64,6 +68,9 @@ pub struct PushTarget {
 pub struct PushedFile {
     pub path: PathBuf,
     pub action: crate::keys::import::FileAction,
+    /// How the file there was protected (see `PlannedFile::existing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<String>,
 }
 
 impl PushTarget {
@@ -78,6 +85,7 @@ impl PushTarget {
             after: None,
             backup_dir: None,
             detail: None,
+            code: None,
             files: Vec::new(),
             import: None,
         }
@@ -254,6 +262,7 @@ pub fn push_ssh(
     };
     if let Some(err) = doc.get("error") {
         let code = err["code"].as_str().unwrap_or("?");
+        t.code = Some(code.to_owned());
         t.outcome = match code {
             "io" | "verify-failed" | "changed-underfoot" | "recovery-conflict" | "dpapi-failed" => {
                 PushOutcome::Failed
@@ -286,6 +295,7 @@ pub fn push_ssh(
             Some(PushedFile {
                 path: PathBuf::from(f["path"].as_str()?),
                 action: serde_json::from_value(f["action"].clone()).ok()?,
+                existing: f["existing"].as_str().map(str::to_owned),
             })
         })
         .collect();
@@ -303,6 +313,7 @@ pub fn push_ssh(
         (Some("installed"), _) => PushOutcome::Installed,
         (Some("dry-run"), true) => {
             t.detail = doc["would_refuse"]["message"].as_str().map(str::to_owned);
+            t.code = doc["would_refuse"]["code"].as_str().map(str::to_owned);
             PushOutcome::WouldRefuse
         }
         (Some("dry-run"), false) => PushOutcome::WouldInstall,
@@ -344,6 +355,7 @@ pub fn push_one(manifest: &Manifest, node: &Node, opts: &ImportOptions) -> PushT
                 (ImportOutcome::Installed, _) => PushOutcome::Installed,
                 (ImportOutcome::DryRun, Some(w)) => {
                     t.detail = Some(w.message.clone());
+                    t.code = Some(w.code.to_owned());
                     PushOutcome::WouldRefuse
                 }
                 (ImportOutcome::DryRun, None) => PushOutcome::WouldInstall,
@@ -364,6 +376,7 @@ pub fn push_one(manifest: &Manifest, node: &Node, opts: &ImportOptions) -> PushT
                 .map(|f| PushedFile {
                     path: f.path.clone(),
                     action: f.action,
+                    existing: f.existing.map(str::to_owned),
                 })
                 .collect();
             t.import = Some(Box::new(report));
@@ -387,6 +400,7 @@ fn refused(mut t: PushTarget, e: Error) -> PushTarget {
         _ => PushOutcome::Refused,
     };
     t.detail = Some(format!("{e} [{}]", e.code()));
+    t.code = Some(e.code().to_owned());
     t
 }
 

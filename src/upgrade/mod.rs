@@ -80,6 +80,11 @@ pub struct Step {
     /// How to undo what this step changed, should the admin want to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undo: Option<String>,
+    /// A key push: planned first (`--dry-run`); a node whose keys differ stops the run and
+    /// waits for the admin's confirmation of this step before anything is replaced (then the
+    /// push runs with `--replace`). Never a replace unasked (the vendor's hard rule).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_replace: bool,
 }
 
 /// The whole checklist.
@@ -116,6 +121,7 @@ impl Builder<'_> {
             ok_codes: Vec::new(),
             gate_args: Vec::new(),
             undo: None,
+            confirm_replace: false,
         });
     }
 
@@ -124,6 +130,9 @@ impl Builder<'_> {
     fn push_keys(&mut self, id: &str, node: &str, title: &str, args: &str) {
         self.auto(id, node, title, args);
         self.undo(keys_undo(self.cluster_arg, node));
+        if let Some(s) = self.steps.last_mut() {
+            s.confirm_replace = true;
+        }
     }
 
     /// How to undo the last step.
@@ -313,9 +322,9 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     b.push_keys(
         "ss.keys",
         &p.name,
-        "Bring every node's encryption.config to the primary's (a differing one is backed up \
-         first)",
-        "keys push --replace",
+        "Bring every node's encryption.config to the primary's (a node whose key differs stops \
+         the run and asks; replaced only once confirmed, backed up first)",
+        "keys push",
     );
     for n in &others {
         b.manual(
@@ -414,7 +423,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ha.push-keys",
         p,
         "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
-        &format!("keys push --to {s} --replace"),
+        &format!("keys push --to {s}"),
     );
     b.manual(
         "ha.import-keys",
@@ -499,7 +508,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "rs.push-keys",
             &p.name,
             "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
-            &format!("keys push{to} --replace"),
+            &format!("keys push{to}"),
         );
         for n in &keyed {
             b.manual(

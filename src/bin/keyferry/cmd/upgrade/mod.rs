@@ -256,6 +256,88 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     ));
                 }
             }
+            let mut run_args = step.args.clone();
+            if step.confirm_replace {
+                match key_step_plan(&exec, &place, step)? {
+                    KeyPlan::Clear => {
+                        // Nothing to ask (a resume after the replace ran): a confirmation
+                        // typed for it has nothing left to confirm.
+                        if confirms.peek() == Some(&step.n) {
+                            confirms.next();
+                        }
+                    }
+                    KeyPlan::Blocked(why) => {
+                        let earlier = state
+                            .steps
+                            .iter()
+                            .take(i)
+                            .any(|s| s.done.is_some() && s.id != "preflight");
+                        let fail = crate::failure::Failure::new(
+                            "key-protection",
+                            format!(
+                                "step {} ({}) cannot bring these nodes to the primary's keys \
+                                 from here:\n{why}",
+                                step.n, step.title
+                            ),
+                            Some(&format!(
+                                "act on each node named (its own keyferry compares a DPAPI key \
+                                 it can decrypt: keys push over ssh, or keyferry dpapi \
+                                 unprotect there), then: keyferry upgrade resume -c {c}"
+                            )),
+                        );
+                        // Nothing changed by this step; earlier ones changed nodes.
+                        return Err(if earlier { fail.partial() } else { fail });
+                    }
+                    KeyPlan::Differs(who) => {
+                        let next = confirms.peek().copied();
+                        let confirmed = match next {
+                            Some(n) if n == step.n => {
+                                confirms.next();
+                                true
+                            }
+                            Some(n) => {
+                                return Err(refused(
+                                    format!(
+                                        "--confirm {n}: the step waiting is {} ({}), whose \
+                                         nodes hold other keys than the primary",
+                                        step.n, step.title
+                                    ),
+                                    "confirm the steps in order, each once it is done",
+                                ))
+                            }
+                            None if ui.can_prompt() && std::io::stdin().is_terminal() => {
+                                ui.say(&format!(
+                                    "step {} ({}): these nodes hold other keys than the \
+                                     primary:\n{who}",
+                                    step.n, step.title
+                                ));
+                                ui.ask_yes(
+                                    "Replace their keys with the primary's (each backed up first)?",
+                                )
+                            }
+                            _ => false,
+                        };
+                        if !confirmed {
+                            if ui.json {
+                                super::ha::emit(ui, "upgrade-run", &state);
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                            ui.out(&format!(
+                                "step {}/{} waits for you: {}\n  these nodes hold other keys \
+                                 than the primary, and keyferry never replaces a key unasked:\n{who}\n\
+                                 to replace them (each backed up first): keyferry upgrade resume \
+                                 -c {c} --confirm {}",
+                                step.n,
+                                p.steps.len(),
+                                step.title,
+                                step.n
+                            ));
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        run_args.push("--replace".into());
+                    }
+                }
+            }
             ui.say(&format!(
                 "step {}/{}{}: {}\n  {}",
                 step.n,
@@ -267,7 +349,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 step.title,
                 step.what
             ));
-            let (code, report) = exec.run(&place, &step.args)?;
+            let (code, report) = exec.run(&place, &run_args)?;
             // What it changed or found, on which node (a failing step's too: its reasons).
             let changes = report.as_ref().map(changes).unwrap_or_default();
             for c in &changes {
@@ -392,6 +474,94 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
 }
 
 use std::io::IsTerminal;
+
+/// What a key step's dry run found.
+enum KeyPlan {
+    /// Nothing differs: the push installs or leaves keys as they are.
+    Clear,
+    /// Nodes whose keys differ (one line each: fingerprints, files, their protection): the
+    /// admin decides.
+    Differs(String),
+    /// Nodes no confirmation may change from here (a key that cannot be compared, a check).
+    Blocked(String),
+}
+
+/// Plans a key push step: its own command with `--dry-run`, where it runs.
+fn key_step_plan(
+    exec: &Exec,
+    place: &Place,
+    step: &Step,
+) -> Result<KeyPlan, crate::failure::Failure> {
+    let mut dry = step.args.clone();
+    dry.push("--dry-run".into());
+    let (code, report) = exec.run(place, &dry)?;
+    let Some(report) = report.filter(|_| code == 0 || code == 1) else {
+        return Err(crate::failure::Failure::new(
+            "step-failed",
+            format!(
+                "step {} ({}): its plan (keyferry {}) exited {code}",
+                step.n,
+                step.title,
+                dry.join(" ")
+            ),
+            Some("the lines above say why; fix that, then resume the run"),
+        ));
+    };
+    let source = report["fingerprint"].as_str().unwrap_or("?").to_owned();
+    let mut differs = Vec::new();
+    let mut blocked = Vec::new();
+    for t in report["targets"].as_array().into_iter().flatten() {
+        if t["outcome"] != "would-refuse" {
+            continue;
+        }
+        let node = t["node"].as_str().unwrap_or("?");
+        let files: Vec<String> = t["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["action"] != "unchanged")
+            .map(|f| {
+                format!(
+                    "{} ({}, {})",
+                    f["path"].as_str().unwrap_or("?"),
+                    f["action"].as_str().unwrap_or("?"),
+                    match f["existing"].as_str() {
+                        Some("none") | None => "not DPAPI-protected",
+                        Some("dpapi") => "DPAPI-protected, compared by its plaintext",
+                        Some(other) => other,
+                    }
+                )
+            })
+            .collect();
+        let line = format!(
+            "  {node}: key set {} (the primary's: {source}){}{}",
+            t["before"].as_str().unwrap_or("unreadable"),
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", files.join("; "))
+            },
+            t["detail"]
+                .as_str()
+                .filter(|_| t["code"] != "key-set-differs")
+                .map(|d| format!("\n    {d}"))
+                .unwrap_or_default()
+        );
+        if t["code"] == "key-set-differs" {
+            differs.push(line);
+        } else {
+            blocked.push(line);
+        }
+    }
+    Ok(if !blocked.is_empty() {
+        blocked.extend(differs);
+        KeyPlan::Blocked(blocked.join("\n"))
+    } else if !differs.is_empty() {
+        KeyPlan::Differs(differs.join("\n"))
+    } else {
+        KeyPlan::Clear
+    })
+}
 
 fn waiting(step: &Step, total: usize) -> String {
     format!(
