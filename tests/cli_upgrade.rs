@@ -911,3 +911,75 @@ fn a_key_the_driver_cannot_decrypt_is_not_replaced_even_when_confirmed() {
     r.assert_code(3);
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), before);
 }
+
+/// `upgrade status` with no run is an answer (exit 0), not an error; it takes no --confirm.
+/// `--mark-done N --because WHY` lets the admin mark the waiting step done (an automatic one
+/// included) after checking its end state: it is recorded as "marked" with the reason, and
+/// only the waiting step may be marked. `upgrade abandon` keeps the run on record and lets a
+/// new run start.
+#[test]
+fn a_run_can_be_marked_on_and_abandoned_and_status_needs_no_run() {
+    let c = upgrade_cluster();
+    let r = up(&c, "status", &[], &[]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("no upgrade run here"), "{}", r.stdout());
+    let r = up(&c, "status", &["--json"], &[]);
+    r.assert_code(0);
+    assert!(r.json()["run"].is_null(), "{}", r.stdout());
+    let r = up(&c, "status", &["--confirm", "2"], &[]);
+    r.assert_code(2);
+    let n = to_the_key_step(&c);
+    // Marking another step than the waiting one is refused, changing nothing.
+    let before = c.snapshot();
+    let r = up(
+        &c,
+        "resume",
+        &["--mark-done", &(n + 1).to_string(), "--because", "checked"],
+        &[],
+    );
+    r.assert_code(2);
+    assert_eq!(before, c.snapshot());
+    let r = up(&c, "resume", &["--mark-done", &n.to_string()], &[]);
+    r.assert_code(2);
+    // The admin brought web2's key over by hand and marks the key step done.
+    std::fs::write(c.key_path("web2"), b"KEY-A primary").unwrap();
+    let r = up(
+        &c,
+        "resume",
+        &[
+            "--mark-done",
+            &n.to_string(),
+            "--because",
+            "web2 key copied by hand, fingerprint compared",
+        ],
+        &[],
+    );
+    r.assert_code(0);
+    let j = up(&c, "status", &["--json"], &[]).json();
+    let step = &j["steps"][n - 1];
+    assert_eq!(step["done"], "marked", "{step}");
+    assert!(
+        step["changes"][0]
+            .as_str()
+            .unwrap()
+            .contains("copied by hand"),
+        "{step}"
+    );
+    assert_eq!(waiting_at(&c), Some(n + 1));
+    // Abandoned: kept on record, and a new run may start.
+    let r = up(&c, "abandon", &[], &[]);
+    r.assert_code(0);
+    assert!(r.stdout().contains("abandoned"), "{}", r.stdout());
+    let runs = c.path("web1/state/upgrade-runs");
+    let record = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("upgrade-run.json"))
+        .find(|p| p.exists())
+        .expect("the abandoned run is kept on record");
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert!(kept["abandoned"].is_string(), "{kept}");
+    assert_eq!(kept["steps"][n - 1]["done"], "marked");
+    let r = up(&c, "status", &[], &[]);
+    assert!(r.stdout().contains("no upgrade run here"), "{}", r.stdout());
+    up(&c, "run", &[], &[]).assert_code(0);
+}

@@ -583,6 +583,9 @@ pub struct RunState {
     pub node: String,
     pub started: String,
     pub finished: Option<String>,
+    /// When the admin abandoned the run (`upgrade abandon`): kept on record, not deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<String>,
     pub steps: Vec<StepState>,
 }
 
@@ -594,6 +597,7 @@ impl RunState {
             node: node.to_owned(),
             started: crate::time::Timestamp::now().to_string(),
             finished: None,
+            abandoned: None,
             steps: plan
                 .steps
                 .iter()

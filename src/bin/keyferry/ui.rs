@@ -129,7 +129,10 @@ impl Ui {
         eprint!("{} [y/N] ", escape(question));
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+        std::io::stdin().read_line(&mut line).is_ok()
+            && ["y", "yes"]
+                .iter()
+                .any(|w| line.trim().eq_ignore_ascii_case(w))
     }
 
     /// Asks for a line on the terminal (trimmed of its line end); `None` when none comes.

@@ -24,6 +24,9 @@ pub enum UpgradeCommand {
     Resume(RunArgs),
     /// Where the run stands
     Status(RunArgs),
+    /// Give up the run here: it is kept on record (with its steps' reports), and a new run
+    /// may start
+    Abandon(RunArgs),
     /// Check before the first step: nodes reachable, room, clocks, roles (changes nothing)
     Preflight(preflight::Args),
 }
@@ -53,6 +56,13 @@ pub struct RunArgs {
     /// The waiting step N is done (repeatable, in order)
     #[arg(long, value_name = "N")]
     pub confirm: Vec<usize>,
+    /// Mark the waiting step N done without running it, an automatic step included, after
+    /// you checked its end state yourself (say how with --because)
+    #[arg(long, value_name = "N", requires = "because")]
+    pub mark_done: Option<usize>,
+    /// Why the step marked done is done (kept in the run's record)
+    #[arg(long, value_name = "TEXT", requires = "mark_done")]
+    pub because: Option<String>,
     #[command(flatten)]
     pub ssh: crate::node_args::SshArgs,
     /// Give up on a step run on another node over ssh after this long
@@ -83,6 +93,7 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
         UpgradeCommand::Run(a) => return walk(a, ui, Start::New),
         UpgradeCommand::Resume(a) => return walk(a, ui, Start::Resume),
         UpgradeCommand::Status(a) => return walk(a, ui, Start::Status),
+        UpgradeCommand::Abandon(a) => return walk(a, ui, Start::Abandon),
         UpgradeCommand::Preflight(a) => return preflight::run(a, ui),
     };
     let file = ClusterFile::load(&args.cluster)?;
@@ -121,6 +132,7 @@ enum Start {
     New,
     Resume,
     Status,
+    Abandon,
 }
 
 fn refused(why: String, hint: &str) -> crate::failure::Failure {
@@ -128,11 +140,22 @@ fn refused(why: String, hint: &str) -> crate::failure::Failure {
 }
 
 fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
+    if matches!(start, Start::Status | Start::Abandon)
+        && (!args.confirm.is_empty() || args.mark_done.is_some())
+    {
+        return Err(crate::failure::Failure::new(
+            "usage",
+            "--confirm and --mark-done go with upgrade run or resume, not with status or abandon",
+            Some("keyferry upgrade resume -c FILE --confirm N"),
+        ));
+    }
     let file = ClusterFile::load(&args.cluster)?;
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
     let p = plan(&file, &args.cluster.display().to_string())?;
-    if start != Start::Status && !local.name.eq_ignore_ascii_case(&p.driver) {
+    if !matches!(start, Start::Status | Start::Abandon)
+        && !local.name.eq_ignore_ascii_case(&p.driver)
+    {
         return Err(refused(
             format!(
                 "the upgrade is driven from the primary, {}, and this is {}",
@@ -192,6 +215,22 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             s.save(&path)?;
             s
         }
+        (Start::Status, None) => {
+            // No run is an answer, not an error.
+            if ui.json {
+                super::ha::emit(
+                    ui,
+                    "upgrade-status",
+                    &serde_json::json!({ "run": null, "state": path }),
+                );
+            } else {
+                ui.out(&format!(
+                    "no upgrade run here ({}); keyferry upgrade run -c {c} starts one",
+                    path.display()
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         (_, None) => {
             return Err(refused(
                 format!("no upgrade run here ({})", path.display()),
@@ -200,6 +239,30 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         }
         (_, Some(s)) => s,
     };
+    if start == Start::Abandon {
+        // Kept on record beside its steps' reports, then the active run goes (a run whose
+        // checklist no longer matches the cluster file can be abandoned too).
+        state.abandoned = Some(keyferry::time::Timestamp::now().to_string());
+        let dir = records(&local.state_dir, &state.started);
+        keyferry::fs::create_private_dir(&dir)?;
+        let record = dir.join("upgrade-run.json");
+        state.save(&record)?;
+        keyferry::fs::remove_if_present(&path)?;
+        if ui.json {
+            super::ha::emit(ui, "upgrade-run", &state);
+        } else {
+            let done = state.steps.iter().filter(|s| s.done.is_some()).count();
+            ui.out(&format!(
+                "the run started {} is abandoned after {done} of {} steps; its record is {} \
+                 (what its steps changed stays as it is: see that record and each step's undo); \
+                 keyferry upgrade run -c {c} starts a new one",
+                state.started,
+                state.steps.len(),
+                record.display()
+            ));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !state.matches(&p) {
         return Err(refused(
             "the cluster file's checklist is not the one this run started with".into(),
@@ -212,6 +275,34 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     if start == Start::Status {
         show_status(&state, &p, ui);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(m) = args.mark_done {
+        let Some(i) = state.current() else {
+            return Err(refused(
+                format!("--mark-done {m}: every step is done"),
+                "nothing waits",
+            ));
+        };
+        if state.steps[i].n != m {
+            return Err(refused(
+                format!(
+                    "--mark-done {m}: the step waiting is {} ({})",
+                    state.steps[i].n, state.steps[i].title
+                ),
+                "mark the waiting step, after checking its end state",
+            ));
+        }
+        let why = args.because.clone().unwrap_or_default();
+        state.mark(
+            i,
+            "marked",
+            0.0,
+            vec![format!("marked done by the admin: {why}")],
+            &path,
+        )?;
+        ui.info(&format!(
+            "step {m} marked done ({why}); the run goes on at the next step"
+        ));
     }
     let exec = Exec {
         ui,
