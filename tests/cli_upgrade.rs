@@ -322,7 +322,27 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
             assert!(r.stderr().contains("step 8"), "{}", r.stderr());
             assert!(r.stderr().contains("upgrade resume"), "{}", r.stderr());
             assert!(r.stderr().contains("sync rollback"), "{}", r.stderr());
+            assert!(
+                !r.stderr().contains("--node web1 --node web1"),
+                "{}",
+                r.stderr()
+            );
+            assert!(
+                r.stderr().contains("web2: failed [io]"),
+                "the reason is relayed: {}",
+                r.stderr()
+            );
             assert_eq!(waiting_at(&c), Some(8));
+            // The failure and its reason are kept in the run: status shows them.
+            let st = up(&c, "status", &["--json"], &[]).json();
+            let failed = &st["steps"][7]["failed"];
+            assert!(failed["reason"].is_string(), "{st}");
+            assert!(
+                failed["changes"].to_string().contains("web2"),
+                "the failure names the node: {failed}"
+            );
+            let text = up(&c, "status", &[], &[]).stdout();
+            assert!(text.contains("FAILED"), "{text}");
             std::fs::rename(c.path("web2-away"), c.app("web2")).unwrap();
             upk(&c, "resume", &[], &[]).assert_code(0);
             continue;

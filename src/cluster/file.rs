@@ -93,7 +93,7 @@ pub struct NodeSpec {
 impl NodeSpec {
     /// `keyferry <words> --json --batch --cluster <file> --node <name>` as run on this node
     /// over ssh: its `remote_keyferry` (default `keyferry`), and its `remote_cluster` (default
-    /// `cluster`, the path given here).
+    /// `cluster`, the path given here, made absolute).
     pub fn remote_command(&self, cluster: &std::path::Path, words: &[&str]) -> Vec<String> {
         let mut v = vec![self
             .remote_keyferry
@@ -104,9 +104,14 @@ impl NodeSpec {
             "--json".into(),
             "--batch".into(),
             "--cluster".into(),
-            self.remote_cluster
-                .clone()
-                .unwrap_or_else(|| cluster.display().to_string()),
+            // The path given here, made absolute: a relative `-c cluster.toml` would be
+            // looked for in the login's home folder there.
+            self.remote_cluster.clone().unwrap_or_else(|| {
+                std::path::absolute(cluster)
+                    .unwrap_or_else(|_| cluster.to_owned())
+                    .display()
+                    .to_string()
+            }),
             "--node".into(),
             self.name.clone(),
         ]);
@@ -297,6 +302,22 @@ impl ClusterFile {
 
 #[cfg(test)]
 mod tests {
+    /// A relative `-c cluster.toml` reaches an ssh node as an absolute path (there it would
+    /// be looked for in the login's home folder); a node's own `remote_cluster` wins.
+    #[test]
+    fn the_cluster_path_sent_to_a_node_is_absolute() {
+        let mut spec: NodeSpec =
+            toml::from_str("name = \"web3\"\nrole = \"secondary\"\naddress = \"10.0.0.13\"")
+                .unwrap();
+        let words = spec.remote_command(std::path::Path::new("cluster.toml"), &["fingerprint"]);
+        let sent = std::path::PathBuf::from(&words[words.len() - 3]);
+        assert!(sent.is_absolute(), "{words:?}");
+        assert!(sent.ends_with("cluster.toml"), "{words:?}");
+        spec.remote_cluster = Some(r"C:\keyferry\cluster.toml".into());
+        let words = spec.remote_command(std::path::Path::new("cluster.toml"), &["fingerprint"]);
+        assert_eq!(words[words.len() - 3], r"C:\keyferry\cluster.toml");
+    }
+
     use super::*;
     use crate::cluster::Node;
 

@@ -572,6 +572,51 @@ pub struct StepState {
     /// What it changed, on which node (automatic steps: from the command's report).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
+    /// Its last failure, while it is not done: when, why (the step's own error), and what it
+    /// changed before it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<StepFailure>,
+}
+
+/// A step's failure, kept in the run's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub at: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
+/// Most lines of what one step changed kept in the run's state, and most characters each: a
+/// broken or hostile node's report must never make the state too big to read again (the
+/// whole report is kept beside it, in the run's records).
+const MAX_CHANGES: usize = 64;
+const MAX_CHANGE_LEN: usize = 400;
+
+fn bounded(changes: Vec<String>) -> Vec<String> {
+    let total = changes.len();
+    let mut out: Vec<String> = changes
+        .into_iter()
+        .take(MAX_CHANGES)
+        .map(|c| {
+            if c.len() <= MAX_CHANGE_LEN {
+                c
+            } else {
+                let mut end = MAX_CHANGE_LEN;
+                while !c.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}... ({} more bytes)", &c[..end], c.len() - end)
+            }
+        })
+        .collect();
+    if total > MAX_CHANGES {
+        out.push(format!(
+            "... and {} more (the step's whole report is in the run's records)",
+            total - MAX_CHANGES
+        ));
+    }
+    out
 }
 
 /// A run of the checklist, kept after every step (`upgrade run`, `resume`, `status`).
@@ -610,6 +655,7 @@ impl RunState {
                     finished: None,
                     seconds: None,
                     changes: Vec::new(),
+                    failed: None,
                 })
                 .collect(),
         }
@@ -641,12 +687,30 @@ impl RunState {
         path: &Path,
     ) -> Result<()> {
         self.steps[i].done = Some(how.to_owned());
-        self.steps[i].changes = changes;
+        self.steps[i].changes = bounded(changes);
+        self.steps[i].failed = None;
         self.steps[i].finished = Some(crate::time::Timestamp::now().to_string());
         self.steps[i].seconds = Some(seconds);
         if self.current().is_none() {
             self.finished = Some(crate::time::Timestamp::now().to_string());
         }
+        self.save(path)
+    }
+
+    /// Records step `i`'s failure (bounded like its changes) and saves the state.
+    pub fn fail(
+        &mut self,
+        i: usize,
+        reason: &str,
+        changes: Vec<String>,
+        path: &Path,
+    ) -> Result<()> {
+        let mut reason = bounded(vec![reason.to_owned()]);
+        self.steps[i].failed = Some(StepFailure {
+            at: crate::time::Timestamp::now().to_string(),
+            reason: reason.pop().unwrap_or_default(),
+            changes: bounded(changes),
+        });
         self.save(path)
     }
 
@@ -841,6 +905,19 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_step_report_is_kept_bounded_in_the_state() {
+        let big: Vec<String> = (0..10_000)
+            .map(|i| format!("web{i}: {}", "é".repeat(2_000)))
+            .collect();
+        let kept = bounded(big);
+        assert_eq!(kept.len(), MAX_CHANGES + 1);
+        assert!(kept.iter().all(|c| c.len() < MAX_CHANGE_LEN + 64));
+        assert!(kept.last().unwrap().contains("9936 more"));
+        let json = serde_json::to_vec(&kept).unwrap();
+        assert!(json.len() < 64 * 1024, "{}", json.len());
+    }
     use serde_json::json;
 
     #[test]

@@ -139,6 +139,12 @@ fn refused(why: String, hint: &str) -> crate::failure::Failure {
     crate::failure::Failure::new("upgrade", &why, Some(hint))
 }
 
+/// A refusal with its own code (`upgrade-wrong-node`, `upgrade-gate`, `upgrade-step-failed`,
+/// `upgrade-run-changed`, `upgrade-in-progress`, `upgrade-no-run`), so scripts tell them apart.
+fn coded(code: &'static str, why: String, hint: &str) -> crate::failure::Failure {
+    crate::failure::Failure::new(code, &why, Some(hint))
+}
+
 fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     if matches!(start, Start::Status | Start::Abandon)
         && (!args.confirm.is_empty() || args.mark_done.is_some())
@@ -156,7 +162,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     if !matches!(start, Start::Status | Start::Abandon)
         && !local.name.eq_ignore_ascii_case(&p.driver)
     {
-        return Err(refused(
+        return Err(coded(
+            "upgrade-wrong-node",
             format!(
                 "the upgrade is driven from the primary, {}, and this is {}",
                 p.driver, local.name
@@ -197,7 +204,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     );
     let mut state = match (start, kept) {
         (Start::New, Some(_)) => {
-            return Err(refused(
+            return Err(coded(
+                "upgrade-in-progress",
                 format!("an upgrade run is in progress here ({})", path.display()),
                 &format!(
                 "keyferry upgrade status -c {c} shows it; keyferry upgrade resume -c {c} goes on"
@@ -232,7 +240,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             return Ok(ExitCode::SUCCESS);
         }
         (_, None) => {
-            return Err(refused(
+            return Err(coded(
+                "upgrade-no-run",
                 format!("no upgrade run here ({})", path.display()),
                 &format!("keyferry upgrade run -c {c} starts one"),
             ))
@@ -264,7 +273,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     if !state.matches(&p) {
-        return Err(refused(
+        return Err(coded(
+            "upgrade-run-changed",
             "the cluster file's checklist is not the one this run started with".into(),
             &format!(
                 "put the cluster file back as it was, or move {} away to start over",
@@ -335,7 +345,8 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 // Checked from here, the node that reaches every other.
                 let (code, _) = exec.run(&Place::Here, &on_node(&step.gate_args, &local.name))?;
                 if code != 0 {
-                    return Err(refused(
+                    return Err(coded(
+                        "upgrade-gate",
                         format!(
                             "step {} ({}) waits for: {}; keyferry {} exited {code}",
                             step.n,
@@ -454,13 +465,36 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     .iter()
                     .take(i)
                     .any(|s| s.done.is_some() && s.id != "preflight");
-                let fail = refused(
-                    format!("step {} ({}) failed: {} exited {code}", step.n, step.title, step.what),
+                // The failure, its reason (the step's own error, relayed) and what it changed,
+                // kept in the run's state for status and --json.
+                let reason = report
+                    .as_ref()
+                    .and_then(|r| {
+                        r["error"]["message"].as_str().map(|m| {
+                            format!("{m} [{}]", r["error"]["code"].as_str().unwrap_or("?"))
+                        })
+                    })
+                    .or_else(|| {
+                        changes
+                            .iter()
+                            .find(|c| {
+                                c.contains("error") || c.contains("FAILED") || c.contains("failed")
+                            })
+                            .cloned()
+                    })
+                    .unwrap_or_else(|| format!("keyferry exited {code}"));
+                state.fail(i, &reason, changes.clone(), &path)?;
+                let fail = coded(
+                    "upgrade-step-failed",
+                    format!(
+                        "step {} ({}) failed: {reason} ({} exited {code})",
+                        step.n, step.title, step.what
+                    ),
                     &format!(
-                        "the lines above say why; fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
+                        "fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
                         report
                             .as_ref()
-                            .and_then(|r| keyferry::upgrade::undo_of(r, &c, &local.name))
+                            .and_then(|r| keyferry::upgrade::undo_of(r, &args.cluster.display().to_string(), &local.name))
                             .or_else(|| step.undo.clone())
                             .map(|u| format!("; to undo what it changed: {u}"))
                             .unwrap_or_default()
@@ -792,12 +826,16 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
     }
     let current = state.current();
     for (i, s) in state.steps.iter().enumerate() {
-        let mark = match (&s.done, Some(i) == current) {
-            (Some(how), _) => how.as_str(),
-            (None, true) => "NEXT",
-            (None, false) => "",
+        let mark = match (&s.done, Some(i) == current, &s.failed) {
+            (Some(how), _, _) => how.as_str(),
+            (None, true, Some(_)) => "FAILED",
+            (None, true, None) => "NEXT",
+            (None, false, _) => "",
         };
         ui.out(&format!("{mark:>9} {:>3}. {}{}", s.n, s.title, on(&s.node)));
+        if let (None, Some(f)) = (&s.done, &s.failed) {
+            ui.out(&format!("               failed {}: {}", f.at, f.reason));
+        }
         for c in &s.changes {
             ui.out(&format!("               -> {c}"));
         }
