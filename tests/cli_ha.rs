@@ -931,3 +931,47 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         "{push}"
     );
 }
+
+/// A run cut off right after the failover step did its work, before the run recorded it
+/// (the kill at `upgrade:step-ran`): on resume the step's end state holds (nps2 the running
+/// primary, nps1 fenced), so the step is "already" done. Before, its gate ("ha status:
+/// healthy") failed forever, with the old primary fenced, and the run could not go on.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_run_cut_off_after_the_failover_finds_it_done_on_resume() {
+    need_bed!();
+    let bed = Bed::new();
+    bed.hba_both();
+    bed.psql(
+        0,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
+    );
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_healthy(&bed, 0);
+    let out = bed
+        .keyferry_cmd(0, &["upgrade", "run", "--batch"])
+        .env("KEYFERRY_FAILPOINT", "upgrade:step-ran#2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the kill did not happen");
+    let st = bed.keyferry(0, &["ha", "status", "--json"]);
+    let roles: Vec<String> = st.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles, ["not-running", "running-primary"], "{}", st.stdout());
+    let r = bed.keyferry(0, &["upgrade", "resume", "--batch"]);
+    r.assert_code(0);
+    let said = format!("{}{}", r.stdout(), r.stderr());
+    assert!(
+        said.contains("step 2 (Fail over to the secondary (the old primary is stopped and fenced)): already done (nps2: running-primary, nps1: not-running)"),
+        "{said}"
+    );
+    let j = bed.keyferry(0, &["upgrade", "status", "--json"]).json();
+    assert_eq!(j["steps"][1]["id"], "ha.failover");
+    assert_eq!(j["steps"][1]["done"], "already", "{j}");
+    assert!(j["steps"][2]["done"].is_null(), "{j}");
+    assert_eq!(j["steps"][2]["id"], "ha.upgrade-secondary");
+}

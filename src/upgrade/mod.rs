@@ -85,6 +85,12 @@ pub struct Step {
     /// push runs with `--replace`). Never a replace unasked (the vendor's hard rule).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub confirm_replace: bool,
+    /// The step's own end state, as `ha status` shows it: each (node, role) must hold
+    /// (`running-primary`, `running-replica`, or `!running-primary` for "not the primary").
+    /// Checked before the step and its gate: where it holds, the step is already done (a
+    /// run cut off while the step ran on another node, its work finished).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub done_when: Vec<(String, String)>,
 }
 
 /// The whole checklist.
@@ -122,6 +128,7 @@ impl Builder<'_> {
             gate_args: Vec::new(),
             undo: None,
             confirm_replace: false,
+            done_when: Vec::new(),
         });
     }
 
@@ -132,6 +139,16 @@ impl Builder<'_> {
         self.undo(keys_undo(self.cluster_arg, node));
         if let Some(s) = self.steps.last_mut() {
             s.confirm_replace = true;
+        }
+    }
+
+    /// The last step's end state (see [`Step::done_when`]).
+    fn done_when(&mut self, roles: &[(&str, &str)]) {
+        if let Some(s) = self.steps.last_mut() {
+            s.done_when = roles
+                .iter()
+                .map(|(n, r)| ((*n).to_owned(), (*r).to_owned()))
+                .collect();
         }
     }
 
@@ -389,6 +406,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Fail over to the secondary (the old primary is stopped and fenced)",
         "ha failover",
     );
+    b.done_when(&[(s, "running-primary"), (p, "!running-primary")]);
     b.gate(
         "ha status: healthy (one primary, its replica streaming)",
         Some("ha status"),
@@ -405,12 +423,14 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Make the old primary a replica of the upgraded database",
         "ha rejoin",
     );
+    b.done_when(&[(s, "running-primary"), (p, "running-replica")]);
     b.auto(
         "ha.failover-back",
         s,
         "Fail back: the original primary's server is the primary again",
         "ha failover",
     );
+    b.done_when(&[(p, "running-primary"), (s, "!running-primary")]);
     b.gate("ha status: healthy", Some("ha status"));
     b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
     b.manual(
@@ -448,6 +468,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Re-establish HA on the secondary",
         "ha rejoin",
     );
+    b.done_when(&[(p, "running-primary"), (s, "running-replica")]);
     b.gate("the keys match (keyferry audit)", Some("audit"));
     b.auto("ha.verify", p, "Verify the pair", "ha status");
     b.auto(

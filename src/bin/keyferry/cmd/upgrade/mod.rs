@@ -335,6 +335,61 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         let step = &p.steps[i];
         let place = exec.place(step, &local.name);
         let began = std::time::Instant::now();
+        if step.kind == Kind::Auto && !step.done_when.is_empty() {
+            // Its end state may hold already (a run cut off while the step ran on another
+            // node, which finished it): then it is done, and neither its gate nor the step
+            // runs again.
+            let status = vec![
+                "ha".to_owned(),
+                "status".to_owned(),
+                "-c".to_owned(),
+                args.cluster.display().to_string(),
+                "--node".to_owned(),
+                local.name.clone(),
+            ];
+            if let Ok((_, Some(report))) = exec.run(&Place::Here, &status) {
+                let role_of = |node: &str| {
+                    report["nodes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|n| n["node"] == node)
+                        .and_then(|n| n["role"].as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let holds = step.done_when.iter().all(|(node, want)| {
+                    let role = role_of(node);
+                    match want.strip_prefix('!') {
+                        // Seen not to be one: a replica, or nothing listening (fenced and
+                        // stopped). Unreachable or refusing keyferry proves nothing.
+                        Some(_) => matches!(role.as_str(), "running-replica" | "not-running"),
+                        None => role == *want,
+                    }
+                });
+                if holds {
+                    let seen: Vec<String> = step
+                        .done_when
+                        .iter()
+                        .map(|(n, _)| format!("{n}: {}", role_of(n)))
+                        .collect();
+                    ui.say(&format!(
+                        "step {} ({}): already done ({})",
+                        step.n,
+                        step.title,
+                        seen.join(", ")
+                    ));
+                    state.mark(
+                        i,
+                        "already",
+                        0.0,
+                        vec![format!("its end state held already: {}", seen.join(", "))],
+                        &path,
+                    )?;
+                    continue;
+                }
+            }
+        }
         if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
             if !step.gate_args.is_empty() {
                 ui.say(&format!(
