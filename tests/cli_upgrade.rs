@@ -361,6 +361,14 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         }
         let r = upk(&c, "resume", &["--confirm", &n.to_string()], &[]);
         r.assert_code(0);
+        // A confirmed step says so (it used to print nothing); a confirmed key step runs.
+        assert!(
+            r.stdout().contains(&format!("step {n}/13 confirmed"))
+                || r.stdout()
+                    .contains(&format!("step {n}/13: Bring every node")),
+            "{}",
+            r.stdout()
+        );
     }
     assert_upgraded(&c, &dbs);
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");

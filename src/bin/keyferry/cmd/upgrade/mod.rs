@@ -618,6 +618,13 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             Vec::new(),
             &path,
         )?;
+        ui.say(&format!(
+            "step {}/{} confirmed: {}{}",
+            step.n,
+            p.steps.len(),
+            step.title,
+            on(&step.node)
+        ));
         keyferry::failpoint::hit("upgrade:step-done");
     }
     if let Some(&n) = confirms.peek() {
