@@ -133,6 +133,39 @@ fn export_refuses_a_blob_this_machine_cannot_decrypt() {
     }
 }
 
+/// The refusal about the key comes first: without a passphrase and without a terminal, a
+/// DPAPI file this machine cannot decrypt is what is said (not "give a passphrase file",
+/// which would only lead to the same refusal).
+#[test]
+fn export_refuses_an_undecryptable_key_before_asking_for_a_passphrase() {
+    let c = Cluster::secret_server(SAMPLE, None);
+    let out = c.path("b.kfb");
+    let before = c.snapshot();
+    let cluster = c.cluster_file();
+    let r = keyferry(
+        &[
+            "keys",
+            "export",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web1",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "dpapi-protected",
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(before, c.snapshot());
+}
+
 #[test]
 fn export_refuses_embedded_blobs_with_the_product_remedy() {
     let xml = format!(

@@ -85,7 +85,18 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             Some("pass -o FILE"),
         ));
     }
-    // Decide where the passphrase comes from before any work, so a missing terminal fails fast.
+    // The key set first: a refusal about the keys themselves (a DPAPI file this machine
+    // cannot decrypt) comes before any question about the passphrase.
+    let host = host_name();
+    let (manifest, warnings) = build_manifest(
+        &node,
+        &host,
+        Timestamp::now(),
+        args.ttl,
+        args.from_non_primary,
+    )?;
+    // Then where the passphrase comes from, before any sealing, so a missing terminal fails
+    // fast.
     let supplied = args.passphrase.supplied()?;
     let generated = supplied.is_none();
     if let (Some(p), false) = (&supplied, args.allow_weak_passphrase) {
@@ -100,14 +111,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     let passphrase = supplied.unwrap_or_else(Passphrase::generate);
 
-    let host = host_name();
-    let (manifest, warnings) = build_manifest(
-        &node,
-        &host,
-        Timestamp::now(),
-        args.ttl,
-        args.from_non_primary,
-    )?;
     for w in &warnings {
         ui.warn(w);
     }
