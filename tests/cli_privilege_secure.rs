@@ -186,3 +186,59 @@ fn bundle_from_action_host_lacks_appsettings_for_secondary() {
     assert_eq!(r.json()["error"]["code"], "bundle-incomplete");
     assert_eq!(before, snapshot(ps.dir.path()));
 }
+
+/// The vendor says to delete `keys.exp` everywhere once imported: a `keys.exp` left on any
+/// node is an audit finding (exit 1, "export files left", the node and path named), gone once
+/// `keys cleanup` removed it there.
+#[test]
+fn an_export_file_left_on_any_node_fails_the_audit() {
+    let ps = Ps::new();
+    std::fs::write(ps.p("nps2/HA/appsettings.json"), APPSETTINGS).unwrap();
+    std::fs::write(ps.p("nps2/KeyTools/keys.exp"), KEYS_EXP).unwrap();
+    std::fs::write(ps.p("act1/KeyTools/keys.exp"), KEYS_EXP).unwrap();
+    let audit = || {
+        keyferry(
+            &[
+                "audit",
+                "-c",
+                ps.p("cluster.toml").to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        )
+    };
+    let r = audit();
+    r.assert_code(1);
+    let j = r.json();
+    let left = |node: &str| -> Vec<String> {
+        j["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .unwrap()["export_files_left"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    for n in ["nps1", "nps2", "act1"] {
+        assert_eq!(left(n).len(), 1, "{n}: {j}");
+        assert!(left(n)[0].ends_with("keys.exp"), "{n}: {j}");
+    }
+    assert!(left("prx1").is_empty());
+    let text = keyferry(
+        &["audit", "-c", ps.p("cluster.toml").to_str().unwrap()],
+        None,
+    );
+    assert!(
+        text.stdout().contains("export files left") || text.stderr().contains("export files left"),
+        "{}{}",
+        text.stdout(),
+        text.stderr()
+    );
+    // Removed by hand (as the vendor says) on every node: the audit agrees again.
+    for n in ["nps1", "nps2", "act1"] {
+        std::fs::remove_file(ps.p(&format!("{n}/KeyTools/keys.exp"))).unwrap();
+    }
+    audit().assert_code(0);
+}

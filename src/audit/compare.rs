@@ -9,6 +9,7 @@ use crate::fingerprint::Fingerprint;
 use crate::keys::keyset::Protection;
 use crate::profile::{Profile, Role};
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A node's state in the audit.
@@ -74,6 +75,10 @@ pub struct NodeResult {
     pub differing_paths: Vec<String>,
     pub clock_skew_seconds: Option<i64>,
     pub clock_flagged: bool,
+    /// Temporary vendor export files still on the node (`keys.exp`): the vendor says to
+    /// delete them everywhere once imported (`keyferry keys cleanup` on that node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_files_left: Vec<PathBuf>,
 }
 
 /// `keyferry audit --json`.
@@ -119,6 +124,7 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
             differing_paths: Vec::new(),
             clock_skew_seconds: None,
             clock_flagged: false,
+            export_files_left: Vec::new(),
         };
         match c {
             Collected::Unreachable(why) => {
@@ -141,6 +147,12 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
             } => {
                 r.via = Some(via.to_string());
                 r.fingerprint = report.fingerprint;
+                r.export_files_left = report
+                    .files
+                    .iter()
+                    .filter(|f| f.transient && f.present)
+                    .map(|f| f.path.clone())
+                    .collect();
                 if let Some(at) = received {
                     let skew = report.time.unix() as i64 - at.unix() as i64;
                     r.clock_skew_seconds = Some(skew);
@@ -198,7 +210,9 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
 impl NodeResult {
     /// Whether this node makes the audit answer "no": its keys, or its binaries.
     pub fn fails(&self) -> bool {
-        self.status.fails() || self.binaries == Binaries::Differs
+        self.status.fails()
+            || self.binaries == Binaries::Differs
+            || !self.export_files_left.is_empty()
     }
 }
 
@@ -224,6 +238,11 @@ impl AuditReport {
                 matches!(n.status, NodeStatus::Missing | NodeStatus::Partial)
             }),
             group("different binaries", &|n| n.binaries == Binaries::Differs),
+            group(
+                "export files left (the vendor says to delete them everywhere: keyferry keys \
+                 cleanup on the node)",
+                &|n| !n.export_files_left.is_empty(),
+            ),
             group("not reached, so not checked", &|n| {
                 n.status == NodeStatus::Unreachable
             }),
