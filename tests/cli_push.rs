@@ -423,3 +423,33 @@ fn a_dpapi_key_that_cannot_be_decrypted_here_is_never_replaced() {
         no_key_bytes(&r);
     }
 }
+
+/// The dry run's table says what each node would hold (`would be = primary` where keys would
+/// be installed, not "none"), and a node whose keys differ gets the command that would
+/// replace them, naming it.
+#[test]
+fn a_dry_run_says_what_would_be_and_how_to_replace() {
+    let c = Cluster::secret_server(KEY_A, Some(KEY_B));
+    let cluster = c.cluster_file();
+    let r = keyferry(
+        &[
+            "keys",
+            "push",
+            "-c",
+            cluster.to_str().unwrap(),
+            "--node",
+            "web1",
+            "--dry-run",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let out = r.stdout();
+    let dr1 = out.lines().find(|l| l.contains("dr1")).unwrap_or_default();
+    assert!(dr1.contains("would be = primary"), "{out}");
+    assert!(
+        out.contains("run the push again with --replace --to web2"),
+        "{out}"
+    );
+    no_key_bytes(&r);
+}

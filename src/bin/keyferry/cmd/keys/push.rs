@@ -197,16 +197,40 @@ fn show(source: &str, fingerprint: &str, done: &[PushTarget], ui: &Ui) {
             _ => String::new(),
         };
         let role = d.role.to_string();
+        // A dry run's "after" is what the node would hold: the primary's keys where it
+        // would install them.
+        let after = if d.outcome == PushOutcome::WouldInstall {
+            "would be = primary".to_owned()
+        } else {
+            short(&d.after)
+        };
         t.add_row([
             d.node.as_str(),
             role.as_str(),
             result,
             &short(&d.before),
-            &short(&d.after),
+            &after,
             &why,
         ]);
     }
     ui.out(&t.to_string());
+    let differ: Vec<&str> = done
+        .iter()
+        .filter(|d| d.code.as_deref() == Some("key-set-differs"))
+        .map(|d| d.node.as_str())
+        .collect();
+    if !differ.is_empty() {
+        ui.out(&format!(
+            "{} hold{} other keys than {source}: keyferry never replaces them unasked; to \
+             replace them (each backed up first), run the push again with --replace{}",
+            differ.join(", "),
+            if differ.len() == 1 { "s" } else { "" },
+            differ
+                .iter()
+                .map(|n| format!(" --to {n}"))
+                .collect::<String>()
+        ));
+    }
     let failed = done.iter().filter(|t| t.failed()).count();
     if failed > 0 {
         ui.out(&format!(
