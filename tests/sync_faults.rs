@@ -342,7 +342,14 @@ fn a_full_disk_read_only_volume_and_immutable_file_leave_old_or_new() {
         let ro = hook(
             &vol,
             "ro",
-            &format!("mount -o remount,ro {} >&2", vol.mnt.display()),
+            // Linux will not remount a volume read-only while a file on it is open for
+            // writing: right after the copy, keyferry's writeback thread may still hold the
+            // last copied files for a moment. Tried again until it closes them.
+            &format!(
+                "for i in $(seq 100); do mount -o remount,ro {} 2>/dev/null && exit 0; \
+                 sleep 0.05; done; echo 'the volume stayed busy' >&2",
+                vol.mnt.display()
+            ),
         );
         let spec = format!("{point}={}", ro.display());
         let r = bed.run(&["sync"], &[("KEYFERRY_FAILPOINT_RUN", &spec)]);
