@@ -42,6 +42,17 @@ pub fn to_rel(name: &OsStr) -> Option<String> {
     }
 }
 
+/// As [`to_rel`], a name that cannot be represented an error naming `path` (never a name
+/// dropped or left behind).
+pub fn to_rel_or_refuse(name: &OsStr, path: &std::path::Path) -> crate::error::Result<String> {
+    to_rel(name).ok_or_else(|| {
+        crate::error::Error::Unsupported(format!(
+            "{path:?} has a name keyferry cannot represent one to one (an invalid UTF-16 name, \
+             or characters U+10FF00 to U+10FFFF); rename it"
+        ))
+    })
+}
+
 /// A path component back as the OS name it came from.
 pub fn to_os(component: &str) -> Cow<'_, OsStr> {
     if !component.chars().any(reserved) {

@@ -18,13 +18,7 @@ pub fn walk(
         for e in entries {
             let e = e.map_err(|e| Error::io(&dir, e))?;
             // Losslessly (bytes that are not UTF-8 kept, see [`crate::fs::name`]).
-            let Some(name) = crate::fs::name::to_rel(&e.file_name()) else {
-                return Err(Error::Unsupported(format!(
-                    "{:?} has a name keyferry cannot represent one to one (an invalid UTF-16 \
-                     name, or characters U+10FF00 to U+10FFFF); rename it",
-                    e.path()
-                )));
-            };
+            let name = crate::fs::name::to_rel_or_refuse(&e.file_name(), &e.path())?;
             let rel = if prefix.is_empty() {
                 name
             } else {

@@ -406,15 +406,10 @@ pub fn apply(
     node: &Node,
     replace: bool,
 ) -> Result<Applied> {
+    // A file that cannot be compared is never replaced, whatever the caller's flags (its
+    // own check, with its --leave-unprotected, ran first).
     if let Some(e) = plan.protection_refusal(true) {
-        // (The caller's own check, with its flag, ran first; this is the engine's last word.)
-        if plan
-            .files
-            .iter()
-            .any(|f| f.action == FileAction::CannotCompare)
-        {
-            return Err(e);
-        }
+        return Err(e);
     }
     if plan.replaces() && !replace {
         return Err(plan.differs());

@@ -441,7 +441,10 @@ fn carry_volatile(
             Entry::Other(k) if k.ends_with("folder") => {
                 if let Some(d) = old.dir(&rel)? {
                     for name in d.names()? {
-                        stack.push(format!("{rel}/{}", rel_name(&d, &name)?));
+                        stack.push(format!(
+                            "{rel}/{}",
+                            crate::fs::name::to_rel_or_refuse(&name, &d.join(&name))?
+                        ));
                     }
                 }
             }
@@ -932,7 +935,7 @@ impl<'a> DirAttrs<'a> {
             return Ok(());
         };
         for name in dir.names()? {
-            let n = rel_name(&dir, &name)?;
+            let n = crate::fs::name::to_rel_or_refuse(&name, &dir.join(&name))?;
             let sub = format!("{rel}/{n}");
             match dir.sub(&name) {
                 Ok(Some(_)) => self.link_folder(&sub)?,
@@ -948,17 +951,6 @@ impl<'a> DirAttrs<'a> {
 /// Owner, group and mode of a folder.
 #[cfg(unix)]
 type UnixAttrs = (u32, u32, u32);
-
-/// A name read from a folder as a path component (never dropped: one keyferry cannot
-/// represent is an error, not a file left behind).
-fn rel_name(dir: &crate::fs::Dir, name: &std::ffi::OsStr) -> Result<String> {
-    crate::fs::name::to_rel(name).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "{:?} has a name keyferry cannot represent one to one; rename it",
-            dir.join(name)
-        ))
-    })
-}
 
 #[cfg(unix)]
 fn parent_rel(rel: &str) -> &str {

@@ -82,22 +82,17 @@ pub fn generations(target: &Path) -> Result<Vec<Generation>> {
             Err(e) if e.is_missing() || matches!(e, Error::NotAFile { .. }) => None,
             Err(e) => return Err(e),
         };
-        if record.is_none()
-            && matches!(dir.entry(&n)?, crate::fs::Entry::Other(k) if k.ends_with("folder"))
-        {
-            let marked = crate::fs::read_bounded(&path.join(MARKER), 256, "sync marker").is_ok();
-            if !marked {
+        if record.is_none() {
+            // Without its record, a tree a sync was still filling carries that sync's marker.
+            let folder =
+                matches!(dir.entry(&n)?, crate::fs::Entry::Other(k) if k.ends_with("folder"));
+            if !folder || crate::fs::read_bounded(&path.join(MARKER), 256, "sync marker").is_err() {
                 return Err(Error::SyncRefused(format!(
-                    "{} exists but is not a previous tree keyferry kept; move it away first",
-                    path.display()
+                    "{} exists but is not a previous tree keyferry kept{}; move it away first",
+                    path.display(),
+                    if folder { "" } else { " (not a folder)" }
                 )));
             }
-        } else if record.is_none() {
-            return Err(Error::SyncRefused(format!(
-                "{} exists but is not a previous tree keyferry kept (not a folder); move it \
-                 away first",
-                path.display()
-            )));
         }
         out.push(Generation {
             number: i as u32 + 1,

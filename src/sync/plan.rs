@@ -172,23 +172,22 @@ impl SyncPlan {
     /// tree and no kept tree (a rollback still goes back to the tree before the last real
     /// change).
     pub fn is_times_only(&self) -> bool {
+        self.same_content() && !self.times_only.is_empty()
+    }
+
+    /// Whether the target already matches the source.
+    pub fn is_noop(&self) -> bool {
+        self.same_content() && self.times_only.is_empty()
+    }
+
+    /// Nothing to add, update or delete, no folder or kind to change.
+    fn same_content(&self) -> bool {
         self.add.is_empty()
             && self.update.is_empty()
             && self.delete.is_empty()
             && self.add_dirs.is_empty()
             && self.delete_dirs.is_empty()
             && self.kind_changes.is_empty()
-            && !self.times_only.is_empty()
-    }
-
-    /// Whether the target already matches the source.
-    pub fn is_noop(&self) -> bool {
-        self.add.is_empty()
-            && self.update.is_empty()
-            && self.delete.is_empty()
-            && self.add_dirs.is_empty()
-            && self.delete_dirs.is_empty()
-            && self.times_only.is_empty()
     }
 }
 

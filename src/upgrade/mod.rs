@@ -718,6 +718,15 @@ impl RunState {
         self.save(path)
     }
 
+    /// Whether a step before `i` is done that may have changed nodes (the preflight changes
+    /// nothing): a failure at `i` is then "partly done", not "nothing changed".
+    pub fn changed_before(&self, i: usize) -> bool {
+        self.steps
+            .iter()
+            .take(i)
+            .any(|s| s.done.is_some() && s.id != "preflight")
+    }
+
     /// Records step `i`'s failure (bounded like its changes) and saves the state.
     pub fn fail(
         &mut self,

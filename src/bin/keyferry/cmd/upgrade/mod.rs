@@ -424,11 +424,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                         }
                     }
                     KeyPlan::Blocked(why) => {
-                        let earlier = state
-                            .steps
-                            .iter()
-                            .take(i)
-                            .any(|s| s.done.is_some() && s.id != "preflight");
+                        let earlier = state.changed_before(i);
                         let fail = crate::failure::Failure::new(
                             "key-protection",
                             format!(
@@ -515,11 +511,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             if !step.ok_codes.contains(&code) {
                 // Steps before it changed nodes (or this one changed some and failed on
                 // others): partly done, not "nothing changed".
-                let earlier = state
-                    .steps
-                    .iter()
-                    .take(i)
-                    .any(|s| s.done.is_some() && s.id != "preflight");
+                let earlier = state.changed_before(i);
                 // The failure, its reason (the step's own error, relayed) and what it changed,
                 // kept in the run's state for status and --json.
                 let reason = report
