@@ -466,3 +466,103 @@ fn protect_twice_and_unprotect_plain_are_refused_and_change_nothing() {
     );
     assert_eq!(before, c.snapshot());
 }
+
+/// A DPAPI-protected key this node can decrypt, replaced: `keys push` protects the new one
+/// again; `keys import --protect none --replace` is refused (`key-protection`, the node's
+/// files byte-identical) unless `--leave-unprotected` says so. Runs under Wine's DPAPI.
+#[cfg(windows)]
+#[test]
+fn a_protected_key_is_never_left_unprotected_unasked() {
+    let c = Cluster::secret_server(b"KEY-A primary", Some(b"KEY-B stale"));
+    let cl = c.cluster_file();
+    let protect = |node: &str| {
+        keyferry(
+            &[
+                "dpapi",
+                "protect",
+                c.key_path(node).to_str().unwrap(),
+                "--state-dir",
+                c.path("dpstate").to_str().unwrap(),
+            ],
+            None,
+        )
+        .assert_code(0);
+    };
+    protect("web2");
+    let bundle = c.export();
+    let before = c.snapshot();
+    let r = c.keyferry_node(
+        "web2",
+        &[
+            "keys",
+            "import",
+            bundle.to_str().unwrap(),
+            "--protect",
+            "none",
+            "--replace",
+            "--json",
+        ],
+    );
+    r.assert_code(2);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "key-protection",
+        "{}",
+        r.stdout()
+    );
+    assert_eq!(before, c.snapshot());
+    // With the admin's word, the key goes in unprotected (the refused import left the
+    // bundle where it was).
+    c.keyferry_node(
+        "web2",
+        &[
+            "keys",
+            "import",
+            bundle.to_str().unwrap(),
+            "--protect",
+            "none",
+            "--replace",
+            "--leave-unprotected",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
+    // A push keeps a node's protection: protected there, replaced, protected again.
+    std::fs::write(c.key_path("web2"), b"KEY-C other").unwrap();
+    protect("web2");
+    keyferry(
+        &[
+            "keys",
+            "push",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "web1",
+            "--to",
+            "web2",
+            "--replace",
+        ],
+        None,
+    )
+    .assert_code(0);
+    let on_disk = std::fs::read(c.key_path("web2")).unwrap();
+    assert!(
+        keyferry::dpapi::Blob::parse(&on_disk).is_ok(),
+        "protected again"
+    );
+    let fp = keyferry(
+        &[
+            "fingerprint",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "web2",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(
+        fp.json()["fingerprint"],
+        fingerprint_of(&[("encryption.config", b"KEY-A primary")]).as_str()
+    );
+}

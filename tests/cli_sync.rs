@@ -52,7 +52,7 @@ impl Pair {
                 ("App_Data/cache.bin", b"runtime data"),
             ],
         );
-        age(&p.dst());
+        backdate(&p.dst());
         p
     }
     fn src(&self) -> PathBuf {
@@ -92,35 +92,6 @@ impl Pair {
     fn everything(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(self.dir.path())
     }
-}
-
-/// Makes every file under `root` an hour old: the old version's files are older than the
-/// source's (written within one clock tick, two files of one size could have one time too,
-/// which the quick check takes as the same file, as rsync's does).
-fn age(root: &Path) {
-    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for e in walkdir(root) {
-        if let Ok(f) = std::fs::File::options().write(true).open(&e) {
-            f.set_modified(then).unwrap();
-        }
-    }
-}
-
-fn walkdir(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -425,7 +396,7 @@ fn a_cluster_sync_reaches_every_other_web_node_and_one_failure_does_not_stop_the
         &[("bin/App.dll", b"v11"), ("Scripts/a.js", b"11")],
     );
     write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
-    age(&c.app("web2"));
+    backdate(&c.app("web2"));
     // dr1's folder is not the application: refused, web2 still synced.
     std::fs::remove_file(c.app("dr1").join("web.config")).unwrap();
     let dr_before = snapshot(&c.app("dr1"));
@@ -659,7 +630,7 @@ fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
     let c = Cluster::secret_server(b"KEY", Some(b"KEY"));
     write(&c.app("web1"), &[("bin/App.dll", b"v11 (upgraded)")]);
     write(&c.app("web2"), &[("bin/App.dll", b"v10")]);
-    age(&c.app("web2"));
+    backdate(&c.app("web2"));
     let cf = c.cluster_file();
     let sync = |extra: &[&str]| {
         let mut a = vec!["sync", "-c", cf.to_str().unwrap()];

@@ -954,8 +954,10 @@ fn a_run_can_be_marked_on_and_abandoned_and_status_needs_no_run() {
     let r = up(&c, "status", &["--json"], &[]);
     r.assert_code(0);
     assert!(r.json()["run"].is_null(), "{}", r.stdout());
+    let before = c.snapshot();
     let r = up(&c, "status", &["--confirm", "2"], &[]);
     r.assert_code(2);
+    assert_eq!(before, c.snapshot());
     let n = to_the_key_step(&c);
     // Marking another step than the waiting one is refused, changing nothing.
     let before = c.snapshot();
