@@ -7,7 +7,8 @@
 //!   reaches point NAME, like `kill -9` there: no destructors, no flushing.
 //! - `KEYFERRY_FAILPOINT_RUN=NAME=PROGRAM`: each time the process reaches point NAME it runs
 //!   PROGRAM (no arguments) and waits for it: a CLI test makes a race deterministic by doing
-//!   what another account would do at exactly that moment (swap a folder for a link).
+//!   what another account would do at exactly that moment (swap a folder for a link). A point
+//!   reached once per item ([`hit_at`]) tells PROGRAM which in `KEYFERRY_FAILPOINT_AT`.
 //! - [`on`]: in-process tests run a closure at a point, on the current thread only.
 
 #[cfg(all(feature = "failpoints", not(debug_assertions)))]
@@ -27,6 +28,10 @@ mod imp {
     static COUNTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 
     pub fn hit(name: &'static str) {
+        hit_at(name, "")
+    }
+
+    pub fn hit_at(name: &'static str, at: &str) {
         HOOKS.with(|h| {
             for (n, f) in h.borrow_mut().iter_mut() {
                 if *n == name {
@@ -37,7 +42,7 @@ mod imp {
         if let Ok(spec) = std::env::var("KEYFERRY_FAILPOINT_RUN") {
             if let Some((n, program)) = spec.split_once('=') {
                 if n == name {
-                    run_hook(program);
+                    run_hook(program, at);
                 }
             }
         }
@@ -66,9 +71,12 @@ mod imp {
     /// the process (a test must not pass because its fault never happened); a program just
     /// written by a multi-threaded test may be briefly busy (another thread's child still
     /// holds it open for writing), so that is retried.
-    fn run_hook(program: &str) {
+    fn run_hook(program: &str, at: &str) {
         for _ in 0..50 {
-            match std::process::Command::new(program).status() {
+            match std::process::Command::new(program)
+                .env("KEYFERRY_FAILPOINT_AT", at)
+                .status()
+            {
                 Ok(_) => return,
                 Err(e) if e.raw_os_error() == Some(26) => {
                     std::thread::sleep(std::time::Duration::from_millis(20))
@@ -102,9 +110,15 @@ mod imp {
 }
 
 #[cfg(any(test, feature = "failpoints"))]
-pub use imp::{hit, on, Guard};
+pub use imp::{hit, hit_at, on, Guard};
 
 /// A failpoint: nothing at all outside test builds.
 #[cfg(not(any(test, feature = "failpoints")))]
 #[inline(always)]
 pub fn hit(_name: &'static str) {}
+
+/// A failpoint reached once per item (a file copied), which a hook program is told in
+/// `KEYFERRY_FAILPOINT_AT`: nothing at all outside test builds.
+#[cfg(not(any(test, feature = "failpoints")))]
+#[inline(always)]
+pub fn hit_at(_name: &'static str, _at: &str) {}

@@ -1385,10 +1385,11 @@ fn previous_trees_are_kept_as_generations_and_any_can_come_back() {
     assert_eq!(read(&d.join("bin/Thycotic.dll")), versions[3]);
 }
 
-/// The source changes while the new tree is built (after the copy, before the check): a file
-/// the plan found unchanged (kept from the target) now differs in size and time, and a file
-/// the sync copied now differs in content behind its size and time. The check before the
-/// swap catches both, by the quick check and by content, and copies them again.
+/// The source changes while the new tree is built: right after `bin/New.dll` is copied (and
+/// before it is read back), it changes in content behind its size and time, and a file the
+/// plan found unchanged (kept from the target) changes in size and time. The copy's read-back
+/// catches the first by content, the check before the swap the second by its size and time;
+/// both are copied again.
 #[cfg(all(unix, feature = "failpoints"))]
 #[test]
 fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
@@ -1414,10 +1415,13 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nset -e\ncd {:?}\nprintf '<configuration v=\"11.1\"/>' > web.config\n\
+            "#!/bin/sh\nset -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
+             [ -e {done:?} ] && exit 0\ntouch {done:?}\ncd {:?}\n\
+             printf '<configuration v=\"11.1\"/>' > web.config\n\
              t=$(stat -c %y bin/New.dll)\nprintf 'ADDED in 11.0' > bin/New.dll\n\
              touch -d \"$t\" bin/New.dll\n",
-            p.src()
+            p.src(),
+            done = p.dir.path().join("changed-once")
         ),
     )
     .unwrap();
@@ -1425,9 +1429,13 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
     let mut s = Vec::new();
     let mut args = vec!["sync"];
     args.extend(p.args(&mut s, &["--json"]));
-    let hook = format!("sync:copied={}", script.display());
+    let hook = format!("sync:file-copied={}", script.display());
     let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
     r.assert_code(0);
+    assert!(
+        p.dir.path().join("changed-once").exists(),
+        "the hook never ran"
+    );
     let o = &r.json()["targets"][0]["outcome"];
     let mut again: Vec<&str> = o["recopied"]
         .as_array()
@@ -1444,6 +1452,50 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
     assert_eq!(read(&p.dst().join("bin/New.dll")), b"ADDED in 11.0");
     assert!(o["quick_checked"].as_u64().unwrap() >= 1, "{o}");
     p.run(&["sync", "verify"], &[]).assert_code(0);
+}
+
+/// A source file that changes again every time it is copied (a writer still busy in the
+/// source folder) is copied twice, then refused: exit 2, the error names the file, the target
+/// is byte for byte as it was and no new tree is left beside it.
+#[cfg(all(unix, feature = "failpoints"))]
+#[test]
+fn a_source_file_that_changes_each_time_it_is_copied_is_refused_and_the_target_is_unchanged() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Pair::new();
+    let before = common::snapshot(&p.dst());
+    let script = p.dir.path().join("keeps-changing.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
+             cd {:?}\nt=$(stat -c %y bin/New.dll)\n\
+             head -c 13 /dev/urandom > bin/New.dll\ntouch -d \"$t\" bin/New.dll\n",
+            p.src()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Vec::new();
+    let mut args = vec!["sync"];
+    args.extend(p.args(&mut s, &["--json"]));
+    let hook = format!("sync:file-copied={}", script.display());
+    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    r.assert_code(2);
+    let e = &r.json()["targets"][0]["error"];
+    assert_eq!(e["code"], "tree-mismatch", "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("bin/New.dll") && msg.contains("copied twice"),
+        "{msg}"
+    );
+    assert_eq!(common::snapshot(&p.dst()), before);
+    let parent = p.dst().parent().unwrap().to_owned();
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".keyferry-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// On a target that compares names without regard to case (NTFS; Wine's drives), an

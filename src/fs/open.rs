@@ -531,8 +531,9 @@ impl Dir {
         }
     }
 
-    /// Creates the new file `name` for writing (never through a link: it must not exist).
-    /// Unix: with `mode`; Windows: also with the rights to set its owner and ACL afterwards.
+    /// Creates the new file `name` for writing and reading back (never through a link: it
+    /// must not exist). Unix: with `mode`; Windows: also with the rights to set its owner and
+    /// ACL afterwards.
     pub fn create_new(&self, name: &OsStr, mode: u32) -> Result<File> {
         #[cfg(unix)]
         {
@@ -540,7 +541,7 @@ impl Dir {
             rustix::fs::openat(
                 &self.fd,
                 name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(mode),
             )
             .map(File::from)

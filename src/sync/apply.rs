@@ -587,10 +587,10 @@ fn build_tree(
         let copied = copy_all(&trees, &to_copy, &dirs, opts.jobs, progress);
         (links.join().expect("linking does not panic"), copied)
     });
-    copied?;
+    let mut recopied = copied?;
     let (linked, failed) = links;
     // Where a second name could not be made (a share without hard links): copied instead.
-    copy_all(&trees, &failed, &dirs, opts.jobs, progress)?;
+    recopied.extend(copy_all(&trees, &failed, &dirs, opts.jobs, progress)?);
     to_copy.extend(failed);
     // What the target keeps: the same files, by a second name.
     let mut no_swap = None;
@@ -613,26 +613,32 @@ fn build_tree(
 
     crate::failpoint::hit("sync:copied");
 
-    // The whole new tree against the source: every file written by content; the files kept
-    // from the target (the plan found them the same: size and full-precision time, or their
-    // content with --checksum) by size and time; files whose content the plan found equal
-    // behind another time (they get the source's time after the install) by content.
-    let mut by_content: std::collections::HashSet<String> =
-        to_copy.iter().map(|c| c.0.clone()).collect();
-    by_content.extend(plan.times_only.iter().map(|f| f.path.clone()));
-    let verify_bytes = 2 * to_copy.iter().map(|c| c.2).sum::<u64>()
-        + 2 * plan.times_only.iter().map(|f| f.bytes).sum::<u64>();
-    progress.phase("verifying", 0, verify_bytes);
-    let v = crate::sync::verify::compare_scoped(
-        src,
-        n,
-        &plan.profile,
-        opts.jobs,
-        Some(&by_content),
-        &|b| progress.advance(b),
-    )?;
-    let mut recopied = Vec::new();
+    // The whole new tree against a fresh listing of the source: every file written was
+    // compared with its source by content as it was written (see `copy_in`), so here it must
+    // still have the source's size and time, as must the files kept from the target (the plan
+    // found them the same: size and full-precision time, or their content with --checksum);
+    // files whose content the plan found equal behind another time (they get the source's
+    // time after the install) are compared by content.
+    let by_content: std::collections::HashSet<String> =
+        plan.times_only.iter().map(|f| f.path.clone()).collect();
+    progress.phase(
+        "verifying",
+        0,
+        2 * plan.times_only.iter().map(|f| f.bytes).sum::<u64>(),
+    );
+    let check = || {
+        crate::sync::verify::compare_scoped(
+            src,
+            n,
+            &plan.profile,
+            opts.jobs,
+            Some(&by_content),
+            &|b| progress.advance(b),
+        )
+    };
+    let v = check()?;
     if !v.identical() {
+        // Changed on the source since it was copied or listed: copied again, then checked.
         let mut again = Vec::new();
         for d in &v.differing {
             if d.why == crate::sync::verify::Why::OnlyOnTarget {
@@ -645,18 +651,9 @@ fn build_tree(
             trees.new.remove_file(&d.path)?;
             again.push((d.path.clone(), Some(plan.target_name(&d.path)), 0));
             recopied.push(d.path.clone());
-            by_content.insert(d.path.clone());
         }
         copy_all(&trees, &again, &dirs, opts.jobs, progress)?;
-        let check = crate::sync::verify::compare_scoped(
-            src,
-            n,
-            &plan.profile,
-            opts.jobs,
-            Some(&by_content),
-            &|_| {},
-        )?;
-        if let Some(d) = check.differing.first() {
+        if let Some(d) = check()?.differing.first() {
             return Err(Error::TreeMismatch(format!(
                 "{} in the new tree of {} does not match the source ({}); is something \
                  changing the source while it is copied?",
@@ -666,6 +663,8 @@ fn build_tree(
             )));
         }
     }
+    recopied.sort();
+    recopied.dedup();
     dirs.finish()?;
 
     Ok(Built {
@@ -673,9 +672,9 @@ fn build_tree(
         copied_bytes: to_copy.iter().map(|c| c.2).sum(),
         linked,
         recopied,
-        verified_files: v.files,
-        verified_bytes: v.bytes,
-        quick_checked: v.quick_checked,
+        verified_files: copied + v.files,
+        verified_bytes: to_copy.iter().map(|c| c.2).sum::<u64>() + v.bytes,
+        quick_checked: v.quick_checked.saturating_sub(copied),
         no_swap,
     })
 }
@@ -689,31 +688,56 @@ struct Trees {
     written: std::sync::mpsc::Sender<std::fs::File>,
 }
 
+/// Copies `files` into the new tree on up to `jobs` threads, largest first; returns the
+/// files that had to be copied a second time (see [`copy_in`]).
 fn copy_all(
     trees: &Trees,
     files: &[(String, Option<String>, u64)],
     dirs: &DirAttrs,
     jobs: usize,
     progress: &dyn SyncProgress,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let order = crate::parallel::largest_first(files.iter().map(|f| f.2));
-    crate::parallel::try_map(
+    let again = crate::parallel::try_map(
         &order,
         crate::parallel::threads(jobs),
-        || (),
-        |_, i| {
-            let (rel, trel, _) = &files[i];
-            progress.advance(copy_in(trees, rel, trel.as_deref(), dirs)?);
-            Ok(())
+        || {
+            (
+                vec![0u8; crate::sync::hash::BUF],
+                vec![0u8; crate::sync::hash::BUF],
+            )
         },
-    )
-    .map(drop)
+        |bufs, i| {
+            let (rel, trel, _) = &files[i];
+            let (bytes, again) = copy_in(trees, rel, trel.as_deref(), dirs, bufs)?;
+            progress.advance(bytes);
+            Ok::<_, Error>(again)
+        },
+    )?;
+    Ok(files
+        .iter()
+        .zip(again)
+        .filter(|(_, again)| *again)
+        .map(|(f, _)| f.0.clone())
+        .collect())
 }
 
 /// Copies one source file into the new tree: opened once no-follow, created new there, the
 /// source's modification time, the attributes of the target file it replaces (or, for a new
 /// file, its folder's owner and the source's mode bits).
-fn copy_in(trees: &Trees, rel: &str, trel: Option<&str>, dirs: &DirAttrs) -> Result<u64> {
+///
+/// The copy is then read back beside the source, through the same two handles, while the
+/// page cache still holds both, and compared byte for byte: a file whose copy differs (the
+/// source was written to meanwhile) is copied once more, and refused if it differs again.
+/// Returns the bytes copied and whether it took a second copy.
+fn copy_in(
+    trees: &Trees,
+    rel: &str,
+    trel: Option<&str>,
+    dirs: &DirAttrs,
+    bufs: &mut (Vec<u8>, Vec<u8>),
+) -> Result<(u64, bool)> {
+    use std::io::Seek;
     let mut from = trees.source.open_file(rel)?.ok_or_else(|| Error::Changed {
         path: trees.source.join(rel),
     })?;
@@ -726,7 +750,31 @@ fn copy_in(trees: &Trees, rel: &str, trel: Option<&str>, dirs: &DirAttrs) -> Res
         path: to_path.clone(),
     })?;
     let mut to = dir.create_new(&name, 0o600)?;
-    let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
+    let mut again = false;
+    let bytes = loop {
+        let bytes = std::io::copy(&mut from.file, &mut to).map_err(|e| Error::io(&to_path, e))?;
+        crate::failpoint::hit_at("sync:file-copied", rel);
+        if crate::sync::hash::same_files((&from.file, &from.path), (&to, &to_path), bufs)? {
+            break bytes;
+        }
+        if again {
+            return Err(Error::TreeMismatch(format!(
+                "{rel} in the new tree of {} does not match the source (copied twice, and \
+                 the bytes differed each time); is something changing the source while it is \
+                 copied?",
+                trees.live.path().display()
+            )));
+        }
+        again = true;
+        let restart = |f: &mut std::fs::File, p: &Path| {
+            f.seek(std::io::SeekFrom::Start(0))
+                .map(drop)
+                .map_err(|e| Error::io(p, e))
+        };
+        restart(&mut from.file, &from.path)?;
+        to.set_len(0).map_err(|e| Error::io(&to_path, e))?;
+        restart(&mut to, &to_path)?;
+    };
     if let Ok(m) = from.file.metadata().and_then(|m| m.modified()) {
         to.set_modified(m).map_err(|e| Error::io(&to_path, e))?;
     }
@@ -739,7 +787,7 @@ fn copy_in(trees: &Trees, rel: &str, trel: Option<&str>, dirs: &DirAttrs) -> Res
     to.sync_all().map_err(|e| Error::io(&to_path, e))?;
     // Off to be written to disk (if that thread is gone, the flush still does it).
     let _ = trees.written.send(to);
-    Ok(bytes)
+    Ok((bytes, again))
 }
 
 /// Gives `from` in tree `a` the second name `to` in tree `b` (both folders through handles,

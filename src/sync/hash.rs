@@ -12,7 +12,7 @@ use crate::fs::{Opened, Tree};
 use std::io::Read;
 
 /// Read buffer per thread: large enough for BLAKE3's widest SIMD batches.
-const BUF: usize = 256 * 1024;
+pub(crate) const BUF: usize = 256 * 1024;
 
 /// Outcome of hashing one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,40 +80,67 @@ fn same_bytes(
         Err(Error::NotAFile { .. }) | Err(Error::Changed { .. }) => Ok(Err(Same::NotAFile)),
         Err(e) => Err(e),
     };
-    let mut x = match open(a, arel)? {
+    let x = match open(a, arel)? {
         Ok(o) => o,
         Err(s) => return Ok(s),
     };
-    let mut y = match open(b, brel)? {
+    let y = match open(b, brel)? {
         Ok(o) => o,
         Err(s) => return Ok(s),
     };
     if x.meta.len != y.meta.len {
         return Ok(Same::No);
     }
+    Ok(
+        if same_files((&x.file, &x.path), (&y.file, &y.path), bufs)? {
+            Same::Yes
+        } else {
+            Same::No
+        },
+    )
+}
+
+/// Whether two open files hold the same bytes, read side by side from their starts by
+/// position (their offsets do not matter) and compared, stopping at the first difference.
+pub fn same_files(
+    a: (&std::fs::File, &std::path::Path),
+    b: (&std::fs::File, &std::path::Path),
+    bufs: &mut (Vec<u8>, Vec<u8>),
+) -> Result<bool> {
     let (bx, by) = (&mut bufs.0, &mut bufs.1);
+    let mut at = 0u64;
     loop {
-        let n = read_full(&mut x, bx)?;
+        let n = read_full_at(a, bx, at)?;
         let want = n.max(1).min(by.len());
-        let m = read_full(&mut y, &mut by[..want])?;
+        let m = read_full_at(b, &mut by[..want], at)?;
         if n != m || bx[..n] != by[..m] {
-            return Ok(Same::No);
+            return Ok(false);
         }
         if n == 0 {
-            return Ok(Same::Yes);
+            return Ok(true);
         }
+        at += n as u64;
     }
 }
 
-/// Reads until `buf` is full or the file ends.
-fn read_full(o: &mut Opened, buf: &mut [u8]) -> Result<usize> {
+/// Reads from `at` until `buf` is full or the file ends.
+fn read_full_at(f: (&std::fs::File, &std::path::Path), buf: &mut [u8], at: u64) -> Result<usize> {
+    #[cfg(unix)]
+    use std::os::unix::fs::FileExt;
+    #[cfg(windows)]
+    use std::os::windows::fs::FileExt;
     let mut got = 0;
     while got < buf.len() {
-        match o.file.read(&mut buf[got..]) {
+        let pos = at + got as u64;
+        #[cfg(unix)]
+        let r = f.0.read_at(&mut buf[got..], pos);
+        #[cfg(windows)]
+        let r = f.0.seek_read(&mut buf[got..], pos);
+        match r {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(&o.path, e)),
+            Err(e) => return Err(Error::io(f.1, e)),
         }
     }
     Ok(got)

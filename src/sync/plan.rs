@@ -11,9 +11,9 @@
 //!   whole plan.
 //! - Files are compared by size and modification time, as `rsync` does (a sync gives every
 //!   file it writes the source's modification time); `--checksum` compares contents instead.
-//!   Whatever the plan decides, a sync then compares the whole new tree with the source by
-//!   content before it is put in place ([`crate::sync::verify`]), and copies again any file
-//!   that differs in content behind an equal size and time.
+//!   Whatever the plan decides, a sync compares every file it writes with its source by
+//!   content as it writes it, then the whole new tree with a fresh listing of the source
+//!   ([`crate::sync::verify::compare_scoped`]) before it is put in place.
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
@@ -141,6 +141,10 @@ pub struct SyncPlan {
     pub(crate) update_targets: BTreeMap<String, String>,
     #[serde(skip)]
     pub(crate) profile: Profile,
+    /// Both listings the plan was made from (every entry's name, kind, size and time), as a
+    /// digest: see [`replan`].
+    #[serde(skip)]
+    listings: [u8; 32],
 }
 
 impl SyncPlan {
@@ -375,6 +379,39 @@ pub fn plan(
     profile: &Profile,
     opts: &PlanOptions,
 ) -> Result<SyncPlan> {
+    let (src, dst) = roots(source, target)?;
+    let (from, to) = scan_both(&src, &dst, profile)?;
+    plan_listed(&src, &dst, profile, opts, from, to, case_insensitive(&dst))
+}
+
+/// The plan again, for a plan made before the node's lock was taken (so that a refusal
+/// leaves nothing behind) and applied after it: both trees are listed afresh, and where
+/// neither changed (every entry's name, kind, size and full-precision time the same), the
+/// plan stands as it was made, its comparisons by content not read again; else it is made
+/// again from the new listings. Reads only.
+pub fn replan(
+    previous: SyncPlan,
+    source: &Path,
+    target: &Path,
+    profile: &Profile,
+    opts: &PlanOptions,
+) -> Result<SyncPlan> {
+    let (src, dst) = roots(source, target)?;
+    let (from, to) = scan_both(&src, &dst, profile)?;
+    let ci = case_insensitive(&dst);
+    if src == previous.source
+        && dst == previous.target
+        && ci == previous.case_insensitive
+        && listings_digest(&from, &to) == previous.listings
+    {
+        return Ok(previous);
+    }
+    plan_listed(&src, &dst, profile, opts, from, to, ci)
+}
+
+/// The source's and the target's folders as the file system resolves them, refused where
+/// they are not two separate folders, neither a file system's root.
+fn roots(source: &Path, target: &Path) -> Result<(PathBuf, PathBuf)> {
     let refuse = |why: String| Err(Error::SyncRefused(why));
     let src = std::fs::canonicalize(source).map_err(|e| Error::io(source, e))?;
     let dst = std::fs::canonicalize(target).map_err(|e| Error::io(target, e))?;
@@ -396,8 +433,36 @@ pub fn plan(
             dst.display()
         ));
     }
-    let (from, to) = scan_both(&src, &dst, profile)?;
-    plan_listed(&src, &dst, profile, opts, from, to, case_insensitive(&dst))
+    Ok((src, dst))
+}
+
+/// Every entry of both listings (name, kind, size, full-precision time), as one digest.
+fn listings_digest(from: &BTreeMap<String, Kind>, to: &BTreeMap<String, Kind>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for listed in [from, to] {
+        h.update(&(listed.len() as u64).to_le_bytes());
+        for (rel, kind) in listed {
+            h.update(&(rel.len() as u64).to_le_bytes());
+            h.update(rel.as_bytes());
+            match kind {
+                Kind::Dir => h.update(b"d"),
+                Kind::Link => h.update(b"l"),
+                Kind::File(len, mtime) => {
+                    // No time, a time before 1970, after: each spelled apart.
+                    let (side, t) = match mtime.map(|t| t.duration_since(std::time::UNIX_EPOCH)) {
+                        None => (b'n', 0),
+                        Some(Ok(d)) => (b'a', d.as_nanos()),
+                        Some(Err(e)) => (b'b', e.duration().as_nanos()),
+                    };
+                    h.update(b"f");
+                    h.update(&len.to_le_bytes());
+                    h.update(&[side]);
+                    h.update(&t.to_le_bytes())
+                }
+            };
+        }
+    }
+    *h.finalize().as_bytes()
 }
 
 /// The plan from both listings; `ci`: the target compares names without regard to case.
@@ -491,6 +556,7 @@ fn plan_listed(
         case_insensitive: ci,
         source_fingerprint: listing_fingerprint(&from, profile),
         target_fingerprint: listing_fingerprint(&to, profile),
+        listings: listings_digest(&from, &to),
         source_dirs: Vec::new(),
         unchanged_files: Vec::new(),
         target_kept: Vec::new(),
@@ -746,6 +812,52 @@ fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A plan made before the lock stands under it while neither tree's listing changed (its
+    /// comparisons by content are not read again), and is made again as soon as one did.
+    #[test]
+    fn a_plan_stands_under_the_lock_only_while_both_listings_are_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let set = |p: &Path, bytes: &[u8], when: std::time::SystemTime| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(when).unwrap();
+        };
+        for root in [&src, &dst] {
+            set(&root.join("web.config"), b"<c/>", t);
+            set(&root.join("bin/a.dll"), b"AAAA", t);
+        }
+        let profile = Profile::builtin(crate::profile::ProfileId::SecretServer).unwrap();
+        let opts = PlanOptions {
+            allow_new_target: false,
+            max_delete: DEFAULT_MAX_DELETE,
+            checksum: true,
+        };
+        let first = plan(&src, &dst, &profile, &opts).unwrap();
+        assert!(first.is_noop());
+        // The same size and time, other bytes: the listing is the same, the plan stands
+        // (the build's read-back and the next --checksum run see it; see `replan`).
+        set(&dst.join("bin/a.dll"), b"AAAB", t);
+        let again = replan(first.clone(), &src, &dst, &profile, &opts).unwrap();
+        assert!(again.is_noop());
+        assert_eq!(again.listings, first.listings);
+        // Another time: the listing differs, the plan is made again and finds the change.
+        set(
+            &dst.join("bin/a.dll"),
+            b"AAAB",
+            t + std::time::Duration::from_secs(1),
+        );
+        let again = replan(first.clone(), &src, &dst, &profile, &opts).unwrap();
+        assert_eq!(again.update.len(), 1, "{:?}", again.update);
+        // A new folder on the target alone is a change as well.
+        std::fs::create_dir(dst.join("bin/extra")).unwrap();
+        set(&dst.join("bin/a.dll"), b"AAAA", t);
+        let again = replan(first.clone(), &src, &dst, &profile, &opts).unwrap();
+        assert_eq!(again.delete_dirs, ["bin/extra"]);
+    }
 
     #[test]
     fn protected_and_volatile_names_match_as_win32_resolves_them() {

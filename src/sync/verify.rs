@@ -1,8 +1,9 @@
 //! Comparing a target folder with its source by content: every file a sync copies (not the
 //! protected, volatile or linked ones) is hashed on both sides with BLAKE3, on every core.
 //! A change that keeps the size and the modification time is caught, because nothing but
-//! the bytes is compared. `keyferry sync verify` runs this alone; a sync runs it on the new
-//! tree before putting it in place.
+//! the bytes is compared. `keyferry sync verify` runs this alone; a sync runs the scoped
+//! form ([`compare_scoped`]) on the new tree before putting it in place, having compared each
+//! file it wrote with its source as it wrote it.
 
 use crate::error::Result;
 use crate::fs::Tree;
@@ -85,11 +86,12 @@ pub fn compare(
 }
 
 /// As [`compare`], with the content compared only for the files `by_content` names (by source
-/// name; `None`: every file): the others must have the source's size and modification time
-/// (full precision). A sync checks its new tree this way: the files it wrote by content, the
-/// files it kept (the target's own, which the plan found the same) as the plan did, and the
-/// files it names byte for byte (see [`crate::sync::hash::same_many`]). Without
-/// `by_content`, both sides of every file are hashed.
+/// name; `None`: every file), byte for byte (see [`crate::sync::hash::same_many`]): the others
+/// must have the source's size and modification time (full precision). A sync checks its new
+/// tree this way: the files it wrote (compared by content as they were written) and the files
+/// it kept (the target's own, which the plan found the same) by size and time, the files the
+/// plan found equal behind another time by content. Without `by_content`, both sides of every
+/// file are hashed.
 pub fn compare_scoped(
     source: &Path,
     target: &Path,

@@ -232,10 +232,16 @@ fn one(
             let lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
             r.recovered = sync::recover(&resolved.state_dir, &target)?;
-            plan = None;
+            if r.recovered.is_some() {
+                plan = None;
+            }
             Some(lock)
         };
+        // Under the lock: the plan made before it stands only if neither tree changed since.
         let mut plan = match plan {
+            Some(p) if _lock.is_some() => {
+                sync::plan::replan(p, &source, &target, &resolved.profile, opts)?
+            }
             Some(p) => p,
             None => sync::plan(&source, &target, &resolved.profile, opts)?,
         };
