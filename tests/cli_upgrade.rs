@@ -76,6 +76,34 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
     }
     let sync = &steps[pos(&ids, "ss.sync")];
     assert!(sync["gate"].as_str().unwrap().contains("primary works"));
+    // "Upgrading Remote DR Instances": the web nodes get the folder; the DR node only after
+    // the upgraded database is backed up, copied and restored there.
+    let what = |id: &str| steps[pos(&ids, id)]["what"].as_str().unwrap().to_owned();
+    assert!(
+        what("ss.sync").contains("--to web2") && !what("ss.sync").contains("dr1"),
+        "{}",
+        what("ss.sync")
+    );
+    for (a, b) in [
+        ("ss.sync", "ss.dr-backup-database"),
+        ("ss.dr-backup-database", "ss.dr-copy-backup"),
+        ("ss.dr-copy-backup", "ss.dr-restore-database"),
+        ("ss.dr-restore-database", "ss.dr-sync"),
+        ("ss.dr-sync", "ss.keys"),
+    ] {
+        assert!(pos(&ids, a) < pos(&ids, b), "{a} before {b}: {ids:?}");
+    }
+    assert!(what("ss.dr-backup-database").contains("BACKUP DATABASE"));
+    assert!(what("ss.dr-restore-database").contains("RESTORE DATABASE"));
+    assert!(what("ss.dr-sync").contains("sync --checksum --to dr1"));
+    let dr_sync = &steps[pos(&ids, "ss.dr-sync")];
+    assert_eq!(dr_sync["node"], "web1");
+    assert!(dr_sync["gate"].as_str().unwrap().contains("dr1's database"));
+    assert!(
+        dr_sync["undo"].as_str().unwrap().contains("--to dr1"),
+        "{dr_sync}"
+    );
+    assert!(!ids.iter().any(|i| i.starts_with("ss.mirror")), "{ids:?}");
     // Text: the same checklist, and it changed nothing.
     let t = keyferry(
         &["upgrade", "plan", "-c", c.cluster_file().to_str().unwrap()],
@@ -89,7 +117,7 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
         t.stdout()
     );
     assert!(
-        t.stdout().contains("keyferry sync --checksum -c"),
+        t.stdout().contains("keyferry sync --checksum --to web2"),
         "{}",
         t.stdout()
     );
@@ -138,9 +166,12 @@ fn a_privilege_secure_pair_with_remote_hosts_keeps_one_writable_database_and_ski
         "preflight",
         "ha.failover",
         "ha.upgrade-secondary",
+        "ha.reboot-secondary",
+        "ha.empty-archive",
         "ha.rejoin-primary",
         "ha.failover-back",
         "ha.upgrade-primary",
+        "ha.reboot-primary",
         "ha.export-keys",
         "ha.push-keys",
         "ha.import-keys",
@@ -182,6 +213,195 @@ fn a_privilege_secure_pair_with_remote_hosts_keeps_one_writable_database_and_ski
     assert!(args.windows(2).any(|w| w == ["--to", "act1"]), "{args:?}");
     assert!(!args.contains(&"nps2"), "{args:?}");
     assert!(!args.contains(&"prx1"), "{args:?}");
+}
+
+/// The plan's ids in order and its notes, for a cluster file with `extra` appended.
+fn plan_with(base: &str, extra: &str) -> (Vec<String>, serde_json::Value) {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("cluster.toml");
+    std::fs::write(&f, format!("{base}\n{extra}")).unwrap();
+    let r = plan(&f);
+    r.assert_code(0);
+    let j = r.json();
+    (ids(&j), j)
+}
+
+fn in_order(ids: &[String], order: &[&str]) {
+    for w in order.windows(2) {
+        assert!(pos(ids, w[0]) < pos(ids, w[1]), "{w:?}: {ids:?}");
+    }
+}
+
+const KEY_STEPS: [&str; 6] = [
+    "ha.export-keys",
+    "ha.import-keys",
+    "ha.cleanup",
+    "rs.export-keys",
+    "rs.import-keys",
+    "rs.cleanup",
+];
+
+/// "Upgrading from 3.6 or Higher to 3.7CU1 (3.7.1250) or Higher": the key export and import
+/// are left out exactly then (appsettings.json still goes to the secondary), and the plan
+/// says so; an unreadable version is refused with the cluster file named.
+#[test]
+fn privilege_secure_key_steps_are_left_out_from_3_6_to_3_7_cu1_only() {
+    for (from, to, kept) in [
+        ("3.6", "3.7CU1", true),
+        ("3.6.1000", "3.7.1250", true),
+        ("3.7", "4.1", true),
+        ("3.6", "3.7", false),
+        ("3.6", "3.7.1249", false),
+        ("3.5", "3.7CU1", false),
+    ] {
+        let (ids, j) = plan_with(
+            PS,
+            &format!("[upgrade]\nfrom_version = \"{from}\"\nto_version = \"{to}\"\n"),
+        );
+        for k in KEY_STEPS {
+            assert_eq!(
+                !ids.contains(&k.to_owned()),
+                kept,
+                "{from} -> {to}: {k} in {ids:?}"
+            );
+        }
+        assert!(
+            ids.contains(&"ha.push-keys".to_owned()),
+            "appsettings.json still goes"
+        );
+        assert_eq!(ids.contains(&"rs.push-keys".to_owned()), !kept, "{ids:?}");
+        let notes = j["notes"].to_string();
+        assert!(notes.contains(&format!("from {from} to {to}")), "{notes}");
+        assert_eq!(notes.contains("left out"), kept, "{notes}");
+    }
+    // Without versions: every key step is there.
+    let (ids, _) = plan_with(PS, "");
+    for k in KEY_STEPS {
+        assert!(ids.contains(&k.to_owned()), "{k}: {ids:?}");
+    }
+    for bad in ["three", "3.7CU", "3.7.1.2", ""] {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("cluster.toml");
+        std::fs::write(
+            &f,
+            format!("{PS}\n[upgrade]\nfrom_version = \"{bad}\"\nto_version = \"4.0\"\n"),
+        )
+        .unwrap();
+        let r = plan(&f);
+        r.assert_code(2);
+        assert_eq!(
+            r.json()["error"]["code"],
+            "cluster-file",
+            "{bad}: {}",
+            r.stdout()
+        );
+        assert!(
+            r.stdout().contains("not a Privilege Secure version"),
+            "{}",
+            r.stdout()
+        );
+    }
+}
+
+/// `ha_order = "vendor"`: both servers upgraded first (the primary while fenced), then the
+/// keys, then HA re-established, with one writable database throughout; a reboot after each
+/// upgrade and the Archive folder emptied before HA is configured, in either order.
+#[test]
+fn the_vendors_ha_order_is_available_and_both_orders_reboot_and_empty_the_archive() {
+    let (ids, j) = plan_with(PS, "[upgrade]\nha_order = \"vendor\"\n");
+    in_order(
+        &ids,
+        &[
+            "ha.failover",
+            "ha.upgrade-secondary",
+            "ha.reboot-secondary",
+            "ha.upgrade-primary",
+            "ha.reboot-primary",
+            "ha.export-keys",
+            "ha.push-keys",
+            "ha.import-keys",
+            "ha.cleanup",
+            "ha.empty-archive",
+            "ha.rejoin-primary",
+            "ha.failover-back",
+            "ha.rejoin-secondary",
+            "ha.verify",
+        ],
+    );
+    assert!(
+        j["notes"].to_string().contains("vendor's order"),
+        "{}",
+        j["notes"]
+    );
+    let steps = j["steps"].as_array().unwrap();
+    let on = |id: &str| -> Vec<&str> {
+        steps
+            .iter()
+            .filter(|s| s["id"] == id)
+            .map(|s| s["node"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(on("ha.empty-archive"), ["nps1", "nps2"]);
+    assert_eq!(on("ha.reboot-primary"), ["nps1"]);
+    // keyferry's order (the default) says how to get the vendor's.
+    let (_, j) = plan_with(PS, "");
+    assert!(
+        j["notes"].to_string().contains("ha_order"),
+        "{}",
+        j["notes"]
+    );
+    // A word keyferry does not know is refused.
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("cluster.toml");
+    std::fs::write(&f, format!("{PS}\n[upgrade]\nha_order = \"fastest\"\n")).unwrap();
+    plan(&f).assert_code(2);
+}
+
+/// "Upgrading Database Mirroring": every web server on the same database first; after the
+/// nodes start, licences activated, the mirror synchronized (the query to check it), and a
+/// node that used the mirror pointed back.
+#[test]
+fn a_mirrored_secret_server_database_gets_the_mirroring_procedure() {
+    let c = Cluster::secret_server(b"KEY-A", Some(b"KEY-B"));
+    let base = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let (ids, j) = plan_with(
+        &base,
+        "[upgrade]\nmirroring = true\nsql_instance = \"SQL01\"\ndatabase = \"SecretServer\"\n\
+         dr_sql_instance = \"DRSQL\"\n",
+    );
+    assert_eq!(
+        j["procedures"],
+        serde_json::json!(["secret-server-mirroring"])
+    );
+    in_order(
+        &ids,
+        &[
+            "ss.backup",
+            "ss.mirror-same-database",
+            "ss.stop",
+            "ss.upgrade-primary",
+            "ss.sync",
+            "ss.keys",
+            "ss.start",
+            "ss.mirror-activated",
+            "ss.mirror-replicated",
+            "ss.mirror-point-back",
+            "ss.verify",
+        ],
+    );
+    let steps = j["steps"].as_array().unwrap();
+    let what = |id: &str| steps[pos(&ids, id)]["what"].as_str().unwrap().to_owned();
+    assert!(what("ss.mirror-replicated").contains("sys.database_mirroring"));
+    assert!(what("ss.mirror-replicated").contains("-S SQL01"));
+    assert!(what("ss.mirror-replicated").contains("DB_ID('SecretServer')"));
+    assert!(what("ss.dr-restore-database").contains("-S DRSQL"));
+    assert!(what("ss.dr-backup-database").contains("[SecretServer]"));
+    let back: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["id"] == "ss.mirror-point-back")
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
+    assert!(back.contains(&"web2") && !back.contains(&"dr1"), "{back:?}");
 }
 
 #[test]
@@ -317,7 +537,8 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
             // and says how to go on and how to undo, and goes on once it is back.
             std::fs::rename(c.app("web2"), c.path("web2-away")).unwrap();
             let r = upk(&c, "resume", &["--confirm", "7"], &[]);
-            // Partly done (3): the run changed nodes before (and the sync changed dr1).
+            // Partly done (3): the run changed nodes before (and the sync changed proxy1;
+            // dr1 gets its folder in a step of its own, after its database).
             r.assert_code(3);
             assert!(r.stderr().contains("step 8"), "{}", r.stderr());
             assert!(r.stderr().contains("upgrade resume"), "{}", r.stderr());
@@ -363,9 +584,9 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         r.assert_code(0);
         // A confirmed step says so (it used to print nothing); a confirmed key step runs.
         assert!(
-            r.stdout().contains(&format!("step {n}/13 confirmed"))
+            r.stdout().contains(&format!("step {n}/17 confirmed"))
                 || r.stdout()
-                    .contains(&format!("step {n}/13: Bring every node")),
+                    .contains(&format!("step {n}/17: Bring every node")),
             "{}",
             r.stdout()
         );
@@ -1012,4 +1233,152 @@ fn a_run_can_be_marked_on_and_abandoned_and_status_needs_no_run() {
     let r = up(&c, "status", &[], &[]);
     assert!(r.stdout().contains("no upgrade run here"), "{}", r.stdout());
     up(&c, "run", &[], &[]).assert_code(0);
+}
+
+/// "Setting up Clustering", initial set-up: `--add-node` plans and walks the procedure for a
+/// new web node, keyferry copying the folder and the key, the product's steps confirmed; the
+/// audit it ends with fails while the node has no database.config (the connection reset
+/// writes it) and passes once it has.
+#[test]
+fn a_node_is_added_with_its_own_procedure_and_the_audit_wants_its_database_config() {
+    // A cluster in agreement: the same key and folder on every node.
+    let c = Cluster::secret_server(b"KEY-A primary", Some(b"KEY-A primary"));
+    std::fs::write(c.key_path("dr1"), b"KEY-A primary").unwrap();
+    for n in ["web1", "web2", "dr1", "proxy1"] {
+        std::fs::create_dir_all(c.app(n).join("bin")).unwrap();
+        std::fs::write(c.app(n).join("bin/SecretServer.dll"), b"dll v2").unwrap();
+    }
+    keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None).assert_code(0);
+    let app3 = c.path("web3").join("app");
+    std::fs::create_dir_all(&app3).unwrap();
+    let mut toml = std::fs::read_to_string(c.cluster_file()).unwrap();
+    toml.push_str(&format!(
+        "\n[[node]]\nname = \"web3\"\nrole = \"secondary\"\naddress = \"10.0.0.13\"\n\
+         state_dir = {:?}\npaths = {{ app = {:?} }}\n",
+        c.path("web3").join("state"),
+        app3
+    ));
+    std::fs::write(c.cluster_file(), toml).unwrap();
+    let cl = c.cluster_file();
+    let cl = cl.to_str().unwrap();
+    let r = keyferry(
+        &["upgrade", "plan", "-c", cl, "--add-node", "web3", "--json"],
+        None,
+    );
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(
+        j["procedures"],
+        serde_json::json!(["secret-server-add-node"])
+    );
+    let ids = ids(&j);
+    in_order(
+        &ids,
+        &[
+            "preflight",
+            "add.enable-clustering",
+            "add.copy-folder",
+            "add.keys",
+            "add.iis",
+            "add.connection-reset",
+            "add.licences",
+            "add.dpapi",
+            "add.load-balancer",
+            "add.verify",
+        ],
+    );
+    let steps = j["steps"].as_array().unwrap();
+    let what = |id: &str| steps[pos(&ids, id)]["what"].as_str().unwrap().to_owned();
+    assert!(what("add.copy-folder").contains("sync --checksum --new-target --to web3"));
+    assert!(what("add.keys").contains("keys push --to web3"));
+    // Not a node to add: refused, naming what to do.
+    for (node, says) in [
+        ("web9", "add its [[node]]"),
+        ("web1", "primary"),
+        ("proxy1", "proxy"),
+    ] {
+        let r = keyferry(&["upgrade", "plan", "-c", cl, "--add-node", node], None);
+        r.assert_code(2);
+        assert!(r.stderr().contains(says), "{node}: {}", r.stderr());
+    }
+    // The walk, from web1, confirming each manual step; the admin's connection reset writes
+    // web3's database.config.
+    let walk = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![
+            "upgrade",
+            cmd,
+            "-c",
+            cl,
+            "--node",
+            "web1",
+            "--batch",
+            "--add-node",
+            "web3",
+        ];
+        a.extend_from_slice(extra);
+        keyferry(&a, None)
+    };
+    let r = walk("run", &[]);
+    r.assert_code(0);
+    for _ in 0..20 {
+        let s = walk("status", &["--json"]);
+        s.assert_code(0);
+        let j = s.json();
+        let Some(next) = j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .cloned()
+        else {
+            break;
+        };
+        if next["id"] == "add.connection-reset" {
+            std::fs::write(app3.join("database.config"), b"db for web3\n").unwrap();
+        }
+        let n = next["n"].as_u64().unwrap().to_string();
+        let r = walk("resume", &["--confirm", &n]);
+        assert!(r.code() == 0, "step {n}: {}\n{}", r.stdout(), r.stderr());
+    }
+    let s = walk("status", &["--json"]);
+    assert!(
+        s.json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["done"].is_null()),
+        "{}",
+        s.stdout()
+    );
+    let tree = |root: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(root)
+            .into_iter()
+            .map(|(p, b)| (p.strip_prefix(root).unwrap().to_owned(), b))
+            .filter(|(p, _)| p != Path::new("database.config"))
+            .collect()
+    };
+    assert_eq!(tree(&app3), tree(&c.app("web1")));
+    assert_eq!(
+        std::fs::read(app3.join("encryption.config")).unwrap(),
+        b"KEY-A primary"
+    );
+    // Without its database.config, the audit names web3 and fails.
+    std::fs::remove_file(app3.join("database.config")).unwrap();
+    let r = keyferry(&["audit", "-c", cl, "--json"], None);
+    r.assert_code(1);
+    let web3 = r.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "web3")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        web3["missing_local"],
+        serde_json::json!(["database.config"]),
+        "{web3}"
+    );
+    let t = keyferry(&["audit", "-c", cl], None);
+    t.assert_code(1);
+    assert!(t.stdout().contains("database.config") || t.stderr().contains("database.config"));
 }

@@ -79,6 +79,10 @@ pub struct NodeResult {
     /// delete them everywhere once imported (`keyferry keys cleanup` on that node).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_files_left: Vec<PathBuf>,
+    /// Node-local files the node lacks (`database.config`: its database connection was never
+    /// set up; the product's connection reset on that node writes it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_local: Vec<String>,
 }
 
 /// `keyferry audit --json`.
@@ -125,6 +129,7 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
             clock_skew_seconds: None,
             clock_flagged: false,
             export_files_left: Vec::new(),
+            missing_local: Vec::new(),
         };
         match c {
             Collected::Unreachable(why) => {
@@ -153,6 +158,7 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
                     .filter(|f| f.transient && f.present)
                     .map(|f| f.path.clone())
                     .collect();
+                r.missing_local = report.missing_local.clone();
                 if let Some(at) = received {
                     let skew = report.time.unix() as i64 - at.unix() as i64;
                     r.clock_skew_seconds = Some(skew);
@@ -213,6 +219,7 @@ impl NodeResult {
         self.status.fails()
             || self.binaries == Binaries::Differs
             || !self.export_files_left.is_empty()
+            || !self.missing_local.is_empty()
     }
 }
 
@@ -242,6 +249,11 @@ impl AuditReport {
                 "export files left (the vendor says to delete them everywhere: keyferry keys \
                  cleanup on the node)",
                 &|n| !n.export_files_left.is_empty(),
+            ),
+            group(
+                "node-local files missing (database.config: set up the node's database \
+                 connection there, the product's connection reset writes it)",
+                &|n| !n.missing_local.is_empty(),
             ),
             group("not reached, so not checked", &|n| {
                 n.status == NodeStatus::Unreachable

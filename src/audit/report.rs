@@ -69,6 +69,10 @@ pub struct NodeReport {
     /// Digest of the application folder (binaries), when the profile has one.
     #[serde(default)]
     pub app: Option<crate::audit::appdigest::AppDigest>,
+    /// The node-local files (`database.config`) this node's folders lack: a web node
+    /// without its `database.config` never had its database connection set up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_local: Vec<String>,
 }
 
 /// Largest report accepted from another node.
@@ -145,6 +149,17 @@ pub fn node_report_with_app_files(
         })
         .collect();
     let app_files = app_file_hashes(node)?;
+    let missing_local = node
+        .profile
+        .node_local
+        .iter()
+        .filter(|l| {
+            node.folders.get(&l.folder).is_some_and(|dir| {
+                dir.is_dir() && std::fs::symlink_metadata(dir.join(&l.name)).is_err()
+            })
+        })
+        .map(|l| l.name.clone())
+        .collect();
     let report = NodeReport {
         version: crate::JSON_VERSION,
         kind: "node-report".into(),
@@ -159,6 +174,7 @@ pub fn node_report_with_app_files(
         fingerprint,
         files,
         app: app_files.as_ref().map(crate::audit::appdigest::digest_of),
+        missing_local,
     };
     Ok((report, app_files))
 }

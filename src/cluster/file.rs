@@ -25,9 +25,51 @@ pub struct ClusterFile {
     /// `[ha]`: the PostgreSQL HA pair (`keyferry ha`, docs/ha.md).
     #[serde(default)]
     pub ha: Option<crate::ha::config::HaSection>,
+    /// `[upgrade]`: what the upgrade procedures need that the nodes do not say
+    /// (docs/upgrade.md).
+    #[serde(default)]
+    pub upgrade: UpgradeSection,
     /// Where it was read from (for messages).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `[upgrade]`: facts about the installation that change the upgrade procedure.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSection {
+    /// Secret Server: the SQL Server instance and database the cluster uses (they fill in
+    /// the DR and mirroring steps' commands).
+    pub sql_instance: Option<String>,
+    pub database: Option<String>,
+    /// Secret Server DR: the DR site's SQL Server instance.
+    pub dr_sql_instance: Option<String>,
+    /// Secret Server: the database is mirrored (SQL Server database mirroring): the steps
+    /// of "Upgrading Database Mirroring".
+    #[serde(default)]
+    pub mirroring: bool,
+    /// Privilege Secure: the version upgraded from and to (`3.6`, `3.7CU1`, `3.7.1250`,
+    /// `4.1`): from 3.6 or later to 3.7 CU1 or later the key export and import are left out,
+    /// as the vendor says.
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    /// Privilege Secure HA: whose order the pair is upgraded in (`keyferry`, the default, or
+    /// `vendor`; docs/upgrade.md says how they differ).
+    #[serde(default)]
+    pub ha_order: HaOrder,
+}
+
+/// The order a Privilege Secure HA pair is upgraded in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaOrder {
+    /// The secondary upgraded, the old primary made its replica and failed back to, then
+    /// the primary upgraded as the writable database.
+    #[default]
+    Keyferry,
+    /// The vendor's: both servers upgraded (the secondary, then the primary while fenced),
+    /// then keys, then HA re-established.
+    Vendor,
 }
 
 /// `[custom]`: the key and node-local files of a layout keyferry has no built-in profile for.

@@ -20,6 +20,8 @@ pub mod preflight;
 #[serde(rename_all = "kebab-case")]
 pub enum Procedure {
     SecretServerCluster,
+    SecretServerMirroring,
+    SecretServerAddNode,
     PrivilegeSecureHa,
     PrivilegeSecureRemote,
 }
@@ -28,10 +30,19 @@ impl Procedure {
     pub fn title(self) -> &'static str {
         match self {
             Procedure::SecretServerCluster => {
-                "Secret Server web cluster upgrade (\"Upgrading Secret Server with Web Clustering\")"
+                "Secret Server web cluster upgrade (\"Upgrading Secret Server with Web Clustering\", \
+                 and \"Upgrading Remote DR Instances\" for a DR node)"
+            }
+            Procedure::SecretServerMirroring => {
+                "Secret Server upgrade with database mirroring (\"Upgrading Database Mirroring\", \
+                 and \"Upgrading Remote DR Instances\" for a DR node)"
+            }
+            Procedure::SecretServerAddNode => {
+                "Adding a node to a Secret Server web cluster (\"Setting up Clustering\", initial \
+                 set-up)"
             }
             Procedure::PrivilegeSecureHa => {
-                "Privilege Secure HA pair upgrade (\"HA Upgrade Instructions\", in keyferry's order)"
+                "Privilege Secure HA pair upgrade (\"HA Upgrade Instructions\")"
             }
             Procedure::PrivilegeSecureRemote => {
                 "Privilege Secure remote services upgrade (\"Remote Service Upgrade Instructions\")"
@@ -100,6 +111,10 @@ pub struct Plan {
     /// The node the run is driven from: the primary, which reaches every other.
     pub driver: String,
     pub procedures: Vec<Procedure>,
+    /// What the cluster file's `[upgrade]` section changed, in words (steps left out, whose
+    /// order).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -109,6 +124,7 @@ struct Builder<'a> {
     /// The node the run is driven from (gates are checked there).
     driver: String,
     procedure: Procedure,
+    notes: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -222,8 +238,12 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
         cluster_arg,
         driver: String::new(),
         procedure: Procedure::SecretServerCluster,
+        notes: Vec::new(),
     };
     match file.profile {
+        ProfileId::SecretServer if file.upgrade.mirroring => {
+            procedures.push(Procedure::SecretServerMirroring)
+        }
         ProfileId::SecretServer => procedures.push(Procedure::SecretServerCluster),
         ProfileId::PrivilegeSecure => {
             if file.ha.is_some() {
@@ -262,7 +282,11 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
     for (i, &procedure) in procedures.iter().enumerate() {
         b.procedure = procedure;
         match procedure {
-            Procedure::SecretServerCluster => secret_server(&mut b, file)?,
+            Procedure::SecretServerCluster | Procedure::SecretServerMirroring => {
+                secret_server(&mut b, file)?
+            }
+            // Never in this list: planned alone by `plan_add_node`.
+            Procedure::SecretServerAddNode => {}
             Procedure::PrivilegeSecureHa => privilege_secure_ha(&mut b, file)?,
             Procedure::PrivilegeSecureRemote => remote_services(&mut b, file, i == 0)?,
         }
@@ -271,17 +295,169 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
         cluster: file.name.clone(),
         driver: b.driver.clone(),
         procedures,
+        notes: b.notes,
+        steps: b.steps,
+    })
+}
+
+/// The checklist for adding `node` (already in the cluster file, with its application
+/// folder empty or absent) to a Secret Server web cluster: "Setting up Clustering", initial
+/// set-up. keyferry copies the folder and the key; the product's own steps (clustering on,
+/// IIS, the database connection, licences, the load balancer) are manual.
+pub fn plan_add_node(file: &ClusterFile, cluster_arg: &str, node: &str) -> Result<Plan> {
+    if file.profile != ProfileId::SecretServer {
+        return Err(Error::InvalidInput(
+            "adding a node is a Secret Server procedure (\"Setting up Clustering\"); a \
+             Privilege Secure server is added with its own installer and HA tool"
+                .into(),
+        ));
+    }
+    let p = primary(file)?;
+    let new = file
+        .nodes
+        .iter()
+        .find(|n| n.name.eq_ignore_ascii_case(node))
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "no node {node} in the cluster file: add its [[node]] (role secondary or dr, \
+                 paths.app) first, then plan again"
+            ))
+        })?;
+    if new.name == p.name || !matches!(new.role, Role::Secondary | Role::Dr) {
+        return Err(Error::InvalidInput(format!(
+            "{} is the cluster's {}: the node to add is a secondary or DR web node",
+            new.name,
+            if new.name == p.name {
+                "primary".to_owned()
+            } else {
+                format!("{} node", new.role)
+            }
+        )));
+    }
+    let Some(app) = new.paths.get("app") else {
+        return Err(Error::InvalidInput(format!(
+            "node {} has no paths.app: say where its application folder goes",
+            new.name
+        )));
+    };
+    let mut b = Builder {
+        steps: Vec::new(),
+        cluster_arg,
+        driver: p.name.clone(),
+        procedure: Procedure::SecretServerAddNode,
+        notes: Vec::new(),
+    };
+    let (p, n) = (p.name.as_str(), new.name.as_str());
+    b.auto(
+        "preflight",
+        p,
+        "Preflight: nodes reachable, room for the new folder (create it, empty, first), \
+         clocks, roles",
+        &format!("upgrade preflight --new-node {n}"),
+    );
+    b.manual(
+        "add.enable-clustering",
+        p,
+        "Enable clustering",
+        format!(
+            "on {p}'s site: Admin > See All > Server Nodes, click Enable Clustering (once per \
+             cluster: nothing to do if it is on)"
+        ),
+    );
+    b.auto(
+        "add.copy-folder",
+        p,
+        "Copy the whole application folder to the new node, minus database.config and \
+         encryption.config (its own database connection and the key come below)",
+        &format!("sync --checksum --new-target --to {n}"),
+    );
+    b.undo(format!(
+        "keyferry sync rollback -c {cluster_arg} --node {p} --to {n} (the new node's folder \
+         goes back to what it was: empty)"
+    ));
+    b.push_keys(
+        "add.keys",
+        p,
+        "Give the new node the primary's encryption.config (a DPAPI-protected key is decrypted \
+         on the primary before it travels, as the vendor says: the new node's copy is not \
+         DPAPI-protected until you turn it on there)",
+        &format!("keys push --to {n}"),
+    );
+    b.manual(
+        "add.iis",
+        n,
+        "Set up the application pool and the site in IIS",
+        format!(
+            "on {n}: create the Secret Server application pool and site (virtual directory) as \
+             the Installation Guide says, pointing at {}",
+            app.display()
+        ),
+    );
+    b.manual(
+        "add.connection-reset",
+        n,
+        "Set up the node's database connection",
+        format!(
+            "browse to {n}'s site and perform a database connection reset (\"Changing SQL \
+             Server Connection Parameters\"): it writes {n}'s database.config"
+        ),
+    );
+    b.manual(
+        "add.licences",
+        p,
+        "Activate the licences for the new node",
+        format!("on either node's site: Admin > Licenses, activate the licences for {n}"),
+    );
+    b.manual(
+        "add.dpapi",
+        n,
+        "Turn DPAPI on for the new node's key, if the cluster uses it",
+        format!(
+            "on {n}'s site, only if the other nodes protect encryption.config with DPAPI: Admin \
+             > Configuration > Security, Encrypt Key with DPAPI (on {n} itself: DPAPI is bound \
+             to the machine)"
+        ),
+    );
+    b.manual(
+        "add.load-balancer",
+        p,
+        "Add the node to the load balancer",
+        format!(
+            "add {n} to the load balancer's pool with sticky sessions (session affinity), as \
+             \"Load Balancing Secret Server Clusters\" says"
+        ),
+    );
+    b.auto(
+        "add.verify",
+        p,
+        "Verify: the new node's binaries and key equal the primary's and it has its \
+         database.config",
+        "audit",
+    );
+    Ok(Plan {
+        cluster: file.name.clone(),
+        driver: b.driver.clone(),
+        procedures: vec![Procedure::SecretServerAddNode],
+        notes: b.notes,
         steps: b.steps,
     })
 }
 
 fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     let p = primary(file)?;
+    let up = &file.upgrade;
     let others: Vec<&NodeSpec> = file
         .nodes
         .iter()
         .filter(|n| n.name != p.name && n.paths.contains_key("app"))
         .collect();
+    let (dr, web): (Vec<&NodeSpec>, Vec<&NodeSpec>) =
+        others.iter().partition(|n| n.role == Role::Dr);
+    let sql = up
+        .sql_instance
+        .as_deref()
+        .unwrap_or("<SQL Server instance>");
+    let db = up.database.as_deref().unwrap_or("<database>");
     b.manual(
         "ss.backup",
         &p.name,
@@ -292,6 +468,22 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             p.name
         ),
     );
+    if up.mirroring && !web.is_empty() {
+        let all: Vec<&str> = [p.name.as_str()]
+            .into_iter()
+            .chain(web.iter().map(|n| n.name.as_str()))
+            .collect();
+        b.manual(
+            "ss.mirror-same-database",
+            &p.name,
+            "Point every web server at the same database",
+            format!(
+                "on {}: each must use the principal database {db} on {sql} (Admin > Database \
+                 shows it); note which pointed at the mirror, to point them back at the end",
+                all.join(", ")
+            ),
+        );
+    }
     for n in &others {
         b.manual(
             "ss.stop",
@@ -320,22 +512,96 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Confirm the upgraded primary works",
         format!("browse to {}'s site and log in; confirm it answers", p.name),
     );
-    b.auto(
-        "ss.sync",
-        &p.name,
-        "Copy the application folder (and TMS) to every other node, minus database.config and \
-         encryption.config (compared by content: a file of the same size and time is not taken \
-         as the same)",
-        "sync --checksum",
-    );
-    b.undo(format!(
-        "keyferry sync rollback -c {} --node {} (each node's previous folder comes back)",
-        b.cluster_arg, p.name
-    ));
-    b.gate(
-        "the upgraded primary works (the step before is confirmed)",
-        None,
-    );
+    let to = |nodes: &[&NodeSpec]| -> String {
+        nodes.iter().map(|n| format!(" --to {}", n.name)).collect()
+    };
+    if !web.is_empty() {
+        // With a DR node, the web nodes first: DR gets its folder only after its database.
+        let args = if dr.is_empty() {
+            "sync --checksum".to_owned()
+        } else {
+            format!("sync --checksum{}", to(&web))
+        };
+        b.auto(
+            "ss.sync",
+            &p.name,
+            "Copy the application folder (and TMS) to every other node, minus database.config \
+             and encryption.config (compared by content: a file of the same size and time is \
+             not taken as the same)",
+            &args,
+        );
+        b.undo(format!(
+            "keyferry sync rollback -c {} --node {} (each node's previous folder comes back)",
+            b.cluster_arg, p.name
+        ));
+        b.gate(
+            "the upgraded primary works (the step before is confirmed)",
+            None,
+        );
+    }
+    if !dr.is_empty() {
+        // "Upgrading Remote DR Instances": the upgraded database goes to DR before its folder,
+        // or DR runs new binaries against its old database, found only when DR is needed.
+        let file_name = format!("{}-upgraded.bak", db.trim_matches(['<', '>']));
+        b.manual(
+            "ss.dr-backup-database",
+            &p.name,
+            "Back up the upgraded database for DR",
+            format!(
+                "on {sql}: sqlcmd -S {sql} -E -Q \"BACKUP DATABASE [{db}] TO DISK = \
+                 N'{file_name}' WITH COPY_ONLY, CHECKSUM, INIT\" (PowerShell: \
+                 Backup-SqlDatabase -ServerInstance '{sql}' -Database '{db}' -BackupFile \
+                 '{file_name}' -CopyOnly -Checksum)"
+            ),
+        );
+        for d in &dr {
+            let dr_sql = up
+                .dr_sql_instance
+                .as_deref()
+                .unwrap_or("<DR SQL Server instance>");
+            b.manual(
+                "ss.dr-copy-backup",
+                &d.name,
+                "Copy the database backup to the DR site",
+                format!(
+                    "copy {file_name} from {sql}'s backup folder to {dr_sql}'s (for {}); \
+                     compare the two files' sizes",
+                    d.name
+                ),
+            );
+            b.manual(
+                "ss.dr-restore-database",
+                &d.name,
+                "Restore the upgraded database at the DR site",
+                format!(
+                    "on {dr_sql}: sqlcmd -S {dr_sql} -E -Q \"RESTORE DATABASE [{db}] FROM DISK \
+                     = N'{file_name}' WITH REPLACE, CHECKSUM\" (PowerShell: \
+                     Restore-SqlDatabase -ServerInstance '{dr_sql}' -Database '{db}' \
+                     -BackupFile '{file_name}' -ReplaceDatabase); it must end with RESTORE \
+                     DATABASE successfully processed"
+                ),
+            );
+            b.auto(
+                "ss.dr-sync",
+                &p.name,
+                "Copy the application folder to the DR node, minus database.config and \
+                 encryption.config",
+                &format!("sync --checksum --to {}", d.name),
+            );
+            b.undo(format!(
+                "keyferry sync rollback -c {} --node {} --to {} (its previous folder comes \
+                 back; its database stays the restored one)",
+                b.cluster_arg, p.name, d.name
+            ));
+            b.gate(
+                &format!(
+                    "{}'s database is the restored upgraded one (the step before is confirmed)",
+                    d.name
+                ),
+                None,
+            );
+        }
+    }
     b.push_keys(
         "ss.keys",
         &p.name,
@@ -361,6 +627,40 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
                 )
             },
         );
+    }
+    if up.mirroring {
+        b.manual(
+            "ss.mirror-activated",
+            &p.name,
+            "Check that every instance is activated",
+            format!(
+                "on {}'s site: Admin > Licenses; every node's licences show as activated \
+                 (activate any that do not)",
+                p.name
+            ),
+        );
+        b.manual(
+            "ss.mirror-replicated",
+            &p.name,
+            "Check that the upgrade reached the mirror database",
+            format!(
+                "on {sql}: sqlcmd -S {sql} -E -Q \"SELECT mirroring_state_desc FROM \
+                 sys.database_mirroring WHERE database_id = DB_ID('{db}')\" shows SYNCHRONIZED"
+            ),
+        );
+        for n in &web {
+            b.manual(
+                "ss.mirror-point-back",
+                &n.name,
+                "Point the node back at the mirror database, if it used it",
+                format!(
+                    "on {}: if it pointed at the mirror (secondary) database before the upgrade \
+                     (noted at the start), point it back (Admin > Database, connection reset); \
+                     else nothing to do",
+                    n.name
+                ),
+            );
+        }
     }
     b.auto(
         "ss.verify",
@@ -393,13 +693,135 @@ fn export_keys(node: &str) -> String {
 fn nps_setup(node: &str) -> String {
     format!(
         "on {node}: run NPS_Setup, click Upgrade Netwrix Privilege Secure, close the installer \
-         and NPS_Setup; reboot when it asks"
+         and NPS_Setup"
     )
+}
+
+/// The reboot the vendor requires on every Privilege Secure server after an upgrade.
+fn reboot(b: &mut Builder<'_>, id: &str, node: &str) {
+    b.manual(
+        id,
+        node,
+        "Reboot the server",
+        format!(
+            "reboot {node} (the vendor requires a reboot of every Privilege Secure server after \
+             an upgrade); confirm once it is back and its services run"
+        ),
+    );
+}
+
+/// A Privilege Secure version as the vendor writes it (`3.6`, `3.7.1250`, `3.7CU1`, `4.1`):
+/// major, minor, build (a cumulative update `CUn` counts as a build after every plain one).
+fn nps_version(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.trim().trim_start_matches(['v', 'V']);
+    let (base, cu) = match v.to_ascii_uppercase().split_once("CU") {
+        Some((b, n)) => (
+            b.trim_end_matches(['.', ' ']).to_owned(),
+            Some(n.trim().parse::<u32>().ok()?),
+        ),
+        None => (v.to_owned(), None),
+    };
+    let mut parts = base.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+    let build = match (parts.next(), cu) {
+        (Some(_), Some(_)) => return None,
+        (Some(b), None) => b.parse().ok()?,
+        // 3.7 CU1 is 3.7.1250 (the vendor's own equation); a later CU is later.
+        (None, Some(n)) if n >= 1 && (major, minor) == (3, 7) => 1250 + (n - 1),
+        (None, Some(n)) => n,
+        (None, None) => 0,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((major, minor, build))
+}
+
+/// Whether the vendor's export and import of the keys may be left out: from 3.6 or later to
+/// 3.7 CU1 (3.7.1250) or later, the installer keeps each server's keys ("Upgrading from 3.6 or
+/// Higher to 3.7CU1 (3.7.1250) or Higher"). Both versions must be given; an unreadable one
+/// is refused.
+fn keys_kept(b: &mut Builder<'_>, file: &ClusterFile) -> Result<bool> {
+    let up = &file.upgrade;
+    let read = |v: &str| {
+        nps_version(v).ok_or_else(|| Error::ClusterFile {
+            path: file.path.clone(),
+            why: format!(
+                "[upgrade]: {v:?} is not a Privilege Secure version (write it as 3.6, 3.7CU1, \
+                 3.7.1250 or 4.1)"
+            ),
+        })
+    };
+    let (Some(from), Some(to)) = (up.from_version.as_deref(), up.to_version.as_deref()) else {
+        return Ok(false);
+    };
+    let (f, t) = (read(from)?, read(to)?);
+    let kept = f >= (3, 6, 0) && t >= (3, 7, 1250);
+    let note = if kept {
+        format!(
+            "from {from} to {to}: the key export and import steps are left out (the 3.7 CU1 \
+             installer keeps every server's keys, as the vendor says); the final audit still \
+             checks that the keys agree"
+        )
+    } else {
+        format!("from {from} to {to}: the key steps are needed")
+    };
+    if !b.notes.contains(&note) {
+        b.notes.push(note);
+    }
+    Ok(kept)
+}
+
+/// `name` in the folder that holds `path`, as the node writes paths (a Windows node's
+/// `C:\...\Data` read on any system): None where `path` has no parent.
+fn beside(path: &Path, name: &str) -> Option<String> {
+    let s = path.to_string_lossy();
+    let s = s.trim_end_matches(['\\', '/']);
+    let at = s.rfind(['\\', '/'])?;
+    let sep = &s[at..=at];
+    Some(format!("{}{sep}{name}", &s[..at]))
+}
+
+/// "Before configuring HA ... delete the contents of the Archive folder", on both servers.
+fn empty_archive(b: &mut Builder<'_>, pair: &crate::ha::config::Pair) {
+    for n in &pair.nodes {
+        let at = n
+            .archive
+            .as_deref()
+            .map(|a| a.display().to_string())
+            .or_else(|| n.data.as_deref().and_then(|d| beside(d, "Archive")))
+            .unwrap_or_else(|| "the Archive folder beside the PostgreSQL data folder".into());
+        b.manual(
+            "ha.empty-archive",
+            &n.name,
+            "Empty the PostgreSQL Archive folder",
+            format!(
+                "on {}: delete the contents of {at} (the HA tool's folder icon by PgDataDir \
+                 opens the Postgres folder that holds it); keep the folder itself",
+                n.name
+            ),
+        );
+    }
 }
 
 fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     let pair = crate::ha::config::Pair::from_cluster(file)?;
     let (p, s) = (pair.nodes[0].name.as_str(), pair.nodes[1].name.as_str());
+    let keys_kept = keys_kept(b, file)?;
+    let vendor = file.upgrade.ha_order == crate::cluster::file::HaOrder::Vendor;
+    b.notes.push(if vendor {
+        "the HA pair in the vendor's order: both servers upgraded (the secondary, then the \
+         primary while its database is fenced), then the keys, then HA re-established; the \
+         primary's database comes back as a replica of the upgraded one (never a second \
+         primary)"
+            .into()
+    } else {
+        "the HA pair in keyferry's order: the secondary upgraded, the old primary made its \
+         replica and failed back to, then the primary upgraded as the one writable database \
+         (docs/upgrade.md says why; [upgrade] ha_order = \"vendor\" gives the vendor's)"
+            .into()
+    });
     b.auto(
         "ha.failover",
         p,
@@ -417,50 +839,85 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Upgrade the secondary",
         nps_setup(s),
     );
-    b.auto(
-        "ha.rejoin-primary",
-        p,
-        "Make the old primary a replica of the upgraded database",
-        "ha rejoin",
-    );
-    b.done_when(&[(s, "running-primary"), (p, "running-replica")]);
-    b.auto(
-        "ha.failover-back",
-        s,
-        "Fail back: the original primary's server is the primary again",
-        "ha failover",
-    );
-    b.done_when(&[(p, "running-primary"), (s, "!running-primary")]);
-    b.gate("ha status: healthy", Some("ha status"));
-    b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
-    b.manual(
-        "ha.export-keys",
-        p,
-        "Export the encryption keys with the vendor tool",
-        export_keys(p),
-    );
-    b.push_keys(
-        "ha.push-keys",
-        p,
-        "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
-        &format!("keys push --to {s}"),
-    );
-    b.manual(
-        "ha.import-keys",
-        s,
-        "Import the keys with the vendor tool",
-        format!(
-            "on {s}, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp (it asks for \
-             the export password)"
-        ),
-    );
-    for n in [s, p] {
+    reboot(b, "ha.reboot-secondary", s);
+    let rejoin_and_fail_back = |b: &mut Builder<'_>| {
         b.auto(
-            "ha.cleanup",
-            n,
-            "Delete keys.exp (and anything else a transfer left)",
-            "keys cleanup",
+            "ha.rejoin-primary",
+            p,
+            "Make the old primary a replica of the upgraded database",
+            "ha rejoin",
         );
+        b.done_when(&[(s, "running-primary"), (p, "running-replica")]);
+        b.auto(
+            "ha.failover-back",
+            s,
+            "Fail back: the original primary's server is the primary again",
+            "ha failover",
+        );
+        b.done_when(&[(p, "running-primary"), (s, "!running-primary")]);
+        b.gate("ha status: healthy", Some("ha status"));
+    };
+    if vendor {
+        b.manual(
+            "ha.upgrade-primary",
+            p,
+            "Upgrade the primary",
+            format!(
+                "{} (its own database stays stopped and fenced: the upgraded one on {s} is \
+                 the only writable database; the HA tool says HA is not configured, which the \
+                 steps below mend)",
+                nps_setup(p)
+            ),
+        );
+        reboot(b, "ha.reboot-primary", p);
+    } else {
+        empty_archive(b, &pair);
+        rejoin_and_fail_back(b);
+        b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
+        reboot(b, "ha.reboot-primary", p);
+    }
+    if keys_kept {
+        b.push_keys(
+            "ha.push-keys",
+            p,
+            "Copy appsettings.json to the secondary (the keys stay as the installer kept them)",
+            &format!("keys push --to {s}"),
+        );
+    } else {
+        b.manual(
+            "ha.export-keys",
+            p,
+            "Export the encryption keys with the vendor tool",
+            export_keys(p),
+        );
+        b.push_keys(
+            "ha.push-keys",
+            p,
+            "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
+            &format!("keys push --to {s}"),
+        );
+        b.manual(
+            "ha.import-keys",
+            s,
+            "Import the keys with the vendor tool",
+            format!(
+                "on {s}, in the KeyTools folder: SbPAM.RotateKey.exe import -n keys.exp (it \
+                 asks for the export password)"
+            ),
+        );
+        for n in [s, p] {
+            b.auto(
+                "ha.cleanup",
+                n,
+                "Delete keys.exp (and anything else a transfer left)",
+                "keys cleanup",
+            );
+        }
+    }
+    if vendor {
+        // The vendor's "Re-establish HA": keyferry's database moves, one writable at a time.
+        empty_archive(b, &pair);
+        rejoin_and_fail_back(b);
     }
     b.auto(
         "ha.rejoin-secondary",
@@ -493,6 +950,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
 
 fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) -> Result<()> {
     let p = primary(file)?;
+    let keys_kept = keys_kept(b, file)?;
     if standalone {
         b.manual(
             "rs.upgrade-server",
@@ -500,6 +958,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "Upgrade the Privilege Secure server",
             nps_setup(&p.name),
         );
+        reboot(b, "rs.reboot-server", &p.name);
     }
     let remote = with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]);
     for n in &remote {
@@ -516,7 +975,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
         );
     }
     let keyed = with_role(file, &[Role::Action, Role::Scheduler]);
-    if !keyed.is_empty() {
+    if !keyed.is_empty() && !keys_kept {
         b.manual(
             "rs.export-keys",
             &p.name,
@@ -935,6 +1394,31 @@ pub fn changes(doc: &serde_json::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_and_folders_are_read_as_the_vendor_and_the_node_write_them() {
+        assert_eq!(nps_version("3.6"), Some((3, 6, 0)));
+        assert_eq!(nps_version("3.7CU1"), Some((3, 7, 1250)));
+        assert_eq!(nps_version("3.7 CU2"), Some((3, 7, 1251)));
+        assert_eq!(nps_version("v3.7.1250"), Some((3, 7, 1250)));
+        assert_eq!(nps_version("4.1CU3"), Some((4, 1, 3)));
+        for bad in ["", "three", "3.x", "3.7CU", "3.7.1.2", "3.7.5CU1"] {
+            assert_eq!(nps_version(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            beside(
+                Path::new(r"C:\Program Files\Stealthbits\Postgres12\Data\"),
+                "Archive"
+            )
+            .as_deref(),
+            Some(r"C:\Program Files\Stealthbits\Postgres12\Archive")
+        );
+        assert_eq!(
+            beside(Path::new("/var/lib/pg/data"), "Archive").as_deref(),
+            Some("/var/lib/pg/Archive")
+        );
+        assert_eq!(beside(Path::new("data"), "Archive"), None);
+    }
 
     #[test]
     fn a_huge_step_report_is_kept_bounded_in_the_state() {

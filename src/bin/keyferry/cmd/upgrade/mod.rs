@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// Give up on a step run on another node over ssh after this long
     #[arg(long, default_value = "12h", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
     pub step_timeout: std::time::Duration,
+    /// Walk the procedure for adding this node (in the cluster file, its folder empty)
+    /// instead of the upgrade
+    #[arg(long, value_name = "NODE")]
+    pub add_node: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,14 +81,37 @@ cluster (back up, stop all but the primary, upgrade it, copy its application fol
 database.config and encryption.config to the others, start them, confirm); a Privilege Secure \
 HA pair (in keyferry's order, with one writable database at every step: docs/ha.md) and its \
 remote Action, Scheduler and Proxy hosts (upgrade each, keys to Action and Scheduler only, \
-register the services). [auto] steps are the keyferry commands shown, run on the node named; \
-[manual] steps are the vendor's installer, reboots and console buttons.\n\n\
-Examples:\n  keyferry upgrade plan -c cluster.toml\n  keyferry upgrade plan -c cluster.toml --json"
+register the services). A DR node gets its database (backed up, copied, restored) before its \
+folder. The cluster file's [upgrade] section adds what the nodes do not say: SQL Server names for \
+the DR commands, database mirroring, the Privilege Secure versions (3.6 or later to 3.7 CU1 or \
+later leaves the key export and import out) and the HA pair's order (keyferry's or the \
+vendor's). --add-node NODE gives the procedure for adding a Secret Server web node instead. \
+[auto] steps are the keyferry commands shown, run on the node named; [manual] steps are the \
+vendor's installer, reboots and console buttons.\n\n\
+Examples:\n  keyferry upgrade plan -c cluster.toml\n  keyferry upgrade plan -c cluster.toml --json\n  \
+keyferry upgrade plan -c cluster.toml --add-node web3"
 )]
 pub struct PlanArgs {
     /// Cluster file describing the nodes (docs/cluster-file.md)
     #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
     pub cluster: PathBuf,
+    /// The procedure for adding this Secret Server node (in the cluster file, its folder
+    /// empty) instead of the upgrade
+    #[arg(long, value_name = "NODE")]
+    pub add_node: Option<String>,
+}
+
+/// The checklist the arguments ask for: the upgrade, or adding a node.
+fn checklist(
+    file: &ClusterFile,
+    cluster: &std::path::Path,
+    add_node: Option<&str>,
+) -> keyferry::Result<Plan> {
+    let arg = cluster.display().to_string();
+    match add_node {
+        Some(n) => keyferry::upgrade::plan_add_node(file, &arg, n),
+        None => plan(file, &arg),
+    }
 }
 
 pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
@@ -97,7 +124,7 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
         UpgradeCommand::Preflight(a) => return preflight::run(a, ui),
     };
     let file = ClusterFile::load(&args.cluster)?;
-    let p = plan(&file, &args.cluster.display().to_string())?;
+    let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
     if ui.json {
         super::ha::emit(ui, "upgrade-plan", &p);
         return Ok(ExitCode::SUCCESS);
@@ -117,6 +144,12 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
             ui.out(&format!("       only when: {g}"));
         }
         ui.out(&format!("       {}", s.what));
+    }
+    if !p.notes.is_empty() {
+        ui.out("");
+    }
+    for n in &p.notes {
+        ui.out(&format!("note: {n}"));
     }
     let manual = p.steps.iter().filter(|s| s.kind == Kind::Manual).count();
     ui.out(&format!(
@@ -158,7 +191,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let file = ClusterFile::load(&args.cluster)?;
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
-    let p = plan(&file, &args.cluster.display().to_string())?;
+    let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
     if !matches!(start, Start::Status | Start::Abandon)
         && !local.name.eq_ignore_ascii_case(&p.driver)
     {

@@ -47,6 +47,9 @@ pub struct Args {
     /// Give up on a node after this long
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// A node being added (upgrade plan --add-node): its application folder may be empty
+    #[arg(long, value_name = "NODE")]
+    pub new_node: Option<String>,
     #[command(flatten)]
     pub ssh: crate::node_args::SshArgs,
 }
@@ -265,6 +268,14 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
     };
     crate::cmd::sync::for_each_pair(&resolved.pairs, 4, |pair| {
         let label = crate::cmd::sync::label(&pair.node, &pair.slot);
+        let new_node = args
+            .new_node
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&pair.node));
+        let opts = PlanOptions {
+            allow_new_target: new_node,
+            ..opts.clone()
+        };
         let check = match sync_plan(&pair.source, &pair.target, &resolved.profile, &opts) {
             Err(e) => Check::new(
                 &label,
