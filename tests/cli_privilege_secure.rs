@@ -242,3 +242,69 @@ fn an_export_file_left_on_any_node_fails_the_audit() {
     }
     audit().assert_code(0);
 }
+
+/// A replace keeps the replaced appsettings.json in the node's backup, but never the replaced
+/// keys.exp (the vendor says to delete the export file everywhere): no copy of it is left in
+/// any backup, and `keys restore --list` names only what is kept.
+#[test]
+fn a_replaced_keys_exp_is_not_kept_in_the_backup() {
+    let ps = Ps::new();
+    let b = ps.p("b.kfb");
+    ps.run("nps1", &["keys", "export", "-o", b.to_str().unwrap()])
+        .assert_code(0);
+    // nps2 holds an older export file and other settings.
+    std::fs::write(ps.p("nps2/KeyTools/keys.exp"), b"an older export").unwrap();
+    std::fs::write(ps.p("nps2/HA/appsettings.json"), b"{ \"old\": 1 }").unwrap();
+    let r = ps.run(
+        "nps2",
+        &[
+            "keys",
+            "import",
+            b.to_str().unwrap(),
+            "--replace",
+            "--keep-bundle",
+            "--json",
+        ],
+    );
+    r.assert_code(0);
+    assert_eq!(
+        std::fs::read(ps.p("nps2/KeyTools/keys.exp")).unwrap(),
+        KEYS_EXP
+    );
+    let backups = ps.p("nps2/state/backups/nps2");
+    let kept: Vec<(String, Vec<u8>)> = walk_files(&backups);
+    assert!(
+        kept.iter()
+            .any(|(n, b)| n == "appsettings.json" && b == b"{ \"old\": 1 }"),
+        "{kept:?}"
+    );
+    assert!(
+        !kept
+            .iter()
+            .any(|(n, b)| n == "keys.exp" || b == b"an older export"),
+        "{kept:?}"
+    );
+    let record = kept
+        .iter()
+        .find(|(n, _)| n == "backup.json")
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .unwrap();
+    assert!(!record.contains("keys.exp"), "{record}");
+}
+
+/// Every file under `root` (name, bytes).
+fn walk_files(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push((
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            ));
+        }
+    }
+    out
+}

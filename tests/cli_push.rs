@@ -453,3 +453,43 @@ fn a_dry_run_says_what_would_be_and_how_to_replace() {
     );
     no_key_bytes(&r);
 }
+
+/// A push that reached web2 by path kept web2's replaced key on web1 (the pushing node's
+/// state folder). From here `keys restore --node web2 --list` shows it, saying who keeps it
+/// and where, and `--backup ID` puts web2's key back through the same folders.
+#[test]
+fn backups_a_path_push_kept_on_the_pushing_node_are_listed_and_restored_from_there() {
+    let c = Cluster::secret_server(b"KEY-A primary", Some(b"KEY-B web2's own"));
+    push(&c, &["--replace", "--to", "web2"]).assert_code(0);
+    assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
+    let cl = c.cluster_file();
+    let restore = |extra: &[&str]| {
+        let mut a = vec![
+            "keys",
+            "restore",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "web2",
+        ];
+        a.extend_from_slice(extra);
+        keyferry(&a, None)
+    };
+    let r = restore(&["--list", "--json"]);
+    r.assert_code(0);
+    let backups = r.json()["backups"].as_array().unwrap().clone();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(backups[0]["kept_by"], "web1");
+    assert!(backups[0]["dir"]
+        .as_str()
+        .unwrap()
+        .contains(&c.path("web1").join("state").display().to_string()));
+    let text = restore(&["--list"]);
+    assert!(text.stdout().contains("kept by web1"), "{}", text.stdout());
+    let id = backups[0]["id"].as_str().unwrap().to_owned();
+    restore(&["--backup", &id]).assert_code(0);
+    assert_eq!(
+        std::fs::read(c.key_path("web2")).unwrap(),
+        b"KEY-B web2's own"
+    );
+}

@@ -1030,8 +1030,9 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ndd if=/dev/zero of={:?}/filler bs=64k >/dev/null 2>&1\nexit 0\n",
-            m
+            // Large blocks, then page-sized ones: not even one page is left free.
+            "#!/bin/sh\ndd if=/dev/zero of={m:?}/filler bs=64k >/dev/null 2>&1\n\
+             dd if=/dev/zero of={m:?}/filler2 bs=4k >/dev/null 2>&1\nexit 0\n",
         ),
     )
     .unwrap();
@@ -1054,6 +1055,7 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
     assert_eq!(read(&dst.join("bin/New.dll")), b"new");
     assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
     std::fs::remove_file(m.join("filler")).unwrap();
+    std::fs::remove_file(m.join("filler2")).unwrap();
     let r = keyferry(&args, None);
     r.assert_code(0);
     assert!(!dst.with_file_name("SecretServer.keyferry-new").exists());

@@ -1382,3 +1382,104 @@ fn a_node_is_added_with_its_own_procedure_and_the_audit_wants_its_database_confi
     t.assert_code(1);
     assert!(t.stdout().contains("database.config") || t.stderr().contains("database.config"));
 }
+
+/// A step run on another node over ssh fails there because the cluster file is not at the
+/// path given for it: the run's failure names the node, the path, what to do (copy it, or
+/// set remote_cluster) and relays the node's own hint, in the message and in the run's state.
+#[cfg(unix)]
+#[test]
+fn a_remote_steps_missing_cluster_file_is_relayed_with_the_node_and_what_to_do() {
+    let d = tempfile::tempdir().unwrap();
+    let Some(sshd) = Sshd::start(d.path()) else {
+        return;
+    };
+    let root = d.path();
+    for p in ["nps1/KeyTools", "nps1/HA", "act1/KeyTools"] {
+        std::fs::create_dir_all(root.join(p)).unwrap();
+    }
+    let missing = root.join("not-copied-there/cluster.toml");
+    let cl = root.join("cluster.toml");
+    std::fs::write(
+        &cl,
+        format!(
+            "name = \"nps\"\nprofile = \"privilege-secure\"\n\
+             [[node]]\nname = \"nps1\"\nrole = \"primary\"\naddress = \"10.0.5.1\"\n\
+             state_dir = {:?}\npaths = {{ keytools = {:?}, ha = {:?} }}\n\
+             [[node]]\nname = \"act1\"\nrole = \"action\"\naddress = \"10.0.5.11\"\n\
+             access = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}\n\
+             remote_cluster = {:?}\npaths = {{ keytools = {:?} }}\n",
+            root.join("nps1/state"),
+            root.join("nps1/KeyTools"),
+            root.join("nps1/HA"),
+            sshd.port,
+            bin(),
+            missing,
+            root.join("act1/KeyTools"),
+        ),
+    )
+    .unwrap();
+    let cfg = sshd.config.to_str().unwrap().to_owned();
+    let cls = cl.to_str().unwrap();
+    let walk = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![
+            "upgrade",
+            cmd,
+            "-c",
+            cls,
+            "--node",
+            "nps1",
+            "--batch",
+            "--ssh-config",
+            &cfg,
+        ];
+        a.extend_from_slice(extra);
+        keyferry(&a, None)
+    };
+    walk("run", &[]);
+    let mut failure = None;
+    for _ in 0..30 {
+        let st = walk("status", &["--json"]).json();
+        let Some(next) = st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .cloned()
+        else {
+            break;
+        };
+        let n = next["n"].as_u64().unwrap().to_string();
+        if next["id"] == "rs.cleanup" && next["node"] == "act1" {
+            if !next["failed"].is_null() {
+                failure = Some(next["failed"]["reason"].as_str().unwrap().to_owned());
+                break;
+            }
+            let r = walk("resume", &[]);
+            assert_eq!(r.code(), 2, "{}\n{}", r.stdout(), r.stderr());
+            let e = r.stderr();
+            assert!(e.contains("on act1 (ssh://root@127.0.0.1"), "{e}");
+            assert!(e.contains(&missing.display().to_string()), "{e}");
+            assert!(e.contains("set remote_cluster in act1's [[node]]"), "{e}");
+            continue;
+        }
+        // Everything else (its steps need the vendor tools) checked by hand here.
+        let kind = if ["preflight", "rs.push-keys", "rs.verify", "rs.cleanup"]
+            .contains(&next["id"].as_str().unwrap())
+        {
+            "--mark-done"
+        } else {
+            "--confirm"
+        };
+        let mut extra = vec![kind, n.as_str()];
+        if kind == "--mark-done" {
+            extra.extend(["--because", "checked by hand in this test"]);
+        }
+        walk("resume", &extra);
+    }
+    let reason = failure.expect("the run reached act1's cleanup");
+    assert!(
+        reason.contains("on act1") && reason.contains("[file-missing]"),
+        "{reason}"
+    );
+    assert!(reason.contains("there: check the path"), "{reason}");
+}

@@ -131,6 +131,7 @@ fn rewrite(
         content,
         attrs: looked.attrs,
         attr_source: looked.attr_source,
+        transient: false,
     };
     let applied = crate::txn::apply(&ctx, vec![change], &verify)?;
     let backup = applied

@@ -15,7 +15,10 @@ pub mod walk;
 
 pub use atomic::{is_temp_name, sweep, TempFile};
 pub use attrs::{AttrSource, Attrs};
-pub use open::{open_regular, read_bounded, remove_if_present, split, Dir, Entry, Meta, Opened};
+pub use open::{
+    id_of, open_regular, read_bounded, remove_if_present, split, stamp_of, Dir, Entry, FileStamp,
+    Meta, Opened,
+};
 pub use private::{
     create_private_dir, create_unique_private_dir, write_new_private, write_private,
 };

@@ -23,6 +23,60 @@ pub enum Entry {
     Other(&'static str),
 }
 
+/// What names an open file independently of its path (see [`FileId`]), from its handle.
+pub fn id_of(file: &File, path: &Path) -> Result<FileId> {
+    #[cfg(unix)]
+    {
+        let st = rustix::fs::fstat(file).map_err(|e| Error::io(path, e.into()))?;
+        Ok(FileId {
+            device: st.st_dev,
+            index: st.st_ino,
+        })
+    }
+    #[cfg(windows)]
+    {
+        crate::os::handle_info(file)
+            .map(|i| i.id)
+            .map_err(|e| Error::io(path, e))
+    }
+}
+
+/// What tells one file from another that later took its path, even its inode number (which
+/// Unix file systems reuse at once): identity, size, modification time to the nanosecond,
+/// and on Unix the owner. Read from a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub id: FileId,
+    pub len: u64,
+    /// Nanoseconds since 1970 (negative before).
+    pub modified_ns: i128,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
+}
+
+/// The [`FileStamp`] of an open file.
+pub fn stamp_of(file: &File, path: &Path) -> Result<FileStamp> {
+    let m = file.metadata().map_err(|e| Error::io(path, e))?;
+    let modified_ns = match m
+        .modified()
+        .map_err(|e| Error::io(path, e))?
+        .duration_since(std::time::UNIX_EPOCH)
+    {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    #[cfg(unix)]
+    let owner = Some(std::os::unix::fs::MetadataExt::uid(&m));
+    #[cfg(windows)]
+    let owner = None;
+    Ok(FileStamp {
+        id: id_of(file, path)?,
+        len: m.len(),
+        modified_ns,
+        owner,
+    })
+}
+
 /// Facts about an open regular file, from its handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {

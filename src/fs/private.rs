@@ -146,12 +146,13 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Creates `path` with owner-only permissions; refuses to replace anything unless `force`
 /// (and then only a regular file). The content is produced by `fill` into the temp file, so a
-/// failure leaves nothing behind.
+/// failure leaves nothing behind. Returns the new file's stamp, read from its handle (what a
+/// later removal checks to know it is still the file keyferry made).
 pub fn write_new_private(
     path: &Path,
     force: bool,
     fill: impl FnOnce(&mut File) -> Result<()>,
-) -> Result<()> {
+) -> Result<crate::fs::FileStamp> {
     let (dir_path, name) = split(path)?;
     let dir = Dir::open(&dir_path)?;
     let existing = match dir.entry(&name)? {
@@ -180,16 +181,30 @@ pub fn write_new_private(
         tmp.discard(&dir);
         return Err(e);
     }
+    // Flushed first: what the file system writes later must not move its time.
+    let stamp = match tmp
+        .file()
+        .sync_all()
+        .map_err(|e| Error::io(path, e))
+        .and_then(|()| crate::fs::stamp_of(tmp.file(), path))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tmp.discard(&dir);
+            return Err(e);
+        }
+    };
     tmp.seal(&dir, &Attrs::private())?;
     match existing {
-        Some(id) => tmp.replace(&dir, &name, id),
+        Some(old) => tmp.replace(&dir, &name, old),
         None => tmp.install_new(&dir, &name).map_err(|e| match e {
             Error::Changed { .. } => Error::OutputExists {
                 path: path.to_owned(),
             },
             e => e,
         }),
-    }
+    }?;
+    Ok(stamp)
 }
 
 #[cfg(test)]

@@ -155,6 +155,7 @@ fn edit(
         content: crate::secret::KeyBytes::copy_from(edit.text.as_bytes()),
         attrs: looked.attrs,
         attr_source: looked.attr_source,
+        transient: false,
     };
     let failure: RefCell<Option<Error>> = RefCell::new(None);
     let verify = || {

@@ -165,7 +165,7 @@ pub fn export_to_file(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<PathBuf> {
-    write_new_private(path, force, |f| {
+    let stamp = write_new_private(path, force, |f| {
         seal_to(
             manifest,
             passphrase,
@@ -182,6 +182,7 @@ pub fn export_to_file(
         fingerprint: manifest.header.fingerprint,
         node: node.name.clone(),
         kind: LedgerKind::Exported,
+        stamp: Some(stamp),
     })?;
     Ok(abs)
 }

@@ -440,6 +440,7 @@ pub fn apply(
             content,
             attrs: f.attributes.attrs.clone(),
             attr_source: f.attributes.source.clone(),
+            transient: node.profile.key(&f.name).is_some_and(|k| k.transient),
         });
     }
     let ctx = crate::txn::Context {
@@ -709,12 +710,21 @@ fn keep_on_ledger(
     node: &Node,
     opts: &ImportOptions,
 ) {
+    // Its identity and owner as it is now, through a handle never following a link: what
+    // `keys cleanup` later checks before it removes the file.
+    let opened = crate::fs::split(bundle)
+        .and_then(|(dir, name)| crate::fs::Dir::open(&dir)?.open_file(&name, false));
+    let stamp = match opened {
+        Ok(Some(o)) => crate::fs::stamp_of(&o.file, &o.path).ok(),
+        _ => None,
+    };
     let entry = crate::keys::ledger::LedgerEntry {
         path: crate::keys::ledger::absolute(bundle),
         time: opts.now,
         fingerprint: manifest.header.fingerprint,
         node: node.name.clone(),
         kind: crate::keys::ledger::LedgerKind::KeptAfterImport,
+        stamp,
     };
     if let Err(e) = crate::keys::ledger::Ledger::at(&node.state_dir).record(entry) {
         report.warnings.push(format!(

@@ -30,6 +30,11 @@ pub struct LedgerEntry {
     pub fingerprint: Fingerprint,
     pub node: String,
     pub kind: LedgerKind,
+    /// The file as it was when recorded (identity, size, time, owner; read from its
+    /// handle): `keys cleanup` removes only that file, never another that took its path
+    /// later. An entry without one (written by an older keyferry) is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<crate::fs::FileStamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,10 @@ pub struct BackupInfo {
     /// can decrypt DPAPI blobs), as `keyferry fingerprint` would have shown then.
     pub fingerprint: Option<Fingerprint>,
     pub files: Vec<BackupEntry>,
+    /// The node whose state folder keeps it, where that is not the node's own: a push that
+    /// reached the node by path keeps its backups on the pushing node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<String>,
 }
 
 /// `keys restore --list --json`.
@@ -124,6 +128,7 @@ fn read_backup(node: &Node, dir: &Path, id: &str) -> Result<BackupInfo> {
         command: record.map(|r| r.command),
         fingerprint,
         files,
+        kept_by: None,
     })
 }
 
@@ -207,6 +212,7 @@ pub fn restore(node: &Node, id: &str, wait: Duration) -> Result<RestoreReport> {
             content: bytes,
             attrs,
             attr_source: source,
+            transient: false,
         });
     }
     let mut backup_dir = None;

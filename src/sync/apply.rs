@@ -1023,6 +1023,7 @@ fn write_marker(dir: &Path, id: &str) -> Result<()> {
         use std::io::Write;
         f.write_all(id.as_bytes()).map_err(|e| Error::io(&p, e))
     })
+    .map(drop)
 }
 
 fn read_marker(dir: &Path) -> Option<String> {

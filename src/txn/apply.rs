@@ -123,6 +123,20 @@ pub fn apply(
             journal.stage = Stage::Committed;
             journal.save(ctx.state_dir)?;
             Journal::remove(ctx.state_dir)?;
+            // The replaced copy of a temporary vendor file is not kept. A failure here leaves
+            // it for `keys cleanup`, which removes such copies too.
+            let transient: Vec<&str> = changes
+                .iter()
+                .filter(|c| c.transient && matches!(c.before, Before::File { .. }))
+                .map(|c| c.label.as_str())
+                .collect();
+            let backup_dir = match backup_dir {
+                Some(d) if !transient.is_empty() => {
+                    let _ = drop_from_backup(&d, &|label| transient.contains(&label));
+                    d.exists().then_some(d)
+                }
+                d => d,
+            };
             Ok(Applied { backup_dir, files })
         }
         Err((e, touched)) => match roll_back(ctx.state_dir, &journal, touched) {
@@ -133,6 +147,48 @@ pub fn apply(
             ))),
         },
     }
+}
+
+/// Removes from the backup folder `dir` (keyferry's own, private) the copies whose label
+/// `drop` picks, each shredded through its handle, and their lines in `backup.json`; the
+/// folder goes when nothing else is left in it. Returns what was removed.
+pub fn drop_from_backup(
+    dir: &Path,
+    drop: &dyn Fn(&str) -> bool,
+) -> Result<Vec<crate::fs::Removal>> {
+    let record_path = dir.join("backup.json");
+    if !record_path.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = crate::fs::read_bounded(&record_path, 1 << 20, "backup record")?;
+    let mut record: BackupRecord = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::RecoveryConflict(format!(
+            "{} is not a backup record: {e}",
+            record_path.display()
+        ))
+    })?;
+    let (gone, kept): (Vec<BackupFile>, Vec<BackupFile>) =
+        record.files.into_iter().partition(|f| drop(&f.label));
+    let mut removed = Vec::new();
+    if gone.is_empty() {
+        return Ok(removed);
+    }
+    for f in &gone {
+        let p = dir.join(&f.label);
+        if p.symlink_metadata().is_ok() {
+            removed.push(crate::fs::shred_file(&p)?);
+        }
+    }
+    if kept.is_empty() {
+        crate::fs::shred_file(&record_path)?;
+        std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
+    } else {
+        record.files = kept;
+        let mut bytes = serde_json::to_vec_pretty(&record).expect("backup record serialises");
+        bytes.push(b'\n');
+        crate::fs::write_private(&record_path, &bytes)?;
+    }
+    Ok(removed)
 }
 
 /// The error, and how many files (in order) were already put in place.
@@ -464,6 +520,7 @@ mod tests {
             content: KeyBytes::copy_from(content),
             attrs: l.attrs,
             attr_source: l.attr_source,
+            transient: false,
         }
     }
 

@@ -8,7 +8,9 @@ pub mod journal;
 pub mod lock;
 pub mod plan;
 
-pub use apply::{apply, recover, Applied, BackupRecord, Context, Recovery, RecoveryOutcome};
+pub use apply::{
+    apply, drop_from_backup, recover, Applied, BackupRecord, Context, Recovery, RecoveryOutcome,
+};
 pub use lock::{NodeLock, DEFAULT_WAIT};
 pub use plan::{look, Before, Change, Looked};
 

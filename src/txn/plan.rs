@@ -31,6 +31,9 @@ pub struct Change {
     pub content: KeyBytes,
     pub attrs: Attrs,
     pub attr_source: AttrSource,
+    /// A temporary vendor export file (`keys.exp`): the copy of the file it replaces is not
+    /// kept once the change is committed (the vendor says to delete it everywhere).
+    pub transient: bool,
 }
 
 /// What is at `path` now: its raw bytes (bounded by `limit`), and the [`Before`] a plan

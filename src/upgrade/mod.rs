@@ -675,9 +675,9 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
 /// the pushing node's state folder; over ssh, in the node's own).
 fn keys_undo(cluster: &str, from: &str) -> String {
     format!(
-        "the replaced key files are kept: for a node reached over ssh, keyferry keys restore -c \
-         {cluster} --list on it (then --backup ID); for a node reached by path, in {from}'s \
-         state folder under backups/<node>/"
+        "the replaced key files are kept: keyferry keys restore -c {cluster} --node NODE --list \
+         (on {from}: it lists the backups {from} kept for nodes it reached by path; on a node \
+         reached over ssh, its own), then --backup ID"
     )
 }
 

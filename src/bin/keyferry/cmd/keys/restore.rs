@@ -6,10 +6,15 @@ use crate::cmd::{success, CmdResult};
 use crate::failure::Failure;
 use crate::node_args::{NodeArgs, WaitArgs};
 use crate::ui::Ui;
+use keyferry::cluster::{ClusterFile, Node};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  keyferry keys restore -c cluster.toml --list\n  keyferry keys restore -c cluster.toml --backup 20261124T031500Z"
+    after_help = "A replace keeps its backup in the state folder of the node that made it: the \
+node's own, or, for a push that reached the node by path, the pushing node's \
+(backups/<node>/). With a cluster file, --list shows both (\"kept by\" names the other node) \
+and --backup restores from either, through the same folders the push wrote.\n\n\
+Examples:\n  keyferry keys restore -c cluster.toml --list\n  keyferry keys restore -c cluster.toml --node web2 --list\n  keyferry keys restore -c cluster.toml --backup 20261124T031500Z"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -24,8 +29,41 @@ pub struct Args {
     pub wait: WaitArgs,
 }
 
+/// Where backups of `node` may be kept besides its own state folder: every other state
+/// folder the cluster file names (a push by path from that node kept them there), each with
+/// the node as that push reached it (its folders through `reach`).
+fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
+    let Some(path) = &args.node.cluster else {
+        return Ok(Vec::new());
+    };
+    let file = ClusterFile::load(path)?;
+    let Some(spec) = file.nodes.iter().find(|n| n.name == node.name) else {
+        return Ok(Vec::new());
+    };
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut seen = vec![node.state_dir.clone()];
+    let mut out = Vec::new();
+    for k in &file.nodes {
+        let dir = k
+            .state_dir
+            .clone()
+            .unwrap_or_else(keyferry::cluster::node::default_state_dir);
+        if seen.contains(&dir) || !dir.join("backups").join(&node.name).is_dir() {
+            continue;
+        }
+        seen.push(dir.clone());
+        if let Ok(keyferry::keys::push::Route::Path(n)) =
+            keyferry::keys::push::route(&file, spec, base, &dir)
+        {
+            out.push((k.name.clone(), *n));
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let node = args.node.resolve()?;
+    let own = args.node.resolve()?;
+    let keepers = keepers(&args, &own)?;
     let Some(id) = args.backup.as_deref() else {
         if !args.list {
             return Err(Failure::new(
@@ -34,7 +72,13 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 Some("list them with --list, then pass --backup ID"),
             ));
         }
-        let list = keyferry::keys::restore::list(&node)?;
+        let mut list = keyferry::keys::restore::list(&own)?;
+        for (by, n) in &keepers {
+            for mut b in keyferry::keys::restore::list(n)?.backups {
+                b.kept_by = Some(by.clone());
+                list.backups.push(b);
+            }
+        }
         if ui.json {
             ui.json(&list);
             return success();
@@ -44,12 +88,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
         for b in &list.backups {
             ui.out(&format!(
-                "{}  {}  {}",
+                "{}  {}  {}{}",
                 b.id,
                 b.fingerprint
                     .map(|f| f.to_string())
                     .unwrap_or_else(|| "(no key files)".into()),
-                b.command.as_deref().unwrap_or("")
+                b.command.as_deref().unwrap_or(""),
+                b.kept_by
+                    .as_ref()
+                    .map(|k| format!("  (kept by {k} in {})", b.dir.display()))
+                    .unwrap_or_default()
             ));
             for f in &b.files {
                 ui.out(&format!("    {}", f.path.display()));
@@ -57,7 +105,28 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
         return success();
     };
-    let report = keyferry::keys::restore::restore(&node, id, args.wait.wait)?;
+    // The node's own backup, else the one state folder that keeps a backup of that name.
+    let mut holders: Vec<&Node> = Vec::new();
+    if own.backup_root().join(id).is_dir() {
+        holders.push(&own);
+    }
+    holders.extend(
+        keepers
+            .iter()
+            .filter(|(_, n)| n.backup_root().join(id).is_dir())
+            .map(|(_, n)| n),
+    );
+    let node = match holders.as_slice() {
+        [] | [_] => holders.first().copied().unwrap_or(&own),
+        _ => {
+            return Err(Failure::new(
+                "usage",
+                format!("more than one state folder keeps a backup named {id}"),
+                Some("list them with --list; restore on the node that kept the one you mean (--state-dir)"),
+            ))
+        }
+    };
+    let report = keyferry::keys::restore::restore(node, id, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));
     }

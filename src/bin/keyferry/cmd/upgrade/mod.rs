@@ -547,11 +547,35 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 let earlier = state.changed_before(i);
                 // The failure, its reason (the step's own error, relayed) and what it changed,
                 // kept in the run's state for status and --json.
+                // A step run on another node fails there: its error names that node, with the
+                // node's own hint (a cluster file missing there: where, and what to set).
+                let there = match &place {
+                    Place::Ssh { node, target } => Some((node.clone(), target.url())),
+                    _ => None,
+                };
                 let reason = report
                     .as_ref()
                     .and_then(|r| {
                         r["error"]["message"].as_str().map(|m| {
-                            format!("{m} [{}]", r["error"]["code"].as_str().unwrap_or("?"))
+                            let code = r["error"]["code"].as_str().unwrap_or("?");
+                            match &there {
+                                None => format!("{m} [{code}]"),
+                                Some((node, url)) => {
+                                    let hint = r["error"]["hint"]
+                                        .as_str()
+                                        .map(|h| format!("; there: {h}"))
+                                        .unwrap_or_default();
+                                    let cluster = if m.contains("cluster file") {
+                                        format!(
+                                            " (copy the cluster file to that path on {node}, \
+                                             or set remote_cluster in {node}'s [[node]])"
+                                        )
+                                    } else {
+                                        String::new()
+                                    };
+                                    format!("on {node} ({url}): {m} [{code}]{cluster}{hint}")
+                                }
+                            }
                         })
                     })
                     .or_else(|| {
