@@ -975,3 +975,98 @@ fn a_run_cut_off_after_the_failover_finds_it_done_on_resume() {
     assert!(j["steps"][2]["done"].is_null(), "{j}");
     assert_eq!(j["steps"][2]["id"], "ha.upgrade-secondary");
 }
+
+/// The run on nps1 killed right after a step it ran on nps2 over ssh (the failover back)
+/// did its work there, before the run recorded it: the resume checks the step's end state
+/// (nps1 the primary, nps2 not), finds it done, says so, and goes on at the next step.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
+    need_bed!();
+    let bed = Bed::new();
+    bed.hba_both();
+    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_healthy(&bed, 0);
+    let sshd = bed.sshd(1);
+    let cfg = sshd.config.to_str().unwrap().to_owned();
+    let nps2 = format!(
+        "access = \"ssh://root@{}:2222\"\nremote_keyferry = {:?}",
+        pgbed::ADDR[1],
+        common::bin()
+    );
+    bed.write_cluster_with("", ["", &nps2]);
+    let status = || bed.keyferry(0, &["upgrade", "status", "--json"]).json();
+    let next = |j: &serde_json::Value| -> (usize, String) {
+        let s = j["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .cloned()
+            .expect("the run is not finished");
+        (
+            s["n"].as_u64().unwrap() as usize,
+            s["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    bed.keyferry(0, &["upgrade", "run", "--batch", "--ssh-config", &cfg])
+        .assert_code(0);
+    // The manual steps before the rejoin, confirmed; the resume that confirms the last of
+    // them runs the rejoin here, then the failover back on nps2, and dies after that one.
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 12, "never reached the failover back");
+        let (n, id) = next(&status());
+        if id == "ha.rejoin-primary" {
+            panic!("the rejoin waits: {:?}", status());
+        }
+        let confirm = n.to_string();
+        let j = status();
+        let after = j["steps"][n]["id"].as_str().unwrap_or("").to_owned();
+        if after == "ha.rejoin-primary" {
+            let out = bed
+                .keyferry_cmd(
+                    0,
+                    &[
+                        "upgrade", "resume", "--batch", "--ssh-config", &cfg, "--confirm",
+                        &confirm,
+                    ],
+                )
+                .env("KEYFERRY_FAILPOINT", "upgrade:step-ran#2")
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "the kill did not happen");
+            break;
+        }
+        bed.keyferry(
+            0,
+            &["upgrade", "resume", "--batch", "--ssh-config", &cfg, "--confirm", &confirm],
+        )
+        .assert_code(0);
+    }
+    // The failover back happened on nps2, but the run did not record it.
+    let (n, id) = next(&status());
+    assert_eq!(id, "ha.failover-back");
+    let st = bed.keyferry(0, &["ha", "status", "--json"]);
+    let roles: Vec<String> = st.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles[0], "running-primary", "{}", st.stdout());
+    assert_ne!(roles[1], "running-primary", "{}", st.stdout());
+    let r = bed.keyferry(0, &["upgrade", "resume", "--batch", "--ssh-config", &cfg]);
+    r.assert_code(0);
+    let said = format!("{}{}", r.stdout(), r.stderr());
+    assert!(said.contains(&format!("step {n} (")), "{said}");
+    assert!(said.contains("already done"), "{said}");
+    let j = status();
+    assert_eq!(j["steps"][n - 1]["done"], "already", "{j}");
+    let (_, now) = next(&j);
+    assert_eq!(now, "ha.upgrade-primary", "{j}");
+    // Nothing was lost on the way: the row written before is on the primary.
+    assert!(bed.psql(0, "SELECT v FROM t").contains("before"));
+}

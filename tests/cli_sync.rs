@@ -1554,3 +1554,22 @@ fn an_unchanged_file_takes_the_sources_letter_case_in_either_mode() {
         );
     }
 }
+
+/// Where stderr is not a terminal (a log, an upgrade step's pipe), a `--batch` sync says each
+/// phase on a line of its own, naming the target and the amount; without --batch (and not a
+/// step of an upgrade run) it stays quiet, as before.
+#[test]
+fn a_batch_sync_says_its_phases_on_lines_where_no_bar_can_be_drawn() {
+    let p = Pair::new();
+    let r = p.run(&["sync"], &["--batch"]);
+    r.assert_code(0);
+    let e = r.stderr();
+    for phase in ["vm: copying", "vm: verifying", "vm: installing"] {
+        assert!(e.contains(phase), "{phase}: {e}");
+    }
+    assert!(e.contains(" of "), "the amount: {e}");
+    let q = Pair::new();
+    let r = q.run(&["sync"], &[]);
+    r.assert_code(0);
+    assert!(!r.stderr().contains("vm: copying"), "{}", r.stderr());
+}

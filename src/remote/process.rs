@@ -52,7 +52,7 @@ impl std::fmt::Display for RunError {
 /// Runs `cmd` with no stdin, at most `max_stdout` bytes of stdout and 64 KiB of stderr kept,
 /// killed after `timeout`.
 pub fn run(cmd: Command, timeout: Duration, max_stdout: u64) -> Result<Finished, RunError> {
-    run_inner(cmd, None, timeout, max_stdout)
+    run_inner(cmd, None, timeout, max_stdout, None)
 }
 
 /// As [`run`], with `input` written to the program's stdin (then closed) from a thread; the
@@ -63,14 +63,32 @@ pub fn run_with_input(
     timeout: Duration,
     max_stdout: u64,
 ) -> Result<Finished, RunError> {
-    run_inner(cmd, Some(input), timeout, max_stdout)
+    run_inner(cmd, Some(input), timeout, max_stdout, None)
 }
+
+/// As [`run`], with each line written to stderr handed to `on_line` as it comes (a line
+/// longer than 4 KiB in pieces).
+pub fn run_streaming(
+    cmd: Command,
+    timeout: Duration,
+    max_stdout: u64,
+    on_line: &dyn Fn(&[u8]),
+) -> Result<Finished, RunError> {
+    run_inner(cmd, None, timeout, max_stdout, Some(on_line))
+}
+
+/// What is handed each line of stderr as it comes.
+type OnLine<'a> = Option<&'a dyn Fn(&[u8])>;
+
+/// Most of a child's stderr kept in its result.
+const MAX_STDERR: usize = 64 * 1024;
 
 fn run_inner(
     mut cmd: Command,
     input: Option<zeroize::Zeroizing<Vec<u8>>>,
     timeout: Duration,
     max_stdout: u64,
+    on_line: OnLine<'_>,
 ) -> Result<Finished, RunError> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
@@ -87,19 +105,42 @@ fn run_inner(
         });
     }
     let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     let out_t = std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = (&mut stdout).take(max_stdout).read_to_end(&mut v);
         v
     });
+    // stderr a line at a time (each at most 4 KiB: a longer one comes in pieces), kept up to
+    // MAX_STDERR and handed over as it comes; read to its end, so the child never blocks on
+    // a full pipe. The threads are not waited for after a timeout (a program the child
+    // started may hold the pipes open).
+    let (lines, said) = std::sync::mpsc::channel::<Vec<u8>>();
     let err_t = std::thread::spawn(move || {
         let mut v = Vec::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut v);
+        let mut r = std::io::BufReader::new(stderr);
+        loop {
+            let mut line = Vec::new();
+            match std::io::BufRead::read_until(&mut (&mut r).take(4096), b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let room = MAX_STDERR.saturating_sub(v.len());
+            v.extend_from_slice(&line[..line.len().min(room)]);
+            let _ = lines.send(line);
+        }
         v
     });
+    let relay = || {
+        for line in said.try_iter() {
+            if let Some(f) = on_line {
+                f(&line);
+            }
+        }
+    };
     let deadline = Instant::now() + timeout;
     let status = loop {
+        relay();
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
@@ -111,10 +152,53 @@ fn run_inner(
             Err(e) => return Err(RunError::Wait(e)),
         }
     };
+    let stderr = err_t.join().unwrap_or_default();
+    relay();
     Ok(Finished {
         success: status.success(),
         code: status.code(),
         stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
+        stderr,
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Each stderr line reaches the caller while the program still runs, and the whole of it
+    /// is still in the result; more than the kept bound is read to its end (the program never
+    /// blocks on a full pipe).
+    #[test]
+    fn stderr_lines_arrive_as_they_are_written() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "echo first >&2; sleep 1; echo second >&2; head -c 200000 /dev/zero | tr '\\0' x >&2; echo out",
+        ]);
+        let seen: RefCell<Vec<(Instant, Vec<u8>)>> = RefCell::new(Vec::new());
+        let start = Instant::now();
+        let done = run_streaming(cmd, Duration::from_secs(20), 1024, &|l| {
+            seen.borrow_mut().push((Instant::now(), l.to_vec()))
+        })
+        .unwrap();
+        let end = Instant::now();
+        assert!(done.success);
+        assert_eq!(done.stdout, b"out\n");
+        let seen = seen.into_inner();
+        assert_eq!(seen[0].1, b"first\n");
+        assert_eq!(seen[1].1, b"second\n");
+        // "first" was handed over a second before the program ended.
+        assert!(
+            end - seen[0].0 >= Duration::from_millis(700),
+            "{:?}",
+            seen[0].0 - start
+        );
+        // 200000 bytes without a newline: in pieces of at most 4 KiB, all of them.
+        let rest: usize = seen[2..].iter().map(|(_, l)| l.len()).sum();
+        assert_eq!(rest, 200_000);
+        assert!(seen[2..].iter().all(|(_, l)| l.len() <= 4096));
+        assert_eq!(done.stderr.len(), MAX_STDERR);
+    }
 }

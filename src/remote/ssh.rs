@@ -57,6 +57,24 @@ impl SshClient {
         run(self.command(target, words, timeout), timeout, max_stdout)
     }
 
+    /// As [`SshClient::run`], with each line the remote command writes to stderr handed to
+    /// `on_line` as it comes (the whole stderr is still in the result, bounded).
+    pub fn run_streaming(
+        &self,
+        target: &SshTarget,
+        words: &[String],
+        timeout: Duration,
+        max_stdout: u64,
+        on_line: &dyn Fn(&[u8]),
+    ) -> Result<Finished, RunError> {
+        crate::remote::process::run_streaming(
+            self.command(target, words, timeout),
+            timeout,
+            max_stdout,
+            on_line,
+        )
+    }
+
     /// As [`SshClient::run`], with `input` on the remote command's stdin (inside the ssh
     /// session's encryption; never in argv or environment).
     pub fn run_with_input(

@@ -146,6 +146,64 @@ fn read_full_at(f: (&std::fs::File, &std::path::Path), buf: &mut [u8], at: u64) 
     Ok(got)
 }
 
+/// One source file and the files of other trees to compare with it (see [`same_across`]).
+pub struct Across<'a> {
+    pub rel: &'a str,
+    pub len: u64,
+    pub targets: Vec<(&'a Tree, &'a str)>,
+}
+
+/// Compares each source file with several trees' files in one pass, reading the source once
+/// (a sync to several targets compares each with the same source): for each item, whether
+/// each target file holds the source file's bytes, stopping for each at its first
+/// difference. On up to `jobs` threads, largest first; the result is in the order of
+/// `items`, each in the order of its targets.
+pub fn same_across(source: &Tree, items: &[Across<'_>], jobs: usize) -> Result<Vec<Vec<bool>>> {
+    let order = crate::parallel::largest_first(items.iter().map(|a| a.len));
+    crate::parallel::try_map(
+        &order,
+        crate::parallel::threads(jobs),
+        || (vec![0u8; BUF], vec![0u8; BUF]),
+        |bufs, i| {
+            let item = &items[i];
+            let none = vec![false; item.targets.len()];
+            let src = match source.open_file(item.rel) {
+                Ok(Some(o)) => o,
+                Ok(None) | Err(Error::NotAFile { .. }) | Err(Error::Changed { .. }) => {
+                    return Ok(none)
+                }
+                Err(e) => return Err(e),
+            };
+            let mut open: Vec<Option<Opened>> = Vec::with_capacity(item.targets.len());
+            for (tree, rel) in &item.targets {
+                open.push(match tree.open_file(rel) {
+                    Ok(Some(o)) if o.meta.len == src.meta.len => Some(o),
+                    Ok(_) | Err(Error::NotAFile { .. }) | Err(Error::Changed { .. }) => None,
+                    Err(e) => return Err(e),
+                });
+            }
+            let (bx, by) = (&mut bufs.0, &mut bufs.1);
+            let mut at = 0u64;
+            while open.iter().any(Option::is_some) {
+                let n = read_full_at((&src.file, &src.path), bx, at)?;
+                for slot in open.iter_mut() {
+                    let Some(t) = slot else { continue };
+                    let want = n.max(1).min(by.len());
+                    let m = read_full_at((&t.file, &t.path), &mut by[..want], at)?;
+                    if n != m || bx[..n] != by[..m] {
+                        *slot = None;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+                at += n as u64;
+            }
+            Ok(open.iter().map(Option::is_some).collect())
+        },
+    )
+}
+
 /// Compares each pair of files byte for byte ([`Same`]) on up to `jobs` threads, largest
 /// first; `done(bytes)` after each pair. The result is in the order of `pairs`.
 pub fn same_many(

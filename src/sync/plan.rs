@@ -381,7 +381,10 @@ pub fn plan(
 ) -> Result<SyncPlan> {
     let (src, dst) = roots(source, target)?;
     let (from, to) = scan_both(&src, &dst, profile)?;
-    plan_listed(&src, &dst, profile, opts, from, to, case_insensitive(&dst))
+    let ci = case_insensitive(&dst);
+    plan_listed(&src, &dst, profile, opts, from, to, ci, &|l| {
+        compare_pairs(&src, &dst, l)
+    })
 }
 
 /// The plan again, for a plan made before the node's lock was taken (so that a refusal
@@ -406,7 +409,173 @@ pub fn replan(
     {
         return Ok(previous);
     }
-    plan_listed(&src, &dst, profile, opts, from, to, ci)
+    plan_listed(&src, &dst, profile, opts, from, to, ci, &|l| {
+        compare_pairs(&src, &dst, l)
+    })
+}
+
+/// Plans every (source, target) pair at once, as [`plan`] plans one, reading each source
+/// once: each source folder is listed once, and the files a plan compares by content
+/// (`--checksum`, or the same size behind another time) are compared with every target's in
+/// one pass over the source file. The results are in the order of `pairs`. Reads only.
+pub fn plan_many(
+    pairs: &[(PathBuf, PathBuf)],
+    profile: &Profile,
+    opts: &PlanOptions,
+) -> Vec<Result<SyncPlan>> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let roots: Vec<Result<(PathBuf, PathBuf)>> = pairs.iter().map(|(s, t)| roots(s, t)).collect();
+    // Every tree listed once, two at a time.
+    let mut trees: Vec<(PathBuf, &str)> = Vec::new();
+    for (s, t) in roots.iter().flatten() {
+        for (p, side) in [(s, "the source"), (t, "the target")] {
+            if !trees.iter().any(|(q, _)| q == p) {
+                trees.push((p.clone(), side));
+            }
+        }
+    }
+    let listed: Vec<Result<BTreeMap<String, Kind>>> =
+        crate::parallel::map(trees.len(), 2, |i| scan(&trees[i].0, profile, trees[i].1));
+    let listing = |p: &Path| -> Result<BTreeMap<String, Kind>> {
+        let i = trees
+            .iter()
+            .position(|(q, _)| q == p)
+            .expect("listed above");
+        match &listed[i] {
+            Ok(l) => Ok(l.clone()),
+            Err(e) => Err(again(e)),
+        }
+    };
+    // Each pair's plan, its comparisons recorded rather than made (taken as different: the
+    // plan is made again below with the answers).
+    let wanted: Vec<Mutex<Vec<(String, String, u64)>>> =
+        pairs.iter().map(|_| Mutex::new(Vec::new())).collect();
+    let first: Vec<Result<()>> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (src, dst) = r.as_ref().map_err(again)?;
+            let ci = case_insensitive(dst);
+            plan_listed(
+                src,
+                dst,
+                profile,
+                opts,
+                listing(src)?,
+                listing(dst)?,
+                ci,
+                &|l| {
+                    *wanted[i].lock().expect("not poisoned") = l.to_vec();
+                    Ok(vec![false; l.len()])
+                },
+            )
+            .map(drop)
+        })
+        .collect();
+    // The comparisons of all pairs of one source, in one pass over each source file.
+    let mut answers: HashMap<(usize, String), bool> = HashMap::new();
+    let mut sources: Vec<&PathBuf> = Vec::new();
+    for (s, _) in roots.iter().flatten() {
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    for source in sources {
+        let members: Vec<usize> = (0..pairs.len())
+            .filter(|&i| first[i].is_ok() && roots[i].as_ref().is_ok_and(|(s, _)| s == source))
+            .collect();
+        let Ok(src_tree) = crate::fs::Tree::open(source) else {
+            continue;
+        };
+        let dst_trees: Vec<Option<crate::fs::Tree>> = members
+            .iter()
+            .map(|&i| {
+                roots[i]
+                    .as_ref()
+                    .ok()
+                    .and_then(|(_, t)| crate::fs::Tree::open(t).ok())
+            })
+            .collect();
+        // Each source file (name, size) and who compares it: (its place among this
+        // source's targets, its pair, its name there).
+        let mut by_file: BTreeMap<(String, u64), Vec<Asker>> = BTreeMap::new();
+        for (m, &i) in members.iter().enumerate() {
+            for (rel, trel, len) in wanted[i].lock().expect("not poisoned").iter() {
+                by_file
+                    .entry((rel.clone(), *len))
+                    .or_default()
+                    .push((m, i, trel.clone()));
+            }
+        }
+        let items: Vec<((String, u64), Vec<Asker>)> = by_file.into_iter().collect();
+        let across: Vec<crate::sync::hash::Across> = items
+            .iter()
+            .map(|((rel, len), ts)| crate::sync::hash::Across {
+                rel: rel.as_str(),
+                len: *len,
+                targets: ts
+                    .iter()
+                    .filter_map(|(m, _, trel)| dst_trees[*m].as_ref().map(|t| (t, trel.as_str())))
+                    .collect(),
+            })
+            .collect();
+        let Ok(same) = crate::sync::hash::same_across(&src_tree, &across, usize::MAX) else {
+            continue;
+        };
+        for (((rel, _), ts), same) in items.iter().zip(same) {
+            let alive: Vec<&Asker> = ts
+                .iter()
+                .filter(|(m, _, _)| dst_trees[*m].is_some())
+                .collect();
+            for ((_, i, _), yes) in alive.into_iter().zip(same) {
+                answers.insert((*i, rel.clone()), yes);
+            }
+        }
+    }
+    // Each plan again, with the answers (a comparison not made counts as different); a
+    // refusal is the one the pair met first.
+    roots
+        .into_iter()
+        .zip(first)
+        .enumerate()
+        .map(|(i, (r, f))| {
+            let (src, dst) = r?;
+            f?;
+            let (src, dst) = (&src, &dst);
+            let ci = case_insensitive(dst);
+            plan_listed(
+                src,
+                dst,
+                profile,
+                opts,
+                listing(src)?,
+                listing(dst)?,
+                ci,
+                &|l| {
+                    Ok(l.iter()
+                        .map(|(rel, _, _)| answers.get(&(i, rel.clone())).copied().unwrap_or(false))
+                        .collect())
+                },
+            )
+        })
+        .collect()
+}
+
+/// Who compares a source file with its own: its place among the source's targets, its pair,
+/// the file's name there.
+type Asker = (usize, usize, String);
+
+/// The same error again, for a second use of it (an error is not `Clone`): a refusal as
+/// itself, an I/O error with its kind and path.
+fn again(e: &Error) -> Error {
+    match e {
+        Error::SyncRefused(m) => Error::SyncRefused(m.clone()),
+        Error::Io { path, source } => {
+            Error::io(path, std::io::Error::new(source.kind(), source.to_string()))
+        }
+        other => Error::SyncRefused(other.to_string()),
+    }
 }
 
 /// The source's and the target's folders as the file system resolves them, refused where
@@ -476,6 +645,30 @@ fn listing_fingerprint(listed: &BTreeMap<String, Kind>, profile: &Profile) -> St
     }))
 }
 
+/// Compares files of equal size by content, each (source name, target name, size): whether
+/// each pair holds the same bytes.
+type Comparer<'a> = &'a dyn Fn(&[(String, String, u64)]) -> Result<Vec<bool>>;
+
+/// Byte for byte, stopping at the first difference (cheaper than hashing both sides, and
+/// exact), on every core.
+fn compare_pairs(src: &Path, dst: &Path, list: &[(String, String, u64)]) -> Result<Vec<bool>> {
+    let (src_tree, dst_tree) = (crate::fs::Tree::open(src)?, crate::fs::Tree::open(dst)?);
+    let pairs: Vec<(crate::sync::hash::Item, crate::sync::hash::Item)> = list
+        .iter()
+        .map(|(rel, trel, len)| {
+            (
+                (&src_tree, rel.as_str(), *len),
+                (&dst_tree, trel.as_str(), *len),
+            )
+        })
+        .collect();
+    Ok(crate::sync::hash::same_many(&pairs, usize::MAX, &|_| {})?
+        .into_iter()
+        .map(|s| s == crate::sync::hash::Same::Yes)
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plan_listed(
     src: &Path,
     dst: &Path,
@@ -484,6 +677,7 @@ fn plan_listed(
     from: BTreeMap<String, Kind>,
     to: BTreeMap<String, Kind>,
     ci: bool,
+    same: Comparer<'_>,
 ) -> Result<SyncPlan> {
     let refuse = |why: String| Err(Error::SyncRefused(why));
     let (src, dst) = (src.to_owned(), dst.to_owned());
@@ -632,22 +826,14 @@ fn plan_listed(
         }
     }
     if !compare.is_empty() {
-        let (src_tree, dst_tree) = (crate::fs::Tree::open(&src)?, crate::fs::Tree::open(&dst)?);
-        // Byte for byte, stopping at the first difference: cheaper than hashing both sides,
-        // and exact.
-        let pairs: Vec<(crate::sync::hash::Item, crate::sync::hash::Item)> = compare
+        let list: Vec<(String, String, u64)> = compare
             .iter()
-            .map(|(rel, trel, len, _, _)| {
-                (
-                    (&src_tree, rel.as_str(), *len),
-                    (&dst_tree, trel.as_str(), *len),
-                )
-            })
+            .map(|(rel, trel, len, _, _)| (rel.clone(), trel.clone(), *len))
             .collect();
-        let same = crate::sync::hash::same_many(&pairs, usize::MAX, &|_| {})?;
+        let same = same(&list)?;
         for (i, (rel, trel, len, mtime, tmtime)) in compare.iter().enumerate() {
             match same[i] {
-                crate::sync::hash::Same::Yes => {
+                true => {
                     p.unchanged += 1;
                     p.unchanged_files.push((rel.clone(), trel.clone(), *len));
                     if let (Some(m), true) = (mtime, mtime != tmtime) {
@@ -813,6 +999,81 @@ fn warn(p: &mut SyncPlan, profile: &Profile, source_protected: &[String]) {
 #[cfg(test)]
 mod tests {
 
+    /// Planned together (each source read once), every target gets exactly the plan it gets
+    /// alone: same size behind other times, same size and time with other bytes (`--checksum`),
+    /// sizes that differ, files only on one side; and a refused target the same refusal.
+    #[test]
+    fn targets_planned_together_get_the_plans_they_get_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let set = |p: &Path, bytes: &[u8], when: std::time::SystemTime| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(when).unwrap();
+        };
+        let later = t + std::time::Duration::from_secs(60);
+        let src = d.path().join("src");
+        set(&src.join("web.config"), b"<c v2/>", t);
+        set(&src.join("bin/a.dll"), &[7u8; 700_000], t);
+        set(&src.join("bin/b.dll"), b"BBBB", t);
+        set(&src.join("bin/new.dll"), b"new", t);
+        let mut other = vec![7u8; 700_000];
+        other[699_999] = 8;
+        let targets = [
+            // the same bytes behind other times
+            vec![
+                ("web.config", &b"<c v2/>"[..], later),
+                ("bin/a.dll", &[7u8; 700_000][..], later),
+                ("bin/b.dll", b"BBBB", t),
+            ],
+            // other bytes behind the same size and time; one more file
+            vec![
+                ("web.config", &b"<c v1/>"[..], t),
+                ("bin/a.dll", &other[..], t),
+                ("bin/b.dll", b"BBBC", t),
+                ("bin/old.dll", b"old", t),
+            ],
+            // a size that differs
+            vec![("web.config", &b"<c/>"[..], t), ("bin/a.dll", b"short", t)],
+        ];
+        let mut pairs = Vec::new();
+        for (i, files) in targets.iter().enumerate() {
+            let root = d.path().join(format!("t{i}"));
+            for (rel, bytes, when) in files {
+                set(&root.join(rel), bytes, *when);
+            }
+            pairs.push((src.clone(), root));
+        }
+        // A target that is not there: refused alike.
+        pairs.push((src.clone(), d.path().join("missing")));
+        let profile = Profile::builtin(crate::profile::ProfileId::SecretServer).unwrap();
+        for checksum in [false, true] {
+            let opts = PlanOptions {
+                allow_new_target: false,
+                max_delete: DEFAULT_MAX_DELETE,
+                checksum,
+            };
+            let together = plan_many(&pairs, &profile, &opts);
+            assert_eq!(together.len(), pairs.len());
+            for ((s, t), got) in pairs.iter().zip(together) {
+                let alone = plan(s, t, &profile, &opts);
+                match (alone, got) {
+                    (Ok(a), Ok(b)) => assert_eq!(
+                        serde_json::to_value(&a).unwrap(),
+                        serde_json::to_value(&b).unwrap(),
+                        "{} with checksum {checksum}",
+                        t.display()
+                    ),
+                    (Err(a), Err(b)) => {
+                        assert!(b.to_string().contains(&a.to_string()), "{a} / {b}")
+                    }
+                    (a, b) => panic!("{}: alone {a:?}, together {b:?}", t.display()),
+                }
+            }
+        }
+    }
+
     /// A plan made before the lock stands under it while neither tree's listing changed (its
     /// comparisons by content are not read again), and is made again as soon as one did.
     #[test]
@@ -945,7 +1206,10 @@ mod tests {
         assert_eq!(p.unchanged_files[0].0, "bin/a.dll");
         // The target as NTFS would see it: refused, naming both.
         let (from, to) = scan_both(&src, &dst, &profile).unwrap();
-        let e = plan_listed(&src, &dst, &profile, &opts, from, to, true).unwrap_err();
+        let e = plan_listed(&src, &dst, &profile, &opts, from, to, true, &|l| {
+            compare_pairs(&src, &dst, l)
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("bin/A.dll and bin/a.dll"), "{e}");
         // verify keys names exactly too: a target missing A.dll differs.
         let v = crate::sync::verify::compare(&src, &dst, &profile, 2, &|_| {}).unwrap();

@@ -9,6 +9,8 @@ use crate::ui::Ui;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncOutcome, SyncPlan, SyncProgress};
 use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -82,16 +84,63 @@ struct TargetResult {
     error: Option<crate::failure::ErrorDoc>,
 }
 
-struct Bar(ProgressBar, String);
+/// One target's progress: a bar on a terminal; where stderr is a log or a pipe (a step of an
+/// upgrade run here or over ssh, a scheduled task) and the run asks for it (`--batch`, or
+/// KEYFERRY_STEP_PROGRESS=1 from an upgrade run), a line at each phase and every 10 seconds.
+struct Bar(ProgressBar, String, Option<std::sync::Mutex<Lines>>);
+
+struct Lines {
+    what: String,
+    total: u64,
+    done: u64,
+    said: std::time::Instant,
+}
+
+/// How often a progress line is printed while a phase goes on.
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Bar {
+    fn line(&self, l: &Lines) {
+        let amount = if l.total > 0 {
+            format!(" {} of {}", size(l.done), size(l.total))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {}{amount}",
+            crate::ui::escape(&self.1),
+            l.what
+        );
+    }
+}
 
 impl SyncProgress for Bar {
     fn phase(&self, what: &str, _files: u64, bytes: u64) {
         self.0.set_length(bytes);
         self.0.set_position(0);
         self.0.set_message(format!("{} {what}", self.1));
+        if let Some(m) = &self.2 {
+            let Ok(mut l) = m.lock() else { return };
+            *l = Lines {
+                what: what.to_owned(),
+                total: bytes,
+                done: 0,
+                said: std::time::Instant::now(),
+            };
+            self.line(&l);
+        }
     }
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
+        if let Some(m) = &self.2 {
+            let Ok(mut l) = m.lock() else { return };
+            l.done = l.done.saturating_add(bytes).min(l.total);
+            if l.said.elapsed() >= LINE_EVERY {
+                l.said = std::time::Instant::now();
+                self.line(&l);
+            }
+        }
     }
 }
 
@@ -146,11 +195,16 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     for s in &resolved.skipped {
         ui.warn(s);
     }
-    let multi = MultiProgress::with_draw_target(if ui.json || args.dry_run {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
+    // A step of an upgrade run shows its progress though its report goes to stdout as JSON.
+    let step = std::env::var_os("KEYFERRY_STEP_PROGRESS").is_some_and(|v| v == "1");
+    let terminal = std::io::stderr().is_terminal();
+    let lines = !args.dry_run && !terminal && (ui.batch || step);
+    let multi =
+        MultiProgress::with_draw_target(if (ui.json && !step) || args.dry_run || !terminal {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        });
     let style =
         ProgressStyle::with_template("{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {elapsed}")
             .expect("template");
@@ -166,12 +220,48 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         no_in_place: args.no_in_place,
         keep: u32::from(args.keep),
     };
+    // Several targets: planned together first, each source listed once and its files
+    // compared with every target's in one pass (each target is planned again under its
+    // lock only if a fresh listing differs).
+    let early: Vec<std::sync::Mutex<Option<keyferry::Result<SyncPlan>>>> =
+        if resolved.pairs.len() > 1 {
+            let list: Vec<(PathBuf, PathBuf)> = resolved
+                .pairs
+                .iter()
+                .map(|p| {
+                    let t = super::target_path(&p.target).unwrap_or_else(|_| p.target.clone());
+                    (p.source.clone(), t)
+                })
+                .collect();
+            keyferry::sync::plan::plan_many(&list, &resolved.profile, &opts)
+                .into_iter()
+                .map(|r| std::sync::Mutex::new(Some(r)))
+                .collect()
+        } else {
+            vec![std::sync::Mutex::new(None)]
+        };
     let results = for_each_pair(&resolved.pairs, usize::from(args.jobs), |pair| {
         let bar = Bar(
             multi.add(ProgressBar::new(0).with_style(style.clone())),
             label(&pair.node, &pair.slot),
+            lines.then(|| {
+                std::sync::Mutex::new(Lines {
+                    what: String::new(),
+                    total: 0,
+                    done: 0,
+                    said: std::time::Instant::now(),
+                })
+            }),
         );
-        let r = one(pair, &resolved, &args, &opts, &apply_opts, &bar);
+        let at = resolved
+            .pairs
+            .iter()
+            .position(|p| std::ptr::eq(p, pair))
+            .unwrap_or(0);
+        let planned = early
+            .get(at)
+            .and_then(|m| m.lock().ok().and_then(|mut g| g.take()));
+        let r = one(pair, &resolved, &args, &opts, &apply_opts, &bar, planned);
         bar.0.finish_and_clear();
         r
     });
@@ -194,6 +284,7 @@ fn one(
     opts: &PlanOptions,
     apply_opts: &ApplyOptions,
     bar: &Bar,
+    planned: Option<keyferry::Result<SyncPlan>>,
 ) -> TargetResult {
     let mut r = TargetResult {
         node: pair.node.clone(),
@@ -205,7 +296,7 @@ fn one(
         recovered: None,
         error: None,
     };
-    let mut run = || -> Result<(), Failure> {
+    let run = || -> Result<(), Failure> {
         let target = super::target_path(&pair.target)?;
         // Before the lock and the state folder: a refusal leaves nothing behind.
         if !args.dry_run {
@@ -218,7 +309,10 @@ fn one(
         let interrupted = keyferry::sync::journal::path(&resolved.state_dir, &target).exists();
         let mut plan = None;
         if !interrupted {
-            plan = Some(sync::plan(&source, &target, &resolved.profile, opts)?);
+            plan = Some(match planned {
+                Some(p) => p?,
+                None => sync::plan(&source, &target, &resolved.profile, opts)?,
+            });
         }
         let _lock = if args.dry_run && !interrupted {
             None

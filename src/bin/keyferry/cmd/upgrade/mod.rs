@@ -827,8 +827,10 @@ pub(super) fn keyferry_json(
 ) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
     let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
     let mut cmd = std::process::Command::new(exe);
+    // Its messages and progress reach the admin as they come (stderr is this one's).
     cmd.args(args)
         .arg("--json")
+        .env("KEYFERRY_STEP_PROGRESS", "1")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     if let Some(ssh) = ssh {
@@ -912,17 +914,18 @@ impl Exec<'_> {
             }
         }
         let words = spec.remote_command(self.cluster, &rest);
+        // Its messages and progress lines, as they come (escaped: another machine's).
         let done = self
             .ssh
-            .run(target, &words, self.timeout, 16 << 20)
+            .run_streaming(target, &words, self.timeout, 16 << 20, &|line| {
+                self.ui.relay(&String::from_utf8_lossy(line))
+            })
             .map_err(|e| {
                 refused(
                     format!("keyferry on {node} through {}: {e}", target.url()),
                     "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry upgrade resume",
                 )
             })?;
-        // Its messages, as a local step's reach the terminal (escaped: another machine's).
-        self.ui.relay(&String::from_utf8_lossy(&done.stderr));
         Ok((
             done.code.unwrap_or(2),
             serde_json::from_slice(&done.stdout).ok(),
