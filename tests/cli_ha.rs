@@ -711,6 +711,14 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         b"{\"ConnectionStrings\": \"stale\"}",
     )
     .unwrap();
+    // A stale export file from an earlier upgrade on nps2: the push replaces it, and no copy
+    // of it may be kept anywhere (checked at the end).
+    std::fs::create_dir_all(bed.node_dir(1).join("keytools")).unwrap();
+    std::fs::write(
+        bed.node_dir(1).join("keytools").join("keys.exp"),
+        b"stale export from last year",
+    )
+    .unwrap();
     wait_healthy(&bed, 0);
     // nps2 is reached over ssh (an sshd in its namespace): the run on nps1 runs nps2's steps
     // there itself, pushes the keys through the session, and checks nps2 from its own view.
@@ -920,6 +928,20 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             "keys.exp left in {}",
             dir.display()
         );
+        // Nor a copy in any of keyferry's folders there (backups, records).
+        let mut copies: Vec<std::path::PathBuf> = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                } else if e.file_name() == "keys.exp" {
+                    copies.push(p);
+                }
+            }
+        }
+        assert!(copies.is_empty(), "keys.exp copies left: {copies:?}");
     }
     // Both procedures ran to the end: the remote hosts' keys went to act1 only.
     let steps = st["steps"].as_array().unwrap();
@@ -985,7 +1007,10 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
     need_bed!();
     let bed = Bed::new();
     bed.hba_both();
-    bed.psql(0, "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')");
+    bed.psql(
+        0,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
+    );
     bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
     wait_healthy(&bed, 0);
     let sshd = bed.sshd(1);
@@ -1030,7 +1055,12 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
                 .keyferry_cmd(
                     0,
                     &[
-                        "upgrade", "resume", "--batch", "--ssh-config", &cfg, "--confirm",
+                        "upgrade",
+                        "resume",
+                        "--batch",
+                        "--ssh-config",
+                        &cfg,
+                        "--confirm",
                         &confirm,
                     ],
                 )
@@ -1042,7 +1072,15 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
         }
         bed.keyferry(
             0,
-            &["upgrade", "resume", "--batch", "--ssh-config", &cfg, "--confirm", &confirm],
+            &[
+                "upgrade",
+                "resume",
+                "--batch",
+                "--ssh-config",
+                &cfg,
+                "--confirm",
+                &confirm,
+            ],
         )
         .assert_code(0);
     }

@@ -98,7 +98,7 @@ pub const CATALOGUE: &[Known] = &[
         title: "no pg_hba.conf entry for replication connection",
         patterns: &[&["no pg_hba.conf entry for replication connection"]],
         cause: "the primary's pg_hba.conf has no line allowing the peer to connect for replication",
-        fix: "add on each side, above broader rules: host replication repuser <peer>/32 md5 and host all all <peer>/32 md5; reload PostgreSQL",
+        fix: "add on each side, above broader rules: host replication repuser <peer>/32 md5 and host all all <peer>/32 md5 (an IPv6 peer: /128); reload PostgreSQL",
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba, Check::Ports],
         tailor: Some(|f, c| {
@@ -111,7 +111,7 @@ pub const CATALOGUE: &[Known] = &[
         title: "no pg_hba.conf entry for host (database connection)",
         patterns: &[&["no pg_hba.conf entry for host"]],
         cause: "the database server's pg_hba.conf has no line letting this client, user and database in",
-        fix: "add, above broader rules, host <database> <user> <client>/32 md5 to the pg_hba.conf of the server the client connects to; reload PostgreSQL",
+        fix: "add, above broader rules, host <database> <user> <client>/32 md5 (an IPv6 client: /128) to the pg_hba.conf of the server the client connects to; reload PostgreSQL",
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba],
         tailor: Some(|f, c| {
@@ -178,7 +178,7 @@ pub const CATALOGUE: &[Known] = &[
         title: "%Secondary_IP% not found in pg_hba.conf",
         patterns: &[&["not found in pg_hba.conf"]],
         cause: "the HA tool did not find the secondary's address in the primary's pg_hba.conf",
-        fix: "add host replication repuser <secondary>/32 md5 and host all all <secondary>/32 md5 to the primary's pg_hba.conf, then rerun the HA configuration",
+        fix: "add host replication repuser <secondary>/32 md5 and host all all <secondary>/32 md5 (an IPv6 address: /128) to the primary's pg_hba.conf, then rerun the HA configuration",
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba],
         tailor: None,
@@ -250,8 +250,7 @@ fn endpoint(f: &Facts, c: Option<&ClusterFile>) -> Option<(String, u16)> {
 fn hba_fix(f: &Facts, c: Option<&ClusterFile>, head: &str) -> Option<String> {
     let host = f.host.as_deref()?;
     let ip: std::net::IpAddr = host.parse().ok()?;
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    let line = format!("{head} {ip}/{bits} md5");
+    let line = format!("{head} {} md5", crate::ha::hba::one_host(ip));
     let client = node_named(c, host)
         .map(|n| format!(" (node {n})"))
         .unwrap_or_default();

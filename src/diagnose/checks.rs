@@ -210,7 +210,10 @@ pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<Strin
         addr: peer,
     };
     if !file.admits(&replication) {
-        missing.push(format!("host replication {user} {peer}/32 md5"));
+        missing.push(format!(
+            "host replication {user} {} md5",
+            crate::ha::hba::one_host(peer)
+        ));
     }
     let any = Connection {
         replication: false,
@@ -218,7 +221,10 @@ pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<Strin
         addr: peer,
     };
     if !file.admits(&any) {
-        missing.push(format!("host all all {peer}/32 md5"));
+        missing.push(format!(
+            "host all all {} md5",
+            crate::ha::hba::one_host(peer)
+        ));
     }
     missing
 }
@@ -337,6 +343,20 @@ mod tests {
             ["host replication repuser 10.0.0.5/32 md5"]
         );
         assert_eq!(check_pg_hba("", peer, "repuser").len(), 2);
+        // An IPv6 peer's lines name that one host (/128; /32 would admit a whole network),
+        // and the lines given are the ones that let it in.
+        let v6: std::net::IpAddr = "fd00::5".parse().unwrap();
+        let fix = check_pg_hba("", v6, "repuser");
+        assert_eq!(
+            fix,
+            [
+                "host replication repuser fd00::5/128 md5",
+                "host all all fd00::5/128 md5"
+            ]
+        );
+        assert!(check_pg_hba(&fix.join("\n"), v6, "repuser").is_empty());
+        let neighbour: std::net::IpAddr = "fd00::6".parse().unwrap();
+        assert_eq!(check_pg_hba(&fix.join("\n"), neighbour, "repuser").len(), 2);
         // As PostgreSQL decides: a reject above the line wins (and "all" does not catch a
         // replication connection), a wider network counts.
         let rejected = "host all all 0.0.0.0/0 reject\nhost replication repuser 10.0.0.5/32 md5\nhost all all 10.0.0.5/32 md5\n";

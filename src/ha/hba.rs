@@ -88,6 +88,12 @@ fn host_bits(ip: IpAddr) -> u32 {
     }
 }
 
+/// `ip` as a `pg_hba.conf` address that admits exactly that one host: `10.0.0.5/32`,
+/// `fd00::5/128` (`/32` after an IPv6 address would admit a whole network).
+pub fn one_host(ip: IpAddr) -> String {
+    format!("{ip}/{}", host_bits(ip))
+}
+
 /// A rule line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
