@@ -241,15 +241,22 @@ pub fn parse(text: &str) -> HbaFile {
     while i < lines.len() {
         let first = i;
         let mut logical = String::new();
+        // As PostgreSQL reads it: a line ending in a backslash (after its line end, every
+        // trailing CR and LF) goes on with the next line, joined with nothing between them,
+        // inside a comment too (`# off \` swallows the line after it); a backslash at the
+        // end of the last line is dropped.
         loop {
             let body = strip_eol(&lines[i]);
             match body.strip_suffix('\\') {
-                Some(rest) if i + 1 < lines.len() && !in_comment(rest) => {
+                Some(rest) if i + 1 < lines.len() => {
                     logical.push_str(rest);
-                    logical.push(' ');
                     i += 1;
                 }
-                _ => {
+                Some(rest) => {
+                    logical.push_str(rest);
+                    break;
+                }
+                None => {
                     logical.push_str(body);
                     break;
                 }
@@ -274,31 +281,26 @@ pub fn parse(text: &str) -> HbaFile {
     HbaFile { lines, entries }
 }
 
+/// A line without its end: every trailing CR and LF, as PostgreSQL strips them (`\r\r\n`).
 fn strip_eol(line: &str) -> &str {
-    let l = line.strip_suffix('\n').unwrap_or(line);
-    l.strip_suffix('\r').unwrap_or(l)
+    line.trim_end_matches(['\n', '\r'])
 }
 
-/// Whether a `#` outside quotes starts a comment somewhere in `s` (then a trailing `\` is
-/// part of the comment, not a continuation).
-fn in_comment(s: &str) -> bool {
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '#' if !quoted => return true,
-            _ => {}
-        }
-    }
-    false
+/// PostgreSQL's blanks between tokens: space, tab, CR (and LF). Not a no-break space, a
+/// vertical tab or a form feed: those are part of a token there.
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
-/// Splits a logical line into fields, each a comma list of tokens.
+/// Splits a logical line into fields, each a comma list of tokens, as PostgreSQL's
+/// `next_token` does: a token is quoted only where it starts with a quote (`al"l"` is the
+/// keyword `all`, `+"admins"` still a group), and two quotes inside quotes are one (`"rep""user"`
+/// is `rep"user`).
 fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
     let mut fields: Vec<Vec<Token>> = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+        while chars.peek().is_some_and(|c| is_blank(*c)) {
             chars.next();
         }
         match chars.peek() {
@@ -308,17 +310,22 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
         let mut field = Vec::new();
         loop {
             let mut text = String::new();
-            let (mut quoted, mut in_quote) = (false, false);
+            let (mut quoted, mut in_quote, mut was_quote) = (false, false, false);
             while let Some(&c) = chars.peek() {
-                if !in_quote && (c.is_whitespace() || c == ',' || c == '#') {
+                if !in_quote && (is_blank(c) || c == ',' || c == '#') {
                     break;
                 }
                 chars.next();
+                if c != '"' || was_quote {
+                    text.push(c);
+                }
+                // A literal quote is two quotes.
+                was_quote = in_quote && c == '"' && !was_quote;
                 if c == '"' {
                     in_quote = !in_quote;
-                    quoted = true;
-                } else {
-                    text.push(c);
+                    if text.is_empty() {
+                        quoted = true;
+                    }
                 }
             }
             if in_quote {
@@ -328,7 +335,7 @@ fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
             if chars.peek() == Some(&',') {
                 chars.next();
                 // PostgreSQL allows blanks after a list's comma.
-                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                while chars.peek().is_some_and(|c| is_blank(*c)) {
                     chars.next();
                 }
                 continue;
@@ -836,6 +843,112 @@ mod tests {
         }
         assert!(matches!(f.entries[8].kind, EntryKind::Include(_)));
         assert_eq!(f.eol(), "\r\n");
+    }
+
+    /// Continuations as PostgreSQL 15 reads them (each checked against a real server's
+    /// `pg_hba_file_rules`): a comment ending in a backslash swallows the next line, a
+    /// continuation joins with nothing between (`/3\` + `2` is `/32`), a backslash ends the
+    /// last line harmlessly, and `\r\r\n` is one line end.
+    #[test]
+    fn continuations_join_as_postgres_joins_them() {
+        let f = parse("local all all trust\n# disabled \\\nhost all all 0.0.0.0/0 trust\n");
+        let any: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(
+            !f.admits(&conn(false, None, "192.0.2.7")),
+            "the trust line is part of the comment: {:?}",
+            f.entries
+        );
+        assert_eq!(f.entries.len(), 1, "{:?}", f.entries);
+        assert!(!f.admits(&conn(false, None, &any.to_string())));
+        // The field report: `ha hba` put its block between such a comment and the line it
+        // swallows, which turned that trust line on for every client. The block now goes
+        // around the pair, never between them, and the trust line stays swallowed.
+        let text = "local all all peer\n# off for now \\\nhost all all 0.0.0.0/0 trust\nhost all all 0.0.0.0/0 reject\n";
+        let edit = plan_edit(text, &rules(&["10.0.0.5", "10.0.0.6"])).unwrap();
+        assert!(
+            edit.text
+                .contains("# off for now \\\nhost all all 0.0.0.0/0 trust\n"),
+            "{}",
+            edit.text
+        );
+        let after = parse(&edit.text);
+        assert!(
+            !after.admits(&conn(false, None, "192.0.2.7")),
+            "{}",
+            edit.text
+        );
+        assert!(
+            after.admits(&conn(true, Some("repuser"), "10.0.0.5")),
+            "{}",
+            edit.text
+        );
+        let f = parse("host all all 10.20.0.5/3\\\n2 md5\n");
+        assert_eq!(
+            f.rule(0).unwrap().address,
+            Some(Address::Net("10.20.0.5".parse().unwrap(), 32))
+        );
+        let f = parse("host all all 10.0.0.1/32 md5 \\");
+        assert_eq!(f.rule(0).unwrap().method, "md5");
+        assert!(f.rule(0).unwrap().options.is_empty());
+        let f = parse("host all all 10.0.0.1/32 md5\r\r\nhost all all 10.0.0.2/32 md5\r\r\n");
+        assert_eq!(f.entries.len(), 2);
+        assert_eq!(f.rule(1).unwrap().method, "md5");
+    }
+
+    /// Quotes as PostgreSQL 15 reads them (checked against a real server): only a token that
+    /// starts with a quote is quoted; two quotes inside quotes are one; a no-break space, a
+    /// vertical tab or a form feed is part of a token, not a blank between two.
+    #[test]
+    fn a_token_is_quoted_only_where_it_starts_with_a_quote() {
+        let tok = |line: &str| tokenize(line).unwrap();
+        let t = tok("host al\"l\" +\"replicators\" \"rep\"\"user\" repl\"ication\"");
+        assert_eq!(
+            t[1],
+            [Token {
+                text: "all".into(),
+                quoted: false
+            }]
+        );
+        assert_eq!(
+            t[2],
+            [Token {
+                text: "+replicators".into(),
+                quoted: false
+            }]
+        );
+        assert_eq!(
+            t[3],
+            [Token {
+                text: "rep\"user".into(),
+                quoted: true
+            }]
+        );
+        assert_eq!(
+            t[4],
+            [Token {
+                text: "replication".into(),
+                quoted: false
+            }]
+        );
+        assert_eq!(
+            tok("\"all\"")[0],
+            [Token {
+                text: "all".into(),
+                quoted: true
+            }]
+        );
+        // `al"l"` is the keyword: it matches a user of any name; `repl"ication"` matches a
+        // replication connection.
+        let f = parse("host repl\"ication\" al\"l\" 10.0.0.5/32 md5\n");
+        assert!(
+            f.admits(&conn(true, Some("whoever"), "10.0.0.5")),
+            "{:?}",
+            f.entries
+        );
+        for odd in ['\u{a0}', '\u{b}', '\u{c}'] {
+            let fields = tok(&format!("host all{odd}all 10.0.0.5/32 md5"));
+            assert_eq!(fields.len(), 4, "{odd:?} is not a blank: {fields:?}");
+        }
     }
 
     #[test]
