@@ -166,3 +166,64 @@ fn a_bundles_source_fields_are_shown_escaped() {
     assert!(!r.stdout().contains('\u{1b}'), "{:?}", r.stdout());
     assert!(r.stdout().contains("WEB1\\u{1b}[2J"), "{}", r.stdout());
 }
+
+/// Hostile names (a right-to-left override, DEL, a C1 control, an escape) in the cluster's
+/// name and in a file name: every `--json` document is valid JSON that gives the names back
+/// exactly, and none of those characters reaches the terminal raw.
+#[test]
+fn json_output_is_json_whatever_the_names_hold() {
+    let hostile = "ss\u{202e}prod\u{7f}\u{85}\u{1b}[2J";
+    let c = Cluster::secret_server(b"KEY-A", Some(b"KEY-A"));
+    let cl = c.cluster_file();
+    let text = std::fs::read_to_string(&cl).unwrap();
+    let toml_name = hostile
+        .replace('\u{1b}', "\\u001b")
+        .replace('\u{7f}', "\\u007f")
+        .replace('\u{85}', "\\u0085");
+    std::fs::write(
+        &cl,
+        text.replace("name = \"ss-prod\"", &format!("name = \"{toml_name}\"")),
+    )
+    .unwrap();
+    std::fs::write(c.app("web1").join(format!("odd{hostile}.dll")), b"x").unwrap();
+    let bundle = c.export();
+    let cls = cl.to_str().unwrap();
+    let pass = c.path("pass.txt");
+    let runs: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["fingerprint", "-c", cls, "--node", "web1"], 0),
+        (
+            vec![
+                "keys",
+                "inspect",
+                bundle.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+            0,
+        ),
+        (vec!["audit", "-c", cls], 1),
+        (vec!["sync", "-c", cls, "--node", "web1", "--dry-run"], 0),
+    ];
+    for (args, code) in runs {
+        let mut a = args.clone();
+        a.push("--json");
+        let r = keyferry(&a, None);
+        assert_eq!(r.code(), code, "{args:?}: {}", r.stderr());
+        for bad in ['\u{202e}', '\u{7f}', '\u{85}', '\u{1b}'] {
+            assert!(!r.stdout().contains(bad), "{args:?}: raw {bad:?} on stdout");
+        }
+        let j: serde_json::Value = serde_json::from_str(&r.stdout())
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", r.stdout()));
+        let all = j.to_string();
+        let wanted = if args[0] == "sync" {
+            format!("odd{hostile}.dll")
+        } else {
+            hostile.to_owned()
+        };
+        let back = serde_json::to_string(&wanted).unwrap();
+        assert!(
+            all.contains(back.trim_matches('"')),
+            "{args:?}: {wanted:?} not given back exactly: {all}"
+        );
+    }
+}

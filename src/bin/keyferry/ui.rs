@@ -103,9 +103,12 @@ impl Ui {
     }
 
     /// The JSON document on stdout.
+    /// One JSON document on stdout: serialised as JSON, never through the terminal escaper
+    /// (whose `\u{..}` is not JSON), with the characters that could move or hide what a
+    /// terminal shows written as JSON's own `\uXXXX` escapes (see [`json_text`]).
     pub fn json<T: Serialize>(&self, value: &T) {
         let text = serde_json::to_string_pretty(value).expect("report types serialise");
-        self.out(&text);
+        let _ = writeln!(std::io::stdout().lock(), "{}", json_text(&text));
     }
 
     /// Another program's messages (keyferry on another node) on stderr, escaped like
@@ -223,11 +226,33 @@ impl keyferry::progress::Progress for Ui {
 /// bidirectional controls are shown escaped, so text that came from a node report, a bundle,
 /// a log or another program cannot clear the screen, set the window title or reorder what
 /// the admin reads. Everything printed passes through here.
+/// A character that can move the cursor, recolour or reorder what a terminal shows: every
+/// control character (line breaks and tabs aside) and the bidirectional marks.
+fn unsafe_on_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Serialised JSON made safe on a terminal and still valid JSON: every character
+/// [`unsafe_on_terminal`] (all in the BMP, and inside JSON strings only, since JSON's own
+/// syntax has none) written as `\uXXXX`.
+pub fn json_text(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.chars().any(unsafe_on_terminal) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_on_terminal(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let bad = unsafe_on_terminal;
     if !s.chars().any(bad) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -268,7 +293,10 @@ pub fn clap_failure(e: clap::Error) -> ExitCode {
                     "version": keyferry::JSON_VERSION,
                     "error": { "code": "usage", "message": msg, "hint": "see keyferry --help" },
                 });
-                println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+                println!(
+                    "{}",
+                    json_text(&serde_json::to_string_pretty(&doc).expect("json"))
+                );
             }
             let _ = e.print();
             crate::exit::ERROR.into()
