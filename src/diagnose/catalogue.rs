@@ -102,7 +102,8 @@ pub const CATALOGUE: &[Known] = &[
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba, Check::Ports],
         tailor: Some(|f, c| {
-            let user = f.user.as_deref().unwrap_or("repuser");
+            // Only the user the message names, quoted: never a guess, never a keyword.
+            let user = pg_name(f.user.as_deref()?)?;
             hba_fix(f, c, &format!("host replication {user}"))
         }),
     },
@@ -115,8 +116,10 @@ pub const CATALOGUE: &[Known] = &[
         commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
         checks: &[Check::PgHba],
         tailor: Some(|f, c| {
-            let db = f.database.as_deref().unwrap_or("all");
-            let user = f.user.as_deref().unwrap_or("all");
+            // The one database and user the message names, quoted (`"replication"`, `"all"`
+            // and `"sales data"` are names there, not keywords): never `all`.
+            let db = pg_name(f.database.as_deref()?)?;
+            let user = pg_name(f.user.as_deref()?)?;
             hba_fix(f, c, &format!("host {db} {user}"))
         }),
     },
@@ -247,6 +250,26 @@ fn endpoint(f: &Facts, c: Option<&ClusterFile>) -> Option<(String, u16)> {
 
 /// The exact pg_hba.conf line for the client in the message, and whose file it goes into:
 /// the server that refused the connection, which in an HA pair is the primary.
+/// A database or user name from a message (which any client chooses: it is untrusted) as a
+/// `pg_hba.conf` token that means exactly that name: bare only when it is plain letters,
+/// digits, `_`, `-` and `.` and not a keyword; otherwise quoted, a quote inside doubled, so
+/// no name can become a keyword, a group, a file list, a second field or a comment. None for
+/// a name PostgreSQL cannot have (empty, longer than 63 bytes, a control character).
+pub fn pg_name(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+        return None;
+    }
+    let keyword = ["all", "sameuser", "samerole", "samegroup", "replication"].contains(&name);
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    Some(if plain && !keyword {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    })
+}
+
 fn hba_fix(f: &Facts, c: Option<&ClusterFile>, head: &str) -> Option<String> {
     let host = f.host.as_deref()?;
     let ip: std::net::IpAddr = host.parse().ok()?;

@@ -92,6 +92,67 @@ fn shorten(line: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The security finding: the user and database names in a message are the client's
+    /// choice. Whatever they hold, the suggested line is one rule for exactly that address
+    /// and that user, with a password method, never `trust`, never `all`; a name that cannot
+    /// be one gets no line. A message with `İ` (whose lower case is longer) does not crash.
+    #[test]
+    fn names_from_a_message_never_widen_the_suggested_line() {
+        use crate::ha::hba::{parse, Connection};
+        let cases = [
+            (true, "all 0.0.0.0/0 trust #", None),
+            (true, "x\" 0.0.0.0/0 trust #", None),
+            (false, "bob", Some("all all 0.0.0.0/0 trust")),
+            (false, "+admins", Some("replication")),
+            (false, "all", Some("all")),
+            (false, "ops", Some("sales data")),
+            (false, "İstanbul", Some("d@b")),
+        ];
+        for (replication, user, db) in cases {
+            let msg = match (replication, db) {
+                (true, _) => format!(
+                    "FATAL:  no pg_hba.conf entry for replication connection from host \"10.0.0.5\", user \"{user}\", no encryption"
+                ),
+                (false, Some(db)) => format!(
+                    "FATAL:  no pg_hba.conf entry for host \"10.0.0.5\", user \"{user}\", database \"{db}\", SSL off"
+                ),
+                _ => unreachable!(),
+            };
+            let e = explain(&msg, None);
+            let Some(fix) = e.first().and_then(|k| k.specific_fix.clone()) else {
+                continue;
+            };
+            let line = fix.lines().last().unwrap().trim().to_owned();
+            let f = parse(&format!("{line}\n"));
+            assert_eq!(f.entries.len(), 1, "{line}");
+            let rule = f.rule(0).unwrap_or_else(|| panic!("not one rule: {line}"));
+            assert_eq!(rule.method, "md5", "{line}");
+            assert!(rule.options.is_empty(), "{line}");
+            let facts = crate::diagnose::facts::extract(&msg);
+            let named = facts.user.clone().unwrap();
+            let conn = |who: &str, at: &str| Connection {
+                replication,
+                user: Some(who.to_owned()),
+                addr: at.parse().unwrap(),
+            };
+            // The database is a name (not all): a plain connection's is not known here, so
+            // only a replication line can be proved to admit it.
+            if replication {
+                assert!(f.admits(&conn(&named, "10.0.0.5")), "{line}");
+            }
+            assert!(!f.admits(&conn(&named, "10.0.0.6")), "{line}");
+            assert!(!f.admits(&conn("someone-else", "10.0.0.5")), "{line}");
+        }
+        assert_eq!(
+            crate::diagnose::facts::extract(
+                "FATAL: no pg_hba.conf entry for host \"10.0.0.5\", user \"İİİİ\", database \"d\""
+            )
+            .user
+            .as_deref(),
+            Some("İİİİ")
+        );
+    }
+
     const CLUSTER: &str = r#"
 name = "nps"
 profile = "privilege-secure"

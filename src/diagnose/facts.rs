@@ -22,7 +22,9 @@ impl Facts {
 
 /// The facts in one message.
 pub fn extract(message: &str) -> Facts {
-    let lower = message.to_lowercase();
+    // ASCII case only: the keys are ASCII, and lowering `İ` would change the byte offsets
+    // this takes back into `message`.
+    let lower = message.to_ascii_lowercase();
     let quoted = |key: &str| -> Option<String> {
         let at = lower.find(key)? + key.len();
         let rest = &message[at..];
