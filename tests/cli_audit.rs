@@ -361,3 +361,59 @@ fn a_node_that_never_answers_times_out_and_the_rest_still_finish() {
         .contains("no answer within 1s"));
     assert_eq!(status(&j, "web2"), "match");
 }
+
+/// A node whose clock is five minutes ahead (its keyferry under libfaketime, reached over a
+/// real sshd) fails the audit, as it fails the upgrade preflight: exit 1, not "ok", and the
+/// problem says so; the same node with its clock right passes.
+#[cfg(unix)]
+#[test]
+fn a_node_whose_clock_is_off_fails_the_audit() {
+    let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: faketime missing; scripts/setup installs it");
+        return;
+    };
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    let Some(sshd) = Sshd::start(c.dir.path()) else {
+        return;
+    };
+    let skewed = keyferry_wrapper(&c.path("skewed"), "", &format!("{faketime} -f +5m "));
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let with = |remote: &std::path::Path| {
+        text.replace(
+            "name = \"web2\"",
+            &format!(
+                "name = \"web2\"\naccess = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {:?}",
+                sshd.port, remote
+            ),
+        )
+    };
+    let cl = c.path("ssh.toml");
+    let audit = || {
+        keyferry(
+            &[
+                "audit",
+                "-c",
+                cl.to_str().unwrap(),
+                "--json",
+                "--ssh-config",
+                sshd.config.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    std::fs::write(&cl, with(&skewed)).unwrap();
+    let r = audit();
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["ok"], false, "{j}");
+    assert_eq!(node(&j, "web2")["clock_flagged"], true, "{j}");
+    assert_eq!(status(&j, "web2"), "match", "the keys agree: {j}");
+    std::fs::write(&cl, with(std::path::Path::new(&bin()))).unwrap();
+    let r = audit();
+    r.assert_code(0);
+    assert_eq!(r.json()["ok"], true);
+}

@@ -74,6 +74,8 @@ pub struct NodeResult {
     pub binaries: Binaries,
     pub differing_paths: Vec<String>,
     pub clock_skew_seconds: Option<i64>,
+    /// Its clock differs from this machine's by more than the allowed skew (the same
+    /// threshold as the upgrade preflight's): the audit fails.
     pub clock_flagged: bool,
     /// Temporary vendor export files still on the node (`keys.exp`): the vendor says to
     /// delete them everywhere once imported (`keyferry keys cleanup` on that node).
@@ -220,6 +222,7 @@ impl NodeResult {
             || self.binaries == Binaries::Differs
             || !self.export_files_left.is_empty()
             || !self.missing_local.is_empty()
+            || self.clock_flagged
     }
 }
 
@@ -254,6 +257,11 @@ impl AuditReport {
                 "node-local files missing (database.config: set up the node's database \
                  connection there, the product's connection reset writes it)",
                 &|n| !n.missing_local.is_empty(),
+            ),
+            group(
+                "clocks off by more than the allowed skew (the products refuse logins and \
+                 tokens across nodes whose time differs: set the time right, w32tm /resync)",
+                &|n| n.clock_flagged,
             ),
             group("not reached, so not checked", &|n| {
                 n.status == NodeStatus::Unreachable

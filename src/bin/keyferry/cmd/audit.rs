@@ -28,7 +28,8 @@ pub struct Args {
     /// Give up on a node after this long
     #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
-    /// Flag nodes whose clock differs by more than this (ssh-collected reports)
+    /// Fail nodes whose clock differs from this machine's by more than this (ssh-collected
+    /// reports; the upgrade preflight uses the same threshold)
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_skew: Duration,
     #[command(flatten)]
