@@ -394,3 +394,59 @@ fn a_port_check_with_nothing_to_test_says_so() {
     assert!(out.contains("nothing was tested"), "{out}");
     assert!(out.contains("--ports"), "{out}");
 }
+
+/// Every `run:` line names the cluster file given with `-c` (quoted where it has a blank),
+/// not `cluster.toml`; a node the clock check could not reach is a finding (exit 1), never
+/// "nothing wrong"; the ssh settings the audit takes are taken here too.
+#[cfg(unix)]
+#[test]
+fn run_lines_name_the_cluster_file_given_and_an_unreached_node_is_not_fine() {
+    let c = Cluster::secret_server(b"KEY-A", Some(b"KEY-A"));
+    let dir = c.path("my files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    // dr1 is reached over ssh on a port where nothing listens.
+    let closed = free_port();
+    let cl = dir.join("prod cluster.toml");
+    std::fs::write(
+        &cl,
+        text.replace(
+            "name = \"dr1\"",
+            &format!("name = \"dr1\"\naccess = \"ssh://root@127.0.0.1:{closed}\""),
+        ),
+    )
+    .unwrap();
+    let cls = cl.to_str().unwrap();
+    let msg = "FATAL:  no pg_hba.conf entry for host \"10.0.0.12\", user \"ss\", database \"ss\", SSL off";
+    let r = keyferry(&["diagnose", msg, "-c", cls, "--check", "pg-hba"], None);
+    let out = r.stdout();
+    assert!(out.contains(&format!("-c \"{cls}\"")), "{out}");
+    assert!(!out.contains("-c cluster.toml"), "{out}");
+    let ssh_config = c.path("ssh_config");
+    std::fs::write(&ssh_config, "Host *\n  ConnectTimeout 2\n").unwrap();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "-c",
+            cls,
+            "--check",
+            "clocks",
+            "--ssh-config",
+            ssh_config.to_str().unwrap(),
+            "--timeout",
+            "3s",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let j = r.json();
+    let unreached: Vec<&serde_json::Value> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["node"] == "dr1")
+        .collect();
+    assert_eq!(unreached.len(), 1, "{j}");
+    assert_eq!(unreached[0]["code"], "node-unreachable", "{j}");
+}

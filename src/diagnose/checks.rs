@@ -41,7 +41,12 @@ pub struct Finding {
 }
 
 /// Findings from the audit's collected reports.
-pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding> {
+pub fn findings_from_audit(
+    audit: &AuditReport,
+    checks: &[Check],
+    cluster: &std::path::Path,
+) -> Vec<Finding> {
+    let cl = crate::diagnose::explain::shell_word(&cluster.display().to_string());
     let mut out = Vec::new();
     for n in &audit.nodes {
         let f = |code: FindingCode, severity, evidence: String, fix: String| Finding {
@@ -60,7 +65,7 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                     Severity::Error,
                     reason.clone(),
                     format!(
-                        "on {node}: keyferry keys import BUNDLE -c cluster.toml --node {node} --replace, with a bundle exported on {reference}"
+                        "on {node}: keyferry keys import BUNDLE -c {cl} --node {node} --replace, with a bundle exported on {reference}"
                     ),
                 )),
                 NodeStatus::Missing | NodeStatus::Partial => out.push(f(
@@ -68,7 +73,7 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                     Severity::Error,
                     reason.clone(),
                     format!(
-                        "on {node}: keyferry keys import BUNDLE -c cluster.toml --node {node}, with a bundle exported on {reference}"
+                        "on {node}: keyferry keys import BUNDLE -c {cl} --node {node}, with a bundle exported on {reference}"
                     ),
                 )),
                 NodeStatus::Unreachable | NodeStatus::Rejected => out.push(f(
@@ -109,6 +114,20 @@ pub fn findings_from_audit(audit: &AuditReport, checks: &[Check]) -> Vec<Finding
                 format!(
                     "copy {reference}'s application folder to {node}, minus database.config and encryption.config"
                 ),
+            ));
+        }
+        // A node that was not reached was not checked: never "nothing wrong" (the keys
+        // check says it above; the clock and binaries checks say it here when they ran alone).
+        let unreached = matches!(n.status, NodeStatus::Unreachable | NodeStatus::Rejected);
+        if unreached
+            && !checks.contains(&Check::Keys)
+            && (checks.contains(&Check::Clocks) || checks.contains(&Check::Binaries))
+        {
+            out.push(f(
+                FindingCode::NodeUnreachable,
+                Severity::Error,
+                format!("not reached, so its clock and binaries were not checked: {reason}"),
+                format!("check {node}'s access in the cluster file, and that {node} answers"),
             ));
         }
         if checks.contains(&Check::Clocks) && n.clock_flagged {

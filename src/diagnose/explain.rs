@@ -18,6 +18,33 @@ pub struct Explained {
     pub facts: Facts,
     /// The fix with the message's host, user, database, port and node names in it.
     pub specific_fix: Option<String>,
+    /// The entry's commands with the cluster file given (`-c`) in them, where one was.
+    pub run: Vec<String>,
+}
+
+/// `word` as one word for the shells an admin types into (cmd.exe, PowerShell, sh): quoted
+/// when it holds a blank or a quote.
+pub fn shell_word(word: &str) -> String {
+    if word.is_empty()
+        || word
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '&' | ';' | '|'))
+    {
+        format!("\"{}\"", word.replace('"', "\\\""))
+    } else {
+        word.to_owned()
+    }
+}
+
+/// A catalogue command with the cluster file given instead of `cluster.toml`.
+fn with_cluster(cmd: &str, cluster: Option<&ClusterFile>) -> String {
+    match cluster {
+        Some(f) => cmd.replace(
+            "-c cluster.toml",
+            &format!("-c {}", shell_word(&f.path.display().to_string())),
+        ),
+        None => cmd.to_owned(),
+    }
 }
 
 /// What a message means.
@@ -30,6 +57,11 @@ pub fn explain(message: &str, cluster: Option<&ClusterFile>) -> Vec<Explained> {
             evidence: None,
             specific_fix: known.tailor.and_then(|t| t(&facts, cluster)),
             facts: facts.clone(),
+            run: known
+                .commands
+                .iter()
+                .map(|c| with_cluster(c, cluster))
+                .collect(),
         })
         .collect()
 }

@@ -40,6 +40,9 @@ pub struct Args {
     /// Per-node and per-port time limit
     #[arg(long, default_value = "5s", value_parser = keyferry::time::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// How the audit's checks reach nodes over ssh (as `keyferry audit` does)
+    #[command(flatten)]
+    pub ssh: crate::node_args::SshArgs,
 }
 
 fn parse_check(s: &str) -> Result<Vec<Check>, String> {
@@ -138,8 +141,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             let opts = AuditOptions {
                 jobs: 8,
                 timeout: args.timeout,
-                ssh_program: "ssh".into(),
-                ssh_config: None,
+                ssh_program: args.ssh.ssh.clone(),
+                ssh_config: args.ssh.ssh_config.clone(),
                 max_skew: Duration::from_secs(60),
                 cluster_path: path.clone(),
             };
@@ -147,6 +150,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             findings.extend(findings_from_audit(
                 &compare(file, &collected, opts.max_skew),
                 &checks,
+                path,
             ));
         }
         if checks.contains(&Check::Ports) {
@@ -216,7 +220,7 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
                 "  fix:    {}",
                 m.specific_fix.as_deref().unwrap_or(m.known.fix)
             ));
-            for c in m.known.commands {
+            for c in &m.run {
                 ui.out(&format!("  run:    {c}"));
             }
         }
