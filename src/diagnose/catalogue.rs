@@ -66,7 +66,13 @@ pub const CATALOGUE: &[Known] = &[
     Known {
         code: "version-mismatch",
         title: "Version does not match",
-        patterns: &[&["version does not match"], &["version mismatch"], &["versions do not match"]],
+        patterns: &[
+            &["version does not match"],
+            &["version mismatch"],
+            &["versions do not match"],
+            // The log's form: "Application version 11.0.1 does not match database version 10.9.0".
+            &["application version", "does not match", "database version"],
+        ],
         cause: "this node's application binaries are older or newer than the database (and the primary)",
         fix: "copy the primary's application folder to this node, minus database.config and encryption.config (and per-node web.config changes)",
         commands: &["keyferry audit -c cluster.toml   (names the nodes and files whose binaries differ)"],
@@ -226,6 +232,104 @@ pub const CATALOGUE: &[Known] = &[
         checks: &[Check::Dpapi],
         tailor: None,
     },
+    Known {
+        code: "pg-hba-rejects",
+        title: "pg_hba.conf rejects connection",
+        patterns: &[&["pg_hba.conf rejects connection"], &["pg_hba.conf rejects replication connection"]],
+        cause: "a reject line in the server's pg_hba.conf is the first that matches this connection: it is refused on purpose, before any line that would let it in",
+        fix: "find the reject line that decides (keyferry diagnose --check pg-hba names the deciding line for the pair); if this client should get in, put its own line above the reject, for its one address; never remove the reject blindly",
+        commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
+        checks: &[Check::PgHba],
+        tailor: None,
+    },
+    Known {
+        code: "pg-database-missing",
+        title: "database \"…\" does not exist",
+        patterns: &[&["database \"", "does not exist"]],
+        cause: "the client names a database this server does not have: a typo in the connection settings, or the client reached the wrong server",
+        fix: "check the database name and server in the client's settings (Privilege Secure: appsettings.json; Secret Server: database.config through its connection page); list the server's databases with psql -l",
+        commands: &["keyferry ha status -c cluster.toml   (which server is the primary)"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-role-missing",
+        title: "role \"…\" does not exist",
+        patterns: &[&["role \"", "does not exist"]],
+        cause: "the user the client logs in as does not exist on this server (a typo, or the replication role was never created on the primary)",
+        fix: "check the user name in the client's settings; create a missing replication role on the primary (CREATE ROLE repuser WITH REPLICATION LOGIN PASSWORD '...'), which the replica then receives",
+        commands: &["keyferry ha check -c cluster.toml"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-too-many-connections",
+        title: "sorry, too many clients already (or the slots left are reserved, or the role's limit is reached)",
+        patterns: &[
+            &["sorry, too many clients already"],
+            &["remaining connection slots are reserved"],
+            &["too many connections for role"],
+        ],
+        cause: "the server's max_connections is reached (or the slots left are reserved for superusers, or the role's CONNECTION LIMIT is reached): a connection leak, or pools larger than the server allows",
+        fix: "see who holds the connections: SELECT usename, application_name, client_addr, count(*) FROM pg_stat_activity GROUP BY 1, 2, 3 ORDER BY 4 DESC; fix the leak or the pool sizes; raise max_connections (restart) or ALTER ROLE ... CONNECTION LIMIT only if the load is real",
+        commands: &["keyferry ha status -c cluster.toml"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-server-no-ssl",
+        title: "server does not support SSL",
+        patterns: &[&["server does not support ssl"]],
+        cause: "the client requires TLS (sslmode require or verify-full) and the server runs with ssl = off",
+        fix: "turn on ssl in the server's postgresql.conf with a certificate and key, then reload; lower the client's sslmode (the cluster file's [ha] sslmode) only on a network you trust",
+        commands: &["keyferry ha check -c cluster.toml"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-walsender-privilege",
+        title: "must be superuser or replication role to start walsender",
+        patterns: &[&["must be superuser or replication role to start walsender"]],
+        cause: "the user the replica (or pg_basebackup) connects as has no REPLICATION attribute",
+        fix: "on the primary: ALTER ROLE <that user> WITH REPLICATION; or connect as the pair's replication user (the cluster file's [ha] repuser)",
+        commands: &["keyferry ha check -c cluster.toml"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-slot-missing",
+        title: "replication slot does not exist",
+        patterns: &[&["replication slot", "does not exist"]],
+        cause: "the replica (or pg_basebackup) names a replication slot the primary does not have: dropped, or the primary was rebuilt or failed over",
+        fix: "let keyferry set the replica up again (keyferry ha rejoin, or ha replica init), which creates the slot on the primary; by hand: SELECT pg_create_physical_replication_slot('<slot>') on the primary",
+        commands: &["keyferry ha status -c cluster.toml", "keyferry ha rejoin -c cluster.toml --node <replica>"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-rewind-not-clean",
+        title: "pg_rewind: target server must be shut down cleanly",
+        patterns: &[
+            &["target server must be shut down cleanly"],
+            &["target server", "is running"],
+            &["target server", "still running"],
+        ],
+        cause: "pg_rewind needs the old primary stopped, and stopped cleanly; it is running, or it crashed",
+        fix: "let keyferry ha rejoin do it (it stops the server, brings a crashed one to a clean stop first, then rewinds); by hand: start it once, then pg_ctl stop -m fast, then pg_rewind",
+        commands: &["keyferry ha rejoin -c cluster.toml --node <old primary>"],
+        checks: &[],
+        tailor: None,
+    },
+    Known {
+        code: "pg-rewind-different-systems",
+        title: "pg_rewind: source and target clusters are from different systems",
+        patterns: &[&["source and target clusters are from different systems"]],
+        cause: "the two data folders are not the same database cluster (one was initialised afresh): no rewind can join them",
+        fix: "copy the primary's database afresh onto the replica (keyferry ha replica init, which keeps the old folder and refuses to replace a database that is not the peer's without saying so)",
+        commands: &["keyferry ha replica init -c cluster.toml --node <replica>"],
+        checks: &[],
+        tailor: None,
+    },
 ];
 
 /// The node of the cluster file with this address, if any.
@@ -308,14 +412,47 @@ pub fn match_message(message: &str) -> Vec<&'static Known> {
 mod tests {
     use super::*;
 
+    /// The messages the comparison found unrecognised, in the wording PostgreSQL 15, its
+    /// clients and Secret Server's log use: each is recognised, as exactly its own entry.
+    #[test]
+    fn the_messages_admins_met_unrecognised_are_recognised() {
+        for (msg, code) in [
+            ("FATAL:  pg_hba.conf rejects connection for host \"10.0.0.7\", user \"ss\", database \"ss\", no encryption", "pg-hba-rejects"),
+            ("FATAL:  pg_hba.conf rejects replication connection for host \"10.0.0.7\", user \"repuser\", no encryption", "pg-hba-rejects"),
+            ("psql: error: connection to server at \"10.0.0.5\", port 5432 failed: FATAL:  database \"sbpam\" does not exist", "pg-database-missing"),
+            ("FATAL:  role \"repuser\" does not exist", "pg-role-missing"),
+            ("FATAL:  sorry, too many clients already", "pg-too-many-connections"),
+            ("FATAL:  remaining connection slots are reserved for non-replication superuser connections", "pg-too-many-connections"),
+            ("FATAL:  too many connections for role \"ss\"", "pg-too-many-connections"),
+            ("psql: error: connection to server at \"10.0.0.5\", port 5432 failed: server does not support SSL, but SSL was required", "pg-server-no-ssl"),
+            ("FATAL:  must be superuser or replication role to start walsender", "pg-walsender-privilege"),
+            ("pg_basebackup: error: could not send replication command \"START_REPLICATION\": ERROR:  replication slot \"keyferry_nps2\" does not exist", "pg-slot-missing"),
+            ("2026-12-05 08:00:00 UTC [77] FATAL:  could not start WAL streaming: ERROR:  replication slot \"keyferry_nps2\" does not exist", "pg-slot-missing"),
+            ("pg_rewind: error: target server must be shut down cleanly", "pg-rewind-not-clean"),
+            ("pg_rewind: error: source and target clusters are from different systems", "pg-rewind-different-systems"),
+            ("2026-12-05 08:00:00 ERROR Application version 11.0.000001 does not match database version 10.9.000064", "version-mismatch"),
+        ] {
+            let got: Vec<&str> = match_message(msg).iter().map(|k| k.code).collect();
+            assert_eq!(got, [code], "{msg}");
+        }
+    }
+
     #[test]
     fn catalogue_codes_are_unique_and_every_entry_matches_its_title() {
         let mut codes: Vec<_> = CATALOGUE.iter().map(|k| k.code).collect();
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), CATALOGUE.len());
+        // Every entry says what to run; the checks it names are only those that test its
+        // cause (the database server's own state, a missing role or slot, has none: it is
+        // not named a check that cannot see it).
         for k in CATALOGUE {
-            assert!(!k.checks.is_empty() && !k.commands.is_empty(), "{}", k.code);
+            assert!(!k.commands.is_empty(), "{}", k.code);
+            assert!(
+                !k.checks.is_empty() || k.code.starts_with("pg-"),
+                "{}: a non-PostgreSQL entry names its check",
+                k.code
+            );
         }
     }
 
