@@ -450,3 +450,52 @@ fn run_lines_name_the_cluster_file_given_and_an_unreached_node_is_not_fine() {
     assert_eq!(unreached.len(), 1, "{j}");
     assert_eq!(unreached[0]["code"], "node-unreachable", "{j}");
 }
+
+/// A log with one error thousands of times says how often, where and when (first and last),
+/// not one line without a count; an unrecognised error line is shown whole, not cut at 200
+/// characters; a line of `İ` (whose lower case is longer in bytes) does not upset the scan.
+#[test]
+fn a_log_scan_counts_each_error_with_its_first_and_last_time() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("ss.log");
+    let mut text =
+        String::from("2026-11-22 09:59:59 INFO İİİİ start İstanbul \"x\" user \"İ\"\r\n");
+    for i in 0..3181 {
+        let (h, m, s) = (10 + i / 3600, (i / 60) % 60, i % 60);
+        text.push_str(&format!(
+            "2026-11-22 {h:02}:{m:02}:{s:02} ERROR Application version 11.0.000001 does not match database version 10.9.000064\r\n"
+        ));
+    }
+    let long = format!(
+        "2026-11-22 11:00:00 ERROR something odd: {}",
+        "x".repeat(1000)
+    );
+    text.push_str(&long);
+    text.push_str("\r\n");
+    std::fs::write(&log, &text).unwrap();
+    let r = keyferry(
+        &["diagnose", "--log", log.to_str().unwrap(), "--json"],
+        None,
+    );
+    r.assert_code(0);
+    let j = r.json();
+    let m = &j["matches"][0];
+    assert_eq!(m["code"], "version-mismatch", "{j}");
+    assert_eq!(m["seen"]["count"], 3181, "{m}");
+    assert_eq!(m["seen"]["first_line"], 2);
+    assert_eq!(m["seen"]["last_line"], 3182);
+    assert_eq!(m["seen"]["first_time"], "2026-11-22 10:00:00");
+    assert_eq!(m["seen"]["last_time"], "2026-11-22 10:53:00");
+    let unmatched = j["log"]["unmatched_errors"].as_array().unwrap();
+    assert!(
+        unmatched.iter().any(|l| l.as_str() == Some(long.as_str())),
+        "{unmatched:?}"
+    );
+    let t = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    assert!(
+        t.stdout()
+            .contains("3181 times, lines 2 to 3182 (2026-11-22 10:00:00 to 2026-11-22 10:53:00)"),
+        "{}",
+        t.stdout()
+    );
+}

@@ -20,6 +20,63 @@ pub struct Explained {
     pub specific_fix: Option<String>,
     /// The entry's commands with the cluster file given (`-c`) in them, where one was.
     pub run: Vec<String>,
+    /// In a log: how often, and where and when first and last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
+}
+
+/// Where a log shows one error: how many lines, the first and last (1-based), and their
+/// times where the lines start with one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub count: usize,
+    pub first_line: usize,
+    pub last_line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let times = if self.count == 1 { "once" } else { "times" };
+        if self.count == 1 {
+            write!(f, "{times}, line {}", self.first_line)?;
+        } else {
+            write!(
+                f,
+                "{} {times}, lines {} to {}",
+                self.count, self.first_line, self.last_line
+            )?;
+        }
+        match (&self.first_time, &self.last_time) {
+            (Some(a), Some(b)) if a != b => write!(f, " ({a} to {b})"),
+            (Some(a), _) => write!(f, " ({a})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The time a log line starts with (`2026-11-22 10:00:02`, with fractions or a `T`), if any.
+fn line_time(line: &str) -> Option<String> {
+    let t = line.trim_start();
+    let b = t.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let ok = b.len() >= 19
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b' ' | b'T')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    ok.then(|| t[..19].to_owned())
 }
 
 /// `word` as one word for the shells an admin types into (cmd.exe, PowerShell, sh): quoted
@@ -62,6 +119,7 @@ pub fn explain(message: &str, cluster: Option<&ClusterFile>) -> Vec<Explained> {
                 .iter()
                 .map(|c| with_cluster(c, cluster))
                 .collect(),
+            seen: None,
         })
         .collect()
 }
@@ -72,9 +130,11 @@ pub struct LogScan {
     pub lines: usize,
     pub matched: usize,
     pub unmatched: usize,
-    /// Up to five error-looking lines that no catalogue entry matched.
+    /// Up to five error-looking lines that no catalogue entry matched, whole (bounded at
+    /// 4 KiB each, saying so).
     pub unmatched_errors: Vec<String>,
-    /// Each catalogue entry once, with the first line that matched it.
+    /// Each catalogue entry once, with the first line that matched it and how often, where
+    /// and when it was seen.
     pub explained: Vec<Explained>,
 }
 
@@ -106,18 +166,53 @@ pub fn scan_log(text: &str, cluster: Option<&ClusterFile>) -> LogScan {
             continue;
         }
         scan.matched += 1;
+        let at = scan.lines;
+        let time = line_time(line);
         for mut e in found {
-            if !scan.explained.iter().any(|x| x.known.code == e.known.code) {
-                e.evidence = Some(shorten(line));
-                scan.explained.push(e);
+            match scan
+                .explained
+                .iter_mut()
+                .find(|x| x.known.code == e.known.code)
+            {
+                Some(x) => {
+                    if let Some(s) = &mut x.seen {
+                        s.count += 1;
+                        s.last_line = at;
+                        if time.is_some() {
+                            s.last_time = time.clone();
+                        }
+                    }
+                }
+                None => {
+                    e.evidence = Some(shorten(line));
+                    e.seen = Some(Seen {
+                        count: 1,
+                        first_line: at,
+                        last_line: at,
+                        first_time: time.clone(),
+                        last_time: time.clone(),
+                    });
+                    scan.explained.push(e);
+                }
             }
         }
     }
     scan
 }
 
+/// Most of one log line kept: a line is shown whole up to this, and cut visibly after.
+const MAX_SHOWN_LINE: usize = 4096;
+
 fn shorten(line: &str) -> String {
-    line.trim().chars().take(200).collect()
+    let line = line.trim();
+    if line.len() <= MAX_SHOWN_LINE {
+        return line.to_owned();
+    }
+    let mut end = MAX_SHOWN_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … ({} more bytes)", &line[..end], line.len() - end)
 }
 
 #[cfg(test)]

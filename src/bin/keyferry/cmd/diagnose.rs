@@ -213,7 +213,10 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
         for m in &r.matches {
             ui.out(&format!("{} [{}]", m.known.title, m.known.code));
             if let Some(e) = &m.evidence {
-                ui.out(&format!("  seen:   {e}"));
+                match &m.seen {
+                    Some(seen) => ui.out(&format!("  seen:   {seen}: {e}")),
+                    None => ui.out(&format!("  seen:   {e}")),
+                }
             }
             ui.out(&format!("  cause:  {}", m.known.cause));
             ui.out(&format!(
