@@ -797,7 +797,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         );
         relayed += r
             .stderr()
-            .matches("nps2 says \\u{1b}]0;owned\\u{7}")
+            .matches("nps2| nps2 says \\u{1b}]0;owned\\u{7}")
             .count();
         transcript.push_str(&format!(
             "$ keyferry {} -c cluster.toml --node nps1\n{}{}\n",

@@ -111,12 +111,18 @@ impl Ui {
         let _ = writeln!(std::io::stdout().lock(), "{}", json_text(&text));
     }
 
-    /// Another program's messages (keyferry on another node) on stderr, escaped like
-    /// everything else printed.
-    pub fn relay(&self, text: &str) {
-        if !text.is_empty() {
-            let _ = write!(std::io::stderr().lock(), "{}", escape(text));
-        }
+    /// One line of another machine's messages (keyferry on node `from`) on stderr: escaped
+    /// like everything else printed, and marked with where it came from, so that no line a
+    /// node sends can pass for one of this keyferry's own.
+    pub fn relay(&self, from: &str, line: &str) {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}| {}",
+            escape(from),
+            escape(line).replace('\n', "\\n")
+        );
     }
 
     /// A message on stderr (suppressed under --json, whose stdout says it all).

@@ -918,7 +918,7 @@ impl Exec<'_> {
         let done = self
             .ssh
             .run_streaming(target, &words, self.timeout, 16 << 20, &|line| {
-                self.ui.relay(&String::from_utf8_lossy(line))
+                self.ui.relay(node, &String::from_utf8_lossy(line))
             })
             .map_err(|e| {
                 refused(
