@@ -227,3 +227,41 @@ fn json_output_is_json_whatever_the_names_hold() {
         );
     }
 }
+
+/// Off a terminal, with nothing saying the width, a table stays readable in a log or a
+/// ticket: no line wider than 120 columns, long cells wrapped inside their column (the full
+/// values are in --json); `COLUMNS` still sets the width where given.
+#[test]
+fn tables_off_a_terminal_wrap_to_a_readable_width() {
+    let c = Cluster::secret_server(b"KEY-A", Some(b"KEY-B, which differs"));
+    // Deep folders: the audit's rows name them.
+    let deep = c.path(&"a-rather-long-folder-name/".repeat(6));
+    std::fs::create_dir_all(&deep).unwrap();
+    let text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    let app2 = c.app("web2");
+    let moved = deep.join("web2-application-folder-with-a-long-name");
+    std::fs::rename(&app2, &moved).unwrap();
+    let cl = c.path("long.toml");
+    std::fs::write(
+        &cl,
+        text.replace(&format!("{:?}", app2), &format!("{:?}", moved)),
+    )
+    .unwrap();
+    let run = |columns: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["audit", "-c", cl.to_str().unwrap()]);
+        cmd.env_remove("COLUMNS");
+        if let Some(c) = columns {
+            cmd.env("COLUMNS", c);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    let wide = run(Some("400"));
+    assert!(
+        wide.lines().any(|l| l.chars().count() > 120),
+        "the test needs a row wider than 120 columns:\n{wide}"
+    );
+    let plain = run(None);
+    let widest = plain.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest <= 120, "{widest} columns:\n{plain}");
+}

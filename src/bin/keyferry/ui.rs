@@ -19,6 +19,9 @@ pub enum ColorChoice {
     Never,
 }
 
+/// Columns a table takes where nothing says the width (not a terminal, no `COLUMNS`).
+const TABLE_WIDTH_UNKNOWN: usize = 120;
+
 pub struct Ui {
     pub json: bool,
     pub batch: bool,
@@ -61,10 +64,11 @@ impl Ui {
     pub fn table<const N: usize>(&self, header: [&str; N]) -> comfy_table::Table {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-        if let Some(w) = self.width() {
-            t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-            t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
-        }
+        // Fitted to the terminal; off one (a log, a ticket, a pipe), to a width that stays
+        // readable there: long cells wrap inside their column (full values are in --json).
+        let w = self.width().unwrap_or(TABLE_WIDTH_UNKNOWN);
+        t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+        t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
         t.set_header(header);
         t
     }
