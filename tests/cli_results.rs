@@ -265,3 +265,41 @@ fn tables_off_a_terminal_wrap_to_a_readable_width() {
     let widest = plain.lines().map(|l| l.chars().count()).max().unwrap_or(0);
     assert!(widest <= 120, "{widest} columns:\n{plain}");
 }
+
+/// `keyferry man` names its sub-pages under SUBCOMMANDS (keyferry-keys(1), ...): every one
+/// named, at every depth, can be produced (`keyferry man keys push`), under that name, and
+/// each page ends with EXIT STATUS, ENVIRONMENT and FILES.
+#[test]
+fn every_manual_page_named_can_be_produced() {
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut pages = 0;
+    while let Some(path) = todo.pop() {
+        let mut args = vec!["man"];
+        args.extend(path.iter().map(String::as_str));
+        let r = keyferry(&args, None);
+        r.assert_code(0);
+        let page = r.stdout();
+        let name = std::iter::once("keyferry".to_owned())
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("-");
+        assert!(page.contains(&format!(".TH {name} 1")), "{name}: {page}");
+        for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES"] {
+            assert!(page.contains(section), "{name}: no {section}");
+        }
+        pages += 1;
+        // The pages this one names: keyferry\-keys\-push(1).
+        for line in page.lines() {
+            if let Some(named) = line.strip_suffix("(1)") {
+                let named = named.replace("\\-", "-");
+                if let Some(rest) = named.strip_prefix(&format!("{name}-")) {
+                    let mut next = path.clone();
+                    next.push(rest.to_owned());
+                    todo.push(next);
+                }
+            }
+        }
+    }
+    assert!(pages >= 30, "only {pages} pages");
+    keyferry(&["man", "keys", "nope"], None).assert_code(2);
+}
