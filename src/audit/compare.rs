@@ -259,8 +259,8 @@ impl AuditReport {
                 &|n| !n.missing_local.is_empty(),
             ),
             group(
-                "clocks off by more than the allowed skew (the products refuse logins and \
-                 tokens across nodes whose time differs: set the time right, w32tm /resync)",
+                "clocks off by more than the allowed skew (the vendor says the servers' dates \
+                 must match; set the time right: w32tm /resync)",
                 &|n| n.clock_flagged,
             ),
             group("not reached, so not checked", &|n| {

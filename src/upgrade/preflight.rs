@@ -76,10 +76,11 @@ pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
             "clock",
             Outcome::Fail,
             format!(
-                "{how} is {skew:+} s off this machine's (more than {} s): Secret Server and \
-                 Privilege Secure refuse logins and tokens across nodes whose time differs; set \
-                 the time right (Windows: w32tm /resync; Linux: chronyc makestep), then run \
-                 again",
+                "{how} is {skew:+} s off this machine's (more than {} s): the vendor says the \
+                 web servers' dates must match (Secret Server 8.9.300000 and earlier: \
+                 \"Server dates don't match\", and audit records could be wrong), and a \
+                 cluster's records are only in order when its clocks are; set the time right \
+                 (Windows: w32tm /resync; Linux: chronyc makestep), then run again",
                 max.as_secs()
             ),
         )
