@@ -171,14 +171,18 @@ pub const CATALOGUE: &[Known] = &[
         code: "pg-password-failed",
         title: "password authentication failed",
         patterns: &[&["password authentication failed for user"]],
-        cause: "the user's password is not what the server has (or .pgpass holds an old one)",
-        fix: "set the password again on the primary (ALTER ROLE ... PASSWORD) and in the client's .pgpass or HA configuration",
-        commands: &["keyferry diagnose --check pg-hba -c cluster.toml"],
+        cause: "the password the client sent is not the one the server has: most often the client's copy is old (a password file, appsettings.json), less often the server's was changed",
+        fix: "first check the client's copy of the password (the password file the cluster file's [ha] passfile names, or the connection string in appsettings.json) against the one the server should have; only if the server's is the wrong one, set it again on the primary (ALTER ROLE ... PASSWORD), which the replica receives",
+        commands: &["keyferry ha check -c cluster.toml"],
         checks: &[Check::PgHba],
         tailor: Some(|f, _| {
-            let user = f.user.as_deref()?;
+            // The name is the client's choice: checked, and quoted as an SQL identifier
+            // (always: a bare name would be folded to lower case there).
+            let name = f.user.as_deref()?;
+            pg_name(name)?;
+            let user = format!("\"{}\"", name.replace('"', "\"\""));
             Some(format!(
-                "set {user}'s password again on the primary (ALTER ROLE \"{user}\" PASSWORD ...) and use the same one where the client keeps it (.pgpass, the HA configuration)"
+                "first check the password the client keeps for {user} (the password file the cluster file's [ha] passfile names; Privilege Secure: the connection string in appsettings.json); only if the server's is the wrong one, set it again on the primary: ALTER ROLE {user} PASSWORD '...' (never on a command line others can read)"
             ))
         }),
     },
@@ -411,6 +415,24 @@ pub fn match_message(message: &str) -> Vec<&'static Known> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed password: first the client's copy (the password file, appsettings.json),
+    /// then, only if the server's is wrong, the primary; the user named as SQL quotes it.
+    #[test]
+    fn a_failed_password_sends_the_admin_to_the_clients_copy_first() {
+        let k = match_message("FATAL:  password authentication failed for user \"RepUser\"");
+        assert_eq!(k[0].code, "pg-password-failed");
+        let facts = crate::diagnose::facts::extract(
+            "FATAL:  password authentication failed for user \"RepUser\"",
+        );
+        let fix = (k[0].tailor.unwrap())(&facts, None).unwrap();
+        assert!(
+            fix.starts_with("first check the password the client keeps"),
+            "{fix}"
+        );
+        assert!(fix.contains("ALTER ROLE \"RepUser\" PASSWORD"), "{fix}");
+        assert!(k[0].fix.starts_with("first check"), "{}", k[0].fix);
+    }
 
     /// The messages the comparison found unrecognised, in the wording PostgreSQL 15, its
     /// clients and Secret Server's log use: each is recognised, as exactly its own entry.
