@@ -180,7 +180,7 @@ pub const CATALOGUE: &[Known] = &[
             // (always: a bare name would be folded to lower case there).
             let name = f.user.as_deref()?;
             pg_name(name)?;
-            let user = format!("\"{}\"", name.replace('"', "\"\""));
+            let user = double_quoted(name);
             Some(format!(
                 "first check the password the client keeps for {user} (the password file the cluster file's [ha] passfile names; Privilege Secure: the connection string in appsettings.json); only if the server's is the wrong one, set it again on the primary: ALTER ROLE {user} PASSWORD '...' (never on a command line others can read)"
             ))
@@ -374,8 +374,13 @@ pub fn pg_name(name: &str) -> Option<String> {
     Some(if plain && !keyword {
         name.to_owned()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        double_quoted(name)
     })
+}
+
+/// `"name"` with each quote inside doubled: how both `pg_hba.conf` and SQL quote a name.
+fn double_quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn hba_fix(f: &Facts, c: Option<&ClusterFile>, head: &str) -> Option<String> {

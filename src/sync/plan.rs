@@ -447,6 +447,24 @@ pub fn plan_many(
             Err(e) => Err(again(e)),
         }
     };
+    // Each target's case rule, probed once; a pair's plan from the shared listings, with
+    // the comparer given.
+    let ci: Vec<bool> = roots
+        .iter()
+        .map(|r| r.as_ref().is_ok_and(|(_, dst)| case_insensitive(dst)))
+        .collect();
+    let plan_pair = |i: usize, src: &Path, dst: &Path, same: Comparer<'_>| {
+        plan_listed(
+            src,
+            dst,
+            profile,
+            opts,
+            listing(src)?,
+            listing(dst)?,
+            ci[i],
+            same,
+        )
+    };
     // Each pair's plan, its comparisons recorded rather than made (taken as different: the
     // plan is made again below with the answers).
     let wanted: Vec<Mutex<Vec<(String, String, u64)>>> =
@@ -456,20 +474,10 @@ pub fn plan_many(
         .enumerate()
         .map(|(i, r)| {
             let (src, dst) = r.as_ref().map_err(again)?;
-            let ci = case_insensitive(dst);
-            plan_listed(
-                src,
-                dst,
-                profile,
-                opts,
-                listing(src)?,
-                listing(dst)?,
-                ci,
-                &|l| {
-                    *wanted[i].lock().expect("not poisoned") = l.to_vec();
-                    Ok(vec![false; l.len()])
-                },
-            )
+            plan_pair(i, src, dst, &|l| {
+                *wanted[i].lock().expect("not poisoned") = l.to_vec();
+                Ok(vec![false; l.len()])
+            })
             .map(drop)
         })
         .collect();
@@ -542,22 +550,11 @@ pub fn plan_many(
         .map(|(i, (r, f))| {
             let (src, dst) = r?;
             f?;
-            let (src, dst) = (&src, &dst);
-            let ci = case_insensitive(dst);
-            plan_listed(
-                src,
-                dst,
-                profile,
-                opts,
-                listing(src)?,
-                listing(dst)?,
-                ci,
-                &|l| {
-                    Ok(l.iter()
-                        .map(|(rel, _, _)| answers.get(&(i, rel.clone())).copied().unwrap_or(false))
-                        .collect())
-                },
-            )
+            plan_pair(i, &src, &dst, &|l| {
+                Ok(l.iter()
+                    .map(|(rel, _, _)| answers.get(&(i, rel.clone())).copied().unwrap_or(false))
+                    .collect())
+            })
         })
         .collect()
 }
