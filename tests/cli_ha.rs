@@ -436,6 +436,32 @@ fn wait_healthy(bed: &Bed, i: usize) {
     assert!(ok, "the pair did not become healthy");
 }
 
+/// A healthy pair: the pair's `pg_hba.conf` lines on both, a row written on nps1, nps2 made
+/// its replica and streaming.
+fn healthy_pair() -> Bed {
+    let bed = Bed::new();
+    bed.hba_both();
+    bed.psql(
+        0,
+        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
+    );
+    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    wait_healthy(&bed, 0);
+    bed
+}
+
+/// Each node's role as `ha status` on nps1 sees it, and that status's text.
+fn roles(bed: &Bed) -> (Vec<String>, String) {
+    let st = bed.keyferry(0, &["ha", "status", "--json"]);
+    let roles = st.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["role"].as_str().unwrap().to_owned())
+        .collect();
+    (roles, st.stdout())
+}
+
 /// Waits until every row in `want` is on node `i`.
 fn wait_rows(bed: &Bed, i: usize, want: &[&str]) {
     let ok = (0..50).any(|_| {
@@ -697,13 +723,7 @@ fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
 #[test]
 fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     need_bed!();
-    let bed = Bed::new();
-    bed.hba_both();
-    bed.psql(
-        0,
-        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
-    );
-    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
+    let bed = healthy_pair();
     let settings = bed.node_dir(0).join("ha").join("appsettings.json");
     std::fs::write(&settings, b"{\"ConnectionStrings\": \"nps primary\"}").unwrap();
     std::fs::write(
@@ -719,7 +739,6 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
         b"stale export from last year",
     )
     .unwrap();
-    wait_healthy(&bed, 0);
     // nps2 is reached over ssh (an sshd in its namespace): the run on nps1 runs nps2's steps
     // there itself, pushes the keys through the session, and checks nps2 from its own view.
     let sshd = bed.sshd(1);
@@ -962,28 +981,15 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
 #[test]
 fn a_run_cut_off_after_the_failover_finds_it_done_on_resume() {
     need_bed!();
-    let bed = Bed::new();
-    bed.hba_both();
-    bed.psql(
-        0,
-        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
-    );
-    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
-    wait_healthy(&bed, 0);
+    let bed = healthy_pair();
     let out = bed
         .keyferry_cmd(0, &["upgrade", "run", "--batch"])
         .env("KEYFERRY_FAILPOINT", "upgrade:step-ran#2")
         .output()
         .unwrap();
     assert!(!out.status.success(), "the kill did not happen");
-    let st = bed.keyferry(0, &["ha", "status", "--json"]);
-    let roles: Vec<String> = st.json()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["role"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(roles, ["not-running", "running-primary"], "{}", st.stdout());
+    let (roles, st) = roles(&bed);
+    assert_eq!(roles, ["not-running", "running-primary"], "{st}");
     let r = bed.keyferry(0, &["upgrade", "resume", "--batch"]);
     r.assert_code(0);
     let said = format!("{}{}", r.stdout(), r.stderr());
@@ -1005,14 +1011,7 @@ fn a_run_cut_off_after_the_failover_finds_it_done_on_resume() {
 #[test]
 fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
     need_bed!();
-    let bed = Bed::new();
-    bed.hba_both();
-    bed.psql(
-        0,
-        "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')",
-    );
-    bed.keyferry(1, &["ha", "replica", "init"]).assert_code(0);
-    wait_healthy(&bed, 0);
+    let bed = healthy_pair();
     let sshd = bed.sshd(1);
     let cfg = sshd.config.to_str().unwrap().to_owned();
     let nps2 = format!(
@@ -1035,42 +1034,8 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
             s["id"].as_str().unwrap().to_owned(),
         )
     };
-    bed.keyferry(0, &["upgrade", "run", "--batch", "--ssh-config", &cfg])
-        .assert_code(0);
-    // The manual steps before the rejoin, confirmed; the resume that confirms the last of
-    // them runs the rejoin here, then the failover back on nps2, and dies after that one.
-    let mut rounds = 0;
-    loop {
-        rounds += 1;
-        assert!(rounds < 12, "never reached the failover back");
-        let (n, id) = next(&status());
-        if id == "ha.rejoin-primary" {
-            panic!("the rejoin waits: {:?}", status());
-        }
-        let confirm = n.to_string();
-        let j = status();
-        let after = j["steps"][n]["id"].as_str().unwrap_or("").to_owned();
-        if after == "ha.rejoin-primary" {
-            let out = bed
-                .keyferry_cmd(
-                    0,
-                    &[
-                        "upgrade",
-                        "resume",
-                        "--batch",
-                        "--ssh-config",
-                        &cfg,
-                        "--confirm",
-                        &confirm,
-                    ],
-                )
-                .env("KEYFERRY_FAILPOINT", "upgrade:step-ran#2")
-                .output()
-                .unwrap();
-            assert!(!out.status.success(), "the kill did not happen");
-            break;
-        }
-        bed.keyferry(
+    let resume = |confirm: &str| {
+        bed.keyferry_cmd(
             0,
             &[
                 "upgrade",
@@ -1079,23 +1044,41 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
                 "--ssh-config",
                 &cfg,
                 "--confirm",
-                &confirm,
+                confirm,
             ],
         )
+    };
+    bed.keyferry(0, &["upgrade", "run", "--batch", "--ssh-config", &cfg])
         .assert_code(0);
+    // The manual steps before the rejoin, confirmed; the resume that confirms the last of
+    // them runs the rejoin here, then the failover back on nps2, and dies after that one.
+    for round in 0.. {
+        assert!(round < 12, "never reached the failover back");
+        let j = status();
+        let (n, id) = next(&j);
+        assert_ne!(id, "ha.rejoin-primary", "the rejoin waits: {j}");
+        let last = j["steps"][n]["id"] == "ha.rejoin-primary";
+        let mut cmd = resume(&n.to_string());
+        if last {
+            cmd.env("KEYFERRY_FAILPOINT", "upgrade:step-ran#2");
+        }
+        let out = cmd.output().unwrap();
+        if last {
+            assert!(!out.status.success(), "the kill did not happen");
+            break;
+        }
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The failover back happened on nps2, but the run did not record it.
     let (n, id) = next(&status());
     assert_eq!(id, "ha.failover-back");
-    let st = bed.keyferry(0, &["ha", "status", "--json"]);
-    let roles: Vec<String> = st.json()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["role"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(roles[0], "running-primary", "{}", st.stdout());
-    assert_ne!(roles[1], "running-primary", "{}", st.stdout());
+    let (roles, st) = roles(&bed);
+    assert_eq!(roles[0], "running-primary", "{st}");
+    assert_ne!(roles[1], "running-primary", "{st}");
     let r = bed.keyferry(0, &["upgrade", "resume", "--batch", "--ssh-config", &cfg]);
     r.assert_code(0);
     let said = format!("{}{}", r.stdout(), r.stderr());

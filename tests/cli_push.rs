@@ -493,3 +493,51 @@ fn backups_a_path_push_kept_on_the_pushing_node_are_listed_and_restored_from_the
         b"KEY-B web2's own"
     );
 }
+
+/// A backup name held by two state folders (web2's own and the one web1 kept for it) is
+/// refused, saying so: exit 2, and every node's files are byte for byte as they were.
+#[test]
+fn a_backup_name_two_state_folders_hold_is_refused_and_changes_nothing() {
+    let c = Cluster::secret_server(b"KEY-A primary", Some(b"KEY-B web2's own"));
+    push(&c, &["--replace", "--to", "web2"]).assert_code(0);
+    let kept = c.path("web1").join("state").join("backups").join("web2");
+    let id = std::fs::read_dir(&kept)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let own = c
+        .path("web2")
+        .join("state")
+        .join("backups")
+        .join("web2")
+        .join(&id);
+    std::fs::create_dir_all(&own).unwrap();
+    for f in std::fs::read_dir(kept.join(&id)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), own.join(f.file_name())).unwrap();
+    }
+    let before = c.snapshot();
+    let cl = c.cluster_file();
+    let r = keyferry(
+        &[
+            "keys",
+            "restore",
+            "-c",
+            cl.to_str().unwrap(),
+            "--node",
+            "web2",
+            "--backup",
+            id.to_str().unwrap(),
+        ],
+        None,
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr().contains("more than one state folder"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(c.snapshot(), before);
+}

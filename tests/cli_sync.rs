@@ -89,6 +89,17 @@ impl Pair {
         a.extend(self.args(&mut s, extra));
         keyferry(&a, None)
     }
+    /// `keyferry sync --json` for this pair, running the `sh` script `body` (written as
+    /// `name` in the test's folder) each time the sync reaches failpoint `point`.
+    #[cfg(unix)]
+    fn sync_with_hook(&self, point: &str, name: &str, body: &str) -> Run {
+        let script = shell_script(&self.dir.path().join(name), body);
+        let mut s = Vec::new();
+        let mut args = vec!["sync"];
+        args.extend(self.args(&mut s, &["--json"]));
+        let hook = format!("{point}={}", script.display());
+        keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)])
+    }
     fn everything(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         snapshot(self.dir.path())
     }
@@ -818,23 +829,15 @@ fn a_target_whose_parent_others_may_write_is_refused() {
 #[cfg(all(unix, feature = "failpoints"))]
 #[test]
 fn a_log_written_during_the_sync_is_carried_into_the_live_folder() {
-    use std::os::unix::fs::PermissionsExt;
     let p = Pair::new();
-    let script = p.dir.path().join("writes-a-log.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho 'written during the sync' > {:?}/logs/during.log\n",
+    let r = p.sync_with_hook(
+        "sync:installing",
+        "writes-a-log.sh",
+        &format!(
+            "echo 'written during the sync' > {:?}/logs/during.log",
             p.dst()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = Vec::new();
-    let mut args = vec!["sync"];
-    args.extend(p.args(&mut s, &["--json"]));
-    let hook = format!("sync:installing={}", script.display());
-    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    );
     r.assert_code(0);
     assert_eq!(
         read(&p.dst().join("logs/during.log")),
@@ -983,7 +986,6 @@ fn a_kept_tree_that_cannot_be_removed_yet_is_still_recognised_afterwards() {
 #[cfg(all(target_os = "linux", feature = "failpoints"))]
 #[test]
 fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rerun() {
-    use std::os::unix::fs::PermissionsExt;
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("m");
     std::fs::create_dir(&m).unwrap();
@@ -1026,17 +1028,14 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
         &dst,
         &[("web.config", b"<v10/>"), ("encryption.config", TARGET_KEY)],
     );
-    let script = d.path().join("fill.sh");
-    std::fs::write(
-        &script,
-        format!(
-            // Large blocks, then page-sized ones: not even one page is left free.
-            "#!/bin/sh\ndd if=/dev/zero of={m:?}/filler bs=64k >/dev/null 2>&1\n\
-             dd if=/dev/zero of={m:?}/filler2 bs=4k >/dev/null 2>&1\nexit 0\n",
+    let script = shell_script(
+        &d.path().join("fill.sh"),
+        // Large blocks, then page-sized ones: not even one page is left free.
+        &format!(
+            "dd if=/dev/zero of={m:?}/filler bs=64k >/dev/null 2>&1\n\
+             dd if=/dev/zero of={m:?}/filler2 bs=4k >/dev/null 2>&1\nexit 0"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let args = [
         "sync",
         "--profile",
@@ -1395,7 +1394,6 @@ fn previous_trees_are_kept_as_generations_and_any_can_come_back() {
 #[cfg(all(unix, feature = "failpoints"))]
 #[test]
 fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
-    use std::os::unix::fs::PermissionsExt;
     let p = Pair::new();
     // web.config is the same on both sides (kept from the target by the plan).
     std::fs::write(
@@ -1413,26 +1411,19 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
         .unwrap()
         .set_modified(when)
         .unwrap();
-    let script = p.dir.path().join("changes-the-source.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nset -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
+    let r = p.sync_with_hook(
+        "sync:file-copied",
+        "changes-the-source.sh",
+        &format!(
+            "set -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
              [ -e {done:?} ] && exit 0\ntouch {done:?}\ncd {:?}\n\
              printf '<configuration v=\"11.1\"/>' > web.config\n\
              t=$(stat -c %y bin/New.dll)\nprintf 'ADDED in 11.0' > bin/New.dll\n\
-             touch -d \"$t\" bin/New.dll\n",
+             touch -d \"$t\" bin/New.dll",
             p.src(),
             done = p.dir.path().join("changed-once")
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = Vec::new();
-    let mut args = vec!["sync"];
-    args.extend(p.args(&mut s, &["--json"]));
-    let hook = format!("sync:file-copied={}", script.display());
-    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    );
     r.assert_code(0);
     assert!(
         p.dir.path().join("changed-once").exists(),
@@ -1462,26 +1453,18 @@ fn a_source_that_changes_during_the_build_is_caught_before_the_swap() {
 #[cfg(all(unix, feature = "failpoints"))]
 #[test]
 fn a_source_file_that_changes_each_time_it_is_copied_is_refused_and_the_target_is_unchanged() {
-    use std::os::unix::fs::PermissionsExt;
     let p = Pair::new();
     let before = common::snapshot(&p.dst());
-    let script = p.dir.path().join("keeps-changing.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nset -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
+    let r = p.sync_with_hook(
+        "sync:file-copied",
+        "keeps-changing.sh",
+        &format!(
+            "set -e\n[ \"$KEYFERRY_FAILPOINT_AT\" = bin/New.dll ] || exit 0\n\
              cd {:?}\nt=$(stat -c %y bin/New.dll)\n\
-             head -c 13 /dev/urandom > bin/New.dll\ntouch -d \"$t\" bin/New.dll\n",
+             head -c 13 /dev/urandom > bin/New.dll\ntouch -d \"$t\" bin/New.dll",
             p.src()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = Vec::new();
-    let mut args = vec!["sync"];
-    args.extend(p.args(&mut s, &["--json"]));
-    let hook = format!("sync:file-copied={}", script.display());
-    let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);
+    );
     r.assert_code(2);
     let e = &r.json()["targets"][0]["error"];
     assert_eq!(e["code"], "tree-mismatch", "{e}");

@@ -276,10 +276,7 @@ fn reference(vol: &Volume) -> (BTreeMap<PathBuf, Vec<u8>>, BTreeMap<PathBuf, Vec
 }
 
 fn hook(vol: &Volume, name: &str, body: &str) -> PathBuf {
-    let p = vol.mnt.join("..").join(format!("{name}.sh"));
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
+    shell_script(&vol.mnt.join("..").join(format!("{name}.sh")), body)
 }
 
 #[test]

@@ -250,12 +250,14 @@ pub fn bin() -> &'static str {
 /// `exec <run_with>keyferry "$@"`; executable.
 #[cfg(unix)]
 pub fn keyferry_wrapper(path: &Path, pre: &str, run_with: &str) -> PathBuf {
+    shell_script(path, &format!("{pre}exec {run_with}{:?} \"$@\"", bin()))
+}
+
+/// An executable `sh` script at `path` running `body` (a failpoint hook, a stand-in program).
+#[cfg(unix)]
+pub fn shell_script(path: &Path, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(
-        path,
-        format!("#!/bin/sh\n{pre}exec {run_with}{:?} \"$@\"\n", bin()),
-    )
-    .unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path.to_owned()
 }
