@@ -451,6 +451,7 @@ fn healthy_pair() -> Bed {
 }
 
 /// Each node's role as `ha status` on nps1 sees it, and that status's text.
+#[cfg(feature = "failpoints")]
 fn roles(bed: &Bed) -> (Vec<String>, String) {
     let st = bed.keyferry(0, &["ha", "status", "--json"]);
     let roles = st.json()["nodes"]

@@ -91,7 +91,7 @@ impl Pair {
     }
     /// `keyferry sync --json` for this pair, running the `sh` script `body` (written as
     /// `name` in the test's folder) each time the sync reaches failpoint `point`.
-    #[cfg(unix)]
+    #[cfg(all(unix, feature = "failpoints"))]
     fn sync_with_hook(&self, point: &str, name: &str, body: &str) -> Run {
         let script = shell_script(&self.dir.path().join(name), body);
         let mut s = Vec::new();
