@@ -35,6 +35,7 @@ pub mod parallel;
 pub mod profile;
 pub mod progress;
 pub mod remote;
+pub mod report;
 pub mod secret;
 pub mod sync;
 pub mod time;

@@ -569,9 +569,9 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
             continue;
         }
         if n == 3 {
-            // The last resume typed again with the next step: step 2 is done already, and
-            // that is no reason to refuse.
-            let r = upk(&c, "resume", &["--confirm", "2", "--confirm", "3"], &[]);
+            // The last resume typed again with the next step (as a list): step 2 is done
+            // already, and that is no reason to refuse.
+            let r = upk(&c, "resume", &["--confirm", "2,3"], &[]);
             r.assert_code(0);
             assert!(
                 r.stderr().contains("step 2 is done already"),

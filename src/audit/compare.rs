@@ -8,12 +8,12 @@ use crate::cluster::ClusterFile;
 use crate::fingerprint::Fingerprint;
 use crate::keys::keyset::Protection;
 use crate::profile::{Profile, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// A node's state in the audit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeStatus {
     Match,
@@ -54,7 +54,7 @@ impl NodeStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Binaries {
     Same,
@@ -62,7 +62,7 @@ pub enum Binaries {
     Unknown,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeResult {
     pub node: String,
     pub role: Role,
@@ -79,18 +79,20 @@ pub struct NodeResult {
     pub clock_flagged: bool,
     /// Temporary vendor export files still on the node (`keys.exp`): the vendor says to
     /// delete them everywhere once imported (`keyferry keys cleanup` on that node).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_files_left: Vec<PathBuf>,
     /// Node-local files the node lacks (`database.config`: its database connection was never
     /// set up; the product's connection reset on that node writes it).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_local: Vec<String>,
 }
 
 /// `keyferry audit --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
     pub version: u32,
+    /// Read back as the envelope's tag ([`crate::report::StepReport`]).
+    #[serde(default)]
     pub kind: String,
     pub cluster: String,
     pub profile: crate::profile::ProfileId,

@@ -19,7 +19,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// What happened to a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RemovalMethod {
     /// Overwritten with zeros, flushed, then unlinked.
@@ -29,7 +29,7 @@ pub enum RemovalMethod {
 }
 
 /// One removal, for the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Removal {
     pub path: PathBuf,
     pub method: RemovalMethod,

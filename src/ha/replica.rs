@@ -14,7 +14,7 @@ use super::pg::{self, Connector};
 use super::server;
 use crate::error::{Error, Result};
 use crate::fs::Dir;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1076,7 +1076,7 @@ fn check_space(data: &Path, bytes: i64) -> Result<()> {
 }
 
 /// What `ha failover` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverReport {
     pub old_primary: String,
     pub new_primary: String,
@@ -1563,7 +1563,7 @@ pub struct RejoinOptions {
 }
 
 /// What `ha rejoin` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RejoinReport {
     pub node: String,
     pub primary: String,

@@ -5,10 +5,10 @@
 use super::config::{HaNode, Pair};
 use super::pg::{self, Connector, Reach};
 use crate::error::Error;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     RunningPrimary,
@@ -38,7 +38,7 @@ impl Role {
 }
 
 /// A replica as its primary sees it (`pg_stat_replication`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sender {
     pub application_name: String,
     pub client_addr: Option<String>,
@@ -49,7 +49,7 @@ pub struct Sender {
 }
 
 /// The replica's side (`pg_stat_wal_receiver`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Receiver {
     pub status: String,
     pub sender_host: Option<String>,
@@ -60,7 +60,7 @@ pub struct Receiver {
     pub replay_lag_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slot {
     pub name: String,
     pub active: bool,
@@ -68,7 +68,7 @@ pub struct Slot {
 }
 
 /// One node's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
     pub address: String,
@@ -87,7 +87,7 @@ pub struct NodeStatus {
 }
 
 /// The pair's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// One primary, one replica streaming from it.
@@ -106,7 +106,7 @@ pub enum Verdict {
     NotAPair,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairStatus {
     pub nodes: Vec<NodeStatus>,
     pub verdict: Verdict,

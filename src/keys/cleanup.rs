@@ -8,15 +8,17 @@ use crate::cluster::Node;
 use crate::error::Result;
 use crate::fs::{shred::shred_opened, split, Dir, Entry, Removal};
 use crate::keys::ledger::Ledger;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What cleanup did or, with `dry_run`, would do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CleanupReport {
     pub version: u32,
+    /// Read back as the envelope's tag ([`crate::report::StepReport`]).
+    #[serde(default)]
     pub kind: String,
     pub node: String,
     pub dry_run: bool,
@@ -31,13 +33,14 @@ pub struct CleanupReport {
     /// does not say which file it was (an older keyferry's): each with why.
     pub left_alone: Vec<LeftAlone>,
     /// Files whose removal failed (the others were still removed): each with why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<LeftAlone>,
     /// Replaced copies of temporary vendor files (`keys.exp`) found in this node's backups
     /// and removed: the vendor says to delete them everywhere.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups_removed: Vec<Removal>,
     /// An earlier change a crash interrupted, finished or rolled back first.
+    #[serde(skip_deserializing)]
     pub recovered: Option<crate::txn::Recovery>,
 }
 
@@ -52,7 +55,7 @@ fn looks_like_bundle(file: &mut std::fs::File) -> bool {
 }
 
 /// A path cleanup did not remove, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeftAlone {
     pub path: PathBuf,
     pub why: String,

@@ -15,11 +15,11 @@ use crate::keys::keyset::{fingerprint_of, read_local_keys};
 use crate::keys::manifest::Manifest;
 use crate::profile::Role;
 use crate::remote::ssh::{SshClient, SshTarget};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What happened on one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PushOutcome {
     /// It held the key set already.
@@ -39,7 +39,7 @@ pub enum PushOutcome {
 }
 
 /// One node's line of the push report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushTarget {
     pub node: String,
     pub role: Role,
@@ -54,7 +54,7 @@ pub struct PushTarget {
     pub detail: Option<String>,
     /// The error code of a refusal (or of one a dry run found): `key-set-differs` is for the
     /// admin to decide (`--replace`); `key-protection` is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Each key file and what was done to it (or would be).
     pub files: Vec<PushedFile>,
@@ -64,12 +64,12 @@ pub struct PushTarget {
 }
 
 /// One key file of a push.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushedFile {
     pub path: PathBuf,
     pub action: crate::keys::import::FileAction,
     /// How the file there was protected (see `PlannedFile::existing`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<String>,
 }
 

@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -74,7 +74,7 @@ pub fn classify(rel: &str, profile: &Profile) -> Class {
 }
 
 /// One file of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanFile {
     #[serde(serialize_with = "crate::fs::name::serialize_shown")]
     pub path: String,

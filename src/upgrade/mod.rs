@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub mod preflight;
+pub mod run;
 
 /// One procedure: the Secret Server cluster upgrade, the Privilege Secure HA pair upgrade,
 /// and the Privilege Secure remote-service upgrade.
@@ -1045,8 +1046,8 @@ pub struct StepState {
     pub id: String,
     pub node: Option<String>,
     pub title: String,
-    /// "ran" (keyferry ran it here) or "confirmed" (the admin did it).
-    pub done: Option<String>,
+    /// How it was done; `None` while it is not.
+    pub done: Option<Done>,
     pub finished: Option<String>,
     pub seconds: Option<f64>,
     /// What it changed, on which node (automatic steps: from the command's report).
@@ -1056,6 +1057,31 @@ pub struct StepState {
     /// changed before it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<StepFailure>,
+}
+
+/// How a step of a run was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Done {
+    /// keyferry ran it (here or on its node over ssh).
+    Ran,
+    /// The admin did it and said so (`--confirm N`, or at the prompt).
+    Confirmed,
+    /// Its end state held already: nothing was run.
+    Already,
+    /// The admin marked it done after checking its end state (`--mark-done N --because`).
+    Marked,
+}
+
+impl Done {
+    pub fn word(self) -> &'static str {
+        match self {
+            Done::Ran => "ran",
+            Done::Confirmed => "confirmed",
+            Done::Already => "already",
+            Done::Marked => "marked",
+        }
+    }
 }
 
 /// A step's failure, kept in the run's state.
@@ -1161,12 +1187,12 @@ impl RunState {
     pub fn mark(
         &mut self,
         i: usize,
-        how: &str,
+        how: Done,
         seconds: f64,
         changes: Vec<String>,
         path: &Path,
     ) -> Result<()> {
-        self.steps[i].done = Some(how.to_owned());
+        self.steps[i].done = Some(how);
         self.steps[i].changes = bounded(changes);
         self.steps[i].failed = None;
         self.steps[i].finished = Some(crate::time::Timestamp::now().to_string());
@@ -1224,173 +1250,6 @@ impl RunState {
     }
 }
 
-/// What an automatic step changed, on which node, from the JSON report of the keyferry
-/// command it ran (one line per node or fact; nothing for a report keyferry does not know).
-/// How to undo exactly what a step's command changed, from its report: for a sync, a
-/// rollback of the nodes it changed and of no other (a node the step never touched would go
-/// back to a folder kept from an earlier sync). `None` where the step's own undo applies.
-pub fn undo_of(doc: &serde_json::Value, cluster_arg: &str, driver: &str) -> Option<String> {
-    if doc["kind"] != "sync" {
-        return None;
-    }
-    let changed: Vec<&str> = doc["targets"]
-        .as_array()?
-        .iter()
-        .filter(|t| {
-            matches!(
-                t["result"].as_str(),
-                Some("synced" | "installed-unfinished")
-            )
-        })
-        .filter_map(|t| t["node"].as_str())
-        .collect();
-    if changed.is_empty() {
-        return Some("nothing to undo: the step changed no node".into());
-    }
-    let mut to: Vec<&str> = changed
-        .iter()
-        .map(|n| n.split(" (").next().unwrap_or(n))
-        .collect();
-    to.dedup();
-    Some(format!(
-        "keyferry sync rollback -c {cluster_arg} --node {driver} {} (only the nodes this step \
-         changed)",
-        to.iter()
-            .map(|n| format!("--to {n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ))
-}
-
-pub fn changes(doc: &serde_json::Value) -> Vec<String> {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
-    let count = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
-    let each = |key: &str| doc[key].as_array().cloned().unwrap_or_default();
-    if let Some(e) = doc.get("error") {
-        return vec![format!(
-            "error [{}]: {}{}",
-            s(&e["code"]),
-            s(&e["message"]),
-            e["hint"]
-                .as_str()
-                .map(|h| format!("; {h}"))
-                .unwrap_or_default()
-        )];
-    }
-    match doc["kind"].as_str().unwrap_or("") {
-        "sync" => each("targets")
-            .iter()
-            .flat_map(|t| {
-                let p = &t["plan"];
-                let node = s(&t["node"]);
-                let head = match t.get("error") {
-                    // A failed target says why, not "failed (0 added, ...)".
-                    Some(e) if e.is_object() => format!(
-                        "{node}: {} [{}]: {}",
-                        s(&t["result"]),
-                        s(&e["code"]),
-                        s(&e["message"])
-                    ),
-                    _ => format!(
-                        "{node}: {} ({} added, {} updated, {} deleted)",
-                        s(&t["result"]),
-                        count(&p["add"]),
-                        count(&p["update"]),
-                        count(&p["delete"])
-                    ),
-                };
-                // The sync's warnings (a per-node web.config replaced, a node without keys)
-                // are the admin's to read.
-                let warnings = p["warnings"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |w| format!("{node}: warning: {}", s(&w)));
-                std::iter::once(head).chain(warnings)
-            })
-            .collect(),
-        "keys-push" => each("targets")
-            .iter()
-            .map(|t| {
-                let backup = t["backup_dir"]
-                    .as_str()
-                    .map(|b| format!(", previous files in {b}"))
-                    .unwrap_or_default();
-                format!("{}: {}{backup}", s(&t["node"]), s(&t["outcome"]))
-            })
-            .collect(),
-        "cleanup" => {
-            let removed: Vec<String> = each("removed").iter().map(|r| s(&r["path"])).collect();
-            vec![if removed.is_empty() {
-                format!("{}: nothing to remove", s(&doc["node"]))
-            } else {
-                format!("{}: removed {}", s(&doc["node"]), removed.join(", "))
-            }]
-        }
-        "ha-failover" => vec![format!(
-            "{} is the primary (timeline {} -> {}); {} {}",
-            s(&doc["new_primary"]),
-            doc["timeline_before"],
-            doc["timeline_after"],
-            s(&doc["old_primary"]),
-            if doc["fenced"] == true {
-                "stopped and fenced"
-            } else {
-                "was confirmed off (not fenced)"
-            }
-        )],
-        "ha-rejoin" => vec![format!(
-            "{} streams from {} again ({}){}",
-            s(&doc["node"]),
-            s(&doc["primary"]),
-            s(&doc["method"]),
-            doc["old_folder"]
-                .as_str()
-                .map(|f| format!("; its old data folder is kept in {f}"))
-                .unwrap_or_default()
-        )],
-        "ha-status" => vec![format!("pair: {}", s(&doc["verdict"]))],
-        "upgrade-preflight" => {
-            let noted: Vec<String> = each("checks")
-                .iter()
-                .filter(|c| c["outcome"] != "pass")
-                .map(|c| {
-                    let outcome = match c["outcome"].as_str() {
-                        Some("fail") => "FAILED",
-                        Some("warn") => "warning",
-                        _ => "?",
-                    };
-                    format!(
-                        "{}: {outcome} ({}): {}",
-                        s(&c["node"]),
-                        s(&c["check"]),
-                        s(&c["detail"])
-                    )
-                })
-                .collect();
-            if noted.is_empty() {
-                vec![format!("all {} checks passed", count(&doc["checks"]))]
-            } else {
-                noted
-            }
-        }
-        "audit" => {
-            let off: Vec<String> = each("nodes")
-                .iter()
-                .filter(|n| !matches!(n["status"].as_str(), Some("match" | "not-needed")))
-                .map(|n| format!("{}: {}", s(&n["node"]), s(&n["status"])))
-                .collect();
-            if doc["ok"] == true {
-                vec!["every node that needs keys holds the primary's key set; the binaries match where compared".into()]
-            } else {
-                off
-            }
-        }
-        _ => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1431,52 +1290,5 @@ mod tests {
         assert!(kept.last().unwrap().contains("9936 more"));
         let json = serde_json::to_vec(&kept).unwrap();
         assert!(json.len() < 64 * 1024, "{}", json.len());
-    }
-    use serde_json::json;
-
-    #[test]
-    fn a_failed_syncs_undo_names_exactly_the_nodes_it_changed() {
-        let doc = json!({"kind": "sync", "targets": [
-            {"node": "web2", "result": "synced", "plan": {}},
-            {"node": "web3", "result": "failed", "error": {"code": "io", "message": "disk full"}},
-            {"node": "dr1", "result": "unchanged", "plan": {}},
-        ]});
-        assert_eq!(
-            undo_of(&doc, "c.toml", "web1").unwrap(),
-            "keyferry sync rollback -c c.toml --node web1 --to web2 (only the nodes this step changed)"
-        );
-        assert_eq!(changes(&doc)[1], "web3: failed [io]: disk full");
-        let none = json!({"kind": "sync", "targets": [{"node": "web3", "result": "failed"}]});
-        assert!(undo_of(&none, "c", "w")
-            .unwrap()
-            .starts_with("nothing to undo"));
-        assert!(undo_of(&json!({"kind": "keys-push"}), "c", "w").is_none());
-    }
-
-    #[test]
-    fn changes_name_each_node_and_what_happened_there() {
-        let sync = json!({"kind": "sync", "targets": [
-            {"node": "web2", "result": "synced", "plan": {"add": ["a"], "update": [], "delete": ["b", "c"],
-             "warnings": ["web.config differs"]}},
-        ]});
-        assert_eq!(
-            changes(&sync),
-            [
-                "web2: synced (1 added, 0 updated, 2 deleted)",
-                "web2: warning: web.config differs"
-            ]
-        );
-        let push = json!({"kind": "keys-push", "targets": [
-            {"node": "web2", "outcome": "installed", "backup_dir": "/s/b/web2/1"},
-            {"node": "proxy1", "outcome": "skipped", "backup_dir": null},
-        ]});
-        assert_eq!(
-            changes(&push),
-            [
-                "web2: installed, previous files in /s/b/web2/1",
-                "proxy1: skipped"
-            ]
-        );
-        assert!(changes(&json!({"kind": "something-new"})).is_empty());
     }
 }

@@ -223,29 +223,22 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
     }
 }
 
-/// The HA roles check from `keyferry ha status --json`: the pair healthy and the cluster
-/// file's primary `want` running as the primary (the upgrade starts with a failover there).
-pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
-    let verdict = doc["verdict"].as_str().unwrap_or("unknown");
-    let running = doc["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["role"] == "running-primary")
-        .and_then(|n| n["node"].as_str());
-    let problems: Vec<&str> = doc["problems"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str())
-        .collect();
-    let majors: Vec<(&str, &str)> = doc["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// The HA roles check from the pair's status (`keyferry ha status`): the pair healthy and
+/// the cluster file's primary `want` running as the primary (the upgrade starts with a
+/// failover there).
+pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
+    use crate::ha::status::{Role, Verdict};
+    let running = status
+        .nodes
+        .iter()
+        .find(|n| n.role == Role::RunningPrimary)
+        .map(|n| n.node.as_str());
+    let majors: Vec<(&str, &str)> = status
+        .nodes
+        .iter()
         .filter_map(|n| {
-            let v = n["version"].as_str()?;
-            Some((n["node"].as_str()?, v.split(['.', ' ']).next()?))
+            let v = n.version.as_deref()?;
+            Some((n.node.as_str(), v.split(['.', ' ']).next()?))
         })
         .collect();
     if let [(a, va), (b, vb)] = majors.as_slice() {
@@ -255,7 +248,10 @@ pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
                 "roles",
                 Outcome::Fail,
                 format!(
-                    "{a} runs PostgreSQL {va} and {b} PostgreSQL {vb}: a replica cannot stream                      across major versions; make the older node a replica of the newer afresh                      (keyferry ha replica init there, after installing the newer PostgreSQL and                      pointing the cluster file's [ha] bin and data at it)"
+                    "{a} runs PostgreSQL {va} and {b} PostgreSQL {vb}: a replica cannot stream \
+                     across major versions; make the older node a replica of the newer afresh \
+                     (keyferry ha replica init there, after installing the newer PostgreSQL and \
+                     pointing the cluster file's [ha] bin and data at it)"
                 ),
             );
         }
@@ -271,17 +267,21 @@ pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
                  (role = \"primary\"), or fail back first (keyferry ha failover on {actual})"
             ),
         ),
-        _ if verdict != "healthy" => Check::new(
+        _ if status.verdict != Verdict::Healthy => Check::new(
             want,
             "roles",
             Outcome::Fail,
             format!(
-                "the pair is {verdict}{}: keyferry ha status shows it; bring the pair back \
+                "the pair is {}{}: keyferry ha status shows it; bring the pair back \
                  (keyferry ha rejoin, docs/ha.md) before upgrading",
-                if problems.is_empty() {
+                serde_json::to_value(status.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                if status.problems.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", problems.join("; "))
+                    format!(" ({})", status.problems.join("; "))
                 }
             ),
         ),
@@ -295,7 +295,7 @@ pub fn roles(want: &str, doc: &serde_json::Value) -> Check {
 }
 
 /// `keyferry upgrade preflight --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Preflight {
     pub cluster: String,
     /// The node it ran on.
@@ -394,12 +394,23 @@ mod tests {
         assert!(!dir.path().join("state").exists());
     }
 
+    /// A pair's status as `ha status --json` writes it, read through its type.
+    fn status_of(mut v: serde_json::Value) -> crate::ha::status::PairStatus {
+        for n in v["nodes"].as_array_mut().into_iter().flatten() {
+            n["address"] = json!("10.0.0.1");
+            n["port"] = json!(5432);
+            n["replicas"] = json!([]);
+            n["slots"] = json!([]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn roles_need_the_files_primary_running_and_a_healthy_pair() {
         let mixed = json!({"verdict": "degraded", "problems": [], "nodes": [
             {"node": "nps1", "role": "running-primary", "version": "16.4"},
             {"node": "nps2", "role": "running-primary", "version": "12.19 (Ubuntu)"}]});
-        let c = roles("nps1", &mixed);
+        let c = roles("nps1", &status_of(mixed));
         assert_eq!(c.outcome, Outcome::Fail);
         assert!(
             c.detail.contains("PostgreSQL 16 and nps2 PostgreSQL 12"),
@@ -407,10 +418,12 @@ mod tests {
             c.detail
         );
         let status = |primary: &str, verdict: &str| {
-            json!({"verdict": verdict, "problems": ["nps2 does not stream"], "nodes": [
-                {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},
-                {"node": "nps2", "role": if primary == "nps2" { "running-primary" } else { "running-replica" }},
-            ]})
+            status_of(
+                json!({"verdict": verdict, "problems": ["nps2 does not stream"], "nodes": [
+                    {"node": "nps1", "role": if primary == "nps1" { "running-primary" } else { "running-replica" }},
+                    {"node": "nps2", "role": if primary == "nps2" { "running-primary" } else { "running-replica" }},
+                ]}),
+            )
         };
         assert_eq!(
             roles("nps1", &status("nps1", "healthy")).outcome,
@@ -422,6 +435,7 @@ mod tests {
         let degraded = roles("nps1", &status("nps1", "degraded"));
         assert_eq!(degraded.outcome, Outcome::Fail);
         assert!(degraded.detail.contains("degraded (nps2 does not stream)"));
-        assert_eq!(roles("nps1", &json!({})).outcome, Outcome::Fail);
+        let unknown = status_of(json!({"verdict": "unknown", "problems": [], "nodes": []}));
+        assert_eq!(roles("nps1", &unknown).outcome, Outcome::Fail);
     }
 }

@@ -5,7 +5,7 @@ use keyferry::Error;
 
 /// A failed command.
 pub struct Failure {
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub hint: Option<String>,
     /// The exit code: [`crate::exit::ERROR`] (nothing changed), or
@@ -16,7 +16,7 @@ pub struct Failure {
 impl Failure {
     pub fn new(code: &'static str, message: impl Into<String>, hint: Option<&str>) -> Failure {
         Failure {
-            code,
+            code: code.into(),
             exit: crate::exit::ERROR,
             message: message.into(),
             hint: hint.map(str::to_owned),
@@ -24,35 +24,27 @@ impl Failure {
     }
 }
 
-/// A failure as the README's JSON contract writes it, in a command's own document (one
-/// target's error) as in the error document: `{ "code", "message", "hint" }`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ErrorDoc {
-    pub code: &'static str,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
+/// A failure in a JSON document (the error document, one target's row): the library's type,
+/// which the upgrade run reads back.
+pub use keyferry::report::ErrorDoc;
 
 impl From<Failure> for ErrorDoc {
     fn from(f: Failure) -> ErrorDoc {
         ErrorDoc {
-            code: f.code,
+            code: f.code.into_owned(),
             message: f.message,
             hint: f.hint,
         }
     }
 }
 
-impl ErrorDoc {
-    /// The failure again, to show on a terminal.
-    pub fn failure(&self, prefix: &str) -> Failure {
-        Failure {
-            code: self.code,
-            message: format!("{prefix}{}", self.message),
-            hint: self.hint.clone(),
-            exit: crate::exit::ERROR,
-        }
+/// A target's failure again, to show on a terminal (`prefix` names the target).
+pub fn shown(e: &ErrorDoc, prefix: &str) -> Failure {
+    Failure {
+        code: e.code.clone().into(),
+        message: format!("{prefix}{}", e.message),
+        hint: e.hint.clone(),
+        exit: crate::exit::ERROR,
     }
 }
 
@@ -72,7 +64,7 @@ impl From<Error> for Failure {
         } = &e
         {
             return Failure {
-                code: e.code(),
+                code: e.code().into(),
                 exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(remedy.clone()),
@@ -80,7 +72,7 @@ impl From<Error> for Failure {
         }
         if let Error::DpapiProtected { remedy, .. } = &e {
             return Failure {
-                code: e.code(),
+                code: e.code().into(),
                 exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(remedy.clone()),
@@ -88,7 +80,7 @@ impl From<Error> for Failure {
         }
         if let Error::FileMissing { what, .. } = &e {
             return Failure {
-                code: e.code(),
+                code: e.code().into(),
                 exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(missing_hint(what).to_owned()),
@@ -96,7 +88,7 @@ impl From<Error> for Failure {
         }
         if let Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } = &e {
             return Failure {
-                code: e.code(),
+                code: e.code().into(),
                 exit: crate::exit::ERROR,
                 message: e.to_string(),
                 hint: Some(hint.clone()),
@@ -105,7 +97,7 @@ impl From<Error> for Failure {
         if let Error::Io { path, source } = &e {
             if let Some(h) = io_hint(path, source) {
                 return Failure {
-                    code: e.code(),
+                    code: e.code().into(),
                     exit: crate::exit::ERROR,
                     message: e.to_string(),
                     hint: Some(h),
@@ -114,7 +106,7 @@ impl From<Error> for Failure {
         }
         let hint = hint_for(&e);
         Failure {
-            code: e.code(),
+            code: e.code().into(),
             exit: crate::exit::ERROR,
             message: e.to_string(),
             hint: hint.map(str::to_owned),

@@ -115,6 +115,12 @@ impl Ui {
         let _ = writeln!(std::io::stdout().lock(), "{}", json_text(&text));
     }
 
+    /// A report in its envelope (`version`, its `kind`, its fields), the type the upgrade
+    /// run reads back ([`keyferry::report`]).
+    pub fn report<T: keyferry::report::Kind>(&self, report: &T) {
+        self.json(&keyferry::report::Envelope::of(report));
+    }
+
     /// One line of another machine's messages (keyferry on node `from`) on stderr: escaped
     /// like everything else printed, and marked with where it came from, so that no line a
     /// node sends can pass for one of this keyferry's own.

@@ -117,15 +117,9 @@ impl Loaded {
 }
 
 /// Prints an `ha` report as the JSON document: `version`, `kind`, then the report's fields.
+/// (A report the upgrade run reads goes out through [`Ui::report`], whose kind is its type's.)
 pub fn emit<T: serde::Serialize>(ui: &Ui, kind: &'static str, report: &T) {
-    #[derive(serde::Serialize)]
-    struct Doc<'a, T> {
-        version: u32,
-        kind: &'static str,
-        #[serde(flatten)]
-        report: &'a T,
-    }
-    ui.json(&Doc {
+    ui.json(&keyferry::report::Envelope {
         version: keyferry::JSON_VERSION,
         kind,
         report,

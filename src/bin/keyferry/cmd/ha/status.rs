@@ -41,7 +41,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
 fn show(st: &PairStatus, ui: &Ui) {
     if ui.json {
-        super::emit(ui, "ha-status", st);
+        ui.report(st);
         return;
     }
     let mut t = ui.table([

@@ -268,7 +268,7 @@ pub fn failover(args: FailoverArgs, ui: &Ui) -> CmdResult {
     };
     let r = replica::failover(&loaded.connector(), node, &opts, &lost)?;
     if ui.json {
-        emit(ui, "ha-failover", &r);
+        ui.report(&r);
         return Ok(ExitCode::SUCCESS);
     }
     if r.dry_run {
@@ -314,7 +314,7 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     };
     let r = replica::rejoin(&loaded.connector(), node, &opts, &|l| ui.info(l))?;
     if ui.json {
-        emit(ui, "ha-rejoin", &r);
+        ui.report(&r);
         return Ok(ExitCode::SUCCESS);
     }
     for w in &r.warnings {

@@ -10,7 +10,6 @@ use keyferry::keys::push::{
     push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
 };
 use keyferry::time::Timestamp;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -66,17 +65,6 @@ pub struct Args {
     pub timeout: Duration,
     #[command(flatten)]
     pub wait: crate::node_args::WaitArgs,
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    version: u32,
-    kind: &'static str,
-    source: &'a str,
-    fingerprint: String,
-    dry_run: bool,
-    ok: bool,
-    targets: &'a [PushTarget],
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
@@ -138,18 +126,18 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     let failed = done.iter().filter(|t| t.failed()).count();
     let fingerprint = manifest.header.fingerprint.to_string();
+    let report = keyferry::report::PushReport {
+        source: source.name.clone(),
+        fingerprint: fingerprint.clone(),
+        dry_run: args.dry_run,
+        ok: failed == 0,
+        targets: done,
+    };
+    let done = &report.targets;
     if ui.json {
-        ui.json(&Report {
-            version: keyferry::JSON_VERSION,
-            kind: "keys-push",
-            source: &source.name,
-            fingerprint,
-            dry_run: args.dry_run,
-            ok: failed == 0,
-            targets: &done,
-        });
+        ui.report(&report);
     } else {
-        show(&source.name, &fingerprint, &done, ui);
+        show(&source.name, &fingerprint, done, ui);
         let next: Vec<&str> = done
             .iter()
             .filter(|t| t.outcome == PushOutcome::Installed)

@@ -178,7 +178,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 ));
             }
             if let Some(e) = &r.error {
-                ui.failure(&e.failure(&format!("{}: ", r.node)));
+                ui.failure(&crate::failure::shown(e, &format!("{}: ", r.node)));
             }
         }
     }

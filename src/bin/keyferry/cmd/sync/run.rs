@@ -7,8 +7,7 @@ use crate::failure::Failure;
 use crate::node_args::WaitArgs;
 use crate::ui::Ui;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncOutcome, SyncPlan, SyncProgress};
-use serde::Serialize;
+use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncPlan, SyncProgress};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,24 +64,7 @@ pub struct RunArgs {
     pub wait: WaitArgs,
 }
 
-/// One target's result, for the table and `--json`.
-#[derive(Serialize)]
-struct TargetResult {
-    node: String,
-    slot: String,
-    target: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plan: Option<SyncPlan>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outcome: Option<SyncOutcome>,
-    /// `planned`, `synced`, `unchanged`, `failed`, or `installed-unfinished` (the new tree is
-    /// in place, the bookkeeping after it failed: a rerun finishes it).
-    result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<crate::failure::ErrorDoc>,
-}
+use keyferry::report::{PlanSummary, SyncReport, SyncResult, SyncTarget as TargetResult};
 
 /// One target's progress: a bar on a terminal; where stderr is a log or a pipe (a step of an
 /// upgrade run here or over ssh, a scheduled task) and the run asks for it (`--batch`, or
@@ -265,16 +247,32 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         bar.0.finish_and_clear();
         r
     });
+    let results = SyncReport { targets: results };
     report(&results, args.dry_run, ui);
+    let results = &results.targets;
     let failed = results
         .iter()
-        .filter(|r| matches!(r.result, "failed" | "installed-unfinished"))
+        .filter(|r| {
+            matches!(
+                r.result,
+                SyncResult::Failed | SyncResult::InstalledUnfinished
+            )
+        })
         .count();
-    let changed = results
-        .iter()
-        .filter(|r| matches!(r.result, "synced" | "installed-unfinished"))
-        .count();
+    let changed = results.iter().filter(|r| r.result.changed()).count();
     Ok(ExitCode::from(crate::exit::of_many(changed, failed)))
+}
+
+/// A target's result as the table shows it (a failure in capitals).
+fn result_word(r: SyncResult) -> String {
+    match r {
+        SyncResult::Planned => "planned",
+        SyncResult::Synced => "synced",
+        SyncResult::Unchanged => "unchanged",
+        SyncResult::Failed => "FAILED",
+        SyncResult::InstalledUnfinished => "installed-unfinished",
+    }
+    .into()
 }
 
 fn one(
@@ -291,8 +289,9 @@ fn one(
         slot: pair.slot.clone(),
         target: pair.target.display().to_string(),
         plan: None,
+        summary: None,
         outcome: None,
-        result: "failed",
+        result: SyncResult::Failed,
         recovered: None,
         error: None,
     };
@@ -340,7 +339,8 @@ fn one(
             None => sync::plan(&source, &target, &resolved.profile, opts)?,
         };
         if args.dry_run {
-            r.result = "planned";
+            r.result = SyncResult::Planned;
+            r.summary = Some(PlanSummary::of(&plan));
             r.plan = Some(plan);
             return Ok(());
         }
@@ -358,7 +358,8 @@ fn one(
                 &keyferry::sync::apply::sync_id(),
                 false,
             )?;
-            r.result = "unchanged";
+            r.result = SyncResult::Unchanged;
+            r.summary = Some(PlanSummary::of(&plan));
             r.plan = Some(plan);
             return Ok(());
         }
@@ -376,36 +377,33 @@ fn one(
             apply_opts,
             bar,
         )?;
-        r.result = "synced";
+        r.result = SyncResult::Synced;
+        r.summary = Some(PlanSummary::of(&plan));
         r.plan = Some(plan);
         r.outcome = Some(outcome);
         Ok(())
     };
     if let Err(f) = run() {
         // Installed, then failed: changed and failed at once.
-        r.result = if matches!(f.code, "after-install" | "partly-installed") {
-            "installed-unfinished"
+        r.result = if matches!(&*f.code, "after-install" | "partly-installed") {
+            SyncResult::InstalledUnfinished
         } else {
-            "failed"
+            SyncResult::Failed
         };
         r.error = Some(f.into());
     }
     r
 }
 
-fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
+fn report(report: &SyncReport, dry_run: bool, ui: &Ui) {
+    let results = &report.targets;
     if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            targets: &'a [TargetResult],
+        if dry_run {
+            // The same document under its own kind: a plan, not a change.
+            crate::cmd::ha::emit(ui, "sync-plan", report);
+        } else {
+            ui.report(report);
         }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: if dry_run { "sync-plan" } else { "sync" },
-            targets: results,
-        });
         return;
     }
     let mut t = ui.table([
@@ -444,16 +442,12 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
                             format!(", {} re-copied", o.recopied.len())
                         }
                     ),
-                    None if r.result == "unchanged" => "same size and time".into(),
+                    None if r.result == SyncResult::Unchanged => "same size and time".into(),
                     None => "-".into(),
                 };
                 t.add_row([
                     name,
-                    if r.result == "failed" {
-                        r.result.to_uppercase()
-                    } else {
-                        r.result.to_owned()
-                    },
+                    result_word(r.result),
                     cells(p.add.len(), p.add_bytes),
                     cells(p.update.len(), p.update_bytes),
                     cells(p.delete.len(), p.delete_bytes),
@@ -517,7 +511,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
             for w in &p.warnings {
                 ui.warn(&format!("{name}: {w}"));
             }
-            if r.result == "unchanged" {
+            if r.result == SyncResult::Unchanged {
                 ui.info(&format!(
                     "{name}: every file already has the source's size and modification time; \
                      keyferry sync verify compares contents"
@@ -537,7 +531,7 @@ fn report(results: &[TargetResult], dry_run: bool, ui: &Ui) {
             ));
         }
         if let Some(e) = &r.error {
-            ui.failure(&e.failure(&format!("{name}: ")));
+            ui.failure(&crate::failure::shown(e, &format!("{name}: ")));
         }
     }
 }

@@ -95,7 +95,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                         ));
                     }
                 }
-                (None, Some(e)) => ui.failure(&e.failure(&format!("{}: ", r.node))),
+                (None, Some(e)) => ui.failure(&crate::failure::shown(e, &format!("{}: ", r.node))),
                 (None, None) => {}
             }
         }

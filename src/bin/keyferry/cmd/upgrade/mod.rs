@@ -4,13 +4,14 @@
 //! keeps its state after every step.
 
 use crate::cmd::CmdResult;
+use crate::failure::Failure;
 use crate::ui::Ui;
 use clap::Subcommand;
-use keyferry::cluster::access::{parse_access, Access};
 use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
 use keyferry::remote::ssh::{SshClient, SshTarget};
-use keyferry::upgrade::{changes, plan, state_path, Kind, Plan, RunState, Step};
+use keyferry::upgrade::run::{Driver, Event, Hands, Question, Ran, RunError, Stop, Wait};
+use keyferry::upgrade::{plan, Done, Kind, Plan, RunState, Step};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,8 +54,9 @@ pub struct RunArgs {
     /// This machine's node [default: the node named after this host]
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// The waiting step N is done (repeatable, in order)
-    #[arg(long, value_name = "N")]
+    /// The waiting step N is done (repeatable, or a list: --confirm 4,5,6; in order, each
+    /// step's gate still checked)
+    #[arg(long, value_name = "N", value_delimiter = ',')]
     pub confirm: Vec<usize>,
     /// Mark the waiting step N done without running it, an automatic step included, after
     /// you checked its end state yourself (say how with --because)
@@ -168,21 +170,165 @@ enum Start {
     Abandon,
 }
 
-fn refused(why: String, hint: &str) -> crate::failure::Failure {
-    crate::failure::Failure::new("upgrade", &why, Some(hint))
-}
-
-/// A refusal with its own code (`upgrade-wrong-node`, `upgrade-gate`, `upgrade-step-failed`,
-/// `upgrade-run-changed`, `upgrade-in-progress`, `upgrade-no-run`), so scripts tell them apart.
-fn coded(code: &'static str, why: String, hint: &str) -> crate::failure::Failure {
-    crate::failure::Failure::new(code, &why, Some(hint))
+/// What the admin is told to do when the run refuses or fails: each refusal with its own
+/// code (`upgrade-wrong-node`, `upgrade-gate`, `upgrade-step-failed`, `upgrade-run-changed`,
+/// `upgrade-in-progress`, `upgrade-no-run`, `key-protection`), so scripts tell them apart.
+/// `c` is how the admin names this run (`-c FILE` and the options that go with it).
+fn failure(e: RunError, c: &str) -> Failure {
+    let f = |code: &'static str, why: String, hint: String| Failure::new(code, why, Some(&hint));
+    match e {
+        RunError::WrongNode { driver, here } => f(
+            "upgrade-wrong-node",
+            format!("the upgrade is driven from the primary, {driver}, and this is {here}"),
+            format!(
+                "run keyferry upgrade run on {driver} (the steps for other nodes run there over \
+                 ssh or are shown to you); if {here} is the primary now, say so in the cluster \
+                 file (role = \"primary\")"
+            ),
+        ),
+        RunError::InProgress { path } => f(
+            "upgrade-in-progress",
+            format!("an upgrade run is in progress here ({})", path.display()),
+            format!(
+                "keyferry upgrade status -c {c} shows it; keyferry upgrade resume -c {c} goes on"
+            ),
+        ),
+        RunError::NoRun { path } => f(
+            "upgrade-no-run",
+            format!("no upgrade run here ({})", path.display()),
+            format!("keyferry upgrade run -c {c} starts one"),
+        ),
+        RunError::Changed { path } => f(
+            "upgrade-run-changed",
+            "the cluster file's checklist is not the one this run started with".into(),
+            format!(
+                "put the cluster file back as it was, or abandon the run (keyferry upgrade \
+                 abandon -c {c}, kept on record) to start over; the run is {}",
+                path.display()
+            ),
+        ),
+        RunError::NotWaiting {
+            flag,
+            n,
+            waiting: None,
+            ..
+        } => f(
+            "upgrade",
+            format!("{flag} {n}: every step is done"),
+            "nothing waits".into(),
+        ),
+        RunError::NotWaiting {
+            flag,
+            n,
+            waiting: Some((w, title)),
+            keys,
+        } => f(
+            "upgrade",
+            format!(
+                "{flag} {n}: the step waiting is {w} ({title}){}",
+                if keys {
+                    ", whose nodes hold other keys than the primary"
+                } else {
+                    ""
+                }
+            ),
+            if flag == "--mark-done" {
+                "mark the waiting step, after checking its end state".into()
+            } else {
+                "confirm the steps in order, each once it is done".into()
+            },
+        ),
+        RunError::Gate {
+            n,
+            title,
+            gate,
+            command,
+            code,
+        } => f(
+            "upgrade-gate",
+            format!("step {n} ({title}) waits for: {gate}; keyferry {command} exited {code}"),
+            format!("fix that, then: keyferry upgrade resume -c {c}"),
+        ),
+        RunError::KeyPlan {
+            n,
+            title,
+            command,
+            code,
+            reason,
+        } => f(
+            "step-failed",
+            format!(
+                "step {n} ({title}): its plan (keyferry {command}) exited {code}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            format!("fix that, then: keyferry upgrade resume -c {c}"),
+        ),
+        RunError::KeysBlocked {
+            n,
+            title,
+            who,
+            partial,
+        } => {
+            let fail = f(
+                "key-protection",
+                format!(
+                    "step {n} ({title}) cannot bring these nodes to the primary's keys from \
+                     here:\n{who}"
+                ),
+                format!(
+                    "act on each node named (its own keyferry compares a DPAPI key it can \
+                     decrypt: keys push over ssh, or keyferry dpapi unprotect there), then: \
+                     keyferry upgrade resume -c {c}"
+                ),
+            );
+            // Nothing changed by this step; earlier ones may have changed nodes.
+            if partial {
+                fail.partial()
+            } else {
+                fail
+            }
+        }
+        RunError::StepFailed {
+            n,
+            title,
+            what,
+            code,
+            reason,
+            undo,
+            partial,
+        } => {
+            let fail = f(
+                "upgrade-step-failed",
+                format!("step {n} ({title}) failed: {reason} ({what} exited {code})"),
+                format!(
+                    "fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
+                    undo.map(|u| format!("; to undo what it changed: {u}"))
+                        .unwrap_or_default()
+                ),
+            );
+            if partial {
+                fail.partial()
+            } else {
+                fail
+            }
+        }
+        RunError::Unreachable { node, url, why } => f(
+            "upgrade",
+            format!("keyferry on {node} through {url}: {why}"),
+            format!(
+                "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry \
+                 upgrade resume -c {c}"
+            ),
+        ),
+        RunError::Error(e) => e.into(),
+    }
 }
 
 fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     if matches!(start, Start::Status | Start::Abandon)
         && (!args.confirm.is_empty() || args.mark_done.is_some())
     {
-        return Err(crate::failure::Failure::new(
+        return Err(Failure::new(
             "usage",
             "--confirm and --mark-done go with upgrade run or resume, not with status or abandon",
             Some("keyferry upgrade resume -c FILE --confirm N"),
@@ -192,35 +338,13 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
     let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
-    if !matches!(start, Start::Status | Start::Abandon)
-        && !local.name.eq_ignore_ascii_case(&p.driver)
-    {
-        return Err(coded(
-            "upgrade-wrong-node",
-            format!(
-                "the upgrade is driven from the primary, {}, and this is {}",
-                p.driver, local.name
-            ),
-            &format!(
-                "run keyferry upgrade run on {} (the steps for other nodes run there over ssh \
-                 or are shown to you); if {} is the primary now, say so in the cluster file \
-                 (role = \"primary\")",
-                p.driver, local.name
-            ),
-        ));
-    }
-    let path = state_path(&local.state_dir);
-    let loaded = RunState::load(&path)?;
-    if let Some(done) = loaded.as_ref().filter(|r| r.finished.is_some()) {
-        // A finished run is kept beside its reports before a new run takes its place (it is
-        // already, unless the run was cut off right after its last step).
-        let record = records(&local.state_dir, &done.started).join("upgrade-run.json");
-        if start == Start::New && !record.exists() {
-            keyferry::fs::create_private_dir(record.parent().unwrap_or(&local.state_dir))?;
-            done.save(&record)?;
-        }
-    }
-    let kept = loaded.filter(|r| r.finished.is_none() || start == Start::Status);
+    let driver = Driver {
+        file: &file,
+        cluster: &args.cluster,
+        local: &local.name,
+        state_dir: &local.state_dir,
+        plan: &p,
+    };
     // How the admin names this run in the commands we suggest.
     let c = format!(
         "{}{}{}",
@@ -235,568 +359,103 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             .map(|f| format!(" --ssh-config {}", f.display()))
             .unwrap_or_default()
     );
-    let mut state = match (start, kept) {
-        (Start::New, Some(_)) => {
-            return Err(coded(
-                "upgrade-in-progress",
-                format!("an upgrade run is in progress here ({})", path.display()),
-                &format!(
-                "keyferry upgrade status -c {c} shows it; keyferry upgrade resume -c {c} goes on"
-            ),
-            ))
-        }
-        (Start::New, None) => {
-            let mut s = RunState::new(&p, &local.name);
-            // Each run's reports in a folder of their own (named after its start, in seconds).
-            while records(&local.state_dir, &s.started).exists() {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                s = RunState::new(&p, &local.name);
-            }
-            keyferry::fs::create_private_dir(&local.state_dir)?;
-            s.save(&path)?;
-            s
-        }
-        (Start::Status, None) => {
-            // No run is an answer, not an error.
-            if ui.json {
-                super::ha::emit(
+    let fail = |e: RunError| failure(e, &c);
+    match start {
+        Start::Status => {
+            match driver.status().map_err(fail)? {
+                Some(state) => show_status(&state, &p, ui),
+                // No run is an answer, not an error.
+                None if ui.json => super::ha::emit(
                     ui,
                     "upgrade-status",
-                    &serde_json::json!({ "run": null, "state": path }),
-                );
-            } else {
-                ui.out(&format!(
+                    &serde_json::json!({ "run": null, "state": driver.state_path() }),
+                ),
+                None => ui.out(&format!(
                     "no upgrade run here ({}); keyferry upgrade run -c {c} starts one",
-                    path.display()
+                    driver.state_path().display()
+                )),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Start::Abandon => {
+            let (state, record) = driver.abandon().map_err(fail)?;
+            if ui.json {
+                super::ha::emit(ui, "upgrade-run", &state);
+            } else {
+                let done = state.steps.iter().filter(|s| s.done.is_some()).count();
+                ui.out(&format!(
+                    "the run started {} is abandoned after {done} of {} steps; its record is \
+                     {} (what its steps changed stays as it is: see that record and each \
+                     step's undo); keyferry upgrade run -c {c} starts a new one",
+                    state.started,
+                    state.steps.len(),
+                    record.display()
                 ));
             }
             return Ok(ExitCode::SUCCESS);
         }
-        (_, None) => {
-            return Err(coded(
-                "upgrade-no-run",
-                format!("no upgrade run here ({})", path.display()),
-                &format!("keyferry upgrade run -c {c} starts one"),
-            ))
-        }
-        (_, Some(s)) => s,
+        Start::New | Start::Resume => {}
+    }
+    let mut state = driver.open(start == Start::Resume).map_err(fail)?;
+    let hands = Terminal {
+        ui,
+        ssh: args.ssh.client(),
+        timeout: args.step_timeout,
+        asked: std::cell::Cell::new(false),
     };
-    if start == Start::Abandon {
-        // Kept on record beside its steps' reports, then the active run goes (a run whose
-        // checklist no longer matches the cluster file can be abandoned too).
-        state.abandoned = Some(keyferry::time::Timestamp::now().to_string());
-        let dir = records(&local.state_dir, &state.started);
-        keyferry::fs::create_private_dir(&dir)?;
-        let record = dir.join("upgrade-run.json");
-        state.save(&record)?;
-        keyferry::fs::remove_if_present(&path)?;
-        if ui.json {
-            super::ha::emit(ui, "upgrade-run", &state);
-        } else {
-            let done = state.steps.iter().filter(|s| s.done.is_some()).count();
+    if let Some(m) = args.mark_done {
+        let why = args.because.as_deref().unwrap_or_default();
+        driver.mark_done(&mut state, m, why, &hands).map_err(fail)?;
+    }
+    let stop = driver
+        .walk(&mut state, &args.confirm, &hands)
+        .map_err(fail)?;
+    if ui.json {
+        super::ha::emit(ui, "upgrade-run", &state);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match stop {
+        Stop::Finished { record } => {
+            let count = |how| state.steps.iter().filter(|s| s.done == Some(how)).count();
             ui.out(&format!(
-                "the run started {} is abandoned after {done} of {} steps; its record is {} \
-                 (what its steps changed stays as it is: see that record and each step's undo); \
-                 keyferry upgrade run -c {c} starts a new one",
-                state.started,
+                "upgrade finished: {} steps ({} run by keyferry, {} confirmed); the record is {}",
                 state.steps.len(),
+                count(Done::Ran),
+                count(Done::Confirmed),
                 record.display()
             ));
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !state.matches(&p) {
-        return Err(coded(
-            "upgrade-run-changed",
-            "the cluster file's checklist is not the one this run started with".into(),
-            &format!(
-                "put the cluster file back as it was, or move {} away to start over",
-                path.display()
-            ),
-        ));
-    }
-    if start == Start::Status {
-        show_status(&state, &p, ui);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Some(m) = args.mark_done {
-        let Some(i) = state.current() else {
-            return Err(refused(
-                format!("--mark-done {m}: every step is done"),
-                "nothing waits",
-            ));
-        };
-        if state.steps[i].n != m {
-            return Err(refused(
-                format!(
-                    "--mark-done {m}: the step waiting is {} ({})",
-                    state.steps[i].n, state.steps[i].title
-                ),
-                "mark the waiting step, after checking its end state",
-            ));
-        }
-        let why = args.because.clone().unwrap_or_default();
-        state.mark(
-            i,
-            "marked",
-            0.0,
-            vec![format!("marked done by the admin: {why}")],
-            &path,
-        )?;
-        ui.info(&format!(
-            "step {m} marked done ({why}); the run goes on at the next step"
-        ));
-    }
-    let exec = Exec {
-        ui,
-        file: &file,
-        cluster: &args.cluster,
-        ssh: args.ssh.client(),
-        timeout: args.step_timeout,
-    };
-    // A confirmation of a step already done (the same resume typed again) has nothing to do.
-    let (done, open): (Vec<usize>, Vec<usize>) = args
-        .confirm
-        .iter()
-        .copied()
-        .partition(|&n| state.steps.iter().any(|s| s.n == n && s.done.is_some()));
-    for n in done {
-        ui.info(&format!("step {n} is done already"));
-    }
-    let mut confirms = open.into_iter().peekable();
-    while let Some(i) = state.current() {
-        let step = &p.steps[i];
-        let place = exec.place(step, &local.name);
-        let began = std::time::Instant::now();
-        if step.kind == Kind::Auto && !step.done_when.is_empty() {
-            // Its end state may hold already (a run cut off while the step ran on another
-            // node, which finished it): then it is done, and neither its gate nor the step
-            // runs again.
-            let status = vec![
-                "ha".to_owned(),
-                "status".to_owned(),
-                "-c".to_owned(),
-                args.cluster.display().to_string(),
-                "--node".to_owned(),
-                local.name.clone(),
-            ];
-            if let Ok((_, Some(report))) = exec.run(&Place::Here, &status) {
-                let role_of = |node: &str| {
-                    report["nodes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|n| n["node"] == node)
-                        .and_then(|n| n["role"].as_str())
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                let holds = step.done_when.iter().all(|(node, want)| {
-                    let role = role_of(node);
-                    match want.strip_prefix('!') {
-                        // Seen not to be one: a replica, or nothing listening (fenced and
-                        // stopped). Unreachable or refusing keyferry proves nothing.
-                        Some(_) => matches!(role.as_str(), "running-replica" | "not-running"),
-                        None => role == *want,
-                    }
-                });
-                if holds {
-                    let seen: Vec<String> = step
-                        .done_when
-                        .iter()
-                        .map(|(n, _)| format!("{n}: {}", role_of(n)))
-                        .collect();
-                    ui.say(&format!(
-                        "step {} ({}): already done ({})",
-                        step.n,
-                        step.title,
-                        seen.join(", ")
-                    ));
-                    state.mark(
-                        i,
-                        "already",
-                        0.0,
-                        vec![format!("its end state held already: {}", seen.join(", "))],
-                        &path,
-                    )?;
-                    continue;
-                }
-            }
-        }
-        if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
-            if !step.gate_args.is_empty() {
-                ui.say(&format!(
-                    "step {}: checking its gate: {}",
-                    step.n,
-                    step.gate.as_deref().unwrap_or("")
-                ));
-                // Checked from here, the node that reaches every other.
-                let (code, _) = exec.run(&Place::Here, &on_node(&step.gate_args, &local.name))?;
-                if code != 0 {
-                    return Err(coded(
-                        "upgrade-gate",
-                        format!(
-                            "step {} ({}) waits for: {}; keyferry {} exited {code}",
-                            step.n,
-                            step.title,
-                            step.gate.as_deref().unwrap_or(""),
-                            step.gate_args.join(" ")
-                        ),
-                        &format!("fix that, then: keyferry upgrade resume -c {c}"),
-                    ));
-                }
-            }
-            let mut run_args = step.args.clone();
-            if step.confirm_replace {
-                match key_step_plan(&exec, &place, step)? {
-                    KeyPlan::Clear => {
-                        // Nothing to ask (a resume after the replace ran): a confirmation
-                        // typed for it has nothing left to confirm.
-                        if confirms.peek() == Some(&step.n) {
-                            confirms.next();
-                        }
-                    }
-                    KeyPlan::Blocked(why) => {
-                        let earlier = state.changed_before(i);
-                        let fail = crate::failure::Failure::new(
-                            "key-protection",
-                            format!(
-                                "step {} ({}) cannot bring these nodes to the primary's keys \
-                                 from here:\n{why}",
-                                step.n, step.title
-                            ),
-                            Some(&format!(
-                                "act on each node named (its own keyferry compares a DPAPI key \
-                                 it can decrypt: keys push over ssh, or keyferry dpapi \
-                                 unprotect there), then: keyferry upgrade resume -c {c}"
-                            )),
-                        );
-                        // Nothing changed by this step; earlier ones changed nodes.
-                        return Err(if earlier { fail.partial() } else { fail });
-                    }
-                    KeyPlan::Differs(who) => {
-                        let next = confirms.peek().copied();
-                        let confirmed = match next {
-                            Some(n) if n == step.n => {
-                                confirms.next();
-                                true
-                            }
-                            Some(n) => {
-                                return Err(refused(
-                                    format!(
-                                        "--confirm {n}: the step waiting is {} ({}), whose \
-                                         nodes hold other keys than the primary",
-                                        step.n, step.title
-                                    ),
-                                    "confirm the steps in order, each once it is done",
-                                ))
-                            }
-                            None if ui.can_prompt() && std::io::stdin().is_terminal() => {
-                                ui.say(&format!(
-                                    "step {} ({}): these nodes hold other keys than the \
-                                     primary:\n{who}",
-                                    step.n, step.title
-                                ));
-                                ui.ask_yes(
-                                    "Replace their keys with the primary's (each backed up first)?",
-                                )
-                            }
-                            _ => false,
-                        };
-                        if !confirmed {
-                            if ui.json {
-                                super::ha::emit(ui, "upgrade-run", &state);
-                                return Ok(ExitCode::SUCCESS);
-                            }
-                            ui.out(&format!(
-                                "step {}/{} waits for you: {}\n  these nodes hold other keys \
-                                 than the primary, and keyferry never replaces a key unasked:\n{who}\n\
-                                 to replace them (each backed up first): keyferry upgrade resume \
-                                 -c {c} --confirm {}",
-                                step.n,
-                                p.steps.len(),
-                                step.title,
-                                step.n
-                            ));
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        run_args.push("--replace".into());
-                    }
-                }
-            }
-            ui.say(&format!(
-                "step {}/{}{}: {}\n  {}",
+        Stop::Waiting {
+            at,
+            why: Wait::KeysDiffer(who),
+        } => {
+            let step = &p.steps[at];
+            ui.out(&format!(
+                "step {}/{} waits for you: {}\n  these nodes hold other keys than the primary, \
+                 and keyferry never replaces a key unasked:\n{who}\n\
+                 to replace them (each backed up first): keyferry upgrade resume -c {c} \
+                 --confirm {}",
                 step.n,
                 p.steps.len(),
-                match &place {
-                    Place::Ssh { node, target } => format!(" on {node} (over {})", target.url()),
-                    _ => String::new(),
-                },
                 step.title,
-                step.what
+                step.n
             ));
-            let (code, report) = exec.run(&place, &run_args)?;
-            // What it changed or found, on which node (a failing step's too: its reasons).
-            let changes = report.as_ref().map(changes).unwrap_or_default();
-            for c in &changes {
-                ui.say(&format!("  -> {c}"));
-            }
-            if !step.ok_codes.contains(&code) {
-                // Steps before it changed nodes (or this one changed some and failed on
-                // others): partly done, not "nothing changed".
-                let earlier = state.changed_before(i);
-                // The failure, its reason (the step's own error, relayed) and what it changed,
-                // kept in the run's state for status and --json.
-                // A step run on another node fails there: its error names that node, with the
-                // node's own hint (a cluster file missing there: where, and what to set).
-                let there = match &place {
-                    Place::Ssh { node, target } => Some((node.clone(), target.url())),
-                    _ => None,
-                };
-                let reason = report
-                    .as_ref()
-                    .and_then(|r| {
-                        r["error"]["message"].as_str().map(|m| {
-                            let code = r["error"]["code"].as_str().unwrap_or("?");
-                            match &there {
-                                None => format!("{m} [{code}]"),
-                                Some((node, url)) => {
-                                    let hint = r["error"]["hint"]
-                                        .as_str()
-                                        .map(|h| format!("; there: {h}"))
-                                        .unwrap_or_default();
-                                    let cluster = if m.contains("cluster file") {
-                                        format!(
-                                            " (copy the cluster file to that path on {node}, \
-                                             or set remote_cluster in {node}'s [[node]])"
-                                        )
-                                    } else {
-                                        String::new()
-                                    };
-                                    format!("on {node} ({url}): {m} [{code}]{cluster}{hint}")
-                                }
-                            }
-                        })
-                    })
-                    .or_else(|| {
-                        changes
-                            .iter()
-                            .find(|c| {
-                                c.contains("error") || c.contains("FAILED") || c.contains("failed")
-                            })
-                            .cloned()
-                    })
-                    .unwrap_or_else(|| format!("keyferry exited {code}"));
-                state.fail(i, &reason, changes.clone(), &path)?;
-                let fail = coded(
-                    "upgrade-step-failed",
-                    format!(
-                        "step {} ({}) failed: {reason} ({} exited {code})",
-                        step.n, step.title, step.what
-                    ),
-                    &format!(
-                        "fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
-                        report
-                            .as_ref()
-                            .and_then(|r| keyferry::upgrade::undo_of(r, &args.cluster.display().to_string(), &local.name))
-                            .or_else(|| step.undo.clone())
-                            .map(|u| format!("; to undo what it changed: {u}"))
-                            .unwrap_or_default()
-                    ),
-                );
-                return Err(if earlier || code == i32::from(crate::exit::PARTIAL) {
-                    fail.partial()
-                } else {
-                    fail
-                });
-            }
-            if let Some(r) = &report {
-                // The command's whole report, kept with the run as its record.
-                let dir = records(&local.state_dir, &state.started);
-                keyferry::fs::create_private_dir(&dir)?;
-                let text = serde_json::to_vec_pretty(r).unwrap_or_default();
-                keyferry::fs::write_private(
-                    &dir.join(format!("{:02}-{}.json", step.n, step.id)),
-                    &text,
-                )?;
-            }
-            keyferry::failpoint::hit("upgrade:step-ran");
-            state.mark(i, "ran", began.elapsed().as_secs_f64(), changes, &path)?;
-            keyferry::failpoint::hit("upgrade:step-done");
-            continue;
         }
-        // The admin's step (or keyferry's, on another node).
-        let confirmed = match confirms.peek() {
-            Some(&n) if n == step.n => {
-                confirms.next();
-                true
-            }
-            Some(&n) => {
-                return Err(refused(
-                    format!(
-                        "--confirm {n}: the step waiting is {} ({})",
-                        step.n, step.title
-                    ),
-                    "confirm the steps in order, each once it is done",
-                ))
-            }
-            None if ui.can_prompt() && std::io::stdin().is_terminal() => {
-                ui.say(&waiting(step, p.steps.len()));
-                ui.ask_yes("Done?")
-            }
-            None => false,
-        };
-        if !confirmed {
-            if ui.json {
-                super::ha::emit(ui, "upgrade-run", &state);
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !ui.can_prompt() {
+        Stop::Waiting {
+            at,
+            why: Wait::Manual,
+        } => {
+            let step = &p.steps[at];
+            if !hands.asked.get() {
                 ui.out(&waiting(step, p.steps.len()));
             }
             ui.out(&format!(
                 "when it is done: keyferry upgrade resume -c {c} --confirm {}",
                 step.n
             ));
-            return Ok(ExitCode::SUCCESS);
         }
-        state.mark(
-            i,
-            "confirmed",
-            began.elapsed().as_secs_f64(),
-            Vec::new(),
-            &path,
-        )?;
-        ui.say(&format!(
-            "step {}/{} confirmed: {}{}",
-            step.n,
-            p.steps.len(),
-            step.title,
-            on(&step.node)
-        ));
-        keyferry::failpoint::hit("upgrade:step-done");
     }
-    if let Some(&n) = confirms.peek() {
-        return Err(refused(
-            format!("--confirm {n}: every step is done"),
-            "nothing waits",
-        ));
-    }
-    // The finished run beside its steps' reports, where the next run leaves it.
-    let dir = records(&local.state_dir, &state.started);
-    keyferry::fs::create_private_dir(&dir)?;
-    let record = dir.join("upgrade-run.json");
-    state.save(&record)?;
-    if ui.json {
-        super::ha::emit(ui, "upgrade-run", &state);
-        return Ok(ExitCode::SUCCESS);
-    }
-    ui.out(&format!(
-        "upgrade finished: {} steps ({} run by keyferry, {} confirmed); the record is {}",
-        state.steps.len(),
-        state
-            .steps
-            .iter()
-            .filter(|s| s.done.as_deref() == Some("ran"))
-            .count(),
-        state
-            .steps
-            .iter()
-            .filter(|s| s.done.as_deref() == Some("confirmed"))
-            .count(),
-        record.display()
-    ));
     Ok(ExitCode::SUCCESS)
-}
-
-use std::io::IsTerminal;
-
-/// What a key step's dry run found.
-enum KeyPlan {
-    /// Nothing differs: the push installs or leaves keys as they are.
-    Clear,
-    /// Nodes whose keys differ (one line each: fingerprints, files, their protection): the
-    /// admin decides.
-    Differs(String),
-    /// Nodes no confirmation may change from here (a key that cannot be compared, a check).
-    Blocked(String),
-}
-
-/// Plans a key push step: its own command with `--dry-run`, where it runs.
-fn key_step_plan(
-    exec: &Exec,
-    place: &Place,
-    step: &Step,
-) -> Result<KeyPlan, crate::failure::Failure> {
-    let mut dry = step.args.clone();
-    dry.push("--dry-run".into());
-    let (code, report) = exec.run(place, &dry)?;
-    let Some(report) = report.filter(|_| code == 0 || code == 1) else {
-        return Err(crate::failure::Failure::new(
-            "step-failed",
-            format!(
-                "step {} ({}): its plan (keyferry {}) exited {code}",
-                step.n,
-                step.title,
-                dry.join(" ")
-            ),
-            Some("the lines above say why; fix that, then resume the run"),
-        ));
-    };
-    let source = report["fingerprint"].as_str().unwrap_or("?").to_owned();
-    let mut differs = Vec::new();
-    let mut blocked = Vec::new();
-    for t in report["targets"].as_array().into_iter().flatten() {
-        if t["outcome"] != "would-refuse" {
-            continue;
-        }
-        let node = t["node"].as_str().unwrap_or("?");
-        let files: Vec<String> = t["files"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| f["action"] != "unchanged")
-            .map(|f| {
-                format!(
-                    "{} ({}, {})",
-                    f["path"].as_str().unwrap_or("?"),
-                    f["action"].as_str().unwrap_or("?"),
-                    match f["existing"].as_str() {
-                        Some("none") | None => "not DPAPI-protected",
-                        Some("dpapi") => "DPAPI-protected, compared by its plaintext",
-                        Some(other) => other,
-                    }
-                )
-            })
-            .collect();
-        let line = format!(
-            "  {node}: key set {} (the primary's: {source}){}{}",
-            t["before"].as_str().unwrap_or("unreadable"),
-            if files.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", files.join("; "))
-            },
-            t["detail"]
-                .as_str()
-                .filter(|_| t["code"] != "key-set-differs")
-                .map(|d| format!("\n    {d}"))
-                .unwrap_or_default()
-        );
-        if t["code"] == "key-set-differs" {
-            differs.push(line);
-        } else {
-            blocked.push(line);
-        }
-    }
-    Ok(if !blocked.is_empty() {
-        blocked.extend(differs);
-        KeyPlan::Blocked(blocked.join("\n"))
-    } else if !differs.is_empty() {
-        KeyPlan::Differs(differs.join("\n"))
-    } else {
-        KeyPlan::Clear
-    })
 }
 
 fn waiting(step: &Step, total: usize) -> String {
@@ -817,121 +476,111 @@ fn waiting(step: &Step, total: usize) -> String {
     )
 }
 
-/// Runs this keyferry with `args` and `--json`: its messages go to the admin's terminal
-/// (stderr), its report comes back. The exit code, and the report when there is one.
-/// `ssh` (the program and configuration file the run was given) reaches the command through
-/// KEYFERRY_SSH and KEYFERRY_SSH_CONFIG.
-pub(super) fn keyferry_json(
-    args: &[String],
-    ssh: Option<&SshClient>,
-) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
-    let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    // Its messages and progress reach the admin as they come (stderr is this one's).
-    cmd.args(args)
-        .arg("--json")
-        .env("KEYFERRY_STEP_PROGRESS", "1")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit());
-    if let Some(ssh) = ssh {
-        cmd.env("KEYFERRY_SSH", &ssh.program);
-        if let Some(c) = &ssh.config {
-            cmd.env("KEYFERRY_SSH_CONFIG", c);
-        }
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| keyferry::Error::io("keyferry", e))?;
-    Ok((
-        out.status.code().unwrap_or(2),
-        serde_json::from_slice(&out.stdout).ok(),
-    ))
-}
-
-/// Where an automatic step runs.
-enum Place {
-    /// On this node.
-    Here,
-    /// On its node, through that node's ssh access.
-    Ssh { node: String, target: SshTarget },
-    /// On a node keyferry cannot run it on from here: the admin runs it there.
-    Elsewhere,
-}
-
-/// Runs steps' commands here or over ssh.
-struct Exec<'a> {
+/// The run's hands on this terminal: keyferry's own commands as children here (each takes
+/// its node's lock, writes its report, exits with its code) or over ssh on another node;
+/// what the run says, on stderr; its questions, where someone can answer.
+struct Terminal<'a> {
     ui: &'a Ui,
-    file: &'a ClusterFile,
-    cluster: &'a std::path::Path,
     ssh: SshClient,
     timeout: std::time::Duration,
+    /// A question was put to the admin (the step was shown with it).
+    asked: std::cell::Cell<bool>,
 }
 
-impl Exec<'_> {
-    fn place(&self, step: &Step, local: &str) -> Place {
-        let Some(node) = step.node.as_deref() else {
-            return Place::Here;
-        };
-        if node == local {
-            return Place::Here;
+impl Hands for Terminal<'_> {
+    fn here(&self, args: &[String]) -> keyferry::Result<Ran> {
+        let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
+        let mut cmd = std::process::Command::new(exe);
+        // Its messages and progress reach the admin as they come (stderr is this one's).
+        cmd.args(args)
+            .arg("--json")
+            .env("KEYFERRY_STEP_PROGRESS", "1")
+            .env("KEYFERRY_SSH", &self.ssh.program)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(c) = &self.ssh.config {
+            cmd.env("KEYFERRY_SSH_CONFIG", c);
         }
-        let base = self.cluster.parent().unwrap_or(std::path::Path::new("."));
-        let spec = self.file.nodes.iter().find(|n| n.name == node);
-        match spec.map(|s| parse_access(s.access.as_deref(), base)) {
-            Some(Ok(Access::Ssh { user, host, port })) => Place::Ssh {
-                node: node.to_owned(),
-                target: SshTarget { user, host, port },
-            },
-            _ => Place::Elsewhere,
-        }
+        let out = cmd
+            .output()
+            .map_err(|e| keyferry::Error::io("keyferry", e))?;
+        Ok(Ran {
+            code: out.status.code().unwrap_or(2),
+            stdout: out.stdout,
+        })
     }
 
-    /// Runs `keyferry <args> --json` where `place` says: the exit code and the report.
-    fn run(
-        &self,
-        place: &Place,
-        args: &[String],
-    ) -> Result<(i32, Option<serde_json::Value>), crate::failure::Failure> {
-        let (node, target) = match place {
-            Place::Here | Place::Elsewhere => return keyferry_json(args, Some(&self.ssh)),
-            Place::Ssh { node, target } => (node, target),
-        };
-        let Some(spec) = self.file.nodes.iter().find(|n| &n.name == node) else {
-            return Err(refused(
-                format!("no node {node} in the cluster file"),
-                "check the cluster file",
-            ));
-        };
-        // The step's command without its cluster file and node, which the node's own
-        // (remote_cluster, its name) replace.
-        let mut rest: Vec<&str> = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if a == "-c" || a == "--node" {
-                it.next();
-            } else {
-                rest.push(a);
-            }
-        }
-        let words = spec.remote_command(self.cluster, &rest);
+    fn there(&self, node: &str, target: &SshTarget, words: &[String]) -> Result<Ran, String> {
         // Its messages and progress lines, as they come (escaped: another machine's).
         let done = self
             .ssh
-            .run_streaming(target, &words, self.timeout, 16 << 20, &|line| {
+            .run_streaming(target, words, self.timeout, 16 << 20, &|line| {
                 self.ui.relay(node, &String::from_utf8_lossy(line))
             })
-            .map_err(|e| {
-                refused(
-                    format!("keyferry on {node} through {}: {e}", target.url()),
-                    "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry upgrade resume",
-                )
-            })?;
-        Ok((
-            done.code.unwrap_or(2),
-            serde_json::from_slice(&done.stdout).ok(),
-        ))
+            .map_err(|e| e.to_string())?;
+        Ok(Ran {
+            code: done.code.unwrap_or(2),
+            stdout: done.stdout,
+        })
+    }
+
+    fn tell(&self, event: Event<'_>) {
+        let ui = self.ui;
+        match event {
+            Event::DoneAlready(n) => ui.info(&format!("step {n} is done already")),
+            Event::Marked { n, why } => ui.info(&format!(
+                "step {n} marked done ({why}); the run goes on at the next step"
+            )),
+            Event::AlreadyDone { step, seen } => ui.say(&format!(
+                "step {} ({}): already done ({seen})",
+                step.n, step.title
+            )),
+            Event::CheckingGate { step } => ui.say(&format!(
+                "step {}: checking its gate: {}",
+                step.n,
+                step.gate.as_deref().unwrap_or("")
+            )),
+            Event::Running { step, total, over } => ui.say(&format!(
+                "step {}/{total}{}: {}\n  {}",
+                step.n,
+                over.map(|(node, url)| format!(" on {node} (over {url})"))
+                    .unwrap_or_default(),
+                step.title,
+                step.what
+            )),
+            Event::Changed(c) => ui.say(&format!("  -> {c}")),
+            Event::Confirmed { step, total } => ui.say(&format!(
+                "step {}/{total} confirmed: {}{}",
+                step.n,
+                step.title,
+                on(&step.node)
+            )),
+        }
+    }
+
+    fn ask(&self, question: Question<'_>) -> Option<bool> {
+        if !(self.ui.can_prompt() && std::io::stdin().is_terminal()) {
+            return None;
+        }
+        self.asked.set(true);
+        Some(match question {
+            Question::ReplaceKeys { step, who } => {
+                self.ui.say(&format!(
+                    "step {} ({}): these nodes hold other keys than the primary:\n{who}",
+                    step.n, step.title
+                ));
+                self.ui
+                    .ask_yes("Replace their keys with the primary's (each backed up first)?")
+            }
+            Question::Done { step, total } => {
+                self.ui.say(&waiting(step, total));
+                self.ui.ask_yes("Done?")
+            }
+        })
     }
 }
+
+use std::io::IsTerminal;
 
 fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
     if ui.json {
@@ -940,8 +589,8 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
     }
     let current = state.current();
     for (i, s) in state.steps.iter().enumerate() {
-        let mark = match (&s.done, Some(i) == current, &s.failed) {
-            (Some(how), _, _) => how.as_str(),
+        let mark = match (s.done, Some(i) == current, &s.failed) {
+            (Some(how), _, _) => how.word(),
             (None, true, Some(_)) => "FAILED",
             (None, true, None) => "NEXT",
             (None, false, _) => "",
@@ -963,30 +612,9 @@ fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
     }
 }
 
-/// `args` with its `--node` (if any) naming `node`.
-fn on_node(args: &[String], node: &str) -> Vec<String> {
-    let mut out = args.to_vec();
-    if let Some(i) = out.iter().position(|a| a == "--node") {
-        if let Some(v) = out.get_mut(i + 1) {
-            *v = node.to_owned();
-        }
-    }
-    out
-}
-
 /// " (on NODE)" for a step's node.
 fn on(node: &Option<String>) -> String {
     node.as_deref()
         .map(|n| format!(" (on {n})"))
         .unwrap_or_default()
-}
-
-/// Where a run keeps each automatic step's report: `upgrade-runs/<its start>/` beside its
-/// state, so an earlier run's record stays.
-fn records(state_dir: &std::path::Path, started: &str) -> PathBuf {
-    let stamp: String = started
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    state_dir.join("upgrade-runs").join(stamp)
 }

@@ -64,7 +64,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     let report = Preflight::new(&file.name, &local.name, checks);
     if ui.json {
-        crate::cmd::ha::emit(ui, "upgrade-preflight", &report);
+        ui.report(&report);
     } else {
         let mut t = ui.table(["node", "check", "result", "detail"]);
         for c in &report.checks {
@@ -217,7 +217,7 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
     }
     checks.extend(sync.into_iter().map(|s| s.check));
     if file.ha.is_some() {
-        checks.push(ha_roles(args, file));
+        checks.push(ha_roles(file));
     }
     // Each node's rows together, in the cluster file's order ("web2 (tms)" with web2).
     let rank = |c: &Check| {
@@ -424,35 +424,19 @@ fn remote_here_only(
     }
 }
 
-/// The HA pair as `keyferry ha status` sees it from here.
-fn ha_roles(args: &Args, file: &ClusterFile) -> Check {
+/// The HA pair as `keyferry ha status` sees it from here (the library's call, no child).
+fn ha_roles(file: &ClusterFile) -> Check {
     let primary = keyferry::upgrade::primary(file)
         .map(|n| n.name.clone())
         .unwrap_or_default();
-    let mut words = vec![
-        "ha".to_owned(),
-        "status".into(),
-        "-c".into(),
-        args.cluster.display().to_string(),
-    ];
-    if let Some(n) = &args.node {
-        words.extend(["--node".into(), n.clone()]);
-    }
-    match super::keyferry_json(&words, None) {
-        Ok((_, Some(doc))) if doc["kind"] == "ha-status" => preflight::roles(&primary, &doc),
-        Ok((code, doc)) => Check::new(
+    match keyferry::upgrade::run::pair_status(file) {
+        Ok(status) => preflight::roles(&primary, &status),
+        Err(e) => Check::new(
             &primary,
             "roles",
             Outcome::Fail,
-            format!(
-                "keyferry ha status gave no status (exit {code}){}",
-                doc.as_ref()
-                    .and_then(|d| d["error"]["message"].as_str())
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            ),
+            said(&crate::failure::Failure::from(e)),
         ),
-        Err(f) => Check::new(&primary, "roles", Outcome::Fail, said(&f)),
     }
 }
 

@@ -1,0 +1,206 @@
+//! The JSON documents keyferry's commands write with `--json`, as the types both sides use.
+//!
+//! A command serialises its report through one of these types (inside the envelope
+//! `{"version", "kind", ...}`), and the upgrade run reads its steps' reports back through the
+//! same types ([`Document::parse`]): a field renamed on one side is renamed on the other, and
+//! a report that does not parse is "no report", never a silently empty one.
+
+use crate::audit::compare::AuditReport;
+use crate::ha::replica::{FailoverReport, RejoinReport};
+use crate::ha::status::PairStatus;
+use crate::keys::cleanup::CleanupReport;
+use crate::keys::push::PushTarget;
+use crate::sync::apply::SyncOutcome;
+use crate::sync::plan::SyncPlan;
+use crate::upgrade::preflight::Preflight;
+use serde::{Deserialize, Serialize};
+
+/// A failure as the JSON contract writes it, in the error document
+/// (`{"version", "error": {...}}`) and in one target's row of a command's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDoc {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// A report with its `kind`: the envelope's tag, and the [`StepReport`] variant it reads as.
+pub trait Kind: Serialize {
+    const KIND: &'static str;
+}
+
+/// The envelope every report goes out in: `version`, `kind`, then the report's fields.
+#[derive(Serialize)]
+pub struct Envelope<'a, T> {
+    pub version: u32,
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub report: &'a T,
+}
+
+impl<'a, T: Kind> Envelope<'a, T> {
+    pub fn of(report: &'a T) -> Envelope<'a, T> {
+        Envelope {
+            version: crate::JSON_VERSION,
+            kind: T::KIND,
+            report,
+        }
+    }
+}
+
+/// How one sync target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncResult {
+    /// A dry run's plan.
+    Planned,
+    Synced,
+    /// Nothing differed.
+    Unchanged,
+    Failed,
+    /// The new tree is in place, the bookkeeping after it failed: a rerun finishes it.
+    InstalledUnfinished,
+}
+
+impl SyncResult {
+    /// The target's folder was changed.
+    pub fn changed(self) -> bool {
+        matches!(self, SyncResult::Synced | SyncResult::InstalledUnfinished)
+    }
+}
+
+/// One target of `keyferry sync`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncTarget {
+    pub node: String,
+    pub slot: String,
+    pub target: String,
+    /// The plan in full (not read back: a plan is only ever applied as it was made).
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub plan: Option<SyncPlan>,
+    /// What the plan changes, in numbers, and its warnings: what the upgrade run reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<PlanSummary>,
+    /// What the apply did (not read back: the plan and the result say what changed).
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub outcome: Option<SyncOutcome>,
+    pub result: SyncResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDoc>,
+}
+
+/// A sync plan in numbers, with the warnings the admin should read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub add: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub warnings: Vec<String>,
+}
+
+impl PlanSummary {
+    pub fn of(plan: &SyncPlan) -> PlanSummary {
+        PlanSummary {
+            add: plan.add.len(),
+            update: plan.update.len(),
+            delete: plan.delete.len(),
+            warnings: plan.warnings.clone(),
+        }
+    }
+}
+
+/// `keyferry sync --json` (kind `sync`, or `sync-plan` for a dry run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub targets: Vec<SyncTarget>,
+}
+
+/// `keyferry keys push --json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushReport {
+    pub source: String,
+    pub fingerprint: String,
+    pub dry_run: bool,
+    pub ok: bool,
+    pub targets: Vec<PushTarget>,
+}
+
+impl Kind for SyncReport {
+    const KIND: &'static str = "sync";
+}
+impl Kind for PushReport {
+    const KIND: &'static str = "keys-push";
+}
+impl Kind for FailoverReport {
+    const KIND: &'static str = "ha-failover";
+}
+impl Kind for RejoinReport {
+    const KIND: &'static str = "ha-rejoin";
+}
+impl Kind for PairStatus {
+    const KIND: &'static str = "ha-status";
+}
+impl Kind for Preflight {
+    const KIND: &'static str = "upgrade-preflight";
+}
+
+/// The reports an upgrade step's command writes, by their `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepReport {
+    Sync(SyncReport),
+    SyncPlan(SyncReport),
+    KeysPush(PushReport),
+    Cleanup(CleanupReport),
+    HaFailover(FailoverReport),
+    HaRejoin(RejoinReport),
+    HaStatus(PairStatus),
+    UpgradePreflight(Preflight),
+    Audit(AuditReport),
+    /// A report of a kind the run does not read (it is still kept with the run's record).
+    #[serde(other)]
+    Other,
+}
+
+/// What a command wrote on standard output with `--json`.
+#[derive(Debug, Clone)]
+pub enum Document {
+    Report(Box<StepReport>),
+    Error(ErrorDoc),
+}
+
+impl Document {
+    /// Reads a command's output: its report, its error document, or `None` (nothing, not
+    /// JSON, or a known kind whose fields do not read: never a half-read report).
+    pub fn parse(bytes: &[u8]) -> Option<Document> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Document::from_value(v)
+    }
+
+    pub fn from_value(v: serde_json::Value) -> Option<Document> {
+        if let Some(e) = v.get("error").filter(|_| v.get("kind").is_none()) {
+            return serde_json::from_value(e.clone()).ok().map(Document::Error);
+        }
+        v.get("kind")?;
+        serde_json::from_value(v)
+            .ok()
+            .map(|r| Document::Report(Box::new(r)))
+    }
+
+    pub fn report(&self) -> Option<&StepReport> {
+        match self {
+            Document::Report(r) => Some(r),
+            Document::Error(_) => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&ErrorDoc> {
+        match self {
+            Document::Error(e) => Some(e),
+            Document::Report(_) => None,
+        }
+    }
+}

@@ -1,0 +1,1154 @@
+//! The upgrade run: walks a [`Plan`] from the node that drives it, keeping its [`RunState`]
+//! after every step, so that a reboot, a lost session or a crash resumes at the first step
+//! not done.
+//!
+//! The engine decides everything about the run: which node a step runs on, whether its end
+//! state holds already (then it is done without running), its gate, the key step's plan and
+//! the admin's say before a differing key is replaced, what a step changed and why it failed
+//! (from its command's typed report, [`crate::report`]), and what undoes it. The binary
+//! supplies [`Hands`]: running a keyferry command here or on another node, telling the admin
+//! and asking them; it decides how things look, nothing more.
+
+use super::{Done, Kind, Plan, RunState, Step};
+use crate::cluster::access::{parse_access, Access};
+use crate::cluster::ClusterFile;
+use crate::error::{Error, Result};
+use crate::ha::status::{PairStatus, Role};
+use crate::keys::import::FileAction;
+use crate::keys::push::PushOutcome;
+use crate::remote::ssh::SshTarget;
+use crate::report::{Document, ErrorDoc, StepReport};
+use erased::Word;
+use std::path::{Path, PathBuf};
+
+/// Where an automatic step runs.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// On this node.
+    Here,
+    /// On its node, through that node's ssh access.
+    Ssh { node: String, target: SshTarget },
+    /// On a node keyferry cannot run it on from here: the admin runs it there.
+    Elsewhere,
+}
+
+/// What a keyferry command run for a step gave back.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub code: i32,
+    /// Its standard output: its `--json` report.
+    pub stdout: Vec<u8>,
+}
+
+/// What the run tells the admin as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A `--confirm N` for a step done already (the same resume typed again).
+    DoneAlready(usize),
+    /// The admin marked the waiting step done (`--mark-done N --because ...`).
+    Marked { n: usize, why: &'a str },
+    /// A step's end state held already: done without running it.
+    AlreadyDone { step: &'a Step, seen: &'a str },
+    /// A step's gate is being checked.
+    CheckingGate { step: &'a Step },
+    /// A step starts, here or on a node over ssh (`over`: the node and its address).
+    Running {
+        step: &'a Step,
+        total: usize,
+        over: Option<(&'a str, String)>,
+    },
+    /// What a step changed or found, one line.
+    Changed(&'a str),
+    /// The admin confirmed a step.
+    Confirmed { step: &'a Step, total: usize },
+}
+
+/// What the run asks the admin, where someone can answer.
+#[derive(Debug)]
+pub enum Question<'a> {
+    /// The key step would replace these nodes' keys (one line each in `who`).
+    ReplaceKeys { step: &'a Step, who: &'a str },
+    /// A manual step (or one for a node keyferry cannot reach): is it done?
+    Done { step: &'a Step, total: usize },
+}
+
+/// What the engine needs from whoever drives it.
+pub trait Hands {
+    /// Runs `keyferry <args> --json` on this node.
+    fn here(&self, args: &[String]) -> Result<Ran>;
+    /// Runs `words` (a keyferry command line for that node, [`crate::cluster::file::NodeSpec::remote_command`])
+    /// on `node` through `target`, its lines relayed as they come. `Err` says why it could
+    /// not be run there.
+    fn there(
+        &self,
+        node: &str,
+        target: &SshTarget,
+        words: &[String],
+    ) -> std::result::Result<Ran, String>;
+    fn tell(&self, event: Event<'_>);
+    /// The admin's answer, or `None` where nobody can answer (no terminal, `--batch`).
+    fn ask(&self, question: Question<'_>) -> Option<bool>;
+}
+
+/// Why a run stops before its end.
+#[derive(Debug)]
+pub enum Wait {
+    /// A manual step (or one for a node keyferry cannot reach) waits for the admin.
+    Manual,
+    /// The key step would replace these nodes' keys (one line each): only the admin says so.
+    KeysDiffer(String),
+}
+
+/// Where a walk ended.
+#[derive(Debug)]
+pub enum Stop {
+    /// Every step is done; the run's record is at `record`.
+    Finished { record: PathBuf },
+    /// Step index `at` waits for the admin.
+    Waiting { at: usize, why: Wait },
+}
+
+/// Why a run refused or failed. Each has its own code in the binary.
+#[derive(Debug)]
+pub enum RunError {
+    /// The run is driven from the primary, and this is another node.
+    WrongNode { driver: String, here: String },
+    /// A run is in progress here already.
+    InProgress { path: PathBuf },
+    /// No run here (resume, abandon).
+    NoRun { path: PathBuf },
+    /// The cluster file's checklist is not the one the run started with.
+    Changed { path: PathBuf },
+    /// A `--confirm N` or `--mark-done N` for a step that is not the one waiting (`waiting`:
+    /// that one, or none when every step is done).
+    NotWaiting {
+        /// `--confirm` or `--mark-done`.
+        flag: &'static str,
+        n: usize,
+        waiting: Option<(usize, String)>,
+        /// The waiting step's nodes hold other keys than the primary.
+        keys: bool,
+    },
+    /// A step's gate does not hold.
+    Gate {
+        n: usize,
+        title: String,
+        gate: String,
+        command: String,
+        code: i32,
+    },
+    /// The key step's own plan (its dry run) failed.
+    KeyPlan {
+        n: usize,
+        title: String,
+        command: String,
+        code: i32,
+        reason: Option<String>,
+    },
+    /// Nodes no confirmation may change from here (a key that cannot be compared).
+    KeysBlocked {
+        n: usize,
+        title: String,
+        who: String,
+        partial: bool,
+    },
+    /// A step failed: its own reason, and what undoes what it changed.
+    StepFailed {
+        n: usize,
+        title: String,
+        what: String,
+        code: i32,
+        reason: String,
+        undo: Option<String>,
+        partial: bool,
+    },
+    /// A step's node could not be reached.
+    Unreachable {
+        node: String,
+        url: String,
+        why: String,
+    },
+    /// The run's own files.
+    Error(Error),
+}
+
+impl From<Error> for RunError {
+    fn from(e: Error) -> RunError {
+        RunError::Error(e)
+    }
+}
+
+/// Where a run keeps each automatic step's report: `upgrade-runs/<its start>/` beside its
+/// state, so an earlier run's record stays.
+pub fn records(state_dir: &Path, started: &str) -> PathBuf {
+    let stamp: String = started
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    state_dir.join("upgrade-runs").join(stamp)
+}
+
+/// The run's setting: the cluster file, its path as given, this node, its state folder and
+/// the checklist.
+pub struct Driver<'a> {
+    pub file: &'a ClusterFile,
+    pub cluster: &'a Path,
+    pub local: &'a str,
+    pub state_dir: &'a Path,
+    pub plan: &'a Plan,
+}
+
+impl Driver<'_> {
+    pub fn state_path(&self) -> PathBuf {
+        super::state_path(self.state_dir)
+    }
+
+    /// The run kept here, unfinished (or finished, for `status`), checked against the
+    /// checklist.
+    pub fn status(&self) -> std::result::Result<Option<RunState>, RunError> {
+        let path = self.state_path();
+        match RunState::load(&path)? {
+            None => Ok(None),
+            Some(s) if !s.matches(self.plan) => Err(RunError::Changed { path }),
+            Some(s) => Ok(Some(s)),
+        }
+    }
+
+    /// Gives up the run here: kept on record beside its steps' reports, then the active
+    /// run goes (a run whose checklist no longer matches can be abandoned too). The run
+    /// and its record's path.
+    pub fn abandon(&self) -> std::result::Result<(RunState, PathBuf), RunError> {
+        let path = self.state_path();
+        let Some(mut state) = RunState::load(&path)?.filter(|r| r.finished.is_none()) else {
+            return Err(RunError::NoRun { path });
+        };
+        state.abandoned = Some(crate::time::Timestamp::now().to_string());
+        let dir = records(self.state_dir, &state.started);
+        crate::fs::create_private_dir(&dir)?;
+        let record = dir.join("upgrade-run.json");
+        state.save(&record)?;
+        crate::fs::remove_if_present(&path)?;
+        Ok((state, record))
+    }
+
+    /// Starts a run (`resume`: goes on with the one here). Refused on any node but the
+    /// driver, when a run is in progress (`new`), when none is (`resume`), and when the
+    /// checklist changed.
+    pub fn open(&self, resume: bool) -> std::result::Result<RunState, RunError> {
+        if !self.local.eq_ignore_ascii_case(&self.plan.driver) {
+            return Err(RunError::WrongNode {
+                driver: self.plan.driver.clone(),
+                here: self.local.to_owned(),
+            });
+        }
+        let path = self.state_path();
+        let loaded = RunState::load(&path)?;
+        if let Some(done) = loaded.as_ref().filter(|r| r.finished.is_some()) {
+            // A finished run is kept beside its reports before a new run takes its place
+            // (it is already, unless the run was cut off right after its last step).
+            let record = records(self.state_dir, &done.started).join("upgrade-run.json");
+            if !resume && !record.exists() {
+                crate::fs::create_private_dir(record.parent().unwrap_or(self.state_dir))?;
+                done.save(&record)?;
+            }
+        }
+        let state = match (resume, loaded.filter(|r| r.finished.is_none())) {
+            (false, Some(_)) => return Err(RunError::InProgress { path }),
+            (true, None) => return Err(RunError::NoRun { path }),
+            (true, Some(s)) => s,
+            (false, None) => {
+                let mut s = RunState::new(self.plan, self.local);
+                // Each run's reports in a folder of their own (named after its start, in
+                // seconds).
+                while records(self.state_dir, &s.started).exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    s = RunState::new(self.plan, self.local);
+                }
+                crate::fs::create_private_dir(self.state_dir)?;
+                s.save(&path)?;
+                s
+            }
+        };
+        if !state.matches(self.plan) {
+            return Err(RunError::Changed { path });
+        }
+        Ok(state)
+    }
+
+    /// Marks the waiting step `n` done without running it, after the admin checked its end
+    /// state (`why`, kept in the record).
+    pub fn mark_done(
+        &self,
+        state: &mut RunState,
+        n: usize,
+        why: &str,
+        hands: &dyn Hands,
+    ) -> std::result::Result<(), RunError> {
+        let Some(i) = state.current() else {
+            return Err(RunError::NotWaiting {
+                flag: "--mark-done",
+                n,
+                waiting: None,
+                keys: false,
+            });
+        };
+        if state.steps[i].n != n {
+            return Err(RunError::NotWaiting {
+                flag: "--mark-done",
+                n,
+                waiting: Some((state.steps[i].n, state.steps[i].title.clone())),
+                keys: false,
+            });
+        }
+        state.mark(
+            i,
+            Done::Marked,
+            0.0,
+            vec![format!("marked done by the admin: {why}")],
+            &self.state_path(),
+        )?;
+        hands.tell(Event::Marked { n, why });
+        Ok(())
+    }
+
+    /// Where step `step` runs from this node.
+    pub fn place(&self, step: &Step) -> Place {
+        let Some(node) = step.node.as_deref() else {
+            return Place::Here;
+        };
+        if node == self.local {
+            return Place::Here;
+        }
+        let base = self.cluster.parent().unwrap_or(Path::new("."));
+        let spec = self.file.nodes.iter().find(|n| n.name == node);
+        match spec.map(|s| parse_access(s.access.as_deref(), base)) {
+            Some(Ok(Access::Ssh { user, host, port })) => Place::Ssh {
+                node: node.to_owned(),
+                target: SshTarget { user, host, port },
+            },
+            _ => Place::Elsewhere,
+        }
+    }
+
+    /// Runs `keyferry <args> --json` where `place` says: on another node, the step's command
+    /// without its cluster file and node, which that node's own (`remote_cluster`, its name)
+    /// replace.
+    fn run(
+        &self,
+        hands: &dyn Hands,
+        place: &Place,
+        args: &[String],
+    ) -> std::result::Result<Ran, RunError> {
+        let (node, target) = match place {
+            Place::Here | Place::Elsewhere => return Ok(hands.here(args)?),
+            Place::Ssh { node, target } => (node, target),
+        };
+        let spec = self
+            .file
+            .nodes
+            .iter()
+            .find(|n| &n.name == node)
+            .ok_or_else(|| Error::InvalidInput(format!("no node {node} in the cluster file")))?;
+        let mut rest: Vec<&str> = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "-c" || a == "--node" {
+                it.next();
+            } else {
+                rest.push(a);
+            }
+        }
+        let words = spec.remote_command(self.cluster, &rest);
+        hands
+            .there(node, target, &words)
+            .map_err(|why| RunError::Unreachable {
+                node: node.clone(),
+                url: target.url(),
+                why,
+            })
+    }
+
+    /// Walks the run from its first step not done, taking the admin's confirmations
+    /// (`confirms`, in order) for the steps that wait for them.
+    pub fn walk(
+        &self,
+        state: &mut RunState,
+        confirms: &[usize],
+        hands: &dyn Hands,
+    ) -> std::result::Result<Stop, RunError> {
+        let path = self.state_path();
+        let p = self.plan;
+        // A confirmation of a step already done (the same resume typed again) has nothing
+        // to do.
+        let (done, open): (Vec<usize>, Vec<usize>) = confirms
+            .iter()
+            .copied()
+            .partition(|&n| state.steps.iter().any(|s| s.n == n && s.done.is_some()));
+        for n in done {
+            hands.tell(Event::DoneAlready(n));
+        }
+        let mut confirms = open.into_iter().peekable();
+        let not_waiting = |n: usize, step: &Step, keys: bool| RunError::NotWaiting {
+            flag: "--confirm",
+            n,
+            waiting: Some((step.n, step.title.clone())),
+            keys,
+        };
+        while let Some(i) = state.current() {
+            let step = &p.steps[i];
+            let place = self.place(step);
+            let began = std::time::Instant::now();
+            if step.kind == Kind::Auto && !step.done_when.is_empty() {
+                // Its end state may hold already (a run cut off while the step ran on
+                // another node, which finished it): then it is done, and neither its gate
+                // nor the step runs again.
+                if let Some(seen) = self.end_state_holds(step) {
+                    hands.tell(Event::AlreadyDone { step, seen: &seen });
+                    state.mark(
+                        i,
+                        Done::Already,
+                        0.0,
+                        vec![format!("its end state held already: {seen}")],
+                        &path,
+                    )?;
+                    continue;
+                }
+            }
+            if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
+                if !step.gate_args.is_empty() {
+                    hands.tell(Event::CheckingGate { step });
+                    // Checked from here, the node that reaches every other.
+                    let ran =
+                        self.run(hands, &Place::Here, &on_node(&step.gate_args, self.local))?;
+                    if ran.code != 0 {
+                        return Err(RunError::Gate {
+                            n: step.n,
+                            title: step.title.clone(),
+                            gate: step.gate.clone().unwrap_or_default(),
+                            command: step.gate_args.join(" "),
+                            code: ran.code,
+                        });
+                    }
+                }
+                let mut args = step.args.clone();
+                if step.confirm_replace {
+                    match self.key_plan(hands, &place, step)? {
+                        KeyPlan::Clear => {
+                            // Nothing to ask (a resume after the replace ran): a
+                            // confirmation typed for it has nothing left to confirm.
+                            if confirms.peek() == Some(&step.n) {
+                                confirms.next();
+                            }
+                        }
+                        KeyPlan::Blocked(who) => {
+                            return Err(RunError::KeysBlocked {
+                                n: step.n,
+                                title: step.title.clone(),
+                                who,
+                                partial: state.changed_before(i),
+                            })
+                        }
+                        KeyPlan::Differs(who) => {
+                            let confirmed = match confirms.peek().copied() {
+                                Some(n) if n == step.n => {
+                                    confirms.next();
+                                    true
+                                }
+                                Some(n) => return Err(not_waiting(n, step, true)),
+                                None => hands
+                                    .ask(Question::ReplaceKeys { step, who: &who })
+                                    .unwrap_or(false),
+                            };
+                            if !confirmed {
+                                return Ok(Stop::Waiting {
+                                    at: i,
+                                    why: Wait::KeysDiffer(who),
+                                });
+                            }
+                            args.push("--replace".into());
+                        }
+                    }
+                }
+                hands.tell(Event::Running {
+                    step,
+                    total: p.steps.len(),
+                    over: match &place {
+                        Place::Ssh { node, target } => Some((node.as_str(), target.url())),
+                        _ => None,
+                    },
+                });
+                let ran = self.run(hands, &place, &args)?;
+                let raw: Option<serde_json::Value> = serde_json::from_slice(&ran.stdout).ok();
+                let doc = raw.clone().and_then(Document::from_value);
+                // What it changed or found, on which node (a failing step's too: its reasons).
+                let changes = doc.as_ref().map(changes).unwrap_or_default();
+                for c in &changes {
+                    hands.tell(Event::Changed(c));
+                }
+                if !step.ok_codes.contains(&ran.code) {
+                    let reason = failure_reason(doc.as_ref(), &place, &changes, ran.code);
+                    state.fail(i, &reason, changes, &path)?;
+                    let cluster_arg = self.cluster.display().to_string();
+                    return Err(RunError::StepFailed {
+                        n: step.n,
+                        title: step.title.clone(),
+                        what: step.what.clone(),
+                        code: ran.code,
+                        reason,
+                        undo: doc
+                            .as_ref()
+                            .and_then(Document::report)
+                            .and_then(|r| undo_of(r, &cluster_arg, self.local))
+                            .or_else(|| step.undo.clone()),
+                        // Steps before it changed nodes, or this one changed some and failed
+                        // on others: partly done, not "nothing changed".
+                        partial: state.changed_before(i) || ran.code == i32::from(PARTIAL),
+                    });
+                }
+                if let Some(r) = &raw {
+                    // The command's whole report, kept with the run as its record.
+                    let dir = records(self.state_dir, &state.started);
+                    crate::fs::create_private_dir(&dir)?;
+                    let text = serde_json::to_vec_pretty(r).unwrap_or_default();
+                    crate::fs::write_private(
+                        &dir.join(format!("{:02}-{}.json", step.n, step.id)),
+                        &text,
+                    )?;
+                }
+                crate::failpoint::hit("upgrade:step-ran");
+                state.mark(i, Done::Ran, began.elapsed().as_secs_f64(), changes, &path)?;
+                crate::failpoint::hit("upgrade:step-done");
+                continue;
+            }
+            // The admin's step (or keyferry's, on another node).
+            let confirmed = match confirms.peek().copied() {
+                Some(n) if n == step.n => {
+                    confirms.next();
+                    true
+                }
+                Some(n) => return Err(not_waiting(n, step, false)),
+                None => hands
+                    .ask(Question::Done {
+                        step,
+                        total: p.steps.len(),
+                    })
+                    .unwrap_or(false),
+            };
+            if !confirmed {
+                return Ok(Stop::Waiting {
+                    at: i,
+                    why: Wait::Manual,
+                });
+            }
+            state.mark(
+                i,
+                Done::Confirmed,
+                began.elapsed().as_secs_f64(),
+                Vec::new(),
+                &path,
+            )?;
+            hands.tell(Event::Confirmed {
+                step,
+                total: p.steps.len(),
+            });
+            crate::failpoint::hit("upgrade:step-done");
+        }
+        if let Some(n) = confirms.next() {
+            return Err(RunError::NotWaiting {
+                flag: "--confirm",
+                n,
+                waiting: None,
+                keys: false,
+            });
+        }
+        // The finished run beside its steps' reports, where the next run leaves it.
+        let dir = records(self.state_dir, &state.started);
+        crate::fs::create_private_dir(&dir)?;
+        let record = dir.join("upgrade-run.json");
+        state.save(&record)?;
+        Ok(Stop::Finished { record })
+    }
+
+    /// Whether a step's end state holds already, from the pair's status seen from here (a
+    /// library call, no child): each of its nodes in the role it wants, with what was seen.
+    fn end_state_holds(&self, step: &Step) -> Option<String> {
+        let status = pair_status(self.file).ok()?;
+        let role_of = |node: &str| status.nodes.iter().find(|n| n.node == node).map(|n| n.role);
+        let holds = step.done_when.iter().all(|(node, want)| {
+            let role = role_of(node);
+            match want.strip_prefix('!') {
+                // Seen not to be one: a replica, or nothing listening (fenced and stopped).
+                // Unreachable or refusing keyferry proves nothing.
+                Some(_) => matches!(role, Some(Role::RunningReplica | Role::NotRunning)),
+                None => role.map(|r| r.word()).as_deref() == Some(want.as_str()),
+            }
+        });
+        holds.then(|| {
+            step.done_when
+                .iter()
+                .map(|(n, _)| format!("{n}: {}", role_of(n).map(|r| r.word()).unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+
+    /// Plans a key push step: its own command with `--dry-run`, where it runs.
+    fn key_plan(
+        &self,
+        hands: &dyn Hands,
+        place: &Place,
+        step: &Step,
+    ) -> std::result::Result<KeyPlan, RunError> {
+        let mut dry = step.args.clone();
+        dry.push("--dry-run".into());
+        let ran = self.run(hands, place, &dry)?;
+        let doc = Document::parse(&ran.stdout);
+        let report = match &doc {
+            Some(Document::Report(r)) if ran.code == 0 || ran.code == 1 => match r.as_ref() {
+                StepReport::KeysPush(p) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(report) = report else {
+            return Err(RunError::KeyPlan {
+                n: step.n,
+                title: step.title.clone(),
+                command: dry.join(" "),
+                code: ran.code,
+                reason: doc
+                    .as_ref()
+                    .and_then(Document::error)
+                    .map(|e| format!("{} [{}]", e.message, e.code)),
+            });
+        };
+        Ok(key_plan_of(report))
+    }
+}
+
+/// The exit code of a command that changed some things and failed on others.
+pub const PARTIAL: u8 = 3;
+
+/// The pair's status from this node, as `keyferry ha status` sees it.
+pub fn pair_status(file: &ClusterFile) -> Result<PairStatus> {
+    let pair = crate::ha::config::Pair::from_cluster(file)?;
+    let passfile = crate::ha::pgpass::PassFile::load(&pair.passfile)?;
+    Ok(crate::ha::status::pair_status(&crate::ha::pg::Connector {
+        pair: &pair,
+        passfile: &passfile,
+    }))
+}
+
+/// What a key step's dry run found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyPlan {
+    /// Nothing differs: the push installs or leaves keys as they are.
+    Clear,
+    /// Nodes whose keys differ (one line each: fingerprints, files, their protection): the
+    /// admin decides.
+    Differs(String),
+    /// Nodes no confirmation may change from here (a key that cannot be compared, a check).
+    Blocked(String),
+}
+
+/// Sorts a push plan's refused targets into the admin's to decide and the blocked.
+pub fn key_plan_of(report: &crate::report::PushReport) -> KeyPlan {
+    let mut differs = Vec::new();
+    let mut blocked = Vec::new();
+    for t in &report.targets {
+        if t.outcome != PushOutcome::WouldRefuse {
+            continue;
+        }
+        let files: Vec<String> = t
+            .files
+            .iter()
+            .filter(|f| f.action != FileAction::Unchanged)
+            .map(|f| {
+                format!(
+                    "{} ({}, {})",
+                    f.path.display(),
+                    f.action.word(),
+                    match f.existing.as_deref() {
+                        Some("none") | None => "not DPAPI-protected",
+                        Some("dpapi") => "DPAPI-protected, compared by its plaintext",
+                        Some(other) => other,
+                    }
+                )
+            })
+            .collect();
+        let differ = t.code.as_deref() == Some("key-set-differs");
+        let line = format!(
+            "  {}: key set {} (the primary's: {}){}{}",
+            t.node,
+            t.before.as_deref().unwrap_or("unreadable"),
+            report.fingerprint,
+            if files.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", files.join("; "))
+            },
+            t.detail
+                .as_deref()
+                .filter(|_| !differ)
+                .map(|d| format!("\n    {d}"))
+                .unwrap_or_default()
+        );
+        if differ {
+            differs.push(line);
+        } else {
+            blocked.push(line);
+        }
+    }
+    if !blocked.is_empty() {
+        blocked.extend(differs);
+        KeyPlan::Blocked(blocked.join("\n"))
+    } else if !differs.is_empty() {
+        KeyPlan::Differs(differs.join("\n"))
+    } else {
+        KeyPlan::Clear
+    }
+}
+
+/// A failed step's reason: its own error (relayed from the node it ran on, with that node's
+/// hint), else the line of its report that says it failed, else its exit code.
+fn failure_reason(doc: Option<&Document>, place: &Place, changes: &[String], code: i32) -> String {
+    if let Some(e) = doc.and_then(Document::error) {
+        return relayed(e, place);
+    }
+    changes
+        .iter()
+        .find(|c| c.contains("error") || c.contains("FAILED") || c.contains("failed"))
+        .cloned()
+        .unwrap_or_else(|| format!("keyferry exited {code}"))
+}
+
+/// A step's error as the run keeps it: on another node, that node's name, address and hint
+/// (a cluster file missing there: where, and what to set).
+fn relayed(e: &ErrorDoc, place: &Place) -> String {
+    let (m, code) = (&e.message, &e.code);
+    match place {
+        Place::Ssh { node, target } => {
+            let hint = e
+                .hint
+                .as_deref()
+                .map(|h| format!("; there: {h}"))
+                .unwrap_or_default();
+            let cluster = if m.contains("cluster file") {
+                format!(
+                    " (copy the cluster file to that path on {node}, or set remote_cluster in \
+                     {node}'s [[node]])"
+                )
+            } else {
+                String::new()
+            };
+            format!("on {node} ({}): {m} [{code}]{cluster}{hint}", target.url())
+        }
+        _ => format!("{m} [{code}]"),
+    }
+}
+
+/// `args` with its `--node` (if any) naming `node`.
+fn on_node(args: &[String], node: &str) -> Vec<String> {
+    let mut out = args.to_vec();
+    if let Some(i) = out.iter().position(|a| a == "--node") {
+        if let Some(v) = out.get_mut(i + 1) {
+            *v = node.to_owned();
+        }
+    }
+    out
+}
+
+/// How to undo exactly what a step's command changed, from its report: for a sync, a
+/// rollback of the nodes it changed and of no other (a node the step never touched would go
+/// back to a folder kept from an earlier sync). `None` where the step's own undo applies.
+pub fn undo_of(report: &StepReport, cluster_arg: &str, driver: &str) -> Option<String> {
+    let StepReport::Sync(sync) = report else {
+        return None;
+    };
+    let mut to: Vec<&str> = sync
+        .targets
+        .iter()
+        .filter(|t| t.result.changed())
+        .map(|t| t.node.split(" (").next().unwrap_or(&t.node))
+        .collect();
+    if to.is_empty() {
+        return Some("nothing to undo: the step changed no node".into());
+    }
+    to.dedup();
+    Some(format!(
+        "keyferry sync rollback -c {cluster_arg} --node {driver} {} (only the nodes this step \
+         changed)",
+        to.iter()
+            .map(|n| format!("--to {n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
+/// What an automatic step changed, on which node, from its command's report (one line per
+/// node or fact; nothing for a report the run does not read).
+pub fn changes(doc: &Document) -> Vec<String> {
+    let report = match doc {
+        Document::Error(e) => {
+            return vec![format!(
+                "error [{}]: {}{}",
+                e.code,
+                e.message,
+                e.hint
+                    .as_deref()
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default()
+            )]
+        }
+        Document::Report(r) => r.as_ref(),
+    };
+    match report {
+        StepReport::Sync(s) | StepReport::SyncPlan(s) => s
+            .targets
+            .iter()
+            .flat_map(|t| {
+                let node = &t.node;
+                let head = match (&t.error, &t.summary) {
+                    // A failed target says why, not "failed (0 added, ...)".
+                    (Some(e), _) => {
+                        format!("{node}: {} [{}]: {}", t.result.word(), e.code, e.message)
+                    }
+                    (None, s) => {
+                        let (a, u, d) = s
+                            .as_ref()
+                            .map_or((0, 0, 0), |s| (s.add, s.update, s.delete));
+                        format!(
+                            "{node}: {} ({a} added, {u} updated, {d} deleted)",
+                            t.result.word()
+                        )
+                    }
+                };
+                // The sync's warnings (a per-node web.config replaced, a node without keys)
+                // are the admin's to read.
+                let warnings = t
+                    .summary
+                    .iter()
+                    .flat_map(|s| s.warnings.iter())
+                    .map(move |w| format!("{node}: warning: {w}"));
+                std::iter::once(head).chain(warnings).collect::<Vec<_>>()
+            })
+            .collect(),
+        StepReport::KeysPush(p) => p
+            .targets
+            .iter()
+            .map(|t| {
+                let backup = t
+                    .backup_dir
+                    .as_ref()
+                    .map(|b| format!(", previous files in {}", b.display()))
+                    .unwrap_or_default();
+                format!("{}: {}{backup}", t.node, t.outcome.word())
+            })
+            .collect(),
+        StepReport::Cleanup(c) => {
+            let removed: Vec<String> = c
+                .removed
+                .iter()
+                .map(|r| r.path.display().to_string())
+                .collect();
+            vec![if removed.is_empty() {
+                format!("{}: nothing to remove", c.node)
+            } else {
+                format!("{}: removed {}", c.node, removed.join(", "))
+            }]
+        }
+        StepReport::HaFailover(f) => vec![format!(
+            "{} is the primary (timeline {} -> {}); {} {}",
+            f.new_primary,
+            shown(f.timeline_before),
+            shown(f.timeline_after),
+            f.old_primary,
+            if f.fenced {
+                "stopped and fenced"
+            } else {
+                "was confirmed off (not fenced)"
+            }
+        )],
+        StepReport::HaRejoin(r) => vec![format!(
+            "{} streams from {} again ({}){}",
+            r.node,
+            r.primary,
+            r.method,
+            r.old_folder
+                .as_ref()
+                .map(|f| format!("; its old data folder is kept in {}", f.display()))
+                .unwrap_or_default()
+        )],
+        StepReport::HaStatus(s) => vec![format!("pair: {}", s.verdict.word())],
+        StepReport::UpgradePreflight(p) => {
+            use super::preflight::Outcome;
+            let noted: Vec<String> = p
+                .checks
+                .iter()
+                .filter(|c| c.outcome != Outcome::Pass)
+                .map(|c| {
+                    let outcome = if c.outcome == Outcome::Fail {
+                        "FAILED"
+                    } else {
+                        "warning"
+                    };
+                    format!("{}: {outcome} ({}): {}", c.node, c.check, c.detail)
+                })
+                .collect();
+            if noted.is_empty() {
+                vec![format!("all {} checks passed", p.checks.len())]
+            } else {
+                noted
+            }
+        }
+        StepReport::Audit(a) => {
+            use crate::audit::NodeStatus;
+            if a.ok {
+                vec!["every node that needs keys holds the primary's key set; the binaries match where compared".into()]
+            } else {
+                a.nodes
+                    .iter()
+                    .filter(|n| !matches!(n.status, NodeStatus::Match | NodeStatus::NotNeeded))
+                    .map(|n| format!("{}: {}", n.node, n.status.word()))
+                    .collect()
+            }
+        }
+        StepReport::Other => Vec::new(),
+    }
+}
+
+/// "null" for a value a report left out, as JSON shows it.
+fn shown(v: Option<u32>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+/// An enum's word as its report writes it (its serde name).
+mod erased {
+    pub trait Word {
+        fn word(&self) -> String;
+    }
+    impl<T: serde::Serialize> Word for T {
+        fn word(&self) -> String {
+            match serde_json::to_value(self) {
+                Ok(serde_json::Value::String(s)) => s,
+                _ => "?".into(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::push::PushTarget;
+    use crate::report::{Envelope, PlanSummary, PushReport, SyncReport, SyncResult, SyncTarget};
+
+    fn target(node: &str, result: SyncResult, summary: Option<PlanSummary>) -> SyncTarget {
+        SyncTarget {
+            node: node.into(),
+            slot: "app".into(),
+            target: format!("/srv/{node}"),
+            plan: None,
+            summary,
+            outcome: None,
+            result,
+            recovered: None,
+            error: None,
+        }
+    }
+
+    /// A report as its command writes it, read back as the run reads it.
+    fn written<T: crate::report::Kind>(report: &T) -> Document {
+        let text = serde_json::to_vec(&Envelope::of(report)).unwrap();
+        Document::parse(&text).expect("a report keyferry wrote reads back")
+    }
+
+    #[test]
+    fn a_failed_syncs_undo_names_exactly_the_nodes_it_changed() {
+        let mut failed = target("web3", SyncResult::Failed, None);
+        failed.error = Some(ErrorDoc {
+            code: "io".into(),
+            message: "disk full".into(),
+            hint: None,
+        });
+        let doc = written(&SyncReport {
+            targets: vec![
+                target("web2", SyncResult::Synced, None),
+                failed.clone(),
+                target("dr1", SyncResult::Unchanged, None),
+            ],
+        });
+        assert_eq!(
+            undo_of(doc.report().unwrap(), "c.toml", "web1").unwrap(),
+            "keyferry sync rollback -c c.toml --node web1 --to web2 (only the nodes this step changed)"
+        );
+        assert_eq!(changes(&doc)[1], "web3: failed [io]: disk full");
+        let none = written(&SyncReport {
+            targets: vec![failed],
+        });
+        assert!(undo_of(none.report().unwrap(), "c", "w")
+            .unwrap()
+            .starts_with("nothing to undo"));
+        let push = written(&PushReport {
+            source: "web1".into(),
+            fingerprint: "f".into(),
+            dry_run: false,
+            ok: true,
+            targets: vec![],
+        });
+        assert!(undo_of(push.report().unwrap(), "c", "w").is_none());
+    }
+
+    #[test]
+    fn changes_name_each_node_and_what_happened_there() {
+        let sync = written(&SyncReport {
+            targets: vec![target(
+                "web2",
+                SyncResult::Synced,
+                Some(PlanSummary {
+                    add: 1,
+                    update: 0,
+                    delete: 2,
+                    warnings: vec!["web.config differs".into()],
+                }),
+            )],
+        });
+        assert_eq!(
+            changes(&sync),
+            [
+                "web2: synced (1 added, 0 updated, 2 deleted)",
+                "web2: warning: web.config differs"
+            ]
+        );
+        let mut web2 = PushTarget::new("web2", crate::profile::Role::Secondary, "ssh");
+        web2.outcome = PushOutcome::Installed;
+        web2.backup_dir = Some("/s/b/web2/1".into());
+        let mut proxy = PushTarget::new("proxy1", crate::profile::Role::Proxy, "-");
+        proxy.outcome = PushOutcome::Skipped;
+        let push = written(&PushReport {
+            source: "web1".into(),
+            fingerprint: "f".into(),
+            dry_run: false,
+            ok: true,
+            targets: vec![web2, proxy],
+        });
+        assert_eq!(
+            changes(&push),
+            [
+                "web2: installed, previous files in /s/b/web2/1",
+                "proxy1: skipped"
+            ]
+        );
+        let other = Document::parse(br#"{"version": 1, "kind": "something-new"}"#).unwrap();
+        assert!(changes(&other).is_empty());
+        // A report of a known kind whose fields do not read is no report, not an empty one.
+        assert!(Document::parse(br#"{"version": 1, "kind": "sync", "targets": 3}"#).is_none());
+        let error = Document::parse(
+            br#"{"version": 1, "error": {"code": "io", "message": "m", "hint": "h"}}"#,
+        )
+        .unwrap();
+        assert_eq!(changes(&error), ["error [io]: m; h"]);
+    }
+
+    #[test]
+    fn a_key_plan_asks_for_differing_keys_and_blocks_what_it_cannot_compare() {
+        use crate::keys::push::PushedFile;
+        let refused = |node: &str, code: &str, action: FileAction, existing: &str| {
+            let mut t = PushTarget::new(node, crate::profile::Role::Secondary, "ssh");
+            t.outcome = PushOutcome::WouldRefuse;
+            t.code = Some(code.into());
+            t.before = Some("aaaa".into());
+            t.detail = Some("its keys differ".into());
+            t.files = vec![PushedFile {
+                path: "C:\\inetpub\\wwwroot\\SecretServer\\encryption.config".into(),
+                action,
+                existing: Some(existing.into()),
+            }];
+            t
+        };
+        let report = |targets| PushReport {
+            source: "web1".into(),
+            fingerprint: "bbbb".into(),
+            dry_run: true,
+            ok: false,
+            targets,
+        };
+        let Document::Report(r) = written(&report(vec![refused(
+            "web2",
+            "key-set-differs",
+            FileAction::Replace,
+            "dpapi",
+        )])) else {
+            panic!("a report")
+        };
+        let StepReport::KeysPush(p) = *r else {
+            panic!("a push report")
+        };
+        let KeyPlan::Differs(who) = key_plan_of(&p) else {
+            panic!("differs")
+        };
+        assert!(
+            who.contains("web2: key set aaaa (the primary's: bbbb)")
+                && who.contains("replace, DPAPI-protected, compared by its plaintext"),
+            "{who}"
+        );
+        let blocked = key_plan_of(&report(vec![
+            refused("web2", "key-set-differs", FileAction::Replace, "none"),
+            refused("web3", "cannot-compare", FileAction::CannotCompare, "dpapi"),
+        ]));
+        let KeyPlan::Blocked(who) = blocked else {
+            panic!("blocked")
+        };
+        assert!(who.starts_with("  web3:") && who.contains("web2:"), "{who}");
+        assert_eq!(key_plan_of(&report(vec![])), KeyPlan::Clear);
+    }
+
+    #[test]
+    fn every_report_the_run_reads_comes_back_as_its_own_kind() {
+        use crate::ha::replica::{FailoverReport, RejoinReport};
+        use crate::ha::status::{PairStatus, Verdict};
+        use crate::upgrade::preflight::Preflight;
+        let failover = FailoverReport {
+            old_primary: "nps1".into(),
+            new_primary: "nps2".into(),
+            planned: true,
+            dry_run: false,
+            timeline_before: Some(1),
+            timeline_after: Some(2),
+            fenced: true,
+            signs_of_life: vec![],
+            removed_slots: vec![],
+            plan: vec![],
+            next: vec![],
+        };
+        assert_eq!(
+            changes(&written(&failover)),
+            ["nps2 is the primary (timeline 1 -> 2); nps1 stopped and fenced"]
+        );
+        let rejoin = RejoinReport {
+            node: "nps1".into(),
+            primary: "nps2".into(),
+            dry_run: false,
+            method: "rewind".into(),
+            why_not_rewind: None,
+            seconds: 1.0,
+            old_folder: None,
+            removed_slots: vec![],
+            settings_changed: vec![],
+            plan: vec![],
+            warnings: vec![],
+        };
+        assert_eq!(
+            changes(&written(&rejoin)),
+            ["nps1 streams from nps2 again (rewind)"]
+        );
+        let status = PairStatus {
+            nodes: vec![],
+            verdict: Verdict::SplitBrain,
+            problems: vec![],
+        };
+        assert_eq!(changes(&written(&status)), ["pair: split-brain"]);
+        let preflight = Preflight::new("c", "web1", vec![]);
+        assert_eq!(changes(&written(&preflight)), ["all 0 checks passed"]);
+    }
+}
