@@ -287,11 +287,43 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
     assert!(r.stderr().contains("--override-reject"), "{}", r.stderr());
     assert_eq!(snap, bed.config_snapshot(0));
 
-    // An edit PostgreSQL rejects (ldap needs options): put back, server not reloaded.
+    // A method the pair's lines cannot take (ldap needs options): refused from the cluster
+    // file, nothing touched.
     bed.write_hba(0, &bed.base_hba());
     bed.write_cluster("hba_method = \"ldap\"");
-    let before = std::fs::read(bed.hba_path(0)).unwrap();
+    let snap = bed.config_snapshot(0);
     let r = bed.keyferry(0, &["ha", "hba"]);
+    r.assert_code(2);
+    assert!(r.stderr().contains("hba_method \"ldap\""), "{}", r.stderr());
+    assert_eq!(snap, bed.config_snapshot(0));
+    bed.write_cluster("");
+
+    // An edited file PostgreSQL rejects (keyferry writes only lines it loads; here the `@file`
+    // a line names goes away right after the write, as another account could make it go):
+    // put back, server not reloaded.
+    let users = bed.data(0).join("kfusers");
+    bed.write_as_postgres(&users, "app\n", 0o600);
+    bed.write_hba(
+        0,
+        &format!("{}host all @kfusers 10.231.0.9/32 md5\n", bed.base_hba()),
+    );
+    let before = std::fs::read(bed.hba_path(0)).unwrap();
+    let with_hook = |body: &str| {
+        let hook = common::shell_script(&bed.dir.join("hook.sh"), body);
+        let out = bed
+            .keyferry_cmd(0, &["ha", "hba"])
+            .env(
+                "KEYFERRY_FAILPOINT_RUN",
+                format!("ha:hba-written={}", hook.display()),
+            )
+            .output()
+            .unwrap();
+        common::Run {
+            args: vec!["ha".into(), "hba".into()],
+            out,
+        }
+    };
+    let r = with_hook(&format!("rm -f '{}'", users.display()));
     r.assert_code(2);
     assert!(
         r.stderr().contains("PostgreSQL rejects the edited"),
@@ -300,6 +332,7 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
     );
     assert!(r.stderr().contains("put back as it was"), "{}", r.stderr());
     assert_eq!(before, std::fs::read(bed.hba_path(0)).unwrap());
+    bed.write_as_postgres(&users, "app\n", 0o600);
     assert_eq!(
         bed.psql(
             0,
@@ -308,6 +341,23 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
         "0"
     );
     assert_eq!(bed.psql(0, "SELECT 1"), "1", "the server keeps working");
+    // The file changed again by someone else after the write: keyferry cannot put it back
+    // without undoing their change, and says so (never "put back").
+    let r = with_hook(&format!(
+        "printf 'host all all all ldap\\n' >> '{}'",
+        bed.hba_path(0).display()
+    ));
+    assert_ne!(r.code(), 0);
+    assert!(
+        r.stderr().contains("could not be put back"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!r.stderr().contains("put back as it was"), "{}", r.stderr());
+    assert!(std::fs::read_to_string(bed.hba_path(0))
+        .unwrap()
+        .ends_with("host all all all ldap\n"));
+    bed.write_hba(0, &bed.base_hba());
 
     // Host names and localhost in the cluster file: refused before anything is touched.
     for bad in ["nps2.corp.example", "localhost", "127.0.0.1"] {

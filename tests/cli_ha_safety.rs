@@ -883,13 +883,36 @@ fn hba_works_on_fresh_servers_that_take_only_local_connections() {
     }
     let r = bed.keyferry(0, &["ha", "status", "--json"]);
     assert_eq!(r.json()["nodes"][0]["role"], "refuses-login");
-    // A method PostgreSQL rejects without its options: put back, reloaded, refused.
-    bed.write_cluster("hba_method = \"ldap\"");
+    // An edited file PostgreSQL rejects (the `@file` a line names goes away right after
+    // keyferry's write, as another account could make it go): put back, reloaded, refused.
+    let users = bed.data(0).join("kfusers");
+    bed.write_as_postgres(&users, "app\n", 0o600);
+    bed.write_hba(
+        0,
+        "# fresh install\nlocal   all   all   trust\nhost all @kfusers 10.231.0.9/32 md5\n",
+    );
+    bed.psql(0, "SELECT pg_reload_conf()");
     let before = std::fs::read(bed.hba_path(0)).unwrap();
-    let r = bed.keyferry(0, &["ha", "hba"]);
+    let spoil = common::shell_script(
+        &bed.dir.join("spoil.sh"),
+        &format!("rm -f '{}'", users.display()),
+    );
+    let out = bed
+        .keyferry_cmd(0, &["ha", "hba"])
+        .env(
+            "KEYFERRY_FAILPOINT_RUN",
+            format!("ha:hba-written={}", spoil.display()),
+        )
+        .output()
+        .unwrap();
+    let r = common::Run {
+        args: vec!["ha".into(), "hba".into()],
+        out,
+    };
     r.assert_code(2);
     assert!(r.stderr().contains("put back as it was"), "{}", r.stderr());
     assert_eq!(before, std::fs::read(bed.hba_path(0)).unwrap());
+    bed.write_as_postgres(&users, "app\n", 0o600);
     assert_eq!(
         bed.psql(
             0,

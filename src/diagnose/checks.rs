@@ -223,22 +223,14 @@ pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<Strin
     use crate::ha::hba::{parse, Connection};
     let file = parse(text);
     let mut missing = Vec::new();
-    let replication = Connection {
-        replication: true,
-        user: Some(user.to_owned()),
-        addr: peer,
-    };
+    let replication = Connection::new(true, Some(user), peer);
     if !file.admits(&replication) {
         missing.push(format!(
             "host replication {user} {} md5",
             crate::ha::hba::one_host(peer)
         ));
     }
-    let any = Connection {
-        replication: false,
-        user: None,
-        addr: peer,
-    };
+    let any = Connection::new(false, None, peer);
     if !file.admits(&any) {
         missing.push(format!(
             "host all all {} md5",

@@ -257,11 +257,8 @@ mod tests {
             assert!(rule.options.is_empty(), "{line}");
             let facts = crate::diagnose::facts::extract(&msg);
             let named = facts.user.clone().unwrap();
-            let conn = |who: &str, at: &str| Connection {
-                replication,
-                user: Some(who.to_owned()),
-                addr: at.parse().unwrap(),
-            };
+            let conn =
+                |who: &str, at: &str| Connection::new(replication, Some(who), at.parse().unwrap());
             // The database is a name (not all): a plain connection's is not known here, so
             // only a replication line can be proved to admit it.
             if replication {

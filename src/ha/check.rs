@@ -293,16 +293,8 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
     let file = hba::parse(&facts.hba);
     for peer in &pair.nodes {
         for c in [
-            Connection {
-                replication: true,
-                user: Some(pair.repuser.clone()),
-                addr: peer.addr,
-            },
-            Connection {
-                replication: false,
-                user: None,
-                addr: peer.addr,
-            },
+            Connection::new(true, Some(pair.repuser.as_str()), peer.addr),
+            Connection::new(false, None, peer.addr),
         ] {
             let ok = file.admits(&c);
             push(

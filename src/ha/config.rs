@@ -277,6 +277,16 @@ impl Pair {
                 ha.hba_method
             )));
         }
+        if !matches!(ha.hba_method.as_str(), "scram-sha-256" | "md5") {
+            // The pair logs in with the replication role's password; other methods need
+            // options keyferry does not write (ldap, radius), a certificate or a ticket, or
+            // are not methods at all (PostgreSQL would refuse the lines, and the file).
+            return Err(bad(format!(
+                "[ha] hba_method {:?}: the pair's lines take a password method, scram-sha-256 \
+                 (or md5 for md5-stored passwords)",
+                ha.hba_method
+            )));
+        }
         if ha.sslmode == SslMode::VerifyFull && ha.sslrootcert.is_none() {
             return Err(bad(
                 "[ha] sslmode = \"verify-full\" needs sslrootcert (the CA certificate)".into(),

@@ -51,12 +51,15 @@ pub fn peer_rules(pair: &Pair, override_reject: bool) -> PeerRules {
         repuser: pair.repuser.clone(),
         method: pair.hba_method.clone(),
         override_reject,
+        server: hba::Server::here(),
     }
 }
 
 /// Plans the edit of `text`, refusals worded for `path`.
 pub fn plan(text: &str, path: &Path, want: &PeerRules) -> Result<Edit> {
-    hba::plan_edit(text, want).map_err(|r| Error::HaRefused {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let files = hba::files_beside(dir);
+    hba::plan_edit(text, want, Some(&files)).map_err(|r| Error::HaRefused {
         why: format!("{}: {r}", path.display()),
         hint: match r {
             hba::Refusal::Reject { .. } => {
@@ -80,16 +83,14 @@ fn rows(edit: &Edit) -> Vec<DecisionRow> {
         .collect()
 }
 
-fn read_text(path: &Path) -> Result<(crate::txn::Looked, String)> {
+/// The file, its text and whether that text was Latin-1 (not UTF-8: written back so).
+fn read_text(path: &Path) -> Result<(crate::txn::Looked, String, bool)> {
     let mut looked = crate::txn::look(path, MAX_HBA, &[])?;
     let Some(bytes) = looked.bytes.take() else {
         return Err(Error::missing(path, "pg_hba.conf"));
     };
-    let text = String::from_utf8(bytes.expose_secret().to_vec()).map_err(|_| Error::HaRefused {
-        why: format!("{}: not UTF-8 text", path.display()),
-        hint: "save pg_hba.conf as UTF-8 (or plain ASCII) text".into(),
-    })?;
-    Ok((looked, text))
+    let (text, latin1) = hba::decode(bytes.expose_secret());
+    Ok((looked, text, latin1))
 }
 
 /// Edits a `pg_hba.conf` on its own (no server): plan, and unless `dry_run`, write.
@@ -100,7 +101,7 @@ pub fn edit_file(
     override_reject: bool,
     dry_run: bool,
 ) -> Result<HbaReport> {
-    edit(pair, node, path, override_reject, dry_run, &|| Ok(()))
+    edit(pair, node, path, override_reject, dry_run, &|| Ok(()), "")
 }
 
 fn edit(
@@ -110,10 +111,11 @@ fn edit(
     override_reject: bool,
     dry_run: bool,
     validate: &dyn Fn() -> Result<()>,
+    put_back: &str,
 ) -> Result<HbaReport> {
     let want = peer_rules(pair, override_reject);
     // Refusals first, without the lock: they leave everything as it was.
-    let (_, text) = read_text(path)?;
+    let (_, text, _) = read_text(path)?;
     let edit = plan(&text, path, &want)?;
     let mut report = HbaReport {
         path: path.to_owned(),
@@ -130,7 +132,7 @@ fn edit(
     }
     let (_lock, _recovered) =
         crate::txn::begin(&node.state_dir, &node.name, crate::txn::DEFAULT_WAIT)?;
-    let (looked, text) = read_text(path)?;
+    let (looked, text, latin1) = read_text(path)?;
     let edit = plan(&text, path, &want)?;
     report.decisions = rows(&edit);
     if !edit.changed {
@@ -152,13 +154,16 @@ fn edit(
         path: path.to_owned(),
         label: "pg_hba.conf".into(),
         before: looked.before,
-        content: crate::secret::KeyBytes::copy_from(edit.text.as_bytes()),
+        content: crate::secret::KeyBytes::copy_from(&hba::encode(&edit.text, latin1)),
         attrs: looked.attrs,
         attr_source: looked.attr_source,
         transient: false,
     };
     let failure: RefCell<Option<Error>> = RefCell::new(None);
     let verify = || {
+        // The file is written, PostgreSQL has not looked at it yet (a test changes it here,
+        // as another account could).
+        crate::failpoint::hit("ha:hba-written");
         validate().inspect_err(|e| {
             *failure.borrow_mut() = Some(match e {
                 Error::HaFailed { why, hint } => Error::HaFailed {
@@ -177,16 +182,42 @@ fn edit(
             report.backup = applied.backup_dir.map(|d| d.join("pg_hba.conf"));
             Ok(report)
         }
-        Err(e) => Err(failure.into_inner().unwrap_or(e)),
+        // A file that could not be put back (another account changed it after keyferry's
+        // write) is said as it is, never as "put back".
+        Err(Error::RecoveryConflict(c)) => Err(Error::HaFailed {
+            why: format!(
+                "{}; and {} could not be put back: {c}",
+                failure
+                    .into_inner()
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "the edit failed".into()),
+                path.display()
+            ),
+            hint: "look at the file now (someone changed it after keyferry wrote it), put \
+                   right what PostgreSQL refuses, then run keyferry ha hba again"
+                .into(),
+        }),
+        // Put back: said so, with what follows for the server (`put_back`).
+        Err(e) => Err(match failure.into_inner() {
+            Some(Error::HaFailed { why, hint }) => Error::HaFailed {
+                why: format!("{why}; the file was put back as it was{put_back}"),
+                hint,
+            },
+            Some(other) => other,
+            None => e,
+        }),
     }
 }
 
-/// Errors PostgreSQL reports for the `pg_hba.conf` on disk, as `line N: error`.
+/// Errors PostgreSQL reports for the `pg_hba.conf` on disk, as `line N: error`. A line it
+/// refuses without a word there (PostgreSQL 15 does for some RADIUS options: the row has no
+/// type and no error, and the file is not loaded) counts too.
 fn file_errors(client: &mut pg::Client, node: &HaNode) -> Result<Vec<String>> {
     let rows = pg::query(
         client,
         node,
-        "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY 1",
+        "SELECT line_number, coalesce(error, 'refused (see the server log)') \
+         FROM pg_hba_file_rules WHERE error IS NOT NULL OR type IS NULL ORDER BY 1",
         &[],
     )?;
     Ok(rows
@@ -247,8 +278,7 @@ pub fn edit_server(
         } else {
             Err(Error::HaFailed {
                 why: format!(
-                    "PostgreSQL rejects the edited {} ({}); the file was put back as it was and \
-                     the server was not reloaded: it keeps its rules",
+                    "PostgreSQL rejects the edited {} ({})",
                     path.display(),
                     errors.join("; ")
                 ),
@@ -257,7 +287,15 @@ pub fn edit_server(
             })
         }
     };
-    let mut report = edit(conn.pair, node, &path, override_reject, dry_run, &validate)?;
+    let mut report = edit(
+        conn.pair,
+        node,
+        &path,
+        override_reject,
+        dry_run,
+        &validate,
+        " and the server was not reloaded: it keeps its rules",
+    )?;
     if dry_run || !report.changed {
         return Ok(report);
     }
@@ -351,9 +389,7 @@ fn edit_local(
                     ),
                 };
                 Err(Error::HaFailed {
-                    why: format!(
-                        "{why}; the file was put back as it was and the server reloaded with it"
-                    ),
+                    why,
                     hint: "read the server's log (it names the line it rejects), check \
                            hba_method and the password file, then run keyferry ha hba again"
                         .into(),
@@ -361,7 +397,15 @@ fn edit_local(
             }
         }
     };
-    let result = edit(conn.pair, node, &path, override_reject, dry_run, &validate);
+    let result = edit(
+        conn.pair,
+        node,
+        &path,
+        override_reject,
+        dry_run,
+        &validate,
+        " and the server reloaded with it",
+    );
     match result {
         Ok(mut report) => {
             report.reloaded = running && report.changed && !dry_run;

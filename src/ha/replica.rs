@@ -298,11 +298,7 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
         ));
     }
     let hba: String = row.get(3);
-    let c_rep = super::hba::Connection {
-        replication: true,
-        user: Some(conn.pair.repuser.clone()),
-        addr: replica.addr,
-    };
+    let c_rep = super::hba::Connection::new(true, Some(conn.pair.repuser.as_str()), replica.addr);
     if !super::hbaedit::admits(&hba, &c_rep) {
         return Err(refused(
             format!(

@@ -16,11 +16,18 @@
 use std::fmt;
 use std::net::IpAddr;
 
+mod inet;
+mod parse;
+pub use parse::{Files, Server};
+
 /// One token of a field: its text (quotes removed) and whether it was quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub text: String,
     pub quoted: bool,
+    /// A regular expression (`/^app.*`, PostgreSQL 16 and later, database and user columns):
+    /// keyferry does not evaluate it, so it may match any name.
+    pub regex: bool,
 }
 
 impl Token {
@@ -46,8 +53,12 @@ pub enum Address {
     All,
     SameHost,
     SameNet,
-    /// An address and prefix length (`IP/n`, or `IP` and a mask in the next column).
+    /// An address and prefix length (`IP/n`, or `IP` and a contiguous mask in the next
+    /// column).
     Net(IpAddr, u8),
+    /// An address and a mask that is not contiguous (`10.0.0.1 255.0.255.0`): PostgreSQL
+    /// compares the bits the mask has.
+    Masked(IpAddr, IpAddr),
     /// A host name, or a `.suffix` (matched through DNS: keyferry cannot say).
     Name(String),
 }
@@ -64,6 +75,17 @@ impl Address {
                 (IpAddr::V6(n), IpAddr::V6(a)) => {
                     let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
                     Match::from(u128::from(*n) & mask == u128::from(a) & mask)
+                }
+                _ => Match::No,
+            },
+            Address::Masked(net, mask) => match (net, mask, ip) {
+                (IpAddr::V4(n), IpAddr::V4(m), IpAddr::V4(a)) => {
+                    let m = u32::from(*m);
+                    Match::from(u32::from(*n) & m == u32::from(a) & m)
+                }
+                (IpAddr::V6(n), IpAddr::V6(m), IpAddr::V6(a)) => {
+                    let m = u128::from(*m);
+                    Match::from(u128::from(*n) & m == u128::from(a) & m)
                 }
                 _ => Match::No,
             },
@@ -152,48 +174,106 @@ impl From<bool> for Match {
     }
 }
 
-/// A TCP connection to simulate: from `addr`, as `user` (`None`: any user) to a normal
-/// database (any) or for replication.
+/// A TCP connection to simulate: from `addr`, as `user` (`None`: any user), to `database`
+/// (`None`: any) or for replication, with or without SSL or GSSAPI encryption (`None`:
+/// either: libpq tries SSL first), the user a member of `member_of` (`None`: not known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     pub replication: bool,
     pub user: Option<String>,
     pub addr: IpAddr,
+    pub database: Option<String>,
+    pub ssl: Option<bool>,
+    pub gssenc: Option<bool>,
+    /// The roles the user is a member of, directly or through others (PostgreSQL's `+role`
+    /// and `samerole`), the user itself included where it exists (a role is a member of
+    /// itself; a user that does not exist is a member of nothing).
+    pub member_of: Option<Vec<String>>,
+}
+
+impl Connection {
+    /// A connection of which only these are known.
+    pub fn new(replication: bool, user: Option<&str>, addr: IpAddr) -> Connection {
+        Connection {
+            replication,
+            user: user.map(str::to_owned),
+            addr,
+            database: None,
+            ssl: None,
+            gssenc: None,
+            member_of: None,
+        }
+    }
+
+    /// Whether the user is a member of `role`, where known.
+    fn member(&self, role: &str) -> Match {
+        match &self.member_of {
+            Some(roles) => Match::from(roles.iter().any(|r| r == role)),
+            None => Match::Maybe,
+        }
+    }
 }
 
 impl fmt::Display for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = self.user.as_deref().unwrap_or("any user");
-        if self.replication {
-            write!(f, "replication as {user} from {}", self.addr)
-        } else {
-            write!(f, "any database as {user} from {}", self.addr)
+        match (&self.database, self.replication) {
+            (_, true) => write!(f, "replication as {user} from {}", self.addr),
+            (Some(db), false) => write!(f, "database {db} as {user} from {}", self.addr),
+            (None, false) => write!(f, "any database as {user} from {}", self.addr),
         }
     }
 }
 
+/// A token of `@file` that was not read, or a regular expression: it may stand for anything.
+fn unread_file(t: &Token) -> bool {
+    t.regex || (!t.quoted && t.text.len() > 1 && t.text.starts_with('@'))
+}
+
 impl Rule {
-    /// Whether this rule catches `c`.
+    /// Whether this rule catches `c` (PostgreSQL's `check_hba`: type, SSL and GSSAPI state,
+    /// address, then database and role).
     pub fn matches(&self, c: &Connection) -> Match {
+        let either = |state: Option<bool>, want: bool| match state {
+            Some(s) => Match::from(s == want),
+            None => Match::Maybe,
+        };
         let ty = match self.conn_type {
             ConnType::Local => Match::No,
             ConnType::Host => Match::Yes,
-            // Whether the client encrypts is the client's choice (libpq prefers SSL).
-            _ => Match::Maybe,
+            ConnType::HostSsl => either(c.ssl, true),
+            ConnType::HostNoSsl => either(c.ssl, false),
+            ConnType::HostGssEnc => either(c.gssenc, true),
+            ConnType::HostNoGssEnc => either(c.gssenc, false),
         };
         let db = self
             .databases
             .iter()
             .map(|t| {
-                if c.replication {
+                if unread_file(t) {
+                    Match::Maybe
+                } else if c.replication {
+                    // A physical replication connection matches only `replication`.
                     Match::from(t.keyword("replication"))
                 } else if t.keyword("all") {
                     Match::Yes
+                } else if t.keyword("sameuser") {
+                    match (&c.database, &c.user) {
+                        (Some(d), Some(u)) => Match::from(d == u),
+                        _ => Match::Maybe,
+                    }
+                } else if t.keyword("samerole") || t.keyword("samegroup") {
+                    match &c.database {
+                        Some(d) => c.member(d),
+                        None => Match::Maybe,
+                    }
                 } else if t.keyword("replication") {
                     Match::No
                 } else {
-                    // A named database, sameuser, samerole, @file: some connections.
-                    Match::Maybe
+                    match &c.database {
+                        Some(d) => Match::from(&t.text == d),
+                        None => Match::Maybe,
+                    }
                 }
             })
             .max()
@@ -202,10 +282,12 @@ impl Rule {
             .users
             .iter()
             .map(|t| {
-                if t.keyword("all") {
-                    Match::Yes
-                } else if !t.quoted && (t.text.starts_with('+') || t.text.starts_with('@')) {
+                if unread_file(t) {
                     Match::Maybe
+                } else if !t.quoted && t.text.starts_with('+') {
+                    c.member(&t.text[1..])
+                } else if t.keyword("all") {
+                    Match::Yes
                 } else {
                     match &c.user {
                         Some(u) => Match::from(&t.text == u),
@@ -220,7 +302,7 @@ impl Rule {
             .as_ref()
             .map(|a| a.contains(c.addr))
             .unwrap_or(Match::No);
-        [ty, db, user, addr].into_iter().min().expect("four parts")
+        [ty, addr, db, user].into_iter().min().expect("four parts")
     }
 
     /// A method that lets a peer in with the replication user's password.
@@ -232,224 +314,66 @@ impl Rule {
     }
 }
 
-/// Parses a whole file. Never fails: lines PostgreSQL would reject are kept as
+/// A file's text from its bytes: UTF-8 when it is, else Latin-1 (one character per byte), as
+/// PostgreSQL reads any bytes (a Latin-1 comment is no reason to refuse a file it loads).
+/// `true` when it was not UTF-8: [`encode`] then writes it back byte for byte.
+pub fn decode(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(t) => (t.to_owned(), false),
+        Err(_) => (bytes.iter().map(|&b| char::from(b)).collect(), true),
+    }
+}
+
+/// The bytes of a text [`decode`] read (`latin1`: one byte per character; every character
+/// keyferry adds is ASCII).
+pub fn encode(text: &str, latin1: bool) -> Vec<u8> {
+    if latin1 {
+        text.chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+            .collect()
+    } else {
+        text.as_bytes().to_vec()
+    }
+}
+
+/// An `@file` reader for a `pg_hba.conf` in `dir`: a name relative to that folder (or
+/// absolute), read as a regular file (never through a link), bounded.
+pub fn files_beside(dir: &std::path::Path) -> impl Fn(&str) -> Result<String, String> + '_ {
+    move |name: &str| {
+        let path = dir.join(name);
+        crate::fs::read_bounded(&path, 1 << 20, "secondary authentication file")
+            .map(|b| decode(&b).0)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Parses a whole file as the server keyferry assumes ([`Server::here`]) reads it, without
+/// reading `@file`s. Never fails: lines PostgreSQL would reject are kept as
 /// [`EntryKind::Invalid`] (the file still serialises byte for byte).
 pub fn parse(text: &str) -> HbaFile {
+    parse_for(text, &Server::here(), None)
+}
+
+/// Parses a whole file as `server` reads it, its `@file`s read through `files`.
+pub fn parse_for(text: &str, server: &Server, files: parse::Files<'_>) -> HbaFile {
     let lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
     let mut entries = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let first = i;
-        let mut logical = String::new();
-        // As PostgreSQL reads it: a line ending in a backslash (after its line end, every
-        // trailing CR and LF) goes on with the next line, joined with nothing between them,
-        // inside a comment too (`# off \` swallows the line after it); a backslash at the
-        // end of the last line is dropped.
-        loop {
-            let body = strip_eol(&lines[i]);
-            match body.strip_suffix('\\') {
-                Some(rest) if i + 1 < lines.len() => {
-                    logical.push_str(rest);
-                    i += 1;
-                }
-                Some(rest) => {
-                    logical.push_str(rest);
-                    break;
-                }
-                None => {
-                    logical.push_str(body);
-                    break;
-                }
-            }
-        }
-        let last = i;
-        i += 1;
-        match tokenize(&logical) {
-            Ok(fields) if fields.is_empty() => {}
-            Ok(fields) => entries.push(Entry {
-                first,
-                last,
-                kind: entry_of(fields),
-            }),
-            Err(why) => entries.push(Entry {
-                first,
-                last,
-                kind: EntryKind::Invalid(why),
-            }),
-        }
+    for l in parse::logical_lines(text) {
+        let kind = match parse::fields(&l.text, files, 0) {
+            Ok(fields) if fields.is_empty() => continue,
+            Ok(fields) => parse::entry(&fields, server).unwrap_or_else(EntryKind::Invalid),
+            Err(why) => EntryKind::Invalid(why),
+        };
+        entries.push(Entry {
+            first: l.first,
+            last: l.last,
+            kind,
+        });
     }
     HbaFile { lines, entries }
 }
 
-/// A line without its end: every trailing CR and LF, as PostgreSQL strips them (`\r\r\n`).
-fn strip_eol(line: &str) -> &str {
-    line.trim_end_matches(['\n', '\r'])
-}
-
-/// PostgreSQL's blanks between tokens: space, tab, CR (and LF). Not a no-break space, a
-/// vertical tab or a form feed: those are part of a token there.
-fn is_blank(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
-}
-
-/// Splits a logical line into fields, each a comma list of tokens, as PostgreSQL's
-/// `next_token` does: a token is quoted only where it starts with a quote (`al"l"` is the
-/// keyword `all`, `+"admins"` still a group), and two quotes inside quotes are one (`"rep""user"`
-/// is `rep"user`).
-fn tokenize(line: &str) -> Result<Vec<Vec<Token>>, String> {
-    let mut fields: Vec<Vec<Token>> = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| is_blank(*c)) {
-            chars.next();
-        }
-        match chars.peek() {
-            None | Some('#') => break,
-            _ => {}
-        }
-        let mut field = Vec::new();
-        loop {
-            let mut text = String::new();
-            let (mut quoted, mut in_quote, mut was_quote) = (false, false, false);
-            while let Some(&c) = chars.peek() {
-                if !in_quote && (is_blank(c) || c == ',' || c == '#') {
-                    break;
-                }
-                chars.next();
-                if c != '"' || was_quote {
-                    text.push(c);
-                }
-                // A literal quote is two quotes.
-                was_quote = in_quote && c == '"' && !was_quote;
-                if c == '"' {
-                    in_quote = !in_quote;
-                    if text.is_empty() {
-                        quoted = true;
-                    }
-                }
-            }
-            if in_quote {
-                return Err("a quote is not closed".into());
-            }
-            field.push(Token { text, quoted });
-            if chars.peek() == Some(&',') {
-                chars.next();
-                // PostgreSQL allows blanks after a list's comma.
-                while chars.peek().is_some_and(|c| is_blank(*c)) {
-                    chars.next();
-                }
-                continue;
-            }
-            break;
-        }
-        fields.push(field);
-    }
-    Ok(fields)
-}
-
-fn single(field: &[Token]) -> Option<&str> {
-    match field {
-        [t] => Some(t.text.as_str()),
-        _ => None,
-    }
-}
-
-fn entry_of(fields: Vec<Vec<Token>>) -> EntryKind {
-    match rule_of(&fields) {
-        Ok(r) => r,
-        Err(why) => EntryKind::Invalid(why),
-    }
-}
-
-fn rule_of(fields: &[Vec<Token>]) -> Result<EntryKind, String> {
-    let first = single(&fields[0]).ok_or("the connection type is a list")?;
-    if matches!(first, "include" | "include_if_exists" | "include_dir") {
-        return Ok(EntryKind::Include(first.to_owned()));
-    }
-    let conn_type = match first {
-        "local" => ConnType::Local,
-        "host" => ConnType::Host,
-        "hostssl" => ConnType::HostSsl,
-        "hostnossl" => ConnType::HostNoSsl,
-        "hostgssenc" => ConnType::HostGssEnc,
-        "hostnogssenc" => ConnType::HostNoGssEnc,
-        other => return Err(format!("unknown connection type {other:?}")),
-    };
-    let need = |i: usize, what: &str| -> Result<&Vec<Token>, String> {
-        fields
-            .get(i)
-            .ok_or_else(|| format!("the {what} column is missing"))
-    };
-    let databases = need(1, "database")?.clone();
-    let users = need(2, "user")?.clone();
-    let (address, next) = if conn_type == ConnType::Local {
-        (None, 3)
-    } else {
-        let a = single(need(3, "address")?).ok_or("the address is a list")?;
-        let quoted = fields[3][0].quoted;
-        let (addr, used) = address_of(a, quoted, fields.get(4).and_then(|f| single(f)))?;
-        (Some(addr), 3 + used)
-    };
-    let method = single(need(next, "method")?)
-        .ok_or("the method is a list")?
-        .to_owned();
-    let options = fields[next + 1..]
-        .iter()
-        .map(|f| {
-            f.iter()
-                .map(|t| t.text.clone())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect();
-    Ok(EntryKind::Rule(Rule {
-        conn_type,
-        databases,
-        users,
-        address,
-        method,
-        options,
-    }))
-}
-
-/// The address column and how many columns it used (2 with a separate mask).
-fn address_of(a: &str, quoted: bool, next: Option<&str>) -> Result<(Address, usize), String> {
-    if !quoted {
-        match a {
-            "all" => return Ok((Address::All, 1)),
-            "samehost" => return Ok((Address::SameHost, 1)),
-            "samenet" => return Ok((Address::SameNet, 1)),
-            _ => {}
-        }
-    }
-    if let Some((ip, bits)) = a.split_once('/') {
-        let ip: IpAddr = ip.parse().map_err(|_| format!("{a:?} is not an address"))?;
-        let bits: u8 = bits
-            .parse()
-            .ok()
-            .filter(|b| u32::from(*b) <= host_bits(ip))
-            .ok_or_else(|| format!("{a:?} has an invalid prefix length"))?;
-        return Ok((Address::Net(ip, bits), 1));
-    }
-    if let Ok(ip) = a.parse::<IpAddr>() {
-        let mask = next
-            .and_then(|m| m.parse::<IpAddr>().ok())
-            .ok_or_else(|| format!("{a:?} needs a /length or a mask"))?;
-        let bits = prefix_of_mask(mask, ip).ok_or_else(|| format!("{mask} is not a mask"))?;
-        return Ok((Address::Net(ip, bits), 2));
-    }
-    Ok((Address::Name(a.to_owned()), 1))
-}
-
-fn prefix_of_mask(mask: IpAddr, ip: IpAddr) -> Option<u8> {
-    let (bits, len) = match (mask, ip) {
-        (IpAddr::V4(m), IpAddr::V4(_)) => (u128::from(u32::from(m)) << 96, 32),
-        (IpAddr::V6(m), IpAddr::V6(_)) => (u128::from(m), 128),
-        _ => return None,
-    };
-    let ones = bits.leading_ones();
-    (bits.checked_shl(ones).unwrap_or(0) == 0 && ones <= len).then_some(ones as u8)
-}
+use parse::strip_eol;
 
 impl HbaFile {
     /// The file's text, byte for byte.
@@ -539,6 +463,8 @@ pub struct PeerRules {
     pub method: String,
     /// Put the block above a `reject` line that names a peer exactly (an admin's decision).
     pub override_reject: bool,
+    /// The server that reads the file.
+    pub server: Server,
 }
 
 /// Why an edit is refused; nothing is written.
@@ -625,7 +551,7 @@ impl HbaFile {
 /// that could catch a peer's connection, so that it decides them; every other line kept
 /// byte for byte. No change when the file already lets both peers in for replication and
 /// normal connections.
-pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
+pub fn plan_edit(text: &str, want: &PeerRules, files: Files<'_>) -> Result<Edit, Refusal> {
     let plain = |n: &str| {
         !n.is_empty()
             && n.chars()
@@ -636,7 +562,7 @@ pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
             return Err(Refusal::BadName(n.clone()));
         }
     }
-    let file = parse(text);
+    let file = parse_for(text, &want.server, files);
     // The managed block, if any.
     let marks: Vec<(usize, bool)> = file
         .lines
@@ -660,7 +586,7 @@ pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
         .filter(|(i, _)| block.is_none_or(|(b, e)| *i < b || *i > e))
         .map(|(_, l)| l.clone())
         .collect();
-    let base = parse(&base_lines.concat());
+    let base = parse_for(&base_lines.concat(), &want.server, files);
     let line_no = |e: &Entry| -> usize {
         // The line number in the file as it is (1-based), counting the block's lines.
         let n = e.first;
@@ -686,16 +612,8 @@ pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
         .iter()
         .flat_map(|&addr| {
             [
-                Connection {
-                    replication: true,
-                    user: Some(want.repuser.clone()),
-                    addr,
-                },
-                Connection {
-                    replication: false,
-                    user: None,
-                    addr,
-                },
+                Connection::new(true, Some(want.repuser.as_str()), addr),
+                Connection::new(false, None, addr),
             ]
         })
         .collect();
@@ -760,7 +678,18 @@ pub fn plan_edit(text: &str, want: &PeerRules) -> Result<Edit, Refusal> {
         }
         out
     };
-    let after = parse(&new_text);
+    let after = parse_for(&new_text, &want.server, files);
+    // The pair's own lines must be lines PostgreSQL loads (a method that needs options
+    // would make it refuse the whole file); every other line was checked above.
+    if let Some((e, w)) = after.entries.iter().find_map(|e| match &e.kind {
+        EntryKind::Invalid(w) => Some((e, w)),
+        _ => None,
+    }) {
+        return Err(Refusal::Invalid {
+            line: e.first + 1,
+            why: format!("the pair's new line would be refused: {w}"),
+        });
+    }
     let decisions = conns
         .iter()
         .map(|c| (c.clone(), file.describe(c), after.describe(c)))
@@ -789,11 +718,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn conn(replication: bool, user: Option<&str>, addr: &str) -> Connection {
-        Connection {
-            replication,
-            user: user.map(str::to_owned),
-            addr: addr.parse().unwrap(),
-        }
+        Connection::new(replication, user, addr.parse().unwrap())
     }
 
     #[test]
@@ -819,7 +744,8 @@ mod tests {
             r.databases[0],
             Token {
                 text: "all".into(),
-                quoted: true
+                quoted: true,
+                regex: false
             }
         );
         assert_eq!(r.users[0].text, "+admins");
@@ -835,13 +761,28 @@ mod tests {
             f.rule(4).unwrap().address,
             Some(Address::Name(".example.com".into()))
         );
-        for bad in [5, 6, 7] {
+        // A mask that is not contiguous is loaded (PostgreSQL compares the bits it has).
+        assert_eq!(
+            f.rule(5).unwrap().address,
+            Some(Address::Masked(
+                "10.0.0.1".parse().unwrap(),
+                "255.0.255.0".parse().unwrap()
+            ))
+        );
+        // /33, an open quote, and (before PostgreSQL 16) an include line.
+        for bad in [6, 7, 8] {
             assert!(
                 matches!(f.entries[bad].kind, EntryKind::Invalid(_)),
-                "{bad}"
+                "{bad}: {:?}",
+                f.entries[bad]
             );
         }
-        assert!(matches!(f.entries[8].kind, EntryKind::Include(_)));
+        let v16 = Server {
+            major: 16,
+            windows: false,
+        };
+        let g = parse_for("include_if_exists other.conf\n", &v16, None);
+        assert!(matches!(g.entries[0].kind, EntryKind::Include(_)));
         assert_eq!(f.eol(), "\r\n");
     }
 
@@ -864,7 +805,7 @@ mod tests {
         // swallows, which turned that trust line on for every client. The block now goes
         // around the pair, never between them, and the trust line stays swallowed.
         let text = "local all all peer\n# off for now \\\nhost all all 0.0.0.0/0 trust\nhost all all 0.0.0.0/0 reject\n";
-        let edit = plan_edit(text, &rules(&["10.0.0.5", "10.0.0.6"])).unwrap();
+        let edit = plan_edit(text, &rules(&["10.0.0.5", "10.0.0.6"]), None).unwrap();
         assert!(
             edit.text
                 .contains("# off for now \\\nhost all all 0.0.0.0/0 trust\n"),
@@ -900,41 +841,46 @@ mod tests {
     /// vertical tab or a form feed is part of a token, not a blank between two.
     #[test]
     fn a_token_is_quoted_only_where_it_starts_with_a_quote() {
-        let tok = |line: &str| tokenize(line).unwrap();
+        let tok = |line: &str| parse::fields(line, None, 0).unwrap();
         let t = tok("host al\"l\" +\"replicators\" \"rep\"\"user\" repl\"ication\"");
         assert_eq!(
             t[1],
             [Token {
                 text: "all".into(),
-                quoted: false
+                quoted: false,
+                regex: false
             }]
         );
         assert_eq!(
             t[2],
             [Token {
                 text: "+replicators".into(),
-                quoted: false
+                quoted: false,
+                regex: false
             }]
         );
         assert_eq!(
             t[3],
             [Token {
                 text: "rep\"user".into(),
-                quoted: true
+                quoted: true,
+                regex: false
             }]
         );
         assert_eq!(
             t[4],
             [Token {
                 text: "replication".into(),
-                quoted: false
+                quoted: false,
+                regex: false
             }]
         );
         assert_eq!(
             tok("\"all\"")[0],
             [Token {
                 text: "all".into(),
-                quoted: true
+                quoted: true,
+                regex: false
             }]
         );
         // `al"l"` is the keyword: it matches a user of any name; `repl"ication"` matches a
@@ -987,6 +933,10 @@ mod tests {
             repuser: "repuser".into(),
             method: "md5".into(),
             override_reject: false,
+            server: Server {
+                major: 16,
+                windows: false,
+            },
         }
     }
 
@@ -996,13 +946,13 @@ mod tests {
         host    all             all             127.0.0.1/32            scram-sha-256\n\
         host    all             all             ::1/128                 scram-sha-256\n\
         local   replication     all                                     peer\n\
-        host    all             all             10.0.0.0/8              ldap ldapserver=x\n\
+        host    all             all             10.0.0.0/8              ldap ldapserver=x ldapbasedn=dc=x\n\
         host    all             all             0.0.0.0/0               reject\n";
 
     #[test]
     fn the_block_goes_above_the_first_line_that_would_catch_a_peer() {
         let want = rules(&["10.0.0.5", "10.0.0.6"]);
-        let edit = plan_edit(DEBIAN, &want).unwrap();
+        let edit = plan_edit(DEBIAN, &want, None).unwrap();
         assert!(edit.changed);
         let lines: Vec<&str> = edit.text.lines().collect();
         let at = lines.iter().position(|l| *l == BEGIN).unwrap();
@@ -1032,7 +982,7 @@ mod tests {
             assert!(!parse(DEBIAN).admits(c), "{c}: {before}");
         }
         // Planned again: nothing to do.
-        let again = plan_edit(&edit.text, &want).unwrap();
+        let again = plan_edit(&edit.text, &want, None).unwrap();
         assert!(!again.changed);
         assert_eq!(again.text, edit.text);
     }
@@ -1042,7 +992,7 @@ mod tests {
         let want = rules(&["10.0.0.5", "10.0.0.6"]);
         let reject = format!("host all all 10.0.0.5/32 reject\n{DEBIAN}");
         assert!(matches!(
-            plan_edit(&reject, &want),
+            plan_edit(&reject, &want, None),
             Err(Refusal::Reject { line: 1, .. })
         ));
         let forced = PeerRules {
@@ -1050,7 +1000,7 @@ mod tests {
             ..want.clone()
         };
         assert!(
-            parse(&plan_edit(&reject, &forced).unwrap().text).admits(&conn(
+            parse(&plan_edit(&reject, &forced, None).unwrap().text).admits(&conn(
                 true,
                 Some("repuser"),
                 "10.0.0.5"
@@ -1058,17 +1008,19 @@ mod tests {
         );
         let broken = format!("{DEBIAN}host all all 10.0.0.1 md5\n");
         assert!(matches!(
-            plan_edit(&broken, &want),
+            plan_edit(&broken, &want, None),
             Err(Refusal::Invalid { line: 9, .. })
         ));
         let include = format!("include_dir conf.d\n{DEBIAN}");
-        assert!(matches!(
-            plan_edit(&include, &want),
-            Err(Refusal::Include { line: 1 })
-        ));
+        let r = plan_edit(&include, &want, None);
+        assert!(
+            matches!(r, Err(Refusal::Include { line: 1 })),
+            "{:?}",
+            r.map(|e| e.text)
+        );
         let damaged = format!("{BEGIN}\n{DEBIAN}");
         assert_eq!(
-            plan_edit(&damaged, &want).unwrap_err(),
+            plan_edit(&damaged, &want, None).unwrap_err(),
             Refusal::DamagedBlock
         );
         assert!(matches!(
@@ -1077,7 +1029,8 @@ mod tests {
                 &PeerRules {
                     repuser: "rep user".into(),
                     ..want.clone()
-                }
+                },
+                None
             ),
             Err(Refusal::BadName(_))
         ));
@@ -1086,12 +1039,12 @@ mod tests {
                     host replication repuser 10.0.0.6/32 scram-sha-256\r\n\
                     host all all 10.0.0.0/24 md5\r\n\
                     host all all 0.0.0.0/0 reject\r\n";
-        let e = plan_edit(done, &want).unwrap();
+        let e = plan_edit(done, &want, None).unwrap();
         assert!(!e.changed);
         // CRLF files get CRLF lines; a file without a final newline keeps its bytes as a prefix.
-        let crlf = plan_edit("host all all 0.0.0.0/0 reject\r\n", &want).unwrap();
+        let crlf = plan_edit("host all all 0.0.0.0/0 reject\r\n", &want, None).unwrap();
         assert!(crlf.text.contains(&format!("{BEGIN}\r\n")));
-        let bare = plan_edit("local all all peer", &want).unwrap();
+        let bare = plan_edit("local all all peer", &want, None).unwrap();
         assert!(bare
             .text
             .starts_with("local all all peer\n# keyferry ha: begin"));
@@ -1165,7 +1118,7 @@ mod tests {
         fn edits_admit_both_peers_and_keep_every_other_line(lines in proptest::collection::vec(line(), 0..12)) {
             let text = lines.concat();
             let want = rules(&["10.0.0.5", "10.0.0.6"]);
-            if let Ok(edit) = plan_edit(&text, &want) {
+            if let Ok(edit) = plan_edit(&text, &want, None) {
                 let after = parse(&edit.text);
                 for (c, _, now) in &edit.decisions {
                     prop_assert!(after.admits(c), "{}: {}", c, now);
@@ -1182,7 +1135,7 @@ mod tests {
                 }
                 let kept = kept.concat();
                 prop_assert!(kept == text || kept == format!("{text}\n"), "{:?}", kept);
-                let again = plan_edit(&edit.text, &want).unwrap();
+                let again = plan_edit(&edit.text, &want, None).unwrap();
                 prop_assert!(!again.changed);
             }
         }
