@@ -18,6 +18,8 @@ pub enum FindingCode {
     PortClosed,
     PgHbaUnreadable,
     PgHbaMissingPeer,
+    /// PostgreSQL refuses the node's `pg_hba.conf` (a line it cannot load).
+    PgHbaRefused,
     /// A check that had nothing to test (says what would give it something).
     NothingChecked,
 }
@@ -34,6 +36,7 @@ impl FindingCode {
         FindingCode::PortClosed,
         FindingCode::PgHbaUnreadable,
         FindingCode::PgHbaMissingPeer,
+        FindingCode::PgHbaRefused,
         FindingCode::NothingChecked,
     ];
 
@@ -49,6 +52,7 @@ impl FindingCode {
             FindingCode::PortClosed => "port-closed",
             FindingCode::PgHbaUnreadable => "pg-hba-unreadable",
             FindingCode::PgHbaMissingPeer => "pg-hba-missing-peer",
+            FindingCode::PgHbaRefused => "pg-hba-refused",
             FindingCode::NothingChecked => "nothing-checked",
         }
     }

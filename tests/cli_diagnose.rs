@@ -138,6 +138,50 @@ fn pg_hba_peer_lines_are_checked_when_readable() {
         .as_str()
         .unwrap()
         .contains("host replication repuser 10.9.0.1/32 md5"));
+    // The decisions as fields: replication is decided by no line (`all` in line 2 does not
+    // cover replication), the normal connection by line 1.
+    let d = &f[0]["pg_hba_decisions"];
+    assert_eq!(d[0]["decided"]["line"], serde_json::Value::Null, "{d}");
+    assert_eq!(d[1]["decided"]["line"], 1, "{d}");
+    assert_eq!(d[1]["decided"]["method"], "md5", "{d}");
+    // A file PostgreSQL refuses (a method in capitals) is said so, with the line as fields,
+    // never "lets the peer in": before, the bad line was skipped and the file passed.
+    std::fs::write(
+        &hba1,
+        "host replication repuser 10.9.0.2/32 MD5\nhost all all 10.9.0.2/32 md5\n",
+    )
+    .unwrap();
+    let r = keyferry(
+        &[
+            "diagnose",
+            "-c",
+            cl.to_str().unwrap(),
+            "--check",
+            "pg-hba",
+            "--json",
+        ],
+        None,
+    );
+    r.assert_code(1);
+    let f = &r.json()["findings"];
+    let refused = f
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["code"] == "pg-hba-refused")
+        .unwrap_or_else(|| panic!("{f}"));
+    assert_eq!(refused["node"], "web1");
+    assert_eq!(refused["pg_hba_lines"][0]["line"], 1);
+    assert_eq!(refused["pg_hba_lines"][0]["outcome"], "refused");
+    assert!(refused["pg_hba_lines"][0]["why"][0]
+        .as_str()
+        .unwrap()
+        .contains("invalid authentication method \"MD5\""));
+    assert!(!f
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["node"] == "web1" && x["code"] == "pg-hba-missing-peer"));
 }
 
 /// A test host in its own network namespace, reachable over a veth pair.
@@ -498,4 +542,183 @@ fn a_log_scan_counts_each_error_with_its_first_and_last_time() {
         "{}",
         t.stdout()
     );
+}
+
+/// `ha explain`: which line decides a connection, and why each line above does not, as
+/// text and JSON; exit 0 only where a line surely lets it on to its login. Needs no cluster
+/// file and no server (the decisions are the ones `tests/hba_vs_postgres.rs` holds against a
+/// real PostgreSQL).
+#[test]
+fn ha_explain_names_the_deciding_line_and_why_the_lines_above_do_not_match() {
+    let d = tempfile::tempdir().unwrap();
+    let hba = d.path().join("pg_hba.conf");
+    std::fs::write(d.path().join("ops"), "ops1\n").unwrap();
+    std::fs::write(
+        &hba,
+        "# test\nlocal all all peer\nhost all +admins,@ops 10.0.5.0/24 reject\n\
+         host all all 10.0.0.0/8 md5\nhost replication repuser 10.0.5.2/32 scram-sha-256\n\
+         host all all 0.0.0.0/0 reject\n",
+    )
+    .unwrap();
+    let before = snapshot(d.path());
+    let file = hba.to_str().unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["ha", "explain", "--file", file, "--json"];
+        args.extend(extra);
+        keyferry(&args, None)
+    };
+    // Replication: the `all` lines above do not cover it; line 5 decides.
+    let r = explain(&["--from", "10.0.5.2", "--user", "repuser", "--replication"]);
+    r.assert_code(0);
+    let j = r.json();
+    assert_eq!(j["decided_by"], 5, "{j}");
+    assert_eq!(j["method"], "scram-sha-256");
+    assert_eq!(j["lines"][2]["outcome"], "no");
+    assert!(
+        j["lines"][2]["why"][0]
+            .as_str()
+            .unwrap()
+            .contains("matches only the replication keyword"),
+        "{j}"
+    );
+    // Outside 10/8: the catch-all reject decides (exit 1), line 4 says why it did not match.
+    let r = explain(&[
+        "--from",
+        "192.168.1.4",
+        "--user",
+        "app",
+        "--database",
+        "nps",
+    ]);
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(
+        (j["decided_by"].clone(), j["method"].clone()),
+        (6.into(), "reject".into())
+    );
+    assert!(
+        j["lines"][2]["why"][0]
+            .as_str()
+            .unwrap()
+            .contains("10.0.0.0/8 does not contain 192.168.1.4"),
+        "{j}"
+    );
+    // A user the `@ops` file beside it names: line 3 rejects.
+    let r = explain(&["--from", "10.0.5.9", "--user", "ops1", "--database", "nps"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["decided_by"], 3);
+    // A group whose members are not given: line 3 might catch it first (exit 1, not sure).
+    let bob = ["--from", "10.0.5.9", "--user", "bob", "--database", "nps"];
+    let r = explain(&bob);
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["decided_by"], 4, "{j}");
+    assert_eq!(j["might_be_decided_by"], serde_json::json!([3]));
+    assert_eq!(j["lines"][1]["outcome"], "might");
+    // Given: not a member, line 4 decides (line 5 is below); a member, line 3 rejects.
+    let r = explain(&[&bob[..], &["--member-of", "staff"]].concat());
+    r.assert_code(0);
+    assert_eq!(r.json()["lines"][3]["outcome"], "below");
+    let r = explain(&[&bob[..], &["--member-of", "admins"]].concat());
+    r.assert_code(1);
+    assert_eq!(r.json()["decided_by"], 3);
+    // A file PostgreSQL refuses: said, exit 1, in text too.
+    std::fs::write(&hba, "host all all 10.0.0.0/8 MD5\n").unwrap();
+    let r = explain(&["--from", "10.0.5.2"]);
+    r.assert_code(1);
+    assert_eq!(r.json()["loads"], false);
+    let r = keyferry(
+        &["ha", "explain", "--file", file, "--from", "10.0.5.2"],
+        None,
+    );
+    r.assert_code(1);
+    assert!(
+        r.stdout().contains("PostgreSQL refuses this file")
+            && r.stdout().contains("invalid authentication method \"MD5\""),
+        "{}",
+        r.stdout()
+    );
+    // It changed nothing but the file this test wrote.
+    let after = snapshot(d.path());
+    assert_eq!(before.len(), after.len());
+    assert_eq!(
+        before.get(&d.path().join("ops")),
+        after.get(&d.path().join("ops"))
+    );
+}
+
+/// A GNU message catalogue (`.mo`): each original message and its translation.
+#[cfg(target_os = "linux")]
+fn mo_catalogue(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    let le = bytes[0..4] == [0xde, 0x12, 0x04, 0x95];
+    let word = |at: usize| {
+        let b: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        (if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }) as usize
+    };
+    let (n, originals, translations) = (word(8), word(12), word(16));
+    let text = |table: usize, i: usize| {
+        let (len, off) = (word(table + 8 * i), word(table + 8 * i + 4));
+        String::from_utf8_lossy(&bytes[off..off + len]).into_owned()
+    };
+    (0..n)
+        .map(|i| (text(originals, i), text(translations, i)))
+        .collect()
+}
+
+/// `src/diagnose/pg-messages.json` holds PostgreSQL's own translations, exactly as its
+/// installed catalogues have them (none written by hand), and every language installed here
+/// that translates one of its messages (`scripts/pg-messages` writes the file).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_translations_are_postgresqls_own_catalogues() {
+    let locale = std::path::Path::new("/usr/share/locale");
+    if !locale.join("de/LC_MESSAGES/postgres-15.mo").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL 15's message catalogues are not installed (scripts/setup installs them)"
+        );
+        eprintln!("SKIPPED: PostgreSQL 15's message catalogues are not installed here");
+        return;
+    }
+    let data: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../src/diagnose/pg-messages.json")).unwrap();
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut have = std::collections::BTreeSet::new();
+    for e in &data {
+        let (domain, lang, msgid, msgstr) = (
+            e["domain"].as_str().unwrap(),
+            e["lang"].as_str().unwrap(),
+            e["msgid"].as_str().unwrap(),
+            e["msgstr"].as_str().unwrap(),
+        );
+        let mo = locale.join(format!("{lang}/LC_MESSAGES/{domain}.mo"));
+        let cat = mo_catalogue(&std::fs::read(&mo).unwrap());
+        assert_eq!(
+            cat.get(msgid).map(String::as_str),
+            Some(msgstr),
+            "{lang} {msgid}"
+        );
+        wanted.insert((domain.to_owned(), msgid.to_owned()));
+        have.insert((domain.to_owned(), lang.to_owned(), msgid.to_owned()));
+    }
+    for dir in std::fs::read_dir(locale).unwrap().flatten() {
+        let lang = dir.file_name().to_string_lossy().into_owned();
+        for (domain, msgid) in &wanted {
+            let mo = dir.path().join(format!("LC_MESSAGES/{domain}.mo"));
+            let Ok(bytes) = std::fs::read(&mo) else {
+                continue;
+            };
+            let translated = mo_catalogue(&bytes)
+                .get(msgid)
+                .is_some_and(|s| !s.is_empty() && s != msgid);
+            assert!(
+                !translated || have.contains(&(domain.clone(), lang.clone(), msgid.clone())),
+                "{lang} translates {msgid:?} ({domain}) and the file lacks it: run scripts/pg-messages"
+            );
+        }
+    }
 }

@@ -41,6 +41,27 @@ fn from_nothing_to_a_pair_then_failover_rejoin_and_back() {
         bed.running(1),
         "a refusal must leave the node's server running"
     );
+    // The plan first, its decisions as fields: no line lets the peer in now, the block's
+    // first lines after (the base file's own line 2 is `local`; the block goes above line 3).
+    let snap = bed.config_snapshot(0);
+    let r = bed.keyferry(0, &["ha", "hba", "--dry-run", "--json"]);
+    r.assert_code(0);
+    let j = r.json();
+    let decisions = j["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 4, "{j}");
+    let rep = decisions
+        .iter()
+        .find(|d| d["connection"] == "replication as repuser from 10.231.0.2")
+        .unwrap();
+    assert_eq!(
+        rep["before_decided"]["line"],
+        serde_json::Value::Null,
+        "{rep}"
+    );
+    assert_eq!(rep["after_decided"]["line"], 6, "{rep}");
+    assert_eq!(rep["after_decided"]["method"], "scram-sha-256");
+    assert_eq!(rep["after_decided"]["might"], serde_json::json!([]));
+    assert_eq!(snap, bed.config_snapshot(0), "a dry run changes nothing");
     // The pair's lines on both nodes.
     for i in 0..2 {
         let r = bed.keyferry(i, &["ha", "hba"]);

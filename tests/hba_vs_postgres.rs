@@ -132,6 +132,15 @@ impl Judge {
             "--no-sync",
         ]);
         let (cert, key) = ssl_files(&dir);
+        // The languages the server speaks in the message test, built here (LOCPATH).
+        let locales = dir.join("locales");
+        std::fs::create_dir_all(&locales).unwrap();
+        for (l, name) in [("de_DE", "de_DE.UTF-8"), ("fr_FR", "fr_FR.UTF-8")] {
+            sh(Command::new("localedef")
+                .args(["-i", l, "-f", "UTF-8"])
+                .arg(locales.join(name)));
+        }
+        sh(Command::new("chmod").args(["-R", "a+rX"]).arg(&locales));
         let mut conf = std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))
@@ -149,7 +158,10 @@ impl Judge {
         drop(conf);
         judge.write(&data.join("pg_hba.conf"), b"local all postgres peer\n");
         sh(Command::new("ip")
-            .args(["netns", "exec", &ns, "runuser", "-u", "postgres", "--"])
+            .args([
+                "netns", "exec", &ns, "runuser", "-u", "postgres", "--", "env",
+            ])
+            .arg(format!("LOCPATH={}", locales.display()))
             .arg(Path::new(pgbed::BIN).join("pg_ctl"))
             .args(["-D", data.to_str().unwrap(), "-w", "-l"])
             .arg(dir.join("log"))
@@ -159,7 +171,8 @@ impl Judge {
              CREATE ROLE app LOGIN PASSWORD 'Kf-app-1'; \
              CREATE ROLE admin1 LOGIN PASSWORD 'Kf-adm-1' IN ROLE admins; \
              CREATE ROLE repuser REPLICATION LOGIN PASSWORD 'Kf-rep-1'; \
-             CREATE ROLE \"rep\"\"user\" LOGIN PASSWORD 'Kf-rq-1';",
+             CREATE ROLE \"rep\"\"user\" LOGIN PASSWORD 'Kf-rq-1'; \
+             CREATE ROLE limited LOGIN CONNECTION LIMIT 0;",
         );
         judge
     }
@@ -243,6 +256,17 @@ enum Answer {
 
 /// Sends a protocol 3.0 startup packet from `src` and reads the first answer.
 fn startup(src: IpAddr, user: &str, database: Option<&str>) -> Answer {
+    startup_with(src, user, database, None).0
+}
+
+/// A startup packet, a password when the server asks for one in clear text, and the answer
+/// (with the server's error text, when it is an error).
+fn startup_with(
+    src: IpAddr,
+    user: &str,
+    database: Option<&str>,
+    password: Option<&str>,
+) -> (Answer, String) {
     use socket2::{Domain, Socket, Type};
     let dst: SocketAddr = if src.is_ipv4() {
         format!("{SERVER4}:5432").parse().unwrap()
@@ -274,30 +298,58 @@ fn startup(src: IpAddr, user: &str, database: Option<&str>) -> Answer {
     let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     packet.extend(body);
     stream.write_all(&packet).unwrap();
-    let mut head = [0u8; 5];
-    stream.read_exact(&mut head).unwrap();
-    let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
-    let mut msg = vec![0u8; len.saturating_sub(4)];
-    stream.read_exact(&mut msg).unwrap();
-    match head[0] {
-        b'R' => Answer::Auth(i32::from_be_bytes(msg[0..4].try_into().unwrap())),
+    let read = |stream: &mut std::net::TcpStream| {
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).unwrap();
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut msg = vec![0u8; len.saturating_sub(4)];
+        stream.read_exact(&mut msg).unwrap();
+        (head[0], msg)
+    };
+    let (mut kind, mut msg) = read(&mut stream);
+    if let (b'R', Some(pw)) = (kind, password.filter(|p| !p.is_empty())) {
+        if msg[0..4] == 3i32.to_be_bytes() {
+            let mut p = vec![b'p'];
+            p.extend_from_slice(&((pw.len() + 5) as i32).to_be_bytes());
+            p.extend_from_slice(pw.as_bytes());
+            p.push(0);
+            stream.write_all(&p).unwrap();
+            (kind, msg) = read(&mut stream);
+        }
+    }
+    if password.is_some() && kind == b'R' && msg[0..4] == 0i32.to_be_bytes() {
+        // Logged in (trust): what fails after the login (no such role or database, not a
+        // replication role, a limit) comes next.
+        while !matches!(kind, b'E' | b'Z') {
+            (kind, msg) = read(&mut stream);
+        }
+    }
+    match kind {
+        b'R' => (
+            Answer::Auth(i32::from_be_bytes(msg[0..4].try_into().unwrap())),
+            String::new(),
+        ),
         b'E' => {
             let text = msg
                 .split(|&b| b == 0)
                 .find(|f| f.first() == Some(&b'M'))
                 .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
                 .unwrap_or_default();
-            if text.contains("no pg_hba.conf entry") {
+            let answer = if text.contains("no pg_hba.conf entry") {
                 Answer::NoEntry
             } else if text.contains("pg_hba.conf rejects") {
                 Answer::Rejects
             } else if text.contains("Ident authentication failed") {
                 Answer::IdentFailed
             } else {
-                Answer::Other(text)
-            }
+                Answer::Other(text.clone())
+            };
+            (answer, text)
         }
-        other => Answer::Other(format!("message {}", other as char)),
+        other => (
+            Answer::Other(format!("message {}", other as char)),
+            String::new(),
+        ),
     }
 }
 
@@ -793,4 +845,153 @@ fn keyferry_reads_and_decides_pg_hba_conf_as_postgresql_15_does() {
         loaded > files / 4 && refused > 0,
         "the generator must give both kinds"
     );
+    messages_in_three_languages(&judge);
+}
+
+/// The messages admins get, provoked from the real server in English, German and French
+/// (its own translations), each recognised by `diagnose` with the facts it carries.
+#[allow(clippy::print_stderr)] // the count is the run's report, shown with --nocapture
+fn messages_in_three_languages(judge: &Judge) {
+    let data = judge.data();
+    judge.write(
+        &data.join("pg_hba.conf"),
+        b"local all postgres peer\n\
+          host all all 10.232.0.2/32 trust\n\
+          host replication all 10.232.0.2/32 trust\n\
+          host all all 10.232.0.5/32 password\n\
+          host all all 10.232.0.9/32 reject\n\
+          host replication all 10.232.0.9/32 reject\n",
+    );
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // (what, from, user, database (None: replication), password, catalogue code, facts:
+    // host, user, database)
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        [Option<&'static str>; 3],
+    );
+    let cases: [Case; 9] = [
+        (
+            "no line",
+            "fd77::2",
+            "app",
+            Some("nps"),
+            None,
+            "pg-hba-missing-host",
+            [Some("fd77::2"), Some("app"), Some("nps")],
+        ),
+        (
+            "no replication line",
+            "fd77::2",
+            "repuser",
+            None,
+            None,
+            "pg-hba-missing-replication",
+            [Some("fd77::2"), Some("repuser"), None],
+        ),
+        (
+            "a reject line",
+            "10.232.0.9",
+            "app",
+            Some("nps"),
+            None,
+            "pg-hba-rejects",
+            [Some("10.232.0.9"), Some("app"), Some("nps")],
+        ),
+        (
+            "a reject line for replication",
+            "10.232.0.9",
+            "repuser",
+            None,
+            None,
+            "pg-hba-rejects",
+            [Some("10.232.0.9"), Some("repuser"), None],
+        ),
+        (
+            "no such role",
+            "10.232.0.2",
+            "nobody",
+            Some("postgres"),
+            None,
+            "pg-role-missing",
+            [None, None, None],
+        ),
+        (
+            "no such database",
+            "10.232.0.2",
+            "app",
+            Some("nps data"),
+            None,
+            "pg-database-missing",
+            [None, None, Some("nps data")],
+        ),
+        (
+            "the role's limit",
+            "10.232.0.2",
+            "limited",
+            Some("postgres"),
+            None,
+            "pg-too-many-connections",
+            [None, None, None],
+        ),
+        (
+            "not a replication role",
+            "10.232.0.2",
+            "app",
+            None,
+            None,
+            "pg-walsender-privilege",
+            [None, None, None],
+        ),
+        (
+            "a wrong password",
+            "10.232.0.5",
+            "app",
+            Some("postgres"),
+            Some("wrong"),
+            "pg-password-failed",
+            [None, Some("app"), None],
+        ),
+    ];
+    let mut checked = 0;
+    for lang in ["C", "de_DE.UTF-8", "fr_FR.UTF-8"] {
+        judge.sql(&format!("ALTER SYSTEM SET lc_messages = '{lang}'"));
+        judge.sql("SELECT pg_reload_conf()");
+        // Spoken once a refusal comes back in the language (new backends read the setting).
+        let mut tries = 0;
+        loop {
+            let (_, text) = startup_with(ip("fd77::2"), "app", Some("nps"), None);
+            if (lang == "C") == text.starts_with("no pg_hba.conf entry") {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 200, "{lang}: the server still answers {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (what, from, user, database, password, code, facts) in &cases {
+            let (_, text) = startup_with(ip(from), user, *database, Some(password.unwrap_or("")));
+            assert!(!text.is_empty(), "{lang} {what}: no error");
+            let message = format!("FATAL:  {text}");
+            let found = keyferry::diagnose::explain(&message, None);
+            assert!(
+                found.iter().any(|x| x.known.code == *code),
+                "{lang} {what}: {message:?} is not recognised as {code}: {:?}",
+                found.iter().map(|x| x.known.code).collect::<Vec<_>>()
+            );
+            let f = &found[0].facts;
+            let got = [f.host.as_deref(), f.user.as_deref(), f.database.as_deref()];
+            for (want, have) in facts.iter().zip(got) {
+                if want.is_some() {
+                    assert_eq!(*want, have, "{lang} {what}: {message:?} -> {f:?}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    judge.sql("ALTER SYSTEM RESET lc_messages");
+    eprintln!("server messages in 3 languages: {checked} recognised with their facts");
 }

@@ -109,8 +109,21 @@ pub const CATALOGUE: &[Known] = &[
         checks: &[Check::PgHba, Check::Ports],
         tailor: Some(|f, c| {
             // Only the user the message names, quoted: never a guess, never a keyword.
-            let user = pg_name(f.user.as_deref()?)?;
-            hba_fix(f, c, &format!("host replication {user}"))
+            let named = f.user.as_deref()?;
+            let user = pg_name(named)?;
+            let fix = hba_fix(f, c, &format!("host replication {user}"))?;
+            // Not the pair's replication role: an application account asking to replicate
+            // is a misconfigured client, not a missing line.
+            Some(match c.and_then(|c| c.ha.as_ref()) {
+                Some(ha) if ha.repuser != named => format!(
+                    "{named} is not the pair's replication role ({}, the cluster file's [ha] \
+                     repuser): a standby or pg_basebackup connects as {}, so check the client \
+                     (primary_conninfo's user); add a line for {named} only if it must \
+                     replicate:\n{fix}",
+                    ha.repuser, ha.repuser
+                ),
+                _ => fix,
+            })
         }),
     },
     Known {
@@ -142,7 +155,16 @@ pub const CATALOGUE: &[Known] = &[
         commands: &["keyferry diagnose --check ports -c cluster.toml"],
         checks: &[Check::Ports],
         tailor: Some(|f, c| {
-            let (at, _) = endpoint(f, c)?;
+            let (at, port) = endpoint(f, c)?;
+            // A port other than the pair's: most likely a mistyped client setting.
+            if let Some(ha) = c.and_then(|c| c.ha.as_ref()).filter(|ha| ha.pg_port != port) {
+                return Some(format!(
+                    "nothing listens on {at}, and the pair's PostgreSQL port is {} (the cluster \
+                     file's [ha] pg_port): check the port in the client's connection string \
+                     first (keyferry diagnose --check ports tells whether {} is open)",
+                    ha.pg_port, ha.pg_port
+                ));
+            }
             Some(format!(
                 "nothing listens on {at}: start PostgreSQL there and check `port` and `listen_addresses` in its postgresql.conf"
             ))
@@ -386,7 +408,12 @@ fn double_quoted(name: &str) -> String {
 fn hba_fix(f: &Facts, c: Option<&ClusterFile>, head: &str) -> Option<String> {
     let host = f.host.as_deref()?;
     let ip: std::net::IpAddr = host.parse().ok()?;
-    let line = format!("{head} {} md5", crate::ha::hba::one_host(ip));
+    // The pair's method where the cluster file says it (scram-sha-256 by default), else md5
+    // as the vendor documents it (it does SCRAM for SCRAM-stored passwords too).
+    let method = c
+        .and_then(|c| crate::ha::config::Pair::from_cluster(c).ok())
+        .map_or_else(|| "md5".to_owned(), |p| p.hba_method);
+    let line = format!("{head} {} {method}", crate::ha::hba::one_host(ip));
     let client = node_named(c, host)
         .map(|n| format!(" (node {n})"))
         .unwrap_or_default();

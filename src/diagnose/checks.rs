@@ -38,6 +38,19 @@ pub struct Finding {
     pub node: Option<String>,
     pub evidence: String,
     pub fix: String,
+    /// `pg_hba.conf` findings: the lines PostgreSQL refuses, as fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pg_hba_lines: Vec<crate::ha::hba::LineVerdict>,
+    /// `pg_hba.conf` findings: how each connection the peer needs is decided, as fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pg_hba_decisions: Vec<HbaDecision>,
+}
+
+/// One connection and how a `pg_hba.conf` decides it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HbaDecision {
+    pub connection: String,
+    pub decided: crate::ha::hba::Decided,
 }
 
 /// Findings from the audit's collected reports.
@@ -55,6 +68,8 @@ pub fn findings_from_audit(
             node: Some(n.node.clone()),
             evidence,
             fix,
+            pg_hba_lines: Vec::new(),
+            pg_hba_decisions: Vec::new(),
         };
         let (node, reference) = (&n.node, &audit.reference);
         let reason = n.reason.clone().unwrap_or_default();
@@ -172,6 +187,8 @@ pub fn check_ports(file: &ClusterFile, ports: Option<&[u16]>, timeout: Duration)
                 profile.id
             ),
             fix: "pass --ports with the TCP ports the nodes must reach on the primary, e.g. --ports 443,80".into(),
+            pg_hba_lines: Vec::new(),
+            pg_hba_decisions: Vec::new(),
         }];
     }
     wanted
@@ -212,6 +229,8 @@ fn port_finding(node: &str, addr: SocketAddr, e: &std::io::Error, timeout: Durat
         node: Some(node.to_owned()),
         evidence,
         fix,
+        pg_hba_lines: Vec::new(),
+        pg_hba_decisions: Vec::new(),
     }
 }
 
@@ -220,70 +239,143 @@ fn port_finding(node: &str, addr: SocketAddr, e: &std::io::Error, timeout: Durat
 /// rule that matches decides, a `reject` above counts, a wider CIDR counts), the same
 /// simulation `keyferry ha check` and `ha hba` use.
 pub fn check_pg_hba(text: &str, peer: std::net::IpAddr, user: &str) -> Vec<String> {
-    use crate::ha::hba::{parse, Connection};
-    let file = parse(text);
+    peer_lines(&crate::ha::hba::parse(text), peer, user).0
+}
+
+/// The lines `peer` needs in `file`, and how each of its connections is decided now.
+fn peer_lines(
+    file: &crate::ha::hba::HbaFile,
+    peer: std::net::IpAddr,
+    user: &str,
+) -> (Vec<String>, Vec<HbaDecision>) {
+    use crate::ha::hba::{one_host, Connection, Decided};
     let mut missing = Vec::new();
-    let replication = Connection::new(true, Some(user), peer);
-    if !file.admits(&replication) {
-        missing.push(format!(
-            "host replication {user} {} md5",
-            crate::ha::hba::one_host(peer)
-        ));
+    let mut decisions = Vec::new();
+    for (c, line) in [
+        (
+            Connection::new(true, Some(user), peer),
+            format!("host replication {user} {} md5", one_host(peer)),
+        ),
+        (
+            Connection::new(false, None, peer),
+            format!("host all all {} md5", one_host(peer)),
+        ),
+    ] {
+        if !file.admits(&c) {
+            missing.push(line);
+        }
+        let x = file.explain(&c);
+        decisions.push(HbaDecision {
+            connection: c.to_string(),
+            decided: Decided {
+                line: x.decided_by,
+                method: x.method,
+                might: x.might_be_decided_by,
+            },
+        });
     }
-    let any = Connection::new(false, None, peer);
-    if !file.admits(&any) {
-        missing.push(format!(
-            "host all all {} md5",
-            crate::ha::hba::one_host(peer)
-        ));
-    }
-    missing
+    (missing, decisions)
 }
 
 /// The `pg_hba.conf` lines each HA peer needs, for every node of the pair whose file is
-/// readable from here (its `pg_hba` in the cluster file).
+/// readable from here (its `pg_hba` in the cluster file). A file PostgreSQL refuses is said
+/// so, with its lines, and never said to let anyone in.
 pub fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
+    use crate::ha::hba::{self, LineOutcome, LineVerdict};
     let pair: Vec<_> = file
         .nodes
         .iter()
         .filter(|n| matches!(n.role, Role::Primary | Role::Secondary))
         .collect();
     let mut out = Vec::new();
+    let finding = |code, severity, node: &str, evidence: String, fix: String| Finding {
+        code,
+        severity,
+        node: Some(node.to_owned()),
+        evidence,
+        fix,
+        pg_hba_lines: Vec::new(),
+        pg_hba_decisions: Vec::new(),
+    };
     for n in &pair {
         let Some(path) = &n.pg_hba else { continue };
-        let text = match crate::fs::read_bounded(path, 1024 * 1024, "pg_hba.conf")
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-        {
-            Ok(t) => t,
+        let bytes = match crate::fs::read_bounded(path, 1024 * 1024, "pg_hba.conf") {
+            Ok(b) => b,
             Err(e) => {
-                out.push(Finding {
-                    code: FindingCode::PgHbaUnreadable,
-                    severity: Severity::Warning,
-                    node: Some(n.name.clone()),
-                    evidence: format!("{}: {e}", path.display()),
-                    fix: "make the file readable from here, or check it on the node".into(),
-                });
+                out.push(finding(
+                    FindingCode::PgHbaUnreadable,
+                    Severity::Warning,
+                    &n.name,
+                    format!("{}: {e}", path.display()),
+                    "make the file readable from here, or check it on the node".into(),
+                ));
                 continue;
             }
         };
+        let (text, _) = hba::decode(&bytes);
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let files = hba::files_beside(dir);
+        let parsed = hba::parse_for(&text, &hba::Server::here(), Some(&files));
+        let refused: Vec<LineVerdict> = parsed
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                hba::EntryKind::Invalid(why) => Some(LineVerdict {
+                    line: e.first + 1,
+                    last_line: e.last + 1,
+                    text: parsed.entry_text(e),
+                    outcome: LineOutcome::Refused,
+                    method: None,
+                    why: vec![why.clone()],
+                }),
+                _ => None,
+            })
+            .collect();
+        if !refused.is_empty() {
+            let mut f = finding(
+                FindingCode::PgHbaRefused,
+                Severity::Error,
+                &n.name,
+                format!(
+                    "PostgreSQL refuses {} ({}): a running server keeps its old rules, and one \
+                     that starts with this file fails",
+                    path.display(),
+                    refused
+                        .iter()
+                        .map(|l| format!("line {}: {}", l.line, l.why.join("; ")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                format!(
+                    "fix those lines first (keyferry ha explain --file {} --from ADDRESS shows \
+                     how each line reads), then check again",
+                    crate::diagnose::explain::shell_word(&path.display().to_string())
+                ),
+            );
+            f.pg_hba_lines = refused;
+            out.push(f);
+            continue;
+        }
         for peer in pair.iter().filter(|p| p.name != n.name) {
-            let missing = check_pg_hba(&text, peer.address, user);
+            let (missing, decisions) = peer_lines(&parsed, peer.address, user);
             if !missing.is_empty() {
-                out.push(Finding {
-                    code: FindingCode::PgHbaMissingPeer,
-                    severity: Severity::Error,
-                    node: Some(n.name.clone()),
-                    evidence: format!(
+                let mut f = finding(
+                    FindingCode::PgHbaMissingPeer,
+                    Severity::Error,
+                    &n.name,
+                    format!(
                         "{} has no line for peer {} ({})",
                         path.display(),
                         peer.name,
                         peer.address
                     ),
-                    fix: format!(
+                    format!(
                         "add above broader rules, then reload PostgreSQL: {}",
                         missing.join("; ")
                     ),
-                });
+                );
+                f.pg_hba_decisions = decisions;
+                out.push(f);
             }
         }
     }

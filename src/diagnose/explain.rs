@@ -36,6 +36,18 @@ pub struct Seen {
     pub first_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_time: Option<String>,
+    /// A later line that shows the problem gone (the same user let in, streaming started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+/// The line that shows a problem resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    pub text: String,
 }
 
 impl std::fmt::Display for Seen {
@@ -54,7 +66,53 @@ impl std::fmt::Display for Seen {
             (Some(a), Some(b)) if a != b => write!(f, " ({a} to {b})"),
             (Some(a), _) => write!(f, " ({a})"),
             _ => Ok(()),
+        }?;
+        if let Some(r) = &self.resolved {
+            write!(
+                f,
+                "; resolved since line {}{}: {}",
+                r.line,
+                r.time
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default(),
+                r.text
+            )?;
         }
+        Ok(())
+    }
+}
+
+/// Whether a log line shows a connection problem gone: a login of that user let in (with
+/// `log_connections`), or a standby streaming from its primary.
+fn resolves(code: &str, facts: &Facts, line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    let connection = [
+        "pg-hba-missing-replication",
+        "pg-hba-missing-host",
+        "pg-hba-rejects",
+        "pg-password-failed",
+        "pg-role-missing",
+        "pg-database-missing",
+        "pg-too-many-connections",
+        "pg-walsender-privilege",
+        "pg-connection-refused",
+        "pg-connection-timeout",
+        "pg-slot-missing",
+        "pg-hba-secondary-not-found",
+    ];
+    if !connection.contains(&code) {
+        return false;
+    }
+    if l.contains("started streaming wal from primary")
+        || l.contains("streaming replication successfully connected to primary")
+    {
+        return true;
+    }
+    let authorized = l.contains("connection authorized: user=");
+    match facts.user.as_deref() {
+        Some(u) => authorized && l.contains(&format!("user={}", u.to_ascii_lowercase())),
+        None => authorized,
     }
 }
 
@@ -106,6 +164,9 @@ fn with_cluster(cmd: &str, cluster: Option<&ClusterFile>) -> String {
 
 /// What a message means.
 pub fn explain(message: &str, cluster: Option<&ClusterFile>) -> Vec<Explained> {
+    // PostgreSQL's message in another language: read as its English text.
+    let english = crate::diagnose::translate::english(message);
+    let message = english.as_ref();
     let facts = extract(message);
     match_message(message)
         .into_iter()
@@ -152,6 +213,19 @@ pub fn scan_log(text: &str, cluster: Option<&ClusterFile>) -> LogScan {
     };
     for line in text.lines() {
         scan.lines += 1;
+        // A line that shows an earlier problem gone.
+        for x in &mut scan.explained {
+            let (code, facts) = (x.known.code, x.facts.clone());
+            if let Some(s) = x.seen.as_mut().filter(|s| s.resolved.is_none()) {
+                if resolves(code, &facts, line) {
+                    s.resolved = Some(Resolved {
+                        line: scan.lines,
+                        time: line_time(line),
+                        text: shorten(line),
+                    });
+                }
+            }
+        }
         let found = explain(line, cluster);
         if found.is_empty() {
             scan.unmatched += 1;
@@ -178,6 +252,8 @@ pub fn scan_log(text: &str, cluster: Option<&ClusterFile>) -> LogScan {
                     if let Some(s) = &mut x.seen {
                         s.count += 1;
                         s.last_line = at;
+                        // Back again: not resolved (yet).
+                        s.resolved = None;
                         if time.is_some() {
                             s.last_time = time.clone();
                         }
@@ -191,6 +267,7 @@ pub fn scan_log(text: &str, cluster: Option<&ClusterFile>) -> LogScan {
                         last_line: at,
                         first_time: time.clone(),
                         last_time: time.clone(),
+                        resolved: None,
                     });
                     scan.explained.push(e);
                 }
@@ -292,6 +369,44 @@ address = "10.20.30.41"
 paths = { keytools = "/k", ha = "/h" }
 "#;
 
+    /// With the pair's `[ha]` section, the advice uses the pair's own facts: its method for
+    /// the line, its replication role when an application account asks to replicate, and its
+    /// port when a client was refused on another.
+    #[test]
+    fn advice_takes_the_pairs_method_replication_role_and_port_from_the_cluster_file() {
+        let text = format!(
+            "{CLUSTER}[ha]\npassfile = \"/p\"\nrepuser = \"replicator\"\nhba_method = \"scram-sha-256\"\n"
+        );
+        let c = ClusterFile::parse(&text, std::path::Path::new("c.toml")).unwrap();
+        let fix = |msg: &str| {
+            explain(msg, Some(&c))[0]
+                .specific_fix
+                .clone()
+                .unwrap_or_default()
+        };
+        let own = fix("FATAL:  no pg_hba.conf entry for replication connection from host \"10.20.30.41\", user \"replicator\", no encryption");
+        assert!(
+            own.contains("host replication replicator 10.20.30.41/32 scram-sha-256"),
+            "{own}"
+        );
+        assert!(!own.contains("not the pair's replication role"), "{own}");
+        let app = fix("FATAL:  no pg_hba.conf entry for replication connection from host \"10.20.30.41\", user \"nps_app\", no encryption");
+        assert!(
+            app.starts_with("nps_app is not the pair's replication role (replicator"),
+            "{app}"
+        );
+        let refused = fix("psql: error: connection to server at \"10.20.30.40\", port 5433 failed: Connection refused");
+        assert!(
+            refused.contains("the pair's PostgreSQL port is 5432"),
+            "{refused}"
+        );
+        let right = fix("psql: error: connection to server at \"10.20.30.40\", port 5432 failed: Connection refused");
+        assert!(
+            right.starts_with("nothing listens on 10.20.30.40:5432 (node nps1)"),
+            "{right}"
+        );
+    }
+
     #[test]
     fn the_fix_names_the_address_user_and_the_node_whose_file_it_goes_into() {
         let c = ClusterFile::parse(CLUSTER, std::path::Path::new("c.toml")).unwrap();
@@ -311,6 +426,32 @@ paths = { keytools = "/k", ha = "/h" }
             .as_deref()
             .unwrap()
             .contains("10.20.30.41/32"));
+    }
+
+    /// A later line that lets the same user in says the problem is resolved, with its line
+    /// and time; a failure after it takes that back.
+    #[test]
+    fn a_log_says_when_a_later_line_shows_the_problem_resolved() {
+        let fail = |t: &str| {
+            format!("2026-11-24 10:00:{t} UTC [1] FATAL:  password authentication failed for user \"repuser\"\n")
+        };
+        let ok = "2026-11-24 10:05:00 UTC [2] LOG:  connection authorized: user=repuser database=postgres\n";
+        let other =
+            "2026-11-24 10:04:00 UTC [3] LOG:  connection authorized: user=app database=nps\n";
+        let log = format!("{}{}{}{other}{ok}", fail("01"), fail("02"), fail("03"));
+        let scan = scan_log(&log, None);
+        let seen = scan.explained[0].seen.as_ref().unwrap();
+        assert_eq!(seen.count, 3);
+        let r = seen.resolved.as_ref().expect("resolved by line 5");
+        assert_eq!(
+            (r.line, r.time.as_deref()),
+            (5, Some("2026-11-24 10:05:00"))
+        );
+        assert!(seen.to_string().contains("resolved since line 5"), "{seen}");
+        // Failing again afterwards: not resolved.
+        let again = format!("{log}{}", fail("59"));
+        let scan = scan_log(&again, None);
+        assert!(scan.explained[0].seen.as_ref().unwrap().resolved.is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod checks;
 pub mod explain;
 pub mod facts;
+pub mod translate;
 
 pub use catalogue::{match_message, Check, Known, ALL_CHECKS, CATALOGUE};
 pub use checks::{

@@ -24,6 +24,9 @@ pub struct DecisionRow {
     pub connection: String,
     pub before: String,
     pub after: String,
+    /// The same as fields: the deciding line, its method, the lines that might decide first.
+    pub before_decided: hba::Decided,
+    pub after_decided: hba::Decided,
 }
 
 /// What `ha hba` did (or, with `--dry-run`, would do).
@@ -45,13 +48,13 @@ pub struct HbaReport {
 }
 
 /// The pair's wanted rules.
-pub fn peer_rules(pair: &Pair, override_reject: bool) -> PeerRules {
+pub fn peer_rules(pair: &Pair, override_reject: bool, server: hba::Server) -> PeerRules {
     PeerRules {
         peers: pair.nodes.iter().map(|n| n.addr).collect(),
         repuser: pair.repuser.clone(),
         method: pair.hba_method.clone(),
         override_reject,
-        server: hba::Server::here(),
+        server,
     }
 }
 
@@ -75,10 +78,13 @@ pub fn plan(text: &str, path: &Path, want: &PeerRules) -> Result<Edit> {
 fn rows(edit: &Edit) -> Vec<DecisionRow> {
     edit.decisions
         .iter()
-        .map(|(c, b, a)| DecisionRow {
+        .zip(&edit.verdicts)
+        .map(|((c, b, a), (vb, va))| DecisionRow {
             connection: c.to_string(),
             before: b.clone(),
             after: a.clone(),
+            before_decided: vb.clone(),
+            after_decided: va.clone(),
         })
         .collect()
 }
@@ -101,19 +107,27 @@ pub fn edit_file(
     override_reject: bool,
     dry_run: bool,
 ) -> Result<HbaReport> {
-    edit(pair, node, path, override_reject, dry_run, &|| Ok(()), "")
+    edit(
+        pair,
+        node,
+        path,
+        (override_reject, hba::Server::here()),
+        dry_run,
+        &|| Ok(()),
+        "",
+    )
 }
 
 fn edit(
     pair: &Pair,
     node: &HaNode,
     path: &Path,
-    override_reject: bool,
+    (override_reject, server): (bool, hba::Server),
     dry_run: bool,
     validate: &dyn Fn() -> Result<()>,
     put_back: &str,
 ) -> Result<HbaReport> {
-    let want = peer_rules(pair, override_reject);
+    let want = peer_rules(pair, override_reject, server);
     // Refusals first, without the lock: they leave everything as it was.
     let (_, text, _) = read_text(path)?;
     let edit = plan(&text, path, &want)?;
@@ -257,6 +271,15 @@ pub fn edit_server(
     };
     let row = pg::query_one(&mut client, node, "SHOW hba_file", &[])?;
     let path = PathBuf::from(row.get::<_, String>(0));
+    // The file is read as this server reads it.
+    let version = pg::query_one(&mut client, node, "SHOW server_version_num", &[])?;
+    let server = hba::Server {
+        major: version
+            .get::<_, String>(0)
+            .parse::<u32>()
+            .map_or(15, |n| n / 10_000),
+        ..hba::Server::here()
+    };
     let errors = file_errors(&mut client, node)?;
     if !errors.is_empty() {
         return Err(Error::HaRefused {
@@ -291,7 +314,7 @@ pub fn edit_server(
         conn.pair,
         node,
         &path,
-        override_reject,
+        (override_reject, server),
         dry_run,
         &validate,
         " and the server was not reloaded: it keeps its rules",
@@ -397,11 +420,19 @@ fn edit_local(
             }
         }
     };
+    // The server's version from its data folder (it cannot be asked).
+    let server = hba::Server {
+        major: crate::fs::read_bounded(&data.join("PG_VERSION"), 64, "PG_VERSION")
+            .ok()
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
+            .unwrap_or(15),
+        ..hba::Server::here()
+    };
     let result = edit(
         conn.pair,
         node,
         &path,
-        override_reject,
+        (override_reject, server),
         dry_run,
         &validate,
         " and the server reloaded with it",

@@ -63,6 +63,19 @@ pub enum Address {
     Name(String),
 }
 
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::All => f.write_str("all"),
+            Address::SameHost => f.write_str("samehost"),
+            Address::SameNet => f.write_str("samenet"),
+            Address::Net(ip, bits) => write!(f, "{ip}/{bits}"),
+            Address::Masked(ip, mask) => write!(f, "{ip} (mask {mask})"),
+            Address::Name(n) => f.write_str(n),
+        }
+    }
+}
+
 impl Address {
     fn contains(&self, ip: IpAddr) -> Match {
         match self {
@@ -234,17 +247,31 @@ impl Rule {
     /// Whether this rule catches `c` (PostgreSQL's `check_hba`: type, SSL and GSSAPI state,
     /// address, then database and role).
     pub fn matches(&self, c: &Connection) -> Match {
-        let either = |state: Option<bool>, want: bool| match state {
-            Some(s) => Match::from(s == want),
-            None => Match::Maybe,
+        self.parts(c).iter().map(|p| p.0).min().expect("four parts")
+    }
+
+    /// Each part of the decision (the line's type, address, database, user): whether it
+    /// matches `c`, and why not (or why it might), in words.
+    pub fn parts(&self, c: &Connection) -> [(Match, String); 4] {
+        let either = |state: Option<bool>, want: bool, what: &str| match state {
+            Some(s) if s == want => (Match::Yes, String::new()),
+            Some(_) if want => (Match::No, format!("the connection does not use {what}")),
+            Some(_) => (Match::No, format!("the connection uses {what}")),
+            None => (
+                Match::Maybe,
+                format!("whether the client uses {what} is not known"),
+            ),
         };
         let ty = match self.conn_type {
-            ConnType::Local => Match::No,
-            ConnType::Host => Match::Yes,
-            ConnType::HostSsl => either(c.ssl, true),
-            ConnType::HostNoSsl => either(c.ssl, false),
-            ConnType::HostGssEnc => either(c.gssenc, true),
-            ConnType::HostNoGssEnc => either(c.gssenc, false),
+            ConnType::Local => (
+                Match::No,
+                "a local line (Unix socket connections only)".to_owned(),
+            ),
+            ConnType::Host => (Match::Yes, String::new()),
+            ConnType::HostSsl => either(c.ssl, true, "SSL"),
+            ConnType::HostNoSsl => either(c.ssl, false, "SSL"),
+            ConnType::HostGssEnc => either(c.gssenc, true, "GSSAPI encryption"),
+            ConnType::HostNoGssEnc => either(c.gssenc, false, "GSSAPI encryption"),
         };
         let db = self
             .databases
@@ -278,6 +305,35 @@ impl Rule {
             })
             .max()
             .unwrap_or(Match::No);
+        let listed = |ts: &[Token]| {
+            ts.iter()
+                .map(|t| {
+                    if t.quoted {
+                        format!("\"{}\"", t.text)
+                    } else {
+                        t.text.clone()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let db_why = match (db, c.replication) {
+            (Match::Yes, _) => String::new(),
+            (Match::No, true) => format!(
+                "database {}: a replication connection matches only the replication keyword",
+                listed(&self.databases)
+            ),
+            (Match::No, false) => format!(
+                "database {} does not name {}",
+                listed(&self.databases),
+                c.database.as_deref().unwrap_or("the database")
+            ),
+            (Match::Maybe, _) => format!(
+                "database {} may name it (an @file not read, a regular expression, or the \
+                 database or memberships not known)",
+                listed(&self.databases)
+            ),
+        };
         let user = self
             .users
             .iter()
@@ -297,12 +353,34 @@ impl Rule {
             })
             .max()
             .unwrap_or(Match::No);
+        let user_why = match user {
+            Match::Yes => String::new(),
+            Match::No => format!(
+                "user {} does not name {}",
+                listed(&self.users),
+                c.user.as_deref().unwrap_or("the user")
+            ),
+            Match::Maybe => format!(
+                "user {} may name it (a group whose members are not known, an @file not read, \
+                 a regular expression, or any user)",
+                listed(&self.users)
+            ),
+        };
         let addr = self
             .address
             .as_ref()
             .map(|a| a.contains(c.addr))
             .unwrap_or(Match::No);
-        [ty, addr, db, user].into_iter().min().expect("four parts")
+        let addr_why = match (addr, &self.address) {
+            (Match::Yes, _) | (_, None) => String::new(),
+            (Match::No, Some(a)) => format!("address {a} does not contain {}", c.addr),
+            (Match::Maybe, Some(a)) => format!(
+                "address {a} may contain {} (a host name, or the server's own addresses: \
+                 keyferry cannot tell from the file)",
+                c.addr
+            ),
+        };
+        [ty, (addr, addr_why), (db, db_why), (user, user_why)]
     }
 
     /// A method that lets a peer in with the replication user's password.
@@ -522,19 +600,151 @@ pub struct Edit {
     /// Each connection, how it is decided now and after the edit (a line number, 1-based,
     /// and that line, or "nothing: refused").
     pub decisions: Vec<(Connection, String, String)>,
+    /// The same as fields: each connection's verdict now and after the edit.
+    pub verdicts: Vec<(Decided, Decided)>,
+}
+
+/// How a connection is decided, as fields: the line (1-based) that surely decides and its
+/// method (`None`: no line; refused), and the lines above it that might decide first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decided {
+    pub line: Option<usize>,
+    pub method: Option<String>,
+    pub might: Vec<usize>,
+}
+
+/// How one line takes part in deciding a connection (`keyferry ha explain`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineOutcome {
+    /// This line decides the connection.
+    Decides,
+    /// It does not match: `why` says which part.
+    No,
+    /// It might match (what decides it is not in the file): `why` says what.
+    Might,
+    /// PostgreSQL refuses this line, so the whole file (the server keeps its old rules).
+    Refused,
+    /// An `include` line: rules keyferry cannot see from here.
+    Include,
+    /// Below the line that decides: never looked at.
+    Below,
+}
+
+/// One logical line's verdict for a connection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LineVerdict {
+    /// Its first physical line (1-based) and its last.
+    pub line: usize,
+    pub last_line: usize,
+    pub text: String,
+    pub outcome: LineOutcome,
+    pub method: Option<String>,
+    pub why: Vec<String>,
+}
+
+/// How a file decides a connection, line by line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    pub connection: String,
+    /// PostgreSQL loads the file (no line it refuses).
+    pub loads: bool,
+    /// The line that surely decides (`None`: no line does, or lines above might).
+    pub decided_by: Option<usize>,
+    pub method: Option<String>,
+    /// Lines above it that might catch the connection first.
+    pub might_be_decided_by: Vec<usize>,
+    pub lines: Vec<LineVerdict>,
+}
+
+impl Explained {
+    /// Whether the connection gets as far as a login (a line decides, and not `reject`),
+    /// for sure.
+    pub fn admitted(&self) -> bool {
+        self.loads
+            && self.might_be_decided_by.is_empty()
+            && self.method.as_deref().is_some_and(|m| m != "reject")
+    }
 }
 
 impl HbaFile {
+    /// A logical line's text, its physical lines joined.
+    pub fn entry_text(&self, e: &Entry) -> String {
+        self.lines[e.first..=e.last]
+            .iter()
+            .map(|l| strip_eol(l).trim_end_matches('\\').trim())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Every line's part in deciding `c`: which decides, and why each line above does not
+    /// (or might).
+    pub fn explain(&self, c: &Connection) -> Explained {
+        let d = self.decide(c);
+        let loads = !self
+            .entries
+            .iter()
+            .any(|e| matches!(e.kind, EntryKind::Invalid(_)));
+        let lines = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let (outcome, method, why) = match &e.kind {
+                    EntryKind::Invalid(w) => (LineOutcome::Refused, None, vec![w.clone()]),
+                    EntryKind::Include(_) => (LineOutcome::Include, None, vec![]),
+                    EntryKind::Rule(r) if d.entry.is_some_and(|k| i > k) => {
+                        (LineOutcome::Below, Some(r.method.clone()), vec![])
+                    }
+                    EntryKind::Rule(r) => {
+                        let parts = r.parts(c);
+                        let m = parts.iter().map(|p| p.0).min().unwrap_or(Match::No);
+                        let outcome = match m {
+                            Match::Yes => LineOutcome::Decides,
+                            Match::Maybe => LineOutcome::Might,
+                            Match::No => LineOutcome::No,
+                        };
+                        // The parts that do not match, or (for a line that might) the parts
+                        // that might.
+                        let why = parts
+                            .iter()
+                            .filter(|p| p.0 == m && m != Match::Yes)
+                            .map(|p| p.1.clone())
+                            .filter(|w| !w.is_empty())
+                            .collect();
+                        (outcome, Some(r.method.clone()), why)
+                    }
+                };
+                LineVerdict {
+                    line: e.first + 1,
+                    last_line: e.last + 1,
+                    text: self.entry_text(e),
+                    outcome,
+                    method,
+                    why,
+                }
+            })
+            .collect();
+        let rule = d.entry.and_then(|i| self.rule(i));
+        Explained {
+            connection: c.to_string(),
+            loads,
+            decided_by: d.entry.map(|i| self.entries[i].first + 1),
+            method: rule.map(|r| r.method.clone()),
+            might_be_decided_by: d
+                .maybe_before
+                .iter()
+                .map(|&i| self.entries[i].first + 1)
+                .collect(),
+            lines,
+        }
+    }
+
     fn describe(&self, c: &Connection) -> String {
         let d = self.decide(c);
         let shown = |i: usize| {
             let e = &self.entries[i];
-            let text = self.lines[e.first..=e.last]
-                .iter()
-                .map(|l| strip_eol(l).trim_end_matches('\\').trim())
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("line {}: {text}", e.first + 1)
+            format!("line {}: {}", e.first + 1, self.entry_text(e))
         };
         let mut out = match d.entry {
             Some(i) => shown(i),
@@ -690,6 +900,18 @@ pub fn plan_edit(text: &str, want: &PeerRules, files: Files<'_>) -> Result<Edit,
             why: format!("the pair's new line would be refused: {w}"),
         });
     }
+    let decided = |f: &HbaFile, c: &Connection| {
+        let x = f.explain(c);
+        Decided {
+            line: x.decided_by,
+            method: x.method,
+            might: x.might_be_decided_by,
+        }
+    };
+    let verdicts = conns
+        .iter()
+        .map(|c| (decided(&file, c), decided(&after, c)))
+        .collect();
     let decisions = conns
         .iter()
         .map(|c| (c.clone(), file.describe(c), after.describe(c)))
@@ -709,6 +931,7 @@ pub fn plan_edit(text: &str, want: &PeerRules, files: Files<'_>) -> Result<Edit,
         changed: new_text != text,
         text: new_text,
         decisions,
+        verdicts,
     })
 }
 

@@ -3,6 +3,7 @@
 //! node.
 
 pub mod check;
+pub mod explain;
 pub mod hba;
 pub mod status;
 pub mod steps;
@@ -23,6 +24,8 @@ pub enum HaCommand {
     Status(status::Args),
     /// Put the pair's lines in pg_hba.conf where they win, checked by PostgreSQL, then reload
     Hba(hba::Args),
+    /// Which pg_hba.conf line decides a connection, and why each line above does not
+    Explain(explain::Args),
     /// Set up this node as a replica of its peer
     #[command(subcommand)]
     Replica(steps::ReplicaCommand),
@@ -39,6 +42,7 @@ pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
         HaCommand::Check(a) => check::run(a, ui),
         HaCommand::Status(a) => status::run(a, ui),
         HaCommand::Hba(a) => hba::run(a, ui),
+        HaCommand::Explain(a) => explain::run(a, ui),
         HaCommand::Replica(c) => steps::replica(c, ui),
         HaCommand::Failover(a) => steps::failover(a, ui),
         HaCommand::Rejoin(a) => steps::rejoin(a, ui),
