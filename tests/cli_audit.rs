@@ -417,3 +417,57 @@ fn a_node_whose_clock_is_off_fails_the_audit() {
     r.assert_code(0);
     assert_eq!(r.json()["ok"], true);
 }
+
+/// Nodes reached by path get a clock too: the time a file keyferry writes in the node's
+/// folder gets (the file server's, through a share), removed at once. Here the folders are
+/// this machine's: every node is within a second; with keyferry's own clock five minutes
+/// ahead (libfaketime) every node is five minutes behind, and the audit fails. The folders
+/// hold exactly what they held before.
+#[cfg(unix)]
+#[test]
+fn nodes_reached_by_path_get_a_clock_from_their_file_system() {
+    let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        assert!(std::env::var_os("CI").is_none(), "faketime missing");
+        eprintln!("SKIPPED: faketime missing; scripts/setup installs it");
+        return;
+    };
+    let c = Cluster::secret_server(KEY_A, Some(KEY_A));
+    std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
+    let before = snapshot(c.dir.path());
+    let cl = c.cluster_file();
+    let r = keyferry(&["audit", "-c", cl.to_str().unwrap(), "--json"], None);
+    r.assert_code(0);
+    let j = r.json();
+    for n in j["nodes"].as_array().unwrap() {
+        let skew = n["clock_skew_seconds"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{n}"));
+        assert!(skew.abs() <= 2, "{n}");
+        assert_eq!(n["clock_flagged"], false, "{n}");
+    }
+    let out = std::process::Command::new(faketime)
+        .args(["-f", "+5m"])
+        .arg(bin())
+        .args(["audit", "-c", cl.to_str().unwrap(), "--json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let r = Run {
+        args: vec!["audit".into()],
+        out,
+    };
+    r.assert_code(1);
+    let j = r.json();
+    assert_eq!(j["ok"], false, "{j}");
+    for n in j["nodes"].as_array().unwrap() {
+        let skew = n["clock_skew_seconds"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{n}"));
+        assert!((-302..=-298).contains(&skew), "{n}");
+        assert_eq!(n["clock_flagged"], true, "{n}");
+    }
+    assert_eq!(before, snapshot(c.dir.path()), "no probe file is left");
+}

@@ -34,6 +34,9 @@ pub enum Collected {
         app_files: Option<crate::audit::report::AppFiles>,
         /// Local time when the report arrived, for ssh (clock comparison).
         received: Option<Timestamp>,
+        /// A node reached by path: how far its file system's clock is from this machine's,
+        /// from a file written there and removed at once.
+        path_skew: Option<i64>,
     },
     Unreachable(String),
     Rejected(String),
@@ -112,12 +115,44 @@ fn collect_one(file: &ClusterFile, spec: &NodeSpec, base: &Path, opts: &AuditOpt
         return Collected::Rejected(e);
     }
     let received = matches!(access, Access::Ssh { .. }).then(Timestamp::now);
+    // A node reached by path has a clock too: its file system's, where keyferry writes.
+    let path_skew = match &access {
+        Access::Path(dir) => Some(dir.clone()),
+        Access::Paths => first_folder(spec, base),
+        _ => None,
+    }
+    .and_then(|dir| {
+        let d = dir.clone();
+        within(opts.timeout, move || {
+            crate::fs::clock_skew_of(&d).map_err(|e| Failure::Unreachable(e.to_string()))
+        })
+        .ok()
+    });
     Collected::Report {
         report: Box::new(report),
         via,
         app_files,
         received,
+        path_skew,
     }
+}
+
+/// A node's first folder (its slots in name order, `reach` before `paths`) that exists here.
+fn first_folder(spec: &NodeSpec, base: &Path) -> Option<std::path::PathBuf> {
+    let mut slots: Vec<&String> = spec.paths.keys().chain(spec.reach.keys()).collect();
+    slots.sort();
+    slots.dedup();
+    slots
+        .into_iter()
+        .filter_map(|slot| spec.reach.get(slot).or_else(|| spec.paths.get(slot)))
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .find(|p| p.is_dir())
 }
 
 enum Failure {
@@ -132,10 +167,10 @@ type Read = (
 );
 
 /// Runs `f` in a thread and waits at most `timeout` for it.
-fn within(
+fn within<T: Send + 'static>(
     timeout: Duration,
-    f: impl FnOnce() -> Result<Read, Failure> + Send + 'static,
-) -> Result<Read, Failure> {
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());

@@ -153,6 +153,7 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
                 via,
                 app_files,
                 received,
+                path_skew,
             } => {
                 r.via = Some(via.to_string());
                 r.fingerprint = report.fingerprint;
@@ -163,8 +164,11 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
                     .map(|f| f.path.clone())
                     .collect();
                 r.missing_local = report.missing_local.clone();
-                if let Some(at) = received {
-                    let skew = report.time.unix() as i64 - at.unix() as i64;
+                let skew = match (received, path_skew) {
+                    (Some(at), _) => Some(report.time.unix() as i64 - at.unix() as i64),
+                    (None, skew) => *skew,
+                };
+                if let Some(skew) = skew {
                     r.clock_skew_seconds = Some(skew);
                     r.clock_flagged = skew.unsigned_abs() > max_skew.as_secs();
                 }

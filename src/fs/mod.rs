@@ -25,3 +25,32 @@ pub use private::{
 pub use shred::{shred_file, Removal, RemovalMethod};
 pub use tree::Tree;
 pub use walk::walk;
+
+/// The time of the file system behind `dir`: a private temp file is created there, written
+/// and read back through its handle, then removed. On a share the time is the file server's.
+/// Proves too that keyferry can create files in `dir`.
+pub fn probe_time(dir: &std::path::Path) -> crate::Result<std::time::SystemTime> {
+    use std::io::Write;
+    let d = Dir::open(dir)?;
+    let mut t = TempFile::create(&d)?;
+    let written = t
+        .file()
+        .write_all(b"keyferry clock probe")
+        .and_then(|_| t.file().metadata())
+        .and_then(|m| m.modified());
+    t.discard(&d);
+    written.map_err(|e| crate::Error::io(dir, e))
+}
+
+/// Seconds the file system behind `dir` is ahead of this machine (negative: behind), from a
+/// file written there ([`probe_time`]), measured against the middle of the round trip.
+pub fn clock_skew_of(dir: &std::path::Path) -> crate::Result<i64> {
+    let before = std::time::SystemTime::now();
+    let theirs = probe_time(dir)?;
+    let after = std::time::SystemTime::now();
+    let mid = before + after.duration_since(before).unwrap_or_default() / 2;
+    Ok(match theirs.duration_since(mid) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    })
+}

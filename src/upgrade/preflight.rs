@@ -4,9 +4,7 @@
 //! file's primary is the server running as primary. Each check is a row with an outcome; a
 //! failed one stops the upgrade before it changes anything.
 
-use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -44,20 +42,7 @@ impl Check {
 /// Room kept free beyond the bytes a step writes (logs, journals, the file system's own).
 pub const SLACK: u64 = 16 << 20;
 
-/// The time of the file system behind `dir`: a private temp file is created there, written
-/// and read back through its handle, then removed. On a share the time is the file server's.
-/// Proves too that keyferry can create files in `dir`.
-pub fn probe_time(dir: &Path) -> Result<SystemTime> {
-    let d = crate::fs::Dir::open(dir)?;
-    let mut t = crate::fs::TempFile::create(&d)?;
-    let written = t
-        .file()
-        .write_all(b"keyferry preflight")
-        .and_then(|_| t.file().metadata())
-        .and_then(|m| m.modified());
-    t.discard(&d);
-    written.map_err(|e| Error::io(dir, e))
-}
+pub use crate::fs::probe_time;
 
 /// Seconds `theirs` is ahead of `ours` (negative: behind).
 pub fn skew_seconds(theirs: SystemTime, ours: SystemTime) -> i64 {
