@@ -38,6 +38,7 @@ pub mod remote;
 pub mod report;
 pub mod secret;
 pub mod sync;
+pub mod text;
 pub mod time;
 pub mod txn;
 pub mod upgrade;

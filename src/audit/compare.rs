@@ -142,11 +142,11 @@ pub fn compare(file: &ClusterFile, collected: &[Collected], max_skew: Duration) 
                 } else {
                     NodeStatus::NotNeeded
                 };
-                r.reason = Some(why.clone());
+                r.reason = Some(crate::text::one_line(why).into_owned());
             }
             Collected::Rejected(why) => {
                 r.status = NodeStatus::Rejected;
-                r.reason = Some(why.clone());
+                r.reason = Some(crate::text::one_line(why).into_owned());
             }
             Collected::Report {
                 report,

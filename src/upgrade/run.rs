@@ -677,11 +677,14 @@ pub fn key_plan_of(report: &crate::report::PushReport) -> KeyPlan {
             })
             .collect();
         let differ = t.code.as_deref() == Some("key-set-differs");
+        // Each piece is the node's own text: kept to one line.
+        let one = |s: &str| crate::text::one_line(s).into_owned();
+        let files: Vec<String> = files.iter().map(|f| one(f)).collect();
         let line = format!(
             "  {}: key set {} (the primary's: {}){}{}",
-            t.node,
-            t.before.as_deref().unwrap_or("unreadable"),
-            report.fingerprint,
+            one(&t.node),
+            one(t.before.as_deref().unwrap_or("unreadable")),
+            one(&report.fingerprint),
             if files.is_empty() {
                 String::new()
             } else {
@@ -690,7 +693,7 @@ pub fn key_plan_of(report: &crate::report::PushReport) -> KeyPlan {
             t.detail
                 .as_deref()
                 .filter(|_| !differ)
-                .map(|d| format!("\n    {d}"))
+                .map(|d| format!("\n    {}", one(d)))
                 .unwrap_or_default()
         );
         if differ {
@@ -725,6 +728,10 @@ fn failure_reason(doc: Option<&Document>, place: &Place, changes: &[String], cod
 /// A step's error as the run keeps it: on another node, that node's name, address and hint
 /// (a cluster file missing there: where, and what to set).
 fn relayed(e: &ErrorDoc, place: &Place) -> String {
+    crate::text::one_line(&relayed_lines(e, place)).into_owned()
+}
+
+fn relayed_lines(e: &ErrorDoc, place: &Place) -> String {
     let (m, code) = (&e.message, &e.code);
     match place {
         Place::Ssh { node, target } => {
@@ -788,6 +795,14 @@ pub fn undo_of(report: &StepReport, cluster_arg: &str, driver: &str) -> Option<S
 /// What an automatic step changed, on which node, from its command's report (one line per
 /// node or fact; nothing for a report the run does not read).
 pub fn changes(doc: &Document) -> Vec<String> {
+    // Each line from another node's report stays one line (its text is that node's).
+    changes_of(doc)
+        .into_iter()
+        .map(|c| crate::text::one_line(&c).into_owned())
+        .collect()
+}
+
+fn changes_of(doc: &Document) -> Vec<String> {
     let report = match doc {
         Document::Error(e) => {
             return vec![format!(
@@ -1101,6 +1116,59 @@ mod tests {
         };
         assert!(who.starts_with("  web3:") && who.contains("web2:"), "{who}");
         assert_eq!(key_plan_of(&report(vec![])), KeyPlan::Clear);
+    }
+
+    /// A hostile node's report cannot print a line that looks like keyferry's own: every
+    /// line the run shows from it stays one line.
+    #[test]
+    fn a_nodes_text_stays_on_one_line() {
+        let mut t = PushTarget::new(
+            "web2\nupgrade finished: 17 steps",
+            crate::profile::Role::Secondary,
+            "ssh",
+        );
+        t.outcome = PushOutcome::Installed;
+        let push = written(&PushReport {
+            source: "web1".into(),
+            fingerprint: "f".into(),
+            dry_run: false,
+            ok: true,
+            targets: vec![t.clone()],
+        });
+        let lines = changes(&push);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            !lines[0].contains('\n') && lines[0].contains("\\n"),
+            "{lines:?}"
+        );
+        t.outcome = PushOutcome::WouldRefuse;
+        t.code = Some("key-set-differs".into());
+        t.before = Some("x\r\nok".into());
+        let plan = key_plan_of(&PushReport {
+            source: "web1".into(),
+            fingerprint: "f".into(),
+            dry_run: true,
+            ok: false,
+            targets: vec![t],
+        });
+        let KeyPlan::Differs(who) = plan else {
+            panic!()
+        };
+        assert_eq!(who.lines().count(), 1, "{who}");
+        let e = ErrorDoc {
+            code: "io".into(),
+            message: "disk full\nstep 9/17 confirmed".into(),
+            hint: Some("h\n".into()),
+        };
+        let place = Place::Ssh {
+            node: "web2".into(),
+            target: SshTarget {
+                user: None,
+                host: "h".into(),
+                port: None,
+            },
+        };
+        assert_eq!(relayed(&e, &place).lines().count(), 1);
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! Text another machine or account chose (a node's report, its error, a file name, a log
+//! line), kept to one line before keyferry shows it: a line break in it would print a line
+//! that looks like keyferry's own ("upgrade finished", "ok"). Control characters and
+//! bidirectional marks are the terminal layer's to escape; line breaks are this one's,
+//! since keyferry's own messages use them.
+
+use std::borrow::Cow;
+
+/// Whether `c` starts a new line on a terminal or in a log reader.
+fn breaks_line(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// `s` on one line: each line break written as `\n`, `\r` or `\u{…}`.
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(breaks_line) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if breaks_line(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_breaks_of_every_kind_are_written_out() {
+        assert_eq!(one_line("web2: installed"), "web2: installed");
+        assert_eq!(
+            one_line("x\nupgrade finished\r\u{2028}y\u{85}"),
+            "x\\nupgrade finished\\r\\u{2028}y\\u{85}"
+        );
+        assert!(!one_line("a\u{b}b\u{c}c").contains(['\u{b}', '\u{c}']));
+    }
+}
