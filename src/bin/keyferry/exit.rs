@@ -19,3 +19,10 @@ pub fn of_many(changed: usize, failed: usize) -> u8 {
         _ => PARTIAL,
     }
 }
+
+/// The number of an exit code a command returned (a step of an upgrade run in this process).
+pub fn code_of(code: std::process::ExitCode) -> i32 {
+    (0..=u8::MAX)
+        .find(|&c| std::process::ExitCode::from(c) == code)
+        .map_or(i32::from(ERROR), i32::from)
+}

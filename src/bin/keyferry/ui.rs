@@ -27,6 +27,9 @@ pub struct Ui {
     pub batch: bool,
     color: bool,
     spinner: RefCell<Option<ProgressBar>>,
+    /// A command run as a step of an upgrade on this node: what it writes on stdout (its
+    /// report) is kept here for the run, not printed.
+    capture: Option<RefCell<Vec<u8>>>,
 }
 
 impl Ui {
@@ -44,6 +47,35 @@ impl Ui {
             batch,
             color,
             spinner: RefCell::new(None),
+            capture: None,
+        }
+    }
+
+    /// The Ui of a command an upgrade run runs on this node: JSON and batch (its messages
+    /// and progress lines on stderr, as they come; no questions), its stdout kept for the
+    /// run ([`Ui::captured`]).
+    pub fn capturing(color: ColorChoice) -> Ui {
+        Ui {
+            capture: Some(RefCell::new(Vec::new())),
+            ..Ui::new(true, true, color)
+        }
+    }
+
+    /// What a capturing Ui's command wrote on stdout.
+    pub fn captured(&self) -> Vec<u8> {
+        self.capture
+            .as_ref()
+            .map(|c| c.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Writes to stdout, or to the capture.
+    fn stdout(&self, bytes: &[u8]) {
+        match &self.capture {
+            Some(c) => c.borrow_mut().extend_from_slice(bytes),
+            None => {
+                let _ = std::io::stdout().lock().write_all(bytes);
+            }
         }
     }
 
@@ -88,7 +120,7 @@ impl Ui {
 
     /// A line of data on stdout.
     pub fn out(&self, line: &str) {
-        let _ = writeln!(std::io::stdout().lock(), "{}", escape(line));
+        self.stdout(format!("{}\n", escape(line)).as_bytes());
     }
 
     /// A line for the person running a long command: stdout, or stderr under --json (whose
@@ -103,7 +135,7 @@ impl Ui {
 
     /// Bytes on stdout as they are (generated scripts and pages).
     pub fn raw(&self, bytes: &[u8]) {
-        let _ = std::io::stdout().lock().write_all(bytes);
+        self.stdout(bytes);
     }
 
     /// The JSON document on stdout.
@@ -112,7 +144,7 @@ impl Ui {
     /// terminal shows written as JSON's own `\uXXXX` escapes (see [`json_text`]).
     pub fn json<T: Serialize>(&self, value: &T) {
         let text = serde_json::to_string_pretty(value).expect("report types serialise");
-        let _ = writeln!(std::io::stdout().lock(), "{}", json_text(&text));
+        self.stdout(format!("{}\n", json_text(&text)).as_bytes());
     }
 
     /// A report in its envelope (`version`, its `kind`, its fields), the type the upgrade

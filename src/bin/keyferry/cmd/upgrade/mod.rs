@@ -487,26 +487,64 @@ struct Terminal<'a> {
     asked: std::cell::Cell<bool>,
 }
 
+/// The error document a failed command writes with `--json`.
+fn error_document(f: &Failure) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "version": keyferry::JSON_VERSION,
+        "error": { "code": f.code, "message": f.message, "hint": f.hint },
+    }))
+    .unwrap_or_default()
+}
+
 impl Hands for Terminal<'_> {
+    /// The step's keyferry command, run in this process (no child): parsed as its command
+    /// line, with `--json --batch`, its report kept, its messages and progress lines on
+    /// stderr as they come, its failure its error document.
     fn here(&self, args: &[String]) -> keyferry::Result<Ran> {
-        let exe = std::env::current_exe().map_err(|e| keyferry::Error::io("keyferry", e))?;
-        let mut cmd = std::process::Command::new(exe);
-        // Its messages and progress reach the admin as they come (stderr is this one's).
-        cmd.args(args)
-            .arg("--json")
-            .env("KEYFERRY_STEP_PROGRESS", "1")
-            .env("KEYFERRY_SSH", &self.ssh.program)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit());
-        if let Some(c) = &self.ssh.config {
-            cmd.env("KEYFERRY_SSH_CONFIG", c);
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| keyferry::Error::io("keyferry", e))?;
-        Ok(Ran {
-            code: out.status.code().unwrap_or(2),
-            stdout: out.stdout,
+        use clap::Parser;
+        let argv = |ssh: bool| {
+            let mut v = vec!["keyferry".to_owned()];
+            v.extend(args.iter().cloned());
+            v.extend(["--json".to_owned(), "--batch".to_owned()]);
+            // The run's ssh program and configuration, for a step that reaches nodes.
+            if ssh {
+                v.extend(["--ssh".to_owned(), self.ssh.program.clone()]);
+                if let Some(c) = &self.ssh.config {
+                    v.extend(["--ssh-config".to_owned(), c.display().to_string()]);
+                }
+            }
+            v
+        };
+        let parsed = crate::cli::Cli::try_parse_from(argv(true))
+            .or_else(|_| crate::cli::Cli::try_parse_from(argv(false)));
+        let cli = match parsed {
+            Ok(cli) => cli,
+            Err(e) => {
+                return Ok(Ran {
+                    code: 2,
+                    stdout: error_document(&Failure::new(
+                        "usage",
+                        format!("keyferry {}: {}", args.join(" "), e.kind()),
+                        None,
+                    )),
+                })
+            }
+        };
+        let ui = Ui::capturing(cli.global.color);
+        let tree = <crate::cli::Cli as clap::CommandFactory>::command;
+        Ok(match crate::cmd::run(cli.command, &ui, tree) {
+            Ok(code) => Ran {
+                code: crate::exit::code_of(code),
+                stdout: ui.captured(),
+            },
+            Err(f) => {
+                // Its error on stderr as it would have said it, and its document for the run.
+                ui.failure(&f);
+                Ran {
+                    code: i32::from(f.exit),
+                    stdout: error_document(&f),
+                }
+            }
         })
     }
 
