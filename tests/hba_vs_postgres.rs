@@ -993,5 +993,88 @@ fn messages_in_three_languages(judge: &Judge) {
         }
     }
     judge.sql("ALTER SYSTEM RESET lc_messages");
-    eprintln!("server messages in 3 languages: {checked} recognised with their facts");
+    judge.sql("SELECT pg_reload_conf()");
+    let suggested = suggested_lines_admit_exactly_their_connection(judge);
+    eprintln!(
+        "server messages in 3 languages: {checked} recognised with their facts; {suggested} \
+         suggested pg_hba.conf lines loaded and admitting exactly their connection"
+    );
+}
+
+/// The line `diagnose` suggests for a "no pg_hba.conf entry" message, put into the real
+/// server's file: PostgreSQL loads it, the refused connection now reaches its login, and a
+/// connection that differs in its user, database or address is still refused.
+fn suggested_lines_admit_exactly_their_connection(judge: &Judge) -> usize {
+    let base = "local all postgres peer\n";
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut n = 0;
+    // (from, user, database (None: replication), a neighbour that must stay refused)
+    let cases: [(&str, &str, Option<&str>, (&str, &str, Option<&str>)); 4] = [
+        (
+            "fd77::2",
+            "app",
+            Some("nps"),
+            ("fd77::5", "app", Some("nps")),
+        ),
+        (
+            "fd77::2",
+            "app",
+            Some("nps"),
+            ("fd77::2", "bob", Some("nps")),
+        ),
+        (
+            "10.232.0.5",
+            "app",
+            Some("all"),
+            ("10.232.0.5", "app", Some("nps")),
+        ),
+        ("10.232.0.9", "repuser", None, ("10.232.0.9", "app", None)),
+    ];
+    for (from, user, database, (nfrom, nuser, ndb)) in cases {
+        judge.write(&judge.data().join("pg_hba.conf"), base.as_bytes());
+        judge.sql("SELECT pg_reload_conf()");
+        let (answer, text) = startup_with(ip(from), user, database, None);
+        assert_eq!(answer, Answer::NoEntry, "{text}");
+        let found = keyferry::diagnose::explain(&format!("FATAL:  {text}"), None);
+        let fix = found[0].specific_fix.clone().unwrap_or_default();
+        let line = fix
+            .lines()
+            .last()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        assert!(line.starts_with("host "), "{fix}");
+        assert!(
+            !line.contains("trust") && !line.contains(" all all "),
+            "{line}"
+        );
+        judge.write(
+            &judge.data().join("pg_hba.conf"),
+            format!("{base}{line}\n").as_bytes(),
+        );
+        let errors = judge
+            .sql("SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL OR type IS NULL");
+        assert_eq!(errors.trim(), "0", "{line}");
+        judge.sql("SELECT pg_reload_conf()");
+        let mut tries = 0;
+        while startup_with(ip(from), user, database, None).0 == Answer::NoEntry {
+            tries += 1;
+            assert!(tries < 200, "{line} does not let {user} in");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            matches!(
+                startup_with(ip(from), user, database, None).0,
+                Answer::Auth(5 | 10)
+            ),
+            "{line}"
+        );
+        assert_eq!(
+            startup_with(ip(nfrom), nuser, ndb, None).0,
+            Answer::NoEntry,
+            "{line} lets in more than its connection"
+        );
+        n += 1;
+    }
+    n
 }
