@@ -1008,8 +1008,10 @@ fn suggested_lines_admit_exactly_their_connection(judge: &Judge) -> usize {
     let base = "local all postgres peer\n";
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let mut n = 0;
-    // (from, user, database (None: replication), a neighbour that must stay refused)
-    let cases: [(&str, &str, Option<&str>, (&str, &str, Option<&str>)); 4] = [
+    // A connection: from, user, database (None: replication).
+    type Conn = (&'static str, &'static str, Option<&'static str>);
+    // Each refused connection, and a neighbour that must stay refused.
+    let cases: [(&str, &str, Option<&str>, Conn); 4] = [
         (
             "fd77::2",
             "app",
