@@ -631,7 +631,11 @@ fn generate(r: &mut Rng, marker: &str) -> Generated {
             _ => {
                 let mut line = rule(r, odd);
                 if odd && r.pct(4) {
-                    line.insert(r.below(line.len()), '"');
+                    let mut at = r.below(line.len());
+                    while !line.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    line.insert(at, '"');
                 }
                 // A continuation anywhere in the line (PostgreSQL joins with nothing between).
                 if r.pct(8) {
