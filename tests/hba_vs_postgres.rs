@@ -995,6 +995,32 @@ fn messages_in_three_languages(judge: &Judge) {
             }
             checked += 1;
         }
+        // A client's own message in the language: libpq's prefix and the C library's reason
+        // (nothing listens on port 5433).
+        let out = Command::new(Path::new(pgbed::BIN).join("psql"))
+            .args([
+                "-X", "-h", SERVER4, "-p", "5433", "-U", "app", "-d", "nps", "-w",
+            ])
+            .env("LC_ALL", lang)
+            .env("LOCPATH", judge.dir.join("locales"))
+            .env_remove("LANGUAGE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let found = keyferry::diagnose::explain(&text, None);
+        assert!(
+            found
+                .iter()
+                .any(|x| x.known.code == "pg-connection-refused"),
+            "{lang}: {text:?} is not recognised as pg-connection-refused"
+        );
+        assert_eq!(found[0].facts.port, Some(5433), "{lang}: {text:?}");
+        assert_eq!(
+            found[0].facts.host.as_deref(),
+            Some(SERVER4),
+            "{lang}: {text:?}"
+        );
+        checked += 1;
     }
     judge.sql("ALTER SYSTEM RESET lc_messages");
     judge.sql("SELECT pg_reload_conf()");

@@ -147,10 +147,10 @@ fn trim(part: &[char]) -> Vec<char> {
     s.trim().chars().collect()
 }
 
-/// A translated message in `text`, read back: the language, and the English message with
-/// its arguments in place.
-fn read_back(text: &[char], p: &Pattern) -> Option<(String, String)> {
-    let (_, mut at) = find(text, &p.parts[0], 0)?;
+/// A translated message in `text`, read back: where it is (`start..end`), and the English
+/// message with its arguments in place.
+fn read_back(text: &[char], p: &Pattern) -> Option<(usize, usize, String)> {
+    let (first, mut at) = find(text, &p.parts[0], 0)?;
     let mut values = vec![String::new(); p.args.len()];
     for (k, part) in p.parts.iter().enumerate().skip(1) {
         let (start, end) = if k + 1 == p.parts.len() && trim(part).is_empty() {
@@ -188,22 +188,38 @@ fn read_back(text: &[char], p: &Pattern) -> Option<(String, String)> {
             i += 1;
         }
     }
-    Some((p.lang.clone(), english))
+    Some((first, at, english))
 }
 
-/// `message` with a PostgreSQL message in another language replaced by its English text (the
-/// facts it quotes kept), or as it is.
+/// `message` with each PostgreSQL message (or C library reason it quotes) in another language
+/// replaced in place by its English text, the facts it quotes kept, and the original kept at
+/// the end; or as it is.
 pub fn english(message: &str) -> Cow<'_, str> {
-    let lower = message.to_lowercase();
-    let text: Vec<char> = message.chars().collect();
-    for p in patterns().iter().filter(|p| lower.contains(&p.needle)) {
-        if let Some((lang, english)) = read_back(&text, p) {
-            return Cow::Owned(format!(
-                "{english} (PostgreSQL's {lang} message: {message})"
-            ));
+    let mut text: Vec<char> = message.chars().collect();
+    let mut langs: Vec<&str> = Vec::new();
+    // Each pass replaces one piece; a message holds a few (libpq's prefix, the reason).
+    for _ in 0..4 {
+        let lower: String = text.iter().collect::<String>().to_lowercase();
+        let Some((p, (start, end, english))) = patterns()
+            .iter()
+            .filter(|p| lower.contains(&p.needle))
+            .find_map(|p| read_back(&text, p).map(|r| (p, r)))
+        else {
+            break;
+        };
+        text.splice(start..end, english.chars());
+        if !langs.contains(&p.lang.as_str()) {
+            langs.push(&p.lang);
         }
     }
-    Cow::Borrowed(message)
+    if langs.is_empty() {
+        return Cow::Borrowed(message);
+    }
+    let english: String = text.into_iter().collect();
+    Cow::Owned(format!(
+        "{english} (PostgreSQL's {} message: {message})",
+        langs.join(", ")
+    ))
 }
 
 /// The languages the catalogue holds.
@@ -263,7 +279,7 @@ mod tests {
             let want = fill(e.msgid.trim_end(), false);
             let got = english(&translated);
             assert!(
-                got.starts_with(&want),
+                got.contains(&want),
                 "{} ({}): {translated:?} read back as {got:?}, not {want:?}",
                 e.lang,
                 e.msgid
@@ -277,8 +293,10 @@ mod tests {
                 .map(|x| x.known.code)
                 .collect();
             assert_eq!(english_codes, translated_codes, "{} {}", e.lang, e.msgid);
+            // Fragments (libpq's prefix, the C library's reason) make a message together.
+            let fragment = e.msgid.ends_with(": ") || e.msgid.starts_with("Connection ");
             assert!(
-                !english_codes.is_empty(),
+                fragment || !english_codes.is_empty(),
                 "{}: not in the catalogue",
                 e.msgid
             );
@@ -297,15 +315,28 @@ mod tests {
         let e = english(de);
         assert!(
             e.starts_with(
-                "no pg_hba.conf entry for host \"10.0.5.9\", user \"app\", database \"nps\""
+                "FATAL:  no pg_hba.conf entry for host \"10.0.5.9\", user \"app\", database \"nps\""
             ),
             "{e}"
         );
         let fr = "FATAL:  aucune entrée dans pg_hba.conf pour l'hôte « 10.0.5.9 », \
                   utilisateur « app »,\nbase de données « nps », pas de chiffrement";
-        assert!(english(fr).starts_with("no pg_hba.conf entry for host \"10.0.5.9\""));
+        assert!(english(fr).starts_with("FATAL:  no pg_hba.conf entry for host \"10.0.5.9\""));
         let f = crate::diagnose::facts::extract(&english(fr));
         assert_eq!(f.user.as_deref(), Some("app"), "{f:?}");
         assert_eq!(english("The printer is on fire"), "The printer is on fire");
+        // A client's message: libpq's prefix and the C library's reason, both translated.
+        let psql = "psql: Fehler: Verbindung zum Server auf »10.0.5.9«, Port 5433 \
+                    fehlgeschlagen: Verbindungsaufbau abgelehnt";
+        let e = english(psql);
+        assert!(
+            e.contains(
+                "connection to server at \"10.0.5.9\", port 5433 failed: Connection refused"
+            ),
+            "{e}"
+        );
+        let found = crate::diagnose::explain::explain(psql, None);
+        assert_eq!(found[0].known.code, "pg-connection-refused");
+        assert_eq!(found[0].facts.port, Some(5433));
     }
 }
