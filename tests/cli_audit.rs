@@ -362,16 +362,21 @@ fn a_node_that_never_answers_times_out_and_the_rest_still_finish() {
     assert_eq!(status(&j, "web2"), "match");
 }
 
+/// libfaketime's command, where it is installed.
+#[cfg(unix)]
+fn faketime() -> Option<&'static str> {
+    ["/usr/bin/faketime", "/bin/faketime"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
 /// A node whose clock is five minutes ahead (its keyferry under libfaketime, reached over a
 /// real sshd) fails the audit, as it fails the upgrade preflight: exit 1, not "ok", and the
 /// problem says so; the same node with its clock right passes.
 #[cfg(unix)]
 #[test]
 fn a_node_whose_clock_is_off_fails_the_audit() {
-    let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
+    let Some(faketime) = faketime() else {
         eprintln!("SKIPPED: faketime missing; scripts/setup installs it");
         return;
     };
@@ -426,10 +431,7 @@ fn a_node_whose_clock_is_off_fails_the_audit() {
 #[cfg(unix)]
 #[test]
 fn nodes_reached_by_path_get_a_clock_from_their_file_system() {
-    let Some(faketime) = ["/usr/bin/faketime", "/bin/faketime"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
+    let Some(faketime) = faketime() else {
         assert!(std::env::var_os("CI").is_none(), "faketime missing");
         eprintln!("SKIPPED: faketime missing; scripts/setup installs it");
         return;

@@ -118,7 +118,7 @@ fn collect_one(file: &ClusterFile, spec: &NodeSpec, base: &Path, opts: &AuditOpt
     // A node reached by path has a clock too: its file system's, where keyferry writes.
     let path_skew = match &access {
         Access::Path(dir) => Some(dir.clone()),
-        Access::Paths => first_folder(spec, base),
+        Access::Paths => spec.first_folder(base),
         _ => None,
     }
     .and_then(|dir| {
@@ -135,24 +135,6 @@ fn collect_one(file: &ClusterFile, spec: &NodeSpec, base: &Path, opts: &AuditOpt
         received,
         path_skew,
     }
-}
-
-/// A node's first folder (its slots in name order, `reach` before `paths`) that exists here.
-fn first_folder(spec: &NodeSpec, base: &Path) -> Option<std::path::PathBuf> {
-    let mut slots: Vec<&String> = spec.paths.keys().chain(spec.reach.keys()).collect();
-    slots.sort();
-    slots.dedup();
-    slots
-        .into_iter()
-        .filter_map(|slot| spec.reach.get(slot).or_else(|| spec.paths.get(slot)))
-        .map(|p| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                base.join(p)
-            }
-        })
-        .find(|p| p.is_dir())
 }
 
 enum Failure {

@@ -133,6 +133,25 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
+    /// The node's first folder (its slots in name order, `reach` before `paths`, relative
+    /// ones under `base`) that exists here: where keyferry writes on a node reached by path.
+    pub fn first_folder(&self, base: &Path) -> Option<std::path::PathBuf> {
+        let mut slots: Vec<&String> = self.paths.keys().chain(self.reach.keys()).collect();
+        slots.sort();
+        slots.dedup();
+        slots
+            .into_iter()
+            .filter_map(|slot| self.reach.get(slot).or_else(|| self.paths.get(slot)))
+            .map(|p| {
+                if p.is_absolute() {
+                    p.clone()
+                } else {
+                    base.join(p)
+                }
+            })
+            .find(|p| p.is_dir())
+    }
+
     /// `keyferry <words> --json --batch --cluster <file> --node <name>` as run on this node
     /// over ssh: its `remote_keyferry` (default `keyferry`), and its `remote_cluster` (default
     /// `cluster`, the path given here, made absolute).

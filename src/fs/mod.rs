@@ -49,8 +49,13 @@ pub fn clock_skew_of(dir: &std::path::Path) -> crate::Result<i64> {
     let theirs = probe_time(dir)?;
     let after = std::time::SystemTime::now();
     let mid = before + after.duration_since(before).unwrap_or_default() / 2;
-    Ok(match theirs.duration_since(mid) {
+    Ok(skew_seconds(theirs, mid))
+}
+
+/// Seconds `theirs` is ahead of `ours` (negative: behind).
+pub fn skew_seconds(theirs: std::time::SystemTime, ours: std::time::SystemTime) -> i64 {
+    match theirs.duration_since(ours) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
-    })
+    }
 }

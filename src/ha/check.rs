@@ -291,10 +291,7 @@ fn server_facts(conn: &Connector<'_>, node: &HaNode) -> crate::Result<Facts> {
 fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &Facts) {
     let pair = conn.pair;
     // Read as that server's version reads it (its @files are not read from here: "might").
-    let server = hba::Server {
-        major: u32::try_from(facts.version_num / 10_000).unwrap_or(15),
-        ..hba::Server::here()
-    };
+    let server = hba::Server::version(u32::try_from(facts.version_num / 10_000).unwrap_or(15));
     let file = hba::parse_for(&facts.hba, &server, None);
     for peer in &pair.nodes {
         for c in [

@@ -108,10 +108,9 @@ pub fn edit_file(
     dry_run: bool,
 ) -> Result<HbaReport> {
     edit(
-        pair,
+        &peer_rules(pair, override_reject, hba::Server::here()),
         node,
         path,
-        (override_reject, hba::Server::here()),
         dry_run,
         &|| Ok(()),
         "",
@@ -119,18 +118,16 @@ pub fn edit_file(
 }
 
 fn edit(
-    pair: &Pair,
+    want: &PeerRules,
     node: &HaNode,
     path: &Path,
-    (override_reject, server): (bool, hba::Server),
     dry_run: bool,
     validate: &dyn Fn() -> Result<()>,
     put_back: &str,
 ) -> Result<HbaReport> {
-    let want = peer_rules(pair, override_reject, server);
     // Refusals first, without the lock: they leave everything as it was.
     let (_, text, _) = read_text(path)?;
-    let edit = plan(&text, path, &want)?;
+    let edit = plan(&text, path, want)?;
     let mut report = HbaReport {
         path: path.to_owned(),
         changed: edit.changed,
@@ -147,7 +144,7 @@ fn edit(
     let (_lock, _recovered) =
         crate::txn::begin(&node.state_dir, &node.name, crate::txn::DEFAULT_WAIT)?;
     let (looked, text, latin1) = read_text(path)?;
-    let edit = plan(&text, path, &want)?;
+    let edit = plan(&text, path, want)?;
     report.decisions = rows(&edit);
     if !edit.changed {
         report.changed = false;
@@ -273,13 +270,12 @@ pub fn edit_server(
     let path = PathBuf::from(row.get::<_, String>(0));
     // The file is read as this server reads it.
     let version = pg::query_one(&mut client, node, "SHOW server_version_num", &[])?;
-    let server = hba::Server {
-        major: version
+    let server = hba::Server::version(
+        version
             .get::<_, String>(0)
             .parse::<u32>()
             .map_or(15, |n| n / 10_000),
-        ..hba::Server::here()
-    };
+    );
     let errors = file_errors(&mut client, node)?;
     if !errors.is_empty() {
         return Err(Error::HaRefused {
@@ -311,10 +307,9 @@ pub fn edit_server(
         }
     };
     let mut report = edit(
-        conn.pair,
+        &peer_rules(conn.pair, override_reject, server),
         node,
         &path,
-        (override_reject, server),
         dry_run,
         &validate,
         " and the server was not reloaded: it keeps its rules",
@@ -421,18 +416,16 @@ fn edit_local(
         }
     };
     // The server's version from its data folder (it cannot be asked).
-    let server = hba::Server {
-        major: crate::fs::read_bounded(&data.join("PG_VERSION"), 64, "PG_VERSION")
+    let server = hba::Server::version(
+        crate::fs::read_bounded(&data.join("PG_VERSION"), 64, "PG_VERSION")
             .ok()
             .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
             .unwrap_or(15),
-        ..hba::Server::here()
-    };
+    );
     let result = edit(
-        conn.pair,
+        &peer_rules(conn.pair, override_reject, server),
         node,
         &path,
-        (override_reject, server),
         dry_run,
         &validate,
         " and the server reloaded with it",

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -42,15 +42,7 @@ impl Check {
 /// Room kept free beyond the bytes a step writes (logs, journals, the file system's own).
 pub const SLACK: u64 = 16 << 20;
 
-pub use crate::fs::probe_time;
-
-/// Seconds `theirs` is ahead of `ours` (negative: behind).
-pub fn skew_seconds(theirs: SystemTime, ours: SystemTime) -> i64 {
-    match theirs.duration_since(ours) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
+pub use crate::fs::{probe_time, skew_seconds};
 
 /// The clock check for a node whose clock is `skew` seconds off this machine's, measured
 /// `how`.
@@ -308,6 +300,7 @@ impl Preflight {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::SystemTime;
 
     #[test]
     fn a_clock_fails_beyond_the_limit_either_way() {

@@ -247,32 +247,29 @@ impl Rule {
     /// Whether this rule catches `c` (PostgreSQL's `check_hba`: type, SSL and GSSAPI state,
     /// address, then database and role).
     pub fn matches(&self, c: &Connection) -> Match {
-        self.parts(c).iter().map(|p| p.0).min().expect("four parts")
+        self.part_matches(c).into_iter().min().expect("four parts")
     }
 
-    /// Each part of the decision (the line's type, address, database, user): whether it
-    /// matches `c`, and why not (or why it might), in words.
-    pub fn parts(&self, c: &Connection) -> [(Match, String); 4] {
-        let either = |state: Option<bool>, want: bool, what: &str| match state {
-            Some(s) if s == want => (Match::Yes, String::new()),
-            Some(_) if want => (Match::No, format!("the connection does not use {what}")),
-            Some(_) => (Match::No, format!("the connection uses {what}")),
-            None => (
-                Match::Maybe,
-                format!("whether the client uses {what} is not known"),
-            ),
+    /// Whether each part of the rule (type, address, database, user) matches `c`; no words
+    /// (deciding runs this for every line and connection).
+    fn part_matches(&self, c: &Connection) -> [Match; 4] {
+        let either = |state: Option<bool>, want: bool| match state {
+            Some(s) => Match::from(s == want),
+            None => Match::Maybe,
         };
         let ty = match self.conn_type {
-            ConnType::Local => (
-                Match::No,
-                "a local line (Unix socket connections only)".to_owned(),
-            ),
-            ConnType::Host => (Match::Yes, String::new()),
-            ConnType::HostSsl => either(c.ssl, true, "SSL"),
-            ConnType::HostNoSsl => either(c.ssl, false, "SSL"),
-            ConnType::HostGssEnc => either(c.gssenc, true, "GSSAPI encryption"),
-            ConnType::HostNoGssEnc => either(c.gssenc, false, "GSSAPI encryption"),
+            ConnType::Local => Match::No,
+            ConnType::Host => Match::Yes,
+            ConnType::HostSsl => either(c.ssl, true),
+            ConnType::HostNoSsl => either(c.ssl, false),
+            ConnType::HostGssEnc => either(c.gssenc, true),
+            ConnType::HostNoGssEnc => either(c.gssenc, false),
         };
+        let addr = self
+            .address
+            .as_ref()
+            .map(|a| a.contains(c.addr))
+            .unwrap_or(Match::No);
         let db = self
             .databases
             .iter()
@@ -305,6 +302,49 @@ impl Rule {
             })
             .max()
             .unwrap_or(Match::No);
+        let user = self
+            .users
+            .iter()
+            .map(|t| {
+                if unread_file(t) {
+                    Match::Maybe
+                } else if !t.quoted && t.text.starts_with('+') {
+                    c.member(&t.text[1..])
+                } else if t.keyword("all") {
+                    Match::Yes
+                } else {
+                    match &c.user {
+                        Some(u) => Match::from(&t.text == u),
+                        None => Match::Maybe,
+                    }
+                }
+            })
+            .max()
+            .unwrap_or(Match::No);
+        [ty, addr, db, user]
+    }
+
+    /// Each part of the decision (the line's type, address, database, user): whether it
+    /// matches `c`, and why not (or why it might), in words.
+    pub fn parts(&self, c: &Connection) -> [(Match, String); 4] {
+        let [ty, addr, db, user] = self.part_matches(c);
+        let ty_why = match (ty, self.conn_type) {
+            (Match::Yes, _) => String::new(),
+            (_, ConnType::Local) => "a local line (Unix socket connections only)".to_owned(),
+            (m, t) => {
+                let (what, want) = match t {
+                    ConnType::HostSsl => ("SSL", true),
+                    ConnType::HostNoSsl => ("SSL", false),
+                    ConnType::HostGssEnc => ("GSSAPI encryption", true),
+                    _ => ("GSSAPI encryption", false),
+                };
+                match (m, want) {
+                    (Match::Maybe, _) => format!("whether the client uses {what} is not known"),
+                    (_, true) => format!("the connection does not use {what}"),
+                    (_, false) => format!("the connection uses {what}"),
+                }
+            }
+        };
         let listed = |ts: &[Token]| {
             ts.iter()
                 .map(|t| {
@@ -334,25 +374,6 @@ impl Rule {
                 listed(&self.databases)
             ),
         };
-        let user = self
-            .users
-            .iter()
-            .map(|t| {
-                if unread_file(t) {
-                    Match::Maybe
-                } else if !t.quoted && t.text.starts_with('+') {
-                    c.member(&t.text[1..])
-                } else if t.keyword("all") {
-                    Match::Yes
-                } else {
-                    match &c.user {
-                        Some(u) => Match::from(&t.text == u),
-                        None => Match::Maybe,
-                    }
-                }
-            })
-            .max()
-            .unwrap_or(Match::No);
         let user_why = match user {
             Match::Yes => String::new(),
             Match::No => format!(
@@ -366,11 +387,6 @@ impl Rule {
                 listed(&self.users)
             ),
         };
-        let addr = self
-            .address
-            .as_ref()
-            .map(|a| a.contains(c.addr))
-            .unwrap_or(Match::No);
         let addr_why = match (addr, &self.address) {
             (Match::Yes, _) | (_, None) => String::new(),
             (Match::No, Some(a)) => format!("address {a} does not contain {}", c.addr),
@@ -380,7 +396,12 @@ impl Rule {
                 c.addr
             ),
         };
-        [ty, (addr, addr_why), (db, db_why), (user, user_why)]
+        [
+            (ty, ty_why),
+            (addr, addr_why),
+            (db, db_why),
+            (user, user_why),
+        ]
     }
 
     /// A method that lets a peer in with the replication user's password.

@@ -33,8 +33,13 @@ impl Server {
     /// Secure's current releases install) on this machine's platform (keyferry reads
     /// `pg_hba.conf` on the node that runs the server).
     pub const fn here() -> Server {
+        Server::version(15)
+    }
+
+    /// A server of that major version on this machine's platform.
+    pub const fn version(major: u32) -> Server {
         Server {
-            major: 15,
+            major,
             windows: cfg!(windows),
         }
     }

@@ -75,10 +75,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         })
         .unwrap_or(std::path::Path::new("."));
     let files = hba::files_beside(dir);
-    let server = Server {
-        major: args.server_version,
-        ..Server::here()
-    };
+    let server = Server::version(args.server_version);
     let file = hba::parse_for(&text, &server, Some(&files));
     let mut c = Connection::new(args.replication, args.user.as_deref(), args.from);
     c.database = args.database.clone();

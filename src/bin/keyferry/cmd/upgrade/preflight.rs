@@ -17,7 +17,7 @@ use keyferry::sync::plan::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
 use keyferry::time::parse_duration;
 use keyferry::upgrade::preflight::{self, Check, Outcome, Preflight};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -182,7 +182,12 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                 ));
             }
         }
-        if let Some(skew) = n.clock_skew_seconds {
+        // Over ssh from its report; a node reached by path is probed where keyferry writes
+        // (below), which also proves it can write there.
+        if let Some(skew) = n
+            .clock_skew_seconds
+            .filter(|_| n.via.as_deref() == Some("ssh"))
+        {
             checks.push(preflight::clock(
                 name,
                 skew,
@@ -339,38 +344,19 @@ fn write_folder(
     if let Some(t) = sync.iter().find(|t| t.node == spec.name) {
         return t.target.parent().map(Path::to_path_buf);
     }
-    let reach = |slot: &String| spec.reach.get(slot).or_else(|| spec.paths.get(slot));
-    let mut slots: Vec<&String> = spec.paths.keys().chain(spec.reach.keys()).collect();
-    slots.sort();
-    slots
-        .into_iter()
-        .filter_map(reach)
-        .map(|p| {
-            if p.is_absolute() {
-                p.clone()
-            } else {
-                base.join(p)
-            }
-        })
-        .find(|p| p.is_dir())
+    spec.first_folder(base)
 }
 
 /// The clock of the file system behind `dir` (the node's, through its share), from a file
 /// keyferry writes there and removes.
 fn path_clock(node: &str, dir: &Path, max: Duration) -> Check {
-    let before = SystemTime::now();
-    match preflight::probe_time(dir) {
-        Ok(t) => {
-            // The middle of the round trip is "now" for the file server.
-            let after = SystemTime::now();
-            let mid = before + after.duration_since(before).unwrap_or_default() / 2;
-            preflight::clock(
-                node,
-                preflight::skew_seconds(t, mid),
-                max,
-                &format!("the time of files written in {}", dir.display()),
-            )
-        }
+    match keyferry::fs::clock_skew_of(dir) {
+        Ok(skew) => preflight::clock(
+            node,
+            skew,
+            max,
+            &format!("the time of files written in {}", dir.display()),
+        ),
         Err(e) => Check::new(
             node,
             "write",
