@@ -93,6 +93,7 @@ fn collect_one(file: &ClusterFile, spec: &NodeSpec, base: &Path, opts: &AuditOpt
                 user: user.clone(),
                 host: host.clone(),
                 port: *port,
+                launch: spec.launch(),
             };
             read_by_ssh(spec, &target, opts).map(|r| (r, "ssh", None))
         }
@@ -210,17 +211,15 @@ fn read_by_ssh(
     target: &SshTarget,
     opts: &AuditOptions,
 ) -> Result<NodeReport, Failure> {
-    let client = SshClient {
-        program: opts.ssh_program.clone(),
-        config: opts.ssh_config.clone(),
-    };
+    let client = SshClient::new(opts.ssh_program.clone(), opts.ssh_config.clone());
     let words = spec.remote_command(&opts.cluster_path, &["fingerprint"]);
     let done = client
         .run(target, &words, opts.timeout, MAX_REPORT_BYTES as u64 + 1)
         .map_err(|e| match e {
-            crate::remote::process::RunError::Spawn(e) => {
+            crate::remote::ssh::SshError::Run(crate::remote::process::RunError::Spawn(e)) => {
                 Failure::Unreachable(format!("cannot run {}: {e}", opts.ssh_program))
             }
+            crate::remote::ssh::SshError::Shell(why) => Failure::Rejected(why),
             e => Failure::Unreachable(format!("{e} over ssh")),
         })?;
     if !done.success {

@@ -51,14 +51,30 @@ fn parse(access: Option<&str>, base: &Path) -> Result<Access, String> {
                 None => (hostport.to_owned(), None),
             }
         };
-        if host.is_empty() || host.starts_with('-') || host.contains(char::is_whitespace) {
-            return Err(format!("bad ssh host in {a:?}"));
-        }
-        if user
-            .as_deref()
-            .is_some_and(|u| u.starts_with('-') || u.contains(char::is_whitespace))
+        // Host and user reach ssh as one argument, but ssh hands the host to a
+        // ProxyCommand or Match exec of the admin's own configuration through a shell
+        // (%h): only the characters of host names and addresses.
+        if host.is_empty()
+            || host.starts_with('-')
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
         {
-            return Err(format!("bad ssh user in {a:?}"));
+            return Err(format!(
+                "bad ssh host in {a:?}: a host name or IP address (letters, digits, . - _ and \
+                 the colons of an IPv6 address in brackets)"
+            ));
+        }
+        if user.as_deref().is_some_and(|u| {
+            u.starts_with('-')
+                || !u
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || ".-_\\@".contains(c))
+        }) {
+            return Err(format!(
+                "bad ssh user in {a:?}: a user name (letters, digits, . - _, a domain as \
+                 DOMAIN\\user or user@domain)"
+            ));
         }
         let port = match port {
             Some(p) => Some(

@@ -119,6 +119,14 @@ pub struct NodeSpec {
     /// For ssh access: the cluster file's path on the node (default: the path given locally).
     #[serde(default)]
     pub remote_cluster: Option<String>,
+    /// For ssh access: the shell the node's OpenSSH runs commands with (`cmd`, `powershell`
+    /// or `sh`); found out with a harmless probe when not given.
+    #[serde(default)]
+    pub shell: Option<crate::remote::invoke::Shell>,
+    /// For ssh access: the name of the `Subsystem` line in the node's `sshd_config` that
+    /// runs `keyferry request` (then no shell is involved at all).
+    #[serde(default)]
+    pub ssh_subsystem: Option<String>,
     /// How another node reaches this node's folders, by slot (a mounted share or a UNC path
     /// like `\\web2\c$\inetpub\wwwroot\SecretServer`), for `keyferry sync`; a slot not
     /// listed is reached by its `paths` entry.
@@ -150,6 +158,17 @@ impl NodeSpec {
                 }
             })
             .find(|p| p.is_dir())
+    }
+
+    /// How keyferry is started on this node over ssh: its subsystem, its declared shell, or
+    /// the shell found out by a probe.
+    pub fn launch(&self) -> crate::remote::invoke::Launch {
+        use crate::remote::invoke::Launch;
+        match (&self.ssh_subsystem, self.shell) {
+            (Some(name), _) => Launch::Subsystem(name.clone()),
+            (None, Some(shell)) => Launch::Shell(shell),
+            (None, None) => Launch::Detect,
+        }
     }
 
     /// `keyferry <words> --json --batch --cluster <file> --node <name>` as run on this node
@@ -239,6 +258,20 @@ impl ClusterFile {
                     "node {}: address {} is not a real node address (the vendor HA tools refuse it)",
                     n.name, n.address
                 )));
+            }
+            if let Some(p) = &n.remote_keyferry {
+                crate::remote::invoke::check_program(p)
+                    .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
+            }
+            if let Some(s) = &n.ssh_subsystem {
+                crate::remote::invoke::check_subsystem(s)
+                    .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
+                if n.shell.is_some() {
+                    return Err(bad(format!(
+                        "node {}: give ssh_subsystem or shell, not both (a subsystem runs no shell)",
+                        n.name
+                    )));
+                }
             }
             for slot in n.reach.keys() {
                 if !n.paths.contains_key(slot) {

@@ -482,7 +482,12 @@ pub fn run_on(
         })?;
     let base = run.cluster_path.parent().unwrap_or(Path::new("."));
     let target = match parse_access(spec.access.as_deref(), base)? {
-        Access::Ssh { user, host, port } => SshTarget { user, host, port },
+        Access::Ssh { user, host, port } => SshTarget {
+            user,
+            host,
+            port,
+            launch: spec.launch(),
+        },
         _ => return Ok(None),
     };
     let words = spec.remote_command(run.cluster_path, words);
@@ -521,7 +526,12 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
     };
     let base = run.cluster_path.parent().unwrap_or(Path::new("."));
     let target = match parse_access(spec.access.as_deref(), base) {
-        Ok(Access::Ssh { user, host, port }) => SshTarget { user, host, port },
+        Ok(Access::Ssh { user, host, port }) => SshTarget {
+            user,
+            host,
+            port,
+            launch: spec.launch(),
+        },
         Ok(_) => {
             return missing(
                 Severity::Warning,

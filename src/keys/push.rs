@@ -181,7 +181,12 @@ pub fn route(
             node.folders.insert(node.profile.folders[0].clone(), p);
         }
         Access::Ssh { user, host, port } => {
-            return Ok(Route::Ssh(SshTarget { user, host, port }));
+            return Ok(Route::Ssh(SshTarget {
+                user,
+                host,
+                port,
+                launch: spec.launch(),
+            }));
         }
         Access::Report(_) => {
             return Err(

@@ -1,5 +1,7 @@
-//! Reaching other machines: running programs with a time limit ([`process`]) and over ssh
-//! ([`ssh`]). Used by the audit; folder sync and the HA steps will use the same.
+//! Reaching other machines: running programs with a time limit ([`process`]), keyferry on
+//! another node over ssh ([`ssh`]) through a command line no shell can misread
+//! ([`invoke`]).
 
+pub mod invoke;
 pub mod process;
 pub mod ssh;

@@ -77,6 +77,17 @@ pub fn run_streaming(
     run_inner(cmd, None, timeout, max_stdout, Some(on_line))
 }
 
+/// [`run_streaming`] with `input` on the program's stdin, as [`run_with_input`].
+pub fn run_streaming_with_input(
+    cmd: Command,
+    input: zeroize::Zeroizing<Vec<u8>>,
+    timeout: Duration,
+    max_stdout: u64,
+    on_line: &dyn Fn(&[u8]),
+) -> Result<Finished, RunError> {
+    run_inner(cmd, Some(input), timeout, max_stdout, Some(on_line))
+}
+
 /// What is handed each line of stderr as it comes.
 type OnLine<'a> = Option<&'a dyn Fn(&[u8])>;
 

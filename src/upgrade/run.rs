@@ -321,10 +321,15 @@ impl Driver<'_> {
         }
         let base = self.cluster.parent().unwrap_or(Path::new("."));
         let spec = self.file.nodes.iter().find(|n| n.name == node);
-        match spec.map(|s| parse_access(s.access.as_deref(), base)) {
-            Some(Ok(Access::Ssh { user, host, port })) => Place::Ssh {
+        match spec.map(|s| (s, parse_access(s.access.as_deref(), base))) {
+            Some((s, Ok(Access::Ssh { user, host, port }))) => Place::Ssh {
                 node: node.to_owned(),
-                target: SshTarget { user, host, port },
+                target: SshTarget {
+                    user,
+                    host,
+                    port,
+                    launch: s.launch(),
+                },
             },
             _ => Place::Elsewhere,
         }
@@ -1166,6 +1171,7 @@ mod tests {
                 user: None,
                 host: "h".into(),
                 port: None,
+                launch: crate::remote::invoke::Launch::Detect,
             },
         };
         assert_eq!(relayed(&e, &place).lines().count(), 1);

@@ -98,9 +98,6 @@ pub struct SshArgs {
 
 impl SshArgs {
     pub fn client(&self) -> keyferry::remote::ssh::SshClient {
-        keyferry::remote::ssh::SshClient {
-            program: self.ssh.clone(),
-            config: self.ssh_config.clone(),
-        }
+        keyferry::remote::ssh::SshClient::new(self.ssh.clone(), self.ssh_config.clone())
     }
 }

@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod ha;
 pub mod keys;
 pub mod man;
+pub mod request;
 pub mod shred;
 pub mod sync;
 pub mod upgrade;
@@ -50,6 +51,8 @@ pub enum Command {
     Completions(completions::Args),
     /// Print the manual page (roff)
     Man(man::Args),
+    /// Run one command sent on standard input (how other nodes run keyferry here over ssh)
+    Request(request::Args),
 }
 
 /// Runs a command. `tree` builds the whole clap command tree, for the commands that print
@@ -58,6 +61,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
     match command {
         Command::Completions(a) => completions::run(a, ui, tree),
         Command::Man(a) => man::run(a, ui, tree),
+        Command::Request(a) => request::run(a, tree),
         Command::Keys(c) => keys::run(c, ui),
         Command::Fingerprint(a) => fingerprint::run(a, ui),
         Command::Shred(a) => shred::run(a, ui),

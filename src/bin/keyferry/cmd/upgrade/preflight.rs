@@ -200,7 +200,12 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                 checks.extend(remote_here_only(
                     args,
                     spec,
-                    &SshTarget { user, host, port },
+                    &SshTarget {
+                        user,
+                        host,
+                        port,
+                        launch: spec.launch(),
+                    },
                 ));
             }
             Ok(Access::Path(dir)) if spec.name != local.name && dir.is_dir() => {
