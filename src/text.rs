@@ -31,6 +31,23 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Words shown as a command line to type: a word with a space or a quote in it is put in
+/// double quotes (its own double quotes doubled), the rest as they are. For reading only:
+/// keyferry never hands such a line to a shell.
+pub fn command_line(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.is_empty() || w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("\"{}\"", w.replace('"', "\"\""))
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +60,14 @@ mod tests {
             "x\\nupgrade finished\\r\\u{2028}y\\u{85}"
         );
         assert!(!one_line("a\u{b}b\u{c}c").contains(['\u{b}', '\u{c}']));
+    }
+
+    #[test]
+    fn a_command_line_keeps_each_word_one_word() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&w(&["keys", "push", "--to", "nps2 & co", "-c", "a\"b", ""])),
+            "keys push --to \"nps2 & co\" -c \"a\"\"b\" \"\""
+        );
     }
 }

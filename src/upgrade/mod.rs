@@ -151,7 +151,7 @@ impl Builder<'_> {
 
     /// `keyferry keys push ...` from `node` (automatic), undone from the replaced key files
     /// it keeps.
-    fn push_keys(&mut self, id: &str, node: &str, title: &str, args: &str) {
+    fn push_keys(&mut self, id: &str, node: &str, title: &str, args: &[&str]) {
         self.auto(id, node, title, args);
         self.undo(keys_undo(self.cluster_arg, node));
         if let Some(s) = self.steps.last_mut() {
@@ -179,27 +179,31 @@ impl Builder<'_> {
     /// The last step's gate; `check` (keyferry arguments, run on the driving node) proves it
     /// by exiting 0, where a command can.
     fn gate(&mut self, gate: &str, check: Option<&str>) {
-        let argv = check.map(|c| self.argv(c, Some(&self.driver)));
+        let argv = check.map(|c| {
+            let words: Vec<&str> = c.split_whitespace().collect();
+            self.argv(&words, Some(&self.driver))
+        });
         if let Some(s) = self.steps.last_mut() {
             s.gate = Some(gate.to_owned());
             s.gate_args = argv.unwrap_or_default();
         }
     }
 
-    /// keyferry's arguments for `args` on `node`; `audit` is cluster-wide (no `--node`).
-    fn argv(&self, args: &str, node: Option<&str>) -> Vec<String> {
-        let mut v: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+    /// keyferry's arguments `args` (each a word, a node name with spaces one word) on
+    /// `node`; `audit` is cluster-wide (no `--node`).
+    fn argv(&self, args: &[&str], node: Option<&str>) -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         v.extend(["-c".to_owned(), self.cluster_arg.to_owned()]);
-        if let Some(n) = node.filter(|_| args != "audit") {
+        if let Some(n) = node.filter(|_| args != ["audit"]) {
             v.extend(["--node".to_owned(), n.to_owned()]);
         }
         v
     }
 
     /// `keyferry <args> -c <file> --node <node>`, run on `node`.
-    fn auto(&mut self, id: &str, node: &str, title: &str, args: &str) {
+    fn auto(&mut self, id: &str, node: &str, title: &str, args: &[&str]) {
         let argv = self.argv(args, Some(node));
-        let what = format!("keyferry {}", argv.join(" "));
+        let what = format!("keyferry {}", crate::text::command_line(&argv));
         self.push(id, Kind::Auto, Some(node), title, what);
         if let Some(s) = self.steps.last_mut() {
             s.args = argv;
@@ -278,7 +282,7 @@ pub fn plan(file: &ClusterFile, cluster_arg: &str) -> Result<Plan> {
         &p.name,
         "Preflight: nodes reachable, room for what keyferry keeps, clocks, roles (differences in \
          keys and binaries are listed: the steps below fix them)",
-        "upgrade preflight",
+        &["upgrade", "preflight"],
     );
     for (i, &procedure) in procedures.iter().enumerate() {
         b.procedure = procedure;
@@ -354,7 +358,7 @@ pub fn plan_add_node(file: &ClusterFile, cluster_arg: &str, node: &str) -> Resul
         p,
         "Preflight: nodes reachable, room for the new folder (create it, empty, first), \
          clocks, roles",
-        &format!("upgrade preflight --new-node {n}"),
+        &["upgrade", "preflight", "--new-node", n],
     );
     b.manual(
         "add.enable-clustering",
@@ -370,7 +374,7 @@ pub fn plan_add_node(file: &ClusterFile, cluster_arg: &str, node: &str) -> Resul
         p,
         "Copy the whole application folder to the new node, minus database.config and \
          encryption.config (its own database connection and the key come below)",
-        &format!("sync --checksum --new-target --to {n}"),
+        &["sync", "--checksum", "--new-target", "--to", n],
     );
     b.undo(format!(
         "keyferry sync rollback -c {cluster_arg} --node {p} --to {n} (the new node's folder \
@@ -382,7 +386,7 @@ pub fn plan_add_node(file: &ClusterFile, cluster_arg: &str, node: &str) -> Resul
         "Give the new node the primary's encryption.config (a DPAPI-protected key is decrypted \
          on the primary before it travels, as the vendor says: the new node's copy is not \
          DPAPI-protected until you turn it on there)",
-        &format!("keys push --to {n}"),
+        &["keys", "push", "--to", n],
     );
     b.manual(
         "add.iis",
@@ -433,7 +437,7 @@ pub fn plan_add_node(file: &ClusterFile, cluster_arg: &str, node: &str) -> Resul
         p,
         "Verify: the new node's binaries and key equal the primary's and it has its \
          database.config",
-        "audit",
+        &["audit"],
     );
     Ok(Plan {
         cluster: file.name.clone(),
@@ -513,16 +517,14 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Confirm the upgraded primary works",
         format!("browse to {}'s site and log in; confirm it answers", p.name),
     );
-    let to = |nodes: &[&NodeSpec]| -> String {
-        nodes.iter().map(|n| format!(" --to {}", n.name)).collect()
-    };
     if !web.is_empty() {
         // With a DR node, the web nodes first: DR gets its folder only after its database.
-        let args = if dr.is_empty() {
-            "sync --checksum".to_owned()
-        } else {
-            format!("sync --checksum{}", to(&web))
-        };
+        let mut args = vec!["sync", "--checksum"];
+        if !dr.is_empty() {
+            for n in &web {
+                args.extend(["--to", n.name.as_str()]);
+            }
+        }
         b.auto(
             "ss.sync",
             &p.name,
@@ -587,7 +589,7 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
                 &p.name,
                 "Copy the application folder to the DR node, minus database.config and \
                  encryption.config",
-                &format!("sync --checksum --to {}", d.name),
+                &["sync", "--checksum", "--to", &d.name],
             );
             b.undo(format!(
                 "keyferry sync rollback -c {} --node {} --to {} (its previous folder comes \
@@ -608,7 +610,7 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         &p.name,
         "Bring every node's encryption.config to the primary's (a node whose key differs stops \
          the run and asks; replaced only once confirmed, backed up first)",
-        "keys push",
+        &["keys", "push"],
     );
     for n in &others {
         b.manual(
@@ -667,7 +669,7 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ss.verify",
         &p.name,
         "Verify: every node's binaries and keys equal the primary's",
-        "audit",
+        &["audit"],
     );
     Ok(())
 }
@@ -827,7 +829,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ha.failover",
         p,
         "Fail over to the secondary (the old primary is stopped and fenced)",
-        "ha failover",
+        &["ha", "failover"],
     );
     b.done_when(&[(s, "running-primary"), (p, "!running-primary")]);
     b.gate(
@@ -846,14 +848,14 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             "ha.rejoin-primary",
             p,
             "Make the old primary a replica of the upgraded database",
-            "ha rejoin",
+            &["ha", "rejoin"],
         );
         b.done_when(&[(s, "running-primary"), (p, "running-replica")]);
         b.auto(
             "ha.failover-back",
             s,
             "Fail back: the original primary's server is the primary again",
-            "ha failover",
+            &["ha", "failover"],
         );
         b.done_when(&[(p, "running-primary"), (s, "!running-primary")]);
         b.gate("ha status: healthy", Some("ha status"));
@@ -882,7 +884,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             "ha.push-keys",
             p,
             "Copy appsettings.json to the secondary (the keys stay as the installer kept them)",
-            &format!("keys push --to {s}"),
+            &["keys", "push", "--to", s],
         );
     } else {
         b.manual(
@@ -895,7 +897,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             "ha.push-keys",
             p,
             "Copy appsettings.json and the encryption keys to the secondary (keys.exp placed)",
-            &format!("keys push --to {s}"),
+            &["keys", "push", "--to", s],
         );
         b.manual(
             "ha.import-keys",
@@ -911,7 +913,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
                 "ha.cleanup",
                 n,
                 "Delete keys.exp (and anything else a transfer left)",
-                "keys cleanup",
+                &["keys", "cleanup"],
             );
         }
     }
@@ -924,16 +926,16 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "ha.rejoin-secondary",
         s,
         "Re-establish HA on the secondary",
-        "ha rejoin",
+        &["ha", "rejoin"],
     );
     b.done_when(&[(p, "running-primary"), (s, "running-replica")]);
     b.gate("the keys match (keyferry audit)", Some("audit"));
-    b.auto("ha.verify", p, "Verify the pair", "ha status");
+    b.auto("ha.verify", p, "Verify the pair", &["ha", "status"]);
     b.auto(
         "ha.audit",
         p,
         "Verify: both servers hold the same keys and appsettings.json",
-        "audit",
+        &["audit"],
     );
     for n in [s, p] {
         b.manual(
@@ -984,12 +986,15 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             export_keys(&p.name),
         );
         // Named: the HA pair's secondary has its keys already (and would be left a keys.exp).
-        let to: String = keyed.iter().map(|n| format!(" --to {}", n.name)).collect();
+        let mut push = vec!["keys", "push"];
+        for n in &keyed {
+            push.extend(["--to", n.name.as_str()]);
+        }
         b.push_keys(
             "rs.push-keys",
             &p.name,
             "Copy the encryption keys to the Action and Scheduler hosts (not Proxy)",
-            &format!("keys push{to}"),
+            &push,
         );
         for n in &keyed {
             b.manual(
@@ -1011,7 +1016,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
                 "rs.cleanup",
                 n,
                 "Delete keys.exp (and anything else a transfer left)",
-                "keys cleanup",
+                &["keys", "cleanup"],
             );
         }
     }
@@ -1029,7 +1034,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
         "rs.verify",
         &p.name,
         "Verify: the keys agree on every node that holds them",
-        "audit",
+        &["audit"],
     );
     Ok(())
 }

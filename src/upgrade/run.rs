@@ -430,7 +430,7 @@ impl Driver<'_> {
                             n: step.n,
                             title: step.title.clone(),
                             gate: step.gate.clone().unwrap_or_default(),
-                            command: step.gate_args.join(" "),
+                            command: crate::text::command_line(&step.gate_args),
                             code: ran.code,
                         });
                     }
@@ -619,7 +619,7 @@ impl Driver<'_> {
             return Err(RunError::KeyPlan {
                 n: step.n,
                 title: step.title.clone(),
-                command: dry.join(" "),
+                command: crate::text::command_line(&dry),
                 code: ran.code,
                 reason: doc
                     .as_ref()

@@ -385,8 +385,13 @@ pub struct Sshd {
 
 #[cfg(unix)]
 impl Sshd {
-    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
     pub fn start(dir: &Path) -> Option<Sshd> {
+        Sshd::start_with(dir, &[])
+    }
+
+    /// As [`Sshd::start`], with more `sshd` options (`-o ForceCommand=...`).
+    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+    pub fn start_with(dir: &Path, options: &[String]) -> Option<Sshd> {
         use std::process::Command;
         if !Path::new("/usr/sbin/sshd").exists() || rustix_is_not_root() {
             eprintln!("SKIPPED: /usr/sbin/sshd missing or not root; scripts/setup installs openssh-server");
@@ -408,6 +413,9 @@ impl Sshd {
         let port = free_port();
         let mut c = Command::new("/usr/sbin/sshd");
         sshd_args(&mut c, dir, "127.0.0.1", port);
+        for o in options {
+            c.arg("-o").arg(o);
+        }
         let status = c.args(["-o", "MaxStartups=64"]).status().unwrap();
         assert!(status.success(), "sshd did not start");
         let pid = sshd_pid(dir);

@@ -49,7 +49,10 @@ pub fn run(_args: Args, tree: fn() -> clap::Command) -> CmdResult {
         Ok(cli) => cli,
         Err(e) => {
             return refuse(
-                format!("the request does not parse: {}", e.kind()),
+                format!(
+                    "the request does not parse: {}",
+                    keyferry::text::one_line(e.to_string().lines().next().unwrap_or("")),
+                ),
                 "use the same keyferry version on every node",
             )
         }

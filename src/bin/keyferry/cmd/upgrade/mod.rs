@@ -346,19 +346,15 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         plan: &p,
     };
     // How the admin names this run in the commands we suggest.
-    let c = format!(
-        "{}{}{}",
-        args.cluster.display(),
-        args.node
-            .as_deref()
-            .map(|n| format!(" --node {n}"))
-            .unwrap_or_default(),
-        args.ssh
-            .ssh_config
-            .as_deref()
-            .map(|f| format!(" --ssh-config {}", f.display()))
-            .unwrap_or_default()
-    );
+    // (each value one word, quoted where it has spaces).
+    let mut words = vec![args.cluster.display().to_string()];
+    if let Some(n) = &args.node {
+        words.extend(["--node".to_owned(), n.clone()]);
+    }
+    if let Some(f) = &args.ssh.ssh_config {
+        words.extend(["--ssh-config".to_owned(), f.display().to_string()]);
+    }
+    let c = keyferry::text::command_line(&words);
     let fail = |e: RunError| failure(e, &c);
     match start {
         Start::Status => {
@@ -524,7 +520,11 @@ impl Hands for Terminal<'_> {
                     code: 2,
                     stdout: error_document(&Failure::new(
                         "usage",
-                        format!("keyferry {}: {}", args.join(" "), e.kind()),
+                        format!(
+                            "keyferry {}: {}",
+                            keyferry::text::command_line(args),
+                            e.kind()
+                        ),
                         None,
                     )),
                 })

@@ -1,0 +1,675 @@
+//! Windows nodes as they are: reached over OpenSSH, whose default shell is `cmd.exe`, running
+//! the Windows build of keyferry. The stand-in node is a real sshd on loopback whose forced
+//! command hands the client's command to a small Windows program under Wine
+//! (`tests/wine/openssh-exec.c`) that makes exactly the call OpenSSH for Windows makes:
+//! `CreateProcessW` of `"C:\Windows\System32\cmd.exe" /c "<command>"`, the command verbatim,
+//! stdin, stdout, stderr and the exit code passed through. Node names, folders and the cluster
+//! file's path are full of what `cmd.exe` reads (`&`, `^`, `%`, `!`, parentheses, spaces).
+//!
+//! What only real Windows can show: Wine's `cmd.exe` is close to Windows' but not identical
+//! (caret handling in some quoted forms), and Wine's PowerShell is a stub, so the PowerShell
+//! form of the command line (`& '<program>' request`) is checked against PowerShell's
+//! documented grammar in `src/remote/invoke.rs`, not run here.
+
+#![cfg(unix)]
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+const KEY_A: &[u8] = b"NPS-KEYS-A\x00\x01\x02 primary's keys.exp";
+const KEY_B: &[u8] = b"NPS-KEYS-B\x00\x09 another keys.exp";
+const SETTINGS_A: &[u8] = b"{\"ConnectionStrings\":{\"x\":\"primary\"}}";
+const SETTINGS_B: &[u8] = b"{\"ConnectionStrings\":{\"x\":\"old\"}}";
+
+/// The secondary's and the Action host's names: each would run something in `cmd.exe` if a
+/// shell ever read it (`&copy nul ...` creates a file in the login's folder).
+const NPS2: &str = "nps2 & co (100%OS%)^";
+const ACT: &str = "act&copy nul kf-canary&(x)%PATH%^!";
+
+/// The Windows build of keyferry, or `None` (said) when it is not built; `scripts/test-all`
+/// builds it first and sets `KEYFERRY_REQUIRE_WINE`, so there it is never skipped.
+#[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
+fn windows_exe() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::var_os("KEYFERRY_WINDOWS_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/x86_64-pc-windows-gnu/debug/keyferry.exe"));
+    let ready = exe.is_file()
+        && Path::new("/usr/lib/wine/wine64").exists()
+        && root
+            .join("target/wine-prefix/drive_c/windows/system32")
+            .is_dir()
+        && Path::new("/usr/bin/x86_64-w64-mingw32-gcc").exists();
+    if !ready {
+        assert!(
+            std::env::var_os("KEYFERRY_REQUIRE_WINE").is_none(),
+            "the Windows build, Wine's prefix or mingw is missing: {}",
+            exe.display()
+        );
+        eprintln!(
+            "SKIPPED: no Windows build at {} (or no Wine prefix): run \
+             eval \"$(scripts/wine-env)\" && cargo build --target x86_64-pc-windows-gnu --features failpoints",
+            exe.display()
+        );
+        return None;
+    }
+    Some(exe)
+}
+
+/// A Linux path as the Windows node sees it: Wine's drive Z: is `/`.
+fn win(p: &Path) -> String {
+    format!("Z:{}", p.display().to_string().replace('/', "\\"))
+}
+
+/// A TOML basic string (JSON's escapes are TOML's).
+fn toml(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// The tests here share one Wine prefix: one at a time (Wine's process creation is not
+/// reliable with several sessions starting at once, which real Windows does not show).
+static WINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Bed {
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    /// Every command line the node's sshd was given, one per line.
+    log: PathBuf,
+    /// The login's folder there (cmd.exe's current folder).
+    home: PathBuf,
+    /// keyferry.exe as the node names it (under `Program Files (x86)`).
+    program: String,
+}
+
+impl Bed {
+    fn start() -> Option<Bed> {
+        Bed::start_as(false)
+    }
+
+    /// With `subsystem`, the node's sshd has `Subsystem keyferry <keyferry.exe> request` and
+    /// no forced command: keyferry.exe runs with no shell at all.
+    fn start_as(subsystem: bool) -> Option<Bed> {
+        let exe = windows_exe()?;
+        let guard = WINE.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // One running Wine for every session, as one Windows for every login: its server
+        // kept for a minute after the last client, its services started here, outside any
+        // session. Otherwise each session boots Wine's services, which hold the session's
+        // output open (sshd waits for them) until Wine shuts down again.
+        let prefix = root.join("target/wine-prefix");
+        let _ = std::process::Command::new("/usr/lib/wine/wineserver")
+            .arg("-p60")
+            .env("WINEPREFIX", &prefix)
+            .status();
+        let _ = std::process::Command::new("/usr/lib/wine/wine64")
+            .args(["cmd", "/c", "exit"])
+            .env("WINEPREFIX", &prefix)
+            .env("WINEDEBUG", "-all")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let launcher = dir.path().join("openssh-exec.exe");
+        let built = std::process::Command::new("x86_64-w64-mingw32-gcc")
+            .args(["-O2", "-municode", "-o"])
+            .arg(&launcher)
+            .arg(root.join("tests/wine/openssh-exec.c"))
+            .status()
+            .unwrap();
+        assert!(built.success(), "the OpenSSH stand-in did not build");
+        let folder = dir.path().join("Program Files (x86)/keyferry");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::os::unix::fs::symlink(&exe, folder.join("keyferry.exe")).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let log = dir.path().join("commands.log");
+        let script = shell_script(
+            &dir.path().join("force-command"),
+            &format!(
+                "printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" >> {log:?}\n\
+                 cd {home:?}\n\
+                 export WINEPREFIX={prefix:?} WINEARCH=win64 WINEDEBUG=-all LANG=C.UTF-8 \
+                 KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1\n\
+                 exec /usr/lib/wine/wine64 {launcher:?}\n",
+                prefix = root.join("target/wine-prefix"),
+            ),
+        );
+        let sub = shell_script(
+            &dir.path().join("subsystem"),
+            &format!(
+                "printf 'subsystem keyferry\\n' >> {log:?}\n\
+                 cd {home:?}\n\
+                 export WINEPREFIX={prefix:?} WINEARCH=win64 WINEDEBUG=-all LANG=C.UTF-8 \
+                 KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1\n\
+                 exec /usr/lib/wine/wine64 {exe:?} request\n",
+                prefix = root.join("target/wine-prefix"),
+                exe = folder.join("keyferry.exe"),
+            ),
+        );
+        let option = if subsystem {
+            format!("Subsystem keyferry {}", sub.display())
+        } else {
+            format!("ForceCommand {}", script.display())
+        };
+        let sshd = Sshd::start_with(dir.path(), &[option])?;
+        Some(Bed {
+            _one_at_a_time: guard,
+            program: win(&folder.join("keyferry.exe")),
+            dir,
+            sshd,
+            log,
+            home,
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cluster(&self) -> PathBuf {
+        self.path("cluster (1) & %OS%.toml")
+    }
+
+    /// A Privilege Secure cluster: nps1 here (Linux), its secondary and an Action host on the
+    /// Windows node, with `extra` in each Windows node's `[[node]]`.
+    fn write_cluster(&self, extra: &str) {
+        let mut t = format!(
+            "name = \"nps\"\nprofile = \"privilege-secure\"\n\n[ha]\npassfile = {}\n\n\
+             [[node]]\nname = \"nps1\"\nrole = \"primary\"\naddress = \"10.0.5.1\"\n\
+             state_dir = {}\npaths = {{ keytools = {}, ha = {} }}\n",
+            toml(&self.path("pgpass").display().to_string()),
+            toml(&self.path("nps1/state").display().to_string()),
+            toml(&self.path("nps1/KeyTools").display().to_string()),
+            toml(&self.path("nps1/HA").display().to_string()),
+        );
+        for (name, role, ip) in [
+            (NPS2, "secondary", "10.0.5.2"),
+            (ACT, "action", "10.0.5.11"),
+        ] {
+            let d = self.node_dir(name);
+            let mut paths = format!("keytools = {}", toml(&win(&d.join("Key Tools (x86)"))));
+            if role == "secondary" {
+                paths.push_str(&format!(", ha = {}", toml(&win(&d.join("HA & more")))));
+            }
+            t.push_str(&format!(
+                "\n[[node]]\nname = {}\nrole = \"{role}\"\naddress = \"{ip}\"\n\
+                 access = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {}\n\
+                 remote_cluster = {}\nstate_dir = {}\npaths = {{ {paths} }}\n{extra}\n",
+                toml(name),
+                self.sshd.port,
+                toml(&self.program),
+                toml(&win(&self.cluster())),
+                toml(&win(&d.join("state %TEMP%"))),
+            ));
+        }
+        std::fs::write(self.cluster(), t).unwrap();
+    }
+
+    /// A Windows node's own folder (named after it, special characters and all).
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.path("nodes").join(name)
+    }
+
+    /// nps1 holds KEY_A and its settings; nps2 another set; the Action host none.
+    fn lay_out(&self) {
+        for (dir, files) in [
+            (
+                self.path("nps1"),
+                vec![
+                    ("KeyTools/keys.exp", KEY_A),
+                    ("HA/appsettings.json", SETTINGS_A),
+                ],
+            ),
+            (
+                self.node_dir(NPS2),
+                vec![
+                    ("Key Tools (x86)/keys.exp", KEY_B),
+                    ("HA & more/appsettings.json", SETTINGS_B),
+                ],
+            ),
+            (self.node_dir(ACT), vec![]),
+        ] {
+            std::fs::create_dir_all(dir.join("state")).unwrap();
+            for (rel, bytes) in files {
+                let p = dir.join(rel);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+        }
+        std::fs::create_dir_all(self.node_dir(ACT).join("Key Tools (x86)")).unwrap();
+        std::fs::write(
+            self.path("pgpass"),
+            "*:5432:*:postgres:not-used-here\n*:5432:*:repuser:not-used-here\n",
+        )
+        .unwrap();
+        private(&self.path("pgpass"));
+    }
+
+    /// `keyferry <args> -c <cluster> [--node nps1] --ssh-config <its config>` here (the
+    /// audit takes no node: it runs from anywhere).
+    fn keyferry(&self, args: &[&str]) -> Run {
+        let cl = self.cluster();
+        let cfg = self.sshd.config.clone();
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend([
+            "-c",
+            cl.to_str().unwrap(),
+            "--ssh-config",
+            cfg.to_str().unwrap(),
+        ]);
+        if args[0] != "audit" {
+            a.extend(["--node", "nps1"]);
+        }
+        keyferry(&a, None)
+    }
+
+    fn commands(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn target<'a>(doc: &'a serde_json::Value, node: &str) -> &'a serde_json::Value {
+    doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["node"] == node)
+        .unwrap_or_else(|| panic!("no target {node} in {doc}"))
+}
+
+/// Push, audit and a peer's HA check through cmd.exe on the Windows node, with node names,
+/// folders and the cluster file's path full of what cmd.exe reads: each works, the node's
+/// shell is found out as cmd, and the only command lines the node ever saw are the probe and
+/// `"<keyferry.exe>" request`.
+#[test]
+fn a_windows_node_behind_cmd_exe_takes_pushes_and_answers_audits_and_checks() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.lay_out();
+    bed.write_cluster("");
+    let nodes_before = snapshot(&bed.path("nodes"));
+
+    // A dry run first: nps2 holds another set (refused without --replace), act none.
+    let r = bed.keyferry(&[
+        "keys",
+        "push",
+        "--to",
+        NPS2,
+        "--to",
+        ACT,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(r.code(), 1, "{}\n{}", r.stdout(), r.stderr());
+    let doc = r.json();
+    assert_eq!(target(&doc, NPS2)["outcome"], "would-refuse", "{doc}");
+    assert_eq!(target(&doc, ACT)["outcome"], "would-install", "{doc}");
+    assert_eq!(
+        nodes_before,
+        snapshot(&bed.path("nodes")),
+        "a dry run changed the node"
+    );
+
+    let r = bed.keyferry(&[
+        "keys",
+        "push",
+        "--to",
+        NPS2,
+        "--to",
+        ACT,
+        "--replace",
+        "--json",
+    ]);
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    let doc = r.json();
+    for n in [NPS2, ACT] {
+        assert_eq!(target(&doc, n)["outcome"], "installed", "{doc}");
+    }
+    // The secondary takes the whole set; the Action host its role's part (keys.exp).
+    assert_eq!(target(&doc, NPS2)["after"], doc["fingerprint"], "{doc}");
+    let nps2 = bed.node_dir(NPS2);
+    assert_eq!(
+        std::fs::read(nps2.join("Key Tools (x86)/keys.exp")).unwrap(),
+        KEY_A
+    );
+    assert_eq!(
+        std::fs::read(nps2.join("HA & more/appsettings.json")).unwrap(),
+        SETTINGS_A
+    );
+    assert_eq!(
+        std::fs::read(bed.node_dir(ACT).join("Key Tools (x86)/keys.exp")).unwrap(),
+        KEY_A
+    );
+    // nps2's own import kept its old settings in its own state folder, a Windows path there
+    // (keys.exp is the vendor's transient export: not kept).
+    let backup = PathBuf::from(
+        target(&doc, NPS2)["backup_dir"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Z:")
+            .replace('\\', "/"),
+    );
+    assert!(
+        backup.starts_with(nps2.join("state %TEMP%")),
+        "{}",
+        backup.display()
+    );
+    let kept = snapshot(&backup);
+    assert!(
+        kept.iter()
+            .any(|(p, b)| p.ends_with("appsettings.json") && b.as_slice() == SETTINGS_B),
+        "the old appsettings.json is not in {}: {:?}",
+        backup.display(),
+        kept.keys().collect::<Vec<_>>()
+    );
+    for out in [&r.out.stdout, &r.out.stderr] {
+        assert!(
+            !out.windows(KEY_A.len()).any(|w| w == KEY_A),
+            "key bytes in output"
+        );
+    }
+
+    // The audit: every node's fingerprint, the Windows ones from their own keyferry.exe,
+    // which also name the vendor's export left on them (so the audit says no).
+    let r = bed.keyferry(&["audit", "--json"]);
+    assert_eq!(r.code(), 1, "{}\n{}", r.stdout(), r.stderr());
+    let doc = r.json();
+    let nodes = doc["nodes"].as_array().unwrap();
+    for n in [NPS2, ACT] {
+        let row = nodes.iter().find(|x| x["node"] == n).unwrap();
+        assert_eq!(row["via"], "ssh", "{row}");
+        assert_eq!(row["status"], "match", "{row}");
+        let left = row["export_files_left"][0].as_str().unwrap();
+        assert!(
+            left.starts_with("Z:\\") && left.ends_with("\\Key Tools (x86)\\keys.exp"),
+            "{row}"
+        );
+    }
+
+    // No shell on the node ever saw a name, a path or a key: only the probe and the program.
+    let commands = bed.commands();
+    assert!(commands.len() >= 3, "{commands:?}");
+    let call = format!("\"{}\" request", bed.program);
+    for c in &commands {
+        assert!(
+            c == keyferry::remote::invoke::PROBE || *c == call,
+            "the node's shell was given {c:?}"
+        );
+    }
+    // One probe per node and run (a push reaches two nodes: two probes at most).
+    let probes = commands
+        .iter()
+        .filter(|c| *c == keyferry::remote::invoke::PROBE)
+        .count();
+    assert!(probes <= 2 * 3, "{commands:?}");
+    // Nothing a name could have run: no file created in the login's folder.
+    let left: Vec<_> = std::fs::read_dir(&bed.home).unwrap().flatten().collect();
+    assert!(left.is_empty(), "cmd.exe ran part of a name: {left:?}");
+}
+
+/// The HA check from nps1 reaches its peer's own `ha check --here-only` through cmd.exe:
+/// the peer's findings come back as the peer's, never "could not check".
+#[test]
+fn the_peers_ha_check_runs_through_cmd_exe_and_comes_back_as_its_findings() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.lay_out();
+    bed.write_cluster("shell = \"cmd\"");
+    let r = bed.keyferry(&["ha", "check", "--json", "--timeout", "20s"]);
+    let doc = r.json();
+    let findings = doc["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["code"] == "peer-check-failed" || f["code"] == "peer-not-checked"),
+        "{doc}\n{}",
+        r.stderr()
+    );
+    assert!(
+        findings.iter().any(|f| f["from"] == NPS2),
+        "no finding made on {NPS2}: {doc}"
+    );
+    // Declared: no probe.
+    let commands = bed.commands();
+    assert!(!commands.is_empty());
+    assert!(
+        commands
+            .iter()
+            .all(|c| *c == format!("\"{}\" request", bed.program)),
+        "{commands:?}"
+    );
+}
+
+/// The usual mistakes: a node declared with the wrong shell fails with cmd.exe's own words
+/// relayed and changes nothing; a `remote_keyferry` that cmd.exe would expand is refused when
+/// the file is read, with what to do.
+#[test]
+fn a_wrongly_declared_shell_or_an_unquotable_program_is_said_and_changes_nothing() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.lay_out();
+    let before = snapshot(&bed.path("nodes"));
+    for shell in ["sh", "powershell"] {
+        bed.write_cluster(&format!("shell = \"{shell}\""));
+        let r = bed.keyferry(&["keys", "push", "--to", ACT, "--json"]);
+        assert_ne!(r.code(), 0, "{}", r.stdout());
+        let doc = r.json();
+        let t = target(&doc, ACT);
+        assert_ne!(t["outcome"], "installed", "{t}");
+        assert!(
+            t["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("gave no report"),
+            "{shell}: {t}"
+        );
+        assert_eq!(before, snapshot(&bed.path("nodes")), "{shell}");
+    }
+    let text = std::fs::read_to_string(bed.cluster()).unwrap().replace(
+        &toml(&bed.program),
+        &toml(r"C:\keyferry %PATH%\keyferry.exe"),
+    );
+    std::fs::write(bed.cluster(), text).unwrap();
+    let r = bed.keyferry(&["audit", "--json"]);
+    r.assert_code(2);
+    let e = r.json()["error"].clone();
+    assert_eq!(e["code"], "cluster-file", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("ssh subsystem"),
+        "{e}"
+    );
+    assert_eq!(before, snapshot(&bed.path("nodes")));
+}
+
+/// The upgrade run's steps on the Windows nodes run there through cmd.exe: the key push to
+/// them, each one's cleanup of the vendor's export, and the closing audit, which then agrees.
+#[test]
+fn an_upgrade_runs_its_steps_on_the_windows_nodes_through_cmd_exe() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.lay_out();
+    // Declared: each resume is a new keyferry, which would probe again.
+    bed.write_cluster("shell = \"cmd\"");
+    // The vendor's import done on nps2 by hand already: the push finds the same keys there.
+    for rel in ["Key Tools (x86)/keys.exp", "HA & more/appsettings.json"] {
+        let from = if rel.starts_with("Key") {
+            KEY_A
+        } else {
+            SETTINGS_A
+        };
+        std::fs::write(bed.node_dir(NPS2).join(rel), from).unwrap();
+    }
+    // Run here: what reaches the Windows nodes (pushes, cleanups) and the audits. Everything
+    // else needs the vendor's tools or a PostgreSQL pair, and is marked done by hand.
+    let ours = [
+        "ha.push-keys",
+        "ha.cleanup",
+        "rs.push-keys",
+        "rs.cleanup",
+        "rs.verify",
+    ];
+    let walk = |cmd: &str, extra: &[&str]| {
+        let mut a = vec!["upgrade", cmd, "--batch"];
+        a.extend_from_slice(extra);
+        bed.keyferry(&a)
+    };
+    let cl = bed.cluster();
+    let plan = keyferry(
+        &["upgrade", "plan", "--json", "-c", cl.to_str().unwrap()],
+        None,
+    )
+    .json();
+    let kind_of = |n: u64| {
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["n"] == n)
+            .map(|s| s["kind"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let r = walk("run", &[]);
+    assert!(r.code() <= 3, "{}", r.stderr());
+    let mut ran = Vec::new();
+    let mut last = String::new();
+    for _ in 0..60 {
+        let st = walk("status", &["--json"]).json();
+        let Some(next) = st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .cloned()
+        else {
+            break;
+        };
+        let n = next["n"].as_u64().unwrap().to_string();
+        let id = next["id"].as_str().unwrap();
+        if ours.contains(&id) && !ran.contains(&n) {
+            ran.push(n.clone());
+            let r = walk("resume", &[]);
+            last = format!("{}\n{}", r.stdout(), r.stderr());
+            assert!(
+                next["failed"].is_null() && r.code() != 2,
+                "step {n} ({id}) on {}: {}\n{}",
+                next["node"],
+                r.stdout(),
+                r.stderr()
+            );
+            continue;
+        }
+        assert!(
+            !ours.contains(&id),
+            "step {n} ({id}) did not finish: {next}\n{last}"
+        );
+        let kind = if kind_of(next["n"].as_u64().unwrap()) == "auto" {
+            "--mark-done"
+        } else {
+            "--confirm"
+        };
+        if id.ends_with("export-keys") {
+            // The vendor's export, as the admin runs it before confirming.
+            std::fs::write(bed.path("nps1/KeyTools/keys.exp"), KEY_A).unwrap();
+        }
+        let mut extra = vec![kind, n.as_str()];
+        if kind == "--mark-done" {
+            extra.extend(["--because", "checked by hand in this test"]);
+        }
+        walk("resume", &extra);
+    }
+    let st = walk("status", &["--json"]).json();
+    let steps = st["steps"].as_array().unwrap();
+    for id in ours {
+        for s in steps.iter().filter(|s| s["id"] == id) {
+            assert!(
+                s["done"] == "ran" || s["done"] == "already",
+                "{id} on {}: {s}",
+                s["node"]
+            );
+        }
+    }
+    for node in [NPS2, ACT] {
+        let on = |s: &&serde_json::Value| {
+            s["node"] == node && s["id"].as_str().unwrap().ends_with("cleanup")
+        };
+        assert!(steps.iter().any(|s| on(&s)), "no cleanup step on {node}");
+        assert!(
+            !bed.node_dir(node).join("Key Tools (x86)/keys.exp").exists(),
+            "{node}'s keys.exp is still there"
+        );
+    }
+    assert!(!bed.path("nps1/KeyTools/keys.exp").exists());
+    let call = format!("\"{}\" request", bed.program);
+    for c in bed.commands() {
+        assert!(
+            c == keyferry::remote::invoke::PROBE || c == call,
+            "the node's shell was given {c:?}"
+        );
+    }
+}
+
+/// Through a subsystem no shell is involved: `ssh -s keyferry`, the node's sshd starts
+/// keyferry.exe itself, and push and audit work the same.
+#[test]
+fn through_a_subsystem_keyferry_exe_runs_with_no_shell_at_all() {
+    let Some(bed) = Bed::start_as(true) else {
+        return;
+    };
+    bed.lay_out();
+    bed.write_cluster("ssh_subsystem = \"keyferry\"");
+    let r = bed.keyferry(&[
+        "keys",
+        "push",
+        "--to",
+        NPS2,
+        "--to",
+        ACT,
+        "--replace",
+        "--json",
+    ]);
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    for n in [NPS2, ACT] {
+        assert_eq!(
+            target(&r.json(), n)["outcome"],
+            "installed",
+            "{}",
+            r.stdout()
+        );
+        assert_eq!(
+            std::fs::read(bed.node_dir(n).join("Key Tools (x86)/keys.exp")).unwrap(),
+            KEY_A
+        );
+    }
+    let r = bed.keyferry(&["audit", "--json"]);
+    let doc = r.json();
+    for n in [NPS2, ACT] {
+        let row = doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["node"] == n)
+            .unwrap();
+        assert_eq!(row["status"], "match", "{row}");
+    }
+    // Four sessions (two pushes, two audits), each the subsystem, none a command line.
+    let commands = bed.commands();
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c == "subsystem keyferry"),
+        "{commands:?}"
+    );
+}
