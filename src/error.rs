@@ -198,6 +198,10 @@ pub enum Error {
     /// A PostgreSQL server did not answer or refused a query.
     #[error("{what}: {why}")]
     Postgres { what: String, why: String },
+    /// One of this node's services (an IIS application pool, a Windows service, IIS, a
+    /// reboot) or a site's answer was not what it must be (the hint says what to do).
+    #[error("{why}")]
+    Host { why: String, hint: String },
 
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
@@ -251,6 +255,7 @@ impl Error {
             Error::ProtectedChanged(_) => "protected-changed",
             Error::HaRefused { .. } => "ha-refused",
             Error::HaFailed { .. } => "ha-failed",
+            Error::Host { .. } => "host",
             Error::Postgres { .. } => "postgres",
             Error::NotAFile { .. } => "not-a-file",
             Error::TooLarge { .. } => "too-large",
@@ -337,6 +342,7 @@ impl Error {
         "ha-refused",
         "ha-failed",
         "postgres",
+        "host",
         "io",
     ];
 }

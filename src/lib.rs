@@ -29,6 +29,7 @@ pub mod failpoint;
 pub mod fingerprint;
 pub mod fs;
 pub mod ha;
+pub mod host;
 pub mod keys;
 pub mod os;
 pub mod parallel;

@@ -147,6 +147,44 @@ impl Kind for Preflight {
     const KIND: &'static str = "upgrade-preflight";
 }
 
+/// `keyferry host ...` on a node: what it found and changed there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostReport {
+    pub node: String,
+    /// `pool-stop`, `pool-start`, `service-stop`, `service-start`, `iis-restart`, `reboot`,
+    /// `status`.
+    pub action: String,
+    /// Each pool or service: before, after, and whether keyferry changed it.
+    pub changes: Vec<crate::host::Change>,
+    /// When the node last started (RFC 3339), to tell a rebooted node from one that was not.
+    pub booted: Option<String>,
+    /// What else it did (iisreset's words, the reboot asked for).
+    pub note: Option<String>,
+}
+
+impl Kind for HostReport {
+    const KIND: &'static str = "host";
+}
+
+/// `keyferry host check-site`: each node's site, as it answered from here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteReport {
+    pub ok: bool,
+    pub sites: Vec<SiteRow>,
+}
+
+/// One node's site answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteRow {
+    pub node: String,
+    #[serde(flatten)]
+    pub answer: crate::host::site::SiteAnswer,
+}
+
+impl Kind for SiteReport {
+    const KIND: &'static str = "host-site";
+}
+
 /// The reports an upgrade step's command writes, by their `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -160,6 +198,8 @@ pub enum StepReport {
     HaStatus(PairStatus),
     UpgradePreflight(Preflight),
     Audit(AuditReport),
+    Host(HostReport),
+    HostSite(SiteReport),
     /// A report of a kind the run does not read (it is still kept with the run's record).
     #[serde(other)]
     Other,

@@ -74,6 +74,10 @@ static WINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Bed {
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+    /// The Windows build.
+    exe: PathBuf,
+    /// The stand-in tools' folder (KEYFERRY_TEST_SYSTEM32 on the node).
+    sys32: PathBuf,
     dir: tempfile::TempDir,
     sshd: Sshd,
     /// Every command line the node's sshd was given, one per line.
@@ -121,6 +125,24 @@ impl Bed {
             .status()
             .unwrap();
         assert!(built.success(), "the OpenSSH stand-in did not build");
+        // Stand-ins for appcmd, sc, iisreset and shutdown (no IIS, no product service here).
+        let sys32 = dir.path().join("Windows/System32");
+        std::fs::create_dir_all(sys32.join("inetsrv")).unwrap();
+        for tool in [
+            "inetsrv/appcmd.exe",
+            "sc.exe",
+            "iisreset.exe",
+            "shutdown.exe",
+        ] {
+            let built = std::process::Command::new("x86_64-w64-mingw32-gcc")
+                .args(["-O2", "-municode", "-o"])
+                .arg(sys32.join(tool))
+                .arg(root.join("tests/wine/standin.c"))
+                .arg("-lshell32")
+                .status()
+                .unwrap();
+            assert!(built.success(), "the stand-in {tool} did not build");
+        }
         let folder = dir.path().join("Program Files (x86)/keyferry");
         std::fs::create_dir_all(&folder).unwrap();
         std::os::unix::fs::symlink(&exe, folder.join("keyferry.exe")).unwrap();
@@ -133,9 +155,11 @@ impl Bed {
                 "printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" >> {log:?}\n\
                  cd {home:?}\n\
                  export WINEPREFIX={prefix:?} WINEARCH=win64 WINEDEBUG=-all LANG=C.UTF-8 \
-                 KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1\n\
+                 KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1 \
+                 KEYFERRY_TEST_SYSTEM32={sys:?} STANDIN_DIR={sys:?}\n\
                  exec /usr/lib/wine/wine64 {launcher:?}\n",
                 prefix = root.join("target/wine-prefix"),
+                sys = win(&sys32),
             ),
         );
         let sub = shell_script(
@@ -158,6 +182,8 @@ impl Bed {
         let sshd = Sshd::start_with(dir.path(), &[option])?;
         Some(Bed {
             _one_at_a_time: guard,
+            exe,
+            sys32,
             program: win(&folder.join("keyferry.exe")),
             dir,
             sshd,
@@ -265,6 +291,39 @@ impl Bed {
             a.extend(["--node", "nps1"]);
         }
         keyferry(&a, None)
+    }
+
+    /// keyferry.exe run on the Windows node itself (under Wine, no ssh): `args` then
+    /// `-c <cluster as the node names it> --node <node> --json`.
+    fn on_node(&self, node: &str, args: &[&str]) -> Run {
+        let cl = win(&self.cluster());
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["-c", &cl, "--node", node, "--json"]);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("/usr/lib/wine/wine64")
+            .arg(&self.exe)
+            .args(&a)
+            .env("WINEPREFIX", root.join("target/wine-prefix"))
+            .env("WINEDEBUG", "-all")
+            .env("KEYFERRY_TEST_SYSTEM32", win(&self.sys32))
+            .env("STANDIN_DIR", win(&self.sys32))
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            args: a.iter().map(|s| s.to_string()).collect(),
+            out,
+        }
+    }
+
+    /// What the stand-in tools were asked, one call per line (`tool|arg|arg...`), and the
+    /// log emptied.
+    fn tool_calls(&self) -> Vec<String> {
+        let p = self.sys32.join("calls.log");
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let _ = std::fs::remove_file(&p);
+        text.lines().map(str::to_owned).collect()
     }
 
     fn commands(&self) -> Vec<String> {
@@ -672,4 +731,115 @@ fn through_a_subsystem_keyferry_exe_runs_with_no_shell_at_all() {
         commands.iter().all(|c| c == "subsystem keyferry"),
         "{commands:?}"
     );
+}
+
+/// The node's own services, driven on the node: each change checks the state first, asks the
+/// tool with the name as one argument, and waits for the state; already-there is said and
+/// asks nothing; a name the node does not know is refused with what to do. The tools are
+/// stand-ins (no IIS or product service under Wine) that record exactly what they were asked.
+#[test]
+fn pools_and_services_are_driven_by_name_checked_first_and_said() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.lay_out();
+    bed.write_cluster(
+        "shell = \"cmd\"\napp_pool = \"Secret Server (x86) & co\"\nservices = [\"SbPAM Web\", \"SbPAMProxy\"]",
+    );
+    std::fs::write(bed.sys32.join("pool-Secret Server (x86) & co"), "Started").unwrap();
+    std::fs::write(bed.sys32.join("svc-SbPAM Web"), "4").unwrap();
+    std::fs::write(bed.sys32.join("svc-SbPAMProxy"), "4").unwrap();
+
+    let r = bed.on_node(ACT, &["host", "pool", "stop"]);
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    let c = &r.json()["changes"][0];
+    assert_eq!(
+        (
+            c["kind"].as_str(),
+            c["name"].as_str(),
+            c["before"].as_str(),
+            c["after"].as_str(),
+            c["changed"].as_bool()
+        ),
+        (
+            Some("pool"),
+            Some("Secret Server (x86) & co"),
+            Some("running"),
+            Some("stopped"),
+            Some(true)
+        ),
+        "{c}"
+    );
+    assert_eq!(
+        bed.tool_calls(),
+        [
+            "appcmd.exe|list|apppool|Secret Server (x86) & co|/text:state",
+            "appcmd.exe|stop|apppool|/apppool.name:Secret Server (x86) & co",
+            "appcmd.exe|list|apppool|Secret Server (x86) & co|/text:state",
+        ]
+    );
+    // Again: already stopped, nothing asked of IIS but its state.
+    let r = bed.on_node(ACT, &["host", "pool", "stop"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.json()["changes"][0]["changed"], false);
+    assert_eq!(bed.tool_calls().len(), 1);
+
+    // Services stop in the reverse of their start order, and start in it.
+    let r = bed.on_node(ACT, &["host", "service", "stop"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let asked: Vec<String> = bed
+        .tool_calls()
+        .into_iter()
+        .filter(|c| !c.contains("|query|"))
+        .collect();
+    assert_eq!(asked, ["sc.exe|stop|SbPAMProxy", "sc.exe|stop|SbPAM Web"]);
+    let r = bed.on_node(ACT, &["host", "service", "start"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let asked: Vec<String> = bed
+        .tool_calls()
+        .into_iter()
+        .filter(|c| !c.contains("|query|"))
+        .collect();
+    assert_eq!(asked, ["sc.exe|start|SbPAM Web", "sc.exe|start|SbPAMProxy"]);
+    let r = bed.on_node(ACT, &["host", "status"]);
+    let doc = r.json();
+    let states: Vec<&str> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["after"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["stopped", "running", "running"], "{doc}");
+    assert!(doc["booted"].as_str().is_some(), "{doc}");
+
+    // A service the node does not have: refused with the tool's words and what to do.
+    std::fs::remove_file(bed.sys32.join("svc-SbPAMProxy")).unwrap();
+    let r = bed.on_node(ACT, &["host", "service", "stop"]);
+    r.assert_code(2);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "host", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("1060"), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("services.msc"), "{e}");
+
+    // IIS restart and reboot ask their tools exactly this.
+    bed.tool_calls();
+    bed.on_node(ACT, &["host", "iis-restart"]).assert_code(0);
+    bed.on_node(ACT, &["host", "reboot", "--delay", "30s"])
+        .assert_code(0);
+    assert_eq!(
+        bed.tool_calls(),
+        [
+            "iisreset.exe|/restart",
+            "shutdown.exe|/r|/t|30|/d|p:4:1|/c|keyferry: the vendor's upgrade procedure reboots this server",
+        ]
+    );
+    // No IIS on the node: said, nothing run.
+    std::fs::remove_file(bed.sys32.join("inetsrv/appcmd.exe")).unwrap();
+    let r = bed.on_node(ACT, &["host", "pool", "start"]);
+    r.assert_code(2);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("IIS is not installed"));
+    assert!(bed.tool_calls().is_empty());
 }

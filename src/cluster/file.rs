@@ -135,6 +135,22 @@ pub struct NodeSpec {
     /// This node's `pg_hba.conf`, if readable from here (for `diagnose --check pg-hba`).
     #[serde(default)]
     pub pg_hba: Option<PathBuf>,
+    /// The node's IIS application pool (Secret Server), as IIS Manager names it: the upgrade
+    /// stops and starts it (`keyferry host pool`).
+    #[serde(default)]
+    pub app_pool: Option<String>,
+    /// The product's Windows services on the node, by service name, in the order they start
+    /// (`keyferry host service`; stopped in the reverse order).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// The node's site, for "confirm it works" (`keyferry host check-site`): an https:// URL
+    /// that answers with success when the node works.
+    #[serde(default)]
+    pub site_url: Option<String>,
+    /// A PEM file of the CA that signed the site's certificate, if the system does not trust
+    /// it already (relative to the cluster file's folder).
+    #[serde(default)]
+    pub site_ca: Option<PathBuf>,
     /// This node's PostgreSQL, where it differs from the cluster's `[ha]` (`keyferry ha`).
     #[serde(default)]
     pub ha: Option<crate::ha::config::NodeHa>,
@@ -272,6 +288,14 @@ impl ClusterFile {
                         n.name
                     )));
                 }
+            }
+            for name in n.app_pool.iter().chain(&n.services) {
+                crate::host::check_name(name)
+                    .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
+            }
+            if let Some(url) = &n.site_url {
+                crate::host::site::check_url(url)
+                    .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
             }
             for slot in n.reach.keys() {
                 if !n.paths.contains_key(slot) {

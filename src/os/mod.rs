@@ -99,6 +99,12 @@ pub fn start_writeback(file: &std::fs::File) {
     let _ = file;
 }
 
+/// Milliseconds since Windows started.
+#[cfg(windows)]
+pub fn tick_count() -> u64 {
+    win::tick_count()
+}
+
 /// Bytes an unprivileged writer may still use on the file system that holds `path` (a folder;
 /// on Windows a share path works too).
 pub fn free_space(path: &Path) -> std::io::Result<u64> {

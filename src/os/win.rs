@@ -94,6 +94,12 @@ pub fn protect(plain: &[u8], machine: bool) -> Result<Vec<u8>, DpapiError> {
     Ok(unsafe { take(&out) })
 }
 
+/// Milliseconds since Windows started.
+pub fn tick_count() -> u64 {
+    // SAFETY: GetTickCount64 takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { windows_sys::Win32::System::SystemInformation::GetTickCount64() }
+}
+
 fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
     s.encode_wide().chain(std::iter::once(0)).collect()
 }

@@ -146,13 +146,15 @@ pub fn header(args: &[String]) -> Vec<u8> {
 /// The top-level commands a request may run: those other nodes send (the audit's
 /// `fingerprint`, `keys import -` from `keys push`, `ha check --here-only`, `upgrade
 /// preflight --here-only`, and an upgrade run's steps). `shred`, `demo`, `completions`,
-/// `man` and `request` itself are not among them: a node reached through a forced command
+/// `man` and `request` itself are not among them (`host` is: an upgrade run stops and starts
+/// a node's pool and services, and reboots it): a node reached through a forced command
 /// runs keyferry's cluster commands and nothing else.
 pub const VERBS: &[&str] = &[
     "keys",
     "audit",
     "sync",
     "ha",
+    "host",
     "upgrade",
     "diagnose",
     "fingerprint",

@@ -933,6 +933,51 @@ fn changes_of(doc: &Document) -> Vec<String> {
                     .collect()
             }
         }
+        StepReport::Host(h) => {
+            let mut v: Vec<String> = h
+                .changes
+                .iter()
+                .map(|c| {
+                    let state = |s: crate::host::State| s.word();
+                    if c.changed {
+                        format!(
+                            "{}: {} {} -> {}",
+                            h.node,
+                            c.thing,
+                            state(c.before),
+                            state(c.after)
+                        )
+                    } else {
+                        format!("{}: {} already {}", h.node, c.thing, state(c.after))
+                    }
+                })
+                .collect();
+            v.extend(h.note.iter().map(|n| format!("{}: {n}", h.node)));
+            v
+        }
+        StepReport::HostSite(r) => r
+            .sites
+            .iter()
+            .map(|s| match (&s.answer.why, s.answer.works) {
+                (_, true) => format!(
+                    "{}: {} works (HTTP {})",
+                    s.node,
+                    s.answer.url,
+                    shown(s.answer.status.map(u32::from))
+                ),
+                (Some(why), false) => format!(
+                    "{}: {} does not work: {why}{}",
+                    s.node,
+                    s.answer.url,
+                    s.answer
+                        .fix
+                        .as_deref()
+                        .map(|f| format!("; {f}"))
+                        .unwrap_or_default()
+                ),
+                (None, false) => format!("{}: {} does not work", s.node, s.answer.url),
+            })
+            .collect(),
         StepReport::Other => Vec::new(),
     }
 }

@@ -86,7 +86,10 @@ impl From<Error> for Failure {
                 hint: Some(missing_hint(what).to_owned()),
             };
         }
-        if let Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } = &e {
+        if let Error::HaRefused { hint, .. }
+        | Error::HaFailed { hint, .. }
+        | Error::Host { hint, .. } = &e
+        {
             return Failure {
                 code: e.code().into(),
                 exit: crate::exit::ERROR,

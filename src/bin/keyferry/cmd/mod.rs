@@ -7,6 +7,7 @@ pub mod diagnose;
 pub mod dpapi;
 pub mod fingerprint;
 pub mod ha;
+pub mod host;
 pub mod keys;
 pub mod man;
 pub mod request;
@@ -33,6 +34,10 @@ pub enum Command {
     /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status, failover, rejoin)
     #[command(subcommand)]
     Ha(ha::HaCommand),
+    /// A node's own services: its IIS application pool, Windows services, IIS, a reboot; and
+    /// whether its site works
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// The vendor upgrade procedure for this cluster: its checklist, and a resumable run of it
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
@@ -70,6 +75,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Sync(a) => sync::run(*a, ui),
         Command::Diagnose(a) => diagnose::run(a, ui),
         Command::Ha(c) => ha::run(c, ui),
+        Command::Host(c) => host::run(c, ui),
         Command::Upgrade(c) => upgrade::run(c, ui),
         Command::Dpapi(c) => dpapi::run(c, ui),
     }

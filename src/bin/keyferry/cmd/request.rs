@@ -13,7 +13,7 @@ use keyferry::remote::invoke::{read_header, BadRequest};
 #[command(
     after_help = "Reads one line of JSON, {\"keyferry-request\":1,\"args\":[...]}, then runs keyferry \
 with those arguments; what follows the line (a push stream) is the command's standard input. Only \
-keys, audit, sync, ha, upgrade, diagnose, fingerprint and dpapi are run. For ssh: \
+keys, audit, sync, ha, host, upgrade, diagnose, fingerprint and dpapi are run. For ssh: \
 `Subsystem keyferry <path to keyferry> request` or `ForceCommand <path to keyferry> request` in \
 sshd_config (docs/cluster-file.md)."
 )]

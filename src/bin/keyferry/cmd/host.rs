@@ -1,0 +1,367 @@
+//! `keyferry host ...`: the steps of the vendor procedures that drive a node's own services,
+//! run on that node (directly, or by an upgrade run over ssh): its IIS application pool, its
+//! Windows services, IIS, a reboot; and, from anywhere, whether a node's site works. Names
+//! and URLs come from the node's `[[node]]` (`app_pool`, `services`, `site_url`).
+
+use crate::cmd::CmdResult;
+use crate::failure::Failure;
+use crate::ui::Ui;
+use clap::{Args, Subcommand, ValueEnum};
+use keyferry::cluster::file::NodeSpec;
+use keyferry::cluster::{host_name, ClusterFile};
+use keyferry::host::{Thing, Tools, Want};
+use keyferry::report::{HostReport, SiteReport, SiteRow};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Stop or start this node's IIS application pool (its app_pool)
+    Pool(ChangeArgs),
+    /// Stop or start this node's Windows services (its services; stopped in reverse order)
+    Service(ChangeArgs),
+    /// Restart IIS on this node (iisreset /restart)
+    IisRestart(NodeOnly),
+    /// Restart this node (shutdown /r, planned maintenance); returns at once
+    Reboot(RebootArgs),
+    /// This node's pool and services as they are now, and when it last started
+    Status(NodeOnly),
+    /// Request each node's site (its site_url) from here: it must answer with success and no
+    /// "Version does not match" or "Encryption key doesn't match" page
+    CheckSite(SiteArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeOnly {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// This node's name in the cluster file [default: the node named after this host]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Action {
+    Stop,
+    Start,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Checks the state first: a pool or service that is already stopped (or started) \
+is left as it is and reported \"already\". Otherwise runs appcmd (pools) or sc (services) and \
+waits until the state shows the change (60 s).\n\nExit status: 0 done; 2 refused or failed (the \
+message says what the node's tool said)."
+)]
+pub struct ChangeArgs {
+    /// stop or start
+    #[arg(value_enum)]
+    pub action: Action,
+    #[command(flatten)]
+    pub node: NodeOnly,
+}
+
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    #[command(flatten)]
+    pub node: NodeOnly,
+    /// How long Windows waits before it restarts (so this command's answer gets out)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = keyferry::time::parse_duration)]
+    pub delay: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 every site checked works; 1 a site does not (the page's words and \
+the matching diagnose advice are shown); 2 error (no node with a site_url)."
+)]
+pub struct SiteArgs {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
+    pub cluster: PathBuf,
+    /// Check only these nodes' sites (repeatable) [default: every node with a site_url]
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: Vec<String>,
+    /// This node's name (accepted for the upgrade run's steps; the check runs from here)
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Give up on a site after this long
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = keyferry::time::parse_duration)]
+    pub timeout: Duration,
+}
+
+pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
+    match c {
+        HostCommand::CheckSite(a) => check_site(a, ui),
+        HostCommand::Pool(a) => {
+            let (file, spec) = load(&a.node)?;
+            let pool = spec.app_pool.clone().ok_or_else(|| {
+                Failure::new(
+                    "host",
+                    format!("node {} has no app_pool in the cluster file", spec.name),
+                    Some("write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]"),
+                )
+            })?;
+            let _ = file;
+            let want = want(a.action);
+            let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
+            show(
+                ui,
+                report(&spec, action("pool", a.action), vec![change], None),
+            )
+        }
+        HostCommand::Service(a) => {
+            let (_, spec) = load(&a.node)?;
+            if spec.services.is_empty() {
+                return Err(Failure::new(
+                    "host",
+                    format!("node {} has no services in the cluster file", spec.name),
+                    Some("list the product's Windows services by service name (services.msc, Properties) as services = [...] in its [[node]], in the order they start"),
+                ));
+            }
+            let tools = tools(ui)?;
+            let want = want(a.action);
+            let mut names: Vec<&String> = spec.services.iter().collect();
+            if matches!(a.action, Action::Stop) {
+                names.reverse();
+            }
+            let mut changes = Vec::new();
+            for n in names {
+                changes.push(tools.set(&Thing::Service(n.clone()), want)?);
+            }
+            show(
+                ui,
+                report(&spec, action("service", a.action), changes, None),
+            )
+        }
+        HostCommand::IisRestart(a) => {
+            let (_, spec) = load(&a)?;
+            let said = tools(ui)?.restart_iis()?;
+            show(
+                ui,
+                report(
+                    &spec,
+                    "iis-restart".into(),
+                    Vec::new(),
+                    Some(format!("IIS restarted: {said}")),
+                ),
+            )
+        }
+        HostCommand::Reboot(a) => {
+            let (_, spec) = load(&a.node)?;
+            tools(ui)?.reboot(
+                a.delay,
+                "keyferry: the vendor's upgrade procedure reboots this server",
+            )?;
+            show(
+                ui,
+                report(
+                    &spec,
+                    "reboot".into(),
+                    Vec::new(),
+                    Some(format!(
+                        "restarting in {}s (shutdown /r, planned maintenance)",
+                        a.delay.as_secs().max(1)
+                    )),
+                ),
+            )
+        }
+        HostCommand::Status(a) => {
+            let (_, spec) = load(&a)?;
+            let tools = tools(ui)?;
+            let mut changes = Vec::new();
+            let things = spec
+                .app_pool
+                .iter()
+                .map(|p| Thing::Pool(p.clone()))
+                .chain(spec.services.iter().map(|s| Thing::Service(s.clone())));
+            for t in things {
+                let now = tools.state(&t)?;
+                changes.push(keyferry::host::Change {
+                    thing: t,
+                    before: now,
+                    after: now,
+                    changed: false,
+                });
+            }
+            show(ui, report(&spec, "status".into(), changes, None))
+        }
+    }
+}
+
+/// This node's tools, said loudly when they are a test's stand-ins.
+fn tools(ui: &Ui) -> Result<Tools, Failure> {
+    let t = Tools::here()?;
+    if t.stand_ins {
+        ui.warn("debug build: Windows tools from KEYFERRY_TEST_SYSTEM32 (tests only)");
+    }
+    Ok(t)
+}
+
+fn want(a: Action) -> Want {
+    match a {
+        Action::Stop => Want::Stopped,
+        Action::Start => Want::Running,
+    }
+}
+
+fn action(what: &str, a: Action) -> String {
+    match a {
+        Action::Stop => format!("{what}-stop"),
+        Action::Start => format!("{what}-start"),
+    }
+}
+
+fn load(a: &NodeOnly) -> Result<(ClusterFile, NodeSpec), Failure> {
+    let file = ClusterFile::load(&a.cluster)?;
+    let spec = file.select(a.node.as_deref(), &host_name())?.clone();
+    Ok((file, spec))
+}
+
+fn report(
+    spec: &NodeSpec,
+    action: String,
+    changes: Vec<keyferry::host::Change>,
+    note: Option<String>,
+) -> HostReport {
+    HostReport {
+        node: spec.name.clone(),
+        action,
+        changes,
+        booted: keyferry::host::boot_time().map(|t| t.to_string()),
+        note,
+    }
+}
+
+fn show(ui: &Ui, r: HostReport) -> CmdResult {
+    if ui.json {
+        ui.report(&r);
+        return crate::cmd::success();
+    }
+    use keyferry::host::State;
+    let word = |s: State| match s {
+        State::Running => "running",
+        State::Stopped => "stopped",
+        State::Starting => "starting",
+        State::Stopping => "stopping",
+        State::Other => "in another state",
+    };
+    for c in &r.changes {
+        if r.action == "status" {
+            ui.out(&format!("{}: {} is {}", r.node, c.thing, word(c.after)));
+        } else if c.changed {
+            ui.out(&format!(
+                "{}: {} {} -> {}",
+                r.node,
+                c.thing,
+                word(c.before),
+                word(c.after)
+            ));
+        } else {
+            ui.out(&format!(
+                "{}: {} already {}",
+                r.node,
+                c.thing,
+                word(c.after)
+            ));
+        }
+    }
+    if let Some(n) = &r.note {
+        ui.out(&format!("{}: {n}", r.node));
+    }
+    if r.action == "status" {
+        if let Some(b) = &r.booted {
+            ui.out(&format!("{}: started {b}", r.node));
+        }
+    }
+    crate::cmd::success()
+}
+
+fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
+    let file = ClusterFile::load(&a.cluster)?;
+    let base = a
+        .cluster
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    for n in &a.to {
+        if !file.nodes.iter().any(|s| s.name.eq_ignore_ascii_case(n)) {
+            return Err(Failure::new(
+                "node-not-found",
+                format!("no node {n} in the cluster file"),
+                Some("check --to against the [[node]] names"),
+            ));
+        }
+    }
+    let nodes: Vec<&NodeSpec> = file
+        .nodes
+        .iter()
+        .filter(|s| a.to.is_empty() || a.to.iter().any(|n| n.eq_ignore_ascii_case(&s.name)))
+        .collect();
+    if let Some(n) = nodes
+        .iter()
+        .find(|s| s.site_url.is_none() && !a.to.is_empty())
+    {
+        return Err(Failure::new(
+            "host",
+            format!("node {} has no site_url in the cluster file", n.name),
+            Some("write the node's own site address (https://...) as site_url in its [[node]]"),
+        ));
+    }
+    let mut sites = Vec::new();
+    for s in nodes {
+        let Some(url) = &s.site_url else { continue };
+        let ca = s.site_ca.as_ref().map(|p| base.join(p));
+        let answer = keyferry::host::site::check(url, ca.as_deref(), a.timeout)?;
+        sites.push(SiteRow {
+            node: s.name.clone(),
+            answer,
+        });
+    }
+    if sites.is_empty() {
+        return Err(Failure::new(
+            "host",
+            "no node in the cluster file has a site_url: nothing to check",
+            Some("write each node's own site address (https://...) as site_url in its [[node]]"),
+        ));
+    }
+    let r = SiteReport {
+        ok: sites.iter().all(|s| s.answer.works),
+        sites,
+    };
+    let code = if r.ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(crate::exit::NO)
+    };
+    if ui.json {
+        ui.report(&r);
+        return Ok(code);
+    }
+    for s in &r.sites {
+        if s.answer.works {
+            ui.out(&format!(
+                "{}: {} works (HTTP {})",
+                s.node,
+                s.answer.url,
+                s.answer.status.unwrap_or(0)
+            ));
+        } else {
+            ui.out(&format!(
+                "{}: {} does NOT work: {}",
+                s.node,
+                s.answer.url,
+                s.answer.why.as_deref().unwrap_or("")
+            ));
+            if let Some(f) = &s.answer.fix {
+                ui.out(&format!(
+                    "  {} ({}): {f}",
+                    s.answer.diagnose.as_deref().unwrap_or(""),
+                    "keyferry diagnose"
+                ));
+            }
+        }
+    }
+    Ok(code)
+}
