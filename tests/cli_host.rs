@@ -77,7 +77,7 @@ struct Server(Child);
 
 impl Server {
     fn start(dir: &Path, port: u16) -> Server {
-        let child = Command::new("openssl")
+        let mut child = Command::new("openssl")
             .args(["s_server", "-quiet", "-HTTP", "-accept"])
             .arg(port.to_string())
             .args(["-cert", "site.pem", "-key", "site.key"])
@@ -93,6 +93,8 @@ impl Server {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("openssl s_server did not listen");
     }
 }
