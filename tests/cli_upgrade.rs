@@ -512,6 +512,10 @@ fn dbs(c: &Cluster) -> BTreeMap<String, Vec<u8>> {
 fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
     let c = upgrade_cluster();
     let dbs = dbs(&c);
+    let total = plan(&c.cluster_file()).json()["steps"]
+        .as_array()
+        .unwrap()
+        .len();
     // --json: one document on stdout (the steps' own messages go to stderr).
     let r = upk(&c, "run", &["--json"], &[]);
     r.assert_code(0);
@@ -584,9 +588,9 @@ fn a_secret_server_upgrade_runs_to_the_end_with_the_manual_steps_confirmed() {
         r.assert_code(0);
         // A confirmed step says so (it used to print nothing); a confirmed key step runs.
         assert!(
-            r.stdout().contains(&format!("step {n}/17 confirmed"))
+            r.stdout().contains(&format!("step {n}/{total} confirmed"))
                 || r.stdout()
-                    .contains(&format!("step {n}/17: Bring every node")),
+                    .contains(&format!("step {n}/{total}: Bring every node")),
             "{}",
             r.stdout()
         );
@@ -1482,4 +1486,80 @@ fn a_remote_steps_missing_cluster_file_is_relayed_with_the_node_and_what_to_do()
         "{reason}"
     );
     assert!(reason.contains("there: check the path"), "{reason}");
+}
+
+/// The pool, IIS and "it works" steps are keyferry's on a node it reaches over ssh and whose
+/// pool is named, and the admin's elsewhere, with the exact command (the pool's own name
+/// where the file gives it); a site is confirmed by keyferry where the file names its URL.
+#[test]
+fn pools_iis_and_site_checks_are_automatic_where_keyferry_reaches_the_node() {
+    let c = Cluster::secret_server(b"KEY-A", None);
+    let mut text = std::fs::read_to_string(c.cluster_file()).unwrap();
+    text = text.replace(
+        "name = \"web2\"\n",
+        "name = \"web2\"\naccess = \"ssh://admin@10.9.0.2\"\napp_pool = \"SecretServer\"\n\
+         site_url = \"https://web2.example.com/SecretServer/\"\n",
+    );
+    text = text.replace(
+        "name = \"dr1\"\n",
+        "name = \"dr1\"\napp_pool = \"SS (DR)\"\n",
+    );
+    std::fs::write(c.cluster_file(), text).unwrap();
+    let j = plan(&c.cluster_file()).json();
+    let steps = j["steps"].as_array().unwrap();
+    let step = |id: &str, node: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id && s["node"] == node)
+            .unwrap_or_else(|| panic!("no {id} on {node}: {j}"))
+            .clone()
+    };
+    let s = step("ss.stop", "web2");
+    assert_eq!(s["kind"], "auto", "{s}");
+    assert_eq!(
+        s["args"].as_array().unwrap()[0..3],
+        [serde_json::json!("host"), "pool".into(), "stop".into()],
+        "{s}"
+    );
+    assert!(
+        s["undo"].as_str().unwrap().contains("host pool start"),
+        "{s}"
+    );
+    assert_eq!(step("ss.start", "web2")["kind"], "auto");
+    // The site check runs from the primary, about web2.
+    let w = step("ss.works", "web1");
+    assert_eq!(w["kind"], "auto");
+    assert!(
+        w["what"]
+            .as_str()
+            .unwrap()
+            .contains("host check-site --to web2"),
+        "{w}"
+    );
+    // dr1 is reached by path: its IIS is the admin's, with the exact commands.
+    let d = step("ss.stop", "dr1");
+    assert_eq!(d["kind"], "manual");
+    assert!(
+        d["what"]
+            .as_str()
+            .unwrap()
+            .contains(r#"appcmd stop apppool /apppool.name:"SS (DR)""#),
+        "{d}"
+    );
+    let d = step("ss.start", "dr1");
+    assert_eq!(d["kind"], "manual");
+    assert!(
+        d["what"].as_str().unwrap().contains("iisreset /restart"),
+        "{d}"
+    );
+    // No site_url: the admin browses to it, told what must not be on the page.
+    let w = step("ss.works", "dr1");
+    assert_eq!(w["kind"], "manual");
+    assert!(
+        w["what"]
+            .as_str()
+            .unwrap()
+            .contains("Version does not match"),
+        "{w}"
+    );
 }

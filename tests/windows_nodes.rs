@@ -78,6 +78,8 @@ struct Bed {
     exe: PathBuf,
     /// The stand-in tools' folder (KEYFERRY_TEST_SYSTEM32 on the node).
     sys32: PathBuf,
+    /// The node keyferry runs as here (the cluster's primary).
+    driver: std::cell::Cell<&'static str>,
     dir: tempfile::TempDir,
     sshd: Sshd,
     /// Every command line the node's sshd was given, one per line.
@@ -184,6 +186,7 @@ impl Bed {
             _one_at_a_time: guard,
             exe,
             sys32,
+            driver: std::cell::Cell::new("nps1"),
             program: win(&folder.join("keyferry.exe")),
             dir,
             sshd,
@@ -230,6 +233,40 @@ impl Bed {
                 toml(&self.program),
                 toml(&win(&self.cluster())),
                 toml(&win(&d.join("state %TEMP%"))),
+            ));
+        }
+        std::fs::write(self.cluster(), t).unwrap();
+    }
+
+    /// A Secret Server cluster: web1 here (Linux), a web node and a DR node on the Windows
+    /// node, each with `extra` in its `[[node]]`; its files laid out.
+    fn write_ss_cluster(&self, extra: &str) {
+        self.driver.set("web1");
+        let app = self.path("web1/app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("encryption.config"), KEY_A).unwrap();
+        std::fs::write(app.join("web.config"), "<configuration/>").unwrap();
+        let mut t = format!(
+            "name = \"ss\"\nprofile = \"secret-server\"\n\n\
+             [[node]]\nname = \"web1\"\nrole = \"primary\"\naddress = \"10.0.6.1\"\n\
+             state_dir = {}\npaths = {{ app = {} }}\n",
+            toml(&self.path("web1/state").display().to_string()),
+            toml(&app.display().to_string()),
+        );
+        for (name, role, ip) in [(NPS2, "secondary", "10.0.6.2"), (ACT, "dr", "10.0.6.3")] {
+            let d = self.node_dir(name).join("Secret Server");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("encryption.config"), KEY_A).unwrap();
+            t.push_str(&format!(
+                "\n[[node]]\nname = {}\nrole = \"{role}\"\naddress = \"{ip}\"\n\
+                 access = \"ssh://root@127.0.0.1:{}\"\nremote_keyferry = {}\n\
+                 remote_cluster = {}\nstate_dir = {}\npaths = {{ app = {} }}\n{extra}\n",
+                toml(name),
+                self.sshd.port,
+                toml(&self.program),
+                toml(&win(&self.cluster())),
+                toml(&win(&self.node_dir(name).join("state"))),
+                toml(&win(&d)),
             ));
         }
         std::fs::write(self.cluster(), t).unwrap();
@@ -288,9 +325,10 @@ impl Bed {
             cfg.to_str().unwrap(),
         ]);
         if args[0] != "audit" {
-            a.extend(["--node", "nps1"]);
+            a.extend(["--node", self.driver.get()]);
         }
-        keyferry(&a, None)
+        // The stand-in node never restarts: a reboot step's wait ends (fails) in seconds.
+        keyferry_env(&a, None, &[("KEYFERRY_TEST_REBOOT_DEADLINE", "2s")])
     }
 
     /// keyferry.exe run on the Windows node itself (under Wine, no ssh): `args` then
@@ -581,6 +619,112 @@ fn an_upgrade_runs_its_steps_on_the_windows_nodes_through_cmd_exe() {
         "rs.cleanup",
         "rs.verify",
     ];
+    let st = walk_upgrade(&bed, &ours, |id| {
+        if id.ends_with("export-keys") {
+            // The vendor's export, as the admin runs it before confirming.
+            std::fs::write(bed.path("nps1/KeyTools/keys.exp"), KEY_A).unwrap();
+        }
+    });
+    let steps = st["steps"].as_array().unwrap();
+    for id in ours {
+        for s in steps.iter().filter(|s| s["id"] == id) {
+            assert!(
+                s["done"] == "ran" || s["done"] == "already",
+                "{id} on {}: {s}",
+                s["node"]
+            );
+        }
+    }
+    for node in [NPS2, ACT] {
+        let on = |s: &&serde_json::Value| {
+            s["node"] == node && s["id"].as_str().unwrap().ends_with("cleanup")
+        };
+        assert!(steps.iter().any(|s| on(&s)), "no cleanup step on {node}");
+        assert!(
+            !bed.node_dir(node).join("Key Tools (x86)/keys.exp").exists(),
+            "{node}'s keys.exp is still there"
+        );
+    }
+    assert!(!bed.path("nps1/KeyTools/keys.exp").exists());
+    // The secondary's reboot was asked of nps2 itself (planned), and waited for: the
+    // stand-in never restarts, so the wait ended at its deadline and the step was marked.
+    let calls = bed.tool_calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("shutdown.exe|/r|/t|10|/d|p:4:1")),
+        "{calls:?}"
+    );
+    let reboot = steps
+        .iter()
+        .find(|s| s["id"] == "ha.reboot-secondary")
+        .unwrap();
+    assert_eq!(reboot["done"], "marked", "{reboot}");
+    let call = format!("\"{}\" request", bed.program);
+    for c in bed.commands() {
+        assert!(
+            c == keyferry::remote::invoke::PROBE || c == call,
+            "the node's shell was given {c:?}"
+        );
+    }
+}
+
+/// Through a subsystem no shell is involved: `ssh -s keyferry`, the node's sshd starts
+/// keyferry.exe itself, and push and audit work the same.
+#[test]
+fn through_a_subsystem_keyferry_exe_runs_with_no_shell_at_all() {
+    let Some(bed) = Bed::start_as(true) else {
+        return;
+    };
+    bed.lay_out();
+    bed.write_cluster("ssh_subsystem = \"keyferry\"");
+    let r = bed.keyferry(&[
+        "keys",
+        "push",
+        "--to",
+        NPS2,
+        "--to",
+        ACT,
+        "--replace",
+        "--json",
+    ]);
+    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    for n in [NPS2, ACT] {
+        assert_eq!(
+            target(&r.json(), n)["outcome"],
+            "installed",
+            "{}",
+            r.stdout()
+        );
+        assert_eq!(
+            std::fs::read(bed.node_dir(n).join("Key Tools (x86)/keys.exp")).unwrap(),
+            KEY_A
+        );
+    }
+    let r = bed.keyferry(&["audit", "--json"]);
+    let doc = r.json();
+    for n in [NPS2, ACT] {
+        let row = doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["node"] == n)
+            .unwrap();
+        assert_eq!(row["status"], "match", "{row}");
+    }
+    // Four sessions (two pushes, two audits), each the subsystem, none a command line.
+    let commands = bed.commands();
+    assert_eq!(commands.len(), 4, "{commands:?}");
+    assert!(
+        commands.iter().all(|c| c == "subsystem keyferry"),
+        "{commands:?}"
+    );
+}
+
+/// Walks an upgrade run from nps1 to its end: the steps in `ours` run (each must finish),
+/// every other step is marked done or confirmed by hand (`before_confirm` first does what the
+/// admin would); returns the run's final status.
+fn walk_upgrade(bed: &Bed, ours: &[&str], before_confirm: impl Fn(&str)) -> serde_json::Value {
     let walk = |cmd: &str, extra: &[&str]| {
         let mut a = vec!["upgrade", cmd, "--batch"];
         a.extend_from_slice(extra);
@@ -640,96 +784,58 @@ fn an_upgrade_runs_its_steps_on_the_windows_nodes_through_cmd_exe() {
         } else {
             "--confirm"
         };
-        if id.ends_with("export-keys") {
-            // The vendor's export, as the admin runs it before confirming.
-            std::fs::write(bed.path("nps1/KeyTools/keys.exp"), KEY_A).unwrap();
-        }
+        before_confirm(id);
         let mut extra = vec![kind, n.as_str()];
         if kind == "--mark-done" {
             extra.extend(["--because", "checked by hand in this test"]);
         }
         walk("resume", &extra);
     }
-    let st = walk("status", &["--json"]).json();
-    let steps = st["steps"].as_array().unwrap();
-    for id in ours {
-        for s in steps.iter().filter(|s| s["id"] == id) {
-            assert!(
-                s["done"] == "ran" || s["done"] == "already",
-                "{id} on {}: {s}",
-                s["node"]
-            );
-        }
-    }
-    for node in [NPS2, ACT] {
-        let on = |s: &&serde_json::Value| {
-            s["node"] == node && s["id"].as_str().unwrap().ends_with("cleanup")
-        };
-        assert!(steps.iter().any(|s| on(&s)), "no cleanup step on {node}");
-        assert!(
-            !bed.node_dir(node).join("Key Tools (x86)/keys.exp").exists(),
-            "{node}'s keys.exp is still there"
-        );
-    }
-    assert!(!bed.path("nps1/KeyTools/keys.exp").exists());
-    let call = format!("\"{}\" request", bed.program);
-    for c in bed.commands() {
-        assert!(
-            c == keyferry::remote::invoke::PROBE || c == call,
-            "the node's shell was given {c:?}"
-        );
-    }
+    walk("status", &["--json"]).json()
 }
 
-/// Through a subsystem no shell is involved: `ssh -s keyferry`, the node's sshd starts
-/// keyferry.exe itself, and push and audit work the same.
+/// A Secret Server upgrade run stops the web node's application pool there over ssh before
+/// the primary's upgrade and starts it again afterwards, and restarts IIS on the DR node:
+/// the node's tools are asked exactly that, in that order, and the pool ends as it began.
 #[test]
-fn through_a_subsystem_keyferry_exe_runs_with_no_shell_at_all() {
-    let Some(bed) = Bed::start_as(true) else {
+fn a_secret_server_upgrade_stops_and_starts_the_pools_on_the_windows_nodes() {
+    let Some(bed) = Bed::start() else {
         return;
     };
-    bed.lay_out();
-    bed.write_cluster("ssh_subsystem = \"keyferry\"");
-    let r = bed.keyferry(&[
-        "keys",
-        "push",
-        "--to",
-        NPS2,
-        "--to",
-        ACT,
-        "--replace",
-        "--json",
-    ]);
-    assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
-    for n in [NPS2, ACT] {
-        assert_eq!(
-            target(&r.json(), n)["outcome"],
-            "installed",
-            "{}",
-            r.stdout()
-        );
-        assert_eq!(
-            std::fs::read(bed.node_dir(n).join("Key Tools (x86)/keys.exp")).unwrap(),
-            KEY_A
-        );
+    bed.write_ss_cluster("shell = \"cmd\"\napp_pool = \"SecretServer\"");
+    std::fs::write(bed.sys32.join("pool-SecretServer"), "Started").unwrap();
+    let st = walk_upgrade(&bed, &["ss.stop", "ss.start"], |id| {
+        if id == "ss.upgrade-primary" {
+            // While the primary is upgraded, the other web node's pool is stopped.
+            assert_eq!(
+                std::fs::read_to_string(bed.sys32.join("pool-SecretServer")).unwrap(),
+                "Stopped"
+            );
+        }
+    });
+    for s in st["steps"].as_array().unwrap() {
+        if s["id"] == "ss.stop" || s["id"] == "ss.start" {
+            assert_eq!(s["done"], "ran", "{s}");
+        }
     }
-    let r = bed.keyferry(&["audit", "--json"]);
-    let doc = r.json();
-    for n in [NPS2, ACT] {
-        let row = doc["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["node"] == n)
-            .unwrap();
-        assert_eq!(row["status"], "match", "{row}");
-    }
-    // Four sessions (two pushes, two audits), each the subsystem, none a command line.
-    let commands = bed.commands();
-    assert_eq!(commands.len(), 4, "{commands:?}");
-    assert!(
-        commands.iter().all(|c| c == "subsystem keyferry"),
-        "{commands:?}"
+    let asked: Vec<String> = bed
+        .tool_calls()
+        .into_iter()
+        .filter(|c| !c.contains("|list|"))
+        .collect();
+    // Both Windows nodes share this machine's stand-ins: web2's and dr1's pools are one file.
+    assert_eq!(
+        asked,
+        [
+            "appcmd.exe|stop|apppool|/apppool.name:SecretServer",
+            "appcmd.exe|start|apppool|/apppool.name:SecretServer",
+            "iisreset.exe|/restart",
+        ],
+        "{st}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bed.sys32.join("pool-SecretServer")).unwrap(),
+        "Started"
     );
 }
 

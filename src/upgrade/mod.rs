@@ -103,6 +103,10 @@ pub struct Step {
     /// run cut off while the step ran on another node, its work finished).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub done_when: Vec<(String, String)>,
+    /// A reboot of another node: once its command asked for the restart, the run waits until
+    /// the node's keyferry answers again with a later start time (or the wait's deadline).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wait_reboot: bool,
 }
 
 /// The whole checklist.
@@ -146,6 +150,7 @@ impl Builder<'_> {
             undo: None,
             confirm_replace: false,
             done_when: Vec::new(),
+            wait_reboot: false,
         });
     }
 
@@ -489,17 +494,34 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             ),
         );
     }
+    // "Stop all but the original Web server": keyferry stops a named pool on a node it
+    // reaches (over ssh); otherwise the admin does, with the exact command.
     for n in &others {
-        b.manual(
-            "ss.stop",
-            &n.name,
-            "Stop the application pool",
-            format!(
-                "on {}: stop the Secret Server application pool in IIS (\"Stop all but the \
-                 original Web server\")",
-                n.name
+        match (&n.app_pool, reachable(n, &p.name)) {
+            (Some(_), true) => {
+                b.auto(
+                    "ss.stop",
+                    &n.name,
+                    "Stop the application pool",
+                    &["host", "pool", "stop"],
+                );
+                b.undo(format!(
+                    "keyferry host pool start -c {} --node {} (on {})",
+                    b.cluster_arg, n.name, n.name
+                ));
+            }
+            (pool, _) => b.manual(
+                "ss.stop",
+                &n.name,
+                "Stop the application pool",
+                format!(
+                    "on {}: {} (\"Stop all but the original Web server\"){}",
+                    n.name,
+                    appcmd("stop", pool.as_deref()),
+                    hint_pool(pool.as_deref())
+                ),
             ),
-        );
+        }
     }
     b.manual(
         "ss.upgrade-primary",
@@ -511,11 +533,12 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
             p.name
         ),
     );
-    b.manual(
-        "ss.primary-works",
+    works(
+        b,
+        p,
         &p.name,
+        "ss.primary-works",
         "Confirm the upgraded primary works",
-        format!("browse to {}'s site and log in; confirm it answers", p.name),
     );
     if !web.is_empty() {
         // With a DR node, the web nodes first: DR gets its folder only after its database.
@@ -612,24 +635,45 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
          the run and asks; replaced only once confirmed, backed up first)",
         &["keys", "push"],
     );
+    // One by one: each node's pool started (DR: IIS restarted), then its site confirmed;
+    // keyferry does it on a node it reaches (over ssh), the admin elsewhere.
     for n in &others {
-        b.manual(
-            "ss.start",
-            &n.name,
-            "Start the node and confirm it works",
-            if n.role == Role::Dr {
+        let here = reachable(n, &p.name);
+        match (n.role, &n.app_pool, here) {
+            (Role::Dr, _, true) => b.auto(
+                "ss.start",
+                &n.name,
+                "Restart IIS on the DR node",
+                &["host", "iis-restart"],
+            ),
+            (Role::Dr, _, false) => b.manual(
+                "ss.start",
+                &n.name,
+                "Restart IIS on the DR node",
                 format!(
-                    "on {}: restart IIS or recycle the Secret Server application pool; browse \
-                     to its site",
-                    n.name
-                )
-            } else {
+                    "on {}: iisreset /restart (or keyferry host iis-restart -c {} --node {})",
+                    n.name, b.cluster_arg, n.name
+                ),
+            ),
+            (_, Some(_), true) => b.auto(
+                "ss.start",
+                &n.name,
+                "Start the application pool",
+                &["host", "pool", "start"],
+            ),
+            (_, pool, _) => b.manual(
+                "ss.start",
+                &n.name,
+                "Start the application pool",
                 format!(
-                    "on {}: start the Secret Server application pool; browse to its site",
-                    n.name
-                )
-            },
-        );
+                    "on {}: {}{}",
+                    n.name,
+                    appcmd("start", pool.as_deref()),
+                    hint_pool(pool.as_deref())
+                ),
+            ),
+        }
+        works(b, n, &p.name, "ss.works", "Confirm the node works");
     }
     if up.mirroring {
         b.manual(
@@ -674,6 +718,51 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
     Ok(())
 }
 
+/// A node keyferry runs steps on from the driving node: the driver itself, or one reached
+/// over ssh (a node reached by path has its folders here, not its IIS or services).
+fn reachable(n: &NodeSpec, driver: &str) -> bool {
+    n.name == driver
+        || n.access
+            .as_deref()
+            .is_some_and(|a| a.trim().starts_with("ssh://"))
+}
+
+/// IIS's own command for a pool, as the admin types it on the node.
+fn appcmd(verb: &str, pool: Option<&str>) -> String {
+    format!(
+        "%windir%\\system32\\inetsrv\\appcmd {verb} apppool /apppool.name:\"{}\"",
+        pool.unwrap_or("<Secret Server's application pool>")
+    )
+}
+
+/// Said where a pool step stays manual: what makes keyferry do it.
+fn hint_pool(pool: Option<&str>) -> &'static str {
+    match pool {
+        None => "; write app_pool in its [[node]], with ssh access, and keyferry does it",
+        Some(_) => "; with ssh access to the node, keyferry does it",
+    }
+}
+
+/// "Confirm it works": keyferry asks the node's site from the driving node (`site_url`), or,
+/// without one, the admin browses to it.
+fn works(b: &mut Builder<'_>, n: &NodeSpec, driver: &str, id: &str, title: &str) {
+    if n.site_url.is_some() {
+        b.auto(id, driver, title, &["host", "check-site", "--to", &n.name]);
+    } else {
+        b.manual(
+            id,
+            &n.name,
+            title,
+            format!(
+                "browse to {}'s site and log in: it must answer, with no \"Version does not \
+                 match\" or \"Encryption key doesn't match\" page (write site_url in its \
+                 [[node]] and keyferry checks it)",
+                n.name
+            ),
+        );
+    }
+}
+
 /// How a key push is undone: the backups each replace left (for nodes reached by path, in
 /// the pushing node's state folder; over ssh, in the node's own).
 fn keys_undo(cluster: &str, from: &str) -> String {
@@ -700,15 +789,36 @@ fn nps_setup(node: &str) -> String {
     )
 }
 
-/// The reboot the vendor requires on every Privilege Secure server after an upgrade.
-fn reboot(b: &mut Builder<'_>, id: &str, node: &str) {
+/// The reboot the vendor requires on every Privilege Secure server after an upgrade: another
+/// node is rebooted by keyferry there and waited for; the node driving the run is rebooted
+/// by the admin (the run cannot outlive it), who resumes it afterwards.
+fn reboot(b: &mut Builder<'_>, file: &ClusterFile, id: &str, node: &str) {
+    let over_ssh = file
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .is_some_and(|n| n.name != b.driver && reachable(n, &b.driver));
+    if over_ssh {
+        b.auto(
+            id,
+            node,
+            "Reboot the server and wait until it answers again",
+            &["host", "reboot"],
+        );
+        if let Some(s) = b.steps.last_mut() {
+            s.wait_reboot = true;
+        }
+        return;
+    }
     b.manual(
         id,
         node,
         "Reboot the server",
         format!(
             "reboot {node} (the vendor requires a reboot of every Privilege Secure server after \
-             an upgrade); confirm once it is back and its services run"
+             an upgrade: shutdown /r /t 0); once it is back and its services run: keyferry \
+             upgrade resume -c {} --confirm <this step>",
+            b.cluster_arg
         ),
     );
 }
@@ -842,7 +952,7 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
         "Upgrade the secondary",
         nps_setup(s),
     );
-    reboot(b, "ha.reboot-secondary", s);
+    reboot(b, file, "ha.reboot-secondary", s);
     let rejoin_and_fail_back = |b: &mut Builder<'_>| {
         b.auto(
             "ha.rejoin-primary",
@@ -872,12 +982,12 @@ fn privilege_secure_ha(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
                 nps_setup(p)
             ),
         );
-        reboot(b, "ha.reboot-primary", p);
+        reboot(b, file, "ha.reboot-primary", p);
     } else {
         empty_archive(b, &pair);
         rejoin_and_fail_back(b);
         b.manual("ha.upgrade-primary", p, "Upgrade the primary", nps_setup(p));
-        reboot(b, "ha.reboot-primary", p);
+        reboot(b, file, "ha.reboot-primary", p);
     }
     if keys_kept {
         b.push_keys(
@@ -961,7 +1071,7 @@ fn remote_services(b: &mut Builder<'_>, file: &ClusterFile, standalone: bool) ->
             "Upgrade the Privilege Secure server",
             nps_setup(&p.name),
         );
-        reboot(b, "rs.reboot-server", &p.name);
+        reboot(b, file, "rs.reboot-server", &p.name);
     }
     let remote = with_role(file, &[Role::Action, Role::Scheduler, Role::Proxy]);
     for n in &remote {

@@ -61,7 +61,17 @@ pub enum Event<'a> {
     Changed(&'a str),
     /// The admin confirmed a step.
     Confirmed { step: &'a Step, total: usize },
+    /// Waiting for a rebooted node to answer again (how long so far, and what it last said).
+    WaitingReboot {
+        node: &'a str,
+        seconds: u64,
+        last: &'a str,
+    },
 }
+
+/// How long a rebooted node may take to answer again, and how often it is asked.
+pub const REBOOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+const REBOOT_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the run asks the admin, where someone can answer.
 #[derive(Debug)]
@@ -509,6 +519,42 @@ impl Driver<'_> {
                         // on others: partly done, not "nothing changed".
                         partial: state.changed_before(i) || ran.code == i32::from(PARTIAL),
                     });
+                }
+                let mut changes = changes;
+                if let (true, Place::Ssh { node, target }) = (step.wait_reboot, &place) {
+                    let before = match doc.as_ref().and_then(Document::report) {
+                        Some(StepReport::Host(h)) => h.booted.clone(),
+                        _ => None,
+                    };
+                    let spec = self.file.nodes.iter().find(|n| &n.name == node);
+                    let words = spec
+                        .map(|s| s.remote_command(self.cluster, &["host", "status"]))
+                        .unwrap_or_default();
+                    match wait_reboot(
+                        hands,
+                        node,
+                        target,
+                        &words,
+                        before.as_deref(),
+                        reboot_wait(),
+                    ) {
+                        Ok(seen) => {
+                            hands.tell(Event::Changed(&seen));
+                            changes.push(seen);
+                        }
+                        Err(reason) => {
+                            state.fail(i, &reason, changes, &path)?;
+                            return Err(RunError::StepFailed {
+                                n: step.n,
+                                title: step.title.clone(),
+                                what: step.what.clone(),
+                                code: ran.code,
+                                reason,
+                                undo: None,
+                                partial: true,
+                            });
+                        }
+                    }
                 }
                 if let Some(r) = &raw {
                     // The command's whole report, kept with the run as its record.
@@ -982,6 +1028,86 @@ fn changes_of(doc: &Document) -> Vec<String> {
     }
 }
 
+/// How long to wait for a rebooted node, and how often to ask. Debug builds (the test suite,
+/// whose stand-in nodes never restart) may shorten it through KEYFERRY_TEST_REBOOT_DEADLINE.
+fn reboot_wait() -> (std::time::Duration, std::time::Duration) {
+    #[cfg(debug_assertions)]
+    if let Some(d) = std::env::var("KEYFERRY_TEST_REBOOT_DEADLINE")
+        .ok()
+        .and_then(|v| crate::time::parse_duration(&v).ok())
+    {
+        return (d, std::time::Duration::from_millis(200));
+    }
+    (REBOOT_DEADLINE, REBOOT_POLL)
+}
+
+/// Waits until `node`, asked to reboot, answers `host status` again with a start time later
+/// than `before` (or, when the first answer gave none, answers again after it stopped
+/// answering). Unreachable while it restarts is expected; `(deadline, poll)` bound the wait.
+fn wait_reboot(
+    hands: &dyn Hands,
+    node: &str,
+    target: &SshTarget,
+    words: &[String],
+    before: Option<&str>,
+    (deadline, poll): (std::time::Duration, std::time::Duration),
+) -> std::result::Result<String, String> {
+    let began = std::time::Instant::now();
+    let before_t = before.and_then(|b| crate::time::Timestamp::parse(b).ok());
+    let mut went_down = false;
+    loop {
+        std::thread::sleep(poll);
+        let last = match hands.there(node, target, words) {
+            Ok(ran) if ran.code == 0 => {
+                let booted = match Document::parse(&ran.stdout) {
+                    Some(Document::Report(r)) => match *r {
+                        StepReport::Host(h) => h.booted,
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let later = match (booted.as_deref(), before_t) {
+                    // A start time from an uptime wobbles by a second or so between two
+                    // answers; a restart moves it on by at least the time the node was up.
+                    (Some(b), Some(t)) => crate::time::Timestamp::parse(b)
+                        .map(|b| b.unix() > t.unix() + 60)
+                        .unwrap_or(false),
+                    _ => went_down,
+                };
+                if later {
+                    return Ok(format!(
+                        "{node} answered again {}s after the reboot was asked for (started {})",
+                        began.elapsed().as_secs(),
+                        booted.as_deref().unwrap_or("at an unknown time")
+                    ));
+                }
+                format!(
+                    "it answers, up since {} (not restarted yet)",
+                    booted.as_deref().unwrap_or("an unknown time")
+                )
+            }
+            Ok(ran) => format!("its keyferry answered with exit {}", ran.code),
+            Err(why) => {
+                went_down = true;
+                format!("no answer ({})", crate::text::one_line(&why))
+            }
+        };
+        if began.elapsed() >= deadline {
+            return Err(format!(
+                "{node} did not answer again within {} min of its reboot (last: {last}); check \
+                 its console, then: keyferry upgrade resume ... --mark-done <this step> \
+                 --because \"<what you saw>\"",
+                deadline.as_secs() / 60
+            ));
+        }
+        hands.tell(Event::WaitingReboot {
+            node,
+            seconds: began.elapsed().as_secs(),
+            last: &last,
+        });
+    }
+}
+
 /// "null" for a value a report left out, as JSON shows it.
 fn shown(v: Option<u32>) -> String {
     v.map_or_else(|| "null".into(), |v| v.to_string())
@@ -1007,6 +1133,118 @@ mod tests {
     use super::*;
     use crate::keys::push::PushTarget;
     use crate::report::{Envelope, PlanSummary, PushReport, SyncReport, SyncResult, SyncTarget};
+
+    /// A node that reboots, as the run sees it over ssh (a real reboot cannot happen here):
+    /// each `host status` answer in turn, `None` for "no answer".
+    struct Rebooting {
+        answers: std::cell::RefCell<std::collections::VecDeque<Option<Option<&'static str>>>>,
+        told: std::cell::RefCell<Vec<String>>,
+        asked: std::cell::RefCell<Vec<Vec<String>>>,
+    }
+
+    impl Rebooting {
+        fn new(answers: &[Option<Option<&'static str>>]) -> Rebooting {
+            Rebooting {
+                answers: std::cell::RefCell::new(answers.iter().copied().collect()),
+                told: Default::default(),
+                asked: Default::default(),
+            }
+        }
+    }
+
+    impl Hands for Rebooting {
+        fn here(&self, _args: &[String]) -> Result<Ran> {
+            panic!("a reboot wait runs nothing here")
+        }
+        fn there(
+            &self,
+            _node: &str,
+            _target: &SshTarget,
+            words: &[String],
+        ) -> std::result::Result<Ran, String> {
+            self.asked.borrow_mut().push(words.to_vec());
+            match self.answers.borrow_mut().pop_front().flatten() {
+                None => Err("ssh: connect to host 10.0.5.2 port 22: Connection refused".into()),
+                Some(booted) => Ok(Ran {
+                    code: 0,
+                    stdout: serde_json::to_vec(&Envelope::of(&crate::report::HostReport {
+                        node: "nps2".into(),
+                        action: "status".into(),
+                        changes: Vec::new(),
+                        booted: booted.map(str::to_owned),
+                        note: None,
+                    }))
+                    .unwrap(),
+                }),
+            }
+        }
+        fn tell(&self, event: Event<'_>) {
+            if let Event::WaitingReboot { last, .. } = event {
+                self.told.borrow_mut().push(last.to_owned());
+            }
+        }
+        fn ask(&self, _question: Question<'_>) -> Option<bool> {
+            None
+        }
+    }
+
+    fn nps2() -> SshTarget {
+        SshTarget {
+            user: None,
+            host: "10.0.5.2".into(),
+            port: None,
+            launch: crate::remote::invoke::Launch::Detect,
+        }
+    }
+
+    const QUICK: (std::time::Duration, std::time::Duration) = (
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_millis(1),
+    );
+
+    /// The node still up from before, then gone while it restarts, then back with a later
+    /// start time: the wait ends there, having said each.
+    #[test]
+    fn a_rebooted_node_is_waited_for_until_it_answers_with_a_later_start() {
+        let before = "2026-12-05T10:00:00Z";
+        let hands = Rebooting::new(&[
+            Some(Some(before)),
+            None,
+            None,
+            Some(Some("2026-12-05T14:31:07Z")),
+        ]);
+        let words = vec!["keyferry".to_owned(), "host".into(), "status".into()];
+        let seen = wait_reboot(&hands, "nps2", &nps2(), &words, Some(before), QUICK).unwrap();
+        assert!(seen.contains("started 2026-12-05T14:31:07Z"), "{seen}");
+        let told = hands.told.borrow();
+        assert!(told[0].contains("not restarted yet"), "{told:?}");
+        assert!(told[1].contains("Connection refused"), "{told:?}");
+        assert_eq!(hands.asked.borrow().len(), 4);
+        assert!(hands.asked.borrow().iter().all(|w| *w == words));
+    }
+
+    /// A node that never restarts (the reboot was refused, or it hangs) ends the wait at its
+    /// deadline, with what it last said.
+    #[test]
+    fn a_node_that_never_comes_back_fails_the_step_at_the_deadline_with_its_last_words() {
+        let before = "2026-12-05T10:00:00Z";
+        let hands = Rebooting::new(&[Some(Some(before)); 10_000]);
+        let e = wait_reboot(&hands, "nps2", &nps2(), &[], Some(before), QUICK).unwrap_err();
+        assert!(e.contains("did not answer again within 0 min"), "{e}");
+        assert!(e.contains("not restarted yet"), "{e}");
+        let hands = Rebooting::new(&[None; 10_000]);
+        let e = wait_reboot(&hands, "nps2", &nps2(), &[], Some(before), QUICK).unwrap_err();
+        assert!(e.contains("Connection refused"), "{e}");
+    }
+
+    /// Without a start time before, answering again after being gone is the proof.
+    #[test]
+    fn without_a_start_time_gone_then_back_is_a_reboot() {
+        let hands = Rebooting::new(&[Some(None), None, Some(None)]);
+        let seen = wait_reboot(&hands, "nps2", &nps2(), &[], None, QUICK).unwrap();
+        assert!(seen.contains("unknown time"), "{seen}");
+        assert_eq!(hands.asked.borrow().len(), 3);
+    }
 
     fn target(node: &str, result: SyncResult, summary: Option<PlanSummary>) -> SyncTarget {
         SyncTarget {

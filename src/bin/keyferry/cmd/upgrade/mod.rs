@@ -587,6 +587,13 @@ impl Hands for Terminal<'_> {
                 step.what
             )),
             Event::Changed(c) => ui.say(&format!("  -> {c}")),
+            Event::WaitingReboot {
+                node,
+                seconds,
+                last,
+            } => ui.say(&format!(
+                "  waiting for {node} to come back ({seconds}s so far): {last}"
+            )),
             Event::Confirmed { step, total } => ui.say(&format!(
                 "step {}/{total} confirmed: {}{}",
                 step.n,
