@@ -839,6 +839,66 @@ fn a_secret_server_upgrade_stops_and_starts_the_pools_on_the_windows_nodes() {
     );
 }
 
+/// An upgrade given up after it stopped the web node's pool starts that pool again on the way
+/// out (over ssh, where it was stopped), and says so.
+#[test]
+fn an_abandoned_upgrade_starts_again_the_pools_it_stopped() {
+    let Some(bed) = Bed::start() else {
+        return;
+    };
+    bed.write_ss_cluster("shell = \"cmd\"\napp_pool = \"SecretServer\"");
+    std::fs::write(bed.sys32.join("pool-SecretServer"), "Started").unwrap();
+    let up = |cmd: &str, extra: &[&str]| {
+        let mut a = vec!["upgrade", cmd, "--batch"];
+        a.extend_from_slice(extra);
+        bed.keyferry(&a)
+    };
+    up("run", &[]);
+    for _ in 0..10 {
+        let st = up("status", &["--json"]).json();
+        let next = st["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["done"].is_null())
+            .cloned()
+            .unwrap();
+        let n = next["n"].to_string();
+        match next["id"].as_str().unwrap() {
+            "ss.upgrade-primary" => break,
+            "preflight" => up(
+                "resume",
+                &["--mark-done", &n, "--because", "not this test's"],
+            ),
+            _ => up("resume", &["--confirm", &n]),
+        };
+    }
+    assert_eq!(
+        std::fs::read_to_string(bed.sys32.join("pool-SecretServer")).unwrap(),
+        "Stopped"
+    );
+    bed.tool_calls();
+    let r = up("abandon", &[]);
+    r.assert_code(0);
+    let said = format!("{}{}", r.stdout(), r.stderr());
+    assert!(said.contains("put back on"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(bed.sys32.join("pool-SecretServer")).unwrap(),
+        "Started"
+    );
+    let started: Vec<String> = bed
+        .tool_calls()
+        .into_iter()
+        .filter(|c| c.contains("|start|"))
+        .collect();
+    // Two nodes stopped it (they share this machine's stand-in): the first start starts it,
+    // the second finds it running and asks nothing.
+    assert_eq!(
+        started,
+        ["appcmd.exe|start|apppool|/apppool.name:SecretServer"]
+    );
+}
+
 /// The node's own services, driven on the node: each change checks the state first, asks the
 /// tool with the name as one argument, and waits for the state; already-there is said and
 /// asks nothing; a name the node does not know is refused with what to do. The tools are

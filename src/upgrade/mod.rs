@@ -107,6 +107,14 @@ pub struct Step {
     /// the node's keyferry answers again with a later start time (or the wait's deadline).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub wait_reboot: bool,
+    /// keyferry's arguments that put back what this step changed, run by `upgrade abandon`
+    /// when the step ran and `undone_by` (a later step on the same node) did not: a pool the
+    /// run stopped is started again when the run is given up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undo_args: Vec<String>,
+    /// The later step that puts this one's change back in the normal course of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undone_by: Option<String>,
 }
 
 /// The whole checklist.
@@ -151,6 +159,8 @@ impl Builder<'_> {
             confirm_replace: false,
             done_when: Vec::new(),
             wait_reboot: false,
+            undo_args: Vec::new(),
+            undone_by: None,
         });
     }
 
@@ -506,9 +516,15 @@ fn secret_server(b: &mut Builder<'_>, file: &ClusterFile) -> Result<()> {
                     &["host", "pool", "stop"],
                 );
                 b.undo(format!(
-                    "keyferry host pool start -c {} --node {} (on {})",
+                    "keyferry host pool start -c {} --node {} (on {}); upgrade abandon starts it \
+                     again itself",
                     b.cluster_arg, n.name, n.name
                 ));
+                let args = b.argv(&["host", "pool", "start"], Some(&n.name));
+                if let Some(s) = b.steps.last_mut() {
+                    s.undo_args = args;
+                    s.undone_by = Some("ss.start".into());
+                }
             }
             (pool, _) => b.manual(
                 "ss.stop",

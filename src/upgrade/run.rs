@@ -321,6 +321,60 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Puts back what the run's steps changed and nothing later put back (a pool it stopped
+    /// and did not start again), each where its step ran: for `upgrade abandon`, before the
+    /// run is given up. One line per step, said as it goes; a failure is said and the rest
+    /// still tried.
+    pub fn put_back(&self, state: &RunState, hands: &dyn Hands) -> Vec<String> {
+        let p = self.plan;
+        let mut said = Vec::new();
+        for (i, step) in p.steps.iter().enumerate().rev() {
+            let ran = matches!(state.steps.get(i).and_then(|s| s.done), Some(Done::Ran));
+            if !ran || step.undo_args.is_empty() {
+                continue;
+            }
+            let put_back_later = p.steps.iter().enumerate().any(|(j, s)| {
+                Some(&s.id) == step.undone_by.as_ref()
+                    && s.node == step.node
+                    && state.steps.get(j).is_some_and(|t| t.done.is_some())
+            });
+            if put_back_later {
+                continue;
+            }
+            let node = step.node.as_deref().unwrap_or(self.local);
+            let line = match self.run(hands, &self.place(step), &step.undo_args) {
+                Ok(ran) if ran.code == 0 => {
+                    let doc = Document::parse(&ran.stdout);
+                    let what = doc.as_ref().map(changes).unwrap_or_default().join("; ");
+                    format!(
+                        "step {} ({}) put back on {node}: {what}",
+                        step.n, step.title
+                    )
+                }
+                Ok(ran) => format!(
+                    "step {} ({}) NOT put back on {node} (exit {}): run keyferry {} there",
+                    step.n,
+                    step.title,
+                    ran.code,
+                    crate::text::command_line(&step.undo_args)
+                ),
+                Err(e) => format!(
+                    "step {} ({}) NOT put back on {node} ({}): run keyferry {} there",
+                    step.n,
+                    step.title,
+                    match e {
+                        RunError::Unreachable { url, why, .. } => format!("{url}: {why}"),
+                        other => format!("{other:?}"),
+                    },
+                    crate::text::command_line(&step.undo_args)
+                ),
+            };
+            hands.tell(Event::Changed(&line));
+            said.push(line);
+        }
+        said
+    }
+
     /// Where step `step` runs from this node.
     pub fn place(&self, step: &Step) -> Place {
         let Some(node) = step.node.as_deref() else {

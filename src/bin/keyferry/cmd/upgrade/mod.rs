@@ -374,6 +374,21 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             return Ok(ExitCode::SUCCESS);
         }
         Start::Abandon => {
+            // What the run changed and would have put back itself (a pool it stopped) is
+            // put back first, on each node, each said.
+            if let Some(open) = driver
+                .status()
+                .map_err(fail)?
+                .filter(|r| r.finished.is_none())
+            {
+                let hands = Terminal {
+                    ui,
+                    ssh: args.ssh.client(),
+                    timeout: args.step_timeout,
+                    asked: std::cell::Cell::new(false),
+                };
+                driver.put_back(&open, &hands);
+            }
             let (state, record) = driver.abandon().map_err(fail)?;
             if ui.json {
                 super::ha::emit(ui, "upgrade-run", &state);
