@@ -977,20 +977,55 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
                 &n.to_string(),
             ],
         );
+        if id == "ha.upgrade-secondary" {
+            // The next step reboots nps2 over ssh (keyferry host reboot there), which only a
+            // Windows node does; this test's nodes are Linux and cannot restart: the step
+            // fails with nps2's own words, and the admin marks it done after rebooting by hand.
+            // 3: the run's earlier steps changed the pair (partly done), this one failed.
+            assert_eq!(r.code(), 3, "{}", r.stderr());
+            assert!(
+                r.stderr()
+                    .contains("on a Windows node only, and this one is not"),
+                "{}",
+                r.stderr()
+            );
+            saw(&r);
+            let reboot = waiting().unwrap();
+            assert_eq!(kinds[reboot - 1].0, "ha.reboot-secondary");
+            let r = bed.keyferry(
+                0,
+                &[
+                    "upgrade",
+                    "resume",
+                    "--batch",
+                    "--ssh-config",
+                    &cfg,
+                    "--mark-done",
+                    &reboot.to_string(),
+                    "--because",
+                    "nps2 rebooted by hand",
+                ],
+            );
+            r.assert_code(0);
+            saw(&r);
+            continue;
+        }
         r.assert_code(0);
         saw(&r);
     }
     if let Some(path) = std::env::var_os("KEYFERRY_TRANSCRIPT") {
         std::fs::write(path, &transcript).unwrap();
     }
-    assert_eq!(relayed, 3, "nps2's messages from its three steps, escaped");
-    // Every automatic step on nps2 was run by the run, over ssh.
+    assert_eq!(relayed, 4, "nps2's messages from its four steps, escaped");
+    // Every automatic step on nps2 was run by the run, over ssh (its reboot failed there and
+    // was marked done).
     let st = bed.keyferry(0, &["upgrade", "status", "--json"]).json();
     let on_nps2: Vec<&serde_json::Value> = st["steps"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s["node"] == "nps2" && kinds[s["n"].as_u64().unwrap() as usize - 1].1 == "auto")
+        .filter(|s| s["id"] != "ha.reboot-secondary")
         .collect();
     assert_eq!(on_nps2.len(), 3, "{st}");
     assert!(on_nps2.iter().all(|s| s["done"] == "ran"), "{st}");
@@ -1129,6 +1164,26 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
         let j = status();
         let (n, id) = next(&j);
         assert_ne!(id, "ha.rejoin-primary", "the rejoin waits: {j}");
+        if id == "ha.reboot-secondary" {
+            // keyferry reboots only Windows nodes (this test's are Linux): its failure was
+            // said, and the admin marks the step done after rebooting by hand.
+            bed.keyferry(
+                0,
+                &[
+                    "upgrade",
+                    "resume",
+                    "--batch",
+                    "--ssh-config",
+                    &cfg,
+                    "--mark-done",
+                    &n.to_string(),
+                    "--because",
+                    "nps2 rebooted by hand",
+                ],
+            )
+            .assert_code(0);
+            continue;
+        }
         let last = j["steps"][n]["id"] == "ha.rejoin-primary";
         let mut cmd = resume(&n.to_string());
         if last {
@@ -1138,6 +1193,9 @@ fn a_run_killed_right_after_a_remote_step_finds_it_done_on_resume() {
         if last {
             assert!(!out.status.success(), "the kill did not happen");
             break;
+        }
+        if !out.status.success() && next(&status()).1 == "ha.reboot-secondary" {
+            continue;
         }
         assert!(
             out.status.success(),

@@ -140,11 +140,14 @@ impl Tools {
                 stand_ins: false,
             });
         }
-        Err(Error::Unsupported(
-            "IIS application pools, Windows services and reboots are driven on a Windows node \
-             only: run this on the node (directly or over ssh)"
+        Err(Error::Host {
+            why: "IIS application pools, Windows services and reboots are driven on a Windows \
+                  node only, and this one is not"
                 .into(),
-        ))
+            hint: "do it by hand on this node; in an upgrade run, then mark the step done \
+                   (keyferry upgrade resume ... --mark-done N --because \"...\")"
+                .into(),
+        })
     }
 
     fn tool(&self, rel: &str) -> Result<PathBuf> {
