@@ -108,9 +108,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
     }
     Ok(if failed {
-        ExitCode::from(2)
+        ExitCode::from(crate::exit::ERROR)
     } else if differs {
-        ExitCode::from(1)
+        ExitCode::from(crate::exit::NO)
     } else {
         ExitCode::SUCCESS
     })

@@ -532,7 +532,7 @@ impl Hands for Terminal<'_> {
             Ok(cli) => cli,
             Err(e) => {
                 return Ok(Ran {
-                    code: 2,
+                    code: i32::from(crate::exit::ERROR),
                     stdout: error_document(&Failure::new(
                         "usage",
                         format!(
@@ -572,7 +572,7 @@ impl Hands for Terminal<'_> {
             })
             .map_err(|e| e.to_string())?;
         Ok(Ran {
-            code: done.code.unwrap_or(2),
+            code: done.code.unwrap_or(i32::from(crate::exit::ERROR)),
             stdout: done.stdout,
         })
     }
