@@ -978,14 +978,35 @@ fn pools_and_services_are_driven_by_name_checked_first_and_said() {
     assert_eq!(states, ["stopped", "running", "running"], "{doc}");
     assert!(doc["booted"].as_str().is_some(), "{doc}");
 
-    // A service the node does not have: refused with the tool's words and what to do.
+    // A service the node does not have: refused with the tool's words and what to do, and
+    // nothing on the node changed (its services' states, its folders).
     std::fs::remove_file(bed.sys32.join("svc-SbPAMProxy")).unwrap();
+    bed.tool_calls();
+    let before = (snapshot(&bed.sys32), snapshot(&bed.path("nodes")));
     let r = bed.on_node(ACT, &["host", "service", "stop"]);
     r.assert_code(2);
     let e = &r.json()["error"];
     assert_eq!(e["code"], "host", "{e}");
     assert!(e["message"].as_str().unwrap().contains("1060"), "{e}");
     assert!(e["hint"].as_str().unwrap().contains("services.msc"), "{e}");
+    assert!(bed.tool_calls().iter().all(|c| c.contains("|query|")));
+    assert_eq!(before, (snapshot(&bed.sys32), snapshot(&bed.path("nodes"))));
+    // A node without app_pool: refused before any tool is asked, saying what to write.
+    let text = std::fs::read_to_string(bed.cluster()).unwrap();
+    std::fs::write(
+        bed.cluster(),
+        text.replace("app_pool = \"Secret Server (x86) & co\"\n", ""),
+    )
+    .unwrap();
+    let r = bed.on_node(ACT, &["host", "pool", "stop"]);
+    r.assert_code(2);
+    assert!(r.json()["error"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("app_pool"));
+    assert!(bed.tool_calls().is_empty());
+    assert_eq!(before, (snapshot(&bed.sys32), snapshot(&bed.path("nodes"))));
+    std::fs::write(bed.cluster(), text).unwrap();
 
     // IIS restart and reboot ask their tools exactly this.
     bed.tool_calls();

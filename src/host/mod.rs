@@ -30,6 +30,19 @@ pub enum State {
     Other,
 }
 
+impl State {
+    /// The state in words, as reports and messages say it.
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Stopping => "stopping",
+            State::Other => "in another state",
+        }
+    }
+}
+
 /// The two ends a step asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -266,15 +279,14 @@ impl Tools {
             if began.elapsed() >= self.settle {
                 return Err(Error::Host {
                     why: format!(
-                        "{thing} is {now:?} {}s after `{} {}` (which said: {}); wanted {:?}",
+                        "{thing} is {} {}s after `{} {}` (which said: {}); wanted {}",
+                        now.word(),
                         self.settle.as_secs(),
                         want.verb(),
                         name,
                         crate::text::one_line(out.trim()),
-                        want.state()
-                    )
-                    .replace("Running", "running")
-                    .replace("Stopped", "stopped"),
+                        want.state().word()
+                    ),
                     hint: format!(
                         "see the node's event log (System, and IIS or the service's own); \
                          exit {}",

@@ -362,10 +362,7 @@ impl Driver<'_> {
                     "step {} ({}) NOT put back on {node} ({}): run keyferry {} there",
                     step.n,
                     step.title,
-                    match e {
-                        RunError::Unreachable { url, why, .. } => format!("{url}: {why}"),
-                        other => format!("{other:?}"),
-                    },
+                    why_not(e),
                     crate::text::command_line(&step.undo_args)
                 ),
             };
@@ -575,23 +572,14 @@ impl Driver<'_> {
                     });
                 }
                 let mut changes = changes;
-                if let (true, Place::Ssh { node, target }) = (step.wait_reboot, &place) {
+                if let (true, Place::Ssh { node, .. }) = (step.wait_reboot, &place) {
                     let before = match doc.as_ref().and_then(Document::report) {
                         Some(StepReport::Host(h)) => h.booted.clone(),
                         _ => None,
                     };
-                    let spec = self.file.nodes.iter().find(|n| &n.name == node);
-                    let words = spec
-                        .map(|s| s.remote_command(self.cluster, &["host", "status"]))
-                        .unwrap_or_default();
-                    match wait_reboot(
-                        hands,
-                        node,
-                        target,
-                        &words,
-                        before.as_deref(),
-                        reboot_wait(),
-                    ) {
+                    let status = ["host".to_owned(), "status".to_owned()];
+                    let ask = || self.run(hands, &place, &status).map_err(why_not);
+                    match wait_reboot(hands, node, &ask, before.as_deref(), reboot_wait()) {
                         Ok(seen) => {
                             hands.tell(Event::Changed(&seen));
                             changes.push(seen);
@@ -1038,17 +1026,16 @@ fn changes_of(doc: &Document) -> Vec<String> {
                 .changes
                 .iter()
                 .map(|c| {
-                    let state = |s: crate::host::State| s.word();
                     if c.changed {
                         format!(
                             "{}: {} {} -> {}",
                             h.node,
                             c.thing,
-                            state(c.before),
-                            state(c.after)
+                            c.before.word(),
+                            c.after.word()
                         )
                     } else {
-                        format!("{}: {} already {}", h.node, c.thing, state(c.after))
+                        format!("{}: {} already {}", h.node, c.thing, c.after.word())
                     }
                 })
                 .collect();
@@ -1082,6 +1069,14 @@ fn changes_of(doc: &Document) -> Vec<String> {
     }
 }
 
+/// Why a command could not be run on a node, in words (where it was reached, and why not).
+fn why_not(e: RunError) -> String {
+    match e {
+        RunError::Unreachable { url, why, .. } => format!("{url}: {why}"),
+        other => format!("{other:?}"),
+    }
+}
+
 /// How long to wait for a rebooted node, and how often to ask. Debug builds (the test suite,
 /// whose stand-in nodes never restart) may shorten it through KEYFERRY_TEST_REBOOT_DEADLINE.
 fn reboot_wait() -> (std::time::Duration, std::time::Duration) {
@@ -1101,8 +1096,7 @@ fn reboot_wait() -> (std::time::Duration, std::time::Duration) {
 fn wait_reboot(
     hands: &dyn Hands,
     node: &str,
-    target: &SshTarget,
-    words: &[String],
+    ask: &dyn Fn() -> std::result::Result<Ran, String>,
     before: Option<&str>,
     (deadline, poll): (std::time::Duration, std::time::Duration),
 ) -> std::result::Result<String, String> {
@@ -1111,7 +1105,7 @@ fn wait_reboot(
     let mut went_down = false;
     loop {
         std::thread::sleep(poll);
-        let last = match hands.there(node, target, words) {
+        let last = match ask() {
             Ok(ran) if ran.code == 0 => {
                 let booted = match Document::parse(&ran.stdout) {
                     Some(Document::Report(r)) => match *r {
@@ -1268,7 +1262,8 @@ mod tests {
             Some(Some("2026-12-05T14:31:07Z")),
         ]);
         let words = vec!["keyferry".to_owned(), "host".into(), "status".into()];
-        let seen = wait_reboot(&hands, "nps2", &nps2(), &words, Some(before), QUICK).unwrap();
+        let ask = || hands.there("nps2", &nps2(), &words);
+        let seen = wait_reboot(&hands, "nps2", &ask, Some(before), QUICK).unwrap();
         assert!(seen.contains("started 2026-12-05T14:31:07Z"), "{seen}");
         let told = hands.told.borrow();
         assert!(told[0].contains("not restarted yet"), "{told:?}");
@@ -1283,11 +1278,13 @@ mod tests {
     fn a_node_that_never_comes_back_fails_the_step_at_the_deadline_with_its_last_words() {
         let before = "2026-12-05T10:00:00Z";
         let hands = Rebooting::new(&[Some(Some(before)); 10_000]);
-        let e = wait_reboot(&hands, "nps2", &nps2(), &[], Some(before), QUICK).unwrap_err();
+        let ask = || hands.there("nps2", &nps2(), &[]);
+        let e = wait_reboot(&hands, "nps2", &ask, Some(before), QUICK).unwrap_err();
         assert!(e.contains("did not answer again within 0 min"), "{e}");
         assert!(e.contains("not restarted yet"), "{e}");
         let hands = Rebooting::new(&[None; 10_000]);
-        let e = wait_reboot(&hands, "nps2", &nps2(), &[], Some(before), QUICK).unwrap_err();
+        let ask = || hands.there("nps2", &nps2(), &[]);
+        let e = wait_reboot(&hands, "nps2", &ask, Some(before), QUICK).unwrap_err();
         assert!(e.contains("Connection refused"), "{e}");
     }
 
@@ -1295,7 +1292,8 @@ mod tests {
     #[test]
     fn without_a_start_time_gone_then_back_is_a_reboot() {
         let hands = Rebooting::new(&[Some(None), None, Some(None)]);
-        let seen = wait_reboot(&hands, "nps2", &nps2(), &[], None, QUICK).unwrap();
+        let ask = || hands.there("nps2", &nps2(), &[]);
+        let seen = wait_reboot(&hands, "nps2", &ask, None, QUICK).unwrap();
         assert!(seen.contains("unknown time"), "{seen}");
         assert_eq!(hands.asked.borrow().len(), 3);
     }

@@ -95,7 +95,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
     match c {
         HostCommand::CheckSite(a) => check_site(a, ui),
         HostCommand::Pool(a) => {
-            let (file, spec) = load(&a.node)?;
+            let spec = load(&a.node)?;
             let pool = spec.app_pool.clone().ok_or_else(|| {
                 Failure::new(
                     "host",
@@ -103,7 +103,6 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                     Some("write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]"),
                 )
             })?;
-            let _ = file;
             let want = want(a.action);
             let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
             show(
@@ -112,7 +111,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Service(a) => {
-            let (_, spec) = load(&a.node)?;
+            let spec = load(&a.node)?;
             if spec.services.is_empty() {
                 return Err(Failure::new(
                     "host",
@@ -136,7 +135,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::IisRestart(a) => {
-            let (_, spec) = load(&a)?;
+            let spec = load(&a)?;
             let said = tools(ui)?.restart_iis()?;
             show(
                 ui,
@@ -149,7 +148,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Reboot(a) => {
-            let (_, spec) = load(&a.node)?;
+            let spec = load(&a.node)?;
             tools(ui)?.reboot(
                 a.delay,
                 "keyferry: the vendor's upgrade procedure reboots this server",
@@ -168,7 +167,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Status(a) => {
-            let (_, spec) = load(&a)?;
+            let spec = load(&a)?;
             let tools = tools(ui)?;
             let mut changes = Vec::new();
             let things = spec
@@ -213,10 +212,9 @@ fn action(what: &str, a: Action) -> String {
     }
 }
 
-fn load(a: &NodeOnly) -> Result<(ClusterFile, NodeSpec), Failure> {
+fn load(a: &NodeOnly) -> Result<NodeSpec, Failure> {
     let file = ClusterFile::load(&a.cluster)?;
-    let spec = file.select(a.node.as_deref(), &host_name())?.clone();
-    Ok((file, spec))
+    Ok(file.select(a.node.as_deref(), &host_name())?.clone())
 }
 
 fn report(
@@ -239,14 +237,7 @@ fn show(ui: &Ui, r: HostReport) -> CmdResult {
         ui.report(&r);
         return crate::cmd::success();
     }
-    use keyferry::host::State;
-    let word = |s: State| match s {
-        State::Running => "running",
-        State::Stopped => "stopped",
-        State::Starting => "starting",
-        State::Stopping => "stopping",
-        State::Other => "in another state",
-    };
+    let word = keyferry::host::State::word;
     for c in &r.changes {
         if r.action == "status" {
             ui.out(&format!("{}: {} is {}", r.node, c.thing, word(c.after)));
