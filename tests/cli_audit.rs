@@ -1,6 +1,6 @@
 //! `keyferry audit` over real folders, saved reports and a real OpenSSH server on loopback.
 
-mod common;
+use crate::common;
 use common::*;
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! completion script into a real bash and check the page's sections, so a broken generator
 //! or a missing command shows.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -3,7 +3,7 @@
 //! namespace this test creates (veth pair, addresses on that link only); every other test
 //! names its checks so nothing else is contacted.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -4,7 +4,7 @@
 //! CryptProtectData/CryptUnprotectData. Wine's blobs are Wine's (DOMAIN.md §4): these tests
 //! prove the code path, not Windows' machine binding.
 
-mod common;
+use crate::common;
 use common::*;
 use std::path::Path;
 

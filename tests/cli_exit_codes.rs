@@ -1,6 +1,6 @@
 //! Each exit code of `src/bin/keyferry/exit.rs`, and the JSON error contract.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

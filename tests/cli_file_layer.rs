@@ -3,7 +3,7 @@
 //! refuses, crash leftovers are swept, and hostile paths (links to devices, FIFOs) are
 //! refused at once instead of read without end.
 
-mod common;
+use crate::common;
 use common::*;
 use std::path::Path;
 

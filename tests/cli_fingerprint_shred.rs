@@ -1,6 +1,6 @@
 //! `fingerprint` (text, --words, --json node report) and `shred`.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

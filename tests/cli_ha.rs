@@ -2,8 +2,8 @@
 //! Linux only: the bed needs network namespaces and root.
 #![cfg(target_os = "linux")]
 
-mod common;
-mod pgbed;
+use crate::common;
+use crate::pgbed;
 
 use pgbed::Bed;
 

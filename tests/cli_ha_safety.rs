@@ -7,8 +7,8 @@
 //! counted against what was written. Linux only: the bed needs network namespaces and root.
 #![cfg(target_os = "linux")]
 
-mod common;
-mod pgbed;
+use crate::common;
+use crate::pgbed;
 
 use pgbed::Bed;
 use std::path::{Path, PathBuf};

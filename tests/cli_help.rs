@@ -1,5 +1,5 @@
 //! Help is UI: every `--help` and `--version` is pinned as a case file under `tests/cmd/`.
-//! Regenerate after an intended change with `TRYCMD=overwrite cargo test --test cli_help`.
+//! Regenerate after an intended change with `TRYCMD=overwrite cargo test --features failpoints -- cli_help`.
 
 #[test]
 fn cli_cases() {

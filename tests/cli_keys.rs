@@ -1,7 +1,7 @@
 //! `keys export` / `keys import` / `keys inspect` / `keys cleanup` through the real binary on
 //! real files. Every refusal checks that the cluster's files are byte-identical afterwards.
 
-mod common;
+use crate::common;
 use common::*;
 use std::path::Path;
 

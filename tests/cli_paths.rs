@@ -2,7 +2,7 @@
 //! passphrase files, and on Windows drive and UNC-form (`\\?\C:\...`) paths. A real share
 //! (`\\node2\c$\...`) needs a second Windows machine; its parsing is covered in `cluster.rs`.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -1,7 +1,7 @@
 //! Privilege Secure: `keys.exp` (opaque, temporary) and the HA `appsettings.json`, split by
 //! role; the vendor import step; and `keys cleanup` of `keys.exp` on target and source.
 
-mod common;
+use crate::common;
 use common::*;
 use std::path::PathBuf;
 

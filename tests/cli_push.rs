@@ -2,7 +2,7 @@
 //! a different, or no key set, and a Proxy host. Refusals leave the refused node's files
 //! byte-identical; no bundle or temp file is left anywhere.
 
-mod common;
+use crate::common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

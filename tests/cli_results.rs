@@ -2,7 +2,7 @@
 //! binaries fails; an unreachable node is called unreachable, not a disagreement; bad
 //! option values are refused; text from nodes cannot drive the terminal; tables fit it.
 
-mod common;
+use crate::common;
 use common::*;
 
 const KEY: &[u8] = b"THE KEY every node should hold";

@@ -3,7 +3,7 @@
 //! in any stdout or stderr, ledger, backup name or leftover temporary file. Key bytes may
 //! exist only in installed key files and in backup files (their purpose).
 
-mod common;
+use crate::common;
 use base64::prelude::*;
 use common::*;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! with real permissions: protected files keep their bytes, identity, owner and mode; stale
 //! files go; links are never followed; every refusal leaves both trees byte-identical.
 
-mod common;
+use crate::common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `keyferry upgrade plan`: the vendor procedures as a checklist for a real cluster file.
 
-mod common;
+use crate::common;
 use common::*;
 
 fn plan(cluster: &std::path::Path) -> Run {

@@ -7,7 +7,7 @@
 
 #![cfg(feature = "failpoints")]
 
-mod common;
+use crate::common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -19,8 +19,7 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
-mod pgbed;
+use crate::pgbed;
 
 use keyferry::ha::hba::{self, Connection, EntryKind, Server};
 use std::io::{Read, Write};

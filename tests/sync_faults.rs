@@ -13,7 +13,7 @@
 // The SKIPPED lines and the counts must be visible in test output.
 #![allow(clippy::print_stderr)]
 
-mod common;
+use crate::common;
 use common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

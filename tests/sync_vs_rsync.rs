@@ -9,7 +9,7 @@
 //! a short seeded set. Linux only (rsync and Unix modes).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 use common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
