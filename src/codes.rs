@@ -5,8 +5,21 @@
 use serde::Serialize;
 
 /// What a check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum FindingCode {
     KeysDiffer,
     KeysMissing,
@@ -25,36 +38,12 @@ pub enum FindingCode {
 }
 
 impl FindingCode {
-    pub const ALL: &'static [FindingCode] = &[
-        FindingCode::KeysDiffer,
-        FindingCode::KeysMissing,
-        FindingCode::NodeUnreachable,
-        FindingCode::NoReference,
-        FindingCode::DpapiSuspected,
-        FindingCode::BinariesDiffer,
-        FindingCode::ClockSkew,
-        FindingCode::PortClosed,
-        FindingCode::PgHbaUnreadable,
-        FindingCode::PgHbaMissingPeer,
-        FindingCode::PgHbaRefused,
-        FindingCode::NothingChecked,
-    ];
+    /// Every code, in the order they are declared.
+    pub const ALL: &'static [FindingCode] = <FindingCode as strum::VariantArray>::VARIANTS;
 
+    /// The code as scripts see it (the variant's name in kebab case, as serde writes it).
     pub fn as_str(self) -> &'static str {
-        match self {
-            FindingCode::KeysDiffer => "keys-differ",
-            FindingCode::KeysMissing => "keys-missing",
-            FindingCode::NodeUnreachable => "node-unreachable",
-            FindingCode::NoReference => "no-reference",
-            FindingCode::DpapiSuspected => "dpapi-suspected",
-            FindingCode::BinariesDiffer => "binaries-differ",
-            FindingCode::ClockSkew => "clock-skew",
-            FindingCode::PortClosed => "port-closed",
-            FindingCode::PgHbaUnreadable => "pg-hba-unreadable",
-            FindingCode::PgHbaMissingPeer => "pg-hba-missing-peer",
-            FindingCode::PgHbaRefused => "pg-hba-refused",
-            FindingCode::NothingChecked => "nothing-checked",
-        }
+        self.into()
     }
 }
 

@@ -1,7 +1,8 @@
 //! The library's one error type. It says *what* failed; the binary adds *what to do*.
 //!
-//! Every variant has a stable kebab-case [`Error::code`] that scripts may rely on; a test
-//! keeps the codes unique.
+//! Every variant has a stable kebab-case [`Error::code`] that scripts may rely on, derived from
+//! its name; [`Error::ALL_CODES`] lists them all from the same derive, and tests keep them
+//! unique and documented.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,8 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in keyferry's library.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Error {
     // --- bundle opening, in the order import checks them ---
@@ -21,6 +23,7 @@ pub enum Error {
     BundleCorrupt(String),
     /// The bundle was sealed with more scrypt work than keyferry accepts.
     #[error("the bundle asks for scrypt work factor {required}; keyferry accepts at most {max}")]
+    #[strum(serialize = "excessive-work-factor")]
     ExcessiveWork { required: u8, max: u8 },
     /// Not a keyferry bundle, or a format version this build does not know.
     #[error("not a keyferry bundle this version can read: {0}")]
@@ -123,6 +126,7 @@ pub enum Error {
     },
     /// A DPAPI call failed.
     #[error("DPAPI: {0}")]
+    #[strum(serialize = "dpapi-failed")]
     Dpapi(String),
 
     // --- configuration and input ---
@@ -175,6 +179,7 @@ pub enum Error {
     #[error(
         "{path} changed while keyferry was working on it (another program or user replaced it)"
     )]
+    #[strum(serialize = "changed-underfoot")]
     Changed { path: PathBuf },
     /// Another keyferry command holds the node's lock.
     #[error(
@@ -213,57 +218,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// Stable, kebab-case identifier of the error kind: API for scripts (`--json`).
+    /// Stable, kebab-case identifier of the error kind: API for scripts (`--json`), the
+    /// variant's name in kebab case unless the variant says otherwise.
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::WrongPassphrase => "wrong-passphrase",
-            Error::BundleCorrupt(_) => "bundle-corrupt",
-            Error::ExcessiveWork { .. } => "excessive-work-factor",
-            Error::BundleFormat(_) => "bundle-format",
-            Error::BundleExpired { .. } => "bundle-expired",
-            Error::BadEntryName { .. } => "bad-entry-name",
-            Error::IntegrityMismatch(_) => "integrity-mismatch",
-            Error::WrongRole(_) => "wrong-role",
-            Error::BundleIncomplete { .. } => "bundle-incomplete",
-            Error::WrongProfile { .. } => "wrong-profile",
-            Error::WrongCluster { .. } => "wrong-cluster",
-            Error::NothingToExport { .. } => "nothing-to-export",
-            Error::NotPrimary { .. } => "not-primary",
-            Error::ReplacesPrimary { .. } => "replaces-primary",
-            Error::KeySetDiffers { .. } => "key-set-differs",
-            Error::KeyProtection(_) => "key-protection",
-            Error::UnsafeDestination { .. } => "unsafe-destination",
-            Error::FolderMissing { .. } => "folder-missing",
-            Error::VerifyFailed(_) => "verify-failed",
-            Error::TreeMismatch(_) => "tree-mismatch",
-            Error::AfterInstall { .. } => "after-install",
-            Error::PartlyInstalled { .. } => "partly-installed",
-            Error::FileMissing { .. } => "file-missing",
-            Error::KeyFileMissing { .. } => "key-file-missing",
-            Error::DpapiProtected { .. } => "dpapi-protected",
-            Error::Dpapi(_) => "dpapi-failed",
-            Error::KeyFileTooLarge { .. } => "key-file-too-large",
-            Error::ClusterFile { .. } => "cluster-file",
-            Error::NodeNotFound(_) => "node-not-found",
-            Error::Passphrase(_) => "passphrase",
-            Error::WeakPassphrase { .. } => "weak-passphrase",
-            Error::OutputExists { .. } => "output-exists",
-            Error::InvalidInput(_) => "invalid-input",
-            Error::Unsupported(_) => "unsupported",
-            Error::NodeReport(_) => "node-report",
-            Error::SyncRefused(_) => "sync-refused",
-            Error::ProtectedChanged(_) => "protected-changed",
-            Error::HaRefused { .. } => "ha-refused",
-            Error::HaFailed { .. } => "ha-failed",
-            Error::Host { .. } => "host",
-            Error::Postgres { .. } => "postgres",
-            Error::NotAFile { .. } => "not-a-file",
-            Error::TooLarge { .. } => "too-large",
-            Error::Changed { .. } => "changed-underfoot",
-            Error::NodeBusy { .. } => "node-busy",
-            Error::RecoveryConflict(_) => "recovery-conflict",
-            Error::Io { .. } => "io",
-        }
+        self.into()
     }
 
     /// A missing file of some kind (`what`: "cluster file", "passphrase file", ...).
@@ -296,55 +254,8 @@ impl Error {
         }
     }
 
-    /// Every code, for the uniqueness test and the docs.
-    pub const ALL_CODES: &'static [&'static str] = &[
-        "wrong-passphrase",
-        "bundle-corrupt",
-        "excessive-work-factor",
-        "bundle-format",
-        "bundle-expired",
-        "bad-entry-name",
-        "integrity-mismatch",
-        "wrong-role",
-        "bundle-incomplete",
-        "wrong-profile",
-        "wrong-cluster",
-        "nothing-to-export",
-        "not-primary",
-        "replaces-primary",
-        "key-set-differs",
-        "unsafe-destination",
-        "folder-missing",
-        "verify-failed",
-        "tree-mismatch",
-        "after-install",
-        "partly-installed",
-        "file-missing",
-        "key-file-missing",
-        "dpapi-protected",
-        "dpapi-failed",
-        "key-file-too-large",
-        "cluster-file",
-        "node-not-found",
-        "passphrase",
-        "weak-passphrase",
-        "output-exists",
-        "invalid-input",
-        "unsupported",
-        "node-report",
-        "sync-refused",
-        "protected-changed",
-        "not-a-file",
-        "too-large",
-        "changed-underfoot",
-        "node-busy",
-        "recovery-conflict",
-        "ha-refused",
-        "ha-failed",
-        "postgres",
-        "host",
-        "io",
-    ];
+    /// Every code, one per variant, in the order they are declared.
+    pub const ALL_CODES: &'static [&'static str] = <Error as strum::VariantNames>::VARIANTS;
 }
 
 #[cfg(test)]
@@ -365,25 +276,17 @@ mod tests {
     }
 
     #[test]
-    fn every_variant_code_is_listed() {
-        let samples = [
-            Error::WrongPassphrase,
-            Error::BundleCorrupt(String::new()),
-            Error::ExcessiveWork {
-                required: 30,
-                max: 20,
-            },
-            Error::BundleFormat(String::new()),
-            Error::IntegrityMismatch(String::new()),
-            Error::WrongRole(String::new()),
-            Error::KeySetDiffers {
-                files: String::new(),
-            },
-            Error::io("x", std::io::Error::other("y")),
-            Error::TreeMismatch(String::new()),
-        ];
-        for e in samples {
-            assert!(Error::ALL_CODES.contains(&e.code()), "{}", e.code());
-        }
+    fn a_code_is_its_variants_name_unless_the_variant_says_otherwise() {
+        assert_eq!(Error::WrongPassphrase.code(), "wrong-passphrase");
+        assert_eq!(Error::KeyProtection(String::new()).code(), "key-protection");
+        assert_eq!(Error::Dpapi(String::new()).code(), "dpapi-failed");
+        let e = Error::ExcessiveWork {
+            required: 30,
+            max: 20,
+        };
+        assert_eq!(e.code(), "excessive-work-factor");
+        assert_eq!(Error::io("x", std::io::Error::other("y")).code(), "io");
+        assert!(Error::ALL_CODES.contains(&"changed-underfoot"));
+        assert!(Error::ALL_CODES.len() >= 47, "{:?}", Error::ALL_CODES);
     }
 }

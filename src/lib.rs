@@ -33,6 +33,7 @@ pub mod host;
 pub mod keys;
 pub mod os;
 pub mod parallel;
+pub mod preflight;
 pub mod profile;
 pub mod progress;
 pub mod remote;

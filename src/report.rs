@@ -10,9 +10,9 @@ use crate::ha::replica::{FailoverReport, RejoinReport};
 use crate::ha::status::PairStatus;
 use crate::keys::cleanup::CleanupReport;
 use crate::keys::push::PushTarget;
+use crate::preflight::Preflight;
 use crate::sync::apply::SyncOutcome;
 use crate::sync::plan::SyncPlan;
-use crate::upgrade::preflight::Preflight;
 use serde::{Deserialize, Serialize};
 
 /// A failure as the JSON contract writes it, in the error document

@@ -388,7 +388,7 @@ fn dpapi_protect_survives_a_crash_at_every_durable_step() {
             if next == "recover" {
                 assert_eq!(now, OLD_KEY, "{point} then recover");
             } else {
-                let plain = keyferry::os::dpapi_unprotect(&now).expect("a DPAPI blob");
+                let plain = keyferry::dpapi::unprotect(&now).expect("a DPAPI blob");
                 assert_eq!(plain.expose_secret(), OLD_KEY, "{point} then again");
             }
             assert_eq!(

@@ -78,3 +78,148 @@ fn the_readmes_layout_names_every_library_file_and_no_other() {
     assert!(gone.is_empty(), "Layout rows whose file is gone: {gone:?}");
     assert!(actual.len() > 80, "{actual:?}");
 }
+
+/// The layers the README's Layout section gives, lowest first: (layer, its modules).
+fn layers(readme: &str) -> Vec<(String, Vec<String>)> {
+    let start = readme
+        .find("| layer | modules |")
+        .expect("the README's Layout section has a layer table");
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let modules = cells[1]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            (cells[0].to_owned(), modules)
+        })
+        .collect()
+}
+
+/// The library modules `text` names as `crate::module` (a path, a `use crate::{a, b}` group),
+/// its comments and its `#[cfg(test)] mod tests` aside.
+fn used_modules(text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = text
+        .find("#[cfg(test)]\nmod tests")
+        .map_or(text, |i| &text[..i]);
+    let mut out = BTreeSet::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|n| n.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![rest
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")],
+            };
+            out.extend(
+                names
+                    .into_iter()
+                    .filter(|n| modules.contains(*n))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn every_module_uses_only_its_own_layer_and_those_below_and_no_module_loops() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let layers = layers(&readme);
+    assert!(layers.len() >= 5, "{layers:?}");
+    let layer_of = |m: &str| layers.iter().position(|(_, ms)| ms.iter().any(|x| x == m));
+    let mut files = Vec::new();
+    library_files(&root.join("src"), &root.join("src"), &mut files);
+    // The top-level modules: `src/x.rs` and `src/x/`, `lib.rs` aside.
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.as_str() != "lib.rs" && f.ends_with(".rs"))
+        .map(|f| f.split(['/', '.']).next().unwrap().to_owned())
+        .collect();
+    let unplaced: Vec<&String> = modules.iter().filter(|m| layer_of(m).is_none()).collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules in no layer of the README's table: {unplaced:?}"
+    );
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut wrong = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.ends_with(".rs") && f.as_str() != "lib.rs")
+    {
+        let module = f.split(['/', '.']).next().unwrap();
+        let text = std::fs::read_to_string(root.join("src").join(f)).unwrap();
+        for used in used_modules(&text, &modules) {
+            if used == module {
+                continue;
+            }
+            let (from, to) = (layer_of(module).unwrap(), layer_of(&used).unwrap());
+            if to > from {
+                wrong.push(format!(
+                    "src/{f} ({}) uses {used} ({})",
+                    layers[from].0, layers[to].0
+                ));
+            }
+            graph.entry(module.to_owned()).or_default().insert(used);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "uses of a higher layer:\n{}",
+        wrong.join("\n")
+    );
+    // No loops: repeatedly remove modules that use nothing left; what stays is in a loop.
+    let mut left: BTreeSet<String> = modules.clone();
+    loop {
+        let free: Vec<String> = left
+            .iter()
+            .filter(|m| {
+                graph
+                    .get(*m)
+                    .is_none_or(|u| u.iter().all(|x| !left.contains(x)))
+            })
+            .cloned()
+            .collect();
+        if free.is_empty() {
+            break;
+        }
+        for m in free {
+            left.remove(&m);
+        }
+    }
+    let loops: Vec<String> = left
+        .iter()
+        .map(|m| {
+            format!(
+                "{m} uses {:?}",
+                graph[m].intersection(&left).collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    assert!(
+        loops.is_empty(),
+        "modules that use each other:\n{}",
+        loops.join("\n")
+    );
+    // The test can fail: a made-up loop is found.
+    assert!(used_modules(
+        "use crate::{fs, keys::x};\nlet a = crate::txn::look();",
+        &modules
+    )
+    .is_superset(&["fs", "keys", "txn"].map(String::from).into()));
+}

@@ -38,9 +38,7 @@ fn windows_exe() -> Option<PathBuf> {
         .unwrap_or_else(|| root.join("target/x86_64-pc-windows-gnu/debug/keyferry.exe"));
     let ready = exe.is_file()
         && Path::new("/usr/lib/wine/wine64").exists()
-        && root
-            .join("target/wine-prefix/drive_c/windows/system32")
-            .is_dir()
+        && wine_prefix().join("drive_c/windows/system32").is_dir()
         && Path::new("/usr/bin/x86_64-w64-mingw32-gcc").exists();
     if !ready {
         assert!(
@@ -66,6 +64,47 @@ fn win(p: &Path) -> String {
 /// A TOML basic string (JSON's escapes are TOML's).
 fn toml(s: &str) -> String {
     serde_json::to_string(s).unwrap()
+}
+
+/// The Wine prefix the node's "Windows" runs in: `KEYFERRY_NODES_WINEPREFIX` (`scripts/test-all`
+/// gives this test a prefix of its own, so that it can run beside the Windows build's own
+/// tests under Wine), else the one `scripts/wine-env` makes.
+fn wine_prefix() -> PathBuf {
+    std::env::var_os("KEYFERRY_NODES_WINEPREFIX").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wine-prefix"),
+        PathBuf::from,
+    )
+}
+
+/// The OpenSSH stand-in and the tools' stand-in, built with mingw once per test run (each
+/// build takes a second) under `target/wine/`, and copied into each bed.
+fn wine_programs() -> &'static (PathBuf, PathBuf) {
+    static BUILT: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join("wine");
+        std::fs::create_dir_all(&out).unwrap();
+        let build = |name: &str, source: &str, libs: &[&str]| {
+            let exe = out.join(format!("{name}.exe"));
+            let part = out.join(format!("{name}.{}.part.exe", std::process::id()));
+            let built = std::process::Command::new("x86_64-w64-mingw32-gcc")
+                .args(["-O2", "-municode", "-o"])
+                .arg(&part)
+                .arg(root.join("tests/wine").join(source))
+                .args(libs)
+                .status()
+                .unwrap();
+            assert!(built.success(), "the stand-in {name} did not build");
+            std::fs::rename(&part, &exe).unwrap();
+            exe
+        };
+        (
+            build("openssh-exec", "openssh-exec.c", &[]),
+            build("standin", "standin.c", &["-lshell32"]),
+        )
+    })
 }
 
 /// The tests here share one Wine prefix: one at a time (Wine's process creation is not
@@ -101,12 +140,11 @@ impl Bed {
         let exe = windows_exe()?;
         let guard = WINE.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         // One running Wine for every session, as one Windows for every login: its server
         // kept for a minute after the last client, its services started here, outside any
         // session. Otherwise each session boots Wine's services, which hold the session's
         // output open (sshd waits for them) until Wine shuts down again.
-        let prefix = root.join("target/wine-prefix");
+        let prefix = wine_prefix();
         let _ = std::process::Command::new("/usr/lib/wine/wineserver")
             .arg("-p60")
             .env("WINEPREFIX", &prefix)
@@ -119,14 +157,9 @@ impl Bed {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+        let (exec, standin) = wine_programs();
         let launcher = dir.path().join("openssh-exec.exe");
-        let built = std::process::Command::new("x86_64-w64-mingw32-gcc")
-            .args(["-O2", "-municode", "-o"])
-            .arg(&launcher)
-            .arg(root.join("tests/wine/openssh-exec.c"))
-            .status()
-            .unwrap();
-        assert!(built.success(), "the OpenSSH stand-in did not build");
+        std::fs::copy(exec, &launcher).unwrap();
         // Stand-ins for appcmd, sc, iisreset and shutdown (no IIS, no product service here).
         let sys32 = dir.path().join("Windows/System32");
         std::fs::create_dir_all(sys32.join("inetsrv")).unwrap();
@@ -136,14 +169,7 @@ impl Bed {
             "iisreset.exe",
             "shutdown.exe",
         ] {
-            let built = std::process::Command::new("x86_64-w64-mingw32-gcc")
-                .args(["-O2", "-municode", "-o"])
-                .arg(sys32.join(tool))
-                .arg(root.join("tests/wine/standin.c"))
-                .arg("-lshell32")
-                .status()
-                .unwrap();
-            assert!(built.success(), "the stand-in {tool} did not build");
+            std::fs::copy(standin, sys32.join(tool)).unwrap();
         }
         let folder = dir.path().join("Program Files (x86)/keyferry");
         std::fs::create_dir_all(&folder).unwrap();
@@ -160,7 +186,7 @@ impl Bed {
                  KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1 \
                  KEYFERRY_TEST_SYSTEM32={sys:?} STANDIN_DIR={sys:?}\n\
                  exec /usr/lib/wine/wine64 {launcher:?}\n",
-                prefix = root.join("target/wine-prefix"),
+                prefix = wine_prefix(),
                 sys = win(&sys32),
             ),
         );
@@ -172,7 +198,7 @@ impl Bed {
                  export WINEPREFIX={prefix:?} WINEARCH=win64 WINEDEBUG=-all LANG=C.UTF-8 \
                  KEYFERRY_INSECURE_TEST_WORK_FACTOR={WORK_FACTOR} NO_COLOR=1\n\
                  exec /usr/lib/wine/wine64 {exe:?} request\n",
-                prefix = root.join("target/wine-prefix"),
+                prefix = wine_prefix(),
                 exe = folder.join("keyferry.exe"),
             ),
         );
@@ -337,11 +363,10 @@ impl Bed {
         let cl = win(&self.cluster());
         let mut a: Vec<&str> = args.to_vec();
         a.extend(["-c", &cl, "--node", node, "--json"]);
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let out = std::process::Command::new("/usr/lib/wine/wine64")
             .arg(&self.exe)
             .args(&a)
-            .env("WINEPREFIX", root.join("target/wine-prefix"))
+            .env("WINEPREFIX", wine_prefix())
             .env("WINEDEBUG", "-all")
             .env("KEYFERRY_TEST_SYSTEM32", win(&self.sys32))
             .env("STANDIN_DIR", win(&self.sys32))

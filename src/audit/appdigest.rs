@@ -20,8 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const DOMAIN: &[u8] = b"keyferry app-folder digest v2\0";
-/// Most files hashed in one folder: a bound for hostile or mistaken paths (a whole drive).
-pub const MAX_FILES: usize = 200_000;
+pub use crate::sync::MAX_FILES;
 
 /// Summary carried in node reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,3 +95,36 @@ fn parse(access: Option<&str>, base: &Path) -> Result<Access, String> {
     }
     Ok(Access::Path(PathBuf::from(a)))
 }
+
+/// Checks a pool or service name from the cluster file: it reaches the tool as one argument,
+/// so only what a name can hold (no quotes, no control characters, no leading switch).
+pub fn check_service_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty()
+        || name.len() > 256
+        || name.starts_with(['/', '-'])
+        || name.contains(['"', '\\'])
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{name:?} is not an IIS application pool or Windows service name (1 to 256 \
+             characters, no quotes, backslashes or control characters, not starting with / or -)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a site URL from the cluster file: `https://` (or `http://`), a host, no user or
+/// password in it.
+pub fn check_site_url(url: &str) -> std::result::Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("site_url {url:?} is not an https:// (or http://) URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') || url.chars().any(char::is_control) {
+        return Err(format!(
+            "site_url {url:?} needs a host and no user or password in it"
+        ));
+    }
+    Ok(())
+}

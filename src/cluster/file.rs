@@ -24,7 +24,7 @@ pub struct ClusterFile {
     pub nodes: Vec<NodeSpec>,
     /// `[ha]`: the PostgreSQL HA pair (`keyferry ha`, docs/ha.md).
     #[serde(default)]
-    pub ha: Option<crate::ha::config::HaSection>,
+    pub ha: Option<super::ha::HaSection>,
     /// `[upgrade]`: what the upgrade procedures need that the nodes do not say
     /// (docs/upgrade.md).
     #[serde(default)]
@@ -153,7 +153,7 @@ pub struct NodeSpec {
     pub site_ca: Option<PathBuf>,
     /// This node's PostgreSQL, where it differs from the cluster's `[ha]` (`keyferry ha`).
     #[serde(default)]
-    pub ha: Option<crate::ha::config::NodeHa>,
+    pub ha: Option<super::ha::NodeHa>,
 }
 
 impl NodeSpec {
@@ -255,8 +255,7 @@ impl ClusterFile {
                 return Err(bad("a node has an empty name".into()));
             }
             // Node names become folder names (backups/<node>/): plain names only.
-            if let Err(Error::BadEntryName { why, .. }) =
-                crate::keys::manifest::check_plain_name(&n.name)
+            if let Err(Error::BadEntryName { why, .. }) = crate::fs::name::check_plain_name(&n.name)
             {
                 return Err(bad(format!(
                     "node name {:?} is not a plain name: {why}",
@@ -290,11 +289,11 @@ impl ClusterFile {
                 }
             }
             for name in n.app_pool.iter().chain(&n.services) {
-                crate::host::check_name(name)
+                super::access::check_service_name(name)
                     .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
             }
             if let Some(url) = &n.site_url {
-                crate::host::site::check_url(url)
+                super::access::check_site_url(url)
                     .map_err(|why| bad(format!("node {}: {why}", n.name)))?;
             }
             for slot in n.reach.keys() {
@@ -348,7 +347,7 @@ impl ClusterFile {
                 }
                 let mut seen = std::collections::HashSet::new();
                 for k in &c.keys {
-                    crate::keys::manifest::check_plain_name(&k.name).map_err(|e| e.to_string())?;
+                    crate::fs::name::check_plain_name(&k.name).map_err(|e| e.to_string())?;
                     if !seen.insert(k.name.clone()) {
                         return Err(format!("custom key {:?} appears twice", k.name));
                     }
@@ -359,10 +358,10 @@ impl ClusterFile {
                     }
                 }
                 for name in c.app_marker.iter().chain(&c.volatile) {
-                    crate::keys::manifest::check_plain_name(name).map_err(|e| e.to_string())?;
+                    crate::fs::name::check_plain_name(name).map_err(|e| e.to_string())?;
                 }
                 if let Some(slot) = &c.app_folder {
-                    crate::keys::manifest::check_plain_name(slot).map_err(|e| e.to_string())?;
+                    crate::fs::name::check_plain_name(slot).map_err(|e| e.to_string())?;
                 }
                 Ok(Profile::custom(
                     c.keys.clone(),

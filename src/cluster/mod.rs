@@ -1,10 +1,12 @@
 //! The cluster: its file ([`file`]), the local node resolved from it or from `--profile` and
-//! `--root` ([`node`]), and how other machines reach each node ([`access`]).
+//! `--root` ([`node`]), how other machines reach each node ([`access`]), and the `[ha]`
+//! section's schema ([`ha`]).
 //!
 //! A command picks its node by `--node NAME` or by the host name.
 
 pub mod access;
 pub mod file;
+pub mod ha;
 pub mod node;
 
 pub use file::{ClusterFile, CustomSection, NodeSpec, MAX_CLUSTER_FILE};

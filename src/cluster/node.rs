@@ -90,7 +90,7 @@ impl Node {
 /// Refuses a name that would not be a single plain path component (node names and backup
 /// ids become folder names under the state folder).
 pub fn check_plain_name(name: &str, what: &str) -> Result<()> {
-    match crate::keys::manifest::check_plain_name(name) {
+    match crate::fs::name::check_plain_name(name) {
         Ok(()) => Ok(()),
         Err(Error::BadEntryName { why, .. }) => Err(Error::InvalidInput(format!(
             "{what} name {name:?} is not a plain name: {why}"

@@ -692,7 +692,7 @@ mod windows_tests {
         let blob = crate::os::dpapi_protect(b"master key bytes", true).unwrap();
         let b = Blob::parse(&blob).expect("our parser reads what the OS wrote");
         assert_eq!(b.to_bytes(), blob);
-        let plain = crate::os::dpapi_unprotect(&blob).unwrap();
+        let plain = crate::dpapi::unprotect(&blob).unwrap();
         assert_eq!(plain.expose_secret(), b"master key bytes");
     }
 
@@ -702,13 +702,13 @@ mod windows_tests {
         // A cut blob is refused by Windows and Wine alike (ERROR_INVALID_DATA). Flipped
         // ciphertext bits are refused by Windows (HMAC) but Wine does not check them, so
         // that case is for real Windows only.
-        let Err(err) = crate::os::dpapi_unprotect(&blob[..blob.len() - 10]) else {
+        let Err(err) = crate::dpapi::unprotect(&blob[..blob.len() - 10]) else {
             panic!("a cut blob decrypted");
         };
         assert!(matches!(err, crate::os::DpapiError::Os(..)), "{err}");
         let real = include_bytes!("../../tests/fixtures/dpapi/windows-machine-aes256.bin");
         assert!(
-            crate::os::dpapi_unprotect(real).is_err(),
+            crate::dpapi::unprotect(real).is_err(),
             "a blob from another machine"
         );
         assert!(Blob::parse(&blob[..blob.len() - 10]).is_err());

@@ -9,9 +9,15 @@ pub mod attrs;
 pub mod name;
 pub mod open;
 pub mod private;
+pub mod record;
+pub mod secret;
 pub mod shred;
 pub mod tree;
 pub mod walk;
+
+/// The largest key file keyferry reads, carries or writes (the vendor's key and export files
+/// are well below it): every read of one is bounded by it.
+pub const MAX_KEY_FILE: u64 = 16 * 1024 * 1024;
 
 pub use atomic::{is_temp_name, sweep, TempFile};
 pub use attrs::{AttrSource, Attrs};
@@ -22,6 +28,7 @@ pub use open::{
 pub use private::{
     create_private_dir, create_unique_private_dir, write_new_private, write_private,
 };
+pub use secret::{check_passphrase_file, read_key_file, read_opened};
 pub use shred::{shred_file, Removal, RemovalMethod};
 pub use tree::Tree;
 pub use walk::walk;

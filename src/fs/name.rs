@@ -119,6 +119,49 @@ pub fn serialize_all_shown<S: serde::Serializer>(rels: &[String], s: S) -> Resul
     seq.end()
 }
 
+/// Windows device names that cannot be file names on any drive.
+const RESERVED: &[&str] = &[
+    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8",
+    "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+];
+
+/// A plain file name: no separators, no `..`, not absolute, no drive or stream syntax, no
+/// control characters, not a Windows device name, at most 128 bytes.
+pub fn check_plain_name(name: &str) -> crate::error::Result<()> {
+    let bad = |why| {
+        Err(crate::error::Error::BadEntryName {
+            name: name.to_owned(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 128 {
+        return bad("it is longer than 128 bytes");
+    }
+    if name.contains(['/', '\\']) {
+        return bad("it contains a path separator");
+    }
+    if name.contains("..") || name == "." {
+        return bad("it contains '..' or is '.'");
+    }
+    if name.contains(':') {
+        return bad("it contains ':' (drive or stream syntax)");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains a control character");
+    }
+    if name.ends_with([' ', '.']) || name.starts_with(' ') {
+        return bad("it starts with a space or ends with a space or dot");
+    }
+    let stem = name.split('.').next().unwrap_or("").to_ascii_lowercase();
+    if RESERVED.contains(&stem.as_str()) {
+        return bad("it is a Windows device name");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,7 @@ impl PassFile {
                 });
             }
         }
-        let text = crate::secret::read_opened(opened, MAX_PASSFILE)?;
+        let text = crate::fs::read_opened(opened, MAX_PASSFILE)?;
         if std::str::from_utf8(text.expose_secret()).is_err() {
             return Err(Error::HaRefused {
                 why: format!("{}: the password file is not UTF-8 text", path.display()),

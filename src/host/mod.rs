@@ -96,22 +96,7 @@ impl std::fmt::Display for Thing {
     }
 }
 
-/// Checks a pool or service name from the cluster file: it reaches the tool as one argument,
-/// so only what a name can hold (no quotes, no control characters, no leading switch).
-pub fn check_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty()
-        || name.len() > 256
-        || name.starts_with(['/', '-'])
-        || name.contains(['"', '\\'])
-        || name.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "{name:?} is not an IIS application pool or Windows service name (1 to 256 \
-             characters, no quotes, backslashes or control characters, not starting with / or -)"
-        ));
-    }
-    Ok(())
-}
+pub use crate::cluster::access::check_service_name as check_name;
 
 /// One pool's or service's change: what it was, what it is, whether keyferry changed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,21 +35,7 @@ pub struct SiteAnswer {
     pub fix: Option<String>,
 }
 
-/// Checks a site URL from the cluster file: `https://` (or `http://`), a host, no user or
-/// password in it.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("site_url {url:?} is not an https:// (or http://) URL"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.is_empty() || authority.contains('@') || url.chars().any(char::is_control) {
-        return Err(format!(
-            "site_url {url:?} needs a host and no user or password in it"
-        ));
-    }
-    Ok(())
-}
+pub use crate::cluster::access::check_site_url as check_url;
 
 /// Requests `url` (following at most 5 redirects) within `timeout`, trusting the system's
 /// roots and, if given, the certificates in the PEM file `ca`.

@@ -5,9 +5,10 @@ use crate::cluster::Node;
 use crate::dpapi::{classify, Scope};
 use crate::error::{Error, Result};
 use crate::fingerprint::{FileHash, Fingerprint};
+use crate::fs::read_key_file;
 use crate::keys::manifest::MAX_ENTRY_LEN;
 use crate::profile::KeySpec;
-use crate::secret::{read_key_file, KeyBytes};
+use crate::secret::KeyBytes;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -56,7 +57,7 @@ pub fn interpret(raw: KeyBytes, size_hint: Option<u64>) -> (KeyBytes, Protection
     let c = classify(raw.expose_secret());
     if let Some(blob) = c.single_raw() {
         let scope = blob.scope();
-        return match crate::os::dpapi_unprotect(raw.expose_secret()) {
+        return match crate::dpapi::unprotect(raw.expose_secret()) {
             Ok(plain) => (
                 plain,
                 Protection::Dpapi {
@@ -113,7 +114,7 @@ pub fn read_local_keys(node: &Node) -> Result<Vec<LocalKey>> {
             let (content, protection) =
                 match crate::fs::open_regular(&path).map_err(Error::at_destination)? {
                     Some(opened) => {
-                        let raw = crate::secret::read_opened(opened, MAX_ENTRY_LEN)?;
+                        let raw = crate::fs::read_opened(opened, MAX_ENTRY_LEN)?;
                         let (bytes, p) = interpret(raw, spec.dpapi_size_hint);
                         (Some(bytes), p)
                     }

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
-use crate::fs::{create_private_dir, read_bounded, write_private};
+use crate::fs::create_private_dir;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -62,19 +62,11 @@ impl Ledger {
     }
 
     pub fn entries(&self) -> Result<Vec<LedgerEntry>> {
-        match read_bounded(&self.path, MAX_LEDGER, "ledger") {
-            Ok(bytes) => {
-                let f: LedgerFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "ledger {} is unreadable: {e}",
-                        self.path.display()
-                    ))
-                })?;
-                Ok(f.entries)
-            }
-            Err(e) if e.is_missing() => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        let file: Option<LedgerFile> =
+            crate::fs::record::load(&self.path, MAX_LEDGER, "ledger", |e| {
+                Error::InvalidInput(format!("ledger {} is unreadable: {e}", self.path.display()))
+            })?;
+        Ok(file.map(|f| f.entries).unwrap_or_default())
     }
 
     pub fn record(&self, entry: LedgerEntry) -> Result<()> {
@@ -92,10 +84,7 @@ impl Ledger {
             version: crate::JSON_VERSION,
             entries,
         };
-        let mut bytes =
-            serde_json::to_vec_pretty(&doc).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        bytes.push(b'\n');
-        write_private(&self.path, &bytes)
+        crate::fs::record::save(&self.path, &doc)
     }
 }
 

@@ -17,6 +17,8 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
+pub use crate::fs::name::check_plain_name;
+
 /// First line's text before the version number.
 pub const MAGIC: &str = "keyferry-bundle";
 /// The format version this build writes and reads.
@@ -26,7 +28,7 @@ pub const MAX_HEADER: usize = 64 * 1024;
 /// Most entries in one bundle.
 pub const MAX_ENTRIES: usize = 32;
 /// Largest single key file carried (the vendor export files are well below this).
-pub const MAX_ENTRY_LEN: u64 = 16 * 1024 * 1024;
+pub const MAX_ENTRY_LEN: u64 = crate::fs::MAX_KEY_FILE;
 /// Largest sum of entry lengths.
 pub const MAX_TOTAL_LEN: u64 = 64 * 1024 * 1024;
 
@@ -296,49 +298,6 @@ fn read_line(r: &mut impl Read, max: usize) -> Result<Vec<u8>> {
             Err(e) => return Err(payload_error(e)),
         }
     }
-}
-
-/// Windows device names that cannot be file names on any drive.
-const RESERVED: &[&str] = &[
-    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8",
-    "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
-];
-
-/// A plain file name: no separators, no `..`, not absolute, no drive or stream syntax, no
-/// control characters, not a Windows device name, at most 128 bytes.
-pub fn check_plain_name(name: &str) -> Result<()> {
-    let bad = |why| {
-        Err(Error::BadEntryName {
-            name: name.to_owned(),
-            why,
-        })
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.len() > 128 {
-        return bad("it is longer than 128 bytes");
-    }
-    if name.contains(['/', '\\']) {
-        return bad("it contains a path separator");
-    }
-    if name.contains("..") || name == "." {
-        return bad("it contains '..' or is '.'");
-    }
-    if name.contains(':') {
-        return bad("it contains ':' (drive or stream syntax)");
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return bad("it contains a control character");
-    }
-    if name.ends_with([' ', '.']) || name.starts_with(' ') {
-        return bad("it starts with a space or ends with a space or dot");
-    }
-    let stem = name.split('.').next().unwrap_or("").to_ascii_lowercase();
-    if RESERVED.contains(&stem.as_str()) {
-        return bad("it is a Windows device name");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

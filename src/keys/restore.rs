@@ -79,11 +79,12 @@ pub fn list(node: &Node) -> Result<BackupList> {
 }
 
 fn read_backup(node: &Node, dir: &Path, id: &str) -> Result<BackupInfo> {
+    // A backup without a readable record is still listed, from its files.
     let record: Option<BackupRecord> =
-        match crate::fs::read_bounded(&dir.join("backup.json"), 1024 * 1024, "backup record") {
-            Ok(b) => serde_json::from_slice(&b).ok(),
-            Err(_) => None,
-        };
+        crate::fs::record::load(&dir.join("backup.json"), 1 << 20, "backup record", |e| {
+            Error::InvalidInput(e.to_string())
+        })
+        .unwrap_or(None);
     let mut files = Vec::new();
     match &record {
         Some(r) => {
@@ -100,7 +101,7 @@ fn read_backup(node: &Node, dir: &Path, id: &str) -> Result<BackupInfo> {
             // Backups from before backup.json: files named after the profile's key files.
             for spec in &node.profile.keys {
                 let p = dir.join(&spec.name);
-                if let Ok(bytes) = crate::secret::read_key_file(&p, MAX_ENTRY_LEN) {
+                if let Ok(bytes) = crate::fs::read_key_file(&p, MAX_ENTRY_LEN) {
                     files.push(BackupEntry {
                         name: spec.name.clone(),
                         path: node.key_path(spec)?,
@@ -174,7 +175,7 @@ pub fn restore(node: &Node, id: &str, wait: Duration) -> Result<RestoreReport> {
     let mut changes = Vec::new();
     let mut files = Vec::new();
     for f in &backup.files {
-        let bytes = crate::secret::read_key_file(&backup.dir.join(&f.name), MAX_ENTRY_LEN)?;
+        let bytes = crate::fs::read_key_file(&backup.dir.join(&f.name), MAX_ENTRY_LEN)?;
         if !FileHash::of(bytes.expose_secret()).ct_eq(&f.sha256) {
             return Err(Error::IntegrityMismatch(format!(
                 "backup file {} no longer holds what was backed up",

@@ -236,8 +236,9 @@ impl std::fmt::Display for DpapiError {
 }
 
 /// Decrypts a DPAPI blob with `CryptUnprotectData` (no UI). The plaintext goes straight into
-/// [`KeyBytes`](crate::secret::KeyBytes); the OS buffer is wiped before it is freed.
-pub fn dpapi_unprotect(blob: &[u8]) -> Result<crate::secret::KeyBytes, DpapiError> {
+/// one exact allocation, wiped on drop (`crate::dpapi::unprotect` hands it to a `KeyBytes`
+/// without a copy); the OS buffer is wiped before it is freed.
+pub fn dpapi_unprotect(blob: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, DpapiError> {
     #[cfg(windows)]
     {
         win::unprotect(blob)

@@ -2,7 +2,6 @@
 //! block says why it is sound.
 
 use super::DpapiError;
-use crate::secret::KeyBytes;
 use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::AsRawHandle;
 use std::path::Path;
@@ -48,7 +47,7 @@ unsafe fn take(out: &CRYPT_INTEGER_BLOB) -> Vec<u8> {
     v
 }
 
-pub fn unprotect(blob: &[u8]) -> Result<KeyBytes, DpapiError> {
+pub fn unprotect(blob: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, DpapiError> {
     let input = CRYPT_INTEGER_BLOB {
         cbData: blob.len() as u32,
         pbData: blob.as_ptr() as *mut u8,
@@ -70,7 +69,7 @@ pub fn unprotect(blob: &[u8]) -> Result<KeyBytes, DpapiError> {
         return Err(last_error());
     }
     // SAFETY: the call succeeded.
-    Ok(KeyBytes::new(unsafe { take(&out) }))
+    Ok(zeroize::Zeroizing::new(unsafe { take(&out) }))
 }
 
 pub fn protect(plain: &[u8], machine: bool) -> Result<Vec<u8>, DpapiError> {

@@ -1455,10 +1455,7 @@ fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
             source_fingerprint: journal.source_fingerprint.clone(),
             fingerprint: journal.target_fingerprint.clone(),
         };
-        let mut bytes =
-            serde_json::to_vec_pretty(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        bytes.push(b'\n');
-        crate::fs::write_private(&b.join(PREVIOUS_RECORD), &bytes)?;
+        crate::fs::record::save(&b.join(PREVIOUS_RECORD), &record)?;
         crate::fs::remove_if_present(&b.join(MARKER))?;
     }
     if journal.app_offline {

@@ -160,31 +160,24 @@ impl LastSync {
         };
         crate::fs::create_private_dir(state_dir)?;
         crate::fs::create_private_dir(&state_dir.join("sync"))?;
-        let bytes =
-            serde_json::to_vec_pretty(&last).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        crate::fs::write_private(&last_path(state_dir, target), &bytes)
+        crate::fs::record::save(&last_path(state_dir, target), &last)
     }
 
     /// The last finished sync or rollback of `target`, if recorded (and readable).
     pub fn load(state_dir: &Path, target: &Path) -> Option<LastSync> {
-        let bytes =
-            crate::fs::read_bounded(&last_path(state_dir, target), 64 * 1024, "sync record")
-                .ok()?;
-        serde_json::from_slice::<LastSync>(&bytes)
-            .ok()
-            .filter(|l| l.target == target)
+        let path = last_path(state_dir, target);
+        let last: LastSync = crate::fs::record::load(&path, 64 * 1024, "sync record", |e| {
+            Error::InvalidInput(e.to_string())
+        })
+        .ok()??;
+        Some(last).filter(|l| l.target == target)
     }
 }
 
 impl SyncJournal {
     pub fn load(state_dir: &Path, target: &Path) -> Result<Option<SyncJournal>> {
         let p = path(state_dir, target);
-        let bytes = match crate::fs::read_bounded(&p, MAX_JOURNAL, "sync journal") {
-            Ok(b) => b,
-            Err(e) if e.is_missing() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let j: SyncJournal = serde_json::from_slice(&bytes).map_err(|e| {
+        let read = crate::fs::record::load(&p, MAX_JOURNAL, "sync journal", |e| {
             Error::RecoveryConflict(format!(
                 "the sync journal {} is unreadable ({e}); compare {} with its source and \
                  remove the journal by hand",
@@ -192,6 +185,9 @@ impl SyncJournal {
                 target.display()
             ))
         })?;
+        let Some(j): Option<SyncJournal> = read else {
+            return Ok(None);
+        };
         if j.target != target {
             return Err(Error::RecoveryConflict(format!(
                 "the sync journal {} is for {}, not {}",
@@ -206,10 +202,7 @@ impl SyncJournal {
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         crate::fs::create_private_dir(state_dir)?;
         crate::fs::create_private_dir(&state_dir.join("sync"))?;
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        bytes.push(b'\n');
-        crate::fs::write_private(&path(state_dir, &self.target), &bytes)
+        crate::fs::record::save(&path(state_dir, &self.target), self)
     }
 
     pub fn remove(state_dir: &Path, target: &Path) -> Result<()> {

@@ -22,5 +22,9 @@ pub use apply::{
     apply, recover, rollback, ApplyOptions, NoSyncProgress, RolledBack, SyncOutcome, SyncProgress,
     Target,
 };
+/// Most files in one application folder, for sync and for the audit's folder digest: a bound
+/// for hostile or mistaken paths (a whole drive).
+pub const MAX_FILES: usize = 200_000;
+
 pub use plan::{classify, plan, Class, PlanOptions, SyncPlan, DEFAULT_MAX_DELETE};
 pub use verify::{compare, Verification};

@@ -257,11 +257,11 @@ fn scan_with(
             let m = e.metadata().map_err(|err| Error::io(e.path(), err))?;
             out.insert(rel.to_owned(), Kind::File(m.len(), m.modified().ok()));
         }
-        if out.len() > crate::audit::appdigest::MAX_FILES {
+        if out.len() > super::MAX_FILES {
             return Err(Error::SyncRefused(format!(
                 "{side} {} holds more than {} entries; is it the application folder?",
                 root.display(),
-                crate::audit::appdigest::MAX_FILES
+                super::MAX_FILES
             )));
         }
         Ok(false)

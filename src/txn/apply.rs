@@ -28,7 +28,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Largest file the engine reads back (key files are far smaller).
-const MAX_FILE: u64 = crate::keys::manifest::MAX_ENTRY_LEN;
+const MAX_FILE: u64 = crate::fs::MAX_KEY_FILE;
 
 /// Where a change is recorded: the node's state folder and its backup folder.
 pub struct Context<'a> {
@@ -157,16 +157,16 @@ pub fn drop_from_backup(
     drop: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<crate::fs::Removal>> {
     let record_path = dir.join("backup.json");
-    if !record_path.exists() {
+    let Some(mut record): Option<BackupRecord> =
+        crate::fs::record::load(&record_path, 1 << 20, "backup record", |e| {
+            Error::RecoveryConflict(format!(
+                "{} is not a backup record: {e}",
+                record_path.display()
+            ))
+        })?
+    else {
         return Ok(Vec::new());
-    }
-    let bytes = crate::fs::read_bounded(&record_path, 1 << 20, "backup record")?;
-    let mut record: BackupRecord = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::RecoveryConflict(format!(
-            "{} is not a backup record: {e}",
-            record_path.display()
-        ))
-    })?;
+    };
     let (gone, kept): (Vec<BackupFile>, Vec<BackupFile>) =
         record.files.into_iter().partition(|f| drop(&f.label));
     let mut removed = Vec::new();
@@ -184,9 +184,7 @@ pub fn drop_from_backup(
         std::fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
     } else {
         record.files = kept;
-        let mut bytes = serde_json::to_vec_pretty(&record).expect("backup record serialises");
-        bytes.push(b'\n');
-        crate::fs::write_private(&record_path, &bytes)?;
+        crate::fs::record::save(&record_path, &record)?;
     }
     Ok(removed)
 }
@@ -232,9 +230,7 @@ fn carry_out(
             });
             crate::failpoint::hit("txn:after-backup");
         }
-        let mut bytes = serde_json::to_vec_pretty(&record).expect("backup record serialises");
-        bytes.push(b'\n');
-        crate::fs::write_private(&dir.join("backup.json"), &bytes).map_err(early)?;
+        crate::fs::record::save(&dir.join("backup.json"), &record).map_err(early)?;
     }
 
     // 3. Temp files, private while written, then given their final attributes.
@@ -294,7 +290,7 @@ fn carry_out(
     crate::failpoint::hit("txn:before-commit");
     for f in &journal.files {
         let n = journal.files.len();
-        let bytes = crate::secret::read_key_file(&f.path, MAX_FILE).map_err(|e| (e, n))?;
+        let bytes = crate::fs::read_key_file(&f.path, MAX_FILE).map_err(|e| (e, n))?;
         if !FileHash::of(bytes.expose_secret()).ct_eq(&f.after) {
             return Err((
                 Error::IntegrityMismatch(format!(
@@ -323,7 +319,7 @@ fn read_if_unchanged(path: &Path, before: &Before) -> Result<crate::secret::KeyB
     if opened.meta.id != *id {
         return Err(changed());
     }
-    let bytes = crate::secret::read_opened(opened, MAX_FILE)?;
+    let bytes = crate::fs::read_opened(opened, MAX_FILE)?;
     if !FileHash::of(bytes.expose_secret()).ct_eq(sha256) {
         return Err(changed());
     }
@@ -423,7 +419,7 @@ fn roll_back(state_dir: &Path, journal: &Journal, touched: usize) -> Result<Vec<
             Some(o) => {
                 let id = o.meta.id;
                 Some((
-                    FileHash::of(crate::secret::read_opened(o, MAX_FILE)?.expose_secret()),
+                    FileHash::of(crate::fs::read_opened(o, MAX_FILE)?.expose_secret()),
                     id,
                 ))
             }
@@ -478,7 +474,7 @@ fn restore_from_backup(
         .as_ref()
         .map(|d| d.join(&f.label))
         .ok_or_else(|| Error::RecoveryConflict("the journal names no backup folder".into()))?;
-    let bytes = crate::secret::read_key_file(&backup, MAX_FILE)?;
+    let bytes = crate::fs::read_key_file(&backup, MAX_FILE)?;
     if !FileHash::of(bytes.expose_secret()).ct_eq(&prev.sha256) {
         return Err(Error::RecoveryConflict(format!(
             "the backup {} does not hold what {} held",

@@ -67,12 +67,7 @@ impl Journal {
     /// The journal of an unfinished change, if there is one.
     pub fn load(state_dir: &Path) -> Result<Option<Journal>> {
         let path = Journal::path(state_dir);
-        let bytes = match crate::fs::read_bounded(&path, MAX_JOURNAL, "journal") {
-            Ok(b) => b,
-            Err(e) if e.is_missing() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        crate::fs::record::load(&path, MAX_JOURNAL, "journal", |e| {
             Error::RecoveryConflict(format!(
                 "the journal {} is unreadable ({e}); compare the node's files with the backups \
                  in {} and remove the journal by hand",
@@ -84,10 +79,7 @@ impl Journal {
 
     /// Writes the journal (atomically, private).
     pub fn save(&self, state_dir: &Path) -> Result<()> {
-        let mut bytes =
-            serde_json::to_vec_pretty(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        bytes.push(b'\n');
-        crate::fs::write_private(&Journal::path(state_dir), &bytes)
+        crate::fs::record::save(&Journal::path(state_dir), self)
     }
 
     /// Removes the journal: the change is over.

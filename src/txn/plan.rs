@@ -54,7 +54,7 @@ pub fn look(path: &Path, limit: u64, siblings: &[String]) -> Result<Looked> {
         Some(opened) => {
             let attrs = Attrs::of(&opened)?;
             let id = opened.meta.id;
-            let bytes = crate::secret::read_opened(opened, limit)?;
+            let bytes = crate::fs::read_opened(opened, limit)?;
             Ok(Looked {
                 before: Before::File {
                     sha256: FileHash::of(bytes.expose_secret()),

@@ -12,7 +12,6 @@ use crate::profile::{ProfileId, Role};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub mod preflight;
 pub mod run;
 
 /// One procedure: the Secret Server cluster upgrade, the Privilege Secure HA pair upgrade,
@@ -1361,23 +1360,17 @@ impl RunState {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::InvalidInput(format!("upgrade state: {e}")))?;
-        crate::fs::write_private(path, &bytes)
+        crate::fs::record::save(path, self)
     }
 
     /// The run kept at `path`, if there is one.
     pub fn load(path: &Path) -> Result<Option<RunState>> {
-        match crate::fs::read_bounded(path, 1 << 20, "upgrade run state") {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                Error::InvalidInput(format!(
-                    "{} is not an upgrade run keyferry can read ({e}); move it away to start over",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.is_missing() => Ok(None),
-            Err(e) => Err(e),
-        }
+        crate::fs::record::load(path, 1 << 20, "upgrade run state", |e| {
+            Error::InvalidInput(format!(
+                "{} is not an upgrade run keyferry can read ({e}); move it away to start over",
+                path.display()
+            ))
+        })
     }
 }
 

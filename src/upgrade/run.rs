@@ -602,10 +602,9 @@ impl Driver<'_> {
                     // The command's whole report, kept with the run as its record.
                     let dir = records(self.state_dir, &state.started);
                     crate::fs::create_private_dir(&dir)?;
-                    let text = serde_json::to_vec_pretty(r).unwrap_or_default();
-                    crate::fs::write_private(
+                    crate::fs::record::save(
                         &dir.join(format!("{:02}-{}.json", step.n, step.id)),
-                        &text,
+                        r,
                     )?;
                 }
                 crate::failpoint::hit("upgrade:step-ran");
@@ -989,7 +988,7 @@ fn changes_of(doc: &Document) -> Vec<String> {
         )],
         StepReport::HaStatus(s) => vec![format!("pair: {}", s.verdict.word())],
         StepReport::UpgradePreflight(p) => {
-            use super::preflight::Outcome;
+            use crate::preflight::Outcome;
             let noted: Vec<String> = p
                 .checks
                 .iter()
@@ -1516,7 +1515,7 @@ mod tests {
     fn every_report_the_run_reads_comes_back_as_its_own_kind() {
         use crate::ha::replica::{FailoverReport, RejoinReport};
         use crate::ha::status::{PairStatus, Verdict};
-        use crate::upgrade::preflight::Preflight;
+        use crate::preflight::Preflight;
         let failover = FailoverReport {
             old_primary: "nps1".into(),
             new_primary: "nps2".into(),

@@ -13,13 +13,76 @@ pub struct Failure {
     pub exit: u8,
 }
 
+/// The codes of the failures the binary finds itself (the library's are [`Error::code`]).
+/// Stable API for scripts, like the library's, and listed in the README with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "kebab-case")]
+pub enum Code {
+    /// The command line asks for something that cannot be.
+    Usage,
+    /// A bundle would be written to a terminal.
+    OutputIsTerminal,
+    /// `keyferry demo` did not end as it should.
+    DemoFailed,
+    /// A request from another node could not be read (`keyferry request`).
+    Request,
+    /// An upgrade run's own failure (its record, its procedure).
+    Upgrade,
+    /// The upgrade run belongs to another node.
+    UpgradeWrongNode,
+    /// A run is in progress and the command would start another.
+    UpgradeInProgress,
+    /// There is no run to resume, mark or abandon.
+    UpgradeNoRun,
+    /// The cluster file or procedure changed under a run.
+    UpgradeRunChanged,
+    /// A gate (the admin's confirmation) was not given.
+    UpgradeGate,
+    /// A step of the run failed.
+    UpgradeStepFailed,
+    /// A step failed on its node.
+    StepFailed,
+}
+
+impl Code {
+    /// The code as scripts see it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 impl Failure {
-    pub fn new(code: &'static str, message: impl Into<String>, hint: Option<&str>) -> Failure {
+    /// A failure the binary finds itself.
+    pub fn new(code: Code, message: impl Into<String>, hint: Option<&str>) -> Failure {
         Failure {
-            code: code.into(),
+            code: code.as_str().into(),
             exit: crate::exit::ERROR,
             message: message.into(),
             hint: hint.map(str::to_owned),
+        }
+    }
+
+    /// A failure of a kind the library names (`make` is its variant, `Error::SyncRefused`),
+    /// found by the binary, with the binary's hint: the code is the library's.
+    pub fn library(
+        make: fn(String) -> Error,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> Failure {
+        let e = make(message.into());
+        Failure {
+            code: e.code().into(),
+            exit: crate::exit::ERROR,
+            message: e.to_string(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+
+    /// A library error with this command's own hint in place of the usual one.
+    pub fn hinted(e: Error, hint: &str) -> Failure {
+        Failure {
+            hint: Some(hint.to_owned()),
+            ..Failure::from(e)
         }
     }
 }
@@ -332,5 +395,24 @@ mod io_hint_tests {
             assert!(hint(IoError::from_raw_os_error(1)).contains("immutable"));
         }
         assert!(hint(IoError::new(ErrorKind::NotFound, "x")).contains("path exists"));
+    }
+
+    #[test]
+    fn the_binarys_codes_are_its_own_kebab_case_and_in_the_readme() {
+        use strum::VariantArray;
+        let readme = include_str!("../../../README.md");
+        for c in Code::VARIANTS {
+            let c = c.as_str();
+            assert!(
+                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-'),
+                "{c}"
+            );
+            assert!(!Error::ALL_CODES.contains(&c), "{c} is also a library code");
+            assert!(
+                readme.contains(&format!("`{c}`")),
+                "{c} is not in README.md"
+            );
+        }
+        assert_eq!(Code::UpgradeWrongNode.as_str(), "upgrade-wrong-node");
     }
 }

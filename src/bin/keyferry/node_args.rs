@@ -1,7 +1,7 @@
 //! How a command finds the node it acts on: a cluster file and `--node`, or `--profile` and
 //! `--root` for a node without one.
 
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use clap::Args;
 use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::profile::{ProfileId, Role};
@@ -63,7 +63,7 @@ impl NodeArgs {
             )?);
         }
         Err(Failure::new(
-            "usage",
+            Code::Usage,
             "no node to act on",
             Some("pass --cluster FILE (and --node NAME), or --profile PROFILE --root DIR"),
         ))

@@ -29,7 +29,7 @@ impl PassphraseArgs {
             // same handle, so the file checked is the file read.
             let mut opened = keyferry::fs::open_regular(path)?
                 .ok_or_else(|| Error::missing(path, "passphrase file"))?;
-            keyferry::secret::check_passphrase_file(&opened)?;
+            keyferry::fs::check_passphrase_file(&opened)?;
             let bytes = opened.read_to_end_bounded(MAX_PASSPHRASE as u64, "passphrase file")?;
             return Ok(Some(Passphrase::from_bytes(bytes)?));
         }
@@ -75,8 +75,8 @@ impl PassphraseArgs {
             return Ok(p);
         }
         if !ui.can_prompt() {
-            return Err(Failure::new(
-                "passphrase",
+            return Err(Failure::library(
+                Error::Passphrase,
                 if ui.batch {
                     "--batch forbids asking for the passphrase"
                 } else {

@@ -339,7 +339,7 @@ pub fn clap_failure(e: clap::Error) -> ExitCode {
                 let msg = e.kind().to_string();
                 let doc = serde_json::json!({
                     "version": keyferry::JSON_VERSION,
-                    "error": { "code": "usage", "message": msg, "hint": "see keyferry --help" },
+                    "error": { "code": crate::failure::Code::Usage.as_str(), "message": msg, "hint": "see keyferry --help" },
                 });
                 println!(
                     "{}",

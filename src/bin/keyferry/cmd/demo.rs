@@ -2,7 +2,7 @@
 //! can see what keyferry does before pointing it at real nodes.
 
 use crate::cmd::{export_work_factor, success, CmdResult};
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 
 #[derive(Debug, clap::Args)]
@@ -57,7 +57,7 @@ pub fn run(_args: Args, ui: &Ui) -> CmdResult {
     }
     if !report.agreed_after {
         return Err(Failure::new(
-            "demo-failed",
+            Code::DemoFailed,
             "the nodes still disagree after the import",
             None,
         ));

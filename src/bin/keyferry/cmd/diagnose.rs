@@ -2,7 +2,7 @@
 //! fix and the keyferry commands, and with a cluster file runs the checks that bear on it.
 
 use crate::cmd::CmdResult;
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions};
 use keyferry::cluster::ClusterFile;
@@ -88,7 +88,7 @@ const MAX_LOG: u64 = 64 * 1024 * 1024;
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     if args.message.is_none() && args.log.is_none() && args.cluster.is_none() {
         return Err(Failure::new(
-            "usage",
+            Code::Usage,
             "nothing to diagnose",
             Some("give the error MESSAGE, --log FILE, or --cluster FILE to run checks"),
         ));

@@ -11,6 +11,7 @@ use keyferry::cluster::file::NodeSpec;
 use keyferry::cluster::{host_name, ClusterFile};
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::report::{HostReport, SiteReport, SiteRow};
+use keyferry::Error;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,8 +98,11 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Pool(a) => {
             let spec = load(&a.node)?;
             let pool = spec.app_pool.clone().ok_or_else(|| {
-                Failure::new(
-                    "host",
+                Failure::library(
+                    |why| Error::Host {
+ why,
+ hint: String::new(),
+ },
                     format!("node {} has no app_pool in the cluster file", spec.name),
                     Some("write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]"),
                 )
@@ -113,8 +117,11 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Service(a) => {
             let spec = load(&a.node)?;
             if spec.services.is_empty() {
-                return Err(Failure::new(
-                    "host",
+                return Err(Failure::library(
+                    |why| Error::Host {
+ why,
+ hint: String::new(),
+ },
                     format!("node {} has no services in the cluster file", spec.name),
                     Some("list the product's Windows services by service name (services.msc, Properties) as services = [...] in its [[node]], in the order they start"),
                 ));
@@ -278,8 +285,8 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         .unwrap_or_else(|| PathBuf::from("."));
     for n in &a.to {
         if !file.nodes.iter().any(|s| s.name.eq_ignore_ascii_case(n)) {
-            return Err(Failure::new(
-                "node-not-found",
+            return Err(Failure::library(
+                Error::NodeNotFound,
                 format!("no node {n} in the cluster file"),
                 Some("check --to against the [[node]] names"),
             ));
@@ -294,8 +301,11 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         .iter()
         .find(|s| s.site_url.is_none() && !a.to.is_empty())
     {
-        return Err(Failure::new(
-            "host",
+        return Err(Failure::library(
+            |why| Error::Host {
+                why,
+                hint: String::new(),
+            },
             format!("node {} has no site_url in the cluster file", n.name),
             Some("write the node's own site address (https://...) as site_url in its [[node]]"),
         ));
@@ -311,8 +321,11 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         });
     }
     if sites.is_empty() {
-        return Err(Failure::new(
-            "host",
+        return Err(Failure::library(
+            |why| Error::Host {
+                why,
+                hint: String::new(),
+            },
             "no node in the cluster file has a site_url: nothing to check",
             Some("write each node's own site address (https://...) as site_url in its [[node]]"),
         ));

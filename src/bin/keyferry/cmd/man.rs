@@ -4,7 +4,7 @@
 //! keyferry-keys-push(1)). Each page ends with EXIT STATUS, ENVIRONMENT and FILES.
 
 use crate::cmd::{success, CmdResult};
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ pub fn run(args: Args, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult {
     for name in &args.command {
         let Some(sub) = cmd.find_subcommand(name).cloned() else {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 format!("keyferry {} has no command {name}", path[1..].join(" ")),
                 Some("keyferry man lists its commands under SUBCOMMANDS"),
             ));

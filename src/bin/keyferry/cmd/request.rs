@@ -5,7 +5,7 @@
 //! this node splits, expands or runs any of it (`keyferry::remote::invoke`).
 
 use crate::cmd::CmdResult;
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 use keyferry::remote::invoke::{read_header, BadRequest};
 
@@ -24,7 +24,7 @@ pub fn run(_args: Args, tree: fn() -> clap::Command) -> CmdResult {
     // Whoever sent the request reads JSON: its own failures are an error document.
     let said = Ui::new(true, true, crate::ui::ColorChoice::Never);
     let refuse = |why: String, hint: &str| {
-        let f = Failure::new("request", why, Some(hint));
+        let f = Failure::new(Code::Request, why, Some(hint));
         said.failure(&f);
         Ok(f.exit.into())
     };

@@ -4,6 +4,7 @@
 use crate::cmd::{success, CmdResult};
 use crate::failure::Failure;
 use crate::ui::Ui;
+use keyferry::Error;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -24,17 +25,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         match std::fs::symlink_metadata(f) {
             Ok(m) if m.is_file() || m.file_type().is_symlink() => {}
             Ok(_) => {
-                return Err(Failure::new(
-                    "invalid-input",
+                return Err(Failure::library(
+                    Error::InvalidInput,
                     format!("{} is not a file", f.display()),
                     Some("shred removes files only; nothing was removed"),
                 ))
             }
             Err(e) => {
-                return Err(Failure::new(
-                    "io",
-                    format!("{}: {e}", f.display()),
-                    Some("check the path; nothing was removed"),
+                return Err(Failure::hinted(
+                    Error::io(f, e),
+                    "check the path; nothing was removed",
                 ))
             }
         }

@@ -2,7 +2,7 @@
 //! expiry, so the keys cross to the other nodes without a plaintext copy on the way.
 
 use crate::cmd::{export_work_factor, success, CmdResult};
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
@@ -11,6 +11,7 @@ use keyferry::keys::bundle::Encoding;
 use keyferry::keys::export::{build_manifest, export_to_file, seal_to, BundleSummary};
 use keyferry::secret::Passphrase;
 use keyferry::time::{format_duration, parse_duration, Timestamp};
+use keyferry::Error;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -73,14 +74,14 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let to_stdout = args.output.is_none();
     if to_stdout && std::io::stdout().is_terminal() {
         return Err(Failure::new(
-            "output-is-terminal",
+            Code::OutputIsTerminal,
             "refusing to write a bundle to the terminal",
             Some("pass -o FILE, or redirect standard output to a file"),
         ));
     }
     if to_stdout && ui.json {
         return Err(Failure::new(
-            "usage",
+            Code::Usage,
             "--json needs -o FILE: standard output carries the JSON report",
             Some("pass -o FILE"),
         ));
@@ -103,8 +104,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         p.require_strong()?;
     }
     if generated && !ui.can_prompt() {
-        return Err(Failure::new(
-            "passphrase",
+        return Err(Failure::library(
+            Error::Passphrase,
             "a generated passphrase is shown once on the terminal, and there is none here",
             Some("pass --passphrase-file PATH (mode 0600) or --passphrase-fd N"),
         ));

@@ -2,6 +2,7 @@
 //! check passes, never replacing a different key without `--replace` and a backup.
 
 use crate::cmd::{success, CmdResult};
+use crate::failure::Code;
 use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
@@ -63,14 +64,14 @@ fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failur
     use std::io::{IsTerminal, Read};
     if args.passphrase.passphrase_file.is_some() || args.passphrase.passphrase_fd.is_some() {
         return Err(crate::failure::Failure::new(
-            "usage",
+            Code::Usage,
             "`keys import -` takes its passphrase from the push stream, not from --passphrase-file or --passphrase-fd",
             Some("leave those out: keyferry keys push sends the passphrase inside the stream"),
         ));
     }
     if std::io::stdin().is_terminal() {
         return Err(crate::failure::Failure::new(
-            "usage",
+            Code::Usage,
             "`keys import -` reads a push stream on standard input, which is a terminal here",
             Some("run keyferry keys push on the primary (it feeds this over ssh), or import a bundle file"),
         ));

@@ -3,7 +3,7 @@
 //! engine, which backs up what it replaces.
 
 use crate::cmd::{success, CmdResult};
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::node_args::{NodeArgs, WaitArgs};
 use crate::ui::Ui;
 use keyferry::cluster::{ClusterFile, Node};
@@ -67,7 +67,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let Some(id) = args.backup.as_deref() else {
         if !args.list {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 "say which backup to restore",
                 Some("list them with --list, then pass --backup ID"),
             ));
@@ -120,7 +120,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         [] | [_] => holders.first().copied().unwrap_or(&own),
         _ => {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 format!("more than one state folder keeps a backup named {id}"),
                 Some("list them with --list; restore on the node that kept the one you mean (--state-dir)"),
             ))

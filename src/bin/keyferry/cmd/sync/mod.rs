@@ -7,11 +7,12 @@ pub mod run;
 pub mod verify;
 
 use crate::cmd::CmdResult;
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::profile::{Profile, ProfileId};
+use keyferry::Error;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -130,14 +131,14 @@ impl Endpoints {
         if let (Some(_), None, Some(_), true) = (self.profile, &self.from, &self.root, need_source)
         {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 "--profile and --root name the target; the source folder is missing",
                 Some("pass --from SRC (the upgraded node's application folder)"),
             ));
         }
         if self.profile.is_some() && (self.node.is_some() || !self.to.is_empty()) {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 "--node and --to name nodes of a cluster file; --profile, --from and --root sync \
                  two folders without one",
                 Some("pass --cluster FILE with --node/--to, or leave them out"),
@@ -147,7 +148,7 @@ impl Endpoints {
             let from = self.from.clone().unwrap_or_default();
             let profile = Profile::builtin(profile).ok_or_else(|| {
                 Failure::new(
-                    "usage",
+                    Code::Usage,
                     "profile custom needs a cluster file ([custom] section)",
                     Some("pass --cluster FILE"),
                 )
@@ -172,7 +173,7 @@ impl Endpoints {
         let cluster = self.cluster_file();
         let Some(path) = &cluster else {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 "nothing to sync",
                 Some("pass --cluster FILE (the local node is the source), or --profile PROFILE --from SRC --root DST"),
             ));
@@ -183,7 +184,7 @@ impl Endpoints {
         let profile = local.profile.clone();
         let Some(app) = profile.app_folder.clone() else {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 format!(
                     "profile {} has no application folder to sync",
                     profile.id
@@ -193,22 +194,22 @@ impl Endpoints {
         };
         let Some(source) = local.folders.get(&app).cloned() else {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 format!("node {} (the source) has no paths.{app}", local.name),
                 Some("give the source node its application folder in the cluster file"),
             ));
         };
         for want in &self.to {
             if !file.nodes.iter().any(|n| n.name.eq_ignore_ascii_case(want)) {
-                return Err(Failure::new(
-                    "node-not-found",
+                return Err(Failure::library(
+                    Error::NodeNotFound,
                     format!("cluster {} has no node {want:?}", file.name),
                     Some("name target nodes with --to as the cluster file does"),
                 ));
             }
             if want.eq_ignore_ascii_case(&local.name) {
                 return Err(Failure::new(
-                    "usage",
+                    Code::Usage,
                     format!("{want} is the source node"),
                     Some("sync runs on the upgraded node and copies to the others; pick other nodes with --to"),
                 ));
@@ -233,7 +234,7 @@ impl Endpoints {
                 }),
                 None if !self.to.is_empty() => {
                     return Err(Failure::new(
-                        "usage",
+                        Code::Usage,
                         format!("node {} has no paths.{app} to sync to", n.name),
                         Some("give it paths.app (and reach.app, how this node reaches it) in the cluster file"),
                     ))
@@ -262,7 +263,7 @@ impl Endpoints {
         }
         if pairs.is_empty() {
             return Err(Failure::new(
-                "usage",
+                Code::Usage,
                 format!(
                     "no other node of cluster {} has paths.{app}: nothing to sync to",
                     file.name

@@ -3,11 +3,12 @@
 
 use super::{for_each_pair, label, size, Endpoints, Pair};
 use crate::cmd::CmdResult;
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::node_args::WaitArgs;
 use crate::ui::Ui;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncPlan, SyncProgress};
+use keyferry::Error;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,7 +131,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let resolved = args.endpoints.resolve()?;
     if args.app_pool.is_some() && args.endpoints.cluster_file().is_some() {
         return Err(Failure::new(
-            "usage",
+            Code::Usage,
             "--app-pool stops a pool on this machine, but the targets of a cluster sync are other machines",
             Some("run the sync on each target instead: keyferry sync --profile secret-server --from \\\\primary\\share --root C:\\inetpub\\wwwroot\\SecretServer --app-pool NAME; or use --app-offline"),
         ));
@@ -138,8 +139,8 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     use keyferry::profile::Role;
     if let Some((name, role)) = &resolved.source_node {
         if *role != Role::Primary && !args.from_non_primary {
-            return Err(Failure::new(
-                "sync-refused",
+            return Err(Failure::library(
+                Error::SyncRefused,
                 format!(
                     "{name} is the {} in the cluster file, not the primary: sync copies the \
                      upgraded primary's folder to the other nodes",
@@ -158,8 +159,8 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
             .iter()
             .find(|p| p.role == Some(Role::Primary))
         {
-            return Err(Failure::new(
-                "sync-refused",
+            return Err(Failure::library(
+                Error::SyncRefused,
                 format!(
                     "{} is the cluster file's primary: its application folder would be replaced \
                      by {}'s",
@@ -316,8 +317,8 @@ fn one(
         let _lock = if args.dry_run && !interrupted {
             None
         } else if args.dry_run {
-            return Err(Failure::new(
-                "sync-refused",
+            return Err(Failure::library(
+                Error::SyncRefused,
                 format!("a sync of {} was interrupted", target.display()),
                 Some("run keyferry sync (it finishes the interrupted one first) or keyferry sync rollback"),
             ));

@@ -4,7 +4,7 @@
 //! keeps its state after every step.
 
 use crate::cmd::CmdResult;
-use crate::failure::Failure;
+use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::cluster::host_name;
@@ -12,6 +12,7 @@ use keyferry::cluster::ClusterFile;
 use keyferry::remote::ssh::{SshClient, SshTarget};
 use keyferry::upgrade::run::{Driver, Event, Hands, Question, Ran, RunError, Stop, Wait};
 use keyferry::upgrade::{plan, Done, Kind, Plan, RunState, Step};
+use keyferry::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -175,10 +176,10 @@ enum Start {
 /// `upgrade-in-progress`, `upgrade-no-run`, `key-protection`), so scripts tell them apart.
 /// `c` is how the admin names this run (`-c FILE` and the options that go with it).
 fn failure(e: RunError, c: &str) -> Failure {
-    let f = |code: &'static str, why: String, hint: String| Failure::new(code, why, Some(&hint));
+    let f = |code: Code, why: String, hint: String| Failure::new(code, why, Some(&hint));
     match e {
         RunError::WrongNode { driver, here } => f(
-            "upgrade-wrong-node",
+            Code::UpgradeWrongNode,
             format!("the upgrade is driven from the primary, {driver}, and this is {here}"),
             format!(
                 "run keyferry upgrade run on {driver} (the steps for other nodes run there over \
@@ -187,19 +188,19 @@ fn failure(e: RunError, c: &str) -> Failure {
             ),
         ),
         RunError::InProgress { path } => f(
-            "upgrade-in-progress",
+            Code::UpgradeInProgress,
             format!("an upgrade run is in progress here ({})", path.display()),
             format!(
                 "keyferry upgrade status -c {c} shows it; keyferry upgrade resume -c {c} goes on"
             ),
         ),
         RunError::NoRun { path } => f(
-            "upgrade-no-run",
+            Code::UpgradeNoRun,
             format!("no upgrade run here ({})", path.display()),
             format!("keyferry upgrade run -c {c} starts one"),
         ),
         RunError::Changed { path } => f(
-            "upgrade-run-changed",
+            Code::UpgradeRunChanged,
             "the cluster file's checklist is not the one this run started with".into(),
             format!(
                 "put the cluster file back as it was, or abandon the run (keyferry upgrade \
@@ -213,7 +214,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             waiting: None,
             ..
         } => f(
-            "upgrade",
+            Code::Upgrade,
             format!("{flag} {n}: every step is done"),
             "nothing waits".into(),
         ),
@@ -223,7 +224,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             waiting: Some((w, title)),
             keys,
         } => f(
-            "upgrade",
+            Code::Upgrade,
             format!(
                 "{flag} {n}: the step waiting is {w} ({title}){}",
                 if keys {
@@ -245,7 +246,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             command,
             code,
         } => f(
-            "upgrade-gate",
+            Code::UpgradeGate,
             format!("step {n} ({title}) waits for: {gate}; keyferry {command} exited {code}"),
             format!("fix that, then: keyferry upgrade resume -c {c}"),
         ),
@@ -256,7 +257,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             code,
             reason,
         } => f(
-            "step-failed",
+            Code::StepFailed,
             format!(
                 "step {n} ({title}): its plan (keyferry {command}) exited {code}{}",
                 reason.map(|r| format!(": {r}")).unwrap_or_default()
@@ -269,17 +270,17 @@ fn failure(e: RunError, c: &str) -> Failure {
             who,
             partial,
         } => {
-            let fail = f(
-                "key-protection",
+            let fail = Failure::library(
+                Error::KeyProtection,
                 format!(
                     "step {n} ({title}) cannot bring these nodes to the primary's keys from \
                      here:\n{who}"
                 ),
-                format!(
+                Some(&format!(
                     "act on each node named (its own keyferry compares a DPAPI key it can \
                      decrypt: keys push over ssh, or keyferry dpapi unprotect there), then: \
                      keyferry upgrade resume -c {c}"
-                ),
+                )),
             );
             // Nothing changed by this step; earlier ones may have changed nodes.
             if partial {
@@ -298,7 +299,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             partial,
         } => {
             let fail = f(
-                "upgrade-step-failed",
+                Code::UpgradeStepFailed,
                 format!("step {n} ({title}) failed: {reason} ({what} exited {code})"),
                 format!(
                     "fix the cause, then: keyferry upgrade resume -c {c} (the step runs again){}",
@@ -313,7 +314,7 @@ fn failure(e: RunError, c: &str) -> Failure {
             }
         }
         RunError::Unreachable { node, url, why } => f(
-            "upgrade",
+            Code::Upgrade,
             format!("keyferry on {node} through {url}: {why}"),
             format!(
                 "fix ssh to the node (keyferry audit reaches it the same way), then: keyferry \
@@ -329,7 +330,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         && (!args.confirm.is_empty() || args.mark_done.is_some())
     {
         return Err(Failure::new(
-            "usage",
+            Code::Usage,
             "--confirm and --mark-done go with upgrade run or resume, not with status or abandon",
             Some("keyferry upgrade resume -c FILE --confirm N"),
         ));
@@ -534,7 +535,7 @@ impl Hands for Terminal<'_> {
                 return Ok(Ran {
                     code: i32::from(crate::exit::ERROR),
                     stdout: error_document(&Failure::new(
-                        "usage",
+                        Code::Usage,
                         format!(
                             "keyferry {}: {}",
                             keyferry::text::command_line(args),

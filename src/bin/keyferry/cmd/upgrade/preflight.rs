@@ -12,10 +12,10 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
 use keyferry::cluster::access::{parse_access, Access};
 use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::preflight::{self, Check, Outcome, Preflight};
 use keyferry::remote::ssh::SshTarget;
 use keyferry::sync::plan::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
 use keyferry::time::parse_duration;
-use keyferry::upgrade::preflight::{self, Check, Outcome, Preflight};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 use crate::dpapi::classify;
 use crate::error::{Error, Result};
 use crate::fingerprint::FileHash;
-use crate::keys::manifest::MAX_ENTRY_LEN;
+use crate::fs::MAX_KEY_FILE;
 use crate::secret::KeyBytes;
 use crate::txn::{Before, Change};
 use serde::Serialize;
@@ -47,7 +47,7 @@ pub fn unprotect_file(path: &Path, state_dir: &Path, wait: Duration) -> Result<P
                 format!("{} is not DPAPI-protected", path.display())
             }));
         }
-        let plain = crate::os::dpapi_unprotect(raw.expose_secret())
+        let plain = crate::dpapi::unprotect(raw.expose_secret())
             .map_err(|e| Error::Dpapi(e.to_string()))?;
         let hash = FileHash::of(plain.expose_secret());
         Ok((plain, hash))
@@ -66,7 +66,7 @@ pub fn protect_file(path: &Path, state_dir: &Path, wait: Duration) -> Result<Pro
         }
         let blob = crate::os::dpapi_protect(plain.expose_secret(), true)
             .map_err(|e| Error::Dpapi(e.to_string()))?;
-        let check = crate::os::dpapi_unprotect(&blob).map_err(|e| Error::Dpapi(e.to_string()))?;
+        let check = crate::dpapi::unprotect(&blob).map_err(|e| Error::Dpapi(e.to_string()))?;
         if check.expose_secret() != plain.expose_secret() {
             return Err(Error::Dpapi(
                 "the protected blob does not decrypt to the file".into(),
@@ -87,7 +87,7 @@ fn rewrite(
     make: impl Fn(&KeyBytes) -> Result<(KeyBytes, FileHash)>,
 ) -> Result<ProtectReport> {
     let read = || -> Result<(crate::txn::Looked, KeyBytes, FileHash)> {
-        let mut looked = crate::txn::look(path, MAX_ENTRY_LEN, &[])?;
+        let mut looked = crate::txn::look(path, MAX_KEY_FILE, &[])?;
         let Some(raw) = looked.bytes.take() else {
             return Err(Error::KeyFileMissing {
                 path: path.to_owned(),
@@ -110,7 +110,7 @@ fn rewrite(
         command,
     };
     let verify = || {
-        let (on_disk, _) = crate::keys::keyset::read_key(path, None)?;
+        let (on_disk, _) = super::keyset::read_key(path, None)?;
         if FileHash::of(on_disk.expose_secret()).ct_eq(&plain_hash) {
             Ok(())
         } else {
