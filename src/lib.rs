@@ -36,6 +36,7 @@ pub mod parallel;
 pub mod preflight;
 pub mod profile;
 pub mod progress;
+pub mod recover;
 pub mod remote;
 pub mod report;
 pub mod secret;

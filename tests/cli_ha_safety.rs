@@ -1016,3 +1016,77 @@ fn rejoin_refuses_a_database_that_is_not_the_peers() {
     bed.start(1);
     assert_eq!(rows(&bed, 1, "mine"), ["n2"]);
 }
+
+/// `ha replica init` stopped abruptly (`abort`, like `kill -9`) at each step of its
+/// data-folder swap: from the journal in the node's state folder, `keyferry recover` puts
+/// the node back as it was (its own database in place and running, the copy removed, no
+/// journal), and the init then goes through.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_replica_init_cut_off_at_each_step_of_its_swap_is_rolled_back_by_recover() {
+    need_bed!();
+    let bed = Bed::new();
+    bed.hba_both();
+    bed.psql(
+        1,
+        "CREATE TABLE own (v text); INSERT INTO own VALUES ('nps2-before')",
+    );
+    let journal = bed.node_dir(1).join("state/ha-replica-swap.json");
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(bed.node_dir(1))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("data.keyferry-"))
+            .collect()
+    };
+    let init = ["ha", "replica", "init", "--replace-database-of", "nps2"];
+    for fp in [
+        "ha:replica-journaled",
+        "ha:replica-copied",
+        "ha:replica-old-moved",
+        "ha:replica-swapped",
+        "ha:replica-started",
+    ] {
+        let out = bed
+            .keyferry_cmd(1, &init)
+            .env("KEYFERRY_FAILPOINT", fp)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.status.code() != Some(2),
+            "{fp}: the run was to be cut off: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(journal.exists(), "{fp}: the cut-off run left its journal");
+        // A dry run changes nothing and says what to do.
+        let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
+        r.assert_code(2);
+        assert!(
+            r.stderr().contains("keyferry recover"),
+            "{fp}: {}",
+            r.stderr()
+        );
+        let r = bed.keyferry(1, &["recover", "--json"]);
+        r.assert_code(0);
+        let said = r.json()["replica"].as_str().unwrap_or_default().to_owned();
+        eprintln!("{fp}: {said}");
+        assert!(said.contains("rolled back"), "{fp}: {}", r.stdout());
+        assert!(bed.running(1), "{fp}: the old server runs again: {said}");
+        assert_eq!(
+            rows(&bed, 1, "own"),
+            ["nps2-before"],
+            "{fp}: nps2's own database is back: {said}"
+        );
+        assert!(leftovers().is_empty(), "{fp}: {:?}", leftovers());
+        assert!(!journal.exists(), "{fp}");
+        // Nothing more to do.
+        let r = bed.keyferry(1, &["recover", "--json"]);
+        r.assert_code(0);
+        assert!(r.json()["replica"].is_null(), "{fp}: {}", r.stdout());
+    }
+    // And after all of that the init goes through.
+    bed.keyferry(1, &init).assert_code(0);
+    assert!(!journal.exists());
+    assert!(bed.psql(1, "SELECT pg_is_in_recovery()").contains('t'));
+}

@@ -1221,6 +1221,39 @@ fn a_run_can_be_marked_on_and_abandoned_and_status_needs_no_run() {
         "{step}"
     );
     assert_eq!(waiting_at(&c), Some(n + 1));
+    // While another command holds the run (here: this test, on the run's lock file), a
+    // resume, a mark or an abandon is refused at once and changes nothing.
+    let held = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(c.path("web1/state/upgrade.lock"))
+        .expect("the run's lock file");
+    held.try_lock().unwrap();
+    let before = c.snapshot();
+    for (cmd, extra) in [
+        ("resume", vec!["--confirm", "1"]),
+        ("abandon", vec![]),
+        ("run", vec![]),
+    ] {
+        let r = up(&c, cmd, &[&extra[..], &["--json"]].concat(), &[]);
+        r.assert_code(2);
+        assert_eq!(
+            r.json()["error"]["code"],
+            "upgrade-in-progress",
+            "{}",
+            r.stdout()
+        );
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("upgrade.lock"),
+            "{}",
+            r.stdout()
+        );
+        assert_eq!(before, c.snapshot(), "{cmd}");
+    }
+    drop(held);
     // Abandoned: kept on record, and a new run may start.
     let r = up(&c, "abandon", &[], &[]);
     r.assert_code(0);

@@ -199,6 +199,22 @@ impl Dir {
         &self.path
     }
 
+    /// What names this folder independently of its path, from its handle.
+    pub fn id(&self) -> Result<FileId> {
+        #[cfg(unix)]
+        {
+            let st = rustix::fs::fstat(&self.fd).map_err(|e| Error::io(&self.path, e.into()))?;
+            Ok(FileId {
+                device: st.st_dev,
+                index: st.st_ino,
+            })
+        }
+        #[cfg(windows)]
+        {
+            id_of(&self._pin, &self.path)
+        }
+    }
+
     pub fn join(&self, name: &OsStr) -> PathBuf {
         self.path.join(name)
     }

@@ -14,3 +14,4 @@ pub mod pgpass;
 pub mod replica;
 pub mod server;
 pub mod status;
+pub mod swap;

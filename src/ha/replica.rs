@@ -619,6 +619,33 @@ pub fn init(
     let pair = conn.pair;
     let primary = pair.peer_of(replica);
     let data = replica.data_dir()?.to_owned();
+    // One change on the node at a time; an earlier swap that was cut off is rolled back
+    // first (a dry run changes nothing, so it only says so).
+    let _lock = if opts.dry_run {
+        if let Some(j) = super::swap::SwapJournal::load(&replica.state_dir)? {
+            return Err(refused(
+                format!(
+                    "a replica init begun {} on {} was cut off {}",
+                    j.started,
+                    j.node,
+                    j.stage.words()
+                ),
+                "run keyferry recover (or this command without --dry-run): it puts the old \
+                 data folder back first",
+            ));
+        }
+        None
+    } else {
+        let lock = crate::txn::NodeLock::acquire(
+            &replica.state_dir,
+            &replica.name,
+            crate::txn::DEFAULT_WAIT,
+        )?;
+        if let Some(done) = super::swap::recover(replica)? {
+            say(&done);
+        }
+        Some(lock)
+    };
     // Preflight: nothing changes until all of it holds.
     if !pg::is_local_address(replica.addr) {
         return Err(refused(
@@ -857,6 +884,29 @@ pub fn init(
         mark = Instant::now();
     };
     phase("preflight");
+    // From here every step is journaled; the journal goes when the run ends (done or
+    // undone), and stays for `recover` when it is cut off.
+    let mut journal = super::swap::SwapJournal {
+        node: replica.name.clone(),
+        data: data.clone(),
+        old_suffix: old_n
+            .to_str()
+            .and_then(|n| n.strip_prefix(dd.name().to_str().unwrap_or("\u{0}")))
+            .ok_or_else(|| {
+                refused(
+                    format!("the data folder's name {} is not text", data.display()),
+                    "give the data folder a name in plain text",
+                )
+            })?
+            .to_owned(),
+        old_id: dd.data()?.id()?,
+        was_running: running,
+        stage: super::swap::Stage::Copying,
+        started: crate::time::Timestamp::now().to_string(),
+    };
+    journal.save(&replica.state_dir)?;
+    let _ended = super::swap::Ended(&replica.state_dir);
+    crate::failpoint::hit("ha:replica-journaled");
     let restart_old = |why: Error| -> Error {
         if running {
             if let Err(e) = server::start(replica, &data) {
@@ -976,17 +1026,28 @@ pub fn init(
     copied.map_err(&undo)?;
     phase("copy");
     write_replica_settings(pair, primary, replica, &dd, &new_n, &local).map_err(&undo)?;
+    crate::failpoint::hit("ha:replica-copied");
     // Swap the folders through their parent's handle.
+    journal
+        .reach(super::swap::Stage::MovingOld, &replica.state_dir)
+        .map_err(&undo)?;
     dd.rename(&data_n, &old_n).map_err(&undo)?;
-    if let Err(e) = dd.rename(&new_n, &data_n) {
+    crate::failpoint::hit("ha:replica-old-moved");
+    let moved = journal.reach(super::swap::Stage::MovingNew, &replica.state_dir);
+    if let Err(e) = moved.and_then(|()| dd.rename(&new_n, &data_n)) {
         let _ = dd.rename(&old_n, &data_n);
         return Err(undo(e));
     }
+    crate::failpoint::hit("ha:replica-swapped");
     phase("settings");
-    let streaming = server::start(replica, &data).and_then(|_| {
-        phase("start");
-        wait_streaming(conn, primary, replica)
-    });
+    let streaming = journal
+        .reach(super::swap::Stage::Starting, &replica.state_dir)
+        .and_then(|()| server::start(replica, &data))
+        .and_then(|_| {
+            crate::failpoint::hit("ha:replica-started");
+            phase("start");
+            wait_streaming(conn, primary, replica)
+        });
     match streaming {
         Ok(w) if w.streaming => warnings.extend(w.warnings),
         other => {
@@ -1021,6 +1082,9 @@ pub fn init(
         }
     }
     phase("streaming");
+    // Done: the new folder streams. The journal goes before the old folder may be removed
+    // (a removal cut off is not a swap to roll back).
+    super::swap::SwapJournal::remove(&replica.state_dir)?;
     let old_folder = if opts.remove_old {
         if let Err(e) = dd.remove(&old_n) {
             warnings.push(format!(

@@ -175,6 +175,40 @@ impl LastSync {
 }
 
 impl SyncJournal {
+    /// The targets of every sync or rollback journal in the state folder (each one was cut
+    /// off).
+    pub fn pending(state_dir: &Path) -> Result<Vec<PathBuf>> {
+        let dir = state_dir.join("sync");
+        let names = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in names {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let p = entry.path();
+            let j: Option<SyncJournal> =
+                crate::fs::record::load(&p, MAX_JOURNAL, "sync journal", |e| {
+                    Error::RecoveryConflict(format!(
+                        "the sync journal {} is unreadable ({e}); remove it by hand once its \
+                         target is checked",
+                        p.display()
+                    ))
+                })?;
+            out.extend(j.map(|j| j.target));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub fn load(state_dir: &Path, target: &Path) -> Result<Option<SyncJournal>> {
         let p = path(state_dir, target);
         let read = crate::fs::record::load(&p, MAX_JOURNAL, "sync journal", |e| {

@@ -21,8 +21,20 @@ pub struct NodeLock {
 impl NodeLock {
     /// Takes the node's lock, waiting at most `wait` for another command to finish.
     pub fn acquire(state_dir: &Path, node: &str, wait: Duration) -> Result<NodeLock> {
+        NodeLock::acquire_file(state_dir, "lock", node, wait)
+    }
+
+    /// Takes the lock kept in the state folder's file `name` (another lock than the node's,
+    /// for work that runs other commands which take the node's lock themselves: an upgrade
+    /// run), waiting at most `wait`.
+    pub fn acquire_file(
+        state_dir: &Path,
+        name: &str,
+        node: &str,
+        wait: Duration,
+    ) -> Result<NodeLock> {
         create_private_dir(state_dir)?;
-        let path = state_dir.join("lock");
+        let path = state_dir.join(name);
         let file = open_lock_file(&path)?;
         let start = Instant::now();
         loop {

@@ -178,8 +178,18 @@ pub enum RunError {
         url: String,
         why: String,
     },
+    /// Another command works on this node's run now (its lock is held).
+    Busy { lock: PathBuf },
     /// The run's own files.
     Error(Error),
+}
+
+/// Held while a command works on this node's upgrade run (run, resume, mark done, abandon):
+/// one at a time, so that two terminals never run, mark or put back the same steps twice.
+/// It is not the node's lock, which each step's own command takes for itself.
+#[derive(Debug)]
+pub struct RunLock {
+    _held: crate::txn::NodeLock,
 }
 
 impl From<Error> for RunError {
@@ -213,6 +223,36 @@ impl Driver<'_> {
         super::state_path(self.state_dir)
     }
 
+    /// Takes this node's run lock, or says that another command holds it (no wait: the
+    /// other command may be waiting for its admin). Refused first, creating nothing, on any
+    /// node but the driver, and (`needs_run`: resume, mark, abandon) where no run is open.
+    pub fn lock(&self, needs_run: bool) -> std::result::Result<RunLock, RunError> {
+        if !self.local.eq_ignore_ascii_case(&self.plan.driver) {
+            return Err(RunError::WrongNode {
+                driver: self.plan.driver.clone(),
+                here: self.local.to_owned(),
+            });
+        }
+        let path = self.state_path();
+        if needs_run
+            && RunState::load(&path)?
+                .filter(|r| r.finished.is_none())
+                .is_none()
+        {
+            return Err(RunError::NoRun { path });
+        }
+        match crate::txn::NodeLock::acquire_file(
+            self.state_dir,
+            "upgrade.lock",
+            self.local,
+            std::time::Duration::ZERO,
+        ) {
+            Ok(l) => Ok(RunLock { _held: l }),
+            Err(Error::NodeBusy { lock, .. }) => Err(RunError::Busy { lock }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The run kept here, unfinished (or finished, for `status`), checked against the
     /// checklist.
     pub fn status(&self) -> std::result::Result<Option<RunState>, RunError> {
@@ -227,7 +267,7 @@ impl Driver<'_> {
     /// Gives up the run here: kept on record beside its steps' reports, then the active
     /// run goes (a run whose checklist no longer matches can be abandoned too). The run
     /// and its record's path.
-    pub fn abandon(&self) -> std::result::Result<(RunState, PathBuf), RunError> {
+    pub fn abandon(&self, _held: &RunLock) -> std::result::Result<(RunState, PathBuf), RunError> {
         let path = self.state_path();
         let Some(mut state) = RunState::load(&path)?.filter(|r| r.finished.is_none()) else {
             return Err(RunError::NoRun { path });
@@ -244,7 +284,7 @@ impl Driver<'_> {
     /// Starts a run (`resume`: goes on with the one here). Refused on any node but the
     /// driver, when a run is in progress (`new`), when none is (`resume`), and when the
     /// checklist changed.
-    pub fn open(&self, resume: bool) -> std::result::Result<RunState, RunError> {
+    pub fn open(&self, resume: bool, _held: &RunLock) -> std::result::Result<RunState, RunError> {
         if !self.local.eq_ignore_ascii_case(&self.plan.driver) {
             return Err(RunError::WrongNode {
                 driver: self.plan.driver.clone(),
@@ -325,7 +365,7 @@ impl Driver<'_> {
     /// and did not start again), each where its step ran: for `upgrade abandon`, before the
     /// run is given up. One line per step, said as it goes; a failure is said and the rest
     /// still tried.
-    pub fn put_back(&self, state: &RunState, hands: &dyn Hands) -> Vec<String> {
+    pub fn put_back(&self, state: &RunState, hands: &dyn Hands, _held: &RunLock) -> Vec<String> {
         let p = self.plan;
         let mut said = Vec::new();
         for (i, step) in p.steps.iter().enumerate().rev() {

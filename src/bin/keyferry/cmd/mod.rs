@@ -10,6 +10,7 @@ pub mod ha;
 pub mod host;
 pub mod keys;
 pub mod man;
+pub mod recover;
 pub mod request;
 pub mod shred;
 pub mod sync;
@@ -45,6 +46,9 @@ pub enum Command {
     Diagnose(diagnose::Args),
     /// Show this node's key-set fingerprint
     Fingerprint(fingerprint::Args),
+    /// Finish or roll back whatever a crash cut off on this node (keys, pg_hba.conf, syncs, a
+    /// replica's data folder)
+    Recover(recover::Args),
     /// Overwrite (where that works) and remove files that held secrets
     Shred(shred::Args),
     /// Inspect DPAPI blobs; protect or unprotect key files (Windows)
@@ -69,6 +73,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
         Command::Request(a) => request::run(a, tree),
         Command::Keys(c) => keys::run(c, ui),
         Command::Fingerprint(a) => fingerprint::run(a, ui),
+        Command::Recover(a) => recover::run(a, ui),
         Command::Shred(a) => shred::run(a, ui),
         Command::Demo(a) => demo::run(a, ui),
         Command::Audit(a) => audit::run(a, ui),

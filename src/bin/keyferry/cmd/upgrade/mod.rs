@@ -187,6 +187,17 @@ fn failure(e: RunError, c: &str) -> Failure {
                  file (role = \"primary\")"
             ),
         ),
+        RunError::Busy { lock } => f(
+            Code::UpgradeInProgress,
+            format!(
+                "another keyferry command is working on this node's upgrade run now (it holds {})",
+                lock.display()
+            ),
+            format!(
+                "let it finish (it may be waiting for its admin's answer in another terminal), \
+                 then: keyferry upgrade status -c {c}"
+            ),
+        ),
         RunError::InProgress { path } => f(
             Code::UpgradeInProgress,
             format!("an upgrade run is in progress here ({})", path.display()),
@@ -375,6 +386,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             return Ok(ExitCode::SUCCESS);
         }
         Start::Abandon => {
+            let held = driver.lock(true).map_err(fail)?;
             // What the run changed and would have put back itself (a pool it stopped) is
             // put back first, on each node, each said.
             if let Some(open) = driver
@@ -388,9 +400,9 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     timeout: args.step_timeout,
                     asked: std::cell::Cell::new(false),
                 };
-                driver.put_back(&open, &hands);
+                driver.put_back(&open, &hands, &held);
             }
-            let (state, record) = driver.abandon().map_err(fail)?;
+            let (state, record) = driver.abandon(&held).map_err(fail)?;
             if ui.json {
                 super::ha::emit(ui, "upgrade-run", &state);
             } else {
@@ -408,7 +420,9 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         }
         Start::New | Start::Resume => {}
     }
-    let mut state = driver.open(start == Start::Resume).map_err(fail)?;
+    // Held to the end: one command at a time works on this node's run.
+    let held = driver.lock(start == Start::Resume).map_err(fail)?;
+    let mut state = driver.open(start == Start::Resume, &held).map_err(fail)?;
     let hands = Terminal {
         ui,
         ssh: args.ssh.client(),
