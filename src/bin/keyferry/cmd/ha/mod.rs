@@ -4,9 +4,12 @@
 
 pub mod check;
 pub mod explain;
+pub mod failover;
+pub mod fence;
 pub mod hba;
+pub mod rejoin;
+pub mod replica;
 pub mod status;
-pub mod steps;
 
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
@@ -28,13 +31,13 @@ pub enum HaCommand {
     Explain(explain::Args),
     /// Set up this node as a replica of its peer
     #[command(subcommand)]
-    Replica(steps::ReplicaCommand),
+    Replica(replica::ReplicaCommand),
     /// Make the replica the primary (planned switchover, or --primary-lost)
-    Failover(steps::FailoverArgs),
+    Failover(failover::FailoverArgs),
     /// Make the old primary a replica of the new one (pg_rewind, else a fresh copy)
-    Rejoin(steps::RejoinArgs),
+    Rejoin(rejoin::RejoinArgs),
     /// Make sure this node's server cannot come back as a primary (standby.signal, then stop)
-    Fence(steps::FenceArgs),
+    Fence(fence::FenceArgs),
 }
 
 pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
@@ -43,10 +46,10 @@ pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
         HaCommand::Status(a) => status::run(a, ui),
         HaCommand::Hba(a) => hba::run(a, ui),
         HaCommand::Explain(a) => explain::run(a, ui),
-        HaCommand::Replica(c) => steps::replica(c, ui),
-        HaCommand::Failover(a) => steps::failover(a, ui),
-        HaCommand::Rejoin(a) => steps::rejoin(a, ui),
-        HaCommand::Fence(a) => steps::fence(a, ui),
+        HaCommand::Replica(c) => replica::replica(c, ui),
+        HaCommand::Failover(a) => failover::failover(a, ui),
+        HaCommand::Rejoin(a) => rejoin::rejoin(a, ui),
+        HaCommand::Fence(a) => fence::fence(a, ui),
     }
 }
 
@@ -128,4 +131,13 @@ pub fn emit<T: serde::Serialize>(ui: &Ui, kind: &'static str, report: &T) {
         kind,
         report,
     });
+}
+
+/// A dry run's plan, numbered, and that nothing changed.
+pub fn show_plan(ui: &Ui, plan: &[String]) {
+    ui.out("would:");
+    for (i, p) in plan.iter().enumerate() {
+        ui.out(&format!("  {}. {p}", i + 1));
+    }
+    ui.out("nothing was changed (--dry-run)");
 }
