@@ -2,12 +2,20 @@
 //! (real files, real permissions), the real `keyferry` binary, real age bundles at a low
 //! scrypt work factor (debug builds only, see `cmd::export_work_factor`).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+mod bundle;
+mod files;
+#[cfg(unix)]
+mod ssh;
+
+pub use bundle::*;
+pub use files::*;
+#[cfg(unix)]
+pub use ssh::*;
 
 pub const PASSPHRASE: &str = "correct horse battery staple orbit lemon";
 pub const WORK_FACTOR: &str = "4";
@@ -133,83 +141,6 @@ fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-/// Makes a file private the way an admin would: mode 0600 on Unix, an owner-only ACL on
-/// Windows (keyferry refuses passphrase files others can read).
-pub fn private(p: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    keyferry::os::restrict_to_owner(p).unwrap();
-}
-
-/// Unix permission bits of a file (`None` elsewhere).
-pub fn mode(p: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::symlink_metadata(p)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o7777)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = p;
-        None
-    }
-}
-
-/// Makes every regular file under `root` an hour old: an old version's files are older than
-/// the new one's. (Written within one clock tick, two files of one size could get one time,
-/// which the quick check, rsync's too, takes as the same file.)
-pub fn backdate(root: &Path) {
-    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() {
-                std::fs::File::options()
-                    .write(true)
-                    .open(e.path())
-                    .unwrap()
-                    .set_modified(then)
-                    .unwrap();
-            }
-        }
-    }
-}
-
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            if m.file_type().is_symlink() {
-                out.insert(
-                    p.clone(),
-                    std::fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                );
-            } else if m.is_dir() {
-                out.insert(p.clone(), b"<dir>".to_vec());
-                stack.push(p);
-            } else {
-                out.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
 pub struct Run {
     pub args: Vec<String>,
     pub out: Output,
@@ -244,32 +175,6 @@ impl Run {
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyferry")
-}
-
-/// A shell script at `path` standing in for keyferry on a node: `pre` (lines), then
-/// `exec <run_with>keyferry "$@"`; executable.
-#[cfg(unix)]
-pub fn keyferry_wrapper(path: &Path, pre: &str, run_with: &str) -> PathBuf {
-    shell_script(path, &format!("{pre}exec {run_with}{:?} \"$@\"", bin()))
-}
-
-/// An executable `sh` script at `path` running `body` (a failpoint hook, a stand-in program).
-#[cfg(unix)]
-pub fn shell_script(path: &Path, body: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_owned()
-}
-
-/// The first entry of a folder that holds one (an upgrade run's records folder).
-pub fn first_entry(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .next()
-        .unwrap_or_else(|| panic!("{} is empty", dir.display()))
-        .unwrap()
-        .path()
 }
 
 /// Runs the binary with a clean environment for keyferry's variables.
@@ -318,189 +223,4 @@ fn spawn(cmd: &mut Command) -> std::process::Child {
             Err(e) => panic!("spawn keyferry: {e}"),
         }
     }
-}
-
-/// Seals arbitrary plaintext as an armored age passphrase file, bypassing keyferry's own
-/// manifest writer, to build hostile bundles.
-pub fn seal_raw(plaintext: &[u8], passphrase: &str, path: &Path) {
-    use age::secrecy::SecretString;
-    let mut r = age::scrypt::Recipient::new(SecretString::from(passphrase.to_owned()));
-    r.set_work_factor(4);
-    let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
-    let mut out = Vec::new();
-    let armor =
-        age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor).unwrap();
-    let mut w = enc.wrap_output(armor).unwrap();
-    w.write_all(plaintext).unwrap();
-    w.finish().unwrap().finish().unwrap();
-    std::fs::write(path, out).unwrap();
-}
-
-/// A hand-built bundle plaintext in the documented format (docs/bundle-format.md).
-pub fn plaintext(header: &serde_json::Value, contents: &[&[u8]]) -> Vec<u8> {
-    let mut v = b"keyferry-bundle 1\n".to_vec();
-    v.extend_from_slice(serde_json::to_string(header).unwrap().as_bytes());
-    v.push(b'\n');
-    for c in contents {
-        v.extend_from_slice(c);
-    }
-    v
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    keyferry::fingerprint::FileHash::of(bytes).to_hex()
-}
-
-pub fn fingerprint_of(entries: &[(&str, &[u8])]) -> String {
-    let hashes: Vec<(&str, keyferry::fingerprint::FileHash)> = entries
-        .iter()
-        .map(|(n, b)| (*n, keyferry::fingerprint::FileHash::of(b)))
-        .collect();
-    keyferry::fingerprint::Fingerprint::of(hashes.iter().map(|(n, h)| (*n, h))).to_string()
-}
-
-/// A valid header for `entries` (name, bytes), for the Secret Server cluster "ss-prod".
-pub fn header(entries: &[(&str, &[u8])], expires: &str) -> serde_json::Value {
-    serde_json::json!({
-        "created": "2026-01-01T00:00:00Z",
-        "expires": expires,
-        "cluster": "ss-prod",
-        "profile": "secret-server",
-        "source": { "node": "web1", "role": "primary", "host": "WEB1" },
-        "fingerprint": fingerprint_of(entries),
-        "entries": entries.iter().map(|(n, b)| serde_json::json!({
-            "name": n, "len": b.len(), "sha256": sha256_hex(b),
-            "roles": ["primary", "secondary", "dr", "action", "scheduler"],
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A real OpenSSH server on 127.0.0.1 with a throwaway host key and user key.
-#[cfg(unix)]
-pub struct Sshd {
-    pid: u32,
-    pub port: u16,
-    pub config: PathBuf,
-}
-
-#[cfg(unix)]
-impl Sshd {
-    pub fn start(dir: &Path) -> Option<Sshd> {
-        Sshd::start_with(dir, &[])
-    }
-
-    /// As [`Sshd::start`], with more `sshd` options (`-o ForceCommand=...`).
-    #[allow(clippy::print_stderr)] // the SKIPPED line must be visible in test output
-    pub fn start_with(dir: &Path, options: &[String]) -> Option<Sshd> {
-        use std::process::Command;
-        if !Path::new("/usr/sbin/sshd").exists() || rustix_is_not_root() {
-            eprintln!("SKIPPED: /usr/sbin/sshd missing or not root; scripts/setup installs openssh-server");
-            return None;
-        }
-        std::fs::create_dir_all("/run/sshd").ok();
-        let keygen = |path: &Path| {
-            let ok = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(path)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
-        };
-        keygen(&dir.join("host_key"));
-        keygen(&dir.join("user_key"));
-        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = free_port();
-        let mut c = Command::new("/usr/sbin/sshd");
-        sshd_args(&mut c, dir, "127.0.0.1", port);
-        for o in options {
-            c.arg("-o").arg(o);
-        }
-        let status = c.args(["-o", "MaxStartups=64"]).status().unwrap();
-        assert!(status.success(), "sshd did not start");
-        let pid = sshd_pid(dir);
-        let config = ssh_client_config(dir, &dir.join("user_key"));
-        Some(Sshd { pid, port, config })
-    }
-}
-
-#[cfg(unix)]
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg(self.pid.to_string())
-            .status();
-    }
-}
-
-#[cfg(unix)]
-pub fn rustix_is_not_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout != b"0\n")
-        .unwrap_or(true)
-}
-
-#[cfg(unix)]
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An OpenSSH client configuration in `dir` for the test servers: `key` as the identity,
-/// throwaway host keys accepted (each test makes its own), quiet.
-#[cfg(unix)]
-pub fn ssh_client_config(dir: &Path, key: &Path) -> PathBuf {
-    let config = dir.join("ssh_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Host *\n  IdentityFile {}\n  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
-            key.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// sshd's arguments for a test server: no system configuration, `dir`'s host key and
-/// authorized keys, root by key only, its pid in `dir/sshd.pid`.
-#[cfg(unix)]
-pub fn sshd_args(c: &mut Command, dir: &Path, listen: &str, port: u16) {
-    c.args(["-f", "/dev/null", "-p", &port.to_string()])
-        .args(["-o", &format!("ListenAddress={listen}")])
-        .args([
-            "-o",
-            "StrictModes=no",
-            "-o",
-            "PermitRootLogin=prohibit-password",
-        ])
-        .arg("-h")
-        .arg(dir.join("host_key"))
-        .arg("-o")
-        .arg(format!(
-            "AuthorizedKeysFile={}",
-            dir.join("authorized_keys").display()
-        ))
-        .arg("-o")
-        .arg(format!("PidFile={}", dir.join("sshd.pid").display()));
-}
-
-/// The pid a test sshd wrote in `dir/sshd.pid` (it writes it once it listens).
-#[cfg(unix)]
-pub fn sshd_pid(dir: &Path) -> u32 {
-    for _ in 0..250 {
-        if let Some(pid) = std::fs::read_to_string(dir.join("sshd.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return pid;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("sshd wrote no pid in {}", dir.display());
 }

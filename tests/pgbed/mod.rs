@@ -4,8 +4,6 @@
 //! addresses are contacted. Needs root, iproute2 and PostgreSQL (scripts/setup installs
 //! them); without them the tests say so and skip, except under CI, where they fail.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
