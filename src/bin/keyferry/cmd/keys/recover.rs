@@ -3,16 +3,10 @@
 //! changes the node does this first anyway; this does only that, and says which it did.
 
 use crate::cmd::{success, CmdResult};
-use crate::node_args::{NodeArgs, WaitArgs};
 use crate::ui::Ui;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub node: NodeArgs,
-    #[command(flatten)]
-    pub wait: WaitArgs,
-}
+/// The same options as `keyferry recover`.
+pub use crate::cmd::recover::Args;
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
