@@ -46,7 +46,14 @@ pub fn node(node: &Node, ha: Option<&HaNode>, wait: Duration) -> Result<Recovere
         }
     }
     let replica = match ha {
-        Some(h) => crate::ha::swap::recover(h)?,
+        Some(h) => {
+            // The swap's journal is in the state folder the cluster file gives the pair's
+            // node; under its lock too where `--state-dir` named another.
+            let _also = (h.state_dir != node.state_dir)
+                .then(|| crate::txn::NodeLock::acquire(&h.state_dir, &h.name, wait))
+                .transpose()?;
+            crate::ha::swap::recover(h)?
+        }
         None => None,
     };
     Ok(Recovered {

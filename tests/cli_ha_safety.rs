@@ -1060,6 +1060,7 @@ fn a_replica_init_cut_off_at_each_step_of_its_swap_is_rolled_back_by_recover() {
         );
         assert!(journal.exists(), "{fp}: the cut-off run left its journal");
         // A dry run changes nothing and says what to do.
+        let (journal_before, left_before) = (std::fs::read(&journal).unwrap(), leftovers());
         let r = bed.keyferry(1, &["ha", "replica", "init", "--dry-run"]);
         r.assert_code(2);
         assert!(
@@ -1067,6 +1068,8 @@ fn a_replica_init_cut_off_at_each_step_of_its_swap_is_rolled_back_by_recover() {
             "{fp}: {}",
             r.stderr()
         );
+        assert_eq!(journal_before, std::fs::read(&journal).unwrap(), "{fp}");
+        assert_eq!(left_before, leftovers(), "{fp}");
         let r = bed.keyferry(1, &["recover", "--json"]);
         r.assert_code(0);
         let said = r.json()["replica"].as_str().unwrap_or_default().to_owned();

@@ -224,3 +224,123 @@ pub fn recover(node: &HaNode) -> Result<Option<String>> {
         done.join("; ")
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose data folder is `<dir>/data` and state folder `<dir>/state`; no server
+    /// program is ever run here (the journals say none ran, and none is started).
+    fn node(dir: &Path) -> HaNode {
+        HaNode {
+            name: "nps2".into(),
+            role: crate::profile::Role::Secondary,
+            addr: "10.0.5.2".parse().unwrap(),
+            pg_port: 5432,
+            web_port: 6500,
+            bin: Some(dir.join("no-bin")),
+            data: Some(dir.join("data")),
+            service: None,
+            archive: None,
+            state_dir: dir.join("state"),
+        }
+    }
+
+    fn journal(node: &HaNode, old_id: FileId, stage: Stage) -> SwapJournal {
+        SwapJournal {
+            node: node.name.clone(),
+            data: node.data.clone().unwrap(),
+            old_suffix: ".keyferry-old-1".into(),
+            old_id,
+            was_running: false,
+            stage,
+            started: "2026-12-05T00:00:00Z".into(),
+        }
+    }
+
+    /// Every name in the folder (recursively) with each file's bytes.
+    fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_owned()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                    out.push((p, Vec::new()));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn id(p: &Path) -> FileId {
+        crate::fs::Dir::open(p).unwrap().id().unwrap()
+    }
+
+    #[test]
+    fn a_cut_off_swap_puts_the_very_folder_moved_aside_back_and_removes_the_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let n = node(d.path());
+        std::fs::create_dir_all(d.path().join("data.keyferry-old-1")).unwrap();
+        std::fs::write(d.path().join("data.keyferry-old-1/PG_VERSION"), b"15\n").unwrap();
+        std::fs::create_dir_all(d.path().join("data.keyferry-new")).unwrap();
+        std::fs::write(d.path().join("data.keyferry-new/PG_VERSION"), b"copy\n").unwrap();
+        let old = id(&d.path().join("data.keyferry-old-1"));
+        journal(&n, old, Stage::MovingNew)
+            .save(&n.state_dir)
+            .unwrap();
+        let said = recover(&n).unwrap().unwrap();
+        assert!(said.contains("put the old data folder back"), "{said}");
+        assert_eq!(
+            std::fs::read(d.path().join("data/PG_VERSION")).unwrap(),
+            b"15\n"
+        );
+        assert!(!d.path().join("data.keyferry-new").exists());
+        assert!(SwapJournal::load(&n.state_dir).unwrap().is_none());
+        assert!(recover(&n).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_journal_that_does_not_match_the_folders_is_refused_and_nothing_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let n = node(d.path());
+        std::fs::create_dir_all(d.path().join("data")).unwrap();
+        std::fs::write(d.path().join("data/PG_VERSION"), b"new\n").unwrap();
+        std::fs::create_dir_all(d.path().join("data.keyferry-old-1")).unwrap();
+        std::fs::write(d.path().join("data.keyferry-old-1/PG_VERSION"), b"15\n").unwrap();
+        let data_id = id(&d.path().join("data"));
+        // The folder at the old name is another than the one moved aside.
+        let mut cases = vec![(
+            "another folder at the old name",
+            journal(&n, data_id, Stage::MovingNew),
+        )];
+        // A journal of another node, or of another data folder.
+        let mut other = journal(&n, data_id, Stage::Copying);
+        other.node = "nps1".into();
+        cases.push(("another node", other));
+        let mut elsewhere = journal(&n, data_id, Stage::Copying);
+        elsewhere.data = d.path().join("elsewhere");
+        cases.push(("another data folder", elsewhere));
+        for (what, j) in cases {
+            j.save(&n.state_dir).unwrap();
+            let before = files(d.path());
+            let e = recover(&n).unwrap_err();
+            assert!(matches!(e, Error::RecoveryConflict(_)), "{what}: {e}");
+            assert_eq!(before, files(d.path()), "{what}: nothing may change");
+        }
+        // Neither the data folder nor the old one: refused, the journal kept.
+        std::fs::remove_dir_all(d.path().join("data")).unwrap();
+        std::fs::remove_dir_all(d.path().join("data.keyferry-old-1")).unwrap();
+        journal(&n, data_id, Stage::MovingNew)
+            .save(&n.state_dir)
+            .unwrap();
+        let before = files(d.path());
+        let e = recover(&n).unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
+        assert_eq!(before, files(d.path()));
+    }
+}

@@ -179,22 +179,20 @@ impl SyncJournal {
     /// off).
     pub fn pending(state_dir: &Path) -> Result<Vec<PathBuf>> {
         let dir = state_dir.join("sync");
-        let names = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&dir, e)),
+        let names = match crate::fs::Dir::open(&dir) {
+            Ok(d) => d.names()?,
+            Err(Error::FolderMissing { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
         let mut out = Vec::new();
-        for entry in names {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let name = entry.file_name();
+        for name in names {
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
             if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
-            let p = entry.path();
+            let p = dir.join(&name);
             let j: Option<SyncJournal> =
                 crate::fs::record::load(&p, MAX_JOURNAL, "sync journal", |e| {
                     Error::RecoveryConflict(format!(

@@ -281,16 +281,10 @@ impl Driver<'_> {
         Ok((state, record))
     }
 
-    /// Starts a run (`resume`: goes on with the one here). Refused on any node but the
-    /// driver, when a run is in progress (`new`), when none is (`resume`), and when the
-    /// checklist changed.
+    /// Starts a run (`resume`: goes on with the one here). Refused when a run is in progress
+    /// (`new`), when none is (`resume`), and when the checklist changed; only the driver gets
+    /// the [`RunLock`] it needs ([`Driver::lock`]).
     pub fn open(&self, resume: bool, _held: &RunLock) -> std::result::Result<RunState, RunError> {
-        if !self.local.eq_ignore_ascii_case(&self.plan.driver) {
-            return Err(RunError::WrongNode {
-                driver: self.plan.driver.clone(),
-                here: self.local.to_owned(),
-            });
-        }
         let path = self.state_path();
         let loaded = RunState::load(&path)?;
         if let Some(done) = loaded.as_ref().filter(|r| r.finished.is_some()) {

@@ -189,15 +189,17 @@ pub fn init(
     )?
     .is_empty();
     let setting = keep_size_change(&mut pc, pair, primary)?;
-    let old_n = {
+    // The old folder's name once moved aside: the suffix is kept in the swap's journal.
+    let (old_suffix, old_n) = {
         let stamp = crate::time::Timestamp::now().compact();
-        let mut n = dd.sibling(&format!(".keyferry-old-{stamp}"));
+        let mut suffix = format!(".keyferry-old-{stamp}");
         let mut i = 1;
-        while dd.present(&n)? {
+        while dd.present(&dd.sibling(&suffix))? {
             i += 1;
-            n = dd.sibling(&format!(".keyferry-old-{stamp}-{i}"));
+            suffix = format!(".keyferry-old-{stamp}-{i}");
         }
-        n
+        let n = dd.sibling(&suffix);
+        (suffix, n)
     };
     let mut plan = Vec::new();
     // The vendor empties the Archive folder on both nodes before configuring HA.
@@ -344,16 +346,7 @@ pub fn init(
     let mut journal = crate::ha::swap::SwapJournal {
         node: replica.name.clone(),
         data: data.clone(),
-        old_suffix: old_n
-            .to_str()
-            .and_then(|n| n.strip_prefix(dd.name().to_str().unwrap_or("\u{0}")))
-            .ok_or_else(|| {
-                refused(
-                    format!("the data folder's name {} is not text", data.display()),
-                    "give the data folder a name in plain text",
-                )
-            })?
-            .to_owned(),
+        old_suffix,
         old_id: dd.data()?.id()?,
         was_running: running,
         stage: crate::ha::swap::Stage::Copying,

@@ -98,14 +98,10 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Pool(a) => {
             let spec = load(&a.node)?;
             let pool = spec.app_pool.clone().ok_or_else(|| {
-                Failure::library(
-                    |why| Error::Host {
- why,
- hint: String::new(),
- },
-                    format!("node {} has no app_pool in the cluster file", spec.name),
-                    Some("write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]"),
-                )
+                Failure::from(Error::Host {
+ why: format!("node {} has no app_pool in the cluster file", spec.name),
+ hint: "write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]".into(),
+ })
             })?;
             let want = want(a.action);
             let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
@@ -117,14 +113,10 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Service(a) => {
             let spec = load(&a.node)?;
             if spec.services.is_empty() {
-                return Err(Failure::library(
-                    |why| Error::Host {
- why,
- hint: String::new(),
- },
-                    format!("node {} has no services in the cluster file", spec.name),
-                    Some("list the product's Windows services by service name (services.msc, Properties) as services = [...] in its [[node]], in the order they start"),
-                ));
+                return Err(Failure::from(Error::Host {
+ why: format!("node {} has no services in the cluster file", spec.name),
+ hint: "list the product's Windows services by service name (services.msc, Properties) as services = [...] in its [[node]], in the order they start".into(),
+ }));
             }
             let tools = tools(ui)?;
             let want = want(a.action);
@@ -301,14 +293,11 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         .iter()
         .find(|s| s.site_url.is_none() && !a.to.is_empty())
     {
-        return Err(Failure::library(
-            |why| Error::Host {
-                why,
-                hint: String::new(),
-            },
-            format!("node {} has no site_url in the cluster file", n.name),
-            Some("write the node's own site address (https://...) as site_url in its [[node]]"),
-        ));
+        return Err(Failure::from(Error::Host {
+            why: format!("node {} has no site_url in the cluster file", n.name),
+            hint: "write the node's own site address (https://...) as site_url in its [[node]]"
+                .into(),
+        }));
     }
     let mut sites = Vec::new();
     for s in nodes {
@@ -321,14 +310,11 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         });
     }
     if sites.is_empty() {
-        return Err(Failure::library(
-            |why| Error::Host {
-                why,
-                hint: String::new(),
-            },
-            "no node in the cluster file has a site_url: nothing to check",
-            Some("write each node's own site address (https://...) as site_url in its [[node]]"),
-        ));
+        return Err(Failure::from(Error::Host {
+            why: "no node in the cluster file has a site_url: nothing to check".into(),
+            hint: "write each node's own site address (https://...) as site_url in its [[node]]"
+                .into(),
+        }));
     }
     let r = SiteReport {
         ok: sites.iter().all(|s| s.answer.works),
