@@ -14,7 +14,7 @@ fn main() {
         "encrypt" => {
             let input = std::fs::read(&args[2]).unwrap();
             let mut r = age::scrypt::Recipient::new(pass);
-            r.set_work_factor(keyferry::keys::bundle::EXPORT_WORK_FACTOR);
+            r.set_work_factor(keyferry::keys::EXPORT_WORK_FACTOR);
             let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
                 .unwrap();
             let out = std::fs::File::create(&args[3]).unwrap();
@@ -29,7 +29,7 @@ fn main() {
             let d = age::Decryptor::new(age::armor::ArmoredReader::new(std::io::BufReader::new(f)))
                 .unwrap();
             let mut id = age::scrypt::Identity::new(pass);
-            id.set_max_work_factor(keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR);
+            id.set_max_work_factor(keyferry::keys::MAX_IMPORT_WORK_FACTOR);
             let mut r = d
                 .decrypt(std::iter::once(&id as &dyn age::Identity))
                 .unwrap();

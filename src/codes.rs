@@ -1,6 +1,6 @@
 //! The stable codes of audit and diagnose findings: API for scripts (`--json`), documented in
 //! `docs/audit.md`. Error codes live with the library's [`crate::Error`]; catalogue codes
-//! with the [`crate::diagnose::catalogue`].
+//! with the `crate::diagnose::catalogue`.
 
 use serde::Serialize;
 
@@ -21,15 +21,25 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum FindingCode {
+    /// A node's key set differs from the primary's.
     KeysDiffer,
+    /// A node lacks key files its role needs.
     KeysMissing,
+    /// A node could not be reached or read.
     NodeUnreachable,
+    /// The primary's report is unusable, so nothing could be compared.
     NoReference,
+    /// A key file differs and looks DPAPI-protected on one side.
     DpapiSuspected,
+    /// A node runs other binaries than the primary ("Version does not match").
     BinariesDiffer,
+    /// A node's clock is too far from this machine's.
     ClockSkew,
+    /// A port the product needs between nodes is closed.
     PortClosed,
+    /// A node's `pg_hba.conf` could not be read.
     PgHbaUnreadable,
+    /// A node's `pg_hba.conf` does not let its peer in.
     PgHbaMissingPeer,
     /// PostgreSQL refuses the node's `pg_hba.conf` (a line it cannot load).
     PgHbaRefused,

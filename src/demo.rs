@@ -21,14 +21,21 @@ use std::path::Path;
 /// What the demo found, for `--json` and for tests.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `demo`.
     pub kind: String,
     /// `keyferry audit` of the cluster before and after.
     pub before: AuditReport,
+    /// The audit after the replace.
     pub after: AuditReport,
+    /// The nodes agreed before.
     pub agreed_before: bool,
+    /// The nodes agree after.
     pub agreed_after: bool,
+    /// The refusal an import without `--replace` met.
     pub refused_without_replace: String,
+    /// The scrypt work factor used.
     pub work_factor: u8,
 }
 

@@ -24,16 +24,31 @@ pub enum Error {
     /// The bundle was sealed with more scrypt work than keyferry accepts.
     #[error("the bundle asks for scrypt work factor {required}; keyferry accepts at most {max}")]
     #[strum(serialize = "excessive-work-factor")]
-    ExcessiveWork { required: u8, max: u8 },
+    ExcessiveWork {
+        /// The work factor the bundle's header asks for.
+        required: u8,
+        /// The most keyferry accepts.
+        max: u8,
+    },
     /// Not a keyferry bundle, or a format version this build does not know.
     #[error("not a keyferry bundle this version can read: {0}")]
     BundleFormat(String),
     /// The bundle's lifetime is over.
     #[error("the bundle expired at {expires} (it is now {now})")]
-    BundleExpired { expires: String, now: String },
+    BundleExpired {
+        /// When the bundle stopped being valid (RFC 3339, UTC).
+        expires: String,
+        /// This machine's clock when it looked.
+        now: String,
+    },
     /// An entry name is not a plain file name of the bundle's profile.
     #[error("bundle entry name {name:?} is not allowed: {why}")]
-    BadEntryName { name: String, why: &'static str },
+    BadEntryName {
+        /// The entry's name, as the bundle holds it.
+        name: String,
+        /// Why the name is refused.
+        why: &'static str,
+    },
     /// An entry's bytes or the key-set fingerprint do not match the manifest.
     #[error("integrity check failed: {0}")]
     IntegrityMismatch(String),
@@ -42,40 +57,79 @@ pub enum Error {
     WrongRole(String),
     /// The bundle lacks an entry this node's role needs.
     #[error("the bundle lacks {name}, which role {role} needs")]
-    BundleIncomplete { name: String, role: String },
+    BundleIncomplete {
+        /// The missing entry's file name.
+        name: String,
+        /// The node's role that needs it.
+        role: String,
+    },
     /// The bundle was made for another product profile.
     #[error("the bundle is for profile {bundle}, this node uses profile {node}")]
-    WrongProfile { bundle: String, node: String },
+    WrongProfile {
+        /// The profile the bundle was made for.
+        bundle: String,
+        /// This node's profile.
+        node: String,
+    },
     /// The bundle was made for another cluster.
     #[error("the bundle is for cluster {bundle:?}, this node belongs to cluster {node:?}")]
-    WrongCluster { bundle: String, node: String },
+    WrongCluster {
+        /// The cluster name in the bundle.
+        bundle: String,
+        /// This node's cluster name.
+        node: String,
+    },
 
     // --- exporting ---
     /// The node's role holds no keys (a proxy), so there is nothing to export.
     #[error(
         "node {node} is a {role} node: it holds no keys, so there is nothing to export from it"
     )]
-    NothingToExport { node: String, role: String },
+    NothingToExport {
+        /// The node's name.
+        node: String,
+        /// Its role, which holds no keys.
+        role: String,
+    },
     /// Export from a node that is not the primary, without saying so.
     #[error("node {node} is a {role} node, not the primary: the primary's keys are the cluster's source of truth, and a bundle from another node spreads whatever key that node has, right or wrong")]
-    NotPrimary { node: String, role: String },
+    NotPrimary {
+        /// The node's name.
+        node: String,
+        /// Its role.
+        role: String,
+    },
 
     // --- installing ---
     /// Import would replace the primary's key set, which needs its own flag.
     #[error("node {node} is the primary: its key set encrypts the database, and replacing it with another node's makes every secret unreadable unless that key is the right one")]
-    ReplacesPrimary { node: String },
+    ReplacesPrimary {
+        /// The primary's name.
+        node: String,
+    },
     /// The node already holds different keys and `--replace` was not given.
     #[error("this node already holds different keys ({files})")]
-    KeySetDiffers { files: String },
+    KeySetDiffers {
+        /// The files that differ, as a list for people.
+        files: String,
+    },
     /// A key file's protection forbids the change asked for (see `ImportPlan::protection_refusal`).
     #[error("{0}")]
     KeyProtection(String),
     /// A destination is a symlink or not a regular file.
     #[error("refusing to write through {path}: {why}")]
-    UnsafeDestination { path: PathBuf, why: &'static str },
+    UnsafeDestination {
+        /// The destination refused.
+        path: PathBuf,
+        /// What it is instead of a plain file keyferry may replace.
+        why: &'static str,
+    },
     /// A folder the profile needs does not exist.
     #[error("folder {path} does not exist")]
-    FolderMissing { path: PathBuf },
+    FolderMissing {
+        /// The folder that is not there.
+        path: PathBuf,
+    },
     /// Re-reading the installed keys did not give the bundle's fingerprint; backups restored.
     #[error("installed keys did not verify ({0}); the previous files were restored")]
     VerifyFailed(String),
@@ -85,7 +139,12 @@ pub enum Error {
         "{target} is the new tree (installed and verified), but finishing the sync failed: \
          {why}"
     )]
-    AfterInstall { target: PathBuf, why: String },
+    AfterInstall {
+        /// The sync's target, now the new tree.
+        target: PathBuf,
+        /// What failed after the install.
+        why: String,
+    },
 
     /// An in-place sync moved some files in and then failed: the target is between old and
     /// new, as its journal records.
@@ -93,7 +152,12 @@ pub enum Error {
         "{target} is part old, part new: moving the files in one by one stopped ({why}); its \
          journal records where"
     )]
-    PartlyInstalled { target: PathBuf, why: String },
+    PartlyInstalled {
+        /// The sync's target, part old and part new.
+        target: PathBuf,
+        /// What stopped the moves.
+        why: String,
+    },
 
     /// A sync's new tree, built beside the target, did not match the source; it was
     /// discarded and the target not changed.
@@ -102,24 +166,39 @@ pub enum Error {
 
     /// A file keyferry was pointed at does not exist.
     #[error("the {what} {path} does not exist")]
-    FileMissing { path: PathBuf, what: &'static str },
+    FileMissing {
+        /// The path named.
+        path: PathBuf,
+        /// What kind of file it should have been.
+        what: &'static str,
+    },
 
     // --- reading the node ---
     /// A key file the profile lists is not on this node.
     #[error("key file {path} is missing")]
     KeyFileMissing {
+        /// The key file's path on this node.
         path: PathBuf,
         /// The product's own way to produce it, if it is made by a vendor tool (profile data).
         remedy: Option<String>,
     },
     /// A key file is larger than keyferry will carry.
     #[error("{path} is {len} bytes; keyferry carries key files up to {max} bytes")]
-    KeyFileTooLarge { path: PathBuf, len: u64, max: u64 },
+    KeyFileTooLarge {
+        /// The key file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+        /// The most keyferry carries.
+        max: u64,
+    },
 
     /// A key file is DPAPI-protected in a way that cannot travel.
     #[error("{path} is DPAPI-protected ({what})")]
     DpapiProtected {
+        /// The key file's path.
         path: PathBuf,
+        /// How it is protected (the blob's scope and description).
         what: String,
         /// The product's own way to turn protection off, or what to do on the owning node.
         remedy: String,
@@ -132,7 +211,12 @@ pub enum Error {
     // --- configuration and input ---
     /// The cluster file is not valid.
     #[error("cluster file {path}: {why}")]
-    ClusterFile { path: PathBuf, why: String },
+    ClusterFile {
+        /// The cluster file's path.
+        path: PathBuf,
+        /// What is wrong with it, and where.
+        why: String,
+    },
     /// No node of the cluster file is the local machine, or the name is unknown.
     #[error("{0}")]
     NodeNotFound(String),
@@ -141,10 +225,18 @@ pub enum Error {
     Passphrase(String),
     /// A supplied passphrase is too easy to guess.
     #[error("the passphrase is too easy to guess (about {bits} bits by zxcvbn's estimate; keyferry asks for {floor})")]
-    WeakPassphrase { bits: u32, floor: u32 },
+    WeakPassphrase {
+        /// The estimated guessing entropy, in bits.
+        bits: u32,
+        /// The least keyferry accepts.
+        floor: u32,
+    },
     /// An output file exists and `--force` was not given.
     #[error("{path} already exists")]
-    OutputExists { path: PathBuf },
+    OutputExists {
+        /// The output path that exists.
+        path: PathBuf,
+    },
     /// Invalid value given by the user.
     #[error("{0}")]
     InvalidInput(String),
@@ -167,12 +259,20 @@ pub enum Error {
     // --- the file layer and the transaction engine ---
     /// A path that must be a regular file is a link, folder, FIFO or device.
     #[error("{path} is {what}, not a regular file; keyferry does not read or write through it")]
-    NotAFile { path: PathBuf, what: &'static str },
+    NotAFile {
+        /// The path refused.
+        path: PathBuf,
+        /// What it is instead ("a symbolic link", "a folder", ...).
+        what: &'static str,
+    },
     /// A file is larger than anything of its kind can be.
     #[error("{path} is larger than a {what} can be (at most {limit} bytes)")]
     TooLarge {
+        /// The file's path.
         path: PathBuf,
+        /// What kind of file it should be.
         what: &'static str,
+        /// The most bytes a file of its kind may hold.
         limit: u64,
     },
     /// A file changed between keyferry's plan (or open) and its use.
@@ -180,14 +280,20 @@ pub enum Error {
         "{path} changed while keyferry was working on it (another program or user replaced it)"
     )]
     #[strum(serialize = "changed-underfoot")]
-    Changed { path: PathBuf },
+    Changed {
+        /// The path whose identity or contents changed.
+        path: PathBuf,
+    },
     /// Another keyferry command holds the node's lock.
     #[error(
         "another keyferry command is changing node {node} (lock {lock} held for {waited_secs}s)"
     )]
     NodeBusy {
+        /// The node whose lock is held.
         node: String,
+        /// The lock file's path.
         lock: PathBuf,
+        /// How long this command waited for it.
         waited_secs: u64,
     },
     /// An interrupted change could not be finished or rolled back safely.
@@ -196,22 +302,44 @@ pub enum Error {
 
     /// `keyferry ha` refused before changing anything (the hint says what to do).
     #[error("{why}")]
-    HaRefused { why: String, hint: String },
+    HaRefused {
+        /// What was refused, with the facts.
+        why: String,
+        /// What to do.
+        hint: String,
+    },
     /// A step of `keyferry ha` failed part-way (the message says what was done and undone).
     #[error("{why}")]
-    HaFailed { why: String, hint: String },
+    HaFailed {
+        /// What was done, what failed and what was undone.
+        why: String,
+        /// What to do.
+        hint: String,
+    },
     /// A PostgreSQL server did not answer or refused a query.
     #[error("{what}: {why}")]
-    Postgres { what: String, why: String },
+    Postgres {
+        /// The query or connection that failed.
+        what: String,
+        /// The server's or the client's words.
+        why: String,
+    },
     /// One of this node's services (an IIS application pool, a Windows service, IIS, a
     /// reboot) or a site's answer was not what it must be (the hint says what to do).
     #[error("{why}")]
-    Host { why: String, hint: String },
+    Host {
+        /// What was found.
+        why: String,
+        /// What to do.
+        hint: String,
+    },
 
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
+        /// The path the operation concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

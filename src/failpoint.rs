@@ -9,7 +9,8 @@
 //!   PROGRAM (no arguments) and waits for it: a CLI test makes a race deterministic by doing
 //!   what another account would do at exactly that moment (swap a folder for a link). A point
 //!   reached once per item ([`hit_at`]) tells PROGRAM which in `KEYFERRY_FAILPOINT_AT`.
-//! - [`on`]: in-process tests run a closure at a point, on the current thread only.
+//! - `on` (a failpoints build): in-process tests run a closure at a point, on the current
+//!   thread only.
 
 #[cfg(all(feature = "failpoints", not(debug_assertions)))]
 compile_error!("the failpoints feature is for test builds only, never for release binaries");
@@ -27,10 +28,12 @@ mod imp {
     }
     static COUNTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 
+    /// Runs the hooks a test set for `name` (a failpoints build only; elsewhere nothing).
     pub fn hit(name: &'static str) {
         hit_at(name, "")
     }
 
+    /// As [`hit`], with `at` (a path, a node) for hooks that care where.
     pub fn hit_at(name: &'static str, at: &str) {
         HOOKS.with(|h| {
             for (n, f) in h.borrow_mut().iter_mut() {

@@ -26,10 +26,12 @@ const DOMAIN: &[u8] = b"keyferry key-set fingerprint v1\0";
 pub struct FileHash(pub [u8; 32]);
 
 impl FileHash {
+    /// The SHA-256 of `bytes`.
     pub fn of(bytes: &[u8]) -> FileHash {
         FileHash(Sha256::digest(bytes).into())
     }
 
+    /// Lowercase hex.
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.0 {
@@ -38,6 +40,7 @@ impl FileHash {
         s
     }
 
+    /// Parses 64 lowercase hex digits.
     pub fn from_hex(s: &str) -> Option<FileHash> {
         if s.len() != 64
             || !s
@@ -99,6 +102,7 @@ impl Fingerprint {
         Fingerprint(h.finalize().into())
     }
 
+    /// Parses the canonical `SHA256:<base64>` form; any other spelling is refused.
     pub fn parse(s: &str) -> Option<Fingerprint> {
         let b64 = s.strip_prefix("SHA256:")?;
         let bytes = BASE64_STANDARD_NO_PAD.decode(b64).ok()?;
@@ -107,6 +111,7 @@ impl Fingerprint {
         (fp.to_string() == s).then_some(fp)
     }
 
+    /// The 32 bytes.
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -116,6 +121,7 @@ impl Fingerprint {
         crate::words::encode(&self.0, 12)
     }
 
+    /// Compares in constant time.
     pub fn ct_eq(&self, other: &Fingerprint) -> bool {
         self.0.ct_eq(&other.0).into()
     }

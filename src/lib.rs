@@ -16,6 +16,7 @@
 //!   programs locally and over ssh with a time limit.
 //! - [`os`]: the only `unsafe` (process hardening, memory locking, Windows calls).
 
+#![deny(missing_docs)]
 #![deny(unsafe_code)] // only `os` may allow it, for OS calls that need it
 
 pub mod audit;

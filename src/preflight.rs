@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
+/// How a preflight check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// Ready.
     Pass,
     /// Worth knowing; a later step deals with it.
     Warn,
@@ -21,14 +23,18 @@ pub enum Outcome {
 /// One row of the preflight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
+    /// The node checked.
     pub node: String,
     /// `reach`, `keys`, `binaries`, `clock`, `write`, `room`, `sync`, `state` or `roles`.
     pub check: String,
+    /// How it came out.
     pub outcome: Outcome,
+    /// What was found, and what to do if it fails.
     pub detail: String,
 }
 
 impl Check {
+    /// A row for `node`.
     pub fn new(node: &str, check: &str, outcome: Outcome, detail: impl Into<String>) -> Check {
         Check {
             node: node.to_owned(),
@@ -71,8 +77,11 @@ pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
 /// its `--keep`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeptRoom {
+    /// How many trees are kept.
     pub trees: usize,
+    /// The bytes they hold that nothing else shares.
     pub own_bytes: u64,
+    /// The bytes the next sync frees, retiring the trees beyond its `--keep`.
     pub freed_by_sync: u64,
 }
 
@@ -274,14 +283,18 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
 /// `keyferry upgrade preflight --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Preflight {
+    /// The cluster's name.
     pub cluster: String,
     /// The node it ran on.
     pub node: String,
+    /// No check failed.
     pub ok: bool,
+    /// Every check, node by node.
     pub checks: Vec<Check>,
 }
 
 impl Preflight {
+    /// The report of `checks`, run on `node`.
     pub fn new(cluster: &str, node: &str, checks: Vec<Check>) -> Preflight {
         Preflight {
             cluster: cluster.to_owned(),
@@ -291,6 +304,7 @@ impl Preflight {
         }
     }
 
+    /// How many checks came out as `o`.
     pub fn count(&self, o: Outcome) -> usize {
         self.checks.iter().filter(|c| c.outcome == o).count()
     }

@@ -9,15 +9,22 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// The source of truth: its keys encrypt the database.
     Primary,
+    /// Another web or application node of the same cluster.
     Secondary,
+    /// The disaster-recovery instance.
     Dr,
+    /// A Privilege Secure remote Action service host.
     Action,
+    /// A Privilege Secure remote Scheduler service host.
     Scheduler,
+    /// A Privilege Secure Proxy service host: it holds no keys.
     Proxy,
 }
 
 impl Role {
+    /// Every role, in the order the docs list them.
     pub const ALL: [Role; 6] = [
         Role::Primary,
         Role::Secondary,
@@ -27,6 +34,7 @@ impl Role {
         Role::Proxy,
     ];
 
+    /// The role as the cluster file writes it (`primary`, `dr`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Primary => "primary",
@@ -61,12 +69,16 @@ impl FromStr for Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProfileId {
+    /// Delinea Secret Server.
     SecretServer,
+    /// Netwrix Privilege Secure.
     PrivilegeSecure,
+    /// The cluster file's `[custom]` section.
     Custom,
 }
 
 impl ProfileId {
+    /// The profile as the cluster file writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             ProfileId::SecretServer => "secret-server",
@@ -103,8 +115,11 @@ impl FromStr for ProfileId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
+    /// Its logical name, which is also its file name.
     pub name: String,
+    /// The folder slot it lives in (`app`, ...).
     pub folder: String,
+    /// The roles that need it.
     pub roles: Vec<Role>,
     /// A temporary secret (the vendor's export file): removed by `keys cleanup`.
     #[serde(default)]
@@ -127,17 +142,22 @@ pub struct KeySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalSpec {
+    /// Its file name.
     pub name: String,
+    /// The folder slot it lives in.
     pub folder: String,
 }
 
 /// A resolved profile: the built-in table row, or the cluster file's `[custom]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
+    /// Which profile it is.
     pub id: ProfileId,
     /// Folder slots a node's `paths` table fills in, e.g. `app`.
     pub folders: Vec<String>,
+    /// Its key files.
     pub keys: Vec<KeySpec>,
+    /// Its node-local files, which never travel.
     pub node_local: Vec<LocalSpec>,
     /// What comes after `keys import` for this product, if anything (shown to the admin).
     pub after_import: Option<&'static str>,
@@ -377,6 +397,7 @@ impl Profile {
         !self.keys_held_by(role).is_empty()
     }
 
+    /// The key file named `name`, if the profile has one.
     pub fn key(&self, name: &str) -> Option<&KeySpec> {
         self.keys.iter().find(|k| k.name == name)
     }

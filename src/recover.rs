@@ -1,7 +1,7 @@
 //! One entry point that finishes or rolls back whatever was cut off on a node
 //! (`keyferry recover`): a key or `pg_hba.conf` change ([`crate::txn`]), the temp files a
 //! transfer left, every sync or rollback whose journal is in the state folder
-//! ([`crate::sync`]), and a replica's data-folder swap ([`crate::ha::swap`]). All of it
+//! ([`crate::sync`]), and a replica's data-folder swap (`crate::ha::swap`). All of it
 //! under the node's lock, in that order; each part says what it did. The commands that
 //! change a node do their own part of it first anyway (`txn::begin`, `sync`, `ha replica
 //! init`); this does all of it and nothing else.

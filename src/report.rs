@@ -19,27 +19,35 @@ use serde::{Deserialize, Serialize};
 /// (`{"version", "error": {...}}`) and in one target's row of a command's report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDoc {
+    /// The error's kind, stable for scripts ([`crate::Error::code`] or the binary's own).
     pub code: String,
+    /// What went wrong, for people.
     pub message: String,
+    /// What to do about it, where keyferry knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
 /// A report with its `kind`: the envelope's tag, and the [`StepReport`] variant it reads as.
 pub trait Kind: Serialize {
+    /// The `kind` the envelope carries.
     const KIND: &'static str;
 }
 
 /// The envelope every report goes out in: `version`, `kind`, then the report's fields.
 #[derive(Serialize)]
 pub struct Envelope<'a, T> {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// The report's [`Kind::KIND`].
     pub kind: &'static str,
+    /// The report, its fields flattened beside `version` and `kind`.
     #[serde(flatten)]
     pub report: &'a T,
 }
 
 impl<'a, T: Kind> Envelope<'a, T> {
+    /// The envelope for `report`.
     pub fn of(report: &'a T) -> Envelope<'a, T> {
         Envelope {
             version: crate::JSON_VERSION,
@@ -55,9 +63,11 @@ impl<'a, T: Kind> Envelope<'a, T> {
 pub enum SyncResult {
     /// A dry run's plan.
     Planned,
+    /// The new tree is in place and verified.
     Synced,
     /// Nothing differed.
     Unchanged,
+    /// The target was not changed, or was put back: `error` says why.
     Failed,
     /// The new tree is in place, the bookkeeping after it failed: a rerun finishes it.
     InstalledUnfinished,
@@ -73,8 +83,11 @@ impl SyncResult {
 /// One target of `keyferry sync`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncTarget {
+    /// The node the target belongs to.
     pub node: String,
+    /// The profile's name for the folder (`web`, `app`, ...).
     pub slot: String,
+    /// The folder's path on that node.
     pub target: String,
     /// The plan in full (not read back: a plan is only ever applied as it was made).
     #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
@@ -85,9 +98,12 @@ pub struct SyncTarget {
     /// What the apply did (not read back: the plan and the result say what changed).
     #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub outcome: Option<SyncOutcome>,
+    /// How the target ended.
     pub result: SyncResult,
+    /// What was finished or rolled back first, from an earlier sync that was cut off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<String>,
+    /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDoc>,
 }
@@ -95,13 +111,18 @@ pub struct SyncTarget {
 /// A sync plan in numbers, with the warnings the admin should read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSummary {
+    /// Files the source has and the target lacks.
     pub add: usize,
+    /// Files both have, with different contents.
     pub update: usize,
+    /// Files only the target has (removed, unless kept).
     pub delete: usize,
+    /// What the admin should read before applying.
     pub warnings: Vec<String>,
 }
 
 impl PlanSummary {
+    /// The numbers of `plan`.
     pub fn of(plan: &SyncPlan) -> PlanSummary {
         PlanSummary {
             add: plan.add.len(),
@@ -115,16 +136,22 @@ impl PlanSummary {
 /// `keyferry sync --json` (kind `sync`, or `sync-plan` for a dry run).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncReport {
+    /// Each target, in the order asked.
     pub targets: Vec<SyncTarget>,
 }
 
 /// `keyferry keys push --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushReport {
+    /// The node whose keys were pushed.
     pub source: String,
+    /// The key set's fingerprint.
     pub fingerprint: String,
+    /// Nothing was changed: the plan alone.
     pub dry_run: bool,
+    /// Every target holds the source's key set (or would, for a dry run).
     pub ok: bool,
+    /// Each target node and what happened there.
     pub targets: Vec<PushTarget>,
 }
 
@@ -150,6 +177,7 @@ impl Kind for Preflight {
 /// `keyferry host ...` on a node: what it found and changed there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostReport {
+    /// The node it ran on.
     pub node: String,
     /// `pool-stop`, `pool-start`, `service-stop`, `service-start`, `iis-restart`, `reboot`,
     /// `status`.
@@ -169,14 +197,18 @@ impl Kind for HostReport {
 /// `keyferry host check-site`: each node's site, as it answered from here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteReport {
+    /// Every site answered with success and without the product's error pages.
     pub ok: bool,
+    /// Each node's answer, in the cluster file's order.
     pub sites: Vec<SiteRow>,
 }
 
 /// One node's site answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteRow {
+    /// The node whose site was asked.
     pub node: String,
+    /// What the site answered.
     #[serde(flatten)]
     pub answer: crate::host::site::SiteAnswer,
 }
@@ -189,16 +221,27 @@ impl Kind for SiteReport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StepReport {
+    /// `keyferry sync`.
     Sync(SyncReport),
+    /// `keyferry sync --dry-run`.
     SyncPlan(SyncReport),
+    /// `keyferry keys push`.
     KeysPush(PushReport),
+    /// `keyferry keys cleanup`.
     Cleanup(CleanupReport),
+    /// `keyferry ha failover`.
     HaFailover(FailoverReport),
+    /// `keyferry ha rejoin`.
     HaRejoin(RejoinReport),
+    /// `keyferry ha status`.
     HaStatus(PairStatus),
+    /// `keyferry upgrade preflight`.
     UpgradePreflight(Preflight),
+    /// `keyferry audit`.
     Audit(AuditReport),
+    /// `keyferry host` on a node.
     Host(HostReport),
+    /// `keyferry host check-site`.
     HostSite(SiteReport),
     /// A report of a kind the run does not read (it is still kept with the run's record).
     #[serde(other)]
@@ -208,7 +251,9 @@ pub enum StepReport {
 /// What a command wrote on standard output with `--json`.
 #[derive(Debug, Clone)]
 pub enum Document {
+    /// A report, by its kind.
     Report(Box<StepReport>),
+    /// The error document of a command that failed.
     Error(ErrorDoc),
 }
 
@@ -220,6 +265,7 @@ impl Document {
         Document::from_value(v)
     }
 
+    /// As [`Document::parse`], from JSON already read.
     pub fn from_value(v: serde_json::Value) -> Option<Document> {
         if let Some(e) = v.get("error").filter(|_| v.get("kind").is_none()) {
             return serde_json::from_value(e.clone()).ok().map(Document::Error);
@@ -230,6 +276,7 @@ impl Document {
             .map(|r| Document::Report(Box::new(r)))
     }
 
+    /// The report, if the command wrote one.
     pub fn report(&self) -> Option<&StepReport> {
         match self {
             Document::Report(r) => Some(r),
@@ -237,6 +284,7 @@ impl Document {
         }
     }
 
+    /// The error, if the command failed.
     pub fn error(&self) -> Option<&ErrorDoc> {
         match self {
             Document::Error(e) => Some(e),

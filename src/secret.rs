@@ -35,14 +35,17 @@ impl KeyBytes {
         KeyBytes::new(v)
     }
 
+    /// The key's bytes: only to hash, compare or write them.
     pub fn expose_secret(&self) -> &[u8] {
         &self.buf
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
@@ -153,6 +156,7 @@ impl Passphrase {
         Passphrase::from_text(text)
     }
 
+    /// The passphrase: only to seal or open a bundle.
     pub fn expose_secret(&self) -> &str {
         self.0.expose_secret()
     }

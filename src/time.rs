@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Timestamp(u64);
 
 impl Timestamp {
+    /// This machine's clock.
     pub fn now() -> Timestamp {
         Timestamp::from_system(SystemTime::now())
     }
 
+    /// A system time, to the second (before 1970: 1970).
     pub fn from_system(t: SystemTime) -> Timestamp {
         Timestamp(
             t.duration_since(UNIX_EPOCH)
@@ -21,18 +23,23 @@ impl Timestamp {
         )
     }
 
+    /// Seconds since 1970.
     pub fn from_unix(secs: u64) -> Timestamp {
         Timestamp(secs)
     }
 
+    /// Seconds since 1970.
     pub fn unix(self) -> u64 {
         self.0
     }
 
+    /// `d` later, to the second.
     pub fn plus(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_secs()))
     }
 
+    /// An RFC 3339 time in its canonical form (`2026-01-02T03:04:05Z`); any other spelling is
+    /// refused.
     pub fn parse(s: &str) -> Result<Timestamp, String> {
         let t = humantime::parse_rfc3339(s).map_err(|e| format!("bad time {s:?}: {e}"))?;
         let ts = Timestamp::from_system(t);

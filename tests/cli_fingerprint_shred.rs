@@ -35,7 +35,7 @@ fn fingerprint_json_is_the_documented_node_report() {
     assert_eq!(j["files"][0]["len"], 3);
     assert!(j["time"].as_str().unwrap().ends_with('Z'));
     // The report parses back into the library type (what audit will read).
-    let back: keyferry::audit::report::NodeReport = serde_json::from_value(j).unwrap();
+    let back: keyferry::audit::NodeReport = serde_json::from_value(j).unwrap();
     assert_eq!(back.node, "web1");
 
     let r = keyferry(

@@ -523,14 +523,14 @@ fn a_windows_node_behind_cmd_exe_takes_pushes_and_answers_audits_and_checks() {
     let call = format!("\"{}\" request", bed.program);
     for c in &commands {
         assert!(
-            c == keyferry::remote::invoke::PROBE || *c == call,
+            c == keyferry::remote::PROBE || *c == call,
             "the node's shell was given {c:?}"
         );
     }
     // One probe per node and run (a push reaches two nodes: two probes at most).
     let probes = commands
         .iter()
-        .filter(|c| *c == keyferry::remote::invoke::PROBE)
+        .filter(|c| *c == keyferry::remote::PROBE)
         .count();
     assert!(probes <= 2 * 3, "{commands:?}");
     // Nothing a name could have run: no file created in the login's folder.
@@ -688,7 +688,7 @@ fn an_upgrade_runs_its_steps_on_the_windows_nodes_through_cmd_exe() {
     let call = format!("\"{}\" request", bed.program);
     for c in bed.commands() {
         assert!(
-            c == keyferry::remote::invoke::PROBE || c == call,
+            c == keyferry::remote::PROBE || c == call,
             "the node's shell was given {c:?}"
         );
     }

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use keyferry::diagnose::explain::scan_log;
+use keyferry::diagnose::scan_log;
 use keyferry::ha::hba::parse;
 use libfuzzer_sys::fuzz_target;
 

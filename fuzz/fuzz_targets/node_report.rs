@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use keyferry::audit::report::NodeReport;
+use keyferry::audit::NodeReport;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

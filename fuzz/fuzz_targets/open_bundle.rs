@@ -9,8 +9,8 @@
 
 #![no_main]
 
-use keyferry::keys::bundle::Bundle;
-use keyferry::keys::manifest::Manifest;
+use keyferry::keys::Bundle;
+use keyferry::keys::Manifest;
 use keyferry::secret::Passphrase;
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;

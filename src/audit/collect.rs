@@ -13,10 +13,13 @@ use std::time::Duration;
 /// Settings of one audit.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
+    /// How many nodes are collected at once.
     pub jobs: usize,
+    /// How long one node may take.
     pub timeout: Duration,
     /// The ssh program (default `ssh`) and an optional `-F` config file.
     pub ssh_program: String,
+    /// The ssh `-F` config file.
     pub ssh_config: Option<PathBuf>,
     /// Clock difference above which a node is flagged.
     pub max_skew: Duration,
@@ -27,8 +30,11 @@ pub struct AuditOptions {
 /// What collecting one node gave.
 #[derive(Debug, Clone)]
 pub enum Collected {
+    /// A node report arrived.
     Report {
+        /// The report.
         report: Box<NodeReport>,
+        /// How it came: `local`, `path` or `ssh`.
         via: &'static str,
         /// Per-file hashes of the application folder, when it was read directly.
         app_files: Option<crate::audit::report::AppFiles>,
@@ -38,7 +44,9 @@ pub enum Collected {
         /// from a file written there and removed at once.
         path_skew: Option<i64>,
     },
+    /// No report came: why.
     Unreachable(String),
+    /// A report came that keyferry does not accept: why.
     Rejected(String),
 }
 

@@ -16,20 +16,31 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeStatus {
+    /// The node holds the primary's key set.
     Match,
+    /// A key file differs from the primary's.
     Differs,
+    /// The role's key files are all missing.
     Missing,
+    /// Some of the role's key files are missing.
     Partial,
+    /// A file differs and one side looks DPAPI-protected: compare after decrypting on that node.
     DpapiSuspected,
+    /// Nothing comparable (Privilege Secure's `keys.exp` is temporary): not counted as a
+    /// difference.
     NotVerifiable,
+    /// The role holds no keys (a proxy).
     NotNeeded,
+    /// No report came back from the node.
     Unreachable,
+    /// The node's report was not one keyferry accepts.
     Rejected,
     /// The primary's report is unusable, so nothing can be compared.
     NoReference,
 }
 
 impl NodeStatus {
+    /// The status as the JSON and the tables write it.
     pub fn as_str(self) -> &'static str {
         match self {
             NodeStatus::Match => "match",
@@ -54,25 +65,40 @@ impl NodeStatus {
     }
 }
 
+/// Whether a node runs the reference node's binaries (the application folder's digest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Binaries {
+    /// The same digest.
     Same,
+    /// A different digest: "Version does not match".
     Differs,
+    /// Not compared (no digest on one side, or the role runs no application).
     Unknown,
 }
 
+/// One node's line of the audit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeResult {
+    /// The node's name.
     pub node: String,
+    /// Its role.
     pub role: Role,
+    /// How its report came (`local`, `ssh`, `report-file`); `None` when none came.
     pub via: Option<String>,
+    /// Its state.
     pub status: NodeStatus,
+    /// Why, where it failed or was not compared.
     pub reason: Option<String>,
+    /// The fingerprint of its key set, where it has one.
     pub fingerprint: Option<Fingerprint>,
+    /// The reference's fingerprint for its role.
     pub expected: Option<Fingerprint>,
+    /// Whether it runs the reference's binaries.
     pub binaries: Binaries,
+    /// The files whose digests differ from the reference's (up to ten).
     pub differing_paths: Vec<String>,
+    /// Its clock minus this machine's, in seconds, where its report came over ssh.
     pub clock_skew_seconds: Option<i64>,
     /// Its clock differs from this machine's by more than the allowed skew (the same
     /// threshold as the upgrade preflight's): the audit fails.
@@ -90,15 +116,23 @@ pub struct NodeResult {
 /// `keyferry audit --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
     /// Read back as the envelope's tag ([`crate::report::StepReport`]).
     #[serde(default)]
     pub kind: String,
+    /// The cluster's name.
     pub cluster: String,
+    /// Its product profile.
     pub profile: crate::profile::ProfileId,
+    /// The node compared against (the primary).
     pub reference: String,
+    /// The primary's key-set fingerprint.
     pub reference_fingerprint: Option<Fingerprint>,
+    /// Every node that needs keys holds the primary's, with the same binaries, clocks and no export
+    /// files left.
     pub ok: bool,
+    /// Each node's result, in the cluster file's order.
     pub nodes: Vec<NodeResult>,
 }
 

@@ -25,6 +25,7 @@ pub enum KeySetStatus {
 }
 
 impl KeySetStatus {
+    /// The status as the JSON writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             KeySetStatus::Complete => "complete",
@@ -54,17 +55,29 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `node-report`.
     pub kind: String,
+    /// The keyferry version that wrote it.
     pub keyferry: String,
+    /// The cluster it was collected for.
     pub cluster: Option<String>,
+    /// The node.
     pub node: String,
+    /// Its role.
     pub role: Role,
+    /// Its product profile.
     pub profile: ProfileId,
+    /// Its host name.
     pub host: String,
+    /// When it was collected (the node's clock).
     pub time: Timestamp,
+    /// Whether the role's key files are all there.
     pub status: KeySetStatus,
+    /// The key set's fingerprint, when it is complete.
     pub fingerprint: Option<Fingerprint>,
+    /// Each key file of the role.
     pub files: Vec<FileEntry>,
     /// Digest of the application folder (binaries), when the profile has one.
     #[serde(default)]

@@ -13,8 +13,11 @@ pub enum Access {
     Path(PathBuf),
     /// Run `keyferry fingerprint --json` on the node over the system OpenSSH client.
     Ssh {
+        /// The login name, if not ssh's default.
         user: Option<String>,
+        /// The host name or address.
         host: String,
+        /// The port, if not 22.
         port: Option<u16>,
     },
     /// A report saved earlier (PowerShell remoting, Ansible, a copy by hand).

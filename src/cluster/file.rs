@@ -16,10 +16,14 @@ pub const MAX_CLUSTER_FILE: u64 = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
+    /// The cluster's name (bundles and reports carry it).
     pub name: String,
+    /// The product profile.
     pub profile: ProfileId,
+    /// `[custom]`: the files of a custom profile.
     #[serde(default)]
     pub custom: Option<CustomSection>,
+    /// Every `[[node]]`, in order.
     #[serde(rename = "node", default)]
     pub nodes: Vec<NodeSpec>,
     /// `[ha]`: the PostgreSQL HA pair (`keyferry ha`, docs/ha.md).
@@ -76,8 +80,10 @@ pub enum HaOrder {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomSection {
+    /// Its key files (`[[custom.key]]`).
     #[serde(rename = "key", default)]
     pub keys: Vec<KeySpec>,
+    /// Its node-local files (`[[custom.node_local]]`).
     #[serde(rename = "node_local", default)]
     pub node_local: Vec<LocalSpec>,
     /// The folder slot `keyferry sync` copies (one of the slots the keys and node-local files
@@ -98,7 +104,9 @@ pub struct CustomSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
+    /// The node's name (a plain word: reports and commands carry it).
     pub name: String,
+    /// Its role.
     pub role: Role,
     /// IP address (the vendor HA tools take addresses only).
     #[serde(deserialize_with = "ip_literal")]
@@ -110,7 +118,7 @@ pub struct NodeSpec {
     /// folder, `ssh://...` (keyferry run there), or a saved report file.
     #[serde(default)]
     pub access: Option<String>,
-    /// Where this node keeps keyferry's ledger and backups (default: see [`default_state_dir`]).
+    /// Where this node keeps keyferry's ledger and backups (default: see `default_state_dir`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// For ssh access: the keyferry binary on the node (default `keyferry`).
@@ -228,6 +236,7 @@ fn ip_literal<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpA
 }
 
 impl ClusterFile {
+    /// Reads and checks the cluster file at `path` (bounded, UTF-8).
     pub fn load(path: &Path) -> Result<ClusterFile> {
         let bytes = crate::fs::read_bounded(path, MAX_CLUSTER_FILE, "cluster file")?;
         let text = String::from_utf8(bytes).map_err(|_| Error::ClusterFile {
@@ -237,6 +246,7 @@ impl ClusterFile {
         ClusterFile::parse(&text, path)
     }
 
+    /// Parses and checks `text`, read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<ClusterFile> {
         let bad = |why: String| Error::ClusterFile {
             path: path.to_owned(),

@@ -10,11 +10,17 @@ use std::path::{Path, PathBuf};
 /// The node keyferry is acting on, with everything resolved.
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// The cluster's name, if a cluster file named it.
     pub cluster: Option<String>,
+    /// The node's name.
     pub name: String,
+    /// Its role.
     pub role: Role,
+    /// Its product profile.
     pub profile: Profile,
+    /// Its folders, by the profile's slot names.
     pub folders: BTreeMap<String, PathBuf>,
+    /// keyferry's state folder on it (journal, lock, backups).
     pub state_dir: PathBuf,
 }
 

@@ -11,14 +11,21 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
+    /// The key sets, from the audit's reports.
     Keys,
+    /// DPAPI protection that cannot travel.
     Dpapi,
+    /// The application folders' binaries.
     Binaries,
+    /// The nodes' clocks.
     Clocks,
+    /// The ports the products use between nodes.
     Ports,
+    /// The HA pair's `pg_hba.conf` lines.
     PgHba,
 }
 
+/// Every check, in the order `--check all` runs them.
 pub const ALL_CHECKS: &[Check] = &[
     Check::Keys,
     Check::Dpapi,
@@ -31,13 +38,20 @@ pub const ALL_CHECKS: &[Check] = &[
 /// One known error.
 #[derive(Debug, Clone, Serialize)]
 pub struct Known {
+    /// The entry's stable code.
     pub code: &'static str,
+    /// Its title.
     pub title: &'static str,
+    /// The message's words, each alternative a list of fragments that must all appear.
     #[serde(skip)]
     pub patterns: &'static [&'static [&'static str]],
+    /// What causes it.
     pub cause: &'static str,
+    /// What fixes it.
     pub fix: &'static str,
+    /// Commands that help, in order.
     pub commands: &'static [&'static str],
+    /// The checks that can find its cause on a cluster.
     pub checks: &'static [Check],
     /// Builds the fix for this message from its facts (and the cluster file, to name nodes).
     #[serde(skip)]

@@ -15,12 +15,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
+    /// Worth knowing.
     Info,
+    /// Worth fixing.
     Warning,
+    /// It breaks the cluster.
     Error,
 }
 
 impl Severity {
+    /// The severity as the JSON writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -33,10 +37,15 @@ impl Severity {
 /// One result of a check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// Its stable code.
     pub code: FindingCode,
+    /// How much it weighs.
     pub severity: Severity,
+    /// The node it is about, if one.
     pub node: Option<String>,
+    /// What was seen.
     pub evidence: String,
+    /// What to do.
     pub fix: String,
     /// `pg_hba.conf` findings: the lines PostgreSQL refuses, as fields.
     #[serde(skip_serializing_if = "Vec::is_empty")]

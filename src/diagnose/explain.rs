@@ -10,10 +10,12 @@ use serde::Serialize;
 /// One catalogue entry a message matched, with the fix for this very message.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explained {
+    /// The catalogue entry.
     #[serde(flatten)]
     pub known: &'static Known,
     /// The line that matched (logs), shortened.
     pub evidence: Option<String>,
+    /// What the message says of host, user, database, port and node.
     #[serde(skip_serializing_if = "Facts::is_empty")]
     pub facts: Facts,
     /// The fix with the message's host, user, database, port and node names in it.
@@ -188,8 +190,11 @@ pub fn explain(message: &str, cluster: Option<&ClusterFile>) -> Vec<Explained> {
 /// What a log scan found.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogScan {
+    /// Lines read.
     pub lines: usize,
+    /// Lines a catalogue entry matched.
     pub matched: usize,
+    /// Error-looking lines none matched.
     pub unmatched: usize,
     /// Up to five error-looking lines that no catalogue entry matched, whole (bounded at
     /// 4 KiB each, saying so).

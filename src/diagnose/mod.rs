@@ -1,12 +1,12 @@
 //! `keyferry diagnose`: turn an error message into its cause, the vendor's fix and the
-//! keyferry commands that carry it out ([`catalogue`]); with a cluster file, run the checks
-//! that bear on it ([`checks`]).
+//! keyferry commands that carry it out (`catalogue`); with a cluster file, run the checks
+//! that bear on it (`checks`).
 
-pub mod catalogue;
-pub mod checks;
-pub mod explain;
-pub mod facts;
-pub mod translate;
+pub(crate) mod catalogue;
+pub(crate) mod checks;
+pub(crate) mod explain;
+pub(crate) mod facts;
+pub(crate) mod translate;
 
 pub use catalogue::{match_message, Check, Known, ALL_CHECKS, CATALOGUE};
 pub use checks::{

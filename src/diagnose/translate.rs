@@ -222,14 +222,6 @@ pub fn english(message: &str) -> Cow<'_, str> {
     ))
 }
 
-/// The languages the catalogue holds.
-pub fn languages() -> Vec<String> {
-    let mut l: Vec<String> = patterns().iter().map(|p| p.lang.clone()).collect();
-    l.sort();
-    l.dedup();
-    l
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,7 +296,7 @@ mod tests {
         }
         assert_eq!(checked, entries.len());
         for lang in ["de", "fr", "es", "ja", "ru"] {
-            assert!(languages().contains(&lang.to_owned()), "{lang}");
+            assert!(patterns().iter().any(|p| p.lang == lang), "{lang}");
         }
     }
 

@@ -32,7 +32,9 @@ pub const FLAG_SYSTEM: u32 = 0x2000_0000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
+    /// Windows's own DPAPI: bound to a master key of a user or the machine.
     Windows,
+    /// Wine's DPAPI: bound to nothing (its provider GUID is Wine's).
     Wine,
 }
 
@@ -40,8 +42,11 @@ pub enum Variant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scope {
+    /// `CRYPTPROTECT_LOCAL_MACHINE`: any process on the machine that wrote it.
     Machine,
+    /// The user account that wrote it, on that machine or with a roaming profile.
     User,
+    /// `CRYPTPROTECT_SYSTEM`: only the SYSTEM account.
     System,
 }
 
@@ -58,33 +63,51 @@ impl fmt::Display for Scope {
 /// A parsed DPAPI blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
+    /// The blob format's version (1).
     pub version: u32,
+    /// The provider GUID (DPAPI's, or Wine's).
     pub provider: [u8; 16],
+    /// The master key's format version.
     pub master_key_version: u32,
+    /// The GUID of the master key that protects it.
     pub master_key: [u8; 16],
+    /// The `CRYPTPROTECT_*` flags it was made with.
     pub flags: u32,
     /// Description bytes as stored (UTF-16LE, normally NUL-terminated).
     pub description_raw: Vec<u8>,
+    /// The cipher's ALG_ID (`CALG_AES_256`, `CALG_3DES`, ...).
     pub cipher_alg: u32,
+    /// The cipher's key length in bits.
     pub cipher_bits: u32,
+    /// The key-derivation salt.
     pub salt: Vec<u8>,
+    /// The HMAC key (may be empty).
     pub hmac_key: Vec<u8>,
+    /// The hash's ALG_ID (`CALG_SHA_512`, `CALG_SHA1`, ...).
     pub hash_alg: u32,
+    /// The hash's length in bits.
     pub hash_bits: u32,
+    /// The second HMAC key.
     pub hmac2_key: Vec<u8>,
+    /// The encrypted data.
     pub data: Vec<u8>,
+    /// The HMAC over the blob.
     pub signature: Vec<u8>,
 }
 
 /// Why bytes are not a DPAPI blob.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// The bytes do not begin with DPAPI's version and provider GUID.
     #[error("no DPAPI magic at the start")]
     NoMagic,
+    /// The named field is longer than the bytes left.
     #[error("the {0} field runs past the end")]
     Truncated(&'static str),
+    /// Bytes after the signature (a blob must end there).
     #[error("{0} bytes follow the signature")]
     TrailingBytes(usize),
+    /// A UTF-16 description of an odd number of bytes.
     #[error("the description length {0} is odd (UTF-16 needs an even length)")]
     OddDescription(u32),
 }
@@ -210,6 +233,7 @@ impl Blob {
         v
     }
 
+    /// Windows's or Wine's, by the provider GUID.
     pub fn variant(&self) -> Variant {
         if self.provider == WINE_MAGIC {
             Variant::Wine
@@ -230,6 +254,7 @@ impl Blob {
         }
     }
 
+    /// The description the writer gave, decoded from UTF-16 without its trailing NUL.
     pub fn description(&self) -> String {
         let units: Vec<u16> = self
             .description_raw
@@ -291,12 +316,16 @@ pub fn alg_name(id: u32) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Encoding {
+    /// The blob's bytes themselves.
     Raw,
+    /// Base64 text.
     Base64,
+    /// Hexadecimal text.
     Hex,
 }
 
 impl Encoding {
+    /// The encoding's name in reports (`raw`, `base64`, `hex`).
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::Raw => "raw",
@@ -309,6 +338,7 @@ impl Encoding {
 /// One blob found in a file.
 #[derive(Debug, Clone)]
 pub struct Found {
+    /// How the blob was stored.
     pub encoding: Encoding,
     /// The file's text was UTF-16LE.
     pub utf16: bool,
@@ -318,18 +348,21 @@ pub struct Found {
     pub len_in_file: usize,
     /// The blob fills the whole file (apart from surrounding white space).
     pub whole_file: bool,
+    /// The blob, parsed.
     pub blob: Blob,
 }
 
 /// What a file holds, as far as DPAPI goes.
 #[derive(Debug, Clone, Default)]
 pub struct Classification {
+    /// The DPAPI blobs found, in the order of the file.
     pub blobs: Vec<Found>,
     /// Offset of DPAPI-NG (CMS enveloped data with Microsoft's protection descriptor), if seen.
     pub dpapi_ng: Option<usize>,
 }
 
 impl Classification {
+    /// Whether anything found binds the file to one machine or account.
     pub fn is_protected(&self) -> bool {
         !self.blobs.is_empty() || self.dpapi_ng.is_some()
     }
@@ -487,38 +520,65 @@ fn find_dpapi_ng(file: &[u8]) -> Option<usize> {
 /// The inspect report of one blob (`keyferry dpapi inspect --json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct BlobReport {
+    /// How the blob was stored in the file.
     pub encoding: Encoding,
+    /// The file's text was UTF-16LE.
     pub utf16: bool,
+    /// Offset of the blob in the file.
     pub offset: usize,
+    /// Its length in the file.
     pub length_in_file: usize,
+    /// The blob fills the whole file.
     pub whole_file: bool,
+    /// Windows's or Wine's.
     pub variant: Variant,
+    /// Whose secret decrypts it.
     pub scope: Scope,
+    /// The `CRYPTPROTECT_*` flags.
     pub flags: u32,
+    /// The master key's GUID.
     pub master_key: String,
+    /// The master key's format version.
     pub master_key_version: u32,
+    /// The writer's description.
     pub description: String,
+    /// The cipher's name (`AES-256`, ...).
     pub cipher: String,
+    /// The cipher's ALG_ID.
     pub cipher_alg_id: u32,
+    /// The cipher's key length in bits.
     pub cipher_key_bits: u32,
+    /// The hash's name (`SHA-512`, ...).
     pub hash: String,
+    /// The hash's ALG_ID.
     pub hash_alg_id: u32,
+    /// The hash's length in bits.
     pub hash_bits: u32,
+    /// The length of each part.
     pub lengths: FieldLengths,
 }
 
+/// The length in bytes of each part of a blob.
 #[derive(Debug, Clone, Serialize)]
 pub struct FieldLengths {
+    /// The whole blob.
     pub blob: usize,
+    /// The description.
     pub description: usize,
+    /// The salt.
     pub salt: usize,
+    /// The HMAC key.
     pub hmac_key: usize,
+    /// The second HMAC key.
     pub hmac2_key: usize,
+    /// The encrypted data.
     pub data: usize,
+    /// The signature.
     pub signature: usize,
 }
 
 impl BlobReport {
+    /// The report of one blob found.
     pub fn of(f: &Found) -> BlobReport {
         let b = &f.blob;
         BlobReport {

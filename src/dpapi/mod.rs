@@ -1,7 +1,7 @@
-//! DPAPI: finding and describing blobs in any file on any OS ([`blob`]). Wrapping or
-//! unwrapping a key file in place on Windows is a key change: [`crate::keys::dpapi`].
+//! DPAPI: finding and describing blobs in any file on any OS (`blob`). Wrapping or
+//! unwrapping a key file in place on Windows is a key change: `crate::keys::dpapi`.
 
-pub mod blob;
+pub(crate) mod blob;
 
 pub use blob::*;
 

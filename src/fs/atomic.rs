@@ -81,6 +81,7 @@ impl TempFile {
         })
     }
 
+    /// The temporary file, to write to.
     pub fn file(&mut self) -> &mut File {
         self.file
             .as_mut()

@@ -10,6 +10,7 @@ use std::fs::File;
 
 /// Mode of a new product file when no sibling shows what the product uses: owner read and
 /// write, the folder's group read (the service account's group), nothing for others.
+#[cfg(unix)]
 pub const NEW_FILE_MODE: u32 = 0o640;
 /// The most a new key file copies from a sibling's mode: read and write for owner and group.
 pub const NEW_FILE_MAX_MODE: u32 = 0o660;
@@ -17,10 +18,13 @@ pub const NEW_FILE_MAX_MODE: u32 = 0o660;
 /// Attributes carried from one file to another. Unix fields on Unix, `acl` on Windows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
+    /// Unix owner's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<u32>,
+    /// Unix group's gid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u32>,
+    /// Unix permission bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Owner, group and DACL as SDDL (Windows).

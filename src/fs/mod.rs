@@ -1,19 +1,19 @@
 //! The safe file layer: every path keyferry opens that another user could have touched goes
 //! through here. Files are opened once, never through a link, checked on their handle and
-//! read through a bound ([`open`]); replaced atomically with the attributes the product
-//! needs ([`atomic`], [`attrs`]); removed through handles ([`shred`]). keyferry's own files
-//! and folders are private ([`private`]).
+//! read through a bound (`open`); replaced atomically with the attributes the product
+//! needs (`atomic`, `attrs`); removed through handles (`shred`). keyferry's own files
+//! and folders are private (`private`).
 
-pub mod atomic;
-pub mod attrs;
-pub mod name;
-pub mod open;
-pub mod private;
-pub mod record;
-pub mod secret;
-pub mod shred;
-pub mod tree;
-pub mod walk;
+pub(crate) mod atomic;
+pub(crate) mod attrs;
+pub(crate) mod name;
+pub(crate) mod open;
+pub(crate) mod private;
+pub(crate) mod record;
+pub(crate) mod secret;
+pub(crate) mod shred;
+pub(crate) mod tree;
+pub(crate) mod walk;
 
 /// The largest key file keyferry reads, carries or writes (the vendor's key and export files
 /// are well below it): every read of one is bounded by it.
@@ -21,6 +21,7 @@ pub const MAX_KEY_FILE: u64 = 16 * 1024 * 1024;
 
 pub use atomic::{is_temp_name, sweep, TempFile};
 pub use attrs::{AttrSource, Attrs};
+pub use name::shown;
 pub use open::{
     id_of, open_regular, read_bounded, remove_if_present, split, stamp_of, Dir, Entry, FileStamp,
     Meta, Opened,

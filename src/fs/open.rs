@@ -13,11 +13,16 @@ use std::path::{Component, Path, PathBuf};
 /// What a name in a folder is, looked at without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
+    /// Nothing has that name.
     Missing,
+    /// A regular file.
     File {
+        /// Its identity.
         id: FileId,
+        /// Its size in bytes.
         len: u64,
     },
+    /// A symbolic link (or a Windows reparse point), not followed.
     Symlink,
     /// A folder, FIFO, socket or device.
     Other(&'static str),
@@ -46,10 +51,13 @@ pub fn id_of(file: &File, path: &Path) -> Result<FileId> {
 /// and on Unix the owner. Read from a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
+    /// Its identity (device and inode, or volume and index).
     pub id: FileId,
+    /// Its size in bytes.
     pub len: u64,
     /// Nanoseconds since 1970 (negative before).
     pub modified_ns: i128,
+    /// The Unix owner's uid (`None` on Windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<u32>,
 }
@@ -80,8 +88,11 @@ pub fn stamp_of(file: &File, path: &Path) -> Result<FileStamp> {
 /// Facts about an open regular file, from its handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
+    /// Its identity.
     pub id: FileId,
+    /// Its size in bytes.
     pub len: u64,
+    /// How many names it has (hard links).
     pub links: u64,
     /// Unix owner, group and permission bits (`None` on Windows).
     pub unix: Option<(u32, u32, u32)>,
@@ -89,8 +100,11 @@ pub struct Meta {
 
 /// A regular file opened through [`Dir::open_file`].
 pub struct Opened {
+    /// The open file.
     pub file: File,
+    /// What its handle says of it.
     pub meta: Meta,
+    /// The path it was opened by, for messages.
     pub path: PathBuf,
 }
 
@@ -195,6 +209,7 @@ impl Dir {
         }
     }
 
+    /// The path the folder was opened by, for messages.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -215,6 +230,7 @@ impl Dir {
         }
     }
 
+    /// The path of `name` in this folder, for messages (never to open it by).
     pub fn join(&self, name: &OsStr) -> PathBuf {
         self.path.join(name)
     }

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Creates `path` and any missing parents, owner-only. Existing components are left as they
-/// are; an existing last component must pass [`check_own_folder`].
+/// are; an existing last component must pass `check_own_folder`.
 pub fn create_private_dir(path: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut p = path.to_path_buf();

@@ -31,8 +31,11 @@ pub enum RemovalMethod {
 /// One removal, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Removal {
+    /// The file removed.
     pub path: PathBuf,
+    /// How it was removed.
     pub method: RemovalMethod,
+    /// Why not by overwriting, where it was not.
     pub reason: Option<String>,
 }
 

@@ -33,6 +33,7 @@ impl Tree {
         })
     }
 
+    /// The root's path, for messages.
     pub fn path(&self) -> &Path {
         self.root.path()
     }
@@ -147,6 +148,7 @@ impl Tree {
 /// Removes the folder `root` and everything in it. The folder holding `root` is opened
 /// by path (links in that path belong to whoever named it); `root` itself and everything
 /// below it only through handles (see [`remove_tree_in`]).
+#[cfg(test)]
 pub fn remove_tree(root: &Path, threads: usize) -> Result<()> {
     let (parent, name) = crate::fs::split(root)?;
     remove_tree_in(&Dir::open(&parent)?, &name, threads)

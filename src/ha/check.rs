@@ -13,11 +13,15 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
+/// How a finding of `ha check` weighs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
+    /// As it should be.
     Ok,
+    /// Worth fixing; the pair works.
     Warning,
+    /// The pair cannot fail over or replicate as it is.
     Error,
 }
 
@@ -75,26 +79,33 @@ impl Code {
     }
 }
 
+/// One finding of `ha check`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
+    /// How much it weighs.
     pub severity: Severity,
+    /// Its stable code.
     pub code: Code,
     /// The node the finding is about.
     pub node: String,
     /// The node it was seen from.
     pub from: String,
+    /// What was found.
     pub message: String,
 }
 
+/// `keyferry ha check --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
     /// The nodes whose own view is in the report: this node, and the peer when its
     /// keyferry ran there.
     pub from: Vec<String>,
+    /// Every finding, from both sides.
     pub findings: Vec<Finding>,
 }
 
 impl CheckReport {
+    /// How many findings are errors.
     pub fn errors(&self) -> usize {
         self.findings
             .iter()
@@ -457,10 +468,13 @@ pub enum PeerView {
 
 /// How to run keyferry on the peer.
 pub struct PeerRun<'a> {
+    /// The cluster file.
     pub file: &'a ClusterFile,
     /// The cluster file here: relative `access` paths, and the remote path by default.
     pub cluster_path: &'a Path,
+    /// The ssh program and its configuration.
     pub ssh: SshClient,
+    /// How long the peer's command may take.
     pub timeout: Duration,
 }
 

@@ -9,19 +9,28 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::cluster::ha::{HaSection, NodeHa, SslMode};
+pub use crate::cluster::ha::SslMode;
 
 /// One node of the pair, resolved.
 #[derive(Debug, Clone)]
 pub struct HaNode {
+    /// The node's name in the cluster file.
     pub name: String,
+    /// Its place in the pair now.
     pub role: Role,
+    /// Its address.
     pub addr: IpAddr,
+    /// Its PostgreSQL port.
     pub pg_port: u16,
+    /// The product's web port.
     pub web_port: u16,
+    /// PostgreSQL's program folder, where the cluster file names it.
     pub bin: Option<PathBuf>,
+    /// The data folder, where the cluster file names it.
     pub data: Option<PathBuf>,
+    /// PostgreSQL's service name on Windows.
     pub service: Option<String>,
+    /// Where its WAL archive is kept, if anywhere.
     pub archive: Option<PathBuf>,
     /// keyferry's state folder on this node (journal, lock, backups).
     pub state_dir: PathBuf,
@@ -76,15 +85,25 @@ impl HaNode {
 /// The HA pair of a cluster file.
 #[derive(Debug, Clone)]
 pub struct Pair {
+    /// The two nodes, in the cluster file's order.
     pub nodes: [HaNode; 2],
+    /// The replication role.
     pub repuser: String,
+    /// The role keyferry logs in as to check and change the servers.
     pub admin_user: String,
+    /// The product's database.
     pub database: String,
+    /// The password file (`pgpass` format) both logins read.
     pub passfile: PathBuf,
+    /// The method the `pg_hba.conf` lines use (`scram-sha-256`).
     pub hba_method: String,
+    /// How connections use SSL.
     pub sslmode: SslMode,
+    /// The CA that signs the servers' certificates, for `verify-full`.
     pub sslrootcert: Option<PathBuf>,
+    /// How long a connection or a query may take.
     pub timeout: Duration,
+    /// The replication slot's `max_slot_wal_keep_size`.
     pub max_slot_wal_keep_size: String,
 }
 

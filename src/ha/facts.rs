@@ -112,25 +112,6 @@ pub fn remote_with(c: &mut pg::Client, node: &HaNode) -> Result<ServerFacts> {
     Ok(f)
 }
 
-/// The peer (or any node reached over the network), through the admin login.
-pub fn remote(conn: &Connector<'_>, node: &HaNode) -> ServerFacts {
-    let mut f = base(node);
-    match conn.try_admin(node) {
-        Ok(mut c) => {
-            if let Err(e) = from_sql(&mut c, &mut f) {
-                f.notes.push(e.to_string());
-            }
-        }
-        Err(e) => {
-            if e.kind.server_answered() {
-                f.running = true;
-            }
-            f.notes.push(e.error.to_string());
-        }
-    }
-    f
-}
-
 /// This machine's node: its data folder's control file first (no login needed: a fresh
 /// server that takes only local connections, or a password that changed, still shows what
 /// it is), then what a login adds.

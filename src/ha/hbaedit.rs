@@ -32,13 +32,18 @@ pub struct DecisionRow {
 /// What `ha hba` did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct HbaReport {
+    /// The `pg_hba.conf` edited.
     pub path: PathBuf,
+    /// The file was changed (or would be).
     pub changed: bool,
+    /// Nothing was changed: the plan alone.
     pub dry_run: bool,
+    /// How each of the pair's connections is decided, before and after.
     pub decisions: Vec<DecisionRow>,
     /// The new file's text (only with `--dry-run`, for review).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_text: Option<String>,
+    /// Where the previous file was backed up.
     pub backup: Option<PathBuf>,
     /// Checked by PostgreSQL (`pg_hba_file_rules`) and reloaded.
     pub reloaded: bool,

@@ -57,7 +57,9 @@ pub fn is_local_address(addr: IpAddr) -> bool {
 
 /// How keyferry connects: the pair's settings and the password file, read once.
 pub struct Connector<'a> {
+    /// The pair's settings.
     pub pair: &'a Pair,
+    /// The password file, read once.
     pub passfile: &'a PassFile,
 }
 
@@ -208,7 +210,7 @@ impl Connector<'_> {
     /// Connects to `node` as `user` to `database`. The password is answered only to SCRAM
     /// (and to MD5 where the cluster file's `hba_method` is md5): a server, or anything
     /// posing as one, that asks for it in clear text gets nothing and the connection ends
-    /// ([`guard`]). With TLS (`require`, `verify-full`) SCRAM must bind the channel, so a
+    /// (`guard`). With TLS (`require`, `verify-full`) SCRAM must bind the channel, so a
     /// listener between the two cannot relay the login.
     pub fn try_connect(
         &self,

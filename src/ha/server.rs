@@ -406,10 +406,6 @@ impl Control {
         self.get("Database cluster state").unwrap_or("unknown")
     }
 
-    pub fn timeline(&self) -> Option<u32> {
-        self.get("Latest checkpoint's TimeLineID")?.parse().ok()
-    }
-
     /// Whether `pg_rewind` can work on it: `wal_log_hints` on or data checksums.
     pub fn rewindable(&self) -> bool {
         self.get("wal_log_hints setting") == Some("on")

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// It runs and is not in recovery: it takes writes.
     RunningPrimary,
+    /// It runs in recovery: a read-only standby.
     RunningReplica,
     /// The host answers but nothing listens on the port.
     NotRunning,
@@ -25,6 +27,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role as the table shows it.
     pub fn label(self) -> &'static str {
         match self {
             Role::RunningPrimary => "Running Primary",
@@ -106,15 +109,19 @@ pub enum Verdict {
     NotAPair,
 }
 
+/// `keyferry ha status --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairStatus {
+    /// Each node, in the cluster file's order.
     pub nodes: Vec<NodeStatus>,
+    /// What the pair is as a whole.
     pub verdict: Verdict,
     /// What is wrong, in words (empty when healthy).
     pub problems: Vec<String>,
 }
 
 impl PairStatus {
+    /// Exactly one primary, streaming to its replica.
     pub fn healthy(&self) -> bool {
         self.verdict == Verdict::Healthy
     }

@@ -1,6 +1,6 @@
 //! This node's own services, as the vendor procedures drive them: an IIS application pool
 //! (`appcmd.exe`), a Windows service (the Service Control Manager's `sc.exe`), IIS as a whole
-//! (`iisreset.exe`), a reboot (`shutdown.exe`); and ([`site`]) whether a node's site answers.
+//! (`iisreset.exe`), a reboot (`shutdown.exe`); and (`site`) whether a node's site answers.
 //!
 //! Each change checks its end state first (a stopped pool is "already stopped"), makes the
 //! change, and waits until the state says it took (bounded), reporting what it found and did.
@@ -10,7 +10,7 @@
 //! Windows only: elsewhere there is no IIS and no Service Control Manager. Debug builds (the
 //! test suite) may point keyferry at stand-in tools through `KEYFERRY_TEST_SYSTEM32`, loudly.
 
-pub mod site;
+pub(crate) mod site;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -22,9 +22,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
+    /// Running.
     Running,
+    /// Stopped.
     Stopped,
+    /// Starting, not yet running.
     Starting,
+    /// Stopping, not yet stopped.
     Stopping,
     /// The tool answered something else (a paused service, an unknown word).
     Other,
@@ -47,7 +51,9 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Want {
+    /// Running.
     Running,
+    /// Stopped.
     Stopped,
 }
 
@@ -71,11 +77,14 @@ impl Want {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
 pub enum Thing {
+    /// An IIS application pool.
     Pool(String),
+    /// A Windows service.
     Service(String),
 }
 
 impl Thing {
+    /// Its name on the node.
     pub fn name(&self) -> &str {
         match self {
             Thing::Pool(n) | Thing::Service(n) => n,
@@ -97,13 +106,17 @@ impl std::fmt::Display for Thing {
 }
 
 pub use crate::cluster::access::check_service_name as check_name;
+pub use site::{check as check_site, SiteAnswer};
 
 /// One pool's or service's change: what it was, what it is, whether keyferry changed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
+    /// The pool or service.
     #[serde(flatten)]
     pub thing: Thing,
+    /// Its state before.
     pub before: State,
+    /// Its state after.
     pub after: State,
     /// False when it was in the wanted state already.
     pub changed: bool,

@@ -21,6 +21,7 @@ const PAGES: &[(&str, &str)] = &[
 /// What a site answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteAnswer {
+    /// The URL asked.
     pub url: String,
     /// The HTTP status of the last answer (after redirects), if any came.
     pub status: Option<u16>,

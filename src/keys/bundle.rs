@@ -65,7 +65,7 @@ impl Bundle {
     /// Decrypts and parses a bundle. Checks, in order: the envelope is an age passphrase file
     /// within the work-factor limit; the passphrase opens it; the ciphertext is intact; the
     /// plaintext is a manifest of a known version. Names, hashes and expiry are the caller's
-    /// next steps (see [`crate::keys::import`]).
+    /// next steps (see `crate::keys::import`).
     pub fn open(
         input: impl Read,
         passphrase: &Passphrase,

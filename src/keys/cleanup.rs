@@ -68,6 +68,8 @@ enum Target<'a> {
     Transient(PathBuf),
 }
 
+/// Removes what transfers left on `node`: bundles on its ledger and the vendor's transient export
+/// files, each only if it is still the file recorded. With `dry_run`, says what it would remove.
 pub fn cleanup(node: &Node, dry_run: bool, wait: Duration) -> Result<CleanupReport> {
     let mut report = CleanupReport {
         version: crate::JSON_VERSION,

@@ -201,21 +201,34 @@ pub struct EntrySummary {
 /// What `keys export` and `keys inspect` report.
 #[derive(Debug, Clone, Serialize)]
 pub struct BundleSummary {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `keys-export` or `keys-inspect`.
     pub kind: String,
+    /// The cluster it was made for.
     pub cluster: Option<String>,
+    /// Its product profile.
     pub profile: ProfileId,
+    /// The node it was exported from.
     pub source_node: String,
+    /// That node's role.
     pub source_role: Role,
+    /// That node's host name.
     pub source_host: String,
+    /// When it was sealed.
     pub created: Timestamp,
+    /// When it stops being accepted.
     pub expires: Timestamp,
+    /// The key set's fingerprint.
     pub fingerprint: Fingerprint,
+    /// Each entry: name, size and hash, never its bytes.
     pub entries: Vec<EntrySummary>,
+    /// Where it was written, if to a file.
     pub output: Option<PathBuf>,
 }
 
 impl BundleSummary {
+    /// The summary of `manifest`, as a report of `kind`.
     pub fn of(manifest: &Manifest, kind: &str, output: Option<PathBuf>) -> BundleSummary {
         let h = &manifest.header;
         BundleSummary {

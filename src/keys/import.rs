@@ -35,13 +35,19 @@ pub enum ProtectMode {
 /// Options of one import.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions {
+    /// Whether the installed keys are DPAPI-protected as the node's were.
     pub protect: ProtectMode,
+    /// Replace keys that differ (`--replace`).
     pub replace: bool,
     /// Also allow replacing the primary's key set (it encrypts the database).
     pub replace_primary: bool,
+    /// Plan only; change nothing.
     pub dry_run: bool,
+    /// Accept an expired bundle (`--allow-expired`).
     pub allow_expired: bool,
+    /// The time to check the bundle's expiry against.
     pub now: Timestamp,
+    /// The most scrypt work the bundle may ask for.
     pub max_work_factor: u8,
     /// How long to wait for another keyferry command changing this node.
     pub wait: Duration,
@@ -495,17 +501,29 @@ fn verify(plan: &ImportPlan) -> Result<()> {
 /// The import report (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `keys-import`.
     pub kind: String,
+    /// The node imported to.
     pub node: String,
+    /// Its role.
     pub role: Role,
+    /// What happened.
     pub outcome: ImportOutcome,
+    /// The bundle's own facts.
     pub bundle: crate::keys::export::BundleSummary,
+    /// An expired bundle was accepted because the admin said so.
     pub expired_override: bool,
+    /// Each file: what it was and what it becomes.
     pub plan: ImportPlan,
+    /// Where the replaced files were backed up, when any were.
     pub backup_dir: Option<PathBuf>,
+    /// How the bundle file was removed, when it was.
     pub bundle_removal: Option<crate::fs::shred::Removal>,
+    /// The bundle was kept (`--keep-bundle`), and put on the ledger for `keys cleanup`.
     pub bundle_kept: bool,
+    /// What the admin does next, if the product needs a step of its own.
     pub next_step: Option<String>,
     /// An earlier change that a crash interrupted, finished or rolled back first.
     pub recovered: Option<Recovery>,
@@ -521,12 +539,14 @@ pub struct ImportReport {
 }
 
 /// A refusal a dry run found.
+/// The refusal's code, as the error's.
 #[derive(Debug, Clone, Serialize)]
 pub struct WouldRefuse {
     pub code: &'static str,
     pub message: String,
 }
 
+/// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImportOutcome {

@@ -57,10 +57,6 @@ impl Ledger {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn entries(&self) -> Result<Vec<LedgerEntry>> {
         let file: Option<LedgerFile> =
             crate::fs::record::load(&self.path, MAX_LEDGER, "ledger", |e| {

@@ -76,6 +76,7 @@ impl Header {
 
 /// A decrypted bundle: header plus the key bytes of each entry.
 pub struct Manifest {
+    /// The bundle's header: its facts and each entry's name, size and hash.
     pub header: Header,
     contents: Vec<KeyBytes>,
 }

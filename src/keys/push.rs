@@ -41,16 +41,21 @@ pub enum PushOutcome {
 /// One node's line of the push report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushTarget {
+    /// The node.
     pub node: String,
+    /// Its role.
     pub role: Role,
     /// How it was reached: "path", or why not.
     pub via: String,
+    /// What happened there.
     pub outcome: PushOutcome,
     /// Its key set's fingerprint before (None: no complete key set).
     pub before: Option<String>,
     /// And after.
     pub after: Option<String>,
+    /// Where its replaced files were backed up, if any were.
     pub backup_dir: Option<PathBuf>,
+    /// What happened, in words, where there is more to say.
     pub detail: Option<String>,
     /// The error code of a refusal (or of one a dry run found): `key-set-differs` is for the
     /// admin to decide (`--replace`); `key-protection` is not.
@@ -91,6 +96,7 @@ impl PushTarget {
         }
     }
 
+    /// Whether this node makes the push fail.
     pub fn failed(&self) -> bool {
         matches!(self.outcome, PushOutcome::Refused | PushOutcome::Failed)
     }
@@ -206,10 +212,13 @@ pub fn route(
 
 /// How to run keyferry on a node over ssh for a push.
 pub struct SshPush<'a> {
+    /// The ssh program and its configuration.
     pub client: &'a SshClient,
     /// The cluster file here (the remote path by default).
     pub cluster_path: &'a Path,
+    /// How long each node's command may take.
     pub timeout: std::time::Duration,
+    /// The scrypt work factor of the bundle sent.
     pub work_factor: u8,
 }
 

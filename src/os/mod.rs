@@ -80,7 +80,9 @@ pub fn unlock_memory(buf: &[u8]) {
 /// there is theatre. `None` means the type is not known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSystemInfo {
+    /// The file system's type name.
     pub name: String,
+    /// Whether overwriting in place replaces the old blocks.
     pub overwrites_in_place: bool,
 }
 
@@ -332,7 +334,9 @@ pub fn dacl_sddl(path: &Path) -> std::io::Result<String> {
 /// number and file index on Windows. Two handles with the same id are the same file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileId {
+    /// The device (Unix) or volume serial number (Windows).
     pub device: u64,
+    /// The inode (Unix) or file index (Windows).
     pub index: u64,
 }
 
@@ -340,9 +344,13 @@ pub struct FileId {
 #[cfg(windows)]
 #[derive(Debug, Clone, Copy)]
 pub struct HandleInfo {
+    /// Its volume serial number and file index.
     pub id: FileId,
+    /// How many names it has (hard links).
     pub links: u64,
+    /// It is a reparse point (a symbolic link, a junction, a mount point).
     pub reparse_point: bool,
+    /// It is a folder.
     pub directory: bool,
 }
 

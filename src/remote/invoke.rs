@@ -187,7 +187,7 @@ impl std::fmt::Display for BadRequest {
 }
 
 /// Reads the request line from `input`, leaving what follows it (a bundle) unread, and
-/// checks its command against [`VERBS`].
+/// checks its command against `VERBS`.
 pub fn read_header(input: &mut impl BufRead) -> Result<Vec<String>, BadRequest> {
     let mut line = Vec::new();
     input

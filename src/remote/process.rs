@@ -66,18 +66,8 @@ pub fn run_with_input(
     run_inner(cmd, Some(input), timeout, max_stdout, None)
 }
 
-/// As [`run`], with each line written to stderr handed to `on_line` as it comes (a line
-/// longer than 4 KiB in pieces).
-pub fn run_streaming(
-    cmd: Command,
-    timeout: Duration,
-    max_stdout: u64,
-    on_line: &dyn Fn(&[u8]),
-) -> Result<Finished, RunError> {
-    run_inner(cmd, None, timeout, max_stdout, Some(on_line))
-}
-
-/// [`run_streaming`] with `input` on the program's stdin, as [`run_with_input`].
+/// As [`run_with_input`], with each line written to stderr handed to `on_line` as it comes
+/// (a line longer than 4 KiB in pieces).
 pub fn run_streaming_with_input(
     cmd: Command,
     input: zeroize::Zeroizing<Vec<u8>>,
@@ -190,7 +180,8 @@ mod tests {
         ]);
         let seen: RefCell<Vec<(Instant, Vec<u8>)>> = RefCell::new(Vec::new());
         let start = Instant::now();
-        let done = run_streaming(cmd, Duration::from_secs(20), 1024, &|l| {
+        let input = zeroize::Zeroizing::new(Vec::new());
+        let done = run_streaming_with_input(cmd, input, Duration::from_secs(20), 1024, &|l| {
             seen.borrow_mut().push((Instant::now(), l.to_vec()))
         })
         .unwrap();

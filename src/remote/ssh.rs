@@ -14,8 +14,11 @@ use std::time::Duration;
 /// How to reach a node over ssh.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
+    /// The login name, if not ssh's default.
     pub user: Option<String>,
+    /// The host name or address.
     pub host: String,
+    /// The port, if not 22.
     pub port: Option<u16>,
     /// How keyferry is started there (the node's `ssh_subsystem` or `shell`).
     pub launch: Launch,
@@ -43,7 +46,9 @@ impl SshTarget {
 /// The ssh program and its configuration.
 #[derive(Debug, Clone)]
 pub struct SshClient {
+    /// The ssh program (`ssh`, or a path).
     pub program: String,
+    /// An ssh config file (`-F`).
     pub config: Option<PathBuf>,
     /// The shells found out so far, by destination (one probe per node and run).
     shells: Arc<Mutex<HashMap<String, Probed>>>,
@@ -77,6 +82,7 @@ impl From<RunError> for SshError {
 }
 
 impl SshClient {
+    /// A client of `program`, with an optional config file.
     pub fn new(program: impl Into<String>, config: Option<PathBuf>) -> SshClient {
         SshClient {
             program: program.into(),

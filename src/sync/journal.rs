@@ -19,7 +19,9 @@ pub const MAX_JOURNAL: u64 = 64 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// A sync of a source onto the target.
     Sync,
+    /// A rollback to a kept tree.
     Rollback,
 }
 
@@ -87,37 +89,53 @@ pub enum Step {
     },
 }
 
+/// The record of a sync or rollback in progress, written before each stage:
+/// `<state_dir>/sync/<hash>.json`. A record found there means the run was cut off; it is finished
+/// or rolled back first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncJournal {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `sync-journal`.
     pub kind: String,
+    /// The run's id (also the kept tree's).
     pub id: String,
+    /// The node it runs on.
     pub node: String,
+    /// A sync or a rollback.
     pub action: Action,
+    /// A swap of whole trees, or files moved in one by one.
     pub mode: Mode,
+    /// How far it got.
     pub stage: Stage,
+    /// The folder synced from.
     pub source: PathBuf,
+    /// The folder synced.
     pub target: PathBuf,
     /// The new tree being built (`<target>.keyferry-new`).
     pub staging: PathBuf,
     /// The previous tree kept for rollback (`<target>.keyferry-prev`).
     pub previous: PathBuf,
+    /// The target's protected files as they were before the run.
     pub protected: Vec<ProtectedState>,
     /// Protected names on the target that are links (`database.config -> App_Data/db.real`),
     /// with what they point to: carried into the new tree as links and checked afterwards.
     #[serde(default)]
     pub protected_links: Vec<ProtectedLink>,
+    /// The in-place steps, in order (empty for a swap).
     #[serde(default)]
     pub steps: Vec<Step>,
     /// keyferry created `app_offline.htm` in the target and must remove it.
     #[serde(default)]
     pub app_offline: bool,
+    /// When the run began.
     pub started: Timestamp,
     /// The plan's fingerprints of the source and of the target as it was (for the record of
     /// the tree kept).
     #[serde(default)]
     pub source_fingerprint: String,
+    /// The target's fingerprint as it was.
     #[serde(default)]
     pub target_fingerprint: String,
 }
@@ -138,8 +156,11 @@ pub fn path(state_dir: &Path, target: &Path) -> PathBuf {
 /// earlier one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastSync {
+    /// The target.
     pub target: PathBuf,
+    /// The run's id.
     pub id: String,
+    /// When it finished.
     pub time: Timestamp,
     /// False when it found nothing to change (no tree was kept).
     pub changed: bool,
@@ -207,6 +228,7 @@ impl SyncJournal {
         Ok(out)
     }
 
+    /// The journal of a sync of `target`, if one is there.
     pub fn load(state_dir: &Path, target: &Path) -> Result<Option<SyncJournal>> {
         let p = path(state_dir, target);
         let read = crate::fs::record::load(&p, MAX_JOURNAL, "sync journal", |e| {
@@ -231,12 +253,14 @@ impl SyncJournal {
         Ok(Some(j))
     }
 
+    /// Writes it, private and atomic.
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         crate::fs::create_private_dir(state_dir)?;
         crate::fs::create_private_dir(&state_dir.join("sync"))?;
         crate::fs::record::save(&path(state_dir, &self.target), self)
     }
 
+    /// Removes the journal of a sync of `target` (nothing there is fine).
     pub fn remove(state_dir: &Path, target: &Path) -> Result<()> {
         crate::fs::remove_if_present(&path(state_dir, target)).map(drop)
     }

@@ -84,16 +84,23 @@ pub struct PlanFile {
 /// What a sync from `source` onto `target` would do.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncPlan {
+    /// The folder synced from.
     pub source: PathBuf,
+    /// The folder synced.
     pub target: PathBuf,
+    /// Files only the source has.
     pub add: Vec<PlanFile>,
+    /// Files whose content differs.
     pub update: Vec<PlanFile>,
+    /// Files only the target has.
     pub delete: Vec<PlanFile>,
     /// Folders to create on the target, and to remove (empty once their files are deleted).
     #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub add_dirs: Vec<String>,
+    /// Folders to remove once their files are gone.
     #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub delete_dirs: Vec<String>,
+    /// Files that are the same on both sides.
     pub unchanged: u64,
     /// Files whose bytes equal the source's but whose modification time differs: kept as
     /// they are, given the source's time (so the next plain sync takes them as the same).
@@ -107,8 +114,11 @@ pub struct SyncPlan {
     /// Links inside a tree: not followed, not copied, left alone.
     #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub links: Vec<String>,
+    /// Bytes to add.
     pub add_bytes: u64,
+    /// Bytes to replace.
     pub update_bytes: u64,
+    /// Bytes to delete.
     pub delete_bytes: u64,
     /// Things the admin should know before applying (per-node settings overwritten, keys the
     /// new node still needs).
@@ -119,6 +129,7 @@ pub struct SyncPlan {
     /// The quick check's view of each tree (names, sizes, times of the files a sync manages),
     /// as a fingerprint: the previous tree a sync keeps is recorded with both.
     pub source_fingerprint: String,
+    /// The target's fingerprint, as the quick check sees it.
     pub target_fingerprint: String,
     /// For applying: every folder of the new tree (source names, parents first).
     #[serde(skip)]

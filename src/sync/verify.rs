@@ -52,14 +52,18 @@ pub struct Difference {
 /// The result of comparing a target with its source.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
+    /// The folder compared against.
     pub source: PathBuf,
+    /// The folder checked.
     pub target: PathBuf,
     /// Files compared by content, and their bytes (source side).
     pub files: u64,
-    /// Files compared by size and modification time only (see [`compare_scoped`]).
+    /// Files compared by size and modification time only (see `compare_scoped`).
     #[serde(skip_serializing_if = "is_zero")]
     pub quick_checked: u64,
+    /// The bytes compared by content.
     pub bytes: u64,
+    /// The files that differ, or are on one side only.
     pub differing: Vec<Difference>,
 }
 
@@ -68,6 +72,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Verification {
+    /// Nothing differs.
     pub fn identical(&self) -> bool {
         self.differing.is_empty()
     }

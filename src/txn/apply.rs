@@ -32,8 +32,11 @@ const MAX_FILE: u64 = crate::fs::MAX_KEY_FILE;
 
 /// Where a change is recorded: the node's state folder and its backup folder.
 pub struct Context<'a> {
+    /// The node's state folder (journal, lock).
     pub state_dir: &'a Path,
+    /// Where backups of replaced files go.
     pub backup_root: PathBuf,
+    /// The node's name.
     pub node: &'a str,
     /// The command, for the journal and backup records (`keys import`).
     pub command: &'a str,
@@ -42,6 +45,7 @@ pub struct Context<'a> {
 /// What a committed change did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Applied {
+    /// Where the replaced files were backed up, if any were.
     pub backup_dir: Option<PathBuf>,
     /// Each written file and the attributes it got.
     pub files: Vec<(PathBuf, AttrsApplied)>,
@@ -59,11 +63,17 @@ pub struct BackupFile {
 /// `backup.json`: where each backed-up file came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRecord {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// `backup`.
     pub kind: String,
+    /// The node.
     pub node: String,
+    /// The command that replaced the files.
     pub command: String,
+    /// When.
     pub time: Timestamp,
+    /// Each file backed up and where it came from.
     pub files: Vec<BackupFile>,
 }
 
@@ -329,14 +339,19 @@ fn read_if_unchanged(path: &Path, before: &Before) -> Result<crate::secret::KeyB
 /// What [`recover`] did about an interrupted change.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovery {
+    /// The change's id.
     pub id: String,
+    /// The command that made it.
     pub command: String,
+    /// When it began.
     pub started: Timestamp,
+    /// Whether it was finished or rolled back.
     pub outcome: RecoveryOutcome,
     /// Files put back to their previous content (or removed, if they were new).
     pub restored: Vec<PathBuf>,
 }
 
+/// How an interrupted change ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryOutcome {

@@ -1,12 +1,12 @@
 //! One transaction engine for every change keyferry makes on a node: import, restore,
 //! `dpapi protect|unprotect`, and later folder sync and `pg_hba.conf` edits. Plan
-//! ([`plan`]), lock ([`lock`]), journal ([`journal`]), back up, write, verify, commit or roll
+//! (`plan`), lock (`lock`), journal (`journal`), back up, write, verify, commit or roll
 //! back ([`apply`]).
 
-pub mod apply;
-pub mod journal;
-pub mod lock;
-pub mod plan;
+pub(crate) mod apply;
+pub(crate) mod journal;
+pub(crate) mod lock;
+pub(crate) mod plan;
 
 pub use apply::{
     apply, drop_from_backup, recover, Applied, BackupRecord, Context, Recovery, RecoveryOutcome,

@@ -13,23 +13,32 @@ use std::path::{Path, PathBuf};
 /// What a destination held when the plan was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Before {
+    /// Nothing was there.
     Missing,
+    /// A regular file.
     File {
+        /// Its content's hash.
         sha256: FileHash,
+        /// Its identity.
         id: FileId,
+        /// Its attributes.
         attrs: Attrs,
     },
 }
 
 /// One file of a change.
 pub struct Change {
+    /// The destination.
     pub path: PathBuf,
     /// The file's name in the backup folder (unique within the change).
     pub label: String,
+    /// What it held when the plan was made (checked again before it is replaced).
     pub before: Before,
     /// The bytes to write, exactly as they will be on disk.
     pub content: KeyBytes,
+    /// The attributes the new file gets.
     pub attrs: Attrs,
+    /// Where those attributes come from.
     pub attr_source: AttrSource,
     /// A temporary vendor export file (`keys.exp`): the copy of the file it replaces is not
     /// kept once the change is committed (the vendor says to delete it everywhere).
@@ -39,10 +48,13 @@ pub struct Change {
 /// What is at `path` now: its raw bytes (bounded by `limit`), and the [`Before`] a plan
 /// records. `siblings`: product files in the same folder whose attributes a new file copies.
 pub struct Looked {
+    /// What a plan records of it.
     pub before: Before,
+    /// Its bytes, if it is a file (wiped on drop).
     pub bytes: Option<KeyBytes>,
     /// The attributes a file written there gets, and where they come from.
     pub attrs: Attrs,
+    /// Where a new file's attributes would come from.
     pub attr_source: AttrSource,
 }
 

@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 mod privilege_secure;
-pub mod run;
+pub(crate) mod run;
 mod secret_server;
 mod state;
 
 use privilege_secure::{privilege_secure_ha, remote_services};
+pub use run::{pair_status, Driver, Event, Hands, Question, Ran, RunError, Stop, Wait};
 use secret_server::secret_server;
 pub use state::{state_path, Done, RunState, StepFailure, StepState};
 
@@ -26,14 +27,20 @@ pub use state::{state_path, Done, RunState, StepFailure, StepState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Procedure {
+    /// Secret Server: upgrading a web cluster.
     SecretServerCluster,
+    /// Secret Server: upgrading database mirroring.
     SecretServerMirroring,
+    /// Secret Server: adding a node to a cluster.
     SecretServerAddNode,
+    /// Privilege Secure: upgrading the HA pair.
     PrivilegeSecureHa,
+    /// Privilege Secure: upgrading the remote Action, Scheduler and Proxy hosts.
     PrivilegeSecureRemote,
 }
 
 impl Procedure {
+    /// The procedure's title, as the vendor's document names it.
     pub fn title(self) -> &'static str {
         match self {
             Procedure::SecretServerCluster => {
@@ -75,10 +82,13 @@ pub struct Step {
     pub n: usize,
     /// A stable id (`ss.sync`, `ha.failover`, ...), for resuming and scripts.
     pub id: String,
+    /// The procedure it belongs to.
     pub procedure: Procedure,
+    /// Automatic or manual.
     pub kind: Kind,
     /// The node it happens on (automatic steps: where keyferry runs it).
     pub node: Option<String>,
+    /// What it does, in a line.
     pub title: String,
     /// Automatic: the keyferry command line. Manual: what to do.
     pub what: String,
@@ -126,14 +136,17 @@ pub struct Step {
 /// The whole checklist.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The cluster's name.
     pub cluster: String,
     /// The node the run is driven from: the primary, which reaches every other.
     pub driver: String,
+    /// The procedures it holds, in order.
     pub procedures: Vec<Procedure>,
     /// What the cluster file's `[upgrade]` section changed, in words (steps left out, whose
     /// order).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Every step, numbered across the procedures.
     pub steps: Vec<Step>,
 }
 

@@ -35,6 +35,7 @@ pub enum Place {
 /// What a keyferry command run for a step gave back.
 #[derive(Debug, Clone)]
 pub struct Ran {
+    /// Its exit code.
     pub code: i32,
     /// Its standard output: its `--json` report.
     pub stdout: Vec<u8>,
@@ -46,25 +47,49 @@ pub enum Event<'a> {
     /// A `--confirm N` for a step done already (the same resume typed again).
     DoneAlready(usize),
     /// The admin marked the waiting step done (`--mark-done N --because ...`).
-    Marked { n: usize, why: &'a str },
+    Marked {
+        /// The step's number.
+        n: usize,
+        /// The admin's reason (`--because`).
+        why: &'a str,
+    },
     /// A step's end state held already: done without running it.
-    AlreadyDone { step: &'a Step, seen: &'a str },
+    AlreadyDone {
+        /// The step.
+        step: &'a Step,
+        /// What showed it done.
+        seen: &'a str,
+    },
     /// A step's gate is being checked.
-    CheckingGate { step: &'a Step },
+    CheckingGate {
+        /// The step.
+        step: &'a Step,
+    },
     /// A step starts, here or on a node over ssh (`over`: the node and its address).
     Running {
+        /// The step.
         step: &'a Step,
+        /// How many steps the checklist has.
         total: usize,
+        /// The node it runs on, and its ssh address, when it runs over ssh.
         over: Option<(&'a str, String)>,
     },
     /// What a step changed or found, one line.
     Changed(&'a str),
     /// The admin confirmed a step.
-    Confirmed { step: &'a Step, total: usize },
+    Confirmed {
+        /// The step.
+        step: &'a Step,
+        /// How many steps the checklist has.
+        total: usize,
+    },
     /// Waiting for a rebooted node to answer again (how long so far, and what it last said).
     WaitingReboot {
+        /// The node.
         node: &'a str,
+        /// Seconds waited so far.
         seconds: u64,
+        /// Its last answer, or why it did not answer.
         last: &'a str,
     },
 }
@@ -77,16 +102,27 @@ const REBOOT_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug)]
 pub enum Question<'a> {
     /// The key step would replace these nodes' keys (one line each in `who`).
-    ReplaceKeys { step: &'a Step, who: &'a str },
+    ReplaceKeys {
+        /// The key step.
+        step: &'a Step,
+        /// The nodes, one line each.
+        who: &'a str,
+    },
     /// A manual step (or one for a node keyferry cannot reach): is it done?
-    Done { step: &'a Step, total: usize },
+    Done {
+        /// The step.
+        step: &'a Step,
+        /// How many steps the checklist has.
+        total: usize,
+    },
 }
 
 /// What the engine needs from whoever drives it.
 pub trait Hands {
     /// Runs `keyferry <args> --json` on this node.
     fn here(&self, args: &[String]) -> Result<Ran>;
-    /// Runs `words` (a keyferry command line for that node, [`crate::cluster::file::NodeSpec::remote_command`])
+    /// Runs `words` (a keyferry command line for that node,
+    /// [`crate::cluster::file::NodeSpec::remote_command`])
     /// on `node` through `target`, its lines relayed as they come. `Err` says why it could
     /// not be run there.
     fn there(
@@ -95,6 +131,7 @@ pub trait Hands {
         target: &SshTarget,
         words: &[String],
     ) -> std::result::Result<Ran, String>;
+    /// Tells the admin what happens (an [`Event`]).
     fn tell(&self, event: Event<'_>);
     /// The admin's answer, or `None` where nobody can answer (no terminal, `--batch`).
     fn ask(&self, question: Question<'_>) -> Option<bool>;
@@ -113,73 +150,124 @@ pub enum Wait {
 #[derive(Debug)]
 pub enum Stop {
     /// Every step is done; the run's record is at `record`.
-    Finished { record: PathBuf },
+    Finished {
+        /// Where the run's record was kept.
+        record: PathBuf,
+    },
     /// Step index `at` waits for the admin.
-    Waiting { at: usize, why: Wait },
+    Waiting {
+        /// The step's index (0-based).
+        at: usize,
+        /// Why it waits.
+        why: Wait,
+    },
 }
 
 /// Why a run refused or failed. Each has its own code in the binary.
 #[derive(Debug)]
 pub enum RunError {
     /// The run is driven from the primary, and this is another node.
-    WrongNode { driver: String, here: String },
+    WrongNode {
+        /// The node that drives runs (the primary).
+        driver: String,
+        /// This node.
+        here: String,
+    },
     /// A run is in progress here already.
-    InProgress { path: PathBuf },
+    InProgress {
+        /// The run's state file.
+        path: PathBuf,
+    },
     /// No run here (resume, abandon).
-    NoRun { path: PathBuf },
+    NoRun {
+        /// Where the run's state file would be.
+        path: PathBuf,
+    },
     /// The cluster file's checklist is not the one the run started with.
-    Changed { path: PathBuf },
+    Changed {
+        /// The run's state file.
+        path: PathBuf,
+    },
     /// A `--confirm N` or `--mark-done N` for a step that is not the one waiting (`waiting`:
     /// that one, or none when every step is done).
     NotWaiting {
         /// `--confirm` or `--mark-done`.
         flag: &'static str,
+        /// The step's number given.
         n: usize,
+        /// The step that waits (its number and title), if one does.
         waiting: Option<(usize, String)>,
         /// The waiting step's nodes hold other keys than the primary.
         keys: bool,
     },
     /// A step's gate does not hold.
     Gate {
+        /// The step's number.
         n: usize,
+        /// Its title.
         title: String,
+        /// The gate that does not hold.
         gate: String,
+        /// The command that checked it.
         command: String,
+        /// That command's exit code.
         code: i32,
     },
     /// The key step's own plan (its dry run) failed.
     KeyPlan {
+        /// The step's number.
         n: usize,
+        /// Its title.
         title: String,
+        /// The dry run's command.
         command: String,
+        /// Its exit code.
         code: i32,
+        /// Its reason, where its report said one.
         reason: Option<String>,
     },
     /// Nodes no confirmation may change from here (a key that cannot be compared).
     KeysBlocked {
+        /// The step's number.
         n: usize,
+        /// Its title.
         title: String,
+        /// The nodes, one line each.
         who: String,
+        /// Other nodes of the step were changed already.
         partial: bool,
     },
     /// A step failed: its own reason, and what undoes what it changed.
     StepFailed {
+        /// The step's number.
         n: usize,
+        /// Its title.
         title: String,
+        /// What ran (the command, or the action).
         what: String,
+        /// Its exit code.
         code: i32,
+        /// Why it failed.
         reason: String,
+        /// The command that undoes what it changed, where one does.
         undo: Option<String>,
+        /// It changed some things before it failed.
         partial: bool,
     },
     /// A step's node could not be reached.
     Unreachable {
+        /// The node.
         node: String,
+        /// Its ssh address.
         url: String,
+        /// Why it could not be reached.
         why: String,
     },
     /// Another command works on this node's run now (its lock is held).
-    Busy { lock: PathBuf },
+    Busy {
+        /// The lock file held.
+        lock: PathBuf,
+    },
     /// The run's own files.
     Error(Error),
 }
@@ -211,14 +299,20 @@ pub fn records(state_dir: &Path, started: &str) -> PathBuf {
 /// The run's setting: the cluster file, its path as given, this node, its state folder and
 /// the checklist.
 pub struct Driver<'a> {
+    /// The cluster file.
     pub file: &'a ClusterFile,
+    /// The cluster file's path as given (steps pass it on).
     pub cluster: &'a Path,
+    /// This node's name.
     pub local: &'a str,
+    /// This node's state folder.
     pub state_dir: &'a Path,
+    /// The checklist.
     pub plan: &'a Plan,
 }
 
 impl Driver<'_> {
+    /// Where the run's state is kept.
     pub fn state_path(&self) -> PathBuf {
         super::state_path(self.state_dir)
     }
@@ -283,7 +377,7 @@ impl Driver<'_> {
 
     /// Starts a run (`resume`: goes on with the one here). Refused when a run is in progress
     /// (`new`), when none is (`resume`), and when the checklist changed; only the driver gets
-    /// the [`RunLock`] it needs ([`Driver::lock`]).
+    /// the `RunLock` it needs ([`Driver::lock`]).
     pub fn open(&self, resume: bool, _held: &RunLock) -> std::result::Result<RunState, RunError> {
         let path = self.state_path();
         let loaded = RunState::load(&path)?;

@@ -12,13 +12,19 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 /// One step of a run: the plan's step and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepState {
+    /// Its number, from 1.
     pub n: usize,
+    /// The plan's id of the step.
     pub id: String,
+    /// The node it is for, if one.
     pub node: Option<String>,
+    /// Its title.
     pub title: String,
     /// How it was done; `None` while it is not.
     pub done: Option<Done>,
+    /// When it was done (RFC 3339).
     pub finished: Option<String>,
+    /// How long it took, in seconds.
     pub seconds: Option<f64>,
     /// What it changed, on which node (automatic steps: from the command's report).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -44,6 +50,7 @@ pub enum Done {
 }
 
 impl Done {
+    /// How it was done, as the status shows it (`ran`, `confirmed`, ...).
     pub fn word(self) -> &'static str {
         match self {
             Done::Ran => "ran",
@@ -57,8 +64,11 @@ impl Done {
 /// A step's failure, kept in the run's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepFailure {
+    /// When it failed (RFC 3339).
     pub at: String,
+    /// Why: the step's own error.
     pub reason: String,
+    /// What it changed before it failed, on which node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
 }
@@ -98,19 +108,25 @@ pub(super) fn bounded(changes: Vec<String>) -> Vec<String> {
 /// A run of the checklist, kept after every step (`upgrade run`, `resume`, `status`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
+    /// [`crate::JSON_VERSION`].
     pub version: u32,
+    /// The cluster's name.
     pub cluster: String,
     /// The node the run is driven from.
     pub node: String,
+    /// When the run began (RFC 3339).
     pub started: String,
+    /// When its last step was done (RFC 3339).
     pub finished: Option<String>,
     /// When the admin abandoned the run (`upgrade abandon`): kept on record, not deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<String>,
+    /// Every step of the checklist, in order.
     pub steps: Vec<StepState>,
 }
 
 impl RunState {
+    /// A new run of `plan`, driven from `node`.
     pub fn new(plan: &Plan, node: &str) -> RunState {
         RunState {
             version: 1,
@@ -199,6 +215,7 @@ impl RunState {
         self.save(path)
     }
 
+    /// Writes it, private and atomic.
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::fs::record::save(path, self)
     }

@@ -16,6 +16,7 @@ pub fn private(p: &Path) {
 }
 
 /// Unix permission bits of a file (`None` elsewhere).
+#[cfg_attr(all(windows, not(feature = "failpoints")), allow(dead_code))] // failpoint tests only
 pub fn mode(p: &Path) -> Option<u32> {
     #[cfg(unix)]
     {

@@ -97,7 +97,7 @@ pub struct SshArgs {
 }
 
 impl SshArgs {
-    pub fn client(&self) -> keyferry::remote::ssh::SshClient {
-        keyferry::remote::ssh::SshClient::new(self.ssh.clone(), self.ssh_config.clone())
+    pub fn client(&self) -> keyferry::remote::SshClient {
+        keyferry::remote::SshClient::new(self.ssh.clone(), self.ssh_config.clone())
     }
 }

@@ -23,7 +23,9 @@ pub use parse::{Files, Server};
 /// One token of a field: its text (quotes removed) and whether it was quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    /// The token's text, without its quotes.
     pub text: String,
+    /// It was quoted (so `all` or `+group` is a name, not a keyword).
     pub quoted: bool,
     /// A regular expression (`/^app.*`, PostgreSQL 16 and later, database and user columns):
     /// keyferry does not evaluate it, so it may match any name.
@@ -39,19 +41,28 @@ impl Token {
 /// The connection types of the first column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnType {
+    /// `local`: Unix-domain sockets.
     Local,
+    /// `host`: TCP, with or without SSL.
     Host,
+    /// `hostssl`: TCP with SSL.
     HostSsl,
+    /// `hostnossl`: TCP without SSL.
     HostNoSsl,
+    /// `hostgssenc`: TCP with GSSAPI encryption.
     HostGssEnc,
+    /// `hostnogssenc`: TCP without GSSAPI encryption.
     HostNoGssEnc,
 }
 
 /// The address column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
+    /// `all`: any address.
     All,
+    /// `samehost`: any of the server's own addresses.
     SameHost,
+    /// `samenet`: any address on a subnet the server is on.
     SameNet,
     /// An address and prefix length (`IP/n`, or `IP` and a contiguous mask in the next
     /// column).
@@ -132,18 +143,24 @@ pub fn one_host(ip: IpAddr) -> String {
 /// A rule line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The first column.
     pub conn_type: ConnType,
+    /// The database column's tokens.
     pub databases: Vec<Token>,
+    /// The user column's tokens.
     pub users: Vec<Token>,
     /// `None` for `local` lines.
     pub address: Option<Address>,
+    /// The authentication method (`scram-sha-256`, `md5`, `reject`, ...).
     pub method: String,
+    /// The options after the method (`name=value`).
     pub options: Vec<String>,
 }
 
 /// What a logical line is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A rule.
     Rule(Rule),
     /// `include`, `include_if_exists` or `include_dir`: rules keyferry cannot see from here.
     Include(String),
@@ -154,8 +171,11 @@ pub enum EntryKind {
 /// A logical line: the physical lines it spans (`first..=last`, 0-based) and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Its first physical line (0-based).
     pub first: usize,
+    /// Its last physical line (0-based): more than `first` when it is continued with `\`.
     pub last: usize,
+    /// What it is.
     pub kind: EntryKind,
 }
 
@@ -164,6 +184,7 @@ pub struct Entry {
 pub struct HbaFile {
     /// Physical lines, each with its line ending (the last may have none).
     pub lines: Vec<String>,
+    /// The logical lines, rules and others, in file order.
     pub entries: Vec<Entry>,
 }
 
@@ -172,8 +193,11 @@ pub struct HbaFile {
 /// whether the client uses SSL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Match {
+    /// Surely not.
     No,
+    /// Depends on what the file cannot show.
     Maybe,
+    /// Surely.
     Yes,
 }
 
@@ -192,11 +216,17 @@ impl From<bool> for Match {
 /// either: libpq tries SSL first), the user a member of `member_of` (`None`: not known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
+    /// For replication (the `replication` database keyword).
     pub replication: bool,
+    /// The login role.
     pub user: Option<String>,
+    /// Where the connection comes from.
     pub addr: IpAddr,
+    /// The database asked for.
     pub database: Option<String>,
+    /// Whether it uses SSL.
     pub ssl: Option<bool>,
+    /// Whether it uses GSSAPI encryption.
     pub gssenc: Option<bool>,
     /// The roles the user is a member of, directly or through others (PostgreSQL's `+role`
     /// and `samerole`), the user itself included where it exists (a role is a member of
@@ -570,13 +600,26 @@ pub struct PeerRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// PostgreSQL would refuse the file as it is (then it loads none of it).
-    Invalid { line: usize, why: String },
+    Invalid {
+        /// The line's number (1-based).
+        line: usize,
+        /// PostgreSQL's reason.
+        why: String,
+    },
     /// Rules in other files that keyferry cannot see.
-    Include { line: usize },
+    Include {
+        /// The `include` line's number (1-based).
+        line: usize,
+    },
     /// The managed block's markers are not a single begin/end pair.
     DamagedBlock,
     /// An explicit `reject` for a peer sits where the block would go above it.
-    Reject { line: usize, text: String },
+    Reject {
+        /// The `reject` line's number (1-based).
+        line: usize,
+        /// The line.
+        text: String,
+    },
     /// The role or method is not a plain word.
     BadName(String),
 }
@@ -616,7 +659,9 @@ impl fmt::Display for Refusal {
 /// and after.
 #[derive(Debug, Clone)]
 pub struct Edit {
+    /// The file's new text.
     pub text: String,
+    /// The text differs from the file's.
     pub changed: bool,
     /// Each connection, how it is decided now and after the edit (a line number, 1-based,
     /// and that line, or "nothing: refused").
@@ -629,8 +674,11 @@ pub struct Edit {
 /// method (`None`: no line; refused), and the lines above it that might decide first.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decided {
+    /// The line (1-based) that surely decides, if one does.
     pub line: Option<usize>,
+    /// That line's method.
     pub method: Option<String>,
+    /// Lines above it (1-based) that might decide first.
     pub might: Vec<usize>,
 }
 
@@ -657,24 +705,32 @@ pub enum LineOutcome {
 pub struct LineVerdict {
     /// Its first physical line (1-based) and its last.
     pub line: usize,
+    /// Its last physical line (1-based).
     pub last_line: usize,
+    /// The line's text.
     pub text: String,
+    /// How it takes part.
     pub outcome: LineOutcome,
+    /// Its method, where it is a rule.
     pub method: Option<String>,
+    /// Why it matches, does not or might.
     pub why: Vec<String>,
 }
 
 /// How a file decides a connection, line by line.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explained {
+    /// The connection, for people.
     pub connection: String,
     /// PostgreSQL loads the file (no line it refuses).
     pub loads: bool,
     /// The line that surely decides (`None`: no line does, or lines above might).
     pub decided_by: Option<usize>,
+    /// The deciding line's method.
     pub method: Option<String>,
     /// Lines above it that might catch the connection first.
     pub might_be_decided_by: Vec<usize>,
+    /// Each logical line down to the one that decides.
     pub lines: Vec<LineVerdict>,
 }
 

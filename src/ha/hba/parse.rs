@@ -24,7 +24,9 @@ use std::net::IpAddr;
 /// has SSPI and no PAM or BSD, needs `ldapserver`, and takes no `ldapurl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Server {
+    /// The major version (15, 16, ...).
     pub major: u32,
+    /// A Windows build.
     pub windows: bool,
 }
 
@@ -662,6 +664,8 @@ fn url_has_dn(url: &str) -> bool {
 
 /// An address and a mask column: as a prefix where the mask is contiguous.
 impl Address {
+    /// `ip` and `mask`: a prefix where the mask is contiguous, else the address and mask as they
+    /// are.
     pub fn with_mask(ip: IpAddr, mask: IpAddr) -> Address {
         let (bits, len) = match mask {
             IpAddr::V4(m) => (u128::from(u32::from(m)) << 96, 32),

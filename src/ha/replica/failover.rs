@@ -5,11 +5,17 @@ use super::*;
 /// What `ha failover` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailoverReport {
+    /// The primary before.
     pub old_primary: String,
+    /// The primary after.
     pub new_primary: String,
+    /// A planned failover (the old primary answered and was stopped cleanly), not a lost one.
     pub planned: bool,
+    /// Nothing was changed: the plan alone.
     pub dry_run: bool,
+    /// The timeline before the promotion.
     pub timeline_before: Option<u32>,
+    /// The timeline after it.
     pub timeline_after: Option<u32>,
     /// The old primary's data folder carries `standby.signal`: a start makes it a read-only
     /// standby, never a second writable primary.
@@ -18,7 +24,9 @@ pub struct FailoverReport {
     pub signs_of_life: Vec<String>,
     /// Replication slots keyferry removed because nothing uses them any more.
     pub removed_slots: Vec<String>,
+    /// What the run does, step by step.
     pub plan: Vec<String>,
+    /// What the admin does next.
     pub next: Vec<String>,
 }
 
@@ -68,7 +76,7 @@ pub trait LostPrimary {
 
 /// Planned switchover, run on the current primary (`local`): stop it cleanly, make sure
 /// the replica has every byte of its WAL, fence it, promote the replica, checkpoint.
-/// With `primary_lost`, run anywhere: see [`failover_lost`].
+/// With `primary_lost`, run anywhere: see `failover_lost`.
 pub fn failover(
     conn: &Connector<'_>,
     local: &HaNode,
@@ -452,6 +460,7 @@ fn failover_lost(
 /// What `ha fence` did.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FenceReport {
+    /// The node fenced.
     pub node: String,
     /// standby.signal was written (false: it was there already).
     pub signal_written: bool,

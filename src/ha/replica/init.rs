@@ -23,6 +23,8 @@ pub struct InitOptions {
 }
 
 impl InitOptions {
+    /// The options of an init: keep the old data folder unless `remove_old`; replace the database
+    /// only of the node named in `replace_database_of`; plan only with `dry_run`.
     pub fn new(remove_old: bool, replace_database_of: Option<String>, dry_run: bool) -> Self {
         InitOptions {
             remove_old,
@@ -37,12 +39,19 @@ impl InitOptions {
 /// What `ha replica init` did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct InitReport {
+    /// The node made a replica.
     pub node: String,
+    /// The primary it copies.
     pub primary: String,
+    /// Nothing was changed: the plan alone.
     pub dry_run: bool,
+    /// Its data folder.
     pub data: PathBuf,
+    /// The replication slot it streams from.
     pub slot: String,
+    /// Bytes copied.
     pub bytes: i64,
+    /// Seconds the whole init took.
     pub seconds: f64,
     /// Seconds per phase: preflight, stop, copy, settings (and the swap), start, streaming,
     /// cleanup (removing the old folder).
@@ -51,6 +60,7 @@ pub struct InitReport {
     pub old_folder: Option<PathBuf>,
     /// The server whose data folder is replaced, and the one copied, as seen before.
     pub replaced: ServerFacts,
+    /// The primary as seen before.
     pub source: ServerFacts,
     /// Server settings keyferry changed (or, in a dry run, would change), each with how to
     /// put it back.
@@ -59,6 +69,7 @@ pub struct InitReport {
     pub archive_backup: Option<PathBuf>,
     /// What the run does, step by step (the whole report of a dry run).
     pub plan: Vec<String>,
+    /// What the admin should know.
     pub warnings: Vec<String>,
 }
 

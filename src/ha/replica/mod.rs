@@ -8,7 +8,7 @@
 //! folder handle (a temp file, then a rename), owned like the folder.
 //!
 //! Here: what the three share (connection strings, the replica's settings, slots, waiting
-//! for streaming); [`init`] makes a replica (its data-folder swap journaled, [`super::swap`]),
+//! for streaming); [`init`] makes a replica (its data-folder swap journaled, `super::swap`),
 //! [`failover`] promotes one and fences a lost primary, [`rejoin`] turns a former primary
 //! into a replica again.
 
@@ -158,7 +158,9 @@ fn get_file(dir: &Dir, name: &str) -> Result<Option<Vec<u8>>> {
 /// This node's own settings, which a base backup or a rewind overwrites with the primary's.
 #[derive(Debug, Clone, Default)]
 pub struct NodeLocal {
+    /// Its `port`.
     pub port: u16,
+    /// Its `listen_addresses`, where it sets one.
     pub listen_addresses: Option<String>,
     /// `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf`, when they live in the data
     /// folder (Debian keeps them in /etc/postgresql, where a copy does not reach), and the
@@ -432,6 +434,7 @@ fn drop_slot(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) {
 /// How a wait for streaming ended.
 #[derive(Debug, Clone, Default)]
 pub struct StreamWait {
+    /// The replica streams.
     pub streaming: bool,
     /// Said along the way (a login the copy made wrong).
     pub warnings: Vec<String>,

@@ -6,6 +6,7 @@ use super::*;
 /// How `ha rejoin` is to go.
 #[derive(Debug, Clone, Default)]
 pub struct RejoinOptions {
+    /// Plan only; change nothing.
     pub dry_run: bool,
     /// When rejoin falls back to a fresh copy: remove the old folder once it streams.
     pub remove_old: bool,
@@ -14,12 +15,17 @@ pub struct RejoinOptions {
 /// What `ha rejoin` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RejoinReport {
+    /// The node rejoined.
     pub node: String,
+    /// The primary it follows.
     pub primary: String,
+    /// Nothing was changed: the plan alone.
     pub dry_run: bool,
     /// "rewind" or "base-backup".
     pub method: String,
+    /// Why `pg_rewind` could not be used, when it could not.
     pub why_not_rewind: Option<String>,
+    /// Seconds it took.
     pub seconds: f64,
     /// A fresh copy's kept old data folder.
     pub old_folder: Option<PathBuf>,
@@ -27,7 +33,9 @@ pub struct RejoinReport {
     pub removed_slots: Vec<String>,
     /// Server settings keyferry changed (or would change), each with how to put it back.
     pub settings_changed: Vec<String>,
+    /// What the run does, step by step.
     pub plan: Vec<String>,
+    /// What the admin should know.
     pub warnings: Vec<String>,
 }
 

@@ -41,7 +41,6 @@ mod install;
 mod rollback;
 
 use build::*;
-pub use install::APP_OFFLINE;
 use install::*;
 use rollback::*;
 pub use rollback::{rollback, RolledBack};
@@ -65,8 +64,11 @@ impl SyncProgress for NoSyncProgress {}
 
 /// Which node and state folder a sync works for.
 pub struct Target<'a> {
+    /// The node's name.
     pub node: &'a str,
+    /// The node's state folder (journal, lock, kept-tree records).
     pub state_dir: &'a Path,
+    /// The node's product profile (its protected files).
     pub profile: &'a Profile,
 }
 
@@ -82,28 +84,37 @@ pub struct ApplyOptions {
     /// Never fall back to moving files in one by one: where the folder cannot be swapped,
     /// stop with the target unchanged (`--no-in-place`).
     pub no_in_place: bool,
-    /// Previous trees kept per target for rollback (at least 1; see [`crate::sync::kept`]).
+    /// Previous trees kept per target for rollback (at least 1; see `crate::sync::kept`).
     pub keep: u32,
 }
 
 /// What an apply did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncOutcome {
+    /// The folder synced.
     pub target: PathBuf,
+    /// A swap of whole trees, or files moved in one by one.
     pub mode: Mode,
+    /// Files copied from the source.
     pub copied: u64,
+    /// Their bytes.
     pub copied_bytes: u64,
+    /// Files linked to the previous tree's instead of copied (the same bytes).
     pub linked: u64,
+    /// Files removed.
     pub deleted: u64,
     /// Files the plan thought unchanged that differed in content, copied again.
     #[serde(serialize_with = "crate::fs::name::serialize_all_shown")]
     pub recopied: Vec<String>,
     /// Files compared with the source by content before the new tree went in.
     pub verified_files: u64,
+    /// Their bytes.
     pub verified_bytes: u64,
     /// Files kept from the target, checked against the source by size and time.
     pub quick_checked: u64,
+    /// Protected files found unchanged afterwards.
     pub protected_checked: usize,
+    /// Where the previous tree is kept.
     pub previous: PathBuf,
     /// Why the folder was not swapped, for in-place applies.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +128,7 @@ pub struct SyncOutcome {
 }
 
 /// The folders a sync of `target` uses beside it.
+#[cfg_attr(not(unix), allow(dead_code))] // `parent` and `name`: Unix checks and exchange only
 pub struct Siblings {
     pub parent: PathBuf,
     pub name: OsString,

@@ -6,11 +6,15 @@ use super::*;
 /// What a rollback did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolledBack {
+    /// The folder rolled back.
     pub target: PathBuf,
+    /// A swap of whole trees, or files moved back one by one.
     pub mode: Mode,
+    /// The sync whose kept tree came back.
     pub id: String,
     /// Which kept tree (1: the newest).
     pub generation: u32,
+    /// Protected files found unchanged afterwards.
     pub protected_checked: usize,
     /// The target was already rolled back from sync `id`: nothing was done.
     pub already: bool,

@@ -4,7 +4,7 @@
 use crate::cmd::{success, CmdResult};
 use crate::node_args::NodeArgs;
 use crate::ui::Ui;
-use keyferry::audit::report::{node_report, KeySetStatus};
+use keyferry::audit::{node_report, KeySetStatus};
 use keyferry::cluster::host_name;
 use keyferry::time::Timestamp;
 

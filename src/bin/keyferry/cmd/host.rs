@@ -7,7 +7,7 @@ use crate::cmd::CmdResult;
 use crate::failure::Failure;
 use crate::ui::Ui;
 use clap::{Args, Subcommand, ValueEnum};
-use keyferry::cluster::file::NodeSpec;
+use keyferry::cluster::NodeSpec;
 use keyferry::cluster::{host_name, ClusterFile};
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::report::{HostReport, SiteReport, SiteRow};
@@ -303,7 +303,7 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
     for s in nodes {
         let Some(url) = &s.site_url else { continue };
         let ca = s.site_ca.as_ref().map(|p| base.join(p));
-        let answer = keyferry::host::site::check(url, ca.as_deref(), a.timeout)?;
+        let answer = keyferry::host::check_site(url, ca.as_deref(), a.timeout)?;
         sites.push(SiteRow {
             node: s.name.clone(),
             answer,

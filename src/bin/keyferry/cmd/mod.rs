@@ -32,7 +32,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Copy the application folder to the other nodes, never touching their keys
     Sync(Box<sync::Args>),
-    /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status, failover, rejoin)
+    /// The PostgreSQL HA steps of a Privilege Secure pair (check, hba, replica init, status,
+    /// failover, rejoin)
     #[command(subcommand)]
     Ha(ha::HaCommand),
     /// A node's own services: its IIS application pool, Windows services, IIS, a reboot; and
@@ -86,7 +87,7 @@ pub fn run(command: Command, ui: &Ui, tree: fn() -> clap::Command) -> CmdResult 
     }
 }
 
-/// The scrypt work factor for new bundles. Always [`keyferry::keys::bundle::EXPORT_WORK_FACTOR`] in
+/// The scrypt work factor for new bundles. Always [`keyferry::keys::EXPORT_WORK_FACTOR`] in
 /// release builds; debug builds (the test suite) may lower it through
 /// `KEYFERRY_INSECURE_TEST_WORK_FACTOR`, loudly.
 pub fn export_work_factor(ui: &Ui) -> u8 {
@@ -95,7 +96,7 @@ pub fn export_work_factor(ui: &Ui) -> u8 {
         if let Some(wf) = std::env::var("KEYFERRY_INSECURE_TEST_WORK_FACTOR")
             .ok()
             .and_then(|v| v.parse::<u8>().ok())
-            .filter(|wf| (1..=keyferry::keys::bundle::EXPORT_WORK_FACTOR).contains(wf))
+            .filter(|wf| (1..=keyferry::keys::EXPORT_WORK_FACTOR).contains(wf))
         {
             ui.warn(&format!(
                 "debug build: scrypt work factor {wf} from KEYFERRY_INSECURE_TEST_WORK_FACTOR (tests only)"
@@ -104,7 +105,7 @@ pub fn export_work_factor(ui: &Ui) -> u8 {
         }
     }
     let _ = ui;
-    keyferry::keys::bundle::EXPORT_WORK_FACTOR
+    keyferry::keys::EXPORT_WORK_FACTOR
 }
 
 pub fn success() -> CmdResult {

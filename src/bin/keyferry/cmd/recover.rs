@@ -21,7 +21,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         Some(path) => {
             let file = keyferry::cluster::ClusterFile::load(path)?;
             match file.ha {
-                Some(_) => Some(keyferry::ha::config::Pair::from_cluster(&file)?),
+                Some(_) => Some(keyferry::ha::Pair::from_cluster(&file)?),
                 None => None,
             }
         }

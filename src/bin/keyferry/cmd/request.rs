@@ -7,7 +7,7 @@
 use crate::cmd::CmdResult;
 use crate::failure::{Code, Failure};
 use crate::ui::Ui;
-use keyferry::remote::invoke::{read_header, BadRequest};
+use keyferry::remote::{read_header, BadRequest};
 
 #[derive(Debug, clap::Args)]
 #[command(

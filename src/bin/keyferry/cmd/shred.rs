@@ -41,7 +41,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     let mut removals = Vec::new();
     for f in &args.files {
-        removals.push(keyferry::fs::shred::shred_file(f)?);
+        removals.push(keyferry::fs::shred_file(f)?);
     }
     if ui.json {
         ui.json(&serde_json::json!({

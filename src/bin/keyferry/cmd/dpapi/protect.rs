@@ -27,9 +27,9 @@ pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
         .state_dir
         .unwrap_or_else(keyferry::cluster::default_state_dir);
     let report = if protect {
-        keyferry::keys::dpapi::protect_file(&args.file, &state, args.wait.wait)?
+        keyferry::keys::protect_file(&args.file, &state, args.wait.wait)?
     } else {
-        keyferry::keys::dpapi::unprotect_file(&args.file, &state, args.wait.wait)?
+        keyferry::keys::unprotect_file(&args.file, &state, args.wait.wait)?
     };
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));

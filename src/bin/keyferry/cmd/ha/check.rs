@@ -4,7 +4,7 @@
 use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::ha::check::{check, check_here, peer_view, CheckReport, PeerRun, Severity};
+use keyferry::ha::{check, check_here, peer_view, CheckReport, PeerRun, Severity};
 use keyferry::time::parse_duration;
 use serde::Serialize;
 use std::process::ExitCode;

@@ -60,8 +60,7 @@ fn yes_no(s: &str) -> Result<bool, String> {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let bytes =
-        keyferry::fs::read_bounded(&args.file, keyferry::ha::hbaedit::MAX_HBA, "pg_hba.conf")?;
+    let bytes = keyferry::fs::read_bounded(&args.file, keyferry::ha::MAX_HBA, "pg_hba.conf")?;
     let (text, _) = hba::decode(&bytes);
     let dir = args
         .file

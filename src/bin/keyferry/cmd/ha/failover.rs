@@ -4,9 +4,9 @@
 use super::{show_plan, PairArgs};
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::ha::check::{run_on, PeerRun};
-use keyferry::ha::config::HaNode;
 use keyferry::ha::replica::{self, LostPrimary};
+use keyferry::ha::HaNode;
+use keyferry::ha::{run_on, PeerRun};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

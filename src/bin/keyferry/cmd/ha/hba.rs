@@ -4,7 +4,7 @@
 use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::ha::hbaedit::{self, HbaReport};
+use keyferry::ha::{edit_hba_file, edit_hba_server, HbaReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,8 +37,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
     let report = match &args.file {
-        Some(f) => hbaedit::edit_file(&loaded.pair, node, f, args.override_reject, args.dry_run)?,
-        None => hbaedit::edit_server(
+        Some(f) => edit_hba_file(&loaded.pair, node, f, args.override_reject, args.dry_run)?,
+        None => edit_hba_server(
             &loaded.connector(),
             node,
             args.override_reject,

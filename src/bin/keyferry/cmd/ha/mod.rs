@@ -15,15 +15,16 @@ use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use clap::Subcommand;
 use keyferry::cluster::{host_name, ClusterFile};
-use keyferry::ha::config::{HaNode, Pair};
-use keyferry::ha::pgpass::PassFile;
+use keyferry::ha::PassFile;
+use keyferry::ha::{HaNode, Pair};
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum HaCommand {
     /// Addresses, ports, pg_hba.conf decisions, streaming settings, versions, Archive folder
     Check(check::Args),
-    /// Both nodes: Running Primary, Running Replica, not running or unreachable; lag, timelines, slots
+    /// Both nodes: Running Primary, Running Replica, not running or unreachable; lag, timelines,
+    /// slots
     Status(status::Args),
     /// Put the pair's lines in pg_hba.conf where they win, checked by PostgreSQL, then reload
     Hba(hba::Args),
@@ -115,8 +116,8 @@ impl PairArgs {
 }
 
 impl Loaded {
-    pub fn connector(&self) -> keyferry::ha::pg::Connector<'_> {
-        keyferry::ha::pg::Connector {
+    pub fn connector(&self) -> keyferry::ha::Connector<'_> {
+        keyferry::ha::Connector {
             pair: &self.pair,
             passfile: &self.passfile,
         }

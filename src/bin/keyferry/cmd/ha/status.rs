@@ -3,7 +3,7 @@
 use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::ha::status::{pair_status, PairStatus, Role};
+use keyferry::ha::{pair_status, PairStatus, Role};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,13 +89,12 @@ fn show(st: &PairStatus, ui: &Ui) {
             },
             _ => n.detail.clone().unwrap_or_default(),
         };
-        let state = if st.verdict == keyferry::ha::status::Verdict::SplitBrain
-            && n.role == Role::RunningPrimary
-        {
-            "Running Primary (SPLIT BRAIN)".to_owned()
-        } else {
-            n.role.label().to_owned()
-        };
+        let state =
+            if st.verdict == keyferry::ha::Verdict::SplitBrain && n.role == Role::RunningPrimary {
+                "Running Primary (SPLIT BRAIN)".to_owned()
+            } else {
+                n.role.label().to_owned()
+            };
         t.add_row([
             n.node.clone(),
             format!("{}:{}", n.address, n.port),

@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
-    let report = keyferry::keys::cleanup::cleanup(&node, args.dry_run, args.wait.wait)?;
+    let report = keyferry::keys::cleanup(&node, args.dry_run, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));
     }

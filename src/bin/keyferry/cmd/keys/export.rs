@@ -7,8 +7,8 @@ use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
 use keyferry::cluster::host_name;
-use keyferry::keys::bundle::Encoding;
-use keyferry::keys::export::{build_manifest, export_to_file, seal_to, BundleSummary};
+use keyferry::keys::Encoding;
+use keyferry::keys::{build_manifest, export_to_file, seal_to, BundleSummary};
 use keyferry::secret::Passphrase;
 use keyferry::time::{format_duration, parse_duration, Timestamp};
 use keyferry::Error;
@@ -47,7 +47,7 @@ pub struct Args {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    use keyferry::keys::export::{MAX_TTL, MIN_TTL};
+    use keyferry::keys::{MAX_TTL, MIN_TTL};
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
             "{s} has no unit; give one, e.g. --ttl {s}m for {s} minutes or --ttl 2h"

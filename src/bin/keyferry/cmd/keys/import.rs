@@ -6,8 +6,8 @@ use crate::failure::Code;
 use crate::node_args::NodeArgs;
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
-use keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR;
-use keyferry::keys::import::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
+use keyferry::keys::MAX_IMPORT_WORK_FACTOR;
+use keyferry::keys::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
 use keyferry::time::Timestamp;
 use std::path::PathBuf;
 
@@ -76,7 +76,7 @@ fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failur
             Some("run keyferry keys push on the primary (it feeds this over ssh), or import a bundle file"),
         ));
     }
-    let limit = keyferry::keys::bundle::MAX_BUNDLE_BYTES + 4096;
+    let limit = keyferry::keys::MAX_BUNDLE_BYTES + 4096;
     let mut buf = zeroize::Zeroizing::new(Vec::new());
     std::io::stdin()
         .lock()
@@ -98,7 +98,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     if args.bundle.as_os_str() == "-" {
         let stream = read_stream(&args)?;
-        let report = keyferry::keys::import::import_stream(&stream, &node, &options(&args), ui)?;
+        let report = keyferry::keys::import_stream(&stream, &node, &options(&args), ui)?;
         return show(report, ui);
     }
     // Fail on a missing or unreadable bundle before asking for the passphrase.
@@ -131,7 +131,7 @@ fn options(args: &Args) -> ImportOptions {
     }
 }
 
-fn show(report: keyferry::keys::import::ImportReport, ui: &Ui) -> CmdResult {
+fn show(report: keyferry::keys::ImportReport, ui: &Ui) -> CmdResult {
     if report.expired_override {
         ui.warn(&format!(
             "IMPORTING AN EXPIRED BUNDLE (expired {}) because --allow-expired was given",

@@ -4,8 +4,8 @@
 use crate::cmd::{success, CmdResult};
 use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
-use keyferry::keys::bundle::{Bundle, MAX_IMPORT_WORK_FACTOR};
-use keyferry::keys::export::BundleSummary;
+use keyferry::keys::BundleSummary;
+use keyferry::keys::{Bundle, MAX_IMPORT_WORK_FACTOR};
 use keyferry::progress::Progress;
 use keyferry::time::Timestamp;
 use serde::Serialize;

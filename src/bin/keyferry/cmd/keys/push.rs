@@ -4,11 +4,11 @@
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::cluster::{host_name, ClusterFile, Node};
-use keyferry::keys::export::{build_manifest, DEFAULT_TTL};
-use keyferry::keys::import::{ImportOptions, ProtectMode};
-use keyferry::keys::push::{
+use keyferry::keys::{build_manifest, DEFAULT_TTL};
+use keyferry::keys::{
     push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
 };
+use keyferry::keys::{ImportOptions, ProtectMode};
 use keyferry::time::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,7 +84,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         dry_run: args.dry_run,
         allow_expired: false,
         now,
-        max_work_factor: keyferry::keys::bundle::MAX_IMPORT_WORK_FACTOR,
+        max_work_factor: keyferry::keys::MAX_IMPORT_WORK_FACTOR,
         wait: args.wait.wait,
         leave_unprotected: args.leave_unprotected,
     };

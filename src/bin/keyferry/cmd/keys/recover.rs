@@ -11,7 +11,7 @@ pub use crate::cmd::recover::Args;
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     let (_lock, recovered) = keyferry::txn::begin(&node.state_dir, &node.name, args.wait.wait)?;
-    let swept = keyferry::keys::import::sweep_node(&node)?;
+    let swept = keyferry::keys::sweep_node(&node)?;
     if ui.json {
         ui.json(&serde_json::json!({
             "version": keyferry::JSON_VERSION,

@@ -47,14 +47,12 @@ fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
         let dir = k
             .state_dir
             .clone()
-            .unwrap_or_else(keyferry::cluster::node::default_state_dir);
+            .unwrap_or_else(keyferry::cluster::default_state_dir);
         if seen.contains(&dir) || !dir.join("backups").join(&node.name).is_dir() {
             continue;
         }
         seen.push(dir.clone());
-        if let Ok(keyferry::keys::push::Route::Path(n)) =
-            keyferry::keys::push::route(&file, spec, base, &dir)
-        {
+        if let Ok(keyferry::keys::Route::Path(n)) = keyferry::keys::route(&file, spec, base, &dir) {
             out.push((k.name.clone(), *n));
         }
     }
@@ -72,9 +70,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 Some("list them with --list, then pass --backup ID"),
             ));
         }
-        let mut list = keyferry::keys::restore::list(&own)?;
+        let mut list = keyferry::keys::list_backups(&own)?;
         for (by, n) in &keepers {
-            for mut b in keyferry::keys::restore::list(n)?.backups {
+            for mut b in keyferry::keys::list_backups(n)?.backups {
                 b.kept_by = Some(by.clone());
                 list.backups.push(b);
             }
@@ -126,7 +124,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             ))
         }
     };
-    let report = keyferry::keys::restore::restore(node, id, args.wait.wait)?;
+    let report = keyferry::keys::restore(node, id, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));
     }

@@ -27,7 +27,7 @@ pub struct Args {
     /// Which kept tree to go back to: 1 the newest (the tree the last sync replaced), 2 the
     /// one before it, ... (see --list); anything but the newest needs --older
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=keyferry::sync::kept::MAX_KEEP as i64))]
+          value_parser = clap::value_parser!(u32).range(1..=keyferry::sync::MAX_KEEP as i64))]
     pub generation: u32,
     /// List each target's kept trees (generation, the sync that replaced it, when, the
     /// fingerprints) and change nothing
@@ -45,7 +45,7 @@ struct Kept {
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    mode: Option<keyferry::sync::journal::Mode>,
+    mode: Option<keyferry::sync::Mode>,
     /// What a rollback to it would do: `back` (the tree before the last sync), `older`,
     /// `already` (what a rollback replaced), `unfinished` (an interrupted sync's).
     state: &'static str,
@@ -84,17 +84,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 row.kept = Some(list(&resolved.state_dir, &target)?);
                 return Ok(());
             }
-            keyferry::sync::apply::check_parent(&target)?;
+            keyferry::sync::check_parent(&target)?;
             let _lock =
                 keyferry::txn::NodeLock::acquire(&resolved.state_dir, &pair.node, args.wait.wait)?;
             // An interrupted rollback, finished, is the rollback asked for; an interrupted
             // sync is finished first and then rolled back.
-            let interrupted =
-                keyferry::sync::journal::SyncJournal::load(&resolved.state_dir, &target)?
-                    .filter(|j| j.stage != keyferry::sync::journal::Stage::Building)
-                    .map(|j| j.action);
+            let interrupted = keyferry::sync::SyncJournal::load(&resolved.state_dir, &target)?
+                .filter(|j| j.stage != keyferry::sync::Stage::Building)
+                .map(|j| j.action);
             row.recovered = keyferry::sync::recover(&resolved.state_dir, &target)?;
-            if interrupted == Some(keyferry::sync::journal::Action::Rollback) {
+            if interrupted == Some(keyferry::sync::Action::Rollback) {
                 return Ok(());
             }
             row.rolled_back = Some(keyferry::sync::rollback(
@@ -192,8 +191,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
 /// The kept trees of `target`, with what a rollback to each would do.
 fn list(state_dir: &std::path::Path, target: &std::path::Path) -> keyferry::Result<Vec<Kept>> {
-    let last = keyferry::sync::journal::LastSync::load(state_dir, target);
-    Ok(keyferry::sync::kept::generations(target)?
+    let last = keyferry::sync::LastSync::load(state_dir, target);
+    Ok(keyferry::sync::generations(target)?
         .into_iter()
         .map(|g| {
             let state = match &g.record {

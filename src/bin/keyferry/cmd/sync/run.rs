@@ -54,8 +54,8 @@ pub struct RunArgs {
     pub replace_primary: bool,
     /// Previous trees kept beside each target for sync rollback, newest first (1 to 20);
     /// the oldest beyond this goes when a sync keeps another
-    #[arg(long, value_name = "N", default_value_t = keyferry::sync::kept::DEFAULT_KEEP as u8,
-          value_parser = clap::value_parser!(u8).range(1..=keyferry::sync::kept::MAX_KEEP as i64))]
+    #[arg(long, value_name = "N", default_value_t = keyferry::sync::DEFAULT_KEEP as u8,
+          value_parser = clap::value_parser!(u8).range(1..=keyferry::sync::MAX_KEEP as i64))]
     pub keep: u8,
     /// Targets synced at once (1 to 64)
     #[arg(long, short = 'j', default_value_t = 4, value_name = "N",
@@ -216,7 +216,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
                     (p.source.clone(), t)
                 })
                 .collect();
-            keyferry::sync::plan::plan_many(&list, &resolved.profile, &opts)
+            keyferry::sync::plan_many(&list, &resolved.profile, &opts)
                 .into_iter()
                 .map(|r| std::sync::Mutex::new(Some(r)))
                 .collect()
@@ -300,13 +300,13 @@ fn one(
         let target = super::target_path(&pair.target)?;
         // Before the lock and the state folder: a refusal leaves nothing behind.
         if !args.dry_run {
-            keyferry::sync::apply::check_parent(&target)?;
+            keyferry::sync::check_parent(&target)?;
         }
         let source = std::fs::canonicalize(&pair.source)
             .map_err(|e| keyferry::Error::io(&pair.source, e))?;
         // A refusal changes nothing, not even the state folder: plan first, unless an
         // interrupted sync of this target must be finished before its tree can be read.
-        let interrupted = keyferry::sync::journal::path(&resolved.state_dir, &target).exists();
+        let interrupted = keyferry::sync::journal_path(&resolved.state_dir, &target).exists();
         let mut plan = None;
         if !interrupted {
             plan = Some(match planned {
@@ -334,7 +334,7 @@ fn one(
         // Under the lock: the plan made before it stands only if neither tree changed since.
         let mut plan = match plan {
             Some(p) if _lock.is_some() => {
-                sync::plan::replan(p, &source, &target, &resolved.profile, opts)?
+                sync::replan(p, &source, &target, &resolved.profile, opts)?
             }
             Some(p) => p,
             None => sync::plan(&source, &target, &resolved.profile, opts)?,
@@ -348,15 +348,15 @@ fn one(
         if plan.is_times_only() {
             // The same bytes: only the source's times carried, in place; no new tree, no kept
             // tree (a rollback still goes back to the tree before the last real change).
-            let warnings = keyferry::sync::apply::set_times(&plan)?;
+            let warnings = keyferry::sync::set_times(&plan)?;
             plan.warnings.extend(warnings);
         }
         if plan.is_noop() || plan.is_times_only() {
             // Recorded: a rollback after it must not go back to a tree an earlier sync kept.
-            keyferry::sync::journal::LastSync::record(
+            keyferry::sync::LastSync::record(
                 &resolved.state_dir,
                 &target,
-                &keyferry::sync::apply::sync_id(),
+                &keyferry::sync::sync_id(),
                 false,
             )?;
             r.result = SyncResult::Unchanged;
@@ -365,7 +365,7 @@ fn one(
             return Ok(());
         }
         let _pool = match &args.app_pool {
-            Some(name) => Some(keyferry::sync::iis::AppPool::stop(name)?),
+            Some(name) => Some(keyferry::sync::AppPool::stop(name)?),
             None => None,
         };
         let outcome = sync::apply(
@@ -432,8 +432,8 @@ fn report(report: &SyncReport, dry_run: bool, ui: &Ui) {
                     Some(o) => format!(
                         "{}; {} verified by content, {} by size and time{}",
                         match o.mode {
-                            sync::journal::Mode::Swap => "swapped",
-                            sync::journal::Mode::InPlace => "in place",
+                            sync::Mode::Swap => "swapped",
+                            sync::Mode::InPlace => "in place",
                         },
                         o.verified_files,
                         o.quick_checked,
@@ -482,7 +482,7 @@ fn report(report: &SyncReport, dry_run: bool, ui: &Ui) {
                 for f in &p.delete {
                     ui.out(&format!(
                         "{name}: would delete {} ({})",
-                        keyferry::fs::name::shown(&f.path),
+                        keyferry::fs::shown(&f.path),
                         size(f.bytes)
                     ));
                 }
@@ -490,7 +490,7 @@ fn report(report: &SyncReport, dry_run: bool, ui: &Ui) {
                     ui.out(&format!(
                         "{name}: would {} {} ({})",
                         if p.add.contains(f) { "add" } else { "update" },
-                        keyferry::fs::name::shown(&f.path),
+                        keyferry::fs::shown(&f.path),
                         size(f.bytes)
                     ));
                 }

@@ -90,7 +90,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                     for d in &v.differing {
                         ui.out(&format!(
                             "  {}: {}",
-                            keyferry::fs::name::shown(&d.path),
+                            keyferry::fs::shown(&d.path),
                             d.why.describe()
                         ));
                     }

@@ -10,11 +10,11 @@ use crate::cmd::sync::Endpoints;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
-use keyferry::cluster::access::{parse_access, Access};
 use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::cluster::{parse_access, Access};
 use keyferry::preflight::{self, Check, Outcome, Preflight};
-use keyferry::remote::ssh::SshTarget;
-use keyferry::sync::plan::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
+use keyferry::remote::SshTarget;
+use keyferry::sync::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
 use keyferry::time::parse_duration;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -323,7 +323,7 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
 /// The kept trees beside a sync target, for the room check: what they hold of their own, and
 /// what the sync step (keeping the default number) retires first. Unreadable: counted as none.
 fn kept_room(target: &Path) -> preflight::KeptRoom {
-    use keyferry::sync::kept;
+    use keyferry::sync as kept;
     let gens = kept::generations(target).unwrap_or_default();
     let mut r = preflight::KeptRoom {
         trees: gens.len(),
@@ -342,7 +342,7 @@ fn kept_room(target: &Path) -> preflight::KeptRoom {
 /// The folder keyferry writes in on a node reached by path: beside its application folder
 /// (where the sync builds the new one), else its first key folder (where keys go).
 fn write_folder(
-    spec: &keyferry::cluster::file::NodeSpec,
+    spec: &keyferry::cluster::NodeSpec,
     sync: &[SyncTarget],
     base: &Path,
 ) -> Option<PathBuf> {
@@ -378,7 +378,7 @@ fn path_clock(node: &str, dir: &Path, max: Duration) -> Check {
 /// `keyferry upgrade preflight --here-only` on an ssh node: its own state folder.
 fn remote_here_only(
     args: &Args,
-    spec: &keyferry::cluster::file::NodeSpec,
+    spec: &keyferry::cluster::NodeSpec,
     target: &SshTarget,
 ) -> Vec<Check> {
     let client = args.ssh.client();
@@ -420,7 +420,7 @@ fn ha_roles(file: &ClusterFile) -> Check {
     let primary = keyferry::upgrade::primary(file)
         .map(|n| n.name.clone())
         .unwrap_or_default();
-    match keyferry::upgrade::run::pair_status(file) {
+    match keyferry::upgrade::pair_status(file) {
         Ok(status) => preflight::roles(&primary, &status),
         Err(e) => Check::new(
             &primary,
