@@ -9,8 +9,7 @@
 //!   PROGRAM (no arguments) and waits for it: a CLI test makes a race deterministic by doing
 //!   what another account would do at exactly that moment (swap a folder for a link). A point
 //!   reached once per item ([`hit_at`]) tells PROGRAM which in `KEYFERRY_FAILPOINT_AT`.
-//! - `on` (a failpoints build): in-process tests run a closure at a point, on the current
-//!   thread only.
+//! - `on` (the crate's unit tests): a closure runs at a point, on the current thread only.
 
 #[cfg(all(feature = "failpoints", not(debug_assertions)))]
 compile_error!("the failpoints feature is for test builds only, never for release binaries");
@@ -97,8 +96,10 @@ mod imp {
     }
 
     /// Removes its hook when dropped.
+    #[cfg(test)]
     pub struct Guard(&'static str);
 
+    #[cfg(test)]
     impl Drop for Guard {
         fn drop(&mut self) {
             HOOKS.with(|h| h.borrow_mut().retain(|(n, _)| *n != self.0));
@@ -106,14 +107,17 @@ mod imp {
     }
 
     /// Runs `f` each time this thread reaches point `name`, until the guard is dropped.
+    #[cfg(test)]
     pub fn on(name: &'static str, f: impl FnMut() + 'static) -> Guard {
         HOOKS.with(|h| h.borrow_mut().push((name, Box::new(f))));
         Guard(name)
     }
 }
 
+#[cfg(test)]
+pub use imp::on;
 #[cfg(any(test, feature = "failpoints"))]
-pub use imp::{hit, hit_at, on, Guard};
+pub use imp::{hit, hit_at};
 
 /// A failpoint: nothing at all outside test builds.
 #[cfg(not(any(test, feature = "failpoints")))]

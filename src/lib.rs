@@ -21,12 +21,12 @@
 
 pub mod audit;
 pub mod cluster;
-pub mod codes;
+pub(crate) mod codes;
 pub mod demo;
 pub mod diagnose;
 pub mod dpapi;
-pub mod error;
-pub mod failpoint;
+pub(crate) mod error;
+pub(crate) mod failpoint;
 pub mod fingerprint;
 pub mod fs;
 pub mod ha;
