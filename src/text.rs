@@ -6,6 +6,17 @@
 
 use std::borrow::Cow;
 
+/// A size for people, in the one unit system keyferry shows (decimal: `330.20 MB`), through
+/// the same formatter as its progress bars (indicatif's `{decimal_bytes}`).
+pub fn size(bytes: u64) -> String {
+    indicatif::DecimalBytes(bytes).to_string()
+}
+
+/// As [`size`], for a size a server reported as a signed number (a negative one is 0).
+pub fn size_i64(bytes: i64) -> String {
+    size(u64::try_from(bytes).unwrap_or(0))
+}
+
 /// Whether `c` starts a new line on a terminal or in a log reader.
 fn breaks_line(c: char) -> bool {
     matches!(
@@ -51,6 +62,14 @@ pub fn command_line(words: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_decimal_in_one_form() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(330_200_000), "330.20 MB");
+        assert_eq!(size(1_500), "1.50 kB");
+        assert_eq!(size_i64(-1), "0 B");
+    }
 
     #[test]
     fn line_breaks_of_every_kind_are_written_out() {

@@ -309,3 +309,25 @@ fn every_manual_page_named_can_be_produced() {
     assert!(pages >= 30, "only {pages} pages");
     keyferry(&["man", "keys", "nope"], None).assert_code(2);
 }
+
+/// keyferry's own words are coloured only when asked or on a terminal (anstream decides):
+/// `--color always` styles "error:" and "hint:", `--color never` and a pipe do not, and a
+/// style never reaches the message's own text.
+#[test]
+fn colour_is_asked_for_or_left_out() {
+    let args = ["keys", "import", "/nowhere/bundle.age"];
+    let always = keyferry(&[&["--color", "always"][..], &args[..]].concat(), None);
+    always.assert_code(2);
+    let e = always.stderr();
+    assert!(e.contains("\u{1b}[31merror:\u{1b}[0m"), "{e:?}");
+    assert!(e.contains("\u{1b}[36mhint:\u{1b}[0m"), "{e:?}");
+    for run in [
+        keyferry(&[&["--color", "never"][..], &args[..]].concat(), None),
+        keyferry(&args, None),
+        keyferry(&[&["--color", "auto"][..], &args[..]].concat(), None),
+    ] {
+        run.assert_code(2);
+        assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
+        assert!(run.stderr().starts_with("error: "), "{:?}", run.stderr());
+    }
+}

@@ -55,7 +55,7 @@ impl ServerFacts {
             if self.running { ", running" } else { "" },
             or_q(&self.system_identifier),
             self.bytes
-                .map(|b| format!("{} MB", b / 1_000_000))
+                .map(crate::text::size_i64)
                 .unwrap_or_else(|| "size ?".into()),
             or_q(&self.last_write),
             match (self.user_data, self.databases.is_empty()) {

@@ -19,6 +19,12 @@ pub enum ColorChoice {
     Never,
 }
 
+/// The styles of keyferry's own words on stderr.
+const ERROR: anstyle::Style = anstyle::AnsiColor::Red.on_default().bold();
+const WARNING: anstyle::Style = anstyle::AnsiColor::Yellow.on_default().bold();
+const HINT: anstyle::Style = anstyle::AnsiColor::Cyan.on_default().bold();
+const BOLD: anstyle::Style = anstyle::Style::new().bold();
+
 /// Columns a table takes where nothing says the width (not a terminal, no `COLUMNS`).
 const TABLE_WIDTH_UNKNOWN: usize = 120;
 
@@ -38,8 +44,7 @@ impl Ui {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::io::stderr().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
             }
         };
         Ui {
@@ -84,12 +89,20 @@ impl Ui {
         !self.batch && std::io::stderr().is_terminal()
     }
 
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
+    /// `s` in `style`; [`Ui::stderr`] keeps or strips the style.
+    fn paint(&self, style: anstyle::Style, s: &str) -> String {
+        format!("{style}{s}{style:#}")
+    }
+
+    /// stderr, coloured as `--color` decided (Windows consoles without ANSI through their
+    /// own calls), or with every style stripped.
+    fn stderr(&self) -> anstream::AutoStream<std::io::Stderr> {
+        let choice = if self.color {
+            anstream::ColorChoice::Always
         } else {
-            s.to_owned()
-        }
+            anstream::ColorChoice::Never
+        };
+        anstream::AutoStream::new(std::io::stderr(), choice)
     }
 
     /// A table with keyferry's look, fitted to the terminal's width when there is one.
@@ -197,13 +210,19 @@ impl Ui {
     }
 
     pub fn warn(&self, msg: &str) {
-        eprintln!("{} {}", self.paint("1;33", "warning:"), escape(msg));
+        let _ = writeln!(
+            self.stderr(),
+            "{} {}",
+            self.paint(WARNING, "warning:"),
+            escape(msg)
+        );
     }
 
     pub fn failure(&self, f: &Failure) {
-        eprintln!("{} {}", self.paint("1;31", "error:"), escape(&f.message));
+        let mut e = self.stderr();
+        let _ = writeln!(e, "{} {}", self.paint(ERROR, "error:"), escape(&f.message));
         if let Some(h) = &f.hint {
-            eprintln!("{} {}", self.paint("1;36", "hint:"), escape(h));
+            let _ = writeln!(e, "{} {}", self.paint(HINT, "hint:"), escape(h));
         }
         if self.json {
             self.json(&serde_json::json!({
@@ -215,11 +234,11 @@ impl Ui {
 
     /// Shows a generated passphrase once, on the terminal only (never stdout, never a log).
     pub fn show_passphrase_once(&self, words: &str) {
-        let mut e = std::io::stderr().lock();
+        let mut e = self.stderr();
         let _ = writeln!(
             e,
             "\n{}\n",
-            self.paint("1", "Passphrase for this bundle (shown once):")
+            self.paint(BOLD, "Passphrase for this bundle (shown once):")
         );
         let _ = writeln!(e, "    {words}\n");
         let _ = writeln!(

@@ -259,9 +259,9 @@ pub fn init(
         ));
     }
     plan.push(format!(
-        "copy {} ({} MB) with pg_basebackup into {}",
+        "copy {} ({}) with pg_basebackup into {}",
         primary.name,
-        bytes / 1_000_000,
+        crate::text::size_i64(bytes),
         dd.join(&new_n).display()
     ));
     plan.push(match (takeover, slot_exists) {
@@ -332,10 +332,10 @@ pub fn init(
         ));
     }
     say(&format!(
-        "making {} a replica of {}: stopping its server and copying {} MB...",
+        "making {} a replica of {}: stopping its server and copying {}...",
         replica.name,
         primary.name,
-        bytes / 1_000_000
+        crate::text::size_i64(bytes)
     ));
     let mut moved_archive = None;
     if let (true, Some((ad, _)), Some(b)) = (opts.empty_archive, &archive, &archive_backup) {

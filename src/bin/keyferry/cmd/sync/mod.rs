@@ -281,22 +281,6 @@ impl Endpoints {
     }
 }
 
-/// Human size: `330.2 MB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Runs `f` for every pair, `jobs` at a time, keeping the results in order.
 pub fn for_each_pair<T: Send>(
     pairs: &[Pair],

@@ -1,13 +1,14 @@
 //! `keyferry sync`: plan each target, print the plan (`--dry-run`) or apply it, several
 //! targets at once, a progress bar each, then one summary table.
 
-use super::{for_each_pair, label, size, Endpoints, Pair};
+use super::{for_each_pair, label, Endpoints, Pair};
 use crate::cmd::CmdResult;
 use crate::failure::{Code, Failure};
 use crate::node_args::WaitArgs;
 use crate::ui::Ui;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncPlan, SyncProgress};
+use keyferry::text::size;
 use keyferry::Error;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -188,9 +189,10 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         } else {
             ProgressDrawTarget::stderr()
         });
-    let style =
-        ProgressStyle::with_template("{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {elapsed}")
-            .expect("template");
+    let style = ProgressStyle::with_template(
+        "{msg:24} {bar:30} {decimal_bytes:>10}/{decimal_total_bytes:10} {elapsed}",
+    )
+    .expect("template");
     let opts = PlanOptions {
         allow_new_target: args.new_target,
         max_delete: args.max_delete,

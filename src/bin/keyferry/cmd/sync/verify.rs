@@ -1,11 +1,12 @@
 //! `keyferry sync verify`: compare each target with the source by content (BLAKE3 on every
 //! core), naming the files that differ. Changes nothing.
 
-use super::{for_each_pair, label, size, Endpoints};
+use super::{for_each_pair, label, Endpoints};
 use crate::cmd::CmdResult;
 use crate::failure::Failure;
 use crate::ui::Ui;
 use keyferry::sync::Verification;
+use keyferry::text::size;
 use serde::Serialize;
 use std::process::ExitCode;
 
