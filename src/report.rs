@@ -179,15 +179,34 @@ impl Kind for Preflight {
 pub struct HostReport {
     /// The node it ran on.
     pub node: String,
-    /// `pool-stop`, `pool-start`, `service-stop`, `service-start`, `iis-restart`, `reboot`,
-    /// `status`.
-    pub action: String,
+    /// What was asked of it.
+    pub action: HostAction,
     /// Each pool or service: before, after, and whether keyferry changed it.
     pub changes: Vec<crate::host::Change>,
     /// When the node last started (RFC 3339), to tell a rebooted node from one that was not.
     pub booted: Option<String>,
     /// What else it did (iisreset's words, the reboot asked for).
     pub note: Option<String>,
+}
+
+/// What `keyferry host` was asked to do on a node, as its report writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostAction {
+    /// Stop the node's application pool.
+    PoolStop,
+    /// Start it.
+    PoolStart,
+    /// Stop the node's services.
+    ServiceStop,
+    /// Start them.
+    ServiceStart,
+    /// Restart IIS.
+    IisRestart,
+    /// Reboot the node.
+    Reboot,
+    /// Only report the pool's and services' states and the start time.
+    Status,
 }
 
 impl Kind for HostReport {

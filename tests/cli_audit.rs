@@ -50,7 +50,7 @@ fn audit_by_path_finds_differing_missing_and_then_agreement() {
         fingerprint_of(&[("encryption.config", KEY_A)]).as_str()
     );
 
-    let text = keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None);
+    let text = keyferry(&argv!["audit", "-c", &c.cluster_file()], None);
     text.assert_code(1);
     assert!(
         text.stdout().contains("DIFFERS")
@@ -63,12 +63,9 @@ fn audit_by_path_finds_differing_missing_and_then_agreement() {
     let bundle = c.export();
     let copy = c.path("copy.kfb");
     std::fs::copy(&bundle, &copy).unwrap();
-    c.keyferry_node(
-        "web2",
-        &["keys", "import", bundle.to_str().unwrap(), "--replace"],
-    )
-    .assert_code(0);
-    c.keyferry_node("dr1", &["keys", "import", copy.to_str().unwrap()])
+    c.keyferry_node("web2", &argv!["keys", "import", &bundle, "--replace"])
+        .assert_code(0);
+    c.keyferry_node("dr1", &argv!["keys", "import", &copy])
         .assert_code(0);
     let r = audit(&c.cluster_file(), &[]);
     r.assert_code(0);
@@ -100,13 +97,13 @@ fn with_saved_reports(c: &Cluster) -> PathBuf {
     let text = std::fs::read_to_string(c.cluster_file()).unwrap();
     for (name, _, _) in NODES {
         let r = keyferry(
-            &[
+            &argv![
                 "fingerprint",
                 "-c",
-                c.cluster_file().to_str().unwrap(),
+                &c.cluster_file(),
                 "--node",
                 name,
-                "--json",
+                "--json"
             ],
             None,
         );
@@ -285,15 +282,15 @@ fn audit_over_real_ssh_with_a_mismatch_an_unreachable_node_and_a_proxy() {
     let cl = c.path("ssh.toml");
     std::fs::write(&cl, out).unwrap();
     let r = keyferry(
-        &[
+        &argv![
             "audit",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--json",
             "--ssh-config",
-            sshd.config.to_str().unwrap(),
+            &sshd.config,
             "--timeout",
-            "10s",
+            "10s"
         ],
         None,
     );
@@ -336,15 +333,15 @@ fn a_node_that_never_answers_times_out_and_the_rest_still_finish() {
     std::fs::write(&cl, text).unwrap();
     let t = std::time::Instant::now();
     let r = keyferry(
-        &[
+        &argv![
             "audit",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--json",
             "--ssh",
-            hang.to_str().unwrap(),
+            &hang,
             "--timeout",
-            "1s",
+            "1s"
         ],
         None,
     );
@@ -399,14 +396,7 @@ fn a_node_whose_clock_is_off_fails_the_audit() {
     let cl = c.path("ssh.toml");
     let audit = || {
         keyferry(
-            &[
-                "audit",
-                "-c",
-                cl.to_str().unwrap(),
-                "--json",
-                "--ssh-config",
-                sshd.config.to_str().unwrap(),
-            ],
+            &argv!["audit", "-c", &cl, "--json", "--ssh-config", &sshd.config],
             None,
         )
     };
@@ -440,7 +430,7 @@ fn nodes_reached_by_path_get_a_clock_from_their_file_system() {
     std::fs::write(c.key_path("dr1"), KEY_A).unwrap();
     let before = snapshot(c.dir.path());
     let cl = c.cluster_file();
-    let r = keyferry(&["audit", "-c", cl.to_str().unwrap(), "--json"], None);
+    let r = keyferry(&argv!["audit", "-c", &cl, "--json"], None);
     r.assert_code(0);
     let j = r.json();
     for n in j["nodes"].as_array().unwrap() {

@@ -34,10 +34,7 @@ fn log_file_yields_each_known_error_once_with_evidence() {
          2026-11-22 10:00:04 ERROR Version does not match\r\n",
     )
     .unwrap();
-    let r = keyferry(
-        &["diagnose", "--log", log.to_str().unwrap(), "--json"],
-        None,
-    );
+    let r = keyferry(&argv!["diagnose", "--log", &log, "--json"], None);
     r.assert_code(0);
     let codes: Vec<_> = r.json()["matches"]
         .as_array()
@@ -58,14 +55,14 @@ fn with_a_cluster_the_relevant_checks_run_and_faults_exit_1() {
     std::fs::write(c.key_path("dr1"), b"A").unwrap();
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
+        &argv![
             "diagnose",
             "Encryption key doesn't match",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--check",
             "keys",
-            "--json",
+            "--json"
         ],
         None,
     );
@@ -76,16 +73,7 @@ fn with_a_cluster_the_relevant_checks_run_and_faults_exit_1() {
     assert_eq!(j["findings"][0]["severity"], "error");
     std::fs::write(c.key_path("web2"), b"A").unwrap();
     let r = keyferry(
-        &[
-            "diagnose",
-            "-c",
-            cl.to_str().unwrap(),
-            "--check",
-            "keys",
-            "--check",
-            "binaries",
-            "--json",
-        ],
+        &argv!["diagnose", "-c", &cl, "--check", "keys", "--check", "binaries", "--json"],
         None,
     );
     r.assert_code(0);
@@ -120,14 +108,7 @@ fn pg_hba_peer_lines_are_checked_when_readable() {
     let cl = c.path("hba.toml");
     std::fs::write(&cl, text).unwrap();
     let r = keyferry(
-        &[
-            "diagnose",
-            "-c",
-            cl.to_str().unwrap(),
-            "--check",
-            "pg-hba",
-            "--json",
-        ],
+        &argv!["diagnose", "-c", &cl, "--check", "pg-hba", "--json"],
         None,
     );
     r.assert_code(1);
@@ -152,14 +133,7 @@ fn pg_hba_peer_lines_are_checked_when_readable() {
     )
     .unwrap();
     let r = keyferry(
-        &[
-            "diagnose",
-            "-c",
-            cl.to_str().unwrap(),
-            "--check",
-            "pg-hba",
-            "--json",
-        ],
+        &argv!["diagnose", "-c", &cl, "--check", "pg-hba", "--json"],
         None,
     );
     r.assert_code(1);
@@ -296,18 +270,18 @@ fn blocked_ports_are_found_on_a_real_test_host() {
     std::fs::write(&cl, text).unwrap();
     // An HA pair's ports on the primary: 6500 listens there, 5432 does not.
     let r = keyferry(
-        &[
+        &argv![
             "diagnose",
             "Firewall Port Not Open",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--check",
             "ports",
             "--ports",
             "5432,6500",
             "--timeout",
             "2s",
-            "--json",
+            "--json"
         ],
         None,
     );
@@ -332,14 +306,7 @@ fn the_fix_carries_the_messages_address_user_and_nodes() {
     let cl = c.cluster_file();
     let msg = "2026-11-24 10:00:01.123 UTC [4711] FATAL:  no pg_hba.conf entry for replication connection from host \"10.9.0.2\", user \"repuser\", no encryption";
     let r = keyferry(
-        &[
-            "diagnose",
-            msg,
-            "-c",
-            cl.to_str().unwrap(),
-            "--check",
-            "pg-hba",
-        ],
+        &argv!["diagnose", msg, "-c", &cl, "--check", "pg-hba"],
         None,
     );
     r.assert_code(0);
@@ -352,13 +319,13 @@ fn the_fix_carries_the_messages_address_user_and_nodes() {
     assert!(out.contains("pg_hba.conf of web1"), "{out}");
     // Not recognised, with a cluster file given: no advice to give one.
     let r = keyferry(
-        &[
+        &argv![
             "diagnose",
             "The printer is on fire",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--check",
-            "keys",
+            "keys"
         ],
         None,
     );
@@ -381,7 +348,7 @@ fn a_log_scan_says_how_many_lines_it_read_and_shows_what_it_could_not_match() {
          2026-11-22 10:00:03 ERROR The widget frobnicator failed to start\n",
     )
     .unwrap();
-    let r = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    let r = keyferry(&argv!["diagnose", "--log", &log], None);
     let out = r.stdout();
     assert!(
         out.contains("Read 3 lines: 1 matched a known error, 2 did not."),
@@ -398,14 +365,7 @@ fn fixes_name_the_node_they_are_about() {
     std::fs::write(c.key_path("dr1"), b"A").unwrap();
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "diagnose",
-            "-c",
-            cl.to_str().unwrap(),
-            "--check",
-            "keys",
-            "--json",
-        ],
+        &argv!["diagnose", "-c", &cl, "--check", "keys", "--json"],
         None,
     );
     let fix = r.json()["findings"][0]["fix"].as_str().unwrap().to_owned();
@@ -428,10 +388,7 @@ fn a_port_check_with_nothing_to_test_says_so() {
          [[node]]\nname = \"a\"\nrole = \"primary\"\naddress = \"10.9.9.1\"\npaths = { f = \"/nonexistent\" }\n",
     )
     .unwrap();
-    let r = keyferry(
-        &["diagnose", "-c", cl.to_str().unwrap(), "--check", "ports"],
-        None,
-    );
+    let r = keyferry(&argv!["diagnose", "-c", &cl, "--check", "ports"], None);
     r.assert_code(0);
     let out = r.stdout();
     assert!(!out.contains("Checks found nothing wrong."), "{out}");
@@ -469,17 +426,17 @@ fn run_lines_name_the_cluster_file_given_and_an_unreached_node_is_not_fine() {
     let ssh_config = c.path("ssh_config");
     std::fs::write(&ssh_config, "Host *\n  ConnectTimeout 2\n").unwrap();
     let r = keyferry(
-        &[
+        &argv![
             "diagnose",
             "-c",
             cls,
             "--check",
             "clocks",
             "--ssh-config",
-            ssh_config.to_str().unwrap(),
+            &ssh_config,
             "--timeout",
             "3s",
-            "--json",
+            "--json"
         ],
         None,
     );
@@ -517,10 +474,7 @@ fn a_log_scan_counts_each_error_with_its_first_and_last_time() {
     text.push_str(&long);
     text.push_str("\r\n");
     std::fs::write(&log, &text).unwrap();
-    let r = keyferry(
-        &["diagnose", "--log", log.to_str().unwrap(), "--json"],
-        None,
-    );
+    let r = keyferry(&argv!["diagnose", "--log", &log, "--json"], None);
     r.assert_code(0);
     let j = r.json();
     let m = &j["matches"][0];
@@ -535,7 +489,7 @@ fn a_log_scan_counts_each_error_with_its_first_and_last_time() {
         unmatched.iter().any(|l| l.as_str() == Some(long.as_str())),
         "{unmatched:?}"
     );
-    let t = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    let t = keyferry(&argv!["diagnose", "--log", &log], None);
     assert!(
         t.stdout()
             .contains("3181 times, lines 2 to 3182 (2026-11-22 10:00:00 to 2026-11-22 10:53:00)"),

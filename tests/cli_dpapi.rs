@@ -12,10 +12,7 @@ const SAMPLE: &[u8] = include_bytes!("fixtures/dpapi/windows-machine-aes256.bin"
 const SAMPLE_B64: &str = include_str!("fixtures/dpapi/windows-machine-aes256.b64");
 
 fn inspect(path: &Path) -> serde_json::Value {
-    let r = keyferry(
-        &["dpapi", "inspect", path.to_str().unwrap(), "--json"],
-        None,
-    );
+    let r = keyferry(&argv!["dpapi", "inspect", &path, "--json"], None);
     r.assert_code(0);
     r.json()
 }
@@ -40,7 +37,7 @@ fn inspect_reports_the_real_sample_fields() {
     assert_eq!(b["lengths"]["signature"], 64);
     assert_eq!(b["lengths"]["salt"], 32);
     assert_eq!(b["lengths"]["blob"], 454);
-    let text = keyferry(&["dpapi", "inspect", p.to_str().unwrap()], None);
+    let text = keyferry(&argv!["dpapi", "inspect", &p], None);
     assert!(text.stdout().contains("machine") && text.stdout().contains("AES-256"));
 }
 
@@ -118,7 +115,7 @@ fn export_refuses_a_blob_this_machine_cannot_decrypt() {
     let out = c.path("b.kfb");
     let r = c.assert_refused(
         "web1",
-        &["keys", "export", "-o", out.to_str().unwrap()],
+        &argv!["keys", "export", "-o", &out],
         "dpapi-protected",
     );
     assert!(r.stderr().contains("encryption.config"), "{}", r.stderr());
@@ -143,17 +140,7 @@ fn export_refuses_an_undecryptable_key_before_asking_for_a_passphrase() {
     let before = c.snapshot();
     let cluster = c.cluster_file();
     let r = keyferry(
-        &[
-            "keys",
-            "export",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "web1",
-            "-o",
-            out.to_str().unwrap(),
-            "--json",
-        ],
+        &argv!["keys", "export", "-c", &cluster, "--node", "web1", "-o", &out, "--json"],
         None,
     );
     r.assert_code(2);
@@ -176,7 +163,7 @@ fn export_refuses_embedded_blobs_with_the_product_remedy() {
     let out = c.path("b.kfb");
     let r = c.assert_refused(
         "web1",
-        &["keys", "export", "-o", out.to_str().unwrap()],
+        &argv!["keys", "export", "-o", &out],
         "dpapi-protected",
     );
     assert!(
@@ -190,10 +177,7 @@ fn export_refuses_embedded_blobs_with_the_product_remedy() {
 fn large_encryption_config_gets_the_labelled_size_hint() {
     let big: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 251) as u8).collect();
     let c = Cluster::secret_server(&big, None);
-    let r = c.keyferry_node(
-        "web1",
-        &["keys", "export", "-o", c.path("b.kfb").to_str().unwrap()],
-    );
+    let r = c.keyferry_node("web1", &argv!["keys", "export", "-o", &c.path("b.kfb")]);
     r.assert_code(0);
     assert!(
         r.stderr().contains("looks DPAPI-protected"),
@@ -206,13 +190,13 @@ fn large_encryption_config_gets_the_labelled_size_hint() {
         r.stderr()
     );
     let fp = keyferry(
-        &[
+        &argv![
             "fingerprint",
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            &c.cluster_file(),
             "--node",
             "web1",
-            "--json",
+            "--json"
         ],
         None,
     );
@@ -225,15 +209,7 @@ fn windows_only_commands_refuse_clearly_and_change_nothing() {
     let c = Cluster::secret_server(b"PLAIN KEY", None);
     let before = c.snapshot();
     for verb in ["protect", "unprotect"] {
-        let r = keyferry(
-            &[
-                "dpapi",
-                verb,
-                c.key_path("web1").to_str().unwrap(),
-                "--json",
-            ],
-            None,
-        );
+        let r = keyferry(&argv!["dpapi", verb, &c.key_path("web1"), "--json"], None);
         r.assert_code(2);
         assert_eq!(r.json()["error"]["code"], "unsupported");
         assert!(r.stderr().contains("only on Windows"), "{}", r.stderr());
@@ -242,14 +218,7 @@ fn windows_only_commands_refuse_clearly_and_change_nothing() {
     let before_import = c.snapshot();
     let r = c.keyferry_node(
         "dr1",
-        &[
-            "keys",
-            "import",
-            bundle.to_str().unwrap(),
-            "--protect",
-            "dpapi",
-            "--json",
-        ],
+        &argv!["keys", "import", &bundle, "--protect", "dpapi", "--json"],
     );
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "unsupported");
@@ -266,7 +235,7 @@ fn dpapi_source_without_dpapi_here_installs_plain_and_says_so() {
     h["entries"][0]["dpapi"] = "machine".into();
     let b = c.path("dp.kfb");
     seal_raw(&plaintext(&h, &[key]), PASSPHRASE, &b);
-    let r = c.keyferry_node("dr1", &["keys", "import", b.to_str().unwrap()]);
+    let r = c.keyferry_node("dr1", &argv!["keys", "import", &b]);
     r.assert_code(0);
     assert!(
         r.stderr().contains("installed unprotected"),
@@ -286,12 +255,12 @@ fn dpapi_key_is_decrypted_into_the_bundle_and_protected_again_on_import() {
     let plain_fp = fingerprint_of(&[("encryption.config", key)]);
     let state = c.path("dpstate");
     keyferry(
-        &[
+        &argv![
             "dpapi",
             "protect",
-            c.key_path("web1").to_str().unwrap(),
+            &c.key_path("web1"),
             "--state-dir",
-            state.to_str().unwrap(),
+            &state
         ],
         None,
     )
@@ -307,13 +276,13 @@ fn dpapi_key_is_decrypted_into_the_bundle_and_protected_again_on_import() {
 
     let bundle = c.export();
     let ins = keyferry(
-        &[
+        &argv![
             "keys",
             "inspect",
-            bundle.to_str().unwrap(),
+            &bundle,
             "--passphrase-file",
-            c.path("pass.txt").to_str().unwrap(),
-            "--json",
+            &c.path("pass.txt"),
+            "--json"
         ],
         None,
     );
@@ -328,13 +297,7 @@ fn dpapi_key_is_decrypted_into_the_bundle_and_protected_again_on_import() {
     // Import protects again by default because the source was protected.
     let r = c.keyferry_node(
         "dr1",
-        &[
-            "keys",
-            "import",
-            bundle.to_str().unwrap(),
-            "--keep-bundle",
-            "--json",
-        ],
+        &argv!["keys", "import", &bundle, "--keep-bundle", "--json"],
     );
     r.assert_code(0);
     assert_eq!(r.json()["plan"]["files"][0]["dpapi"], true);
@@ -344,12 +307,12 @@ fn dpapi_key_is_decrypted_into_the_bundle_and_protected_again_on_import() {
         "installed as a DPAPI blob"
     );
     let un = keyferry(
-        &[
+        &argv![
             "dpapi",
             "unprotect",
-            c.key_path("dr1").to_str().unwrap(),
+            &c.key_path("dr1"),
             "--state-dir",
-            state.to_str().unwrap(),
+            &state
         ],
         None,
     );
@@ -363,13 +326,7 @@ fn dpapi_key_is_decrypted_into_the_bundle_and_protected_again_on_import() {
     // --protect none installs the plaintext.
     let r = c.keyferry_node(
         "web2",
-        &[
-            "keys",
-            "import",
-            bundle.to_str().unwrap(),
-            "--protect",
-            "none",
-        ],
+        &argv!["keys", "import", &bundle, "--protect", "none"],
     );
     r.assert_code(0);
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), key);
@@ -381,31 +338,14 @@ fn corrupted_blob_is_a_clear_error_and_changes_nothing() {
     let c = Cluster::secret_server(b"PLAIN", None);
     let state = c.path("dpstate");
     let k = c.key_path("web1");
-    keyferry(
-        &[
-            "dpapi",
-            "protect",
-            k.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-        None,
-    )
-    .assert_code(0);
+    keyferry(&argv!["dpapi", "protect", &k, "--state-dir", &state], None).assert_code(0);
     let mut blob = std::fs::read(&k).unwrap();
     let n = blob.len();
     blob[n - 1] ^= 0xff; // last signature byte: structure intact, content wrong
     std::fs::write(&k, &blob).unwrap();
     let before = c.snapshot();
     let r = keyferry(
-        &[
-            "dpapi",
-            "unprotect",
-            k.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--json",
-        ],
+        &argv!["dpapi", "unprotect", &k, "--state-dir", &state, "--json"],
         None,
     );
     r.assert_code(2);
@@ -413,13 +353,7 @@ fn corrupted_blob_is_a_clear_error_and_changes_nothing() {
     assert_eq!(before, c.snapshot());
     let r = c.keyferry_node(
         "web1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            c.path("x.kfb").to_str().unwrap(),
-            "--json",
-        ],
+        &argv!["keys", "export", "-o", &c.path("x.kfb"), "--json"],
     );
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "dpapi-protected");
@@ -434,14 +368,7 @@ fn protect_twice_and_unprotect_plain_are_refused_and_change_nothing() {
     let k = c.key_path("web1");
     let run = |verb: &str| {
         keyferry(
-            &[
-                "dpapi",
-                verb,
-                k.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-                "--json",
-            ],
+            &argv!["dpapi", verb, &k, "--state-dir", &state, "--json"],
             None,
         )
     };
@@ -477,12 +404,12 @@ fn a_protected_key_is_never_left_unprotected_unasked() {
     let cl = c.cluster_file();
     let protect = |node: &str| {
         keyferry(
-            &[
+            &argv![
                 "dpapi",
                 "protect",
-                c.key_path(node).to_str().unwrap(),
+                &c.key_path(node),
                 "--state-dir",
-                c.path("dpstate").to_str().unwrap(),
+                &c.path("dpstate")
             ],
             None,
         )
@@ -493,14 +420,14 @@ fn a_protected_key_is_never_left_unprotected_unasked() {
     let before = c.snapshot();
     let r = c.keyferry_node(
         "web2",
-        &[
+        &argv![
             "keys",
             "import",
-            bundle.to_str().unwrap(),
+            &bundle,
             "--protect",
             "none",
             "--replace",
-            "--json",
+            "--json"
         ],
     );
     r.assert_code(2);
@@ -515,14 +442,14 @@ fn a_protected_key_is_never_left_unprotected_unasked() {
     // bundle where it was).
     c.keyferry_node(
         "web2",
-        &[
+        &argv![
             "keys",
             "import",
-            bundle.to_str().unwrap(),
+            &bundle,
             "--protect",
             "none",
             "--replace",
-            "--leave-unprotected",
+            "--leave-unprotected"
         ],
     )
     .assert_code(0);
@@ -531,16 +458,16 @@ fn a_protected_key_is_never_left_unprotected_unasked() {
     std::fs::write(c.key_path("web2"), b"KEY-C other").unwrap();
     protect("web2");
     keyferry(
-        &[
+        &argv![
             "keys",
             "push",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--node",
             "web1",
             "--to",
             "web2",
-            "--replace",
+            "--replace"
         ],
         None,
     )
@@ -551,14 +478,7 @@ fn a_protected_key_is_never_left_unprotected_unasked() {
         "protected again"
     );
     let fp = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web2",
-            "--json",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "web2", "--json"],
         None,
     );
     assert_eq!(

@@ -9,13 +9,7 @@ fn zero_on_success() {
     keyferry(&["--help"], None).assert_code(0);
     let c = Cluster::secret_server(b"K", None);
     keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            c.cluster_file().to_str().unwrap(),
-            "--node",
-            "web1",
-        ],
+        &argv!["fingerprint", "-c", &c.cluster_file(), "--node", "web1"],
         None,
     )
     .assert_code(0);
@@ -24,7 +18,7 @@ fn zero_on_success() {
 #[test]
 fn two_on_usage_errors_with_json_error_document() {
     keyferry(&["keys", "frobnicate"], None).assert_code(2);
-    keyferry(&[], None).assert_code(2);
+    keyferry::<&str>(&[], None).assert_code(2);
     let r = keyferry(&["keys", "import", "--json"], None);
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "usage");
@@ -54,12 +48,12 @@ fn two_on_bad_input() {
 #[test]
 fn one_when_a_check_says_no() {
     let c = Cluster::secret_server(b"A", Some(b"B"));
-    let r = keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None);
+    let r = keyferry(&argv!["audit", "-c", &c.cluster_file()], None);
     r.assert_code(1);
     // And 0 when it says yes; 2 when it cannot run.
     std::fs::write(c.key_path("web2"), b"A").unwrap();
     std::fs::write(c.key_path("dr1"), b"A").unwrap();
-    keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None).assert_code(0);
+    keyferry(&argv!["audit", "-c", &c.cluster_file()], None).assert_code(0);
     keyferry(&["audit", "-c", "/nonexistent/cluster.toml"], None).assert_code(2);
 }
 
@@ -109,18 +103,7 @@ fn three_when_some_targets_changed_and_others_failed() {
     std::fs::remove_file(c.app("dr1").join("web.config")).unwrap();
     let cf = c.cluster_file();
     let r = keyferry(
-        &[
-            "sync",
-            "-c",
-            cf.to_str().unwrap(),
-            "--node",
-            "web1",
-            "--to",
-            "web2",
-            "--to",
-            "dr1",
-            "--json",
-        ],
+        &argv!["sync", "-c", &cf, "--node", "web1", "--to", "web2", "--to", "dr1", "--json"],
         None,
     );
     r.assert_code(3);

@@ -173,13 +173,7 @@ fn a_second_command_on_a_node_waits_then_refuses_and_changes_nothing() {
     lock.lock().unwrap();
     let r = c.assert_refused(
         "dr1",
-        &[
-            "keys",
-            "import",
-            bundle.to_str().unwrap(),
-            "--wait",
-            "300ms",
-        ],
+        &argv!["keys", "import", &bundle, "--wait", "300ms"],
         "node-busy",
     );
     assert!(
@@ -200,14 +194,7 @@ fn temp_files_left_by_a_crash_are_swept_by_cleanup_and_by_the_next_import() {
     std::fs::write(&left, KEY_A).unwrap();
     let cleanup = || {
         keyferry(
-            &[
-                "keys",
-                "cleanup",
-                "-c",
-                c.cluster_file().to_str().unwrap(),
-                "--node",
-                "dr1",
-            ],
+            &argv!["keys", "cleanup", "-c", &c.cluster_file(), "--node", "dr1"],
             None,
         )
     };
@@ -260,13 +247,13 @@ fn devices_links_and_fifos_are_refused_not_read_without_end() {
         );
     std::fs::write(c.cluster_file(), text).unwrap();
     let r = keyferry(
-        &[
+        &argv![
             "audit",
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            &c.cluster_file(),
             "--json",
             "--timeout",
-            "5s",
+            "5s"
         ],
         None,
     );
@@ -277,7 +264,7 @@ fn devices_links_and_fifos_are_refused_not_read_without_end() {
         assert_eq!(n["status"], "rejected", "{n}");
         assert!(n["reason"].as_str().unwrap().contains(what), "{n}");
     }
-    let r = keyferry(&["shred", fifo.to_str().unwrap()], None);
+    let r = keyferry(&argv!["shred", &fifo], None);
     r.assert_code(2);
     assert!(fifo.exists());
 }
@@ -394,27 +381,20 @@ fn restore_lists_backups_and_puts_one_back() {
     assert_eq!(list.json()["backups"].as_array().unwrap().len(), 2);
     // Saying neither which backup nor --list is a usage error that changes nothing.
     c.assert_refused_with(
-        &[
-            "keys",
-            "restore",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "web2",
-        ],
+        &argv!["keys", "restore", "-c", &cluster, "--node", "web2"],
         "usage",
     );
     // A backup name that is not one is refused and changes nothing.
     c.assert_refused_with(
-        &[
+        &argv![
             "keys",
             "restore",
             "-c",
-            cluster.to_str().unwrap(),
+            &cluster,
             "--node",
             "web2",
             "--backup",
-            "../../etc",
+            "../../etc"
         ],
         "invalid-input",
     );

@@ -8,14 +8,7 @@ fn fingerprint_json_is_the_documented_node_report() {
     let c = Cluster::secret_server(b"KEY", None);
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web1",
-            "--json",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "web1", "--json"],
         None,
     );
     r.assert_code(0);
@@ -39,27 +32,13 @@ fn fingerprint_json_is_the_documented_node_report() {
     assert_eq!(back.node, "web1");
 
     let r = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "dr1",
-            "--json",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "dr1", "--json"],
         None,
     );
     assert_eq!(r.json()["status"], "missing");
     assert!(r.json()["fingerprint"].is_null());
     let r = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "proxy1",
-            "--json",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "proxy1", "--json"],
         None,
     );
     assert_eq!(r.json()["status"], "not-needed");
@@ -70,14 +49,7 @@ fn fingerprint_words_are_twelve_listed_words() {
     let c = Cluster::secret_server(b"KEY", None);
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web1",
-            "--words",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "web1", "--words"],
         None,
     );
     r.assert_code(0);
@@ -92,12 +64,12 @@ fn fingerprint_without_cluster_file_uses_profile_and_root() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("encryption.config"), b"KEY").unwrap();
     let r = keyferry(
-        &[
+        &argv![
             "fingerprint",
             "--profile",
             "secret-server",
             "--root",
-            d.path().to_str().unwrap(),
+            &d.path()
         ],
         None,
     );
@@ -113,20 +85,13 @@ fn unknown_node_and_bad_cluster_file_are_errors_with_hints() {
     let c = Cluster::secret_server(b"KEY", None);
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "nope",
-            "--json",
-        ],
+        &argv!["fingerprint", "-c", &cl, "--node", "nope", "--json"],
         None,
     );
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "node-not-found");
     std::fs::write(&cl, "name = 1").unwrap();
-    let r = keyferry(&["fingerprint", "-c", cl.to_str().unwrap(), "--json"], None);
+    let r = keyferry(&argv!["fingerprint", "-c", &cl, "--json"], None);
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "cluster-file");
     assert!(r.stderr().contains("docs/cluster-file.md"));
@@ -138,24 +103,14 @@ fn shred_checks_every_argument_before_removing_any() {
     let a = d.path().join("a");
     std::fs::write(&a, b"secret").unwrap();
     let before = snapshot(d.path());
-    let r = keyferry(
-        &[
-            "shred",
-            a.to_str().unwrap(),
-            d.path().join("typo").to_str().unwrap(),
-        ],
-        None,
-    );
+    let r = keyferry(&argv!["shred", &a, &d.path().join("typo")], None);
     r.assert_code(2);
     assert_eq!(before, snapshot(d.path()));
-    let r = keyferry(
-        &["shred", a.to_str().unwrap(), d.path().to_str().unwrap()],
-        None,
-    );
+    let r = keyferry(&argv!["shred", &a, &d.path()], None);
     r.assert_code(2);
     assert_eq!(before, snapshot(d.path()));
 
-    let r = keyferry(&["shred", a.to_str().unwrap(), "--json"], None);
+    let r = keyferry(&argv!["shred", &a, "--json"], None);
     r.assert_code(0);
     assert!(!a.exists());
     let m = r.json()["removed"][0]["method"]

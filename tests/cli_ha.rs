@@ -4,6 +4,7 @@
 
 use crate::common;
 use crate::pgbed;
+use common::argv;
 
 use pgbed::Bed;
 
@@ -840,13 +841,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
     ));
     std::fs::write(&bed.cluster, text).unwrap();
     let plan = common::keyferry(
-        &[
-            "upgrade",
-            "plan",
-            "--json",
-            "-c",
-            bed.cluster.to_str().unwrap(),
-        ],
+        &argv!["upgrade", "plan", "--json", "-c", &bed.cluster],
         None,
     );
     plan.assert_code(0);
@@ -950,14 +945,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             ("rs.cleanup", "auto") if node == "act1" => {
                 // act1 has no ssh access: the admin runs the step shown, on act1.
                 let r = common::keyferry(
-                    &[
-                        "keys",
-                        "cleanup",
-                        "-c",
-                        bed.cluster.to_str().unwrap(),
-                        "--node",
-                        "act1",
-                    ],
+                    &argv!["keys", "cleanup", "-c", &bed.cluster, "--node", "act1"],
                     None,
                 );
                 r.assert_code(0);

@@ -70,16 +70,10 @@ fn export_then_import_installs_on_missing_node_and_removes_bundle() {
 fn export_prints_fingerprint_that_matches_fingerprint_command() {
     let c = Cluster::secret_server(KEY_A, None);
     let out = c.path("b.kfb");
-    let r = c.keyferry_node("web1", &["keys", "export", "-o", out.to_str().unwrap()]);
+    let r = c.keyferry_node("web1", &argv!["keys", "export", "-o", &out]);
     r.assert_code(0);
     let fp = keyferry(
-        &[
-            "fingerprint",
-            "-c",
-            c.cluster_file().to_str().unwrap(),
-            "--node",
-            "web1",
-        ],
+        &argv!["fingerprint", "-c", &c.cluster_file(), "--node", "web1"],
         None,
     );
     fp.assert_code(0);
@@ -102,14 +96,7 @@ fn same_keys_is_a_no_op_that_keeps_the_bundle() {
     let ledger = std::fs::read_to_string(c.path("web2/state/ledger.json")).unwrap();
     assert!(ledger.contains("kept-after-import"), "{ledger}");
     let r = keyferry(
-        &[
-            "keys",
-            "cleanup",
-            "-c",
-            c.cluster_file().to_str().unwrap(),
-            "--node",
-            "web2",
-        ],
+        &argv!["keys", "cleanup", "-c", &c.cluster_file(), "--node", "web2"],
         None,
     );
     r.assert_code(0);
@@ -171,14 +158,14 @@ fn keep_bundle_records_it_and_cleanup_removes_it() {
     assert!(ledger.contains("kept-after-import"), "{ledger}");
     let cluster = c.cluster_file();
     let dry = keyferry(
-        &[
+        &argv![
             "keys",
             "cleanup",
             "-c",
-            cluster.to_str().unwrap(),
+            &cluster,
             "--node",
             "dr1",
-            "--dry-run",
+            "--dry-run"
         ],
         None,
     );
@@ -186,29 +173,14 @@ fn keep_bundle_records_it_and_cleanup_removes_it() {
     assert!(dry.stdout().contains("would remove"), "{}", dry.stdout());
     assert!(bundle.exists());
     let r = keyferry(
-        &[
-            "keys",
-            "cleanup",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "dr1",
-        ],
+        &argv!["keys", "cleanup", "-c", &cluster, "--node", "dr1"],
         None,
     );
     r.assert_code(0);
     assert!(!bundle.exists());
     // The exporting node's ledger also knows the bundle; it is already gone there.
     let r = keyferry(
-        &[
-            "keys",
-            "cleanup",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "web1",
-            "--json",
-        ],
+        &argv!["keys", "cleanup", "-c", &cluster, "--node", "web1", "--json"],
         None,
     );
     r.assert_code(0);
@@ -221,14 +193,14 @@ fn cleanup_leaves_a_file_that_is_no_longer_a_bundle() {
     let bundle = c.export();
     std::fs::write(&bundle, b"someone's notes").unwrap();
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "cleanup",
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            &c.cluster_file(),
             "--node",
             "web1",
-            "--json",
+            "--json"
         ],
         None,
     );
@@ -276,12 +248,12 @@ fn refuses_tampered_and_non_age_files() {
     );
     assert!(!r.stderr().contains("tampered"), "{}", r.stderr());
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "inspect",
-            c.cluster_file().to_str().unwrap(),
+            &c.cluster_file(),
             "--passphrase-file",
-            c.path("pass.txt").to_str().unwrap(),
+            &c.path("pass.txt")
         ],
         None,
     );
@@ -455,16 +427,16 @@ fn passphrase_from_standard_input_descriptor() {
     let c = Cluster::secret_server(KEY_A, None);
     let bundle = c.export();
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "import",
-            bundle.to_str().unwrap(),
+            &bundle,
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            &c.cluster_file(),
             "--node",
             "dr1",
             "--passphrase-fd",
-            "0",
+            "0"
         ],
         Some(format!("{PASSPHRASE}\n").as_bytes()),
     );
@@ -479,16 +451,7 @@ fn no_terminal_and_no_passphrase_source_fails_fast() {
     let before = c.snapshot();
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "keys",
-            "import",
-            bundle.to_str().unwrap(),
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "dr1",
-            "--batch",
-        ],
+        &argv!["keys", "import", &bundle, "-c", &cl, "--node", "dr1", "--batch"],
         None,
     );
     r.assert_code(2);
@@ -496,16 +459,7 @@ fn no_terminal_and_no_passphrase_source_fails_fast() {
     // Export with a generated passphrase needs a terminal to show it on.
     let out = c.path("x.kfb");
     let r = keyferry(
-        &[
-            "keys",
-            "export",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web1",
-            "-o",
-            out.to_str().unwrap(),
-        ],
+        &argv!["keys", "export", "-c", &cl, "--node", "web1", "-o", &out],
         None,
     );
     r.assert_code(2);
@@ -519,18 +473,12 @@ fn export_refuses_existing_output_without_force() {
     let out = c.path("exists.kfb");
     std::fs::write(&out, b"keep me").unwrap();
     let before = c.snapshot();
-    let r = c.keyferry_node(
-        "web1",
-        &["keys", "export", "-o", out.to_str().unwrap(), "--json"],
-    );
+    let r = c.keyferry_node("web1", &argv!["keys", "export", "-o", &out, "--json"]);
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "output-exists");
     assert_eq!(before, c.snapshot());
-    c.keyferry_node(
-        "web1",
-        &["keys", "export", "-o", out.to_str().unwrap(), "--force"],
-    )
-    .assert_code(0);
+    c.keyferry_node("web1", &argv!["keys", "export", "-o", &out, "--force"])
+        .assert_code(0);
     assert!(std::fs::read_to_string(&out)
         .unwrap()
         .starts_with("-----BEGIN AGE"));
@@ -542,13 +490,7 @@ fn export_refuses_node_without_keys_and_changes_nothing() {
     let out = c.path("x.kfb");
     c.assert_refused(
         "dr1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            out.to_str().unwrap(),
-            "--from-non-primary",
-        ],
+        &argv!["keys", "export", "-o", &out, "--from-non-primary"],
         "key-file-missing",
     );
 }
@@ -639,13 +581,13 @@ fn inspect_shows_manifest_without_key_bytes() {
     let bundle = c.export();
     let before = c.snapshot();
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "inspect",
-            bundle.to_str().unwrap(),
+            &bundle,
             "--passphrase-file",
-            c.path("pass.txt").to_str().unwrap(),
-            "--json",
+            &c.path("pass.txt"),
+            "--json"
         ],
         None,
     );
@@ -663,17 +605,7 @@ fn inspect_shows_manifest_without_key_bytes() {
 fn ttl_is_bounded() {
     let c = Cluster::secret_server(KEY_A, None);
     let out = c.path("t.kfb");
-    let r = c.keyferry_node(
-        "web1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            out.to_str().unwrap(),
-            "--ttl",
-            "30d",
-        ],
-    );
+    let r = c.keyferry_node("web1", &argv!["keys", "export", "-o", &out, "--ttl", "30d"]);
     r.assert_code(2);
     assert!(!out.exists());
 }
@@ -687,7 +619,7 @@ fn a_missing_key_files_hint_fits_the_product() {
     let out = c.path("x.kfb");
     let r = c.assert_refused(
         "web1",
-        &["keys", "export", "-o", out.to_str().unwrap()],
+        &argv!["keys", "export", "-o", &out],
         "key-file-missing",
     );
     assert!(!r.stderr().contains("SbPAM"), "{}", r.stderr());

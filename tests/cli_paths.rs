@@ -21,10 +21,7 @@ fn crlf_cluster_file_and_folders_with_spaces() {
     let pass = d.path().join("pass word.txt");
     std::fs::write(&pass, b"crlf ended passphrase\r\n").unwrap();
     private(&pass);
-    let r = keyferry(
-        &["fingerprint", "-c", cl.to_str().unwrap(), "--node", "web1"],
-        None,
-    );
+    let r = keyferry(&argv!["fingerprint", "-c", &cl, "--node", "web1"], None);
     r.assert_code(0);
     assert_eq!(
         r.stdout().lines().next().unwrap(),
@@ -34,31 +31,24 @@ fn crlf_cluster_file_and_folders_with_spaces() {
     std::fs::create_dir(&out).unwrap();
     let b = out.join("keys bundle.kfb");
     keyferry(
-        &[
+        &argv![
             "keys",
             "export",
             "-c",
-            cl.to_str().unwrap(),
+            &cl,
             "--node",
             "web1",
             "-o",
-            b.to_str().unwrap(),
+            &b,
             "--passphrase-file",
-            pass.to_str().unwrap(),
+            &pass
         ],
         None,
     )
     .assert_code(0);
     // The same passphrase typed without the line ending opens it.
     let r = keyferry(
-        &[
-            "keys",
-            "inspect",
-            b.to_str().unwrap(),
-            "--passphrase-fd",
-            "0",
-            "--json",
-        ],
+        &argv!["keys", "inspect", &b, "--passphrase-fd", "0", "--json"],
         Some(b"crlf ended passphrase"),
     );
     r.assert_code(0);
@@ -109,13 +99,7 @@ fn passphrase_file_readable_by_everyone_is_refused_on_windows() {
     let before = c.snapshot();
     let r = c.keyferry_node(
         "web1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            c.path("b.kfb").to_str().unwrap(),
-            "--json",
-        ],
+        &argv!["keys", "export", "-o", &c.path("b.kfb"), "--json"],
     );
     let sddl = keyferry::os::dacl_sddl(&p).unwrap();
     if !sddl.contains(";;;WD)") {

@@ -42,17 +42,17 @@ impl Ps {
     fn p(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
-    fn run(&self, node: &str, args: &[&str]) -> Run {
-        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        a.extend([
-            "-c".into(),
-            self.p("cluster.toml").display().to_string(),
-            "--node".into(),
-            node.into(),
-            "--passphrase-file".into(),
-            self.p("pass.txt").display().to_string(),
+    fn run<A: AsRef<std::ffi::OsStr>>(&self, node: &str, args: &[A]) -> Run {
+        let mut a: Vec<std::ffi::OsString> = args.iter().map(|s| s.as_ref().to_owned()).collect();
+        a.extend(argv![
+            "-c",
+            self.p("cluster.toml"),
+            "--node",
+            node,
+            "--passphrase-file",
+            self.p("pass.txt"),
         ]);
-        keyferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        keyferry(&a, None)
     }
 }
 
@@ -60,12 +60,12 @@ impl Ps {
 fn secondary_gets_both_action_gets_keys_exp_proxy_nothing() {
     let ps = Ps::new();
     let b = ps.p("b.kfb");
-    ps.run("nps1", &["keys", "export", "-o", b.to_str().unwrap()])
+    ps.run("nps1", &argv!["keys", "export", "-o", &b])
         .assert_code(0);
 
     let copy = ps.p("b2.kfb");
     std::fs::copy(&b, &copy).unwrap();
-    let r = ps.run("nps2", &["keys", "import", copy.to_str().unwrap()]);
+    let r = ps.run("nps2", &argv!["keys", "import", &copy]);
     r.assert_code(0);
     assert_eq!(
         std::fs::read(ps.p("nps2/KeyTools/keys.exp")).unwrap(),
@@ -84,13 +84,7 @@ fn secondary_gets_both_action_gets_keys_exp_proxy_nothing() {
 
     let r = ps.run(
         "act1",
-        &[
-            "keys",
-            "import",
-            b.to_str().unwrap(),
-            "--keep-bundle",
-            "--json",
-        ],
+        &argv!["keys", "import", &b, "--keep-bundle", "--json"],
     );
     r.assert_code(0);
     let j = r.json();
@@ -105,39 +99,17 @@ fn secondary_gets_both_action_gets_keys_exp_proxy_nothing() {
     assert!(!ps.p("act1/HA/appsettings.json").exists());
 
     let before = snapshot(ps.dir.path());
-    let r = ps.run("prx1", &["keys", "import", b.to_str().unwrap(), "--json"]);
+    let r = ps.run("prx1", &argv!["keys", "import", &b, "--json"]);
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "wrong-role");
     assert_eq!(before, snapshot(ps.dir.path()));
 
     // Cleanup removes keys.exp on the target and the kept bundle; and keys.exp on the source.
     let cl = ps.p("cluster.toml");
-    keyferry(
-        &[
-            "keys",
-            "cleanup",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "act1",
-        ],
-        None,
-    )
-    .assert_code(0);
+    keyferry(&argv!["keys", "cleanup", "-c", &cl, "--node", "act1"], None).assert_code(0);
     assert!(!ps.p("act1/KeyTools/keys.exp").exists());
     assert!(!b.exists());
-    keyferry(
-        &[
-            "keys",
-            "cleanup",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "nps1",
-        ],
-        None,
-    )
-    .assert_code(0);
+    keyferry(&argv!["keys", "cleanup", "-c", &cl, "--node", "nps1"], None).assert_code(0);
     assert!(!ps.p("nps1/KeyTools/keys.exp").exists());
     assert!(
         ps.p("nps1/HA/appsettings.json").exists(),
@@ -150,10 +122,7 @@ fn export_without_vendor_export_file_says_to_run_vendor_tool() {
     let ps = Ps::new();
     std::fs::remove_file(ps.p("nps1/KeyTools/keys.exp")).unwrap();
     let before = snapshot(ps.dir.path());
-    let r = ps.run(
-        "nps1",
-        &["keys", "export", "-o", ps.p("b.kfb").to_str().unwrap()],
-    );
+    let r = ps.run("nps1", &argv!["keys", "export", "-o", &ps.p("b.kfb")]);
     r.assert_code(2);
     assert!(
         r.stderr()
@@ -171,17 +140,11 @@ fn bundle_from_action_host_lacks_appsettings_for_secondary() {
     let b = ps.p("a.kfb");
     ps.run(
         "act1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            b.to_str().unwrap(),
-            "--from-non-primary",
-        ],
+        &argv!["keys", "export", "-o", &b, "--from-non-primary"],
     )
     .assert_code(0);
     let before = snapshot(ps.dir.path());
-    let r = ps.run("nps2", &["keys", "import", b.to_str().unwrap(), "--json"]);
+    let r = ps.run("nps2", &argv!["keys", "import", &b, "--json"]);
     r.assert_code(2);
     assert_eq!(r.json()["error"]["code"], "bundle-incomplete");
     assert_eq!(before, snapshot(ps.dir.path()));
@@ -196,17 +159,7 @@ fn an_export_file_left_on_any_node_fails_the_audit() {
     std::fs::write(ps.p("nps2/HA/appsettings.json"), APPSETTINGS).unwrap();
     std::fs::write(ps.p("nps2/KeyTools/keys.exp"), KEYS_EXP).unwrap();
     std::fs::write(ps.p("act1/KeyTools/keys.exp"), KEYS_EXP).unwrap();
-    let audit = || {
-        keyferry(
-            &[
-                "audit",
-                "-c",
-                ps.p("cluster.toml").to_str().unwrap(),
-                "--json",
-            ],
-            None,
-        )
-    };
+    let audit = || keyferry(&argv!["audit", "-c", &ps.p("cluster.toml"), "--json"], None);
     let r = audit();
     r.assert_code(1);
     let j = r.json();
@@ -226,10 +179,7 @@ fn an_export_file_left_on_any_node_fails_the_audit() {
         assert!(left(n)[0].ends_with("keys.exp"), "{n}: {j}");
     }
     assert!(left("prx1").is_empty());
-    let text = keyferry(
-        &["audit", "-c", ps.p("cluster.toml").to_str().unwrap()],
-        None,
-    );
+    let text = keyferry(&argv!["audit", "-c", &ps.p("cluster.toml")], None);
     assert!(
         text.stdout().contains("export files left") || text.stderr().contains("export files left"),
         "{}{}",
@@ -250,21 +200,14 @@ fn an_export_file_left_on_any_node_fails_the_audit() {
 fn a_replaced_keys_exp_is_not_kept_in_the_backup() {
     let ps = Ps::new();
     let b = ps.p("b.kfb");
-    ps.run("nps1", &["keys", "export", "-o", b.to_str().unwrap()])
+    ps.run("nps1", &argv!["keys", "export", "-o", &b])
         .assert_code(0);
     // nps2 holds an older export file and other settings.
     std::fs::write(ps.p("nps2/KeyTools/keys.exp"), b"an older export").unwrap();
     std::fs::write(ps.p("nps2/HA/appsettings.json"), b"{ \"old\": 1 }").unwrap();
     let r = ps.run(
         "nps2",
-        &[
-            "keys",
-            "import",
-            b.to_str().unwrap(),
-            "--replace",
-            "--keep-bundle",
-            "--json",
-        ],
+        &argv!["keys", "import", &b, "--replace", "--keep-bundle", "--json"],
     );
     r.assert_code(0);
     assert_eq!(

@@ -432,14 +432,14 @@ fn a_dry_run_says_what_would_be_and_how_to_replace() {
     let c = Cluster::secret_server(KEY_A, Some(KEY_B));
     let cluster = c.cluster_file();
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "push",
             "-c",
-            cluster.to_str().unwrap(),
+            &cluster,
             "--node",
             "web1",
-            "--dry-run",
+            "--dry-run"
         ],
         None,
     );
@@ -521,16 +521,7 @@ fn a_backup_name_two_state_folders_hold_is_refused_and_changes_nothing() {
     let before = c.snapshot();
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "keys",
-            "restore",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web2",
-            "--backup",
-            id.to_str().unwrap(),
-        ],
+        &argv!["keys", "restore", "-c", &cl, "--node", "web2", "--backup", &id],
         None,
     );
     r.assert_code(2);

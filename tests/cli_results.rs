@@ -106,7 +106,7 @@ fn escape_sequences_from_reports_and_logs_are_shown_escaped() {
         "2026-01-01 ERROR \u{1b}]0;pwned\u{7} Encryption key doesn't match\n",
     )
     .unwrap();
-    let r = keyferry(&["diagnose", "--log", log.to_str().unwrap()], None);
+    let r = keyferry(&argv!["diagnose", "--log", &log], None);
     assert!(!r.stdout().contains('\u{1b}'), "{:?}", r.stdout());
     assert!(r.stdout().contains("\\u{1b}]0;pwned"), "{}", r.stdout());
 }
@@ -124,13 +124,7 @@ fn the_audit_table_and_fingerprint_lines_fit_the_terminal() {
     }
     let fp = |cols: &str| {
         keyferry_env(
-            &[
-                "fingerprint",
-                "-c",
-                c.cluster_file().to_str().unwrap(),
-                "--node",
-                "web1",
-            ],
+            &argv!["fingerprint", "-c", &c.cluster_file(), "--node", "web1"],
             None,
             &[("COLUMNS", cols)],
         )
@@ -153,12 +147,12 @@ fn a_bundles_source_fields_are_shown_escaped() {
     let b = c.path("hostile.kfb");
     seal_raw(&plaintext(&h, &[KEY]), PASSPHRASE, &b);
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "inspect",
-            b.to_str().unwrap(),
+            &b,
             "--passphrase-file",
-            c.path("pass.txt").to_str().unwrap(),
+            &c.path("pass.txt")
         ],
         None,
     );

@@ -542,14 +542,14 @@ fn refusals_around_the_folders_beside_the_target_change_nothing() {
     let snap = c.snapshot();
     let cf = c.cluster_file();
     let r = keyferry(
-        &[
+        &argv![
             "sync",
             "-c",
-            cf.to_str().unwrap(),
+            &cf,
             "--node",
             "web1",
             "--app-pool",
-            "SecretServer",
+            "SecretServer"
         ],
         None,
     );
@@ -705,15 +705,15 @@ fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
     assert_eq!(read(&p.dst().join("bin/New.dll")), b"added in 11.0");
     // sync rollback needs no --from (it reads no source).
     let r = keyferry(
-        &[
+        &argv![
             "sync",
             "rollback",
             "--profile",
             "secret-server",
             "--root",
-            p.dst().to_str().unwrap(),
+            &p.dst(),
             "--state-dir",
-            p.state().to_str().unwrap(),
+            &p.state()
         ],
         None,
     );

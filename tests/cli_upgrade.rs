@@ -4,10 +4,7 @@ use crate::common;
 use common::*;
 
 fn plan(cluster: &std::path::Path) -> Run {
-    keyferry(
-        &["upgrade", "plan", "-c", cluster.to_str().unwrap(), "--json"],
-        None,
-    )
+    keyferry(&argv!["upgrade", "plan", "-c", &cluster, "--json"], None)
 }
 
 fn ids(j: &serde_json::Value) -> Vec<String> {
@@ -105,10 +102,7 @@ fn a_secret_server_cluster_gets_the_seeds_steps_in_order_with_its_node_names() {
     );
     assert!(!ids.iter().any(|i| i.starts_with("ss.mirror")), "{ids:?}");
     // Text: the same checklist, and it changed nothing.
-    let t = keyferry(
-        &["upgrade", "plan", "-c", c.cluster_file().to_str().unwrap()],
-        None,
-    );
+    let t = keyferry(&argv!["upgrade", "plan", "-c", &c.cluster_file()], None);
     t.assert_code(0);
     assert!(
         t.stdout()
@@ -486,10 +480,7 @@ fn assert_upgraded(c: &Cluster, dbs: &BTreeMap<String, Vec<u8>>) {
             "{n}"
         );
     }
-    let r = keyferry(
-        &["audit", "-c", c.cluster_file().to_str().unwrap(), "--json"],
-        None,
-    );
+    let r = keyferry(&argv!["audit", "-c", &c.cluster_file(), "--json"], None);
     r.assert_code(0);
 }
 
@@ -809,15 +800,7 @@ fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
     // Started on another node than the primary: refused, saying where to run it.
     let cl = c.cluster_file();
     let r = keyferry(
-        &[
-            "upgrade",
-            "run",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web2",
-            "--batch",
-        ],
+        &argv!["upgrade", "run", "-c", &cl, "--node", "web2", "--batch"],
         None,
     );
     r.assert_code(2);
@@ -1285,7 +1268,7 @@ fn a_node_is_added_with_its_own_procedure_and_the_audit_wants_its_database_confi
         std::fs::create_dir_all(c.app(n).join("bin")).unwrap();
         std::fs::write(c.app(n).join("bin/SecretServer.dll"), b"dll v2").unwrap();
     }
-    keyferry(&["audit", "-c", c.cluster_file().to_str().unwrap()], None).assert_code(0);
+    keyferry(&argv!["audit", "-c", &c.cluster_file()], None).assert_code(0);
     let app3 = c.path("web3").join("app");
     std::fs::create_dir_all(&app3).unwrap();
     let mut toml = std::fs::read_to_string(c.cluster_file()).unwrap();

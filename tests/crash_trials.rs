@@ -133,14 +133,22 @@ impl Bed {
         self.dir.path().join(rel)
     }
 
-    fn run(&self, node: &str, args: &[&str], failpoint: Option<&str>) -> Run {
+    fn run<A: AsRef<std::ffi::OsStr>>(
+        &self,
+        node: &str,
+        args: &[A],
+        failpoint: Option<&str>,
+    ) -> Run {
         let root = if node == "src" { "src" } else { "dst" };
         let role = if node == "src" {
             "primary"
         } else {
             "secondary"
         };
-        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut a: Vec<String> = args
+            .iter()
+            .map(|s| s.as_ref().to_string_lossy().into_owned())
+            .collect();
         for (k, v) in [
             ("--profile", self.profile.to_string()),
             ("--root", self.p(root).display().to_string()),
@@ -154,8 +162,10 @@ impl Bed {
             a.push(k.into());
             a.push(v);
         }
-        if matches!(args.first().copied(), Some("keys"))
-            && matches!(args.get(1).copied(), Some("import" | "export"))
+        if args.first().is_some_and(|w| w.as_ref() == "keys")
+            && args
+                .get(1)
+                .is_some_and(|w| w.as_ref() == "import" || w.as_ref() == "export")
         {
             a.push("--passphrase-file".into());
             a.push(self.p("pass.txt").display().to_string());
@@ -229,12 +239,8 @@ fn args(v: &[String]) -> Vec<&str> {
 fn trial(s: &Scenario, point: &str, next: &str) {
     let bed = Bed::new(s);
     let bundle = bed.p("b.kfb");
-    bed.run(
-        "src",
-        &["keys", "export", "-o", bundle.to_str().unwrap()],
-        None,
-    )
-    .assert_code(0);
+    bed.run("src", &argv!["keys", "export", "-o", &bundle], None)
+        .assert_code(0);
     let import = bed.import_args();
     let (old, new, crash_args) = match s.kind {
         Kind::Import => {

@@ -756,11 +756,7 @@ fn walk_upgrade(bed: &Bed, ours: &[&str], before_confirm: impl Fn(&str)) -> serd
         bed.keyferry(&a)
     };
     let cl = bed.cluster();
-    let plan = keyferry(
-        &["upgrade", "plan", "--json", "-c", cl.to_str().unwrap()],
-        None,
-    )
-    .json();
+    let plan = keyferry(&argv!["upgrade", "plan", "--json", "-c", &cl], None).json();
     let kind_of = |n: u64| {
         plan["steps"]
             .as_array()

@@ -3,9 +3,19 @@
 //! scrypt work factor (debug builds only, see `cmd::export_work_factor`).
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+/// A command line of words and paths alike, each as the OS takes it: `argv!["audit", "-c",
+/// &cluster]` for what was `&argv!["audit", "-c", &cluster]`.
+macro_rules! argv {
+    ($($arg:expr),* $(,)?) => {
+        [$(std::ffi::OsString::from($arg)),*]
+    };
+}
+pub(crate) use argv;
 
 mod bundle;
 mod files;
@@ -81,30 +91,28 @@ impl Cluster {
     }
 
     /// `keyferry <args> --cluster cluster.toml --node <node>` with the passphrase file.
-    pub fn keyferry_node(&self, node: &str, args: &[&str]) -> Run {
-        let cluster = self.cluster_file();
-        let pass = self.path("pass.txt");
-        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        a.extend([
-            "--cluster".into(),
-            cluster.display().to_string(),
-            "--node".into(),
-            node.into(),
-            "--passphrase-file".into(),
-            pass.display().to_string(),
+    pub fn keyferry_node<A: AsRef<OsStr>>(&self, node: &str, args: &[A]) -> Run {
+        let mut a: Vec<OsString> = args.iter().map(|s| s.as_ref().to_owned()).collect();
+        a.extend(argv![
+            "--cluster",
+            self.cluster_file(),
+            "--node",
+            node,
+            "--passphrase-file",
+            self.path("pass.txt"),
         ]);
-        keyferry(&a.iter().map(String::as_str).collect::<Vec<_>>(), None)
+        keyferry(&a, None)
     }
 
     /// Runs `keyferry <args> --json` for `node` (as [`Cluster::keyferry_node`]), expects a
     /// refusal: exit 2 with error `code`, and no file under the cluster changed.
-    pub fn assert_refused(&self, node: &str, args: &[&str], code: &str) -> Run {
+    pub fn assert_refused<A: AsRef<OsStr>>(&self, node: &str, args: &[A], code: &str) -> Run {
         self.expect_refusal(code, || self.keyferry_node(node, &with_json(args)))
     }
 
     /// As [`Cluster::assert_refused`], with the arguments exactly as given (no node or
     /// passphrase file added).
-    pub fn assert_refused_with(&self, args: &[&str], code: &str) -> Run {
+    pub fn assert_refused_with<A: AsRef<OsStr>>(&self, args: &[A], code: &str) -> Run {
         self.expect_refusal(code, || keyferry(&with_json(args), None))
     }
 
@@ -124,7 +132,7 @@ impl Cluster {
     /// Exports from web1 to `bundle.kfb` and returns its path.
     pub fn export(&self) -> PathBuf {
         let out = self.path("bundle.kfb");
-        let r = self.keyferry_node("web1", &["keys", "export", "-o", out.to_str().unwrap()]);
+        let r = self.keyferry_node("web1", &argv!["keys", "export", "-o", &out]);
         r.assert_code(0);
         out
     }
@@ -135,9 +143,9 @@ impl Cluster {
     }
 }
 
-fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut a = args.to_vec();
-    a.push("--json");
+fn with_json<A: AsRef<OsStr>>(args: &[A]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = args.iter().map(|s| s.as_ref().to_owned()).collect();
+    a.push("--json".into());
     a
 }
 
@@ -178,12 +186,16 @@ pub fn bin() -> &'static str {
 }
 
 /// Runs the binary with a clean environment for keyferry's variables.
-pub fn keyferry(args: &[&str], stdin: Option<&[u8]>) -> Run {
+pub fn keyferry<A: AsRef<OsStr>>(args: &[A], stdin: Option<&[u8]>) -> Run {
     keyferry_env(args, stdin, &[])
 }
 
 /// [`keyferry`] with extra environment variables (e.g. a test build's failpoint).
-pub fn keyferry_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
+pub fn keyferry_env<A: AsRef<OsStr>>(
+    args: &[A],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(bin());
     cmd.envs(env.iter().copied());
     cmd.args(args)
@@ -203,7 +215,10 @@ pub fn keyferry_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -
     }
     let out = child.wait_with_output().unwrap();
     Run {
-        args: args.iter().map(|s| s.to_string()).collect(),
+        args: args
+            .iter()
+            .map(|s| s.as_ref().to_string_lossy().into_owned())
+            .collect(),
         out,
     }
 }

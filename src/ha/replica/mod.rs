@@ -33,7 +33,7 @@ pub use failover::{
     failover, fence, signs_of_life, FailoverOptions, FailoverReport, FenceReport, LostPrimary,
 };
 pub use init::{init, InitOptions, InitReport};
-pub use rejoin::{rejoin, RejoinOptions, RejoinReport};
+pub use rejoin::{rejoin, RejoinMethod, RejoinOptions, RejoinReport};
 
 /// How long a new replica may take to start streaming.
 const STREAM_WAIT: Duration = Duration::from_secs(90);

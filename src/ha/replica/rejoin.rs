@@ -12,6 +12,26 @@ pub struct RejoinOptions {
     pub remove_old: bool,
 }
 
+/// How `ha rejoin` brings a former primary back: `pg_rewind`, or a fresh copy when it
+/// cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejoinMethod {
+    /// `pg_rewind` from the primary: only what differs is copied.
+    Rewind,
+    /// A fresh base backup (as `ha replica init`), the old data folder kept.
+    BaseBackup,
+}
+
+impl std::fmt::Display for RejoinMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejoinMethod::Rewind => "rewind",
+            RejoinMethod::BaseBackup => "base-backup",
+        })
+    }
+}
+
 /// What `ha rejoin` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RejoinReport {
@@ -21,8 +41,8 @@ pub struct RejoinReport {
     pub primary: String,
     /// Nothing was changed: the plan alone.
     pub dry_run: bool,
-    /// "rewind" or "base-backup".
-    pub method: String,
+    /// How the node was made a replica again.
+    pub method: RejoinMethod,
     /// Why `pg_rewind` could not be used, when it could not.
     pub why_not_rewind: Option<String>,
     /// Seconds it took.
@@ -162,23 +182,24 @@ pub fn rejoin(
         "put back {}'s own settings, write the replica's, start, wait until it streams",
         node.name
     ));
-    let report = |method: &str, why: Option<String>, seconds, old_folder, warnings| RejoinReport {
-        node: node.name.clone(),
-        primary: primary.name.clone(),
-        dry_run: opts.dry_run,
-        method: method.into(),
-        why_not_rewind: why,
-        seconds,
-        old_folder,
-        removed_slots: Vec::new(),
-        settings_changed: setting.iter().cloned().collect(),
-        plan: plan.clone(),
-        warnings,
-    };
+    let report =
+        |method: RejoinMethod, why: Option<String>, seconds, old_folder, warnings| RejoinReport {
+            node: node.name.clone(),
+            primary: primary.name.clone(),
+            dry_run: opts.dry_run,
+            method,
+            why_not_rewind: why,
+            seconds,
+            old_folder,
+            removed_slots: Vec::new(),
+            settings_changed: setting.iter().cloned().collect(),
+            plan: plan.clone(),
+            warnings,
+        };
     let method = if no_rewind.is_some() {
-        "base-backup"
+        RejoinMethod::BaseBackup
     } else {
-        "rewind"
+        RejoinMethod::Rewind
     };
     if opts.dry_run {
         return Ok(report(method, no_rewind, 0.0, None, Vec::new()));
@@ -207,7 +228,7 @@ pub fn rejoin(
         )
         .map_err(|e| copy_failed(e, node, &why))?;
         Ok(report(
-            "base-backup",
+            RejoinMethod::BaseBackup,
             Some(why),
             r.seconds,
             r.old_folder,
@@ -298,7 +319,7 @@ pub fn rejoin(
         )),
     }
     let mut r = report(
-        "rewind",
+        RejoinMethod::Rewind,
         None,
         started.elapsed().as_secs_f64(),
         None,

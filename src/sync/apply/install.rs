@@ -120,26 +120,26 @@ pub(super) fn in_use(e: &Error) -> bool {
 /// Puts the new tree in place of the target (idempotent: recovery calls it again). The
 /// renames go through a handle on the folder holding all three.
 pub(super) fn swap(journal: &SyncJournal) -> Result<()> {
-    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
-    let swapped = read_marker(t).is_some_and(|id| id == journal.id);
+    let (target_dir, new_dir, old_dir) = (&journal.target, &journal.staging, &journal.previous);
+    let swapped = read_marker(target_dir).is_some_and(|id| id == journal.id);
     if !swapped {
-        if exists(t) && exists(n) {
-            exchange(t, n, b)?;
-        } else if !exists(t) && exists(n) {
-            rename_sibling(n, t)?;
+        if exists(target_dir) && exists(new_dir) {
+            exchange(target_dir, new_dir, old_dir)?;
+        } else if !exists(target_dir) && exists(new_dir) {
+            rename_sibling(new_dir, target_dir)?;
         } else {
             return Err(Error::RecoveryConflict(format!(
                 "neither {} nor {} is the new tree of this sync; compare {} with its source",
-                t.display(),
-                n.display(),
-                t.display()
+                target_dir.display(),
+                new_dir.display(),
+                target_dir.display()
             )));
         }
     }
     crate::failpoint::hit("sync:swapped");
     // Linux's exchange leaves the old tree under the new tree's name.
-    if exists(n) && read_marker(n).is_none_or(|id| id != journal.id) {
-        rename_sibling(n, b)?;
+    if exists(new_dir) && read_marker(new_dir).is_none_or(|id| id != journal.id) {
+        rename_sibling(new_dir, old_dir)?;
     }
     Ok(())
 }
@@ -271,16 +271,16 @@ pub(super) fn steps_of(plan: &SyncPlan, recopied: &[String]) -> Vec<Step> {
 /// tree: a folder of the target swapped for a link mid-way stops the apply, never redirects
 /// it.
 pub(super) fn run_steps(journal: &SyncJournal) -> Result<()> {
-    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
-    if !exists(b) {
-        create_dir_private(b)?;
+    let (target_dir, new_dir, old_dir) = (&journal.target, &journal.staging, &journal.previous);
+    if !exists(old_dir) {
+        create_dir_private(old_dir)?;
     }
-    if !exists(&b.join(MARKER)) {
-        write_marker(b, &journal.id)?;
+    if !exists(&old_dir.join(MARKER)) {
+        write_marker(old_dir, &journal.id)?;
     }
-    let live = Tree::open(t)?;
-    let prev = Tree::open(b)?;
-    let new = match Tree::open(n) {
+    let live = Tree::open(target_dir)?;
+    let prev = Tree::open(old_dir)?;
+    let new = match Tree::open(new_dir) {
         Ok(tree) => Some(tree),
         Err(Error::FolderMissing { .. }) => None,
         Err(e) => return Err(e),
@@ -290,7 +290,7 @@ pub(super) fn run_steps(journal: &SyncJournal) -> Result<()> {
             Step::MkDir { path } => {
                 let d = live.dir_made(path, 0o755)?;
                 #[cfg(unix)]
-                if let Some(nd) = new.as_ref().and_then(|n| n.dir(path).ok().flatten()) {
+                if let Some(nd) = new.as_ref().and_then(|tree| tree.dir(path).ok().flatten()) {
                     d.set_unix_owner(nd.unix_owner()?)?;
                 }
                 let _ = d;
@@ -324,17 +324,17 @@ pub(super) fn move_out(live: &Tree, prev: &Tree, rel: &str) -> Result<()> {
 /// After the install: protected files checked, the previous tree recorded (and rid of its
 /// second names for the protected files), keyferry's marks removed, the journal closed.
 pub(super) fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
-    let (t, n, b) = (&journal.target, &journal.staging, &journal.previous);
+    let (target_dir, new_dir, old_dir) = (&journal.target, &journal.staging, &journal.previous);
     let checked = check_protected(journal, true);
-    if exists(b) && journal.action == Action::Rollback && journal.mode == Mode::InPlace {
+    if exists(old_dir) && journal.action == Action::Rollback && journal.mode == Mode::InPlace {
         // Everything in it went back; what is left (folders) goes, and the record below says
         // the target was rolled back (a second rollback is then already done).
-        empty_tree(b, true)?;
+        empty_tree(old_dir, true)?;
     }
-    if exists(b) {
-        remove_second_names(journal, b)?;
+    if exists(old_dir) {
+        remove_second_names(journal, old_dir)?;
         if journal.app_offline {
-            crate::fs::remove_if_present(&b.join(APP_OFFLINE))?;
+            crate::fs::remove_if_present(&old_dir.join(APP_OFFLINE))?;
         }
         let record = PreviousRecord {
             version: crate::JSON_VERSION,
@@ -342,26 +342,26 @@ pub(super) fn finish(journal: &SyncJournal, state_dir: &Path) -> Result<()> {
             id: journal.id.clone(),
             node: journal.node.clone(),
             mode: journal.mode,
-            target: t.clone(),
+            target: target_dir.clone(),
             time: Timestamp::now(),
             steps: journal.steps.clone(),
             by_rollback: journal.action == Action::Rollback,
             source_fingerprint: journal.source_fingerprint.clone(),
             fingerprint: journal.target_fingerprint.clone(),
         };
-        crate::fs::record::save(&b.join(PREVIOUS_RECORD), &record)?;
-        crate::fs::remove_if_present(&b.join(MARKER))?;
+        crate::fs::record::save(&old_dir.join(PREVIOUS_RECORD), &record)?;
+        crate::fs::remove_if_present(&old_dir.join(MARKER))?;
     }
     if journal.app_offline {
-        crate::fs::remove_if_present(&t.join(APP_OFFLINE))?;
+        crate::fs::remove_if_present(&target_dir.join(APP_OFFLINE))?;
     }
-    if exists(n) {
+    if exists(new_dir) {
         discard_staging(journal)?;
     }
-    crate::fs::remove_if_present(&t.join(MARKER))?;
-    crate::fs::remove_if_present(&t.join(PREVIOUS_RECORD))?;
-    SyncJournal::remove(state_dir, t)?;
-    crate::sync::journal::LastSync::record(state_dir, t, &journal.id, true)?;
+    crate::fs::remove_if_present(&target_dir.join(MARKER))?;
+    crate::fs::remove_if_present(&target_dir.join(PREVIOUS_RECORD))?;
+    SyncJournal::remove(state_dir, target_dir)?;
+    crate::sync::journal::LastSync::record(state_dir, target_dir, &journal.id, true)?;
     checked
 }
 

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use keyferry::cluster::NodeSpec;
 use keyferry::cluster::{host_name, ClusterFile};
 use keyferry::host::{Thing, Tools, Want};
-use keyferry::report::{HostReport, SiteReport, SiteRow};
+use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
 use keyferry::Error;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -107,7 +107,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
             show(
                 ui,
-                report(&spec, action("pool", a.action), vec![change], None),
+                report(&spec, action(true, a.action), vec![change], None),
             )
         }
         HostCommand::Service(a) => {
@@ -128,10 +128,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             for n in names {
                 changes.push(tools.set(&Thing::Service(n.clone()), want)?);
             }
-            show(
-                ui,
-                report(&spec, action("service", a.action), changes, None),
-            )
+            show(ui, report(&spec, action(false, a.action), changes, None))
         }
         HostCommand::IisRestart(a) => {
             let spec = load(&a)?;
@@ -140,7 +137,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                 ui,
                 report(
                     &spec,
-                    "iis-restart".into(),
+                    HostAction::IisRestart,
                     Vec::new(),
                     Some(format!("IIS restarted: {said}")),
                 ),
@@ -156,7 +153,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                 ui,
                 report(
                     &spec,
-                    "reboot".into(),
+                    HostAction::Reboot,
                     Vec::new(),
                     Some(format!(
                         "restarting in {}s (shutdown /r, planned maintenance)",
@@ -183,7 +180,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                     changed: false,
                 });
             }
-            show(ui, report(&spec, "status".into(), changes, None))
+            show(ui, report(&spec, HostAction::Status, changes, None))
         }
     }
 }
@@ -204,10 +201,13 @@ fn want(a: Action) -> Want {
     }
 }
 
-fn action(what: &str, a: Action) -> String {
-    match a {
-        Action::Stop => format!("{what}-stop"),
-        Action::Start => format!("{what}-start"),
+/// The report's word for stopping or starting a pool (`pool`) or the services.
+fn action(pool: bool, a: Action) -> HostAction {
+    match (pool, a) {
+        (true, Action::Stop) => HostAction::PoolStop,
+        (true, Action::Start) => HostAction::PoolStart,
+        (false, Action::Stop) => HostAction::ServiceStop,
+        (false, Action::Start) => HostAction::ServiceStart,
     }
 }
 
@@ -218,7 +218,7 @@ fn load(a: &NodeOnly) -> Result<NodeSpec, Failure> {
 
 fn report(
     spec: &NodeSpec,
-    action: String,
+    action: HostAction,
     changes: Vec<keyferry::host::Change>,
     note: Option<String>,
 ) -> HostReport {
@@ -238,7 +238,7 @@ fn show(ui: &Ui, r: HostReport) -> CmdResult {
     }
     let word = keyferry::host::State::word;
     for c in &r.changes {
-        if r.action == "status" {
+        if r.action == HostAction::Status {
             ui.out(&format!("{}: {} is {}", r.node, c.thing, word(c.after)));
         } else if c.changed {
             ui.out(&format!(
@@ -260,7 +260,7 @@ fn show(ui: &Ui, r: HostReport) -> CmdResult {
     if let Some(n) = &r.note {
         ui.out(&format!("{}: {n}", r.node));
     }
-    if r.action == "status" {
+    if r.action == HostAction::Status {
         if let Some(b) = &r.booted {
             ui.out(&format!("{}: started {b}", r.node));
         }

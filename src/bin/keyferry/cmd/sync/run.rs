@@ -246,7 +246,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
         let planned = early
             .get(at)
             .and_then(|m| m.lock().ok().and_then(|mut g| g.take()));
-        let r = one(pair, &resolved, &args, &opts, &apply_opts, &bar, planned);
+        let r = sync_pair(pair, &resolved, &args, &opts, &apply_opts, &bar, planned);
         bar.0.finish_and_clear();
         r
     });
@@ -278,7 +278,8 @@ fn result_word(r: SyncResult) -> String {
     .into()
 }
 
-fn one(
+/// Plans (unless planned already), applies and reports one source-target pair.
+fn sync_pair(
     pair: &Pair,
     resolved: &super::Resolved,
     args: &RunArgs,

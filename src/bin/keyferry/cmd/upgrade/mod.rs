@@ -120,10 +120,10 @@ fn checklist(
 pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
     let args = match c {
         UpgradeCommand::Plan(a) => a,
-        UpgradeCommand::Run(a) => return walk(a, ui, Start::New),
-        UpgradeCommand::Resume(a) => return walk(a, ui, Start::Resume),
-        UpgradeCommand::Status(a) => return walk(a, ui, Start::Status),
-        UpgradeCommand::Abandon(a) => return walk(a, ui, Start::Abandon),
+        UpgradeCommand::Run(a) => return drive(a, ui, Start::New),
+        UpgradeCommand::Resume(a) => return drive(a, ui, Start::Resume),
+        UpgradeCommand::Status(a) => return drive(a, ui, Start::Status),
+        UpgradeCommand::Abandon(a) => return drive(a, ui, Start::Abandon),
         UpgradeCommand::Preflight(a) => return preflight::run(a, ui),
     };
     let file = ClusterFile::load(&args.cluster)?;
@@ -336,7 +336,8 @@ fn failure(e: RunError, c: &str) -> Failure {
     }
 }
 
-fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
+/// Starts, resumes, shows or abandons this node's run, and drives it as far as it goes.
+fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     if matches!(start, Start::Status | Start::Abandon)
         && (!args.confirm.is_empty() || args.mark_done.is_some())
     {
@@ -434,7 +435,7 @@ fn walk(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         driver.mark_done(&mut state, m, why, &hands).map_err(fail)?;
     }
     let stop = driver
-        .walk(&mut state, &args.confirm, &hands)
+        .advance(&mut state, &args.confirm, &hands)
         .map_err(fail)?;
     if ui.json {
         super::ha::emit(ui, "upgrade-run", &state);
