@@ -28,6 +28,41 @@ pub struct ErrorDoc {
     pub hint: Option<String>,
 }
 
+/// The error document a failed command writes with `--json`: `version`, then `error`.
+#[derive(Serialize)]
+pub struct ErrorEnvelope<'a> {
+    /// [`crate::JSON_VERSION`].
+    pub version: u32,
+    /// The failure.
+    pub error: ErrorBody<'a>,
+}
+
+/// The failure in an error document: `hint` is always there (`null` when keyferry has none),
+/// as the document has always written it.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    /// [`ErrorDoc::code`].
+    pub code: &'a str,
+    /// [`ErrorDoc::message`].
+    pub message: &'a str,
+    /// [`ErrorDoc::hint`].
+    pub hint: Option<&'a str>,
+}
+
+impl<'a> ErrorEnvelope<'a> {
+    /// The document of `error`.
+    pub fn of(error: &'a ErrorDoc) -> ErrorEnvelope<'a> {
+        ErrorEnvelope {
+            version: crate::JSON_VERSION,
+            error: ErrorBody {
+                code: &error.code,
+                message: &error.message,
+                hint: error.hint.as_deref(),
+            },
+        }
+    }
+}
+
 /// A report with its `kind`: the envelope's tag, and the [`StepReport`] variant it reads as.
 pub trait Kind: Serialize {
     /// The `kind` the envelope carries.

@@ -91,6 +91,17 @@ impl Failure {
 /// which the upgrade run reads back.
 pub use keyferry::report::ErrorDoc;
 
+impl Failure {
+    /// The failure as the JSON documents write it.
+    pub fn doc(&self) -> ErrorDoc {
+        ErrorDoc {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            hint: self.hint.clone(),
+        }
+    }
+}
+
 impl From<Failure> for ErrorDoc {
     fn from(f: Failure) -> ErrorDoc {
         ErrorDoc {

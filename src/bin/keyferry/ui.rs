@@ -155,15 +155,54 @@ impl Ui {
     /// One JSON document on stdout: serialised as JSON, never through the terminal escaper
     /// (whose `\u{..}` is not JSON), with the characters that could move or hide what a
     /// terminal shows written as JSON's own `\uXXXX` escapes (see [`json_text`]).
-    pub fn json<T: Serialize>(&self, value: &T) {
+    fn json<T: Serialize>(&self, value: &T) {
         let text = serde_json::to_string_pretty(value).expect("report types serialise");
         self.stdout(format!("{}\n", json_text(&text)).as_bytes());
     }
 
-    /// A report in its envelope (`version`, its `kind`, its fields), the type the upgrade
-    /// run reads back ([`keyferry::report`]).
-    pub fn report<T: keyferry::report::Kind>(&self, report: &T) {
-        self.json(&keyferry::report::Envelope::of(report));
+    /// A command's result: under `--json` its document (`version`, `kind`, then the report's
+    /// fields), else what `text` shows. The one place that chooses between the two.
+    pub fn show<T: Serialize>(&self, kind: &'static str, report: &T, text: impl FnOnce()) {
+        if self.json {
+            self.json(&keyferry::report::Envelope {
+                version: keyferry::JSON_VERSION,
+                kind,
+                report,
+            });
+        } else {
+            text();
+        }
+    }
+
+    /// [`Ui::show`] for a report whose type names its kind: one the upgrade run reads back
+    /// ([`keyferry::report`]).
+    pub fn show_report<T: keyferry::report::Kind>(&self, report: &T, text: impl FnOnce()) {
+        self.show(T::KIND, report, text);
+    }
+
+    /// [`Ui::show`] for a document that carries its own `version` and `kind` (a node report,
+    /// an audit: formats other programs read).
+    pub fn show_document<T: Serialize>(&self, document: &T, text: impl FnOnce()) {
+        if self.json {
+            self.json(document);
+        } else {
+            text();
+        }
+    }
+
+    /// Whether standard input is a terminal (a person can type an answer).
+    pub fn stdin_is_terminal(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
+    /// Whether standard output is a terminal (binary output would garble it).
+    pub fn stdout_is_terminal(&self) -> bool {
+        std::io::stdout().is_terminal()
+    }
+
+    /// Whether standard error is a terminal (progress bars can redraw there).
+    pub fn stderr_is_terminal(&self) -> bool {
+        std::io::stderr().is_terminal()
     }
 
     /// One line of another machine's messages (keyferry on node `from`) on stderr: escaped
@@ -225,10 +264,7 @@ impl Ui {
             let _ = writeln!(e, "{} {}", self.paint(HINT, "hint:"), escape(h));
         }
         if self.json {
-            self.json(&serde_json::json!({
-                "version": keyferry::JSON_VERSION,
-                "error": { "code": f.code, "message": f.message, "hint": f.hint },
-            }));
+            self.json(&keyferry::report::ErrorEnvelope::of(&f.doc()));
         }
     }
 
@@ -356,10 +392,12 @@ pub fn clap_failure(e: clap::Error) -> ExitCode {
         _ => {
             if std::env::args().any(|a| a == "--json") {
                 let msg = e.kind().to_string();
-                let doc = serde_json::json!({
-                    "version": keyferry::JSON_VERSION,
-                    "error": { "code": crate::failure::Code::Usage.as_str(), "message": msg, "hint": "see keyferry --help" },
-                });
+                let error = keyferry::report::ErrorDoc {
+                    code: crate::failure::Code::Usage.as_str().into(),
+                    message: msg,
+                    hint: Some("see keyferry --help".into()),
+                };
+                let doc = keyferry::report::ErrorEnvelope::of(&error);
                 println!(
                     "{}",
                     json_text(&serde_json::to_string_pretty(&doc).expect("json"))

@@ -49,9 +49,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     };
     let collected = collect(&file, &opts, ui);
     let report = compare(&file, &collected, opts.max_skew);
-    if ui.json {
-        ui.json(&report);
-    } else {
+    ui.show_document(&report, || {
         let mut t = ui.table([
             "node",
             "role",
@@ -121,7 +119,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 ui.out(&format!("Problem: {p}"));
             }
         }
-    }
+    });
     Ok(if report.ok {
         crate::exit::SUCCESS
     } else {

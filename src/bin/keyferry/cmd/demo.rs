@@ -16,9 +16,7 @@ pub struct Args {}
 
 pub fn run(_args: Args, ui: &Ui) -> CmdResult {
     let report = keyferry::demo::run(export_work_factor(ui), ui)?;
-    if ui.json {
-        ui.json(&report);
-    } else if report.agreed_after && !report.agreed_before {
+    ui.show_document(&report, || if report.agreed_after && !report.agreed_before {
         ui.out("Before: the nodes disagreed. After: every node that needs keys holds the same key set.");
         ui.out("");
         ui.out("On a real cluster, with the same cluster file copied to every node, that is:");
@@ -54,7 +52,7 @@ pub fn run(_args: Args, ui: &Ui) -> CmdResult {
         ] {
             ui.out(&format!("  {cmd}\n      ({what})"));
         }
-    }
+    });
     if !report.agreed_after {
         return Err(Failure::new(
             Code::DemoFailed,

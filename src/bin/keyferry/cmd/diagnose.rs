@@ -64,8 +64,6 @@ fn parse_check(s: &str) -> Result<Vec<Check>, String> {
 
 #[derive(Serialize)]
 struct Report {
-    version: u32,
-    kind: &'static str,
     recognised: bool,
     matches: Vec<Explained>,
     /// `--log`: lines read, matched and not, and a few error lines nothing matched.
@@ -162,8 +160,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let report = Report {
-        version: keyferry::JSON_VERSION,
-        kind: "diagnose",
         recognised: !matches.is_empty(),
         matches,
         log: log_summary,
@@ -175,11 +171,9 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         .findings
         .iter()
         .any(|f| f.severity == Severity::Error);
-    if ui.json {
-        ui.json(&report);
-    } else {
+    ui.show("diagnose", &report, || {
         print_text(&report, &args, ui);
-    }
+    });
     Ok(if fault {
         crate::exit::NO
     } else {

@@ -24,60 +24,58 @@ pub struct Args {
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     let report = node_report(&node, &host_name(), Timestamp::now())?;
-    if ui.json {
-        ui.json(&report);
-        return success();
-    }
-    match (&report.fingerprint, report.status) {
-        (_, KeySetStatus::NotNeeded) => ui.out("none (this role needs no keys)"),
-        (Some(fp), _) => ui.out(&fp.to_string()),
-        (None, _) => ui.out("none (no key files present)"),
-    }
-    if args.words {
-        if let Some(fp) = &report.fingerprint {
-            ui.out(&fp.words().join(" "));
+    ui.show_document(&report, || {
+        match (&report.fingerprint, report.status) {
+            (_, KeySetStatus::NotNeeded) => ui.out("none (this role needs no keys)"),
+            (Some(fp), _) => ui.out(&fp.to_string()),
+            (None, _) => ui.out("none (no key files present)"),
         }
-    }
-    // Full hashes where they fit; the first 16 hex digits on a narrow terminal (--json keeps
-    // them whole).
-    let hex_width = match ui.width() {
-        Some(w) if w < 2 + 64 + 2 + 14 + 2 + 40 => 16,
-        _ => 64,
-    };
-    for f in &report.files {
-        match (&f.sha256, f.len) {
-            (Some(h), Some(len)) => {
-                let hex = h.to_hex();
-                let hex = if hex_width < hex.len() {
-                    format!("{}…", &hex[..hex_width])
-                } else {
-                    hex
-                };
-                ui.out(&format!(
-                    "  {hex}  {}  {}",
-                    crate::ui::count(len as usize, "byte", "bytes"),
-                    f.path.display()
-                ))
+        if args.words {
+            if let Some(fp) = &report.fingerprint {
+                ui.out(&fp.words().join(" "));
             }
-            _ => ui.out(&format!(
-                "  {:<w$}  {}{}",
-                "missing",
-                f.path.display(),
-                if f.transient {
-                    " (temporary vendor file; absent after cleanup)"
-                } else {
-                    ""
-                },
-                w = hex_width
-            )),
         }
-    }
-    ui.info(&format!(
-        "node {} ({}), profile {}, status {}",
-        report.node,
-        report.role,
-        report.profile,
-        report.status.as_str()
-    ));
+        // Full hashes where they fit; the first 16 hex digits on a narrow terminal (--json keeps
+        // them whole).
+        let hex_width = match ui.width() {
+            Some(w) if w < 2 + 64 + 2 + 14 + 2 + 40 => 16,
+            _ => 64,
+        };
+        for f in &report.files {
+            match (&f.sha256, f.len) {
+                (Some(h), Some(len)) => {
+                    let hex = h.to_hex();
+                    let hex = if hex_width < hex.len() {
+                        format!("{}…", &hex[..hex_width])
+                    } else {
+                        hex
+                    };
+                    ui.out(&format!(
+                        "  {hex}  {}  {}",
+                        crate::ui::count(len as usize, "byte", "bytes"),
+                        f.path.display()
+                    ))
+                }
+                _ => ui.out(&format!(
+                    "  {:<w$}  {}{}",
+                    "missing",
+                    f.path.display(),
+                    if f.transient {
+                        " (temporary vendor file; absent after cleanup)"
+                    } else {
+                        ""
+                    },
+                    w = hex_width
+                )),
+            }
+        }
+        ui.info(&format!(
+            "node {} ({}), profile {}, status {}",
+            report.node,
+            report.role,
+            report.profile,
+            report.status.as_str()
+        ));
+    });
     success()
 }

@@ -232,39 +232,37 @@ fn report(
 }
 
 fn show(ui: &Ui, r: HostReport) -> CmdResult {
-    if ui.json {
-        ui.report(&r);
-        return crate::cmd::success();
-    }
-    let word = keyferry::host::State::word;
-    for c in &r.changes {
+    ui.show_report(&r, || {
+        let word = keyferry::host::State::word;
+        for c in &r.changes {
+            if r.action == HostAction::Status {
+                ui.out(&format!("{}: {} is {}", r.node, c.thing, word(c.after)));
+            } else if c.changed {
+                ui.out(&format!(
+                    "{}: {} {} -> {}",
+                    r.node,
+                    c.thing,
+                    word(c.before),
+                    word(c.after)
+                ));
+            } else {
+                ui.out(&format!(
+                    "{}: {} already {}",
+                    r.node,
+                    c.thing,
+                    word(c.after)
+                ));
+            }
+        }
+        if let Some(n) = &r.note {
+            ui.out(&format!("{}: {n}", r.node));
+        }
         if r.action == HostAction::Status {
-            ui.out(&format!("{}: {} is {}", r.node, c.thing, word(c.after)));
-        } else if c.changed {
-            ui.out(&format!(
-                "{}: {} {} -> {}",
-                r.node,
-                c.thing,
-                word(c.before),
-                word(c.after)
-            ));
-        } else {
-            ui.out(&format!(
-                "{}: {} already {}",
-                r.node,
-                c.thing,
-                word(c.after)
-            ));
+            if let Some(b) = &r.booted {
+                ui.out(&format!("{}: started {b}", r.node));
+            }
         }
-    }
-    if let Some(n) = &r.note {
-        ui.out(&format!("{}: {n}", r.node));
-    }
-    if r.action == HostAction::Status {
-        if let Some(b) = &r.booted {
-            ui.out(&format!("{}: started {b}", r.node));
-        }
-    }
+    });
     crate::cmd::success()
 }
 
@@ -325,33 +323,31 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
     } else {
         std::process::ExitCode::from(crate::exit::NO)
     };
-    if ui.json {
-        ui.report(&r);
-        return Ok(code);
-    }
-    for s in &r.sites {
-        if s.answer.works {
-            ui.out(&format!(
-                "{}: {} works (HTTP {})",
-                s.node,
-                s.answer.url,
-                s.answer.status.unwrap_or(0)
-            ));
-        } else {
-            ui.out(&format!(
-                "{}: {} does NOT work: {}",
-                s.node,
-                s.answer.url,
-                s.answer.why.as_deref().unwrap_or("")
-            ));
-            if let Some(f) = &s.answer.fix {
+    ui.show_report(&r, || {
+        for s in &r.sites {
+            if s.answer.works {
                 ui.out(&format!(
-                    "  {} ({}): {f}",
-                    s.answer.diagnose.as_deref().unwrap_or(""),
-                    "keyferry diagnose"
+                    "{}: {} works (HTTP {})",
+                    s.node,
+                    s.answer.url,
+                    s.answer.status.unwrap_or(0)
                 ));
+            } else {
+                ui.out(&format!(
+                    "{}: {} does NOT work: {}",
+                    s.node,
+                    s.answer.url,
+                    s.answer.why.as_deref().unwrap_or("")
+                ));
+                if let Some(f) = &s.answer.fix {
+                    ui.out(&format!(
+                        "  {} ({}): {f}",
+                        s.answer.diagnose.as_deref().unwrap_or(""),
+                        "keyferry diagnose"
+                    ));
+                }
             }
         }
-    }
+    });
     Ok(code)
 }

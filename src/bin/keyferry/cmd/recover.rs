@@ -29,32 +29,26 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     };
     let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
     let r = keyferry::recover::node(&node, ha, args.wait.wait)?;
-    if ui.json {
-        ui.json(&keyferry::report::Envelope {
-            version: keyferry::JSON_VERSION,
-            kind: "recover",
-            report: &r,
-        });
-        return success();
-    }
-    if let Some(c) = &r.change {
-        ui.out(&format!("Node {}: {c}.", r.node));
-    }
-    for (target, what) in &r.syncs {
-        ui.out(&format!("{}: {what}", target.display()));
-    }
-    if let Some(what) = &r.replica {
-        ui.out(what);
-    }
-    for s in &r.swept {
-        ui.out(&format!("removed a keyferry temp file: {s}"));
-    }
-    if !r.found() {
-        ui.out(&format!(
-            "Node {}: nothing was cut off here (no journal in {}).",
-            r.node,
-            node.state_dir.display()
-        ));
-    }
+    ui.show("recover", &r, || {
+        if let Some(c) = &r.change {
+            ui.out(&format!("Node {}: {c}.", r.node));
+        }
+        for (target, what) in &r.syncs {
+            ui.out(&format!("{}: {what}", target.display()));
+        }
+        if let Some(what) = &r.replica {
+            ui.out(what);
+        }
+        for s in &r.swept {
+            ui.out(&format!("removed a keyferry temp file: {s}"));
+        }
+        if !r.found() {
+            ui.out(&format!(
+                "Node {}: nothing was cut off here (no journal in {}).",
+                r.node,
+                node.state_dir.display()
+            ));
+        }
+    });
     success()
 }

@@ -43,16 +43,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     for f in &args.files {
         removals.push(keyferry::fs::shred_file(f)?);
     }
-    if ui.json {
-        ui.json(&serde_json::json!({
-            "version": keyferry::JSON_VERSION,
-            "kind": "shred",
-            "removed": removals,
-        }));
-    } else {
+    ui.show("shred", &serde_json::json!({ "removed": removals }), || {
         for r in &removals {
             ui.out(&r.to_string());
         }
-    }
+    });
     success()
 }

@@ -20,8 +20,6 @@ pub struct Args {
 
 #[derive(Serialize)]
 struct Report {
-    version: u32,
-    kind: &'static str,
     path: PathBuf,
     protected: bool,
     dpapi_ng: bool,
@@ -32,17 +30,12 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let bytes = keyferry::fs::read_bounded(&args.file, 64 * 1024 * 1024, "file to inspect")?;
     let c = classify(&bytes);
     let report = Report {
-        version: keyferry::JSON_VERSION,
-        kind: "dpapi-inspect",
         path: args.file.clone(),
         protected: c.is_protected(),
         dpapi_ng: c.dpapi_ng.is_some(),
         blobs: c.blobs.iter().map(BlobReport::of).collect(),
     };
-    if ui.json {
-        ui.json(&report);
-        return success();
-    }
+    ui.show("dpapi-inspect", &report, || {
     if !report.protected {
         ui.out(&format!("{}: no DPAPI data found", args.file.display()));
     }
@@ -93,5 +86,6 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             l.blob, l.description, l.salt, l.hmac_key, l.hmac2_key, l.data, l.signature
         ));
     }
+    });
     success()
 }

@@ -34,9 +34,7 @@ pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));
     }
-    if ui.json {
-        ui.json(&report);
-    } else {
+    ui.show_document(&report, || {
         ui.out(&format!(
             "{} {} (previous bytes in {})",
             report.path.display(),
@@ -47,6 +45,6 @@ pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
             },
             report.backup.display()
         ));
-    }
+    });
     success()
 }

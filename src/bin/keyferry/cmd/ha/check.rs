@@ -71,46 +71,41 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 }
 
 fn show(r: &CheckReport, ui: &Ui) {
-    if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            ok: bool,
-            #[serde(flatten)]
-            report: &'a CheckReport,
+    #[derive(Serialize)]
+    struct Checked<'a> {
+        ok: bool,
+        #[serde(flatten)]
+        report: &'a CheckReport,
+    }
+    let checked = Checked {
+        ok: r.errors() == 0,
+        report: r,
+    };
+    ui.show("ha-check", &checked, || {
+        let mut t = ui.table(["", "code", "node", "from", "finding"]);
+        for f in &r.findings {
+            let mark = match f.severity {
+                Severity::Ok => "ok",
+                Severity::Warning => "WARN",
+                Severity::Error => "ERROR",
+            };
+            t.add_row([
+                mark.to_owned(),
+                f.code.as_str(),
+                f.node.clone(),
+                f.from.clone(),
+                f.message.clone(),
+            ]);
         }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: "ha-check",
-            ok: r.errors() == 0,
-            report: r,
-        });
-        return;
-    }
-    let mut t = ui.table(["", "code", "node", "from", "finding"]);
-    for f in &r.findings {
-        let mark = match f.severity {
-            Severity::Ok => "ok",
-            Severity::Warning => "WARN",
-            Severity::Error => "ERROR",
-        };
-        t.add_row([
-            mark.to_owned(),
-            f.code.as_str(),
-            f.node.clone(),
-            f.from.clone(),
-            f.message.clone(),
-        ]);
-    }
-    ui.out(&t.to_string());
-    let from = r.from.join(" and ");
-    let only = if r.from.len() == 1 { " only" } else { "" };
-    match r.errors() {
-        0 => ui.out(&format!(
-            "from {from}{only}: no error finding ({} checks)",
-            r.findings.len()
-        )),
-        n => ui.out(&format!("from {from}{only}: {n} error finding(s)")),
-    }
+        ui.out(&t.to_string());
+        let from = r.from.join(" and ");
+        let only = if r.from.len() == 1 { " only" } else { "" };
+        match r.errors() {
+            0 => ui.out(&format!(
+                "from {from}{only}: no error finding ({} checks)",
+                r.findings.len()
+            )),
+            n => ui.out(&format!("from {from}{only}: {n} error finding(s)")),
+        }
+    });
 }

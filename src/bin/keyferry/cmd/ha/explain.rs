@@ -91,59 +91,57 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     } else {
         crate::exit::NO.into()
     };
-    if ui.json {
-        super::emit(ui, "ha-explain", &x);
-        return Ok(code);
-    }
-    ui.out(&format!("{}: {}", args.file.display(), x.connection));
-    let mut t = ui.table(["line", "verdict", "text", "why"]);
-    for l in &x.lines {
-        let line = if l.last_line > l.line {
-            format!("{}-{}", l.line, l.last_line)
-        } else {
-            l.line.to_string()
-        };
-        let verdict = match l.outcome {
-            LineOutcome::Decides => "DECIDES",
-            LineOutcome::No => "no",
-            LineOutcome::Might => "might",
-            LineOutcome::Refused => "REFUSED",
-            LineOutcome::Include => "include",
-            LineOutcome::Below => "",
-        };
-        t.add_row([line, verdict.into(), l.text.clone(), l.why.join("; ")]);
-    }
-    ui.out(&t.to_string());
-    let refused: Vec<String> = x
-        .lines
-        .iter()
-        .filter(|l| l.outcome == LineOutcome::Refused)
-        .map(|l| format!("line {}: {}", l.line, l.why.join("; ")))
-        .collect();
-    ui.out(&if !refused.is_empty() {
-        format!(
+    ui.show("ha-explain", &x, || {
+        ui.out(&format!("{}: {}", args.file.display(), x.connection));
+        let mut t = ui.table(["line", "verdict", "text", "why"]);
+        for l in &x.lines {
+            let line = if l.last_line > l.line {
+                format!("{}-{}", l.line, l.last_line)
+            } else {
+                l.line.to_string()
+            };
+            let verdict = match l.outcome {
+                LineOutcome::Decides => "DECIDES",
+                LineOutcome::No => "no",
+                LineOutcome::Might => "might",
+                LineOutcome::Refused => "REFUSED",
+                LineOutcome::Include => "include",
+                LineOutcome::Below => "",
+            };
+            t.add_row([line, verdict.into(), l.text.clone(), l.why.join("; ")]);
+        }
+        ui.out(&t.to_string());
+        let refused: Vec<String> = x
+            .lines
+            .iter()
+            .filter(|l| l.outcome == LineOutcome::Refused)
+            .map(|l| format!("line {}: {}", l.line, l.why.join("; ")))
+            .collect();
+        ui.out(&if !refused.is_empty() {
+            format!(
             "PostgreSQL refuses this file ({}): a server keeps its old rules, and one that starts \
              with it fails",
             refused.join("; ")
         )
-    } else {
-        match (&x.decided_by, &x.method) {
-            (Some(n), Some(m)) if m == "reject" => {
-                format!("refused by line {n} (reject)")
+        } else {
+            match (&x.decided_by, &x.method) {
+                (Some(n), Some(m)) if m == "reject" => {
+                    format!("refused by line {n} (reject)")
+                }
+                (Some(n), Some(m)) => format!("decided by line {n}: method {m}"),
+                _ => "no line matches: refused (\"no pg_hba.conf entry\")".into(),
             }
-            (Some(n), Some(m)) => format!("decided by line {n}: method {m}"),
-            _ => "no line matches: refused (\"no pg_hba.conf entry\")".into(),
+        });
+        if !x.might_be_decided_by.is_empty() {
+            ui.out(&format!(
+                "unless line {} decides first (what it depends on is not in the file)",
+                x.might_be_decided_by
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", line ")
+            ));
         }
     });
-    if !x.might_be_decided_by.is_empty() {
-        ui.out(&format!(
-            "unless line {} decides first (what it depends on is not in the file)",
-            x.might_be_decided_by
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", line ")
-        ));
-    }
     Ok(code)
 }

@@ -7,7 +7,6 @@ use crate::ui::Ui;
 use keyferry::ha::replica::{self, LostPrimary};
 use keyferry::ha::HaNode;
 use keyferry::ha::{run_on, PeerRun};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +85,7 @@ impl LostPrimary for Lost<'_> {
     }
 
     fn confirm_off(&self, node: &HaNode) -> bool {
-        if !self.ui.can_prompt() || !std::io::stdin().is_terminal() {
+        if !self.ui.can_prompt() || !self.ui.stdin_is_terminal() {
             return false;
         }
         self.ui.warn(&format!(
@@ -118,40 +117,38 @@ pub fn failover(args: FailoverArgs, ui: &Ui) -> CmdResult {
         confirmed_off: args.confirm_lost.clone(),
     };
     let r = replica::failover(&loaded.connector(), node, &opts, &lost)?;
-    if ui.json {
-        ui.report(&r);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if r.dry_run {
-        ui.out(&format!(
-            "failover from {} to {} ({}):",
-            r.old_primary,
-            r.new_primary,
-            if r.planned { "planned" } else { "primary lost" }
-        ));
-        show_plan(ui, &r.plan);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let tl = |t: Option<u32>| t.map(|t| t.to_string()).unwrap_or("?".into());
-    ui.out(&format!(
-        "{} is the primary now (timeline {} -> {}); {} {}",
-        r.new_primary,
-        tl(r.timeline_before),
-        tl(r.timeline_after),
-        r.old_primary,
-        match (r.planned, r.fenced) {
-            (_, true) => "is stopped and fenced",
-            (false, false) => "was confirmed off",
-            (true, false) => "is stopped",
+    ui.show_report(&r, || {
+        if r.dry_run {
+            ui.out(&format!(
+                "failover from {} to {} ({}):",
+                r.old_primary,
+                r.new_primary,
+                if r.planned { "planned" } else { "primary lost" }
+            ));
+            show_plan(ui, &r.plan);
+            return;
         }
-    ));
-    for slot in &r.removed_slots {
+        let tl = |t: Option<u32>| t.map(|t| t.to_string()).unwrap_or("?".into());
         ui.out(&format!(
-            "removed replication slot {slot}: nothing uses it any more"
+            "{} is the primary now (timeline {} -> {}); {} {}",
+            r.new_primary,
+            tl(r.timeline_before),
+            tl(r.timeline_after),
+            r.old_primary,
+            match (r.planned, r.fenced) {
+                (_, true) => "is stopped and fenced",
+                (false, false) => "was confirmed off",
+                (true, false) => "is stopped",
+            }
         ));
-    }
-    for n in &r.next {
-        ui.out(&format!("next: {n}"));
-    }
+        for slot in &r.removed_slots {
+            ui.out(&format!(
+                "removed replication slot {slot}: nothing uses it any more"
+            ));
+        }
+        for n in &r.next {
+            ui.out(&format!("next: {n}"));
+        }
+    });
     Ok(ExitCode::SUCCESS)
 }

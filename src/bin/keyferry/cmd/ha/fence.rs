@@ -1,6 +1,6 @@
 //! `keyferry ha fence`: this node's server stopped and kept from starting as a primary.
 
-use super::{emit, PairArgs};
+use super::PairArgs;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::ha::replica;
@@ -23,23 +23,21 @@ pub fn fence(args: FenceArgs, ui: &Ui) -> CmdResult {
     let (_, pair) = args.pair.load_pair()?;
     let node = args.pair.local(&pair)?;
     let r = replica::fence(node)?;
-    if ui.json {
-        emit(ui, "ha-fence", &r);
-        return Ok(ExitCode::SUCCESS);
-    }
-    ui.out(&format!(
-        "{} is fenced: standby.signal {}; its server {}",
-        r.node,
-        if r.signal_written {
-            "written"
-        } else {
-            "was already there"
-        },
-        if r.stopped {
-            "was stopped"
-        } else {
-            "was not running"
-        }
-    ));
+    ui.show("ha-fence", &r, || {
+        ui.out(&format!(
+            "{} is fenced: standby.signal {}; its server {}",
+            r.node,
+            if r.signal_written {
+                "written"
+            } else {
+                "was already there"
+            },
+            if r.stopped {
+                "was stopped"
+            } else {
+                "was not running"
+            }
+        ));
+    });
     Ok(ExitCode::SUCCESS)
 }

@@ -50,10 +50,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 }
 
 fn show(r: &HbaReport, ui: &Ui) {
-    if ui.json {
-        super::emit(ui, "ha-hba", r);
-        return;
-    }
+    ui.show("ha-hba", r, || {
     let mut t = ui.table(["connection", "decided now by", "after the edit"]);
     for d in &r.decisions {
         t.add_row([d.connection.clone(), d.before.clone(), d.after.clone()]);
@@ -86,4 +83,5 @@ fn show(r: &HbaReport, ui: &Ui) {
             }
         }
     }
+    });
 }

@@ -124,16 +124,6 @@ impl Loaded {
     }
 }
 
-/// Prints an `ha` report as the JSON document: `version`, `kind`, then the report's fields.
-/// (A report the upgrade run reads goes out through [`Ui::report`], whose kind is its type's.)
-pub fn emit<T: serde::Serialize>(ui: &Ui, kind: &'static str, report: &T) {
-    ui.json(&keyferry::report::Envelope {
-        version: keyferry::JSON_VERSION,
-        kind,
-        report,
-    });
-}
-
 /// A dry run's plan, numbered, and that nothing changed.
 pub fn show_plan(ui: &Ui, plan: &[String]) {
     ui.out("would:");

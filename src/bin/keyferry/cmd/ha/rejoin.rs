@@ -37,10 +37,7 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
         remove_old: args.remove_old,
     };
     let r = replica::rejoin(&loaded.connector(), node, &opts, &|l| ui.info(l))?;
-    if ui.json {
-        ui.report(&r);
-        return Ok(ExitCode::SUCCESS);
-    }
+    ui.show_report(&r, || {
     for w in &r.warnings {
         ui.warn(w);
     }
@@ -50,7 +47,7 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
             r.node, r.primary, r.method
         ));
         show_plan(ui, &r.plan);
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
     ui.out(&format!(
         "{} streams from {} again ({} in {:.1} s{})",
@@ -72,5 +69,6 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     for c in &r.settings_changed {
         ui.out(&format!("changed: {c}"));
     }
+    });
     Ok(ExitCode::SUCCESS)
 }

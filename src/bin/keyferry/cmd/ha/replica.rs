@@ -1,6 +1,6 @@
 //! `keyferry ha replica init`: this node becomes a streaming replica of its peer.
 
-use super::{emit, show_plan, PairArgs};
+use super::{show_plan, PairArgs};
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use clap::Subcommand;
@@ -62,50 +62,48 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
     );
     opts.empty_archive = args.empty_archive;
     let r = replica::init(&loaded.connector(), node, &opts, &|l| ui.info(l))?;
-    if ui.json {
-        emit(ui, "ha-replica-init", &r);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for w in &r.warnings {
-        ui.warn(w);
-    }
-    if r.dry_run {
-        ui.out(&format!("replica init of {} from {}:", r.node, r.primary));
-        ui.out(&format!("  replaced: {}", r.replaced.line()));
-        ui.out(&format!("  copied:   {}", r.source.line()));
-        show_plan(ui, &r.plan);
-        return Ok(ExitCode::SUCCESS);
-    }
-    ui.out(&format!(
-        "{} streams from {} (slot {}); {} MB copied in {:.1} s",
-        r.node,
-        r.primary,
-        r.slot,
-        r.bytes / 1_000_000,
-        r.seconds
-    ));
-    ui.out(&format!(
-        "  {}",
-        r.phases
-            .iter()
-            .map(|(n, s)| format!("{n} {s:.2} s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    if let Some(old) = &r.old_folder {
+    ui.show("ha-replica-init", &r, || {
+        for w in &r.warnings {
+            ui.warn(w);
+        }
+        if r.dry_run {
+            ui.out(&format!("replica init of {} from {}:", r.node, r.primary));
+            ui.out(&format!("  replaced: {}", r.replaced.line()));
+            ui.out(&format!("  copied:   {}", r.source.line()));
+            show_plan(ui, &r.plan);
+            return;
+        }
         ui.out(&format!(
+            "{} streams from {} (slot {}); {} MB copied in {:.1} s",
+            r.node,
+            r.primary,
+            r.slot,
+            r.bytes / 1_000_000,
+            r.seconds
+        ));
+        ui.out(&format!(
+            "  {}",
+            r.phases
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if let Some(old) = &r.old_folder {
+            ui.out(&format!(
             "the old data folder is kept in {} (remove it when you no longer need the way back)",
             old.display()
         ));
-    }
-    for c in &r.settings_changed {
-        ui.out(&format!("changed: {c}"));
-    }
-    if let Some(b) = &r.archive_backup {
-        ui.out(&format!(
-            "the Archive folder was emptied; its entries are in {}",
-            b.display()
-        ));
-    }
+        }
+        for c in &r.settings_changed {
+            ui.out(&format!("changed: {c}"));
+        }
+        if let Some(b) = &r.archive_backup {
+            ui.out(&format!(
+                "the Archive folder was emptied; its entries are in {}",
+                b.display()
+            ));
+        }
+    });
     Ok(ExitCode::SUCCESS)
 }

@@ -37,27 +37,25 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     // Removed some, failed on others: partly done (3); failed on all: error (2).
     let changed = report.removed.len() + report.backups_removed.len();
     let code = crate::exit::of_many(changed, report.failed.len());
-    if ui.json {
-        ui.json(&report);
-        return Ok(std::process::ExitCode::from(code));
-    }
-    for p in &report.would_remove {
-        ui.out(&format!("would remove {}", p.display()));
-    }
-    for r in report.removed.iter().chain(&report.backups_removed) {
-        ui.out(&r.to_string());
-    }
-    for p in &report.already_gone {
-        ui.out(&format!("{}: already gone", p.display()));
-    }
-    for l in &report.left_alone {
-        ui.out(&format!("{}: left alone ({})", l.path.display(), l.why));
-    }
-    for l in &report.failed {
-        ui.warn(&format!("{}: not removed: {}", l.path.display(), l.why));
-    }
-    if changed == 0 && report.would_remove.is_empty() && report.failed.is_empty() {
-        ui.info(&format!("Nothing to clean up on node {}.", report.node));
-    }
+    ui.show_document(&report, || {
+        for p in &report.would_remove {
+            ui.out(&format!("would remove {}", p.display()));
+        }
+        for r in report.removed.iter().chain(&report.backups_removed) {
+            ui.out(&r.to_string());
+        }
+        for p in &report.already_gone {
+            ui.out(&format!("{}: already gone", p.display()));
+        }
+        for l in &report.left_alone {
+            ui.out(&format!("{}: left alone ({})", l.path.display(), l.why));
+        }
+        for l in &report.failed {
+            ui.warn(&format!("{}: not removed: {}", l.path.display(), l.why));
+        }
+        if changed == 0 && report.would_remove.is_empty() && report.failed.is_empty() {
+            ui.info(&format!("Nothing to clean up on node {}.", report.node));
+        }
+    });
     Ok(std::process::ExitCode::from(code))
 }

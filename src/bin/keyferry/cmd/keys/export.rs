@@ -12,7 +12,6 @@ use keyferry::keys::{build_manifest, export_to_file, seal_to, BundleSummary};
 use keyferry::secret::Passphrase;
 use keyferry::time::{format_duration, parse_duration, Timestamp};
 use keyferry::Error;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -72,7 +71,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     let to_stdout = args.output.is_none();
-    if to_stdout && std::io::stdout().is_terminal() {
+    if to_stdout && ui.stdout_is_terminal() {
         return Err(Failure::new(
             Code::OutputIsTerminal,
             "refusing to write a bundle to the terminal",
@@ -146,9 +145,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
     };
     let summary = BundleSummary::of(&manifest, "export", written.clone());
-    if ui.json {
-        ui.json(&summary);
-    } else {
+    ui.show_document(&summary, || {
         let h = &manifest.header;
         match &written {
             Some(p) => ui.info(&format!("Wrote {}", p.display())),
@@ -170,7 +167,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         if written.is_some() {
             ui.info("Remove the bundle after the import (import does it) or with: keyferry keys cleanup");
         }
-    }
+    });
     if generated {
         ui.show_passphrase_once(passphrase.expose_secret());
     }

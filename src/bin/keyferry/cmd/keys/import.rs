@@ -60,8 +60,11 @@ pub enum Protect {
 }
 
 /// `keys import -`: a push stream on stdin (from `keys push` over ssh), never a terminal.
-fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failure::Failure> {
-    use std::io::{IsTerminal, Read};
+fn read_stream(
+    args: &Args,
+    ui: &Ui,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failure::Failure> {
+    use std::io::Read;
     if args.passphrase.passphrase_file.is_some() || args.passphrase.passphrase_fd.is_some() {
         return Err(crate::failure::Failure::new(
             Code::Usage,
@@ -69,7 +72,7 @@ fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failur
             Some("leave those out: keyferry keys push sends the passphrase inside the stream"),
         ));
     }
-    if std::io::stdin().is_terminal() {
+    if ui.stdin_is_terminal() {
         return Err(crate::failure::Failure::new(
             Code::Usage,
             "`keys import -` reads a push stream on standard input, which is a terminal here",
@@ -97,7 +100,7 @@ fn read_stream(args: &Args) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::failur
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     if args.bundle.as_os_str() == "-" {
-        let stream = read_stream(&args)?;
+        let stream = read_stream(&args, ui)?;
         let report = keyferry::keys::import_stream(&stream, &node, &options(&args), ui)?;
         return show(report, ui);
     }
@@ -149,10 +152,7 @@ fn show(report: keyferry::keys::ImportReport, ui: &Ui) -> CmdResult {
     for w in report.plan.warnings.iter().chain(&report.warnings) {
         ui.warn(w);
     }
-    if ui.json {
-        ui.json(&report);
-        return success();
-    }
+    ui.show_document(&report, || {
     let b = &report.bundle;
     ui.out(&format!(
         "Bundle from {} ({}, {}), created {}, fingerprint {}",
@@ -231,5 +231,6 @@ fn show(report: keyferry::keys::ImportReport, ui: &Ui) -> CmdResult {
             }
         }
     }
+    });
     success()
 }

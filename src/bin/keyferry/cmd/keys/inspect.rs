@@ -45,38 +45,36 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         expired: Timestamp::now() >= manifest.header.expires,
         integrity: "ok",
     };
-    if ui.json {
-        ui.json(&report);
-        return success();
-    }
-    let s = &report.summary;
-    ui.out(&format!(
-        "cluster      {}",
-        s.cluster.as_deref().unwrap_or("(none)")
-    ));
-    ui.out(&format!("profile      {}", s.profile));
-    ui.out(&format!(
-        "source       {} ({}) on host {}",
-        s.source_node, s.source_role, s.source_host
-    ));
-    ui.out(&format!("created      {}", s.created));
-    ui.out(&format!(
-        "expires      {}{}",
-        s.expires,
-        if report.expired { "  (EXPIRED)" } else { "" }
-    ));
-    ui.out(&format!("fingerprint  {}", s.fingerprint));
-    ui.out("entries:");
-    for e in &s.entries {
-        let roles: Vec<_> = e.roles.iter().map(|r| r.as_str()).collect();
+    ui.show_document(&report, || {
+        let s = &report.summary;
         ui.out(&format!(
-            "  {:<20} {:>8} bytes  sha256 {}  for {}",
-            e.name,
-            e.len,
-            e.sha256.to_hex(),
-            roles.join(", ")
+            "cluster      {}",
+            s.cluster.as_deref().unwrap_or("(none)")
         ));
-    }
-    ui.out("integrity    ok (every entry matches its SHA-256 and the fingerprint)");
+        ui.out(&format!("profile      {}", s.profile));
+        ui.out(&format!(
+            "source       {} ({}) on host {}",
+            s.source_node, s.source_role, s.source_host
+        ));
+        ui.out(&format!("created      {}", s.created));
+        ui.out(&format!(
+            "expires      {}{}",
+            s.expires,
+            if report.expired { "  (EXPIRED)" } else { "" }
+        ));
+        ui.out(&format!("fingerprint  {}", s.fingerprint));
+        ui.out("entries:");
+        for e in &s.entries {
+            let roles: Vec<_> = e.roles.iter().map(|r| r.as_str()).collect();
+            ui.out(&format!(
+                "  {:<20} {:>8} bytes  sha256 {}  for {}",
+                e.name,
+                e.len,
+                e.sha256.to_hex(),
+                roles.join(", ")
+            ));
+        }
+        ui.out("integrity    ok (every entry matches its SHA-256 and the fingerprint)");
+    });
     success()
 }

@@ -134,9 +134,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         targets: done,
     };
     let done = &report.targets;
-    if ui.json {
-        ui.report(&report);
-    } else {
+    ui.show_report(&report, || {
         show(&source.name, &fingerprint, done, ui);
         let next: Vec<&str> = done
             .iter()
@@ -146,7 +144,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         if let Some(step) = next.first() {
             ui.out(&format!("next, on each node marked installed: {step}"));
         }
-    }
+    });
     let would_refuse = done.iter().any(|t| t.outcome == PushOutcome::WouldRefuse);
     let installed = done
         .iter()

@@ -12,26 +12,19 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
     let (_lock, recovered) = keyferry::txn::begin(&node.state_dir, &node.name, args.wait.wait)?;
     let swept = keyferry::keys::sweep_node(&node)?;
-    if ui.json {
-        ui.json(&serde_json::json!({
-            "version": keyferry::JSON_VERSION,
-            "kind": "recover",
-            "node": node.name,
-            "recovered": recovered,
-            "swept": swept,
-        }));
-        return success();
-    }
-    match &recovered {
-        Some(r) => ui.out(&format!("Node {}: {r}.", node.name)),
-        None => ui.out(&format!(
-            "Node {}: no interrupted change (no journal in {}).",
-            node.name,
-            node.state_dir.display()
-        )),
-    }
-    for r in &swept {
-        ui.out(&format!("removed a keyferry temp file: {r}"));
-    }
+    let report = serde_json::json!({ "node": node.name, "recovered": recovered, "swept": swept });
+    ui.show("recover", &report, || {
+        match &recovered {
+            Some(r) => ui.out(&format!("Node {}: {r}.", node.name)),
+            None => ui.out(&format!(
+                "Node {}: no interrupted change (no journal in {}).",
+                node.name,
+                node.state_dir.display()
+            )),
+        }
+        for r in &swept {
+            ui.out(&format!("removed a keyferry temp file: {r}"));
+        }
+    });
     success()
 }

@@ -77,30 +77,28 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 list.backups.push(b);
             }
         }
-        if ui.json {
-            ui.json(&list);
-            return success();
-        }
-        if list.backups.is_empty() {
-            ui.info(&format!("Node {} has no backups yet.", list.node));
-        }
-        for b in &list.backups {
-            ui.out(&format!(
-                "{}  {}  {}{}",
-                b.id,
-                b.fingerprint
-                    .map(|f| f.to_string())
-                    .unwrap_or_else(|| "(no key files)".into()),
-                b.command.as_deref().unwrap_or(""),
-                b.kept_by
-                    .as_ref()
-                    .map(|k| format!("  (kept by {k} in {})", b.dir.display()))
-                    .unwrap_or_default()
-            ));
-            for f in &b.files {
-                ui.out(&format!("    {}", f.path.display()));
+        ui.show_document(&list, || {
+            if list.backups.is_empty() {
+                ui.info(&format!("Node {} has no backups yet.", list.node));
             }
-        }
+            for b in &list.backups {
+                ui.out(&format!(
+                    "{}  {}  {}{}",
+                    b.id,
+                    b.fingerprint
+                        .map(|f| f.to_string())
+                        .unwrap_or_else(|| "(no key files)".into()),
+                    b.command.as_deref().unwrap_or(""),
+                    b.kept_by
+                        .as_ref()
+                        .map(|k| format!("  (kept by {k} in {})", b.dir.display()))
+                        .unwrap_or_default()
+                ));
+                for f in &b.files {
+                    ui.out(&format!("    {}", f.path.display()));
+                }
+            }
+        });
         return success();
     };
     // The node's own backup, else the one state folder that keeps a backup of that name.
@@ -128,26 +126,24 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));
     }
-    if ui.json {
-        ui.json(&report);
-        return success();
-    }
-    for f in &report.files {
-        let what = match f.action {
-            "unchanged" => "unchanged",
-            "install" => "restored",
-            _ => "restored",
-        };
-        ui.out(&format!("  {what:<10} {}", f.path.display()));
-        if let Some(a) = &f.attributes {
-            ui.out(&format!("  {:<10} {}", "", a.describe()));
+    ui.show_document(&report, || {
+        for f in &report.files {
+            let what = match f.action {
+                "unchanged" => "unchanged",
+                "install" => "restored",
+                _ => "restored",
+            };
+            ui.out(&format!("  {what:<10} {}", f.path.display()));
+            if let Some(a) = &f.attributes {
+                ui.out(&format!("  {:<10} {}", "", a.describe()));
+            }
         }
-    }
-    if let Some(d) = &report.backup_dir {
-        ui.out(&format!("What it replaced is backed up in {}", d.display()));
-    }
-    if let Some(fp) = report.fingerprint {
-        ui.out(&format!("Key-set fingerprint now {fp}"));
-    }
+        if let Some(d) = &report.backup_dir {
+            ui.out(&format!("What it replaced is backed up in {}", d.display()));
+        }
+        if let Some(fp) = report.fingerprint {
+            ui.out(&format!("Key-set fingerprint now {fp}"));
+        }
+    });
     success()
 }

@@ -111,19 +111,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
         row
     });
-    if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            targets: &'a [Row],
-        }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: "sync-rollback",
-            targets: &rows,
-        });
-    } else {
+    #[derive(Serialize)]
+    struct RolledBack<'a> {
+        targets: &'a [Row],
+    }
+    ui.show("sync-rollback", &RolledBack { targets: &rows }, || {
         for r in &rows {
             if let Some(rec) = &r.recovered {
                 ui.info(&format!("{}: {rec}", r.node));
@@ -180,7 +172,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                 ui.failure(&crate::failure::shown(e, &format!("{}: ", r.node)));
             }
         }
-    }
+    });
     let changed = rows
         .iter()
         .filter(|r| r.rolled_back.as_ref().is_some_and(|rb| !rb.already))

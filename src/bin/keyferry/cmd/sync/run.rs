@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyferry::sync::{self, ApplyOptions, PlanOptions, SyncPlan, SyncProgress};
 use keyferry::text::size;
 use keyferry::Error;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -181,7 +181,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     }
     // A step of an upgrade run shows its progress though its report goes to stdout as JSON.
     let step = std::env::var_os("KEYFERRY_STEP_PROGRESS").is_some_and(|v| v == "1");
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = ui.stderr_is_terminal();
     let lines = !args.dry_run && !terminal && (ui.batch || step);
     let multi =
         MultiProgress::with_draw_target(if (ui.json && !step) || args.dry_run || !terminal {
@@ -401,141 +401,140 @@ fn sync_pair(
 
 fn report(report: &SyncReport, dry_run: bool, ui: &Ui) {
     let results = &report.targets;
-    if ui.json {
-        if dry_run {
-            // The same document under its own kind: a plan, not a change.
-            crate::cmd::ha::emit(ui, "sync-plan", report);
-        } else {
-            ui.report(report);
-        }
-        return;
-    }
-    let mut t = ui.table([
-        "node",
-        "result",
-        "add",
-        "update",
-        "delete",
-        "same",
-        "protected",
-        "how",
-    ]);
-    for r in results {
-        let cells = |n: usize, b: u64| {
-            if n == 0 {
-                "0".to_string()
-            } else {
-                format!("{n} ({})", size(b))
-            }
-        };
-        let name = label(&r.node, &r.slot);
-        match &r.plan {
-            Some(p) => {
-                let how = match &r.outcome {
-                    Some(o) => format!(
-                        "{}; {} verified by content, {} by size and time{}",
-                        match o.mode {
-                            sync::Mode::Swap => "swapped",
-                            sync::Mode::InPlace => "in place",
-                        },
-                        o.verified_files,
-                        o.quick_checked,
-                        if o.recopied.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {} re-copied", o.recopied.len())
-                        }
-                    ),
-                    None if r.result == SyncResult::Unchanged => "same size and time".into(),
-                    None => "-".into(),
-                };
-                t.add_row([
-                    name,
-                    result_word(r.result),
-                    cells(p.add.len(), p.add_bytes),
-                    cells(p.update.len(), p.update_bytes),
-                    cells(p.delete.len(), p.delete_bytes),
-                    p.unchanged.to_string(),
-                    p.protected.len().to_string(),
-                    how,
-                ]);
-            }
-            None => {
-                t.add_row([
-                    name,
-                    "FAILED".to_string(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-            }
-        }
-    }
-    ui.out(&t.to_string());
-    for r in results {
-        let name = label(&r.node, &r.slot);
-        if let Some(rec) = &r.recovered {
-            ui.info(&format!("{name}: {rec}"));
-        }
-        if let Some(p) = &r.plan {
-            if dry_run {
-                for f in &p.delete {
-                    ui.out(&format!(
-                        "{name}: would delete {} ({})",
-                        keyferry::fs::shown(&f.path),
-                        size(f.bytes)
-                    ));
+    // A dry run's document is the same under its own kind: a plan, not a change.
+    let kind = if dry_run {
+        "sync-plan"
+    } else {
+        <SyncReport as keyferry::report::Kind>::KIND
+    };
+    ui.show(kind, report, || {
+        let mut t = ui.table([
+            "node",
+            "result",
+            "add",
+            "update",
+            "delete",
+            "same",
+            "protected",
+            "how",
+        ]);
+        for r in results {
+            let cells = |n: usize, b: u64| {
+                if n == 0 {
+                    "0".to_string()
+                } else {
+                    format!("{n} ({})", size(b))
                 }
-                for f in p.add.iter().chain(&p.update) {
-                    ui.out(&format!(
-                        "{name}: would {} {} ({})",
-                        if p.add.contains(f) { "add" } else { "update" },
-                        keyferry::fs::shown(&f.path),
-                        size(f.bytes)
-                    ));
+            };
+            let name = label(&r.node, &r.slot);
+            match &r.plan {
+                Some(p) => {
+                    let how = match &r.outcome {
+                        Some(o) => format!(
+                            "{}; {} verified by content, {} by size and time{}",
+                            match o.mode {
+                                sync::Mode::Swap => "swapped",
+                                sync::Mode::InPlace => "in place",
+                            },
+                            o.verified_files,
+                            o.quick_checked,
+                            if o.recopied.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} re-copied", o.recopied.len())
+                            }
+                        ),
+                        None if r.result == SyncResult::Unchanged => "same size and time".into(),
+                        None => "-".into(),
+                    };
+                    t.add_row([
+                        name,
+                        result_word(r.result),
+                        cells(p.add.len(), p.add_bytes),
+                        cells(p.update.len(), p.update_bytes),
+                        cells(p.delete.len(), p.delete_bytes),
+                        p.unchanged.to_string(),
+                        p.protected.len().to_string(),
+                        how,
+                    ]);
+                }
+                None => {
+                    t.add_row([
+                        name,
+                        "FAILED".to_string(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ]);
                 }
             }
-            if !p.times_only.is_empty() {
-                ui.info(&format!(
-                    "{name}: {} the same bytes as the source with another modification time: \
+        }
+        ui.out(&t.to_string());
+        for r in results {
+            let name = label(&r.node, &r.slot);
+            if let Some(rec) = &r.recovered {
+                ui.info(&format!("{name}: {rec}"));
+            }
+            if let Some(p) = &r.plan {
+                if dry_run {
+                    for f in &p.delete {
+                        ui.out(&format!(
+                            "{name}: would delete {} ({})",
+                            keyferry::fs::shown(&f.path),
+                            size(f.bytes)
+                        ));
+                    }
+                    for f in p.add.iter().chain(&p.update) {
+                        ui.out(&format!(
+                            "{name}: would {} {} ({})",
+                            if p.add.contains(f) { "add" } else { "update" },
+                            keyferry::fs::shown(&f.path),
+                            size(f.bytes)
+                        ));
+                    }
+                }
+                if !p.times_only.is_empty() {
+                    ui.info(&format!(
+                        "{name}: {} the same bytes as the source with another modification time: \
                      kept as they are, given the source's time{}",
-                    crate::ui::count(p.times_only.len(), "file has", "files have"),
-                    if dry_run { " (would be)" } else { "" }
-                ));
-            }
-            if !p.protected.is_empty() {
-                ui.info(&format!(
-                    "{name}: left exactly as they are: {}",
-                    p.protected.join(", ")
-                ));
-            }
-            for w in &p.warnings {
-                ui.warn(&format!("{name}: {w}"));
-            }
-            if r.result == SyncResult::Unchanged {
-                ui.info(&format!(
-                    "{name}: every file already has the source's size and modification time; \
+                        crate::ui::count(p.times_only.len(), "file has", "files have"),
+                        if dry_run { " (would be)" } else { "" }
+                    ));
+                }
+                if !p.protected.is_empty() {
+                    ui.info(&format!(
+                        "{name}: left exactly as they are: {}",
+                        p.protected.join(", ")
+                    ));
+                }
+                for w in &p.warnings {
+                    ui.warn(&format!("{name}: {w}"));
+                }
+                if r.result == SyncResult::Unchanged {
+                    ui.info(&format!(
+                        "{name}: every file already has the source's size and modification time; \
                      keyferry sync verify compares contents"
-                ));
+                    ));
+                }
             }
-        }
-        if let Some(o) = &r.outcome {
-            for w in &o.warnings {
-                ui.warn(&format!("{name}: {w}"));
-            }
-            if let Some(why) = &o.why_in_place {
-                ui.info(&format!("{name}: files moved in one by one: {why}"));
-            }
-            ui.info(&format!(
+            if let Some(o) = &r.outcome {
+                for w in &o.warnings {
+                    ui.warn(&format!("{name}: {w}"));
+                }
+                if let Some(why) = &o.why_in_place {
+                    ui.info(&format!("{name}: files moved in one by one: {why}"));
+                }
+                ui.info(&format!(
                 "{name}: the previous folder is kept as {} (keyferry sync rollback puts it back)",
                 o.previous.display()
             ));
+            }
+            if let Some(e) = &r.error {
+                ui.failure(&crate::failure::shown(e, &format!("{name}: ")));
+            }
         }
-        if let Some(e) = &r.error {
-            ui.failure(&crate::failure::shown(e, &format!("{name}: ")));
-        }
-    }
+    });
 }

@@ -58,21 +58,16 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let differs = rows
         .iter()
         .any(|r| r.verification.as_ref().is_some_and(|v| !v.identical()));
-    if ui.json {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            version: u32,
-            kind: &'static str,
-            identical: bool,
-            targets: &'a [Row],
-        }
-        ui.json(&Doc {
-            version: keyferry::JSON_VERSION,
-            kind: "sync-verify",
-            identical: !failed && !differs,
-            targets: &rows,
-        });
-    } else {
+    #[derive(Serialize)]
+    struct Verified<'a> {
+        identical: bool,
+        targets: &'a [Row],
+    }
+    let verified = Verified {
+        identical: !failed && !differs,
+        targets: &rows,
+    };
+    ui.show("sync-verify", &verified, || {
         for r in &rows {
             match (&r.verification, &r.error) {
                 (Some(v), _) if v.identical() => ui.out(&format!(
@@ -107,7 +102,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                      protected files are never touched",
             );
         }
-    }
+    });
     Ok(if failed {
         ExitCode::from(crate::exit::ERROR)
     } else if differs {

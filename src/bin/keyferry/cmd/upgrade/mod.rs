@@ -128,38 +128,36 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
     };
     let file = ClusterFile::load(&args.cluster)?;
     let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
-    if ui.json {
-        super::ha::emit(ui, "upgrade-plan", &p);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut current = None;
-    for s in &p.steps {
-        if current != Some(s.procedure) {
-            current = Some(s.procedure);
-            ui.out(&format!("\n{}", s.procedure.title()));
+    ui.show("upgrade-plan", &p, || {
+        let mut current = None;
+        for s in &p.steps {
+            if current != Some(s.procedure) {
+                current = Some(s.procedure);
+                ui.out(&format!("\n{}", s.procedure.title()));
+            }
+            let kind = match s.kind {
+                Kind::Auto => "auto",
+                Kind::Manual => "manual",
+            };
+            ui.out(&format!("{:>3}. [{kind}] {}{}", s.n, s.title, on(&s.node)));
+            if let Some(g) = &s.gate {
+                ui.out(&format!("       only when: {g}"));
+            }
+            ui.out(&format!("       {}", s.what));
         }
-        let kind = match s.kind {
-            Kind::Auto => "auto",
-            Kind::Manual => "manual",
-        };
-        ui.out(&format!("{:>3}. [{kind}] {}{}", s.n, s.title, on(&s.node)));
-        if let Some(g) = &s.gate {
-            ui.out(&format!("       only when: {g}"));
+        if !p.notes.is_empty() {
+            ui.out("");
         }
-        ui.out(&format!("       {}", s.what));
-    }
-    if !p.notes.is_empty() {
-        ui.out("");
-    }
-    for n in &p.notes {
-        ui.out(&format!("note: {n}"));
-    }
-    let manual = p.steps.iter().filter(|s| s.kind == Kind::Manual).count();
-    ui.out(&format!(
-        "\n{} steps: {} automatic, {manual} manual.",
-        p.steps.len(),
-        p.steps.len() - manual
-    ));
+        for n in &p.notes {
+            ui.out(&format!("note: {n}"));
+        }
+        let manual = p.steps.iter().filter(|s| s.kind == Kind::Manual).count();
+        ui.out(&format!(
+            "\n{} steps: {} automatic, {manual} manual.",
+            p.steps.len(),
+            p.steps.len() - manual
+        ));
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -374,15 +372,16 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             match driver.status().map_err(fail)? {
                 Some(state) => show_status(&state, &p, ui),
                 // No run is an answer, not an error.
-                None if ui.json => super::ha::emit(
-                    ui,
+                None => ui.show(
                     "upgrade-status",
                     &serde_json::json!({ "run": null, "state": driver.state_path() }),
+                    || {
+                        ui.out(&format!(
+                            "no upgrade run here ({}); keyferry upgrade run -c {c} starts one",
+                            driver.state_path().display()
+                        ))
+                    },
                 ),
-                None => ui.out(&format!(
-                    "no upgrade run here ({}); keyferry upgrade run -c {c} starts one",
-                    driver.state_path().display()
-                )),
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -404,9 +403,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 driver.put_back(&open, &hands, &held);
             }
             let (state, record) = driver.abandon(&held).map_err(fail)?;
-            if ui.json {
-                super::ha::emit(ui, "upgrade-run", &state);
-            } else {
+            ui.show("upgrade-run", &state, || {
                 let done = state.steps.iter().filter(|s| s.done.is_some()).count();
                 ui.out(&format!(
                     "the run started {} is abandoned after {done} of {} steps; its record is \
@@ -416,7 +413,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                     state.steps.len(),
                     record.display()
                 ));
-            }
+            });
             return Ok(ExitCode::SUCCESS);
         }
         Start::New | Start::Resume => {}
@@ -437,11 +434,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     let stop = driver
         .advance(&mut state, &args.confirm, &hands)
         .map_err(fail)?;
-    if ui.json {
-        super::ha::emit(ui, "upgrade-run", &state);
-        return Ok(ExitCode::SUCCESS);
-    }
-    match stop {
+    ui.show("upgrade-run", &state, || match stop {
         Stop::Finished { record } => {
             let count = |how| state.steps.iter().filter(|s| s.done == Some(how)).count();
             ui.out(&format!(
@@ -481,7 +474,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
                 step.n
             ));
         }
-    }
+    });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -516,11 +509,7 @@ struct Terminal<'a> {
 
 /// The error document a failed command writes with `--json`.
 fn error_document(f: &Failure) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "version": keyferry::JSON_VERSION,
-        "error": { "code": f.code, "message": f.message, "hint": f.hint },
-    }))
-    .unwrap_or_default()
+    serde_json::to_vec(&keyferry::report::ErrorEnvelope::of(&f.doc())).unwrap_or_default()
 }
 
 impl Hands for Terminal<'_> {
@@ -635,7 +624,7 @@ impl Hands for Terminal<'_> {
     }
 
     fn ask(&self, question: Question<'_>) -> Option<bool> {
-        if !(self.ui.can_prompt() && std::io::stdin().is_terminal()) {
+        if !(self.ui.can_prompt() && self.ui.stdin_is_terminal()) {
             return None;
         }
         self.asked.set(true);
@@ -656,36 +645,32 @@ impl Hands for Terminal<'_> {
     }
 }
 
-use std::io::IsTerminal;
-
 fn show_status(state: &RunState, p: &Plan, ui: &Ui) {
-    if ui.json {
-        super::ha::emit(ui, "upgrade-status", state);
-        return;
-    }
-    let current = state.current();
-    for (i, s) in state.steps.iter().enumerate() {
-        let mark = match (s.done, Some(i) == current, &s.failed) {
-            (Some(how), _, _) => how.word(),
-            (None, true, Some(_)) => "FAILED",
-            (None, true, None) => "NEXT",
-            (None, false, _) => "",
-        };
-        ui.out(&format!("{mark:>9} {:>3}. {}{}", s.n, s.title, on(&s.node)));
-        if let (None, Some(f)) = (&s.done, &s.failed) {
-            ui.out(&format!("               failed {}: {}", f.at, f.reason));
+    ui.show("upgrade-status", state, || {
+        let current = state.current();
+        for (i, s) in state.steps.iter().enumerate() {
+            let mark = match (s.done, Some(i) == current, &s.failed) {
+                (Some(how), _, _) => how.word(),
+                (None, true, Some(_)) => "FAILED",
+                (None, true, None) => "NEXT",
+                (None, false, _) => "",
+            };
+            ui.out(&format!("{mark:>9} {:>3}. {}{}", s.n, s.title, on(&s.node)));
+            if let (None, Some(f)) = (&s.done, &s.failed) {
+                ui.out(&format!("               failed {}: {}", f.at, f.reason));
+            }
+            for c in &s.changes {
+                ui.out(&format!("               -> {c}"));
+            }
         }
-        for c in &s.changes {
-            ui.out(&format!("               -> {c}"));
+        match current {
+            Some(i) => ui.out(&format!("next: step {}: {}", p.steps[i].n, p.steps[i].what)),
+            None => ui.out(&format!(
+                "finished {}",
+                state.finished.as_deref().unwrap_or("")
+            )),
         }
-    }
-    match current {
-        Some(i) => ui.out(&format!("next: step {}: {}", p.steps[i].n, p.steps[i].what)),
-        None => ui.out(&format!(
-            "finished {}",
-            state.finished.as_deref().unwrap_or("")
-        )),
-    }
+    });
 }
 
 /// " (on NODE)" for a step's node.

@@ -63,9 +63,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         checks.extend(cluster_checks(&args, &file, &local, ui));
     }
     let report = Preflight::new(&file.name, &local.name, checks);
-    if ui.json {
-        ui.report(&report);
-    } else {
+    ui.show_report(&report, || {
         let mut t = ui.table(["node", "check", "result", "detail"]);
         for c in &report.checks {
             t.add_row([
@@ -89,7 +87,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         } else {
             format!("preflight: {f} failed; the upgrade must not start: do what each FAILED row says, then run again")
         });
-    }
+    });
     Ok(if report.ok {
         crate::exit::SUCCESS
     } else {
