@@ -34,7 +34,7 @@ pub enum Collected {
     Report {
         /// The report.
         report: Box<NodeReport>,
-        /// How it came: `local`, `path` or `ssh`.
+        /// How it came: `path`, `ssh` or `report` (a saved one).
         via: &'static str,
         /// Per-file hashes of the application folder, when it was read directly.
         app_files: Option<crate::audit::report::AppFiles>,

@@ -84,7 +84,7 @@ pub struct NodeResult {
     pub node: String,
     /// Its role.
     pub role: Role,
-    /// How its report came (`local`, `ssh`, `report-file`); `None` when none came.
+    /// How its report came (`path`, `ssh` or `report`); `None` when none came.
     pub via: Option<String>,
     /// Its state.
     pub status: NodeStatus,

@@ -99,7 +99,7 @@ pub struct SyncOutcome {
     pub copied: u64,
     /// Their bytes.
     pub copied_bytes: u64,
-    /// Files linked to the previous tree's instead of copied (the same bytes).
+    /// Unchanged files hard-linked from the target into the new tree instead of copied.
     pub linked: u64,
     /// Files removed.
     pub deleted: u64,
