@@ -85,55 +85,9 @@ pub fn init(
     let pair = conn.pair;
     let primary = pair.peer_of(replica);
     let data = replica.data_dir()?.to_owned();
-    // One change on the node at a time; an earlier swap that was cut off is rolled back
-    // first (a dry run changes nothing, so it only says so).
-    let _lock = if opts.dry_run {
-        if let Some(j) = crate::ha::swap::SwapJournal::load(&replica.state_dir)? {
-            return Err(refused(
-                format!(
-                    "a replica init begun {} on {} was cut off {}",
-                    j.started,
-                    j.node,
-                    j.stage.words()
-                ),
-                "run keyferry recover (or this command without --dry-run): it puts the old \
-                 data folder back first",
-            ));
-        }
-        None
-    } else {
-        let lock = crate::txn::NodeLock::acquire(
-            &replica.state_dir,
-            &replica.name,
-            crate::txn::DEFAULT_WAIT,
-        )?;
-        if let Some(done) = crate::ha::swap::recover(replica)? {
-            say(&done);
-        }
-        Some(lock)
-    };
+    let _lock = lock_for_init(replica, opts.dry_run, say)?;
     // Preflight: nothing changes until all of it holds.
-    if !pg::is_local_address(replica.addr) {
-        return Err(refused(
-            format!(
-                "{} is not an address of this machine, so this is not node {}",
-                replica.addr, replica.name
-            ),
-            "run keyferry ha replica init on the node that becomes the replica (or fix --node)",
-        ));
-    }
-    if let Some(named) = &opts.replace_database_of {
-        if !named.eq_ignore_ascii_case(&replica.name) {
-            return Err(refused(
-                format!(
-                    "--replace-database-of names {named}, but this is node {} (the node whose \
-                     database is replaced)",
-                    replica.name
-                ),
-                "name this node, or run on the node you meant",
-            ));
-        }
-    }
+    check_this_node(replica, opts)?;
     let dd = DataDir::open(&data)?;
     let (new_n, failed_n) = (dd.sibling(".keyferry-new"), dd.sibling(".keyferry-failed"));
     for n in [&new_n, &failed_n] {
@@ -200,35 +154,9 @@ pub fn init(
     )?
     .is_empty();
     let setting = keep_size_change(&mut pc, pair, primary)?;
-    // The old folder's name once moved aside: the suffix is kept in the swap's journal.
-    let (old_suffix, old_n) = {
-        let stamp = crate::time::Timestamp::now().compact();
-        let mut suffix = format!(".keyferry-old-{stamp}");
-        let mut i = 1;
-        while dd.present(&dd.sibling(&suffix))? {
-            i += 1;
-            suffix = format!(".keyferry-old-{stamp}-{i}");
-        }
-        let n = dd.sibling(&suffix);
-        (suffix, n)
-    };
+    let (old_suffix, old_n) = old_folder_name(&dd)?;
     let mut plan = Vec::new();
-    // The vendor empties the Archive folder on both nodes before configuring HA.
-    let archive = match &replica.archive {
-        Some(a) => match DataDir::open(a) {
-            Ok(ad) => {
-                let n = match ad.data() {
-                    Ok(d) => d.names()?.len(),
-                    Err(Error::FolderMissing { .. }) => 0,
-                    Err(e) => return Err(e),
-                };
-                (n > 0).then_some((ad, n))
-            }
-            Err(Error::FolderMissing { .. }) => None,
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
+    let archive = archive_entries(replica)?;
     let archive_backup = archive.as_ref().map(|(ad, _)| {
         ad.sibling(&format!(
             ".keyferry-old-{}",
@@ -567,6 +495,97 @@ pub fn init(
     );
     r.archive_backup = moved_archive;
     Ok(r)
+}
+
+/// The node's lock for an init, taken once an earlier swap cut off on the node is rolled
+/// back (said through `say`). A dry run takes no lock and changes nothing: it refuses while
+/// such a swap is there.
+fn lock_for_init(
+    replica: &HaNode,
+    dry_run: bool,
+    say: &dyn Fn(&str),
+) -> Result<Option<crate::txn::NodeLock>> {
+    if dry_run {
+        if let Some(j) = crate::ha::swap::SwapJournal::load(&replica.state_dir)? {
+            return Err(refused(
+                format!(
+                    "a replica init begun {} on {} was cut off {}",
+                    j.started,
+                    j.node,
+                    j.stage.words()
+                ),
+                "run keyferry recover (or this command without --dry-run): it puts the old \
+                 data folder back first",
+            ));
+        }
+        return Ok(None);
+    }
+    let lock =
+        crate::txn::NodeLock::acquire(&replica.state_dir, &replica.name, crate::txn::DEFAULT_WAIT)?;
+    if let Some(done) = crate::ha::swap::recover(replica)? {
+        say(&done);
+    }
+    Ok(Some(lock))
+}
+
+/// Refuses to run anywhere but on the node that becomes the replica, and a
+/// `--replace-database-of` that names another node.
+fn check_this_node(replica: &HaNode, opts: &InitOptions) -> Result<()> {
+    if !pg::is_local_address(replica.addr) {
+        return Err(refused(
+            format!(
+                "{} is not an address of this machine, so this is not node {}",
+                replica.addr, replica.name
+            ),
+            "run keyferry ha replica init on the node that becomes the replica (or fix --node)",
+        ));
+    }
+    if let Some(named) = &opts.replace_database_of {
+        if !named.eq_ignore_ascii_case(&replica.name) {
+            return Err(refused(
+                format!(
+                    "--replace-database-of names {named}, but this is node {} (the node whose \
+                     database is replaced)",
+                    replica.name
+                ),
+                "name this node, or run on the node you meant",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The name beside the data folder that the old folder takes once moved aside: its suffix
+/// (kept in the swap's journal) and the name, one no entry has yet.
+fn old_folder_name(dd: &DataDir) -> Result<(String, OsString)> {
+    let stamp = crate::time::Timestamp::now().compact();
+    let mut suffix = format!(".keyferry-old-{stamp}");
+    let mut i = 1;
+    while dd.present(&dd.sibling(&suffix))? {
+        i += 1;
+        suffix = format!(".keyferry-old-{stamp}-{i}");
+    }
+    let name = dd.sibling(&suffix);
+    Ok((suffix, name))
+}
+
+/// The node's Archive folder and how many entries it holds, when it holds any (the vendor
+/// empties it on both nodes before configuring HA).
+fn archive_entries(replica: &HaNode) -> Result<Option<(DataDir, usize)>> {
+    let Some(a) = &replica.archive else {
+        return Ok(None);
+    };
+    let ad = match DataDir::open(a) {
+        Ok(ad) => ad,
+        Err(Error::FolderMissing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let n = match ad.data() {
+        Ok(d) => d.names()?.len(),
+        Err(Error::FolderMissing { .. }) => 0,
+        Err(e) => return Err(e),
+    };
+    Ok((n > 0).then_some((ad, n)))
 }
 
 /// Refuses when the data folder's file system has no room for a copy of `bytes` (plus a
