@@ -277,6 +277,17 @@ pub enum RunError {
     Error(Error),
 }
 
+/// A `--confirm N` for step `n` while `step` is the one waiting (`keys`: it waits for the
+/// admin's say on replacing keys).
+fn not_waiting(n: usize, step: &Step, keys: bool) -> RunError {
+    RunError::NotWaiting {
+        flag: "--confirm",
+        n,
+        waiting: Some((step.n, step.title.clone())),
+        keys,
+    }
+}
+
 /// Held while a command works on this node's upgrade run (run, resume, mark done, abandon):
 /// one at a time, so that two terminals never run, mark or put back the same steps twice.
 /// It is not the node's lock, which each step's own command takes for itself.
@@ -587,12 +598,6 @@ impl Driver<'_> {
             hands.tell(Event::DoneAlready(n));
         }
         let mut confirms = open.into_iter().peekable();
-        let not_waiting = |n: usize, step: &Step, keys: bool| RunError::NotWaiting {
-            flag: "--confirm",
-            n,
-            waiting: Some((step.n, step.title.clone())),
-            keys,
-        };
         while let Some(i) = state.current() {
             let step = &p.steps[i];
             let place = self.place(step);
@@ -614,135 +619,9 @@ impl Driver<'_> {
                 }
             }
             if step.kind == Kind::Auto && !matches!(place, Place::Elsewhere) {
-                if !step.gate_args.is_empty() {
-                    hands.tell(Event::CheckingGate { step });
-                    // Checked from here, the node that reaches every other.
-                    let ran =
-                        self.run(hands, &Place::Here, &on_node(&step.gate_args, self.local))?;
-                    if ran.code != 0 {
-                        return Err(RunError::Gate {
-                            n: step.n,
-                            title: step.title.clone(),
-                            gate: step.gate.clone().unwrap_or_default(),
-                            command: crate::text::command_line(&step.gate_args),
-                            code: ran.code,
-                        });
-                    }
+                if let Some(stop) = self.run_step(state, i, &place, &mut confirms, hands)? {
+                    return Ok(stop);
                 }
-                let mut args = step.args.clone();
-                if step.confirm_replace {
-                    match self.key_plan(hands, &place, step)? {
-                        KeyPlan::Clear => {
-                            // Nothing to ask (a resume after the replace ran): a
-                            // confirmation typed for it has nothing left to confirm.
-                            if confirms.peek() == Some(&step.n) {
-                                confirms.next();
-                            }
-                        }
-                        KeyPlan::Blocked(who) => {
-                            return Err(RunError::KeysBlocked {
-                                n: step.n,
-                                title: step.title.clone(),
-                                who,
-                                partial: state.changed_before(i),
-                            })
-                        }
-                        KeyPlan::Differs(who) => {
-                            let confirmed = match confirms.peek().copied() {
-                                Some(n) if n == step.n => {
-                                    confirms.next();
-                                    true
-                                }
-                                Some(n) => return Err(not_waiting(n, step, true)),
-                                None => hands
-                                    .ask(Question::ReplaceKeys { step, who: &who })
-                                    .unwrap_or(false),
-                            };
-                            if !confirmed {
-                                return Ok(Stop::Waiting {
-                                    at: i,
-                                    why: Wait::KeysDiffer(who),
-                                });
-                            }
-                            args.push("--replace".into());
-                        }
-                    }
-                }
-                hands.tell(Event::Running {
-                    step,
-                    total: p.steps.len(),
-                    over: match &place {
-                        Place::Ssh { node, target } => Some((node.as_str(), target.url())),
-                        _ => None,
-                    },
-                });
-                let ran = self.run(hands, &place, &args)?;
-                let raw: Option<serde_json::Value> = serde_json::from_slice(&ran.stdout).ok();
-                let doc = raw.clone().and_then(Document::from_value);
-                // What it changed or found, on which node (a failing step's too: its reasons).
-                let changes = doc.as_ref().map(changes).unwrap_or_default();
-                for c in &changes {
-                    hands.tell(Event::Changed(c));
-                }
-                if !step.ok_codes.contains(&ran.code) {
-                    let reason = failure_reason(doc.as_ref(), &place, &changes, ran.code);
-                    state.fail(i, &reason, changes, &path)?;
-                    let cluster_arg = self.cluster.display().to_string();
-                    return Err(RunError::StepFailed {
-                        n: step.n,
-                        title: step.title.clone(),
-                        what: step.what.clone(),
-                        code: ran.code,
-                        reason,
-                        undo: doc
-                            .as_ref()
-                            .and_then(Document::report)
-                            .and_then(|r| undo_of(r, &cluster_arg, self.local))
-                            .or_else(|| step.undo.clone()),
-                        // Steps before it changed nodes, or this one changed some and failed
-                        // on others: partly done, not "nothing changed".
-                        partial: state.changed_before(i) || ran.code == i32::from(PARTIAL),
-                    });
-                }
-                let mut changes = changes;
-                if let (true, Place::Ssh { node, .. }) = (step.wait_reboot, &place) {
-                    let before = match doc.as_ref().and_then(Document::report) {
-                        Some(StepReport::Host(h)) => h.booted.clone(),
-                        _ => None,
-                    };
-                    let status = ["host".to_owned(), "status".to_owned()];
-                    let ask = || self.run(hands, &place, &status).map_err(why_not);
-                    match wait_reboot(hands, node, &ask, before.as_deref(), reboot_wait()) {
-                        Ok(seen) => {
-                            hands.tell(Event::Changed(&seen));
-                            changes.push(seen);
-                        }
-                        Err(reason) => {
-                            state.fail(i, &reason, changes, &path)?;
-                            return Err(RunError::StepFailed {
-                                n: step.n,
-                                title: step.title.clone(),
-                                what: step.what.clone(),
-                                code: ran.code,
-                                reason,
-                                undo: None,
-                                partial: true,
-                            });
-                        }
-                    }
-                }
-                if let Some(r) = &raw {
-                    // The command's whole report, kept with the run as its record.
-                    let dir = records(self.state_dir, &state.started);
-                    crate::fs::create_private_dir(&dir)?;
-                    crate::fs::record::save(
-                        &dir.join(format!("{:02}-{}.json", step.n, step.id)),
-                        r,
-                    )?;
-                }
-                crate::failpoint::hit("upgrade:step-ran");
-                state.mark(i, Done::Ran, began.elapsed().as_secs_f64(), changes, &path)?;
-                crate::failpoint::hit("upgrade:step-done");
                 continue;
             }
             // The admin's step (or keyferry's, on another node).
@@ -792,6 +671,148 @@ impl Driver<'_> {
         let record = dir.join("upgrade-run.json");
         state.save(&record)?;
         Ok(Stop::Finished { record })
+    }
+
+    /// Runs automatic step `i` where it runs (`place`): its gate, the key step's plan and
+    /// the admin's say, the command, a rebooted node waited for, its report kept, the step
+    /// marked done. `Some` where the run stops to wait for the admin.
+    fn run_step(
+        &self,
+        state: &mut RunState,
+        i: usize,
+        place: &Place,
+        confirms: &mut std::iter::Peekable<std::vec::IntoIter<usize>>,
+        hands: &dyn Hands,
+    ) -> std::result::Result<Option<Stop>, RunError> {
+        let path = self.state_path();
+        let step = &self.plan.steps[i];
+        let began = std::time::Instant::now();
+        if !step.gate_args.is_empty() {
+            hands.tell(Event::CheckingGate { step });
+            // Checked from here, the node that reaches every other.
+            let ran = self.run(hands, &Place::Here, &on_node(&step.gate_args, self.local))?;
+            if ran.code != 0 {
+                return Err(RunError::Gate {
+                    n: step.n,
+                    title: step.title.clone(),
+                    gate: step.gate.clone().unwrap_or_default(),
+                    command: crate::text::command_line(&step.gate_args),
+                    code: ran.code,
+                });
+            }
+        }
+        let mut args = step.args.clone();
+        if step.confirm_replace {
+            match self.key_plan(hands, place, step)? {
+                KeyPlan::Clear => {
+                    // Nothing to ask (a resume after the replace ran): a
+                    // confirmation typed for it has nothing left to confirm.
+                    if confirms.peek() == Some(&step.n) {
+                        confirms.next();
+                    }
+                }
+                KeyPlan::Blocked(who) => {
+                    return Err(RunError::KeysBlocked {
+                        n: step.n,
+                        title: step.title.clone(),
+                        who,
+                        partial: state.changed_before(i),
+                    })
+                }
+                KeyPlan::Differs(who) => {
+                    let confirmed = match confirms.peek().copied() {
+                        Some(n) if n == step.n => {
+                            confirms.next();
+                            true
+                        }
+                        Some(n) => return Err(not_waiting(n, step, true)),
+                        None => hands
+                            .ask(Question::ReplaceKeys { step, who: &who })
+                            .unwrap_or(false),
+                    };
+                    if !confirmed {
+                        return Ok(Some(Stop::Waiting {
+                            at: i,
+                            why: Wait::KeysDiffer(who),
+                        }));
+                    }
+                    args.push("--replace".into());
+                }
+            }
+        }
+        hands.tell(Event::Running {
+            step,
+            total: self.plan.steps.len(),
+            over: match place {
+                Place::Ssh { node, target } => Some((node.as_str(), target.url())),
+                _ => None,
+            },
+        });
+        let ran = self.run(hands, place, &args)?;
+        let raw: Option<serde_json::Value> = serde_json::from_slice(&ran.stdout).ok();
+        let doc = raw.clone().and_then(Document::from_value);
+        // What it changed or found, on which node (a failing step's too: its reasons).
+        let changes = doc.as_ref().map(changes).unwrap_or_default();
+        for c in &changes {
+            hands.tell(Event::Changed(c));
+        }
+        if !step.ok_codes.contains(&ran.code) {
+            let reason = failure_reason(doc.as_ref(), place, &changes, ran.code);
+            state.fail(i, &reason, changes, &path)?;
+            let cluster_arg = self.cluster.display().to_string();
+            return Err(RunError::StepFailed {
+                n: step.n,
+                title: step.title.clone(),
+                what: step.what.clone(),
+                code: ran.code,
+                reason,
+                undo: doc
+                    .as_ref()
+                    .and_then(Document::report)
+                    .and_then(|r| undo_of(r, &cluster_arg, self.local))
+                    .or_else(|| step.undo.clone()),
+                // Steps before it changed nodes, or this one changed some and failed
+                // on others: partly done, not "nothing changed".
+                partial: state.changed_before(i) || ran.code == i32::from(PARTIAL),
+            });
+        }
+        let mut changes = changes;
+        if let (true, Place::Ssh { node, .. }) = (step.wait_reboot, place) {
+            let before = match doc.as_ref().and_then(Document::report) {
+                Some(StepReport::Host(h)) => h.booted.clone(),
+                _ => None,
+            };
+            let status = ["host".to_owned(), "status".to_owned()];
+            let ask = || self.run(hands, place, &status).map_err(why_not);
+            match wait_reboot(hands, node, &ask, before.as_deref(), reboot_wait()) {
+                Ok(seen) => {
+                    hands.tell(Event::Changed(&seen));
+                    changes.push(seen);
+                }
+                Err(reason) => {
+                    state.fail(i, &reason, changes, &path)?;
+                    return Err(RunError::StepFailed {
+                        n: step.n,
+                        title: step.title.clone(),
+                        what: step.what.clone(),
+                        code: ran.code,
+                        reason,
+                        undo: None,
+                        partial: true,
+                    });
+                }
+            }
+        }
+        if let Some(r) = &raw {
+            // The command's whole report, kept with the run as its record.
+            let dir = records(self.state_dir, &state.started);
+            crate::fs::create_private_dir(&dir)?;
+            crate::fs::record::save(&dir.join(format!("{:02}-{}.json", step.n, step.id)), r)?;
+        }
+        crate::failpoint::hit("upgrade:step-ran");
+        state.mark(i, Done::Ran, began.elapsed().as_secs_f64(), changes, &path)?;
+        crate::failpoint::hit("upgrade:step-done");
+        Ok(None)
     }
 
     /// Whether a step's end state holds already, from the pair's status seen from here (a
