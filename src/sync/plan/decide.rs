@@ -79,19 +79,19 @@ pub(super) fn compare_pairs(
         .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn plan_listed(
+/// Refuses listings no sync may go ahead with: two source names that are one name on the
+/// target, a source or a target that does not look like the application folder, an empty
+/// target not declared new.
+fn refuse_listings(
     src: &Path,
     dst: &Path,
     profile: &Profile,
     opts: &PlanOptions,
-    from: BTreeMap<String, Kind>,
-    to: BTreeMap<String, Kind>,
+    from: &BTreeMap<String, Kind>,
+    to: &BTreeMap<String, Kind>,
     ci: bool,
-    same: Comparer<'_>,
-) -> Result<SyncPlan> {
+) -> Result<()> {
     let refuse = |why: String| Err(Error::SyncRefused(why));
-    let (src, dst) = (src.to_owned(), dst.to_owned());
     if ci {
         // Two source names that are one name on the target: a silent pick would install
         // the wrong file.
@@ -113,7 +113,7 @@ pub(super) fn plan_listed(
         Some(m) => t.keys().any(|k| k.eq_ignore_ascii_case(m)),
         None => t.values().any(|k| matches!(k, Kind::File(..))),
     };
-    if from.is_empty() || !looks_like_app(&from) {
+    if from.is_empty() || !looks_like_app(from) {
         return refuse(format!(
             "the source {} does not look like the application folder{}",
             src.display(),
@@ -130,7 +130,7 @@ pub(super) fn plan_listed(
                 dst.display()
             ));
         }
-    } else if !looks_like_app(&to) {
+    } else if !looks_like_app(to) {
         return refuse(format!(
             "the target {} does not look like the application folder{}; keyferry will not make \
              another folder into a copy of it",
@@ -138,6 +138,23 @@ pub(super) fn plan_listed(
             marker.map(|m| format!(" (no {m})")).unwrap_or_default()
         ));
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn plan_listed(
+    src: &Path,
+    dst: &Path,
+    profile: &Profile,
+    opts: &PlanOptions,
+    from: BTreeMap<String, Kind>,
+    to: BTreeMap<String, Kind>,
+    ci: bool,
+    same: Comparer<'_>,
+) -> Result<SyncPlan> {
+    refuse_listings(src, dst, profile, opts, &from, &to, ci)?;
+    let refuse = |why: String| Err(Error::SyncRefused(why));
+    let (src, dst) = (src.to_owned(), dst.to_owned());
 
     let mut p = SyncPlan {
         source: src.clone(),
