@@ -8,6 +8,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 
+/// The id of one change on a node (a key or `pg_hba.conf` transaction, a sync or rollback, a
+/// data-folder swap): when it began, to the second, and the process that made it, so that ids
+/// sort by time and two changes never share one. Journals, backups and kept trees carry it.
+pub fn change_id(began: crate::time::Timestamp) -> String {
+    format!("{}-{}", began.compact(), std::process::id())
+}
+
 /// Reads the record at `path` (at most `max` bytes; `what` names it in errors): `None` when
 /// there is none. A record that is not what `T` reads becomes the error `unreadable` makes of
 /// the parser's words, so that each record says what to do about it.

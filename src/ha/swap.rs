@@ -46,6 +46,10 @@ impl Stage {
 /// The journal of one swap.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwapJournal {
+    /// The swap's id ([`crate::fs::record::change_id`]; empty in a journal written before
+    /// swaps had one).
+    #[serde(default)]
+    pub id: String,
     /// The node whose data folder is replaced.
     pub node: String,
     /// The data folder.
@@ -248,6 +252,7 @@ mod tests {
 
     fn journal(node: &HaNode, old_id: FileId, stage: Stage) -> SwapJournal {
         SwapJournal {
+            id: "20261205T000000Z-1".into(),
             node: node.name.clone(),
             data: node.data.clone().unwrap(),
             old_suffix: ".keyferry-old-1".into(),

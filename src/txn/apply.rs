@@ -96,7 +96,7 @@ pub fn apply(
     let mut journal = Journal {
         version: crate::JSON_VERSION,
         kind: "journal".into(),
-        id: format!("{}-{}", now.compact(), std::process::id()),
+        id: crate::fs::record::change_id(now),
         node: ctx.node.to_owned(),
         command: ctx.command.to_owned(),
         started: now,

@@ -282,14 +282,16 @@ pub fn init(
     phase("preflight");
     // From here every step is journaled; the journal goes when the run ends (done or
     // undone), and stays for `recover` when it is cut off.
+    let now = crate::time::Timestamp::now();
     let mut journal = crate::ha::swap::SwapJournal {
+        id: crate::fs::record::change_id(now),
         node: replica.name.clone(),
         data: data.clone(),
         old_suffix,
         old_id: dd.data()?.id()?,
         was_running: running,
         stage: crate::ha::swap::Stage::Copying,
-        started: crate::time::Timestamp::now().to_string(),
+        started: now.to_string(),
     };
     journal.save(&replica.state_dir)?;
     let _ended = crate::ha::swap::Ended(&replica.state_dir);

@@ -200,7 +200,7 @@ pub fn check_parent(target: &Path) -> Result<()> {
 
 /// A new sync's id: its start time and process.
 pub fn sync_id() -> String {
-    format!("{}-{}", Timestamp::now().compact(), std::process::id())
+    crate::fs::record::change_id(Timestamp::now())
 }
 
 /// Applies a plan (made after [`crate::sync::recover`] for the same target).
