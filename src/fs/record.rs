@@ -8,6 +8,23 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 
+/// How far one change on a node got, as its journal records it before each stage: the key
+/// and `pg_hba.conf` transactions and the syncs share it (a replica's data-folder swap
+/// records its finer steps instead: copying is preparing, the moves and the start installing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// What goes in is being written beside what it replaces (backups and temp files, a new
+    /// tree built and verified); nothing in place has changed. Recovery rolls back.
+    #[serde(alias = "building")]
+    Preparing,
+    /// What goes in is replacing what was there. Recovery finishes it or puts it back, as
+    /// the change's own rules say.
+    Installing,
+    /// Everything is in place and verified; only clean-up and the journal are left.
+    Committed,
+}
+
 /// The id of one change on a node (a key or `pg_hba.conf` transaction, a sync or rollback, a
 /// data-folder swap): when it began, to the second, and the process that made it, so that ids
 /// sort by time and two changes never share one. Journals, backups and kept trees carry it.
@@ -43,6 +60,25 @@ pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_reads_as_every_journal_wrote_it() {
+        assert_eq!(
+            serde_json::to_string(&Stage::Preparing).unwrap(),
+            "\"preparing\""
+        );
+        // A sync journal written before the stages were shared said "building".
+        for (word, stage) in [
+            ("building", Stage::Preparing),
+            ("preparing", Stage::Preparing),
+            ("installing", Stage::Installing),
+            ("committed", Stage::Committed),
+        ] {
+            let read: Stage = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!(read, stage);
+        }
+        assert!(serde_json::from_str::<Stage>("\"swapped\"").is_err());
+    }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct R {

@@ -35,17 +35,10 @@ pub enum Mode {
     InPlace,
 }
 
-/// How far the run got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    /// The new tree is being built and verified; the target has not changed.
-    Building,
-    /// The verified new tree is going in (swap or in-place steps); a rerun finishes this.
-    Installing,
-    /// Everything is in place; only clean-up is left.
-    Committed,
-}
+/// How far the run got: `Preparing` while the new tree is built and verified (the target
+/// has not changed), `Installing` while it goes in (swap or in-place steps; a rerun finishes
+/// this), `Committed` when only clean-up is left.
+pub use crate::fs::record::Stage;
 
 /// A protected file on the target, as it was before the sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,17 +14,7 @@ use std::path::{Path, PathBuf};
 /// Largest journal accepted (it holds a few paths and hashes).
 pub const MAX_JOURNAL: u64 = 1024 * 1024;
 
-/// How far a change got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    /// Backups and temp files are being written; no destination has changed.
-    Preparing,
-    /// Destinations are being replaced.
-    Installing,
-    /// Everything is in place and verified; only the journal is left to remove.
-    Committed,
-}
+pub use crate::fs::record::Stage;
 
 /// What a file was before the change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

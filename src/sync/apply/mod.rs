@@ -233,7 +233,7 @@ pub fn apply(
         node: target.node.to_owned(),
         action: Action::Sync,
         mode: Mode::Swap,
-        stage: Stage::Building,
+        stage: Stage::Preparing,
         source: plan.source.clone(),
         target: t.clone(),
         staging: sib.staging.clone(),
@@ -484,13 +484,13 @@ pub fn recover(state_dir: &Path, target: &Path) -> Result<Option<String>> {
         return Ok(None);
     };
     let what = match journal.stage {
-        Stage::Building if journal.action == Action::Rollback => {
+        Stage::Preparing if journal.action == Action::Rollback => {
             unstage_previous(&journal)?;
             SyncJournal::remove(state_dir, target)?;
             "put back the previous tree an interrupted rollback had started to prepare; the \
              target was never changed"
         }
-        Stage::Building => {
+        Stage::Preparing => {
             discard_staging(&journal)?;
             SyncJournal::remove(state_dir, target)?;
             "discarded the new tree of an interrupted sync; the target was never changed"

@@ -170,7 +170,7 @@ pub fn rollback(
         node: node.to_owned(),
         action: Action::Rollback,
         mode: record.mode,
-        stage: Stage::Building,
+        stage: Stage::Preparing,
         source: kept_path.clone(),
         target: t.to_owned(),
         staging: sib.staging.clone(),

@@ -90,7 +90,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             // An interrupted rollback, finished, is the rollback asked for; an interrupted
             // sync is finished first and then rolled back.
             let interrupted = keyferry::sync::SyncJournal::load(&resolved.state_dir, &target)?
-                .filter(|j| j.stage != keyferry::sync::Stage::Building)
+                .filter(|j| j.stage != keyferry::sync::Stage::Preparing)
                 .map(|j| j.action);
             row.recovered = keyferry::sync::recover(&resolved.state_dir, &target)?;
             if interrupted == Some(keyferry::sync::Action::Rollback) {
