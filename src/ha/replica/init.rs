@@ -533,15 +533,7 @@ fn lock_for_init(
 /// Refuses to run anywhere but on the node that becomes the replica, and a
 /// `--replace-database-of` that names another node.
 fn check_this_node(replica: &HaNode, opts: &InitOptions) -> Result<()> {
-    if !pg::is_local_address(replica.addr) {
-        return Err(refused(
-            format!(
-                "{} is not an address of this machine, so this is not node {}",
-                replica.addr, replica.name
-            ),
-            "run keyferry ha replica init on the node that becomes the replica (or fix --node)",
-        ));
-    }
+    check_here(replica, "ha replica init")?;
     if let Some(named) = &opts.replace_database_of {
         if !named.eq_ignore_ascii_case(&replica.name) {
             return Err(refused(

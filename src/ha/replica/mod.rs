@@ -38,6 +38,21 @@ pub use rejoin::{rejoin, RejoinMethod, RejoinOptions, RejoinReport};
 /// How long a new replica may take to start streaming.
 const STREAM_WAIT: Duration = Duration::from_secs(90);
 
+/// Refuses to run `command` anywhere but on `node`, the one that becomes the replica: its
+/// address must be one of this machine's.
+fn check_here(node: &HaNode, command: &str) -> Result<()> {
+    if pg::is_local_address(node.addr) {
+        return Ok(());
+    }
+    Err(refused(
+        format!(
+            "{} is not an address of this machine, so this is not node {}",
+            node.addr, node.name
+        ),
+        &format!("run keyferry {command} on the node that becomes the replica (or fix --node)"),
+    ))
+}
+
 fn refused(why: String, hint: &str) -> Error {
     Error::HaRefused {
         why,

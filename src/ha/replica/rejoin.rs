@@ -73,15 +73,7 @@ pub fn rejoin(
     let pair = conn.pair;
     let primary = pair.peer_of(node);
     let data = node.data_dir()?.to_owned();
-    if !pg::is_local_address(node.addr) {
-        return Err(refused(
-            format!(
-                "{} is not an address of this machine, so this is not node {}",
-                node.addr, node.name
-            ),
-            "run keyferry ha rejoin on the node that becomes the replica (or fix --node)",
-        ));
-    }
+    check_here(node, "ha rejoin")?;
     let dd = DataDir::open(&data)?;
     let (local_facts, ctl) = facts::local(conn, node, &dd)?;
     if local_facts.role == "primary" {
