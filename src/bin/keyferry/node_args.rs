@@ -70,6 +70,27 @@ impl NodeArgs {
     }
 }
 
+/// `--cluster FILE` of a command that works with the whole cluster: declared once here.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArg {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(
+        id = "cluster",
+        long = "cluster",
+        short = 'c',
+        value_name = "FILE",
+        env = "KEYFERRY_CLUSTER"
+    )]
+    pub path: PathBuf,
+}
+
+impl ClusterArg {
+    /// The cluster file, read and checked.
+    pub fn load(&self) -> Result<ClusterFile, Failure> {
+        Ok(ClusterFile::load(&self.path)?)
+    }
+}
+
 /// For commands that change a node: one at a time per node, under its lock.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {

@@ -6,7 +6,6 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries};
 use keyferry::cluster::ClusterFile;
 use keyferry::time::parse_duration;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -18,9 +17,8 @@ Exit status: 0 every node that needs keys matches the primary; 1 a node differs,
 reached; 2 error."
 )]
 pub struct Args {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// Nodes collected at once (1 to 64)
     #[arg(long, short = 'j', default_value_t = 8, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -37,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let path = args.cluster.clone();
+    let path = args.cluster.path.clone();
     let file = ClusterFile::load(&path)?;
     let opts = AuditOptions {
         jobs: usize::from(args.jobs),

@@ -8,7 +8,7 @@ use crate::failure::Failure;
 use crate::ui::Ui;
 use clap::{Args, Subcommand, ValueEnum};
 use keyferry::cluster::NodeSpec;
-use keyferry::cluster::{host_name, ClusterFile};
+use keyferry::cluster::host_name;
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
 use keyferry::Error;
@@ -34,9 +34,8 @@ pub enum HostCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeOnly {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// This node's name in the cluster file [default: the node named after this host]
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -78,9 +77,8 @@ pub struct RebootArgs {
 the matching diagnose advice are shown); 2 error (no node with a site_url)."
 )]
 pub struct SiteArgs {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// Check only these nodes' sites (repeatable) [default: every node with a site_url]
     #[arg(long = "to", value_name = "NAME")]
     pub to: Vec<String>,
@@ -212,7 +210,7 @@ fn action(pool: bool, a: Action) -> HostAction {
 }
 
 fn load(a: &NodeOnly) -> Result<NodeSpec, Failure> {
-    let file = ClusterFile::load(&a.cluster)?;
+    let file = a.cluster.load()?;
     Ok(file.select(a.node.as_deref(), &host_name())?.clone())
 }
 
@@ -267,9 +265,10 @@ fn show(ui: &Ui, r: HostReport) -> CmdResult {
 }
 
 fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
-    let file = ClusterFile::load(&a.cluster)?;
+    let file = a.cluster.load()?;
     let base = a
         .cluster
+        .path
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));

@@ -3,7 +3,7 @@
 
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
-use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::cluster::{host_name, Node};
 use keyferry::keys::{build_manifest, DEFAULT_TTL};
 use keyferry::keys::{
     push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
@@ -36,9 +36,8 @@ says which).\n\n\
 Examples:\n  keyferry keys push -c cluster.toml --dry-run\n  keyferry keys push -c cluster.toml --to web2 --replace"
 )]
 pub struct Args {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// This machine's node, the primary [default: the node named after this host]
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -68,7 +67,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let file = ClusterFile::load(&args.cluster)?;
+    let file = args.cluster.load()?;
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let source = Node::from_cluster(&file, spec, args.state_dir.clone())?;
     let now = Timestamp::now();
@@ -88,11 +87,11 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         wait: args.wait.wait,
         leave_unprotected: args.leave_unprotected,
     };
-    let base = args.cluster.parent().unwrap_or(Path::new("."));
+    let base = args.cluster.path.parent().unwrap_or(Path::new("."));
     let client = args.ssh.client();
     let how = SshPush {
         client: &client,
-        cluster_path: &args.cluster,
+        cluster_path: &args.cluster.path,
         timeout: args.timeout,
         work_factor: crate::cmd::export_work_factor(ui),
     };

@@ -13,7 +13,6 @@ use keyferry::remote::{SshClient, SshTarget};
 use keyferry::upgrade::{plan, Done, Kind, Plan, RunState, Step};
 use keyferry::upgrade::{Driver, Event, Hands, Question, Ran, RunError, Stop, Wait};
 use keyferry::Error;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -49,9 +48,8 @@ Exit status: 0 finished, or waiting for a manual step; 2 a step or its gate fail
 says which and how to go on), or refused."
 )]
 pub struct RunArgs {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// This machine's node [default: the node named after this host]
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -95,9 +93,8 @@ Examples:\n  keyferry upgrade plan -c cluster.toml\n  keyferry upgrade plan -c c
 keyferry upgrade plan -c cluster.toml --add-node web3"
 )]
 pub struct PlanArgs {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// The procedure for adding this Secret Server node (in the cluster file, its folder
     /// empty) instead of the upgrade
     #[arg(long, value_name = "NODE")]
@@ -126,8 +123,8 @@ pub fn run(c: UpgradeCommand, ui: &Ui) -> CmdResult {
         UpgradeCommand::Abandon(a) => return drive(a, ui, Start::Abandon),
         UpgradeCommand::Preflight(a) => return preflight::run(a, ui),
     };
-    let file = ClusterFile::load(&args.cluster)?;
-    let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
+    let file = args.cluster.load()?;
+    let p = checklist(&file, &args.cluster.path, args.add_node.as_deref())?;
     ui.show("upgrade-plan", &p, || {
         let mut current = None;
         for s in &p.steps {
@@ -345,20 +342,20 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
             Some("keyferry upgrade resume -c FILE --confirm N"),
         ));
     }
-    let file = ClusterFile::load(&args.cluster)?;
+    let file = args.cluster.load()?;
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
-    let p = checklist(&file, &args.cluster, args.add_node.as_deref())?;
+    let p = checklist(&file, &args.cluster.path, args.add_node.as_deref())?;
     let driver = Driver {
         file: &file,
-        cluster: &args.cluster,
+        cluster: &args.cluster.path,
         local: &local.name,
         state_dir: &local.state_dir,
         plan: &p,
     };
     // How the admin names this run in the commands we suggest.
     // (each value one word, quoted where it has spaces).
-    let mut words = vec![args.cluster.display().to_string()];
+    let mut words = vec![args.cluster.path.display().to_string()];
     if let Some(n) = &args.node {
         words.extend(["--node".to_owned(), n.clone()]);
     }

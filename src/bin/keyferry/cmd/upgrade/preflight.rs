@@ -32,9 +32,8 @@ written to measure a clock is removed at once).\n\n\
 Exit status: 0 nothing stops the upgrade; 1 a check failed (the row says what to do); 2 error."
 )]
 pub struct Args {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
     /// This machine's node, the primary [default: the node named after this host]
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -55,7 +54,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let file = ClusterFile::load(&args.cluster)?;
+    let file = args.cluster.load()?;
     let spec = file.select(args.node.as_deref(), &host_name())?;
     let local = Node::from_cluster(&file, spec, None)?;
     let mut checks = vec![preflight::state_folder(&local.name, &local.state_dir)];
@@ -97,14 +96,14 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 }
 
 fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec<Check> {
-    let base = args.cluster.parent().unwrap_or(Path::new("."));
+    let base = args.cluster.path.parent().unwrap_or(Path::new("."));
     let opts = AuditOptions {
         jobs: 8,
         timeout: args.timeout,
         ssh_program: args.ssh.ssh.clone(),
         ssh_config: args.ssh.ssh_config.clone(),
         max_skew: args.max_skew,
-        cluster_path: args.cluster.clone(),
+        cluster_path: args.cluster.path.clone(),
     };
     let audit = compare(file, &collect(file, &opts, ui), args.max_skew);
     let sync = sync_checks(args, local);
@@ -251,7 +250,7 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
         return Vec::new();
     }
     let ends = Endpoints {
-        cluster: Some(args.cluster.clone()),
+        cluster: Some(args.cluster.path.clone()),
         node: Some(local.name.clone()),
         to: Vec::new(),
         profile: None,
@@ -380,7 +379,7 @@ fn remote_here_only(
     target: &SshTarget,
 ) -> Vec<Check> {
     let client = args.ssh.client();
-    let words = spec.remote_command(&args.cluster, &["upgrade", "preflight", "--here-only"]);
+    let words = spec.remote_command(&args.cluster.path, &["upgrade", "preflight", "--here-only"]);
     let failed = |why: String| {
         vec![Check::new(
             &spec.name,
