@@ -104,11 +104,7 @@ impl Failure {
 
 impl From<Failure> for ErrorDoc {
     fn from(f: Failure) -> ErrorDoc {
-        ErrorDoc {
-            code: f.code.into_owned(),
-            message: f.message,
-            hint: f.hint,
-        }
+        f.doc()
     }
 }
 

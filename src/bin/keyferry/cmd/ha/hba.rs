@@ -51,37 +51,37 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
 
 fn show(r: &HbaReport, ui: &Ui) {
     ui.show("ha-hba", r, || {
-    let mut t = ui.table(["connection", "decided now by", "after the edit"]);
-    for d in &r.decisions {
-        t.add_row([d.connection.clone(), d.before.clone(), d.after.clone()]);
-    }
-    ui.out(&t.to_string());
-    let path = r.path.display();
-    match (r.changed, r.dry_run) {
-        (false, _) => ui.out(&format!(
-            "{path}: already lets both peers in for replication and normal connections; nothing to change"
-        )),
-        (true, true) => {
-            ui.out(&format!("{path}: would become (dry run, nothing changed):"));
-            ui.out(r.new_text.as_deref().unwrap_or(""));
+        let mut t = ui.table(["connection", "decided now by", "after the edit"]);
+        for d in &r.decisions {
+            t.add_row([d.connection.clone(), d.before.clone(), d.after.clone()]);
         }
-        (true, false) => {
-            ui.out(&format!(
-                "{path}: the pair's lines are in place (backup: {})",
-                r.backup.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
-            ));
-            if r.reloaded && r.local {
-                ui.out("keyferry could not log in over the network before the edit: it edited the \
-                        file in the data folder, had the server reload it (pg_ctl reload), logged \
-                        in and PostgreSQL reports no error in it (pg_hba_file_rules)");
-            } else if r.reloaded {
-                ui.out("PostgreSQL accepted the file (pg_hba_file_rules) and has reloaded it");
-            } else if r.local {
-                ui.out("the server does not run: it reads the file when it starts");
-            } else {
-                ui.out("not reloaded (--file): run SELECT pg_reload_conf() once the file is where the server reads it");
+        ui.out(&t.to_string());
+        let path = r.path.display();
+        match (r.changed, r.dry_run) {
+            (false, _) => ui.out(&format!(
+                "{path}: already lets both peers in for replication and normal connections; nothing to change"
+            )),
+            (true, true) => {
+                ui.out(&format!("{path}: would become (dry run, nothing changed):"));
+                ui.out(r.new_text.as_deref().unwrap_or(""));
+            }
+            (true, false) => {
+                ui.out(&format!(
+                    "{path}: the pair's lines are in place (backup: {})",
+                    r.backup.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                ));
+                if r.reloaded && r.local {
+                    ui.out("keyferry could not log in over the network before the edit: it edited the \
+                            file in the data folder, had the server reload it (pg_ctl reload), logged \
+                            in and PostgreSQL reports no error in it (pg_hba_file_rules)");
+                } else if r.reloaded {
+                    ui.out("PostgreSQL accepted the file (pg_hba_file_rules) and has reloaded it");
+                } else if r.local {
+                    ui.out("the server does not run: it reads the file when it starts");
+                } else {
+                    ui.out("not reloaded (--file): run SELECT pg_reload_conf() once the file is where the server reads it");
+                }
             }
         }
-    }
     });
 }

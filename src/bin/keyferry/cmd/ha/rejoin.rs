@@ -38,37 +38,37 @@ pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     };
     let r = replica::rejoin(&loaded.connector(), node, &opts, &|l| ui.info(l))?;
     ui.show_report(&r, || {
-    for w in &r.warnings {
-        ui.warn(w);
-    }
-    if r.dry_run {
+        for w in &r.warnings {
+            ui.warn(w);
+        }
+        if r.dry_run {
+            ui.out(&format!(
+                "rejoin of {} to {} by {}:",
+                r.node, r.primary, r.method
+            ));
+            show_plan(ui, &r.plan);
+            return;
+        }
         ui.out(&format!(
-            "rejoin of {} to {} by {}:",
-            r.node, r.primary, r.method
+            "{} streams from {} again ({} in {:.1} s{})",
+            r.node,
+            r.primary,
+            r.method,
+            r.seconds,
+            r.why_not_rewind
+                .as_deref()
+                .map(|w| format!("; no rewind: {w}"))
+                .unwrap_or_default()
         ));
-        show_plan(ui, &r.plan);
-        return;
-    }
-    ui.out(&format!(
-        "{} streams from {} again ({} in {:.1} s{})",
-        r.node,
-        r.primary,
-        r.method,
-        r.seconds,
-        r.why_not_rewind
-            .as_deref()
-            .map(|w| format!("; no rewind: {w}"))
-            .unwrap_or_default()
-    ));
-    if let Some(old) = &r.old_folder {
-        ui.out(&format!("the old data folder is kept in {}", old.display()));
-    }
-    for slot in &r.removed_slots {
-        ui.out(&format!("removed replication slot {slot}: left from when it was the primary, it held WAL for nobody"));
-    }
-    for c in &r.settings_changed {
-        ui.out(&format!("changed: {c}"));
-    }
+        if let Some(old) = &r.old_folder {
+            ui.out(&format!("the old data folder is kept in {}", old.display()));
+        }
+        for slot in &r.removed_slots {
+            ui.out(&format!("removed replication slot {slot}: left from when it was the primary, it held WAL for nobody"));
+        }
+        for c in &r.settings_changed {
+            ui.out(&format!("changed: {c}"));
+        }
     });
     Ok(ExitCode::SUCCESS)
 }

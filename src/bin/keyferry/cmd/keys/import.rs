@@ -153,84 +153,84 @@ fn show(report: keyferry::keys::ImportReport, ui: &Ui) -> CmdResult {
         ui.warn(w);
     }
     ui.show_document(&report, || {
-    let b = &report.bundle;
-    ui.out(&format!(
-        "Bundle from {} ({}, {}), created {}, fingerprint {}",
-        b.source_node, b.source_role, b.source_host, b.created, b.fingerprint
-    ));
-    for f in &report.plan.files {
-        let what = match (f.action, report.outcome) {
-            (FileAction::Unchanged, _) => "unchanged",
-            (FileAction::Install, ImportOutcome::DryRun) => "would install",
-            (FileAction::Replace, ImportOutcome::DryRun) => "would replace",
-            (FileAction::Install, _) => "installed",
-            (FileAction::Replace, _) => "replaced",
-            (FileAction::CannotCompare, _) => "cannot compare (protected)",
-        };
-        let dpapi = if f.dpapi {
-            "  (DPAPI, machine scope)"
-        } else {
-            ""
-        };
-        ui.out(&format!("  {what:<13} {}{dpapi}", f.path.display()));
-        if f.action != FileAction::Unchanged {
-            ui.out(&format!("  {:<13} {}", "", f.attributes.describe()));
-        }
-    }
-    for s in &report.plan.skipped {
+        let b = &report.bundle;
         ui.out(&format!(
-            "  {:<13} {s} (not for role {})",
-            "skipped", report.role
+            "Bundle from {} ({}, {}), created {}, fingerprint {}",
+            b.source_node, b.source_role, b.source_host, b.created, b.fingerprint
         ));
-    }
-    match report.outcome {
-        ImportOutcome::Unchanged => {
-            ui.out(&format!(
-                "Node {} already holds these keys: nothing changed.",
-                report.node
-            ));
-            if report.bundle_kept {
-                ui.info("The bundle was left in place (on the ledger): `keyferry keys cleanup` removes it when every node has the keys.");
+        for f in &report.plan.files {
+            let what = match (f.action, report.outcome) {
+                (FileAction::Unchanged, _) => "unchanged",
+                (FileAction::Install, ImportOutcome::DryRun) => "would install",
+                (FileAction::Replace, ImportOutcome::DryRun) => "would replace",
+                (FileAction::Install, _) => "installed",
+                (FileAction::Replace, _) => "replaced",
+                (FileAction::CannotCompare, _) => "cannot compare (protected)",
+            };
+            let dpapi = if f.dpapi {
+                "  (DPAPI, machine scope)"
+            } else {
+                ""
+            };
+            ui.out(&format!("  {what:<13} {}{dpapi}", f.path.display()));
+            if f.action != FileAction::Unchanged {
+                ui.out(&format!("  {:<13} {}", "", f.attributes.describe()));
             }
         }
-        ImportOutcome::DryRun => {
-            if let Some(r) = &report.would_refuse {
+        for s in &report.plan.skipped {
+            ui.out(&format!(
+                "  {:<13} {s} (not for role {})",
+                "skipped", report.role
+            ));
+        }
+        match report.outcome {
+            ImportOutcome::Unchanged => {
                 ui.out(&format!(
-                    "A real import would be refused [{}]: {}",
-                    r.code, r.message
+                    "Node {} already holds these keys: nothing changed.",
+                    report.node
                 ));
-                if let Some(h) = crate::failure::hint_for_code(r.code) {
-                    ui.out(&format!("  {h}"));
+                if report.bundle_kept {
+                    ui.info("The bundle was left in place (on the ledger): `keyferry keys cleanup` removes it when every node has the keys.");
                 }
             }
-            if report.bundle_removed_after {
-                ui.out("A real import removes the bundle afterwards; other nodes need their own copy, or pass --keep-bundle.");
+            ImportOutcome::DryRun => {
+                if let Some(r) = &report.would_refuse {
+                    ui.out(&format!(
+                        "A real import would be refused [{}]: {}",
+                        r.code, r.message
+                    ));
+                    if let Some(h) = crate::failure::hint_for_code(r.code) {
+                        ui.out(&format!("  {h}"));
+                    }
+                }
+                if report.bundle_removed_after {
+                    ui.out("A real import removes the bundle afterwards; other nodes need their own copy, or pass --keep-bundle.");
+                }
+                ui.info("Dry run: nothing was changed.");
             }
-            ui.info("Dry run: nothing was changed.");
+            ImportOutcome::Installed => {
+                if let Some(d) = &report.backup_dir {
+                    ui.out(&format!("Previous files backed up in {}", d.display()));
+                }
+                ui.out(&format!(
+                    "Key-set fingerprint now {}",
+                    report.plan.fingerprint
+                ));
+                match &report.bundle_removal {
+                    Some(r) => {
+                        ui.out(&format!("Bundle {r}"));
+                        ui.info("Other nodes need their own copy of the bundle (--keep-bundle leaves it in place for them).");
+                    }
+                    None if !report.bundle_kept => {}
+                    None => {
+                        ui.info("Bundle kept (--keep-bundle); `keyferry keys cleanup` will remove it.")
+                    }
+                }
+                if let Some(next) = &report.next_step {
+                    ui.info(&format!("Next: {next}"));
+                }
+            }
         }
-        ImportOutcome::Installed => {
-            if let Some(d) = &report.backup_dir {
-                ui.out(&format!("Previous files backed up in {}", d.display()));
-            }
-            ui.out(&format!(
-                "Key-set fingerprint now {}",
-                report.plan.fingerprint
-            ));
-            match &report.bundle_removal {
-                Some(r) => {
-                    ui.out(&format!("Bundle {r}"));
-                    ui.info("Other nodes need their own copy of the bundle (--keep-bundle leaves it in place for them).");
-                }
-                None if !report.bundle_kept => {}
-                None => {
-                    ui.info("Bundle kept (--keep-bundle); `keyferry keys cleanup` will remove it.")
-                }
-            }
-            if let Some(next) = &report.next_step {
-                ui.info(&format!("Next: {next}"));
-            }
-        }
-    }
     });
     success()
 }
