@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use crate::reason::{HaReason, HostReason};
+
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -300,21 +302,21 @@ pub enum Error {
     #[error("an interrupted change on this node needs attention: {0}")]
     RecoveryConflict(String),
 
-    /// `keyferry ha` refused before changing anything (the hint says what to do).
+    /// `keyferry ha` refused before changing anything.
     #[error("{why}")]
     HaRefused {
         /// What was refused, with the facts.
         why: String,
-        /// What to do.
-        hint: String,
+        /// Why, typed (the binary says what to do about it).
+        reason: HaReason,
     },
     /// A step of `keyferry ha` failed part-way (the message says what was done and undone).
     #[error("{why}")]
     HaFailed {
         /// What was done, what failed and what was undone.
         why: String,
-        /// What to do.
-        hint: String,
+        /// Why, typed (the binary says what to do about it).
+        reason: HaReason,
     },
     /// A PostgreSQL server did not answer or refused a query.
     #[error("{what}: {why}")]
@@ -325,13 +327,13 @@ pub enum Error {
         why: String,
     },
     /// One of this node's services (an IIS application pool, a Windows service, IIS, a
-    /// reboot) or a site's answer was not what it must be (the hint says what to do).
+    /// reboot) or a site's answer was not what it must be.
     #[error("{why}")]
     Host {
         /// What was found.
         why: String,
-        /// What to do.
-        hint: String,
+        /// Why, typed (the binary says what to do about it).
+        reason: HostReason,
     },
 
     /// An I/O error, with the path it concerns.
@@ -350,6 +352,38 @@ impl Error {
     /// variant's name in kebab case unless the variant says otherwise.
     pub fn code(&self) -> &'static str {
         self.into()
+    }
+
+    /// `keyferry ha` refused before changing anything: `why` with the facts, and its reason.
+    pub fn ha_refused(why: impl Into<String>, reason: HaReason) -> Self {
+        Error::HaRefused {
+            why: why.into(),
+            reason,
+        }
+    }
+
+    /// A step of `keyferry ha` failed part-way: `why` with what was done and undone.
+    pub fn ha_failed(why: impl Into<String>, reason: HaReason) -> Self {
+        Error::HaFailed {
+            why: why.into(),
+            reason,
+        }
+    }
+
+    /// A `keyferry host` step refused or failed: `why` with the facts, and its reason.
+    pub fn host(why: impl Into<String>, reason: HostReason) -> Self {
+        Error::Host {
+            why: why.into(),
+            reason,
+        }
+    }
+
+    /// The typed reason of an `ha` error.
+    pub fn ha_reason(&self) -> Option<&HaReason> {
+        match self {
+            Error::HaRefused { reason, .. } | Error::HaFailed { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     /// A missing file of some kind (`what`: "cluster file", "passphrase file", ...).

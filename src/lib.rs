@@ -27,6 +27,7 @@ pub mod diagnose;
 pub mod dpapi;
 pub(crate) mod error;
 pub(crate) mod failpoint;
+pub mod finding;
 pub mod fingerprint;
 pub mod fs;
 pub mod ha;
@@ -37,6 +38,7 @@ pub mod parallel;
 pub mod preflight;
 pub mod profile;
 pub mod progress;
+pub(crate) mod reason;
 pub mod recover;
 pub mod remote;
 pub mod report;
@@ -49,6 +51,7 @@ pub mod upgrade;
 pub mod words;
 
 pub use error::{Error, Result};
+pub use reason::{HaReason, HostReason};
 
 /// Version of every JSON document keyferry writes (`"version"` field).
 pub const JSON_VERSION: u32 = 1;

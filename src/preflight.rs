@@ -8,41 +8,52 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// How a preflight check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub use crate::finding::Severity;
+
+/// The stable codes of the preflight's rows: what was checked.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// Ready.
-    Pass,
-    /// Worth knowing; a later step deals with it.
-    Warn,
-    /// The upgrade must not start: the detail says what to do.
-    Fail,
+#[strum(serialize_all = "kebab-case")]
+pub enum Code {
+    /// The node answers (locally, or its keyferry over ssh).
+    Reach,
+    /// Its key set against the primary's.
+    Keys,
+    /// Its application binaries against the primary's.
+    Binaries,
+    /// Its clock against this machine's.
+    Clock,
+    /// keyferry can write where a step writes.
+    Write,
+    /// Room for what a step writes and keeps.
+    Room,
+    /// The folder sync's plan.
+    Sync,
+    /// The node's state folder.
+    State,
+    /// The HA pair's roles against the cluster file.
+    Roles,
 }
 
-/// One row of the preflight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Check {
-    /// The node checked.
-    pub node: String,
-    /// `reach`, `keys`, `binaries`, `clock`, `write`, `room`, `sync`, `state` or `roles`.
-    pub check: String,
-    /// How it came out.
-    pub outcome: Outcome,
-    /// What was found, and what to do if it fails.
-    pub detail: String,
-}
+/// One row of the preflight: the shared finding model, with what was checked as its code
+/// and a message that says what to do when it fails.
+pub type Check = crate::finding::Finding<Code>;
 
-impl Check {
-    /// A row for `node`.
-    pub fn new(node: &str, check: &str, outcome: Outcome, detail: impl Into<String>) -> Check {
-        Check {
-            node: node.to_owned(),
-            check: check.to_owned(),
-            outcome,
-            detail: detail.into(),
-        }
-    }
+/// A row for `node`.
+pub fn row(node: &str, code: Code, severity: Severity, message: impl Into<String>) -> Check {
+    Check::new(code, severity, Some(node), message, None)
 }
 
 /// Room kept free beyond the bytes a step writes (logs, journals, the file system's own).
@@ -54,10 +65,10 @@ pub use crate::fs::{probe_time, skew_seconds};
 /// `how`.
 pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
     if skew.unsigned_abs() > max.as_secs() {
-        Check::new(
+        row(
             node,
-            "clock",
-            Outcome::Fail,
+            Code::Clock,
+            Severity::Error,
             format!(
                 "{how} is {skew:+} s off this machine's (more than {} s): the vendor says the \
                  web servers' dates must match (Secret Server 8.9.300000 and earlier: \
@@ -68,7 +79,12 @@ pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
             ),
         )
     } else {
-        Check::new(node, "clock", Outcome::Pass, format!("{how}: {skew:+} s"))
+        row(
+            node,
+            Code::Clock,
+            Severity::Ok,
+            format!("{how}: {skew:+} s"),
+        )
     }
 }
 
@@ -112,10 +128,10 @@ pub fn room(node: &str, target: &Path, free: u64, source: u64, kept: KeptRoom) -
         )
     };
     if have < need {
-        Check::new(
+        row(
             node,
-            "room",
-            Outcome::Fail,
+            Code::Room,
+            Severity::Error,
             format!(
                 "{} MiB free beside {}{kept_note}; the sync builds the new folder there and \
                  keeps the old one for sync rollback: it needs about {} MiB ({} MiB of \
@@ -129,10 +145,10 @@ pub fn room(node: &str, target: &Path, free: u64, source: u64, kept: KeptRoom) -
             ),
         )
     } else {
-        Check::new(
+        row(
             node,
-            "room",
-            Outcome::Pass,
+            Code::Room,
+            Severity::Ok,
             format!(
                 "{} MiB free beside {} for the new folder (about {} MiB needed){kept_note}",
                 mib(free),
@@ -152,10 +168,10 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
         match at.parent() {
             Some(p) if !p.as_os_str().is_empty() => at = p,
             _ => {
-                return Check::new(
+                return row(
                     node,
-                    "state",
-                    Outcome::Fail,
+                    Code::State,
+                    Severity::Error,
                     format!("no folder of {} exists", dir.display()),
                 )
             }
@@ -167,10 +183,10 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
         format!(" (made in {} when first needed)", at.display())
     };
     if let Err(e) = probe_time(at) {
-        return Check::new(
+        return row(
             node,
-            "state",
-            Outcome::Fail,
+            Code::State,
+            Severity::Error,
             format!(
                 "keyferry cannot create files in {}: {e}; replaced key files, journals and the \
                  run's record go there: fix its permissions or set state_dir in the cluster file",
@@ -179,10 +195,10 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
         );
     }
     match crate::os::free_space(at) {
-        Ok(free) if free < SLACK => Check::new(
+        Ok(free) if free < SLACK => row(
             node,
-            "state",
-            Outcome::Fail,
+            Code::State,
+            Severity::Error,
             format!(
                 "{}{made} has {} MiB free; keyferry keeps replaced key files, journals and the \
                  run's record there: free at least {} MiB",
@@ -191,16 +207,16 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
                 SLACK >> 20
             ),
         ),
-        Ok(free) => Check::new(
+        Ok(free) => row(
             node,
-            "state",
-            Outcome::Pass,
+            Code::State,
+            Severity::Ok,
             format!("{}{made}: writable, {} MiB free", dir.display(), free >> 20),
         ),
-        Err(e) => Check::new(
+        Err(e) => row(
             node,
-            "state",
-            Outcome::Warn,
+            Code::State,
+            Severity::Warning,
             format!(
                 "{}{made}: writable; free space unknown ({e})",
                 dir.display()
@@ -229,10 +245,10 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
         .collect();
     if let [(a, va), (b, vb)] = majors.as_slice() {
         if va != vb {
-            return Check::new(
+            return row(
                 want,
-                "roles",
-                Outcome::Fail,
+                Code::Roles,
+                Severity::Error,
                 format!(
                     "{a} runs PostgreSQL {va} and {b} PostgreSQL {vb}: a replica cannot stream \
                      across major versions; make the older node a replica of the newer afresh \
@@ -243,20 +259,20 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
         }
     }
     match running {
-        Some(actual) if actual != want => Check::new(
+        Some(actual) if actual != want => row(
             want,
-            "roles",
-            Outcome::Fail,
+            Code::Roles,
+            Severity::Error,
             format!(
                 "the cluster file's primary is {want} but {actual} runs as the primary (an \
                  earlier failover?): make the cluster file say which node is the primary now \
                  (role = \"primary\"), or fail back first (keyferry ha failover on {actual})"
             ),
         ),
-        _ if status.verdict != Verdict::Healthy => Check::new(
+        _ if status.verdict != Verdict::Healthy => row(
             want,
-            "roles",
-            Outcome::Fail,
+            Code::Roles,
+            Severity::Error,
             format!(
                 "the pair is {}{}: keyferry ha status shows it; bring the pair back \
                  (keyferry ha rejoin, docs/ha.md) before upgrading",
@@ -271,10 +287,10 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
                 }
             ),
         ),
-        _ => Check::new(
+        _ => row(
             want,
-            "roles",
-            Outcome::Pass,
+            Code::Roles,
+            Severity::Ok,
             format!("{want} runs as the primary, its replica streams (ha status: healthy)"),
         ),
     }
@@ -299,14 +315,14 @@ impl Preflight {
         Preflight {
             cluster: cluster.to_owned(),
             node: node.to_owned(),
-            ok: checks.iter().all(|c| c.outcome != Outcome::Fail),
+            ok: crate::finding::errors(&checks) == 0,
             checks,
         }
     }
 
-    /// How many checks came out as `o`.
-    pub fn count(&self, o: Outcome) -> usize {
-        self.checks.iter().filter(|c| c.outcome == o).count()
+    /// How many checks came out as `s`.
+    pub fn count(&self, s: Severity) -> usize {
+        self.checks.iter().filter(|c| c.severity == s).count()
     }
 }
 
@@ -319,12 +335,12 @@ mod tests {
     #[test]
     fn a_clock_fails_beyond_the_limit_either_way() {
         let max = Duration::from_secs(60);
-        assert_eq!(clock("a", 60, max, "x").outcome, Outcome::Pass);
-        assert_eq!(clock("a", -60, max, "x").outcome, Outcome::Pass);
-        assert_eq!(clock("a", 61, max, "x").outcome, Outcome::Fail);
+        assert_eq!(clock("a", 60, max, "x").severity, Severity::Ok);
+        assert_eq!(clock("a", -60, max, "x").severity, Severity::Ok);
+        assert_eq!(clock("a", 61, max, "x").severity, Severity::Error);
         let c = clock("a", -600, max, "its report");
-        assert_eq!(c.outcome, Outcome::Fail);
-        assert!(c.detail.contains("-600 s"), "{}", c.detail);
+        assert_eq!(c.severity, Severity::Error);
+        assert!(c.message.contains("-600 s"), "{}", c.message);
         let now = SystemTime::now();
         assert_eq!(skew_seconds(now + Duration::from_secs(5), now), 5);
         assert_eq!(skew_seconds(now - Duration::from_secs(5), now), -5);
@@ -336,13 +352,13 @@ mod tests {
         let source = 100 << 20;
         let need = source + source / 10 + SLACK;
         let none = KeptRoom::default();
-        assert_eq!(room("a", t, need, source, none).outcome, Outcome::Pass);
+        assert_eq!(room("a", t, need, source, none).severity, Severity::Ok);
         let short = room("a", t, need - 1, source, none);
-        assert_eq!(short.outcome, Outcome::Fail);
+        assert_eq!(short.severity, Severity::Error);
         assert!(
-            short.detail.contains("needs about 126 MiB"),
+            short.message.contains("needs about 126 MiB"),
             "{}",
-            short.detail
+            short.message
         );
         // The kept trees are counted: what the sync retires first makes up the shortfall.
         let kept = KeptRoom {
@@ -351,20 +367,20 @@ mod tests {
             freed_by_sync: 1,
         };
         let ok = room("a", t, need - 1, source, kept);
-        assert_eq!(ok.outcome, Outcome::Pass, "{}", ok.detail);
+        assert_eq!(ok.severity, Severity::Ok, "{}", ok.message);
         assert!(
-            ok.detail
+            ok.message
                 .contains("3 kept trees beside it hold 60 MiB of their own"),
             "{}",
-            ok.detail
+            ok.message
         );
         let kept = KeptRoom {
             freed_by_sync: 0,
             ..kept
         };
         let short = room("a", t, need - 1, source, kept);
-        assert_eq!(short.outcome, Outcome::Fail);
-        assert!(short.detail.contains("--keep N"), "{}", short.detail);
+        assert_eq!(short.severity, Severity::Error);
+        assert!(short.message.contains("--keep N"), "{}", short.message);
     }
 
     #[test]
@@ -381,8 +397,8 @@ mod tests {
     fn the_state_folder_is_checked_through_the_nearest_existing_one() {
         let dir = tempfile::tempdir().unwrap();
         let c = state_folder("a", &dir.path().join("state").join("deeper"));
-        assert_eq!(c.outcome, Outcome::Pass, "{}", c.detail);
-        assert!(c.detail.contains("made in"), "{}", c.detail);
+        assert_eq!(c.severity, Severity::Ok, "{}", c.message);
+        assert!(c.message.contains("made in"), "{}", c.message);
         assert!(!dir.path().join("state").exists());
     }
 
@@ -403,11 +419,11 @@ mod tests {
             {"node": "nps1", "role": "running-primary", "version": "16.4"},
             {"node": "nps2", "role": "running-primary", "version": "12.19 (Ubuntu)"}]});
         let c = roles("nps1", &status_of(mixed));
-        assert_eq!(c.outcome, Outcome::Fail);
+        assert_eq!(c.severity, Severity::Error);
         assert!(
-            c.detail.contains("PostgreSQL 16 and nps2 PostgreSQL 12"),
+            c.message.contains("PostgreSQL 16 and nps2 PostgreSQL 12"),
             "{}",
-            c.detail
+            c.message
         );
         let status = |primary: &str, verdict: &str| {
             status_of(
@@ -418,16 +434,16 @@ mod tests {
             )
         };
         assert_eq!(
-            roles("nps1", &status("nps1", "healthy")).outcome,
-            Outcome::Pass
+            roles("nps1", &status("nps1", "healthy")).severity,
+            Severity::Ok
         );
         let swapped = roles("nps1", &status("nps2", "healthy"));
-        assert_eq!(swapped.outcome, Outcome::Fail);
-        assert!(swapped.detail.contains("nps2 runs as the primary"));
+        assert_eq!(swapped.severity, Severity::Error);
+        assert!(swapped.message.contains("nps2 runs as the primary"));
         let degraded = roles("nps1", &status("nps1", "degraded"));
-        assert_eq!(degraded.outcome, Outcome::Fail);
-        assert!(degraded.detail.contains("degraded (nps2 does not stream)"));
+        assert_eq!(degraded.severity, Severity::Error);
+        assert!(degraded.message.contains("degraded (nps2 does not stream)"));
         let unknown = status_of(json!({"verdict": "unknown", "problems": [], "nodes": []}));
-        assert_eq!(roles("nps1", &unknown).outcome, Outcome::Fail);
+        assert_eq!(roles("nps1", &unknown).severity, Severity::Error);
     }
 }

@@ -291,7 +291,7 @@ fn blocked_ports_are_found_on_a_real_test_host() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| x["evidence"].as_str().unwrap().to_owned())
+        .map(|x| x["message"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(closed.len(), 1, "{f}");
     assert!(closed[0].starts_with("10.254.77.2:5432"), "{f}");

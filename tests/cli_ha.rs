@@ -906,7 +906,7 @@ fn a_privilege_secure_ha_upgrade_runs_end_to_end() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["node"] == node && c["check"] == check && c["outcome"] == "pass")
+            .any(|c| c["node"] == node && c["code"] == check && c["severity"] == "ok")
     };
     for (node, check) in [
         ("nps1", "roles"),

@@ -836,7 +836,7 @@ fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
     assert_eq!(before, c.snapshot());
 }
 
-/// Runs `upgrade preflight` for web1 and returns its checks as (node, check, outcome).
+/// Runs `upgrade preflight` for web1 and returns its checks as (node, code, severity).
 fn preflight_rows(r: &Run) -> Vec<(String, String, String)> {
     r.json()["checks"]
         .as_array()
@@ -845,8 +845,8 @@ fn preflight_rows(r: &Run) -> Vec<(String, String, String)> {
         .map(|c| {
             (
                 c["node"].as_str().unwrap().to_owned(),
-                c["check"].as_str().unwrap().to_owned(),
-                c["outcome"].as_str().unwrap().to_owned(),
+                c["code"].as_str().unwrap().to_owned(),
+                c["severity"].as_str().unwrap().to_owned(),
             )
         })
         .collect()
@@ -867,21 +867,21 @@ fn the_preflight_checks_every_node_and_an_unreachable_one_stops_the_run_at_step_
     assert_eq!(r.json()["ok"], true);
     let rows = preflight_rows(&r);
     for n in ["web1", "web2", "dr1", "proxy1"] {
-        assert!(has(&rows, n, "reach", "pass"), "{n}: {rows:?}");
+        assert!(has(&rows, n, "reach", "ok"), "{n}: {rows:?}");
     }
-    assert!(has(&rows, "web1", "state", "pass"), "{rows:?}");
+    assert!(has(&rows, "web1", "state", "ok"), "{rows:?}");
     for n in ["web2", "dr1", "proxy1"] {
         // Each target: its clock read from a file written beside its folder, and room
         // there for the new folder.
-        assert!(has(&rows, n, "clock", "pass"), "{n}: {rows:?}");
-        assert!(has(&rows, n, "room", "pass"), "{n}: {rows:?}");
+        assert!(has(&rows, n, "clock", "ok"), "{n}: {rows:?}");
+        assert!(has(&rows, n, "room", "ok"), "{n}: {rows:?}");
     }
     for n in ["web2", "dr1"] {
-        assert!(has(&rows, n, "binaries", "warn"), "{n}: {rows:?}");
+        assert!(has(&rows, n, "binaries", "warning"), "{n}: {rows:?}");
     }
     // web2's different key and dr1's missing one are the later steps' to fix.
-    assert!(has(&rows, "web2", "keys", "warn"), "{rows:?}");
-    assert!(has(&rows, "dr1", "keys", "warn"), "{rows:?}");
+    assert!(has(&rows, "web2", "keys", "warning"), "{rows:?}");
+    assert!(has(&rows, "dr1", "keys", "warning"), "{rows:?}");
     // It changed nothing: no probe file is left anywhere.
     assert_eq!(before, c.snapshot());
     let t = up(&c, "preflight", &[], &[]);
@@ -899,7 +899,7 @@ fn the_preflight_checks_every_node_and_an_unreachable_one_stops_the_run_at_step_
     r.assert_code(1);
     assert_eq!(r.json()["ok"], false);
     assert!(
-        has(&preflight_rows(&r), "dr1", "reach", "fail"),
+        has(&preflight_rows(&r), "dr1", "reach", "error"),
         "{}",
         r.stdout()
     );
@@ -969,25 +969,25 @@ fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["node"] == "web2" && k["check"] == "clock")
+        .find(|k| k["node"] == "web2" && k["code"] == "clock")
         .cloned()
         .unwrap_or_else(|| panic!("no clock row for web2: {}", r.stdout()));
-    assert_eq!(clock["outcome"], "fail", "{clock}");
-    let detail = clock["detail"].as_str().unwrap();
+    assert_eq!(clock["severity"], "error", "{clock}");
+    let detail = clock["message"].as_str().unwrap();
     // Ten minutes ahead, read over ssh: +600 s, or a second less when the round trip is slow
     // (the whole suite running beside it).
     assert!(detail.contains("+6") || detail.contains("+59"), "{detail}");
     assert!(detail.contains("w32tm /resync"), "{detail}");
     let rows = preflight_rows(&r);
-    assert!(has(&rows, "web2", "state", "pass"), "{rows:?}");
-    assert!(has(&rows, "web2", "reach", "pass"), "{rows:?}");
+    assert!(has(&rows, "web2", "state", "ok"), "{rows:?}");
+    assert!(has(&rows, "web2", "reach", "ok"), "{rows:?}");
     assert_eq!(before, c.snapshot());
     // The same node with its clock right passes, through the same ssh.
     std::fs::write(c.cluster_file(), ssh_node(Path::new(&bin()))).unwrap();
     let r = up(&c, "preflight", &["--json", "--ssh-config", &cfg], &[]);
     r.assert_code(0);
     assert!(
-        has(&preflight_rows(&r), "web2", "clock", "pass"),
+        has(&preflight_rows(&r), "web2", "clock", "ok"),
         "{}",
         r.stdout()
     );
@@ -1034,16 +1034,16 @@ fn the_preflight_fails_a_target_without_room_for_the_new_folder() {
     let r = up(&c, "preflight", &["--json"], &[]);
     r.assert_code(1);
     let rows = preflight_rows(&r);
-    assert!(has(&rows, "dr1", "room", "fail"), "{rows:?}");
-    assert!(has(&rows, "web2", "room", "pass"), "{rows:?}");
+    assert!(has(&rows, "dr1", "room", "error"), "{rows:?}");
+    assert!(has(&rows, "web2", "room", "ok"), "{rows:?}");
     let room = r.json()["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["node"] == "dr1" && k["check"] == "room")
+        .find(|k| k["node"] == "dr1" && k["code"] == "room")
         .cloned()
         .unwrap();
-    let detail = room["detail"].as_str().unwrap();
+    let detail = room["message"].as_str().unwrap();
     assert!(detail.contains("MiB free beside"), "{detail}");
     assert!(detail.contains("sync rollback"), "{detail}");
     assert_eq!(before, c.snapshot());

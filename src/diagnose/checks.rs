@@ -11,49 +11,22 @@ use serde::Serialize;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Severity of a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    /// Worth knowing.
-    Info,
-    /// Worth fixing.
-    Warning,
-    /// It breaks the cluster.
-    Error,
-}
+pub use crate::finding::Severity;
 
-impl Severity {
-    /// The severity as the JSON writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
-
-/// One result of a check.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    /// Its stable code.
-    pub code: FindingCode,
-    /// How much it weighs.
-    pub severity: Severity,
-    /// The node it is about, if one.
-    pub node: Option<String>,
-    /// What was seen.
-    pub evidence: String,
-    /// What to do.
-    pub fix: String,
-    /// `pg_hba.conf` findings: the lines PostgreSQL refuses, as fields.
+/// `diagnose`'s own fields beside the shared ones: for `pg_hba.conf` findings, the lines
+/// PostgreSQL refuses and how each connection the peer needs is decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HbaDetail {
+    /// The lines PostgreSQL refuses, as fields.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pg_hba_lines: Vec<crate::ha::hba::LineVerdict>,
-    /// `pg_hba.conf` findings: how each connection the peer needs is decided, as fields.
+    /// How each connection the peer needs is decided, as fields.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pg_hba_decisions: Vec<HbaDecision>,
 }
+
+/// One result of a check: the shared model, with the `pg_hba.conf` detail.
+pub type Finding = crate::finding::Finding<FindingCode, HbaDetail>;
 
 /// One connection and how a `pg_hba.conf` decides it.
 #[derive(Debug, Clone, Serialize)]
@@ -75,10 +48,9 @@ pub fn findings_from_audit(
             code,
             severity,
             node: Some(n.node.clone()),
-            evidence,
-            fix,
-            pg_hba_lines: Vec::new(),
-            pg_hba_decisions: Vec::new(),
+            message: evidence,
+            fix: Some(fix),
+            more: HbaDetail::default(),
         };
         let (node, reference) = (&n.node, &audit.reference);
         let reason = n.reason.clone().unwrap_or_default();
@@ -191,13 +163,12 @@ pub fn check_ports(file: &ClusterFile, ports: Option<&[u16]>, timeout: Duration)
             code: FindingCode::NothingChecked,
             severity: Severity::Info,
             node: None,
-            evidence: format!(
+            message: format!(
                 "ports: profile {} lists no ports for the roles in this cluster, and --ports was not given: nothing was tested",
                 profile.id
             ),
-            fix: "pass --ports with the TCP ports the nodes must reach on the primary, e.g. --ports 443,80".into(),
-            pg_hba_lines: Vec::new(),
-            pg_hba_decisions: Vec::new(),
+            fix: Some("pass --ports with the TCP ports the nodes must reach on the primary, e.g. --ports 443,80".into()),
+            more: HbaDetail::default(),
         }];
     }
     wanted
@@ -236,10 +207,9 @@ fn port_finding(node: &str, addr: SocketAddr, e: &std::io::Error, timeout: Durat
         code: FindingCode::PortClosed,
         severity: Severity::Error,
         node: Some(node.to_owned()),
-        evidence,
-        fix,
-        pg_hba_lines: Vec::new(),
-        pg_hba_decisions: Vec::new(),
+        message: evidence,
+        fix: Some(fix),
+        more: HbaDetail::default(),
     }
 }
 
@@ -301,10 +271,9 @@ pub fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
         code,
         severity,
         node: Some(node.to_owned()),
-        evidence,
-        fix,
-        pg_hba_lines: Vec::new(),
-        pg_hba_decisions: Vec::new(),
+        message: evidence,
+        fix: Some(fix),
+        more: HbaDetail::default(),
     };
     for n in &pair {
         let Some(path) = &n.pg_hba else { continue };
@@ -361,7 +330,7 @@ pub fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
                     crate::diagnose::explain::shell_word(&path.display().to_string())
                 ),
             );
-            f.pg_hba_lines = refused;
+            f.more.pg_hba_lines = refused;
             out.push(f);
             continue;
         }
@@ -383,7 +352,7 @@ pub fn pg_hba_findings(file: &ClusterFile, user: &str) -> Vec<Finding> {
                         missing.join("; ")
                     ),
                 );
-                f.pg_hba_decisions = decisions;
+                f.more.pg_hba_decisions = decisions;
                 out.push(f);
             }
         }
@@ -417,14 +386,18 @@ mod tests {
             t,
         );
         assert!(
-            refused.evidence.contains("nothing listens"),
+            refused.message.contains("nothing listens"),
             "{}",
-            refused.evidence
+            refused.message
         );
         assert!(
-            refused.fix.contains("start the service on web1"),
+            refused
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("start the service on web1"),
             "{}",
-            refused.fix
+            refused.fix.as_deref().unwrap_or_default()
         );
         let dropped = port_finding(
             "web1",
@@ -432,15 +405,15 @@ mod tests {
             &std::io::Error::from(std::io::ErrorKind::TimedOut),
             t,
         );
+        assert!(dropped.message.contains("firewall"), "{}", dropped.message);
         assert!(
-            dropped.evidence.contains("firewall"),
+            dropped
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("open TCP 443 to web1"),
             "{}",
-            dropped.evidence
-        );
-        assert!(
-            dropped.fix.contains("open TCP 443 to web1"),
-            "{}",
-            dropped.fix
+            dropped.fix.as_deref().unwrap_or_default()
         );
     }
 

@@ -13,21 +13,23 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// How a finding of `ha check` weighs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    /// As it should be.
-    Ok,
-    /// Worth fixing; the pair works.
-    Warning,
-    /// The pair cannot fail over or replicate as it is.
-    Error,
-}
+pub use crate::finding::Severity;
 
-/// The stable codes of `ha check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The stable codes of `ha check` (docs/ha.md).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+#[allow(missing_docs)] // each is documented in docs/ha.md, which a test holds to this list
 pub enum Code {
     LocalAddress,
     PortOpen,
@@ -50,49 +52,21 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: &'static [Code] = &[
-        Code::LocalAddress,
-        Code::PortOpen,
-        Code::PortRefused,
-        Code::PortDropped,
-        Code::PortUnreachable,
-        Code::PgUnavailable,
-        Code::HbaAdmits,
-        Code::HbaRefuses,
-        Code::WalLevel,
-        Code::WalSenders,
-        Code::HotStandby,
-        Code::Rewind,
-        Code::WalKeepSize,
-        Code::Sslmode,
-        Code::ArchiveNotEmpty,
-        Code::VersionMismatch,
-        Code::PeerNotChecked,
-        Code::PeerCheckFailed,
-    ];
-
-    pub fn as_str(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+    /// The code as the JSON writes it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
-/// One finding of `ha check`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Finding {
-    /// How much it weighs.
-    pub severity: Severity,
-    /// Its stable code.
-    pub code: Code,
-    /// The node the finding is about.
-    pub node: String,
+/// Where an `ha check` finding was seen from: `ha check`'s own field beside the shared ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenFrom {
     /// The node it was seen from.
     pub from: String,
-    /// What was found.
-    pub message: String,
 }
+
+/// One finding of `ha check`: the shared model, with the node it was seen from.
+pub type Finding = crate::finding::Finding<Code, SeenFrom>;
 
 /// `keyferry ha check --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,10 +81,7 @@ pub struct CheckReport {
 impl CheckReport {
     /// How many findings are errors.
     pub fn errors(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count()
+        crate::finding::errors(&self.findings)
     }
 }
 
@@ -122,11 +93,14 @@ struct Seen<'a> {
 
 fn push(v: &mut Seen<'_>, severity: Severity, code: Code, node: &str, message: String) {
     v.v.push(Finding {
-        severity,
         code,
-        node: node.to_owned(),
-        from: v.from.to_owned(),
+        severity,
+        node: Some(node.to_owned()),
         message,
+        fix: None,
+        more: SeenFrom {
+            from: v.from.to_owned(),
+        },
     });
 }
 
@@ -492,7 +466,7 @@ pub fn run_on(
         .find(|n| n.name.eq_ignore_ascii_case(&node.name))
         .ok_or_else(|| crate::error::Error::HaRefused {
             why: format!("no node {} in the cluster file", node.name),
-            hint: "check the cluster file".into(),
+            reason: crate::HaReason::NoSuchNode,
         })?;
     let base = run.cluster_path.parent().unwrap_or(Path::new("."));
     let target = match parse_access(spec.access.as_deref(), base)? {
@@ -510,7 +484,7 @@ pub fn run_on(
         .map(Some)
         .map_err(|e| crate::error::Error::HaFailed {
             why: format!("keyferry on {} through {}: {e}", node.name, target.url()),
-            hint: "check the node's access in the cluster file and its sshd".into(),
+            reason: crate::HaReason::PeerUnreachable,
         })
 }
 
@@ -519,11 +493,14 @@ pub fn run_on(
 pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
     let missing = |severity, code, message: String| {
         PeerView::Missing(Finding {
-            severity,
             code,
-            node: peer.name.clone(),
-            from: local.name.clone(),
+            severity,
+            node: Some(peer.name.clone()),
             message,
+            fix: None,
+            more: SeenFrom {
+                from: local.name.clone(),
+            },
         })
     };
     let Some(spec) = run
@@ -601,7 +578,7 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
             .report
             .findings
             .iter()
-            .all(|f| f.from.eq_ignore_ascii_case(&peer.name));
+            .all(|f| f.more.from.eq_ignore_ascii_case(&peer.name));
     if doc.kind != "ha-check" || !own {
         return failed(format!(
             "its report is not {}'s own ha check (kind {}, from {:?})",
@@ -619,10 +596,10 @@ mod tests {
     fn every_code_is_documented_once() {
         let docs = include_str!("../../docs/ha.md");
         let mut seen = std::collections::HashSet::new();
-        for c in Code::ALL {
+        for c in <Code as strum::VariantArray>::VARIANTS {
             let s = c.as_str();
             assert!(!s.is_empty());
-            assert!(seen.insert(s.clone()), "duplicate {s}");
+            assert!(seen.insert(s), "duplicate {s}");
             assert!(
                 docs.contains(&format!("| `{s}` |")),
                 "{s} is not in docs/ha.md"

@@ -5,6 +5,7 @@
 use crate::cluster::{ClusterFile, NodeSpec};
 use crate::error::{Error, Result};
 use crate::profile::Role;
+use crate::reason::HaReason;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,11 +55,9 @@ impl HaNode {
     pub fn data_dir(&self) -> Result<&Path> {
         self.data.as_deref().ok_or_else(|| Error::HaRefused {
             why: format!("node {}: no PostgreSQL data folder is set", self.name),
-            hint: format!(
-                "set data in the cluster file's [ha] section or in node {}'s ha table \
-                 (SHOW data_directory in psql tells it)",
-                self.name
-            ),
+            reason: HaReason::NoDataFolder {
+                node: self.name.clone(),
+            },
         })
     }
 
@@ -253,7 +252,7 @@ impl Pair {
                     "node {name:?} is not one of the HA pair ({}, {})",
                     self.nodes[0].name, self.nodes[1].name
                 ),
-                hint: "run keyferry ha on one of the pair's nodes, or name it with --node".into(),
+                reason: HaReason::NotInPair,
             })
     }
 

@@ -9,6 +9,7 @@ use super::config::{HaNode, Pair};
 use super::hba::{self, Connection, Edit, PeerRules};
 use super::pg;
 use crate::error::{Error, Result};
+use crate::reason::HaReason;
 use crate::txn::{Before, Change};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -69,13 +70,9 @@ pub fn plan(text: &str, path: &Path, want: &PeerRules) -> Result<Edit> {
     let files = hba::files_beside(dir);
     hba::plan_edit(text, want, Some(&files)).map_err(|r| Error::HaRefused {
         why: format!("{}: {r}", path.display()),
-        hint: match r {
-            hba::Refusal::Reject { .. } => {
-                "remove the reject line if it is no longer wanted, or pass --override-reject".into()
-            }
-            _ => {
-                "fix the file by hand (nothing was changed), then run keyferry ha hba again".into()
-            }
+        reason: match r {
+            hba::Refusal::Reject { .. } => HaReason::HbaReject,
+            _ => HaReason::HbaUnplannable,
         },
     })
 }
@@ -182,14 +179,8 @@ fn edit(
         crate::failpoint::hit("ha:hba-written");
         validate().inspect_err(|e| {
             *failure.borrow_mut() = Some(match e {
-                Error::HaFailed { why, hint } => Error::HaFailed {
-                    why: why.clone(),
-                    hint: hint.clone(),
-                },
-                other => Error::HaFailed {
-                    why: other.to_string(),
-                    hint: "nothing was changed; fix the cause and run again".into(),
-                },
+                Error::HaFailed { why, reason } => Error::ha_failed(why.clone(), reason.clone()),
+                other => Error::ha_failed(other.to_string(), HaReason::HbaCheckFailed),
             })
         })
     };
@@ -209,15 +200,13 @@ fn edit(
                     .unwrap_or_else(|| "the edit failed".into()),
                 path.display()
             ),
-            hint: "look at the file now (someone changed it after keyferry wrote it), put \
-                   right what PostgreSQL refuses, then run keyferry ha hba again"
-                .into(),
+            reason: HaReason::HbaChangedAfterWrite,
         }),
         // Put back: said so, with what follows for the server (`put_back`).
         Err(e) => Err(match failure.into_inner() {
-            Some(Error::HaFailed { why, hint }) => Error::HaFailed {
+            Some(Error::HaFailed { why, reason }) => Error::HaFailed {
                 why: format!("{why}; the file was put back as it was{put_back}"),
-                hint,
+                reason,
             },
             Some(other) => other,
             None => e,
@@ -289,9 +278,7 @@ pub fn edit_server(
                 path.display(),
                 errors.join("; ")
             ),
-            hint: "fix those lines first (SELECT * FROM pg_hba_file_rules WHERE error IS NOT NULL \
-                   shows them), then run keyferry ha hba again"
-                .into(),
+            reason: HaReason::HbaAlreadyRejected,
         });
     }
     let client = RefCell::new(client);
@@ -306,8 +293,7 @@ pub fn edit_server(
                     path.display(),
                     errors.join("; ")
                 ),
-                hint: "check hba_method and the file's other lines, then run keyferry ha hba again"
-                    .into(),
+                reason: HaReason::HbaEditRejected,
             })
         }
     };
@@ -343,7 +329,7 @@ pub fn edit_server(
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             ),
-            hint: "check the server's log, then SELECT pg_reload_conf()".into(),
+            reason: HaReason::HbaNotReloaded,
         });
     }
     report.reloaded = true;
@@ -372,7 +358,7 @@ fn edit_local(
                 node.name,
                 data.display()
             ),
-            hint: "edit that file with keyferry ha hba --file PATH, then reload the server".into(),
+            reason: HaReason::HbaElsewhere,
         });
     }
     let running = super::server::is_running(node, &data)?;
@@ -393,7 +379,7 @@ fn edit_local(
                 last = errors.join("; ");
                 Err(Error::HaFailed {
                     why: format!("PostgreSQL rejects the edited {} ({last})", path.display()),
-                    hint: String::new(),
+                    reason: HaReason::HbaEditRejected,
                 })
             }
             Err(e) => {
@@ -413,9 +399,7 @@ fn edit_local(
                 };
                 Err(Error::HaFailed {
                     why,
-                    hint: "read the server's log (it names the line it rejects), check \
-                           hba_method and the password file, then run keyferry ha hba again"
-                        .into(),
+                    reason: HaReason::HbaLoginRefused,
                 })
             }
         }

@@ -234,11 +234,12 @@ impl Connector<'_> {
                         self.pair.passfile.display(),
                         node.pg_port
                     ),
-                    hint: format!(
-                        "add a line {host}:{}:{database}:{user}:<password> (or with * fields) to \
-                         the password file",
-                        node.pg_port
-                    ),
+                    reason: crate::HaReason::NoPassword {
+                        host: host.clone(),
+                        port: node.pg_port,
+                        database: database.to_owned(),
+                        user: user.to_owned(),
+                    },
                 })
             })?;
         let md5_ok = self.pair.hba_method == "md5";

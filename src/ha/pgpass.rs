@@ -6,6 +6,7 @@
 //! or a configuration file.
 
 use crate::error::{Error, Result};
+use crate::reason::HaReason;
 use crate::secret::KeyBytes;
 use std::path::Path;
 use zeroize::Zeroize;
@@ -39,10 +40,9 @@ impl PassFile {
                          ignores such a file",
                         path.display()
                     ),
-                    hint: format!(
-                        "chmod 600 {} (owned by the account PostgreSQL runs as)",
-                        path.display()
-                    ),
+                    reason: HaReason::PassFileOpen {
+                        path: path.to_path_buf(),
+                    },
                 });
             }
         }
@@ -50,7 +50,7 @@ impl PassFile {
         if std::str::from_utf8(text.expose_secret()).is_err() {
             return Err(Error::HaRefused {
                 why: format!("{}: the password file is not UTF-8 text", path.display()),
-                hint: "write it as host:port:database:user:password lines".into(),
+                reason: HaReason::PassFileNotText,
             });
         }
         Ok(PassFile { text })

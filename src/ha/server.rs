@@ -8,6 +8,7 @@
 
 use super::config::HaNode;
 use crate::error::{Error, Result};
+use crate::reason::HaReason;
 use crate::remote::process::{self, Finished};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -55,13 +56,13 @@ pub fn run_ok(
     let done = process::run(command(node, program, args), timeout, MAX_OUT).map_err(|e| {
         Error::HaFailed {
             why: format!("{what}: {e}"),
-            hint: "check the node's bin folder in the cluster file's [ha] section".into(),
+            reason: HaReason::Program,
         }
     })?;
     if !done.success {
         return Err(Error::HaFailed {
             why: format!("{what} failed: {}", done.last_error_line()),
-            hint: "the message is PostgreSQL's own; fix its cause and run the step again".into(),
+            reason: HaReason::ProgramSaid,
         });
     }
     Ok(done)
@@ -138,7 +139,7 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
     )
     .map_err(|e| Error::HaFailed {
         why: format!("pg_ctl status on {}: {e}", node.name),
-        hint: "check the node's bin folder in the cluster file's [ha] section".into(),
+        reason: HaReason::Program,
     })?;
     match done.code {
         Some(0) => {
@@ -153,7 +154,7 @@ pub fn is_running(node: &HaNode, data: &Path) -> Result<bool> {
                 data.display(),
                 done.last_error_line()
             ),
-            hint: "check the node's data folder in the cluster file's [ha] section".into(),
+            reason: HaReason::DataFolder,
         }),
     }
 }
@@ -198,7 +199,7 @@ fn pg_ctl_stop(node: &HaNode, data: &Path, mode: &str) -> Result<()> {
                     data.display(),
                     node.name
                 ),
-                hint: "look at its log and its processes; stop it by hand, then run again".into(),
+                reason: HaReason::WontStop,
             });
         }
         Ok(())
@@ -269,7 +270,9 @@ fn wait_ready(node: &HaNode, data: &Path, stale: Option<i32>, limit: Duration) -
     let started = Instant::now();
     let gone = |why: String| Error::HaFailed {
         why: format!("the server of {} on {} {why}", data.display(), node.name),
-        hint: format!("read its log ({})", start_log(data).display()),
+        reason: HaReason::ServerGone {
+            log: start_log(data),
+        },
     };
     loop {
         match crate::fs::read_bounded(&pidfile, 4096, "postmaster.pid") {
@@ -343,7 +346,7 @@ fn service_control(node: &HaNode, service: &str, start: bool) -> Result<()> {
     c.args(&args);
     let done = process::run(c, Duration::from_secs(180), MAX_OUT).map_err(|e| Error::HaFailed {
         why: format!("{prog} {} on {}: {e}", args.join(" "), node.name),
-        hint: "check the service name in the cluster file's [ha] section".into(),
+        reason: HaReason::ServiceControl,
     })?;
     if !done.success {
         return Err(Error::HaFailed {
@@ -353,8 +356,7 @@ fn service_control(node: &HaNode, service: &str, start: bool) -> Result<()> {
                 node.name,
                 done.last_error_line()
             ),
-            hint: "check the service name in the cluster file's [ha] section and the server's log"
-                .into(),
+            reason: HaReason::ServiceFailed,
         });
     }
     Ok(())

@@ -13,6 +13,7 @@
 pub(crate) mod site;
 
 use crate::error::{Error, Result};
+use crate::reason::HostReason;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -155,9 +156,7 @@ impl Tools {
             why: "IIS application pools, Windows services and reboots are driven on a Windows \
                   node only, and this one is not"
                 .into(),
-            hint: "do it by hand on this node; in an upgrade run, then mark the step done \
-                   (keyferry upgrade resume ... --mark-done N --because \"...\")"
-                .into(),
+            reason: HostReason::NotWindows,
         })
     }
 
@@ -174,9 +173,7 @@ impl Tools {
             };
             return Err(Error::Host {
                 why: format!("{} is not there: {what}", p.display()),
-                hint: "run this step on the node that serves the site, or check the node's \
-                       name in the cluster file"
-                    .into(),
+                reason: HostReason::ToolMissing,
             });
         }
         Ok(p)
@@ -196,7 +193,7 @@ impl Tools {
         )
         .map_err(|e| Error::Host {
             why: format!("{} {}: {e}", exe.display(), args.join(" ")),
-            hint: "run it by hand on the node to see why".into(),
+            reason: HostReason::ToolFailed,
         })?;
         let mut out = String::from_utf8_lossy(&done.stdout).into_owned();
         out.push_str(&String::from_utf8_lossy(&done.stderr));
@@ -218,9 +215,7 @@ impl Tools {
                             "IIS has no application pool {name:?}: {}",
                             crate::text::one_line(out.trim())
                         ),
-                        hint: "the pool's name is in IIS Manager (Application Pools); write it \
-                               as app_pool in the node's [[node]]"
-                            .into(),
+                        reason: HostReason::NoSuchPool,
                     });
                 }
                 Ok(pool_state(&out))
@@ -234,9 +229,7 @@ impl Tools {
                             "the Service Control Manager has no service {name:?}: {}",
                             crate::text::one_line(out.trim())
                         ),
-                        hint: "the service's name (not its display name) is in services.msc, \
-                               Properties; write it in services in the node's [[node]]"
-                            .into(),
+                        reason: HostReason::NoSuchService,
                     }),
                 }
             }
@@ -285,12 +278,7 @@ impl Tools {
                         crate::text::one_line(out.trim()),
                         want.state().word()
                     ),
-                    hint: format!(
-                        "see the node's event log (System, and IIS or the service's own); \
-                         exit {}",
-                        code.map(|c| c.to_string())
-                            .unwrap_or_else(|| "by a signal".into())
-                    ),
+                    reason: HostReason::DidNotSettle { exit: code },
                 });
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -306,7 +294,7 @@ impl Tools {
                     "iisreset /restart failed: {}",
                     crate::text::one_line(out.trim())
                 ),
-                hint: "run it as an administrator of the node".into(),
+                reason: HostReason::IisReset,
             });
         }
         Ok(crate::text::one_line(out.trim()).into_owned())
@@ -323,7 +311,7 @@ impl Tools {
                     "shutdown /r was refused: {}",
                     crate::text::one_line(out.trim())
                 ),
-                hint: "the account needs the right to shut the node down (an administrator)".into(),
+                reason: HostReason::RebootRefused,
             });
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! What the binary reports when a command fails: the library's error (what) plus a hint
 //! (what to do), both under a stable code.
 
-use keyferry::Error;
+use keyferry::{Error, HaReason, HostReason};
+use std::borrow::Cow;
 
 /// A failed command.
 pub struct Failure {
@@ -156,15 +157,19 @@ impl From<Error> for Failure {
                 hint: Some(missing_hint(what).to_owned()),
             };
         }
-        if let Error::HaRefused { hint, .. }
-        | Error::HaFailed { hint, .. }
-        | Error::Host { hint, .. } = &e
-        {
+        let typed = match &e {
+            Error::HaRefused { reason, .. } | Error::HaFailed { reason, .. } => {
+                Some(ha_hint(reason))
+            }
+            Error::Host { reason, .. } => Some(host_hint(reason).into_owned()),
+            _ => None,
+        };
+        if let Some(hint) = typed {
             return Failure {
                 code: e.code().into(),
                 exit: crate::exit::ERROR,
                 message: e.to_string(),
-                hint: Some(hint.clone()),
+                hint: Some(hint),
             };
         }
         if let Error::Io { path, source } = &e {
@@ -183,6 +188,221 @@ impl From<Error> for Failure {
             exit: crate::exit::ERROR,
             message: e.to_string(),
             hint: hint.map(str::to_owned),
+        }
+    }
+}
+
+/// What to do when a `keyferry ha` step refused or failed, by its reason.
+fn ha_hint(reason: &HaReason) -> String {
+    use HaReason as R;
+    match reason {
+        R::NoSuchNode => "check the cluster file".into(),
+        R::NotInPair => "run keyferry ha on one of the pair's nodes, or name it with --node".into(),
+        R::HostNotInPair => {
+            "run it on one of the pair's nodes, or name this machine's node with --node".into()
+        }
+        R::NoDataFolder { node } => format!(
+            "set data in the cluster file's [ha] section or in node {node}'s ha table \
+             (SHOW data_directory in psql tells it)"
+        ),
+        R::NotThisMachine { command } => {
+            format!("run keyferry {command} on the node that becomes the replica (or fix --node)")
+        }
+        R::WrongNodeNamed => "name this node, or run on the node you meant".into(),
+        R::PeerUnreachable => "check the node's access in the cluster file and its sshd".into(),
+        R::NoPassword {
+            host,
+            port,
+            database,
+            user,
+        } => format!(
+            "add a line {host}:{port}:{database}:{user}:<password> (or with * fields) to the \
+             password file"
+        ),
+        R::PassFileOpen { path } => format!(
+            "chmod 600 {} (owned by the account PostgreSQL runs as)",
+            path.display()
+        ),
+        R::PassFileNotText => "write it as host:port:database:user:password lines".into(),
+        R::Program => "check the node's bin folder in the cluster file's [ha] section".into(),
+        R::ProgramSaid => {
+            "the message is PostgreSQL's own; fix its cause and run the step again".into()
+        }
+        R::DataFolder => "check the node's data folder in the cluster file's [ha] section".into(),
+        R::WontStop => "look at its log and its processes; stop it by hand, then run again".into(),
+        R::ServerGone { log } => format!("read its log ({})", log.display()),
+        R::ServiceControl => "check the service name in the cluster file's [ha] section".into(),
+        R::ServiceFailed => {
+            "check the service name in the cluster file's [ha] section and the server's log".into()
+        }
+        R::HbaReject => {
+            "remove the reject line if it is no longer wanted, or pass --override-reject".into()
+        }
+        R::HbaUnplannable => {
+            "fix the file by hand (nothing was changed), then run keyferry ha hba again".into()
+        }
+        R::HbaCheckFailed => "nothing was changed; fix the cause and run again".into(),
+        R::HbaChangedAfterWrite => "look at the file now (someone changed it after keyferry \
+                                    wrote it), put right what PostgreSQL refuses, then run \
+                                    keyferry ha hba again"
+            .into(),
+        R::HbaAlreadyRejected => "fix those lines first (SELECT * FROM pg_hba_file_rules WHERE \
+                                  error IS NOT NULL shows them), then run keyferry ha hba again"
+            .into(),
+        R::HbaEditRejected => {
+            "check hba_method and the file's other lines, then run keyferry ha hba again".into()
+        }
+        R::HbaNotReloaded => "check the server's log, then SELECT pg_reload_conf()".into(),
+        R::HbaElsewhere => {
+            "edit that file with keyferry ha hba --file PATH, then reload the server".into()
+        }
+        R::HbaLoginRefused => "read the server's log (it names the line it rejects), check \
+                               hba_method and the password file, then run keyferry ha hba again"
+            .into(),
+        R::PrimaryDown => "start it, or check the address and port (keyferry ha check)".into(),
+        R::NotPrimary => {
+            "run it against the running primary (keyferry ha status shows which node that is)"
+                .into()
+        }
+        R::WalLevelMinimal => "set wal_level = replica on the primary and restart it".into(),
+        R::NoWalSender => "raise max_wal_senders on the primary and restart it".into(),
+        R::PrimaryHbaClosed { primary } => format!(
+            "run keyferry ha hba on {primary} first (keyferry ha hba --dry-run shows what it adds)"
+        ),
+        R::SlotInUse => {
+            "stop the server that uses it (it may be this node's old server), then run again".into()
+        }
+        R::SlotStillInUse => {
+            "find the server using it (pg_stat_replication on the primary), then run again".into()
+        }
+        R::ReplicaDown => {
+            "a planned failover needs a streaming replica (keyferry ha status)".into()
+        }
+        R::NotStreaming => {
+            "fix replication first (keyferry ha status; keyferry ha replica init on the replica)"
+                .into()
+        }
+        R::LeftOver => "look at it, remove it when it is not needed, then run again".into(),
+        R::AppearedDuringRun => {
+            "another keyferry or pg_basebackup may be running here; look, then run again".into()
+        }
+        R::MajorVersion { major, node } => format!(
+            "install PostgreSQL {major} on {node} (and point the cluster file's [ha] bin and data \
+             at it), then run again"
+        ),
+        R::ReplaceNeedsConsent { node } => format!(
+            "run it on the node that becomes the replica (keyferry ha status shows which is \
+             which); if {node} is the one to give up, say so with --replace-database-of {node} \
+             (its folder is kept as <data>.keyferry-old-<time>)"
+        ),
+        R::NoSpace => "free space there (an old <data>.keyferry-old-<time> folder you no longer \
+                       need, for example), then run again"
+            .into(),
+        R::SwapCutOff => "run keyferry recover (or this command without --dry-run): it puts the \
+                          old data folder back first"
+            .into(),
+        R::CopyDidNotStart { log } => format!(
+            "read the new server's log ({}), fix the cause, remove the kept copy, run again",
+            log.display()
+        ),
+        R::OldServerNotStarted => "start it by hand (pg_ctl start) and look at its log".into(),
+        R::NothingToRejoin { node } => format!(
+            "rejoin is for the old primary after a failover; to switch roles, run keyferry ha \
+             failover on {node}"
+        ),
+        R::SplitBrain => "stop it first (keyferry ha fence, or pg_ctl stop) once you are sure its \
+                          writes are not needed, then run again"
+            .into(),
+        R::DifferentDatabases { node } => format!(
+            "if {node} is the one to give up, keyferry ha replica init --replace-database-of \
+             {node} (its folder is kept)"
+        ),
+        R::RejoinNeedsCopy { node, major } => format!(
+            "make {node} a replica with a fresh copy from the new primary: install PostgreSQL \
+             {major} there, point the cluster file's [ha] bin and data at it, and run keyferry ha \
+             replica init on {node}"
+        ),
+        R::RewoundNotStreaming { node, log } => format!(
+            "read its log ({}); keyferry ha replica init on {node} makes a fresh copy",
+            log.display()
+        ),
+        R::RejoinCopyFailed { node, inner } => format!(
+            "{}; then keyferry ha rejoin (or ha replica init) on {node}; until then it serves \
+             nothing",
+            inner
+                .as_deref()
+                .map(ha_hint)
+                .unwrap_or_else(|| "fix the cause".into())
+        ),
+        R::FailoverOnReplica { primary } => format!(
+            "run the planned failover on the primary ({primary}), or use --primary-lost when it \
+             is gone"
+        ),
+        R::WalNotReceived => "check replication (keyferry ha status) and try again".into(),
+        R::PromotionSlow => {
+            "look at its log; SELECT pg_is_in_recovery() says when it is done".into()
+        }
+        R::NoReplica => "keyferry ha status shows the state of both nodes".into(),
+        R::PrimaryNotLost { primary: p } => format!(
+            "run the planned failover on {p} (keyferry ha failover, no rows lost); if its \
+             database must go, stop its server there first (keyferry ha fence on {p})"
+        ),
+        R::FenceOverSshFailed { primary: p } => format!(
+            "on {p}: stop PostgreSQL and create an empty standby.signal in its data folder \
+             (keyferry ha fence does both), then run again"
+        ),
+        R::PrimaryNotOff { primary: p } => format!(
+            "on {p}: run keyferry ha fence (or stop PostgreSQL and create an empty standby.signal \
+             in its data folder), or give it ssh access in the cluster file so keyferry fences \
+             it; then run again"
+        ),
+        R::LossUnconfirmed { primary: p } => format!(
+            "make sure {p} is off (or its PostgreSQL stopped and fenced), then confirm by its \
+             name: --confirm-lost {p}"
+        ),
+        R::FenceFailed => "run keyferry ha fence on it by hand".into(),
+    }
+}
+
+/// What to do when a `keyferry host` step refused or failed, by its reason.
+fn host_hint(reason: &HostReason) -> Cow<'static, str> {
+    use HostReason as R;
+    match reason {
+        R::NotWindows => "do it by hand on this node; in an upgrade run, then mark the step done \
+                          (keyferry upgrade resume ... --mark-done N --because \"...\")"
+            .into(),
+        R::ToolMissing => "run this step on the node that serves the site, or check the node's \
+                           name in the cluster file"
+            .into(),
+        R::ToolFailed => "run it by hand on the node to see why".into(),
+        R::NoSuchPool => "the pool's name is in IIS Manager (Application Pools); write it as \
+                          app_pool in the node's [[node]]"
+            .into(),
+        R::NoSuchService => "the service's name (not its display name) is in services.msc, \
+                             Properties; write it in services in the node's [[node]]"
+            .into(),
+        R::DidNotSettle { exit } => format!(
+            "see the node's event log (System, and IIS or the service's own); exit {}",
+            exit.map(|c| c.to_string())
+                .unwrap_or_else(|| "by a signal".into())
+        )
+        .into(),
+        R::IisReset => "run it as an administrator of the node".into(),
+        R::RebootRefused => {
+            "the account needs the right to shut the node down (an administrator)".into()
+        }
+        R::NoAppPool => "write the node's IIS application pool (as IIS Manager names it) as \
+                         app_pool in its [[node]]"
+            .into(),
+        R::NoServices => "list the product's Windows services by service name (services.msc, \
+                          Properties) as services = [...] in its [[node]], in the order they \
+                          start"
+            .into(),
+        R::NoSiteUrl => {
+            "write the node's own site address (https://...) as site_url in its [[node]]".into()
+        }
+        R::NoSiteUrls => {
+            "write each node's own site address (https://...) as site_url in its [[node]]".into()
         }
     }
 }

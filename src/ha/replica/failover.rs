@@ -96,16 +96,15 @@ pub fn failover(
     if is_rec {
         return Err(refused(
             format!("{} (this node) is a replica, not the primary", primary.name),
-            &format!(
-                "run the planned failover on the primary ({}), or use --primary-lost when it is gone",
-                replica.name
-            ),
+            HaReason::FailoverOnReplica {
+                primary: replica.name.clone(),
+            },
         ));
     }
     let mut rc = conn.admin(replica).map_err(|e| {
         refused(
             format!("the replica {} does not answer: {e}", replica.name),
-            "a planned failover needs a streaming replica (keyferry ha status)",
+            HaReason::ReplicaDown,
         )
     })?;
     let streaming = pg::query(
@@ -117,7 +116,7 @@ pub fn failover(
     if streaming.is_empty() {
         return Err(refused(
             format!("{} does not stream from {}", replica.name, primary.name),
-            "fix replication first (keyferry ha status; keyferry ha replica init on the replica)",
+            HaReason::NotStreaming,
         ));
     }
     let before = timeline(&mut pc, primary)?;
@@ -179,7 +178,7 @@ pub fn failover(
                  started again as the primary",
                 replica.name, primary.name
             ),
-            "check replication (keyferry ha status) and try again",
+            HaReason::WalNotReceived,
         ));
     }
     // 3. Fence: a start of the old primary now makes a read-only standby.
@@ -223,7 +222,7 @@ fn promote(rc: &mut pg::Client, replica: &HaNode) -> Result<()> {
     if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
         return Err(failed(
             format!("{} did not finish promotion within 60 s", replica.name),
-            "look at its log; SELECT pg_is_in_recovery() says when it is done",
+            HaReason::PromotionSlow,
         ));
     }
     rc.execute_within("CHECKPOINT", Duration::from_secs(600))
@@ -300,12 +299,7 @@ fn failover_lost(
                 }
             }
         }
-        found.ok_or_else(|| {
-            refused(
-                "no node answers as a replica".into(),
-                "keyferry ha status shows the state of both nodes",
-            )
-        })?
+        found.ok_or_else(|| refused("no node answers as a replica".into(), HaReason::NoReplica))?
     };
     let signs = signs_of_life(conn, primary);
     let pg_answers = signs
@@ -319,11 +313,9 @@ fn failover_lost(
                 signs.join("; "),
                 replica.name
             ),
-            &format!(
-                "run the planned failover on {p} (keyferry ha failover, no rows lost); if its \
-                 database must go, stop its server there first (keyferry ha fence on {p})",
-                p = primary.name
-            ),
+            HaReason::PrimaryNotLost {
+                primary: primary.name.clone(),
+            },
         ));
     }
     let mut plan = Vec::new();
@@ -344,11 +336,9 @@ fn failover_lost(
                         "{} answers over ssh, but fencing it there failed: {e}",
                         primary.name
                     ),
-                    &format!(
-                        "on {p}: stop PostgreSQL and create an empty standby.signal in its data \
-                         folder (keyferry ha fence does both), then run again",
-                        p = primary.name
-                    ),
+                    HaReason::FenceOverSshFailed {
+                        primary: primary.name.clone(),
+                    },
                 ))
             }
         }
@@ -366,10 +356,9 @@ fn failover_lost(
                 primary.name,
                 signs.join("; ")
             ),
-            &format!(
-                "on {p}: run keyferry ha fence (or stop PostgreSQL and create an empty                  standby.signal in its data folder), or give it ssh access in the cluster file                  so keyferry fences it; then run again",
-                p = primary.name
-            ),
+            HaReason::PrimaryNotOff {
+                primary: primary.name.clone(),
+            },
         ));
     }
     if !fenced {
@@ -392,11 +381,9 @@ fn failover_lost(
                         up
                     }
                 ),
-                &format!(
-                    "make sure {p} is off (or its PostgreSQL stopped and fenced), then confirm by \
-                     its name: --confirm-lost {p}",
-                    p = primary.name
-                ),
+                HaReason::LossUnconfirmed {
+                    primary: primary.name.clone(),
+                },
             ));
         }
         plan.push(format!(

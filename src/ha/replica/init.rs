@@ -94,7 +94,7 @@ pub fn init(
         if dd.present(n)? {
             return Err(refused(
                 format!("{} is left from an earlier run", dd.join(n).display()),
-                "look at it, remove it when it is not needed, then run again",
+                HaReason::LeftOver,
             ));
         }
     }
@@ -107,12 +107,10 @@ pub fn init(
     if let Some(why) = facts::same_major(&programs, &source, "a replica") {
         return Err(refused(
             why,
-            &format!(
-                "install PostgreSQL {} on {} (and point the cluster file's [ha] bin and data at \
-                 it), then run again",
-                source.major.unwrap_or(0),
-                replica.name
-            ),
+            HaReason::MajorVersion {
+                major: source.major.unwrap_or(0),
+                node: replica.name.clone(),
+            },
         ));
     }
     if !opts.by_rejoin {
@@ -127,13 +125,9 @@ pub fn init(
                         local_facts.line(),
                         source.line()
                     ),
-                    &format!(
-                        "run it on the node that becomes the replica (keyferry ha status shows \
-                         which is which); if {} is the one to give up, say so with \
-                         --replace-database-of {} (its folder is kept as \
-                         <data>.keyferry-old-<time>)",
-                        replica.name, replica.name
-                    ),
+                    HaReason::ReplaceNeedsConsent {
+                        node: replica.name.clone(),
+                    },
                 ));
             }
         }
@@ -301,7 +295,7 @@ pub fn init(
             if let Err(e) = server::start(replica, &data) {
                 return failed(
                     format!("{why}; starting the old server again also failed: {e}"),
-                    "start it by hand (pg_ctl start) and look at its log",
+                    HaReason::OldServerNotStarted,
                 );
             }
         }
@@ -317,49 +311,49 @@ pub fn init(
     let mut stopped: Option<Result<()>> = None;
     let copied: Result<()> = std::thread::scope(|s| {
         let stopper = running.then(|| s.spawn(|| server::stop_for_replacement(replica, &data)));
-        let r =
-            'copy: {
-                if !takeover {
-                    // Made, or found free (a slot in use by another server is refused).
-                    created = match ensure_slot(&mut pc, pair, primary, replica) {
-                        Ok(c) => c,
-                        Err(e) => break 'copy Err(e),
-                    };
-                }
-                // The copy's folder is made here, like the data folder it replaces: its owner,
-                // group and mode (Unix), its DACL (Windows: the service account's inheritable
-                // grant then reaches every file pg_basebackup writes, which it would not in a
-                // folder this account made). Something there now is not ours to remove.
-                match dd.parent().mkdir_like(&new_n, &data) {
-                    Ok(true) => made = true,
-                    Ok(false) => break 'copy Err(refused(
-                        format!("{} appeared during the run", new.display()),
-                        "another keyferry or pg_basebackup may be running here; look, then run \
-                         again",
-                    )),
+        let r = 'copy: {
+            if !takeover {
+                // Made, or found free (a slot in use by another server is refused).
+                created = match ensure_slot(&mut pc, pair, primary, replica) {
+                    Ok(c) => c,
                     Err(e) => break 'copy Err(e),
+                };
+            }
+            // The copy's folder is made here, like the data folder it replaces: its owner,
+            // group and mode (Unix), its DACL (Windows: the service account's inheritable
+            // grant then reaches every file pg_basebackup writes, which it would not in a
+            // folder this account made). Something there now is not ours to remove.
+            match dd.parent().mkdir_like(&new_n, &data) {
+                Ok(true) => made = true,
+                Ok(false) => {
+                    break 'copy Err(refused(
+                        format!("{} appeared during the run", new.display()),
+                        HaReason::AppearedDuringRun,
+                    ))
                 }
-                let mut args = vec![
-                    OsString::from("-d"),
-                    OsString::from(primary_conninfo(pair, primary, replica)),
-                    OsString::from("-D"),
-                    new.clone().into(),
-                    OsString::from("-X"),
-                    OsString::from("stream"),
-                    OsString::from("--checkpoint=fast"),
-                    OsString::from("--no-password"),
-                ];
-                if !takeover {
-                    args.extend([OsString::from("-S"), OsString::from(replica.slot())]);
-                }
-                server::run_ok(
-                    replica,
-                    "pg_basebackup",
-                    &args,
-                    Duration::from_secs(24 * 3600),
-                )
-                .map(|_| ())
-            };
+                Err(e) => break 'copy Err(e),
+            }
+            let mut args = vec![
+                OsString::from("-d"),
+                OsString::from(primary_conninfo(pair, primary, replica)),
+                OsString::from("-D"),
+                new.clone().into(),
+                OsString::from("-X"),
+                OsString::from("stream"),
+                OsString::from("--checkpoint=fast"),
+                OsString::from("--no-password"),
+            ];
+            if !takeover {
+                args.extend([OsString::from("-S"), OsString::from(replica.slot())]);
+            }
+            server::run_ok(
+                replica,
+                "pg_basebackup",
+                &args,
+                Duration::from_secs(24 * 3600),
+            )
+            .map(|_| ())
+        };
         if let Some(h) = stopper {
             stopped = Some(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
@@ -382,7 +376,7 @@ pub fn init(
                     replica.slot(),
                     primary.name
                 ),
-                "find the server using it (pg_stat_replication on the primary), then run again",
+                HaReason::SlotStillInUse,
             ));
         }
         ensure_slot(&mut pc, pair, primary, replica).map(|_| ())
@@ -463,10 +457,9 @@ pub fn init(
                      for a look",
                     dd.join(&failed_n).display()
                 ),
-                &format!(
-                    "read the new server's log ({}), fix the cause, remove the kept copy, run again",
-                    server::start_log(&data).display()
-                ),
+                HaReason::CopyDidNotStart {
+                    log: server::start_log(&data),
+                },
             )));
         }
     }
@@ -516,8 +509,7 @@ fn lock_for_init(
                     j.node,
                     j.stage.words()
                 ),
-                "run keyferry recover (or this command without --dry-run): it puts the old \
-                 data folder back first",
+                HaReason::SwapCutOff,
             ));
         }
         return Ok(None);
@@ -542,7 +534,7 @@ fn check_this_node(replica: &HaNode, opts: &InitOptions) -> Result<()> {
                      database is replaced)",
                     replica.name
                 ),
-                "name this node, or run on the node you meant",
+                HaReason::WrongNodeNamed,
             ));
         }
     }
@@ -600,8 +592,7 @@ fn check_space(data: &Path, bytes: i64) -> Result<()> {
                 free >> 20,
                 need >> 20
             ),
-            "free space there (an old <data>.keyferry-old-<time> folder you no longer need, for \
-             example), then run again",
+            HaReason::NoSpace,
         ));
     }
     Ok(())

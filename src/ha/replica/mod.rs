@@ -19,6 +19,7 @@ use super::pg::{self, Connector};
 use super::server;
 use crate::error::{Error, Result};
 use crate::fs::Dir;
+use crate::reason::HaReason;
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -49,24 +50,20 @@ fn check_here(node: &HaNode, command: &str) -> Result<()> {
             "{} is not an address of this machine, so this is not node {}",
             node.addr, node.name
         ),
-        &format!("run keyferry {command} on the node that becomes the replica (or fix --node)"),
+        HaReason::NotThisMachine {
+            command: command.into(),
+        },
     ))
 }
 
-fn refused(why: String, hint: &str) -> Error {
-    Error::HaRefused {
-        why,
-        hint: hint.into(),
-    }
+fn refused(why: String, reason: HaReason) -> Error {
+    Error::ha_refused(why, reason)
 }
 
 /// A rejoin's fresh copy (its fallback from a rewind) failed after the node's server was
 /// stopped: say so, beside the copy's own reason.
 fn copy_failed(e: Error, node: &HaNode, no_rewind: &str) -> Error {
-    let hint = match &e {
-        Error::HaRefused { hint, .. } | Error::HaFailed { hint, .. } => hint.clone(),
-        _ => "fix the cause".into(),
-    };
+    let inner = e.ha_reason().cloned().map(Box::new);
     let why = match &e {
         Error::HaRefused { why, .. } | Error::HaFailed { why, .. } => why.clone(),
         other => other.to_string(),
@@ -77,19 +74,15 @@ fn copy_failed(e: Error, node: &HaNode, no_rewind: &str) -> Error {
              failed: {why}; {} is left stopped (its data folder as it was, fenced if it was)",
             node.name, node.name
         ),
-        &format!(
-            "{hint}; then keyferry ha rejoin (or ha replica init) on {}; until then it serves \
-             nothing",
-            node.name
-        ),
+        HaReason::RejoinCopyFailed {
+            node: node.name.clone(),
+            inner,
+        },
     )
 }
 
-fn failed(why: String, hint: &str) -> Error {
-    Error::HaFailed {
-        why,
-        hint: hint.into(),
-    }
+fn failed(why: String, reason: HaReason) -> Error {
+    Error::ha_failed(why, reason)
 }
 
 /// A value in single quotes for a libpq connection string.
@@ -291,7 +284,7 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
     let mut c = conn.admin(primary).map_err(|e| {
         refused(
             format!("the primary {} does not answer: {e}", primary.name),
-            "start it, or check the address and port (keyferry ha check)",
+            HaReason::PrimaryDown,
         )
     })?;
     let row = pg::query_one(
@@ -306,7 +299,7 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
     if recovery {
         return Err(refused(
             format!("{} is a replica, not a primary", primary.name),
-            "run it against the running primary (keyferry ha status shows which node that is)",
+            HaReason::NotPrimary,
         ));
     }
     let wal_level: String = row.get(1);
@@ -316,7 +309,7 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
                 "{} has wal_level = minimal: it cannot feed a replica",
                 primary.name
             ),
-            "set wal_level = replica on the primary and restart it",
+            HaReason::WalLevelMinimal,
         ));
     }
     let free: i32 = row.get(2);
@@ -326,7 +319,7 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
                 "{} has no free WAL sender (max_wal_senders is used up)",
                 primary.name
             ),
-            "raise max_wal_senders on the primary and restart it",
+            HaReason::NoWalSender,
         ));
     }
     let hba: String = row.get(3);
@@ -337,10 +330,9 @@ fn check_primary(conn: &Connector<'_>, primary: &HaNode, replica: &HaNode) -> Re
                 "{}'s pg_hba.conf does not let {} in ({c_rep})",
                 primary.name, replica.name
             ),
-            &format!(
-                "run keyferry ha hba on {} first (keyferry ha hba --dry-run shows what it adds)",
-                primary.name
-            ),
+            HaReason::PrimaryHbaClosed {
+                primary: primary.name.clone(),
+            },
         ));
     }
     Ok(c)
@@ -361,26 +353,27 @@ fn ensure_slot(
         "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
         &[&slot],
     )?;
-    let created =
-        match rows.first() {
-            Some(r) if r.get::<_, bool>(0) => return Err(refused(
+    let created = match rows.first() {
+        Some(r) if r.get::<_, bool>(0) => {
+            return Err(refused(
                 format!(
                     "slot {slot} on {} is in use by a running replica",
                     primary.name
                 ),
-                "stop the server that uses it (it may be this node's old server), then run again",
-            )),
-            Some(_) => false,
-            None => {
-                pg::query(
-                    c,
-                    primary,
-                    "SELECT pg_create_physical_replication_slot($1)",
-                    &[&slot],
-                )?;
-                true
-            }
-        };
+                HaReason::SlotInUse,
+            ))
+        }
+        Some(_) => false,
+        None => {
+            pg::query(
+                c,
+                primary,
+                "SELECT pg_create_physical_replication_slot($1)",
+                &[&slot],
+            )?;
+            true
+        }
+    };
     let current: String = pg::query_one(c, primary, "SHOW max_slot_wal_keep_size", &[])?.get(0);
     if current == "-1" {
         pg::execute(

@@ -89,11 +89,9 @@ pub fn rejoin(
                      nothing to rejoin",
                     node.name, primary.name
                 ),
-                &format!(
-                    "rejoin is for the old primary after a failover; to switch roles, run \
-                     keyferry ha failover on {}",
-                    node.name
-                ),
+                HaReason::NothingToRejoin {
+                    node: node.name.clone(),
+                },
             ));
         }
         return Err(refused(
@@ -101,7 +99,7 @@ pub fn rejoin(
                 "{} runs as a primary too (split brain): rejoining it throws away its writes since the failover",
                 node.name
             ),
-            "stop it first (keyferry ha fence, or pg_ctl stop) once you are sure its writes are not needed, then run again",
+            HaReason::SplitBrain,
         ));
     }
     let mut pc = check_primary(conn, primary, node)?;
@@ -121,11 +119,9 @@ pub fn rejoin(
                 local_facts.line(),
                 source.line()
             ),
-            &format!(
-                "if {} is the one to give up, keyferry ha replica init --replace-database-of {} \
-                 (its folder is kept)",
-                node.name, node.name
-            ),
+            HaReason::DifferentDatabases {
+                node: node.name.clone(),
+            },
         ));
     }
     let mut programs = local_facts.clone();
@@ -134,14 +130,10 @@ pub fn rejoin(
         if let Some(why) = facts::same_major(l, &source, what) {
             return Err(refused(
                 why,
-                &format!(
-                    "make {} a replica with a fresh copy from the new primary: install \
-                     PostgreSQL {} there, point the cluster file's [ha] bin and data at it, and \
-                     run keyferry ha replica init on {}",
-                    node.name,
-                    source.major.unwrap_or(0),
-                    node.name
-                ),
+                HaReason::RejoinNeedsCopy {
+                    node: node.name.clone(),
+                    major: source.major.unwrap_or(0),
+                },
             ));
         }
     }
@@ -287,11 +279,10 @@ pub fn rejoin(
                     .map(|x| format!("; {x}"))
                     .collect::<String>()
             ),
-            &format!(
-                "read its log ({}); keyferry ha replica init on {} makes a fresh copy",
-                server::start_log(&data).display(),
-                node.name
-            ),
+            HaReason::RewoundNotStreaming {
+                node: node.name.clone(),
+                log: server::start_log(&data),
+            },
         ));
     }
     // The rewound folder kept this node's slots from when it was the primary (pg_rewind

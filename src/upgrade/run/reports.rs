@@ -269,18 +269,19 @@ fn changes_of(doc: &Document) -> Vec<String> {
         )],
         StepReport::HaStatus(s) => vec![format!("pair: {}", s.verdict.word())],
         StepReport::UpgradePreflight(p) => {
-            use crate::preflight::Outcome;
+            use crate::finding::Severity;
             let noted: Vec<String> = p
                 .checks
                 .iter()
-                .filter(|c| c.outcome != Outcome::Pass)
+                .filter(|c| c.severity > Severity::Info)
                 .map(|c| {
-                    let outcome = if c.outcome == Outcome::Fail {
-                        "FAILED"
-                    } else {
-                        "warning"
-                    };
-                    format!("{}: {outcome} ({}): {}", c.node, c.check, c.detail)
+                    let outcome = if c.is_error() { "FAILED" } else { "warning" };
+                    format!(
+                        "{}: {outcome} ({}): {}",
+                        c.node.as_deref().unwrap_or_default(),
+                        c.code,
+                        c.message
+                    )
                 })
                 .collect();
             if noted.is_empty() {

@@ -223,7 +223,7 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
         }
     }
     if !r.checks_run.is_empty() {
-        let faults = r.findings.iter().any(|f| f.severity != Severity::Info);
+        let faults = r.findings.iter().any(|f| f.severity > Severity::Info);
         if !faults {
             ui.out(if r.findings.is_empty() {
                 "Checks found nothing wrong."
@@ -240,9 +240,11 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
                     .as_deref()
                     .map(|n| format!("{n}: "))
                     .unwrap_or_default(),
-                f.evidence
+                f.message
             ));
-            ui.out(&format!("  fix: {}", f.fix));
+            if let Some(fix) = &f.fix {
+                ui.out(&format!("  fix: {fix}"));
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use keyferry::cluster::host_name;
 use keyferry::cluster::NodeSpec;
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
-use keyferry::Error;
+use keyferry::{Error, HostReason};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,10 +96,10 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Pool(a) => {
             let spec = load(&a.node)?;
             let pool = spec.app_pool.clone().ok_or_else(|| {
-                Failure::from(Error::Host {
- why: format!("node {} has no app_pool in the cluster file", spec.name),
- hint: "write the node's IIS application pool (as IIS Manager names it) as app_pool in its [[node]]".into(),
- })
+                Failure::from(Error::host(
+                    format!("node {} has no app_pool in the cluster file", spec.name),
+                    HostReason::NoAppPool,
+                ))
             })?;
             let want = want(a.action);
             let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
@@ -111,10 +111,10 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         HostCommand::Service(a) => {
             let spec = load(&a.node)?;
             if spec.services.is_empty() {
-                return Err(Failure::from(Error::Host {
- why: format!("node {} has no services in the cluster file", spec.name),
- hint: "list the product's Windows services by service name (services.msc, Properties) as services = [...] in its [[node]], in the order they start".into(),
- }));
+                return Err(Failure::from(Error::host(
+                    format!("node {} has no services in the cluster file", spec.name),
+                    HostReason::NoServices,
+                )));
             }
             let tools = tools(ui)?;
             let want = want(a.action);
@@ -290,11 +290,10 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         .iter()
         .find(|s| s.site_url.is_none() && !a.to.is_empty())
     {
-        return Err(Failure::from(Error::Host {
-            why: format!("node {} has no site_url in the cluster file", n.name),
-            hint: "write the node's own site address (https://...) as site_url in its [[node]]"
-                .into(),
-        }));
+        return Err(Failure::from(Error::host(
+            format!("node {} has no site_url in the cluster file", n.name),
+            HostReason::NoSiteUrl,
+        )));
     }
     let mut sites = Vec::new();
     for s in nodes {
@@ -307,11 +306,10 @@ fn check_site(a: SiteArgs, ui: &Ui) -> CmdResult {
         });
     }
     if sites.is_empty() {
-        return Err(Failure::from(Error::Host {
-            why: "no node in the cluster file has a site_url: nothing to check".into(),
-            hint: "write each node's own site address (https://...) as site_url in its [[node]]"
-                .into(),
-        }));
+        return Err(Failure::from(Error::host(
+            "no node in the cluster file has a site_url: nothing to check",
+            HostReason::NoSiteUrls,
+        )));
     }
     let r = SiteReport {
         ok: sites.iter().all(|s| s.answer.works),

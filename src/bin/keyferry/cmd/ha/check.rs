@@ -86,14 +86,15 @@ fn show(r: &CheckReport, ui: &Ui) {
         for f in &r.findings {
             let mark = match f.severity {
                 Severity::Ok => "ok",
+                Severity::Info => "info",
                 Severity::Warning => "WARN",
                 Severity::Error => "ERROR",
             };
             t.add_row([
                 mark.to_owned(),
-                f.code.as_str(),
-                f.node.clone(),
-                f.from.clone(),
+                f.code.as_str().to_owned(),
+                f.node.clone().unwrap_or_default(),
+                f.more.from.clone(),
                 f.message.clone(),
             ]);
         }

@@ -73,14 +73,14 @@ impl LostPrimary for Lost<'_> {
                     "was not running"
                 }
             ))),
-            _ => Err(keyferry::Error::HaFailed {
-                why: format!(
+            _ => Err(keyferry::Error::ha_failed(
+                format!(
                     "keyferry ha fence on {} failed: {}",
                     node.name,
                     done.last_error_line()
                 ),
-                hint: "run keyferry ha fence on it by hand".into(),
-            }),
+                keyferry::HaReason::FenceFailed,
+            )),
         }
     }
 

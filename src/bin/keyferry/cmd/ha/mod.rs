@@ -99,15 +99,17 @@ impl PairArgs {
                 let short = host.split('.').next().unwrap_or(&host).to_owned();
                 pair.nodes
                     .iter()
-                    .find(|n| n.name.eq_ignore_ascii_case(&host) || n.name.eq_ignore_ascii_case(&short))
+                    .find(|n| {
+                        n.name.eq_ignore_ascii_case(&host) || n.name.eq_ignore_ascii_case(&short)
+                    })
                     .ok_or_else(|| {
-                        keyferry::Error::HaRefused {
-                            why: format!(
+                        keyferry::Error::ha_refused(
+                            format!(
                                 "this host ({host}) is neither node of the HA pair ({}, {})",
                                 pair.nodes[0].name, pair.nodes[1].name
                             ),
-                            hint: "run it on one of the pair's nodes, or name this machine's node with --node".into(),
-                        }
+                            keyferry::HaReason::HostNotInPair,
+                        )
                         .into()
                     })
             }

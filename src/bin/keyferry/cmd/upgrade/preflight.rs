@@ -12,7 +12,7 @@ use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
 use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::cluster::{parse_access, Access};
-use keyferry::preflight::{self, Check, Outcome, Preflight};
+use keyferry::preflight::{self, Check, Preflight, Severity};
 use keyferry::remote::SshTarget;
 use keyferry::sync::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
 use keyferry::time::parse_duration;
@@ -66,18 +66,19 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         let mut t = ui.table(["node", "check", "result", "detail"]);
         for c in &report.checks {
             t.add_row([
-                c.node.clone(),
-                c.check.clone(),
-                match c.outcome {
-                    Outcome::Pass => "ok".into(),
-                    Outcome::Warn => "warning".into(),
-                    Outcome::Fail => "FAILED".into(),
+                c.node.clone().unwrap_or_default(),
+                c.code.to_string(),
+                match c.severity {
+                    Severity::Ok => "ok".into(),
+                    Severity::Info => "info".into(),
+                    Severity::Warning => "warning".into(),
+                    Severity::Error => "FAILED".into(),
                 },
-                c.detail.clone(),
+                c.message.clone(),
             ]);
         }
         ui.out(&t.to_string());
-        let (w, f) = (report.count(Outcome::Warn), report.count(Outcome::Fail));
+        let (w, f) = (report.count(Severity::Warning), report.count(Severity::Error));
         ui.out(&if report.ok {
             format!(
                 "preflight: nothing stops the upgrade ({} checks, {w} warnings)",
@@ -113,10 +114,10 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
         let why = n.reason.clone().unwrap_or_default();
         let reached = match n.status {
             NodeStatus::Unreachable | NodeStatus::Rejected => {
-                checks.push(Check::new(
+                checks.push(preflight::row(
                     name,
-                    "reach",
-                    Outcome::Fail,
+                    preflight::Code::Reach,
+                    Severity::Error,
                     format!("cannot be read: {why}; fix its access in the cluster file, or the share, ssh or keyferry on it, then run again"),
                 ));
                 false
@@ -124,29 +125,29 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
             NodeStatus::NotNeeded
                 if n.via.is_none() || (spec.paths.is_empty() && spec.reach.is_empty()) =>
             {
-                checks.push(Check::new(
+                checks.push(preflight::row(
                     name,
-                    "reach",
-                    Outcome::Pass,
+                    preflight::Code::Reach,
+                    Severity::Ok,
                     "holds no keys; keyferry changes nothing there (its steps are manual)",
                 ));
                 false
             }
             NodeStatus::NoReference => {
-                checks.push(Check::new(
+                checks.push(preflight::row(
                     name,
-                    "reach",
-                    Outcome::Fail,
+                    preflight::Code::Reach,
+                    Severity::Error,
                     format!("{why}: nothing can be compared with it; the primary must be readable"),
                 ));
                 false
             }
             _ => {
                 let via = n.via.as_deref().unwrap_or("?");
-                checks.push(Check::new(
+                checks.push(preflight::row(
                     name,
-                    "reach",
-                    Outcome::Pass,
+                    preflight::Code::Reach,
+                    Severity::Ok,
                     format!("read by {via}"),
                 ));
                 true
@@ -157,24 +158,24 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
         }
         if spec.name != local.name {
             let (outcome, detail) = match n.status {
-                NodeStatus::Match => (Outcome::Pass, "the primary's key set".to_owned()),
-                NodeStatus::NotNeeded => (Outcome::Pass, "needs no keys".to_owned()),
+                NodeStatus::Match => (Severity::Ok, "the primary's key set".to_owned()),
+                NodeStatus::NotNeeded => (Severity::Ok, "needs no keys".to_owned()),
                 // Normal where the product holds the keys once imported (Action hosts).
-                NodeStatus::NotVerifiable => (Outcome::Pass, why.clone()),
+                NodeStatus::NotVerifiable => (Severity::Ok, why.clone()),
                 s => (
-                    Outcome::Warn,
+                    Severity::Warning,
                     format!(
                         "{}; the upgrade's key steps bring it to the primary's",
                         if why.is_empty() { s.as_str() } else { &why }
                     ),
                 ),
             };
-            checks.push(Check::new(name, "keys", outcome, detail));
+            checks.push(preflight::row(name, preflight::Code::Keys, outcome, detail));
             if n.binaries == Binaries::Differs {
-                checks.push(Check::new(
+                checks.push(preflight::row(
                     name,
-                    "binaries",
-                    Outcome::Warn,
+                    preflight::Code::Binaries,
+                    Severity::Warning,
                     "differ from the primary's: the sync step copies the primary's application folder",
                 ));
             }
@@ -211,10 +212,10 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
             Ok(Access::Paths) if spec.name != local.name => {
                 checks.push(match write_folder(spec, &sync, base) {
                     Some(dir) => path_clock(name, &dir, args.max_skew),
-                    None => Check::new(
+                    None => preflight::row(
                         name,
-                        "clock",
-                        Outcome::Warn,
+                        preflight::Code::Clock,
+                        Severity::Warning,
                         "not checked: none of its folders is reachable from here to write in",
                     ),
                 });
@@ -228,9 +229,9 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
     }
     // Each node's rows together, in the cluster file's order ("web2 (tms)" with web2).
     let rank = |c: &Check| {
-        file.nodes
-            .iter()
-            .position(|n| c.node.split(' ').next() == Some(n.name.as_str()))
+        file.nodes.iter().position(|n| {
+            c.node.as_deref().and_then(|c| c.split(' ').next()) == Some(n.name.as_str())
+        })
     };
     checks.sort_by_key(rank);
     checks
@@ -264,7 +265,12 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             return vec![SyncTarget {
                 node: local.name.clone(),
                 target: PathBuf::new(),
-                check: Check::new(&local.name, "sync", Outcome::Fail, said(&f)),
+                check: preflight::row(
+                    &local.name,
+                    preflight::Code::Sync,
+                    Severity::Error,
+                    said(&f),
+                ),
             }]
         }
     };
@@ -284,10 +290,10 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             ..opts.clone()
         };
         let check = match sync_plan(&pair.source, &pair.target, &resolved.profile, &opts) {
-            Err(e) => Check::new(
+            Err(e) => preflight::row(
                 &label,
-                "sync",
-                Outcome::Fail,
+                preflight::Code::Sync,
+                Severity::Error,
                 format!("the sync step would refuse this target: {e}"),
             ),
             Ok(p) => {
@@ -300,10 +306,10 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
                         p.source_bytes(),
                         kept_room(&pair.target),
                     ),
-                    Err(e) => Check::new(
+                    Err(e) => preflight::row(
                         &label,
-                        "room",
-                        Outcome::Fail,
+                        preflight::Code::Room,
+                        Severity::Error,
                         format!("free space beside {} unknown: {e}", pair.target.display()),
                     ),
                 }
@@ -359,10 +365,10 @@ fn path_clock(node: &str, dir: &Path, max: Duration) -> Check {
             max,
             &format!("the time of files written in {}", dir.display()),
         ),
-        Err(e) => Check::new(
+        Err(e) => preflight::row(
             node,
-            "write",
-            Outcome::Fail,
+            preflight::Code::Write,
+            Severity::Error,
             format!(
                 "keyferry cannot create files in {}: {e}; the upgrade's sync or key push writes \
                  there: grant this account write access, then run again",
@@ -381,10 +387,10 @@ fn remote_here_only(
     let client = args.ssh.client();
     let words = spec.remote_command(&args.cluster.path, &["upgrade", "preflight", "--here-only"]);
     let failed = |why: String| {
-        vec![Check::new(
+        vec![preflight::row(
             &spec.name,
-            "state",
-            Outcome::Fail,
+            preflight::Code::State,
+            Severity::Error,
             format!(
                 "keyferry upgrade preflight --here-only on {} through {}: {why}",
                 spec.name,
@@ -419,10 +425,10 @@ fn ha_roles(file: &ClusterFile) -> Check {
         .unwrap_or_default();
     match keyferry::upgrade::pair_status(file) {
         Ok(status) => preflight::roles(&primary, &status),
-        Err(e) => Check::new(
+        Err(e) => preflight::row(
             &primary,
-            "roles",
-            Outcome::Fail,
+            preflight::Code::Roles,
+            Severity::Error,
             said(&crate::failure::Failure::from(e)),
         ),
     }
