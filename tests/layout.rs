@@ -262,3 +262,59 @@ fn wings_keep_their_files_private_and_choose_what_they_export() {
         ["b"]
     );
 }
+
+/// The command-line options that say where a command acts, each with the field name every
+/// command gives it: `--cluster`, `--node` and `--state-dir` are declared once, in
+/// `node_args.rs`, and flattened into the commands. `sync` keeps its own `--cluster`, which
+/// reads `KEYFERRY_CLUSTER` only when no folders are given (an exported variable must not turn a
+/// two-folder sync into an error).
+fn place_fields(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut attrs = String::new();
+    for l in text.lines().map(str::trim) {
+        if l.starts_with("#[") {
+            attrs.push_str(l);
+            continue;
+        }
+        let declared = attrs.contains("#[arg(");
+        attrs.clear();
+        if !declared {
+            continue;
+        }
+        for name in ["cluster", "node", "state_dir"] {
+            if l.starts_with(&format!("pub {name}:")) {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn where_a_command_acts_is_declared_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/keyferry");
+    let mut files = Vec::new();
+    library_files(&root, &root, &mut files);
+    let mut found = BTreeSet::new();
+    for f in &files {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        for name in place_fields(&text) {
+            found.insert(format!("{f}: {name}"));
+        }
+    }
+    let allowed: BTreeSet<String> = ["cmd/sync/mod.rs: cluster"].map(String::from).into();
+    let extra: Vec<_> = found.difference(&allowed).collect();
+    assert!(
+        extra.is_empty(),
+        "declare --cluster, --node and --state-dir once in node_args.rs and flatten them: \
+         {extra:?}"
+    );
+    // The test can fail: an option declared in a command is seen, a flattened one is not.
+    assert_eq!(
+        place_fields(
+            "    #[arg(long, value_name = \"NAME\")]\n    pub node: Option<String>,\n\
+             #[command(flatten)]\n    pub cluster: ClusterArg,"
+        ),
+        ["node"]
+    );
+}

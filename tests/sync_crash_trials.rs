@@ -302,3 +302,50 @@ fn a_dry_run_after_a_crash_refuses_and_changes_nothing() {
     bed.run(&["sync"], &["--in-place"], None).assert_code(0);
     assert_eq!(bed.leftovers(), Vec::<String>::new());
 }
+
+/// Every command that changes a node finishes what an earlier one left cut off there first,
+/// whatever its kind: a key cleanup on a node whose sync was killed finishes that sync as
+/// `keyferry recover` does, says so, and only then does its own work. Its dry run changes
+/// nothing.
+#[test]
+fn a_key_command_after_a_killed_sync_finishes_the_sync_first() {
+    let keys = |bed: &Bed, cmd: &[&str]| {
+        let (d, st) = (bed.dst(), bed.dir.path().join("state"));
+        let mut a: Vec<&str> = cmd.to_vec();
+        a.extend([
+            "--profile",
+            "secret-server",
+            "--root",
+            d.to_str().unwrap(),
+            "--state-dir",
+            st.to_str().unwrap(),
+        ]);
+        keyferry_env(&a, None, &[])
+    };
+    let (bed, twin) = (Bed::new(), Bed::new());
+    for b in [&bed, &twin] {
+        let crashed = b.run(&["sync"], &["--in-place"], Some("sync:step#3"));
+        assert_ne!(crashed.code(), 0);
+        assert_ne!(b.leftovers(), Vec::<String>::new(), "no journal was left");
+    }
+    // The dry run reads only.
+    let snap = snapshot(bed.dir.path());
+    keys(&bed, &["keys", "cleanup", "--dry-run"]).assert_code(0);
+    assert_eq!(snap, snapshot(bed.dir.path()), "the dry run changed files");
+    // The cleanup finishes the sync first, as recover does on the twin.
+    let r = keys(&bed, &["keys", "cleanup"]);
+    r.assert_code(0);
+    assert!(
+        r.stderr().contains("warning: first: ") && r.stderr().contains("SecretServer"),
+        "{}",
+        r.stderr()
+    );
+    let rec = keys(&twin, &["recover"]);
+    rec.assert_code(0);
+    assert_eq!(bed.state(), twin.state());
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+    // Nothing is left to recover: the next command says nothing first.
+    let again = keys(&bed, &["keys", "cleanup"]);
+    again.assert_code(0);
+    assert!(!again.stderr().contains("first:"), "{}", again.stderr());
+}

@@ -3,19 +3,17 @@
 
 use crate::failure::{Code, Failure};
 use clap::Args;
-use keyferry::cluster::{host_name, ClusterFile, Node};
+use keyferry::cluster::{host_name, ClusterFile, Node, NodeSpec};
 use keyferry::profile::{ProfileId, Role};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// Cluster file describing the nodes (docs/cluster-file.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: Option<PathBuf>,
-    /// This node's name in the cluster file [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterOpt,
+    #[command(flatten)]
+    pub node: NodeName,
     /// Without a cluster file: the product profile [secret-server, privilege-secure]
     #[arg(
         long,
@@ -40,26 +38,25 @@ pub struct NodeArgs {
         conflicts_with = "cluster"
     )]
     pub role: Option<Role>,
-    /// Folder for keyferry's ledger and backups [default: per node, see docs]
-    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: StateDir,
 }
 
 impl NodeArgs {
     pub fn resolve(&self) -> Result<Node, Failure> {
-        if let Some(path) = &self.cluster {
+        if let Some(path) = &self.cluster.path {
             let file = ClusterFile::load(path)?;
-            let spec = file.select(self.node.as_deref(), &host_name())?;
-            return Ok(Node::from_cluster(&file, spec, self.state_dir.clone())?);
+            let spec = self.node.select(&file)?;
+            return Ok(Node::from_cluster(&file, spec, self.state_dir.dir.clone())?);
         }
         if let (Some(profile), Some(root)) = (self.profile, &self.root) {
-            let name = self.node.clone().unwrap_or_else(host_name);
+            let name = self.node.name.clone().unwrap_or_else(host_name);
             return Ok(Node::from_root(
                 profile,
                 root,
                 self.role.unwrap_or(Role::Primary),
                 &name,
-                self.state_dir.clone(),
+                self.state_dir.dir.clone(),
             )?);
         }
         Err(Failure::new(
@@ -89,6 +86,51 @@ impl ClusterArg {
     pub fn load(&self) -> Result<ClusterFile, Failure> {
         Ok(ClusterFile::load(&self.path)?)
     }
+}
+
+/// `--cluster FILE` of a command that can also work without one (`--profile`, a message to
+/// explain): declared once here.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterOpt {
+    /// Cluster file describing the nodes (docs/cluster-file.md)
+    #[arg(
+        id = "cluster",
+        long = "cluster",
+        short = 'c',
+        value_name = "FILE",
+        env = "KEYFERRY_CLUSTER"
+    )]
+    pub path: Option<PathBuf>,
+}
+
+/// `--node NAME`: which node of the cluster file this machine is. Declared once here; every
+/// command resolves it through [`NodeName::select`].
+#[derive(Debug, Clone, Args)]
+pub struct NodeName {
+    /// This machine's node in the cluster file [default: the node named after this host]
+    #[arg(id = "node", long = "node", value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl NodeName {
+    /// This machine's node in `file`: the one named, else the one named after this host.
+    pub fn select<'f>(&self, file: &'f ClusterFile) -> Result<&'f NodeSpec, Failure> {
+        Ok(file.select(self.name.as_deref(), &host_name())?)
+    }
+}
+
+/// `--state-dir DIR`: where keyferry keeps its own records on this node. Declared once here.
+#[derive(Debug, Clone, Args)]
+pub struct StateDir {
+    /// Folder for keyferry's own records: locks, journals, backups, the ledger [default: the
+    /// node's, see docs/cluster-file.md, "State folder"]
+    #[arg(
+        id = "state_dir",
+        long = "state-dir",
+        value_name = "DIR",
+        env = "KEYFERRY_STATE_DIR"
+    )]
+    pub dir: Option<PathBuf>,
 }
 
 /// For commands that change a node: one at a time per node, under its lock.

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  keyferry diagnose \"Key not valid for use in specified state.\"\n  keyferry diagnose --log C:\\inetpub\\wwwroot\\SecretServer\\log\\ss.log -c cluster.toml\n  keyferry diagnose -c cluster.toml --check ports --check pg-hba\n\nExit status: 0 no check found a fault; 1 a check found one; 2 error."
+    after_help = "With a cluster file (-c), the checks that bear on the error run, or those named \
+by --check.\n\nExamples:\n  keyferry diagnose \"Key not valid for use in specified state.\"\n  keyferry diagnose --log C:\\inetpub\\wwwroot\\SecretServer\\log\\ss.log -c cluster.toml\n  keyferry diagnose -c cluster.toml --check ports --check pg-hba\n\nExit status: 0 no check found a fault; 1 a check found one; 2 error."
 )]
 pub struct Args {
     /// The error message as the admin saw it
@@ -25,9 +26,9 @@ pub struct Args {
     /// Read messages from a log file instead
     #[arg(long, value_name = "FILE", conflicts_with = "message")]
     pub log: Option<PathBuf>,
-    /// Cluster file: run the checks that bear on the error (or those named by --check)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: Option<PathBuf>,
+    // With a cluster file, the checks that bear on the error run (or those named by --check).
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterOpt,
     /// Run this check (repeatable): keys, dpapi, binaries, clocks, ports, pg-hba, all
     #[arg(long = "check", value_name = "CHECK", value_parser = parse_check)]
     pub checks: Vec<Vec<Check>>,
@@ -84,7 +85,7 @@ struct LogSummary {
 const MAX_LOG: u64 = 64 * 1024 * 1024;
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    if args.message.is_none() && args.log.is_none() && args.cluster.is_none() {
+    if args.message.is_none() && args.log.is_none() && args.cluster.path.is_none() {
         return Err(Failure::new(
             Code::Usage,
             "nothing to diagnose",
@@ -92,7 +93,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         ));
     }
     // The cluster file, when given, names the nodes in the fixes and runs the checks.
-    let file = match &args.cluster {
+    let file = match &args.cluster.path {
         Some(path) => Some(ClusterFile::load(path)?),
         None => None,
     };
@@ -112,7 +113,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         });
     }
     let mut checks: Vec<Check> = args.checks.iter().flatten().copied().collect();
-    if checks.is_empty() && args.cluster.is_some() {
+    if checks.is_empty() && args.cluster.path.is_some() {
         checks = if matches.is_empty() {
             ALL_CHECKS.to_vec()
         } else {
@@ -126,7 +127,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     checks.dedup();
 
     let mut findings = Vec::new();
-    if let (Some(path), Some(file)) = (&args.cluster, &file) {
+    if let (Some(path), Some(file)) = (&args.cluster.path, &file) {
         if checks.is_empty() {
             checks = ALL_CHECKS.to_vec();
         }
@@ -200,7 +201,7 @@ fn print_text(r: &Report, args: &Args, ui: &Ui) {
     if args.message.is_some() || args.log.is_some() {
         if r.matches.is_empty() {
             ui.out("Not recognised: keyferry's catalogue has no entry for this message.");
-            if args.cluster.is_none() {
+            if args.cluster.path.is_none() {
                 ui.out("Checks it can still run with --cluster FILE: keys, dpapi, binaries, clocks, ports, pg-hba (--check all).");
             }
         }

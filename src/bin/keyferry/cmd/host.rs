@@ -7,7 +7,6 @@ use crate::cmd::CmdResult;
 use crate::failure::Failure;
 use crate::ui::Ui;
 use clap::{Args, Subcommand, ValueEnum};
-use keyferry::cluster::host_name;
 use keyferry::cluster::NodeSpec;
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
@@ -36,9 +35,8 @@ pub enum HostCommand {
 pub struct NodeOnly {
     #[command(flatten)]
     pub cluster: crate::node_args::ClusterArg,
-    /// This node's name in the cluster file [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,9 +80,9 @@ pub struct SiteArgs {
     /// Check only these nodes' sites (repeatable) [default: every node with a site_url]
     #[arg(long = "to", value_name = "NAME")]
     pub to: Vec<String>,
-    /// This node's name (accepted for the upgrade run's steps; the check runs from here)
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    // Accepted for the upgrade run's steps, which name their node; the check runs from here.
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
     /// Give up on a site after this long
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = keyferry::time::parse_duration)]
     pub timeout: Duration,
@@ -211,7 +209,7 @@ fn action(pool: bool, a: Action) -> HostAction {
 
 fn load(a: &NodeOnly) -> Result<NodeSpec, Failure> {
     let file = a.cluster.load()?;
-    Ok(file.select(a.node.as_deref(), &host_name())?.clone())
+    Ok(a.node.select(&file)?.clone())
 }
 
 fn report(

@@ -3,8 +3,14 @@
 //! swap) and remove keyferry temp files left behind, then say what was done.
 
 use crate::cmd::{success, CmdResult};
+use crate::failure::Failure;
 use crate::node_args::{NodeArgs, WaitArgs};
 use crate::ui::Ui;
+use keyferry::cluster::{ClusterFile, Node};
+use keyferry::ha::{HaNode, Pair};
+use keyferry::recover::{Own, Recovered};
+use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,31 +22,12 @@ pub struct Args {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
-    // This node's PostgreSQL, where the cluster file's [ha] pair has it.
-    let pair = match &args.node.cluster {
-        Some(path) => {
-            let file = keyferry::cluster::ClusterFile::load(path)?;
-            match file.ha {
-                Some(_) => Some(keyferry::ha::Pair::from_cluster(&file)?),
-                None => None,
-            }
-        }
-        None => None,
-    };
+    let pair = pair_of(args.node.cluster.path.as_deref())?;
     let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
     let r = keyferry::recover::node(&node, ha, args.wait.wait)?;
     ui.show("recover", &r, || {
-        if let Some(c) = &r.change {
-            ui.out(&format!("Node {}: {c}.", r.node));
-        }
-        for (target, what) in &r.syncs {
-            ui.out(&format!("{}: {what}", target.display()));
-        }
-        if let Some(what) = &r.replica {
-            ui.out(what);
-        }
-        for s in &r.swept {
-            ui.out(&format!("removed a keyferry temp file: {s}"));
+        for line in said(&r) {
+            ui.out(&line);
         }
         if !r.found() {
             ui.out(&format!(
@@ -51,4 +38,64 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         }
     });
     success()
+}
+
+/// What was done, a line each.
+fn said(r: &Recovered) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(c) = &r.change {
+        lines.push(format!("Node {}: {c}.", r.node));
+    }
+    for (target, what) in &r.syncs {
+        lines.push(format!("{}: {what}", target.display()));
+    }
+    lines.extend(r.replica.clone());
+    for s in &r.swept {
+        lines.push(format!("removed a keyferry temp file: {s}"));
+    }
+    lines
+}
+
+/// The cluster file's HA pair, where it has one (the node's PostgreSQL, for its swap).
+fn pair_of(cluster: Option<&Path>) -> Result<Option<Pair>, Failure> {
+    let Some(path) = cluster else {
+        return Ok(None);
+    };
+    let file = ClusterFile::load(path)?;
+    Ok(match file.ha {
+        Some(_) => Some(Pair::from_cluster(&file)?),
+        None => None,
+    })
+}
+
+/// What every command that changes a node runs first ([`keyferry::recover::before`]):
+/// whatever an earlier command left cut off on this node, of any kind, is finished or rolled
+/// back under the node's lock and said on stderr (`warning: first: ...`), beside the part the
+/// command does itself (`own`) and reports in its own document.
+pub fn first(
+    ui: &Ui,
+    node: &Node,
+    ha: Option<&HaNode>,
+    wait: Duration,
+    own: Own<'_>,
+) -> Result<(), Failure> {
+    let r = keyferry::recover::before(node, ha, wait, own)?;
+    for line in said(&r) {
+        ui.warn(&format!("first: {line}"));
+    }
+    Ok(())
+}
+
+/// [`first`] on a node of the cluster file at `cluster` (its HA pair's swap too, where the
+/// pair has the node).
+pub fn first_in(
+    ui: &Ui,
+    cluster: Option<&Path>,
+    node: &Node,
+    wait: Duration,
+    own: Own<'_>,
+) -> Result<(), Failure> {
+    let pair = pair_of(cluster)?;
+    let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
+    first(ui, node, ha, wait, own)
 }

@@ -15,9 +15,8 @@ pub struct Args {
     /// The key file
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Folder for the backup [default: see docs/cluster-file.md, "State folder"]
-    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: crate::node_args::StateDir,
     #[command(flatten)]
     pub wait: crate::node_args::WaitArgs,
 }
@@ -25,6 +24,7 @@ pub struct Args {
 pub fn run(args: Args, protect: bool, ui: &Ui) -> CmdResult {
     let state = args
         .state_dir
+        .dir
         .unwrap_or_else(keyferry::cluster::default_state_dir);
     let report = if protect {
         keyferry::keys::protect_file(&args.file, &state, args.wait.wait)?

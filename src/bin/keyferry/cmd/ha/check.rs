@@ -48,7 +48,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
         let peer = loaded.pair.peer_of(node);
         let run = PeerRun {
             file: &loaded.file,
-            cluster_path: &args.pair.cluster,
+            cluster_path: &args.pair.cluster.path,
             ssh: args.ssh.client(),
             timeout: args.timeout,
         };

@@ -102,10 +102,13 @@ impl LostPrimary for Lost<'_> {
 pub fn failover(args: FailoverArgs, ui: &Ui) -> CmdResult {
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
+    if !args.dry_run {
+        loaded.recover_first(ui, node, keyferry::recover::Own::Nothing)?;
+    }
     let lost = Lost {
         run: PeerRun {
             file: &loaded.file,
-            cluster_path: &args.pair.cluster,
+            cluster_path: &args.pair.cluster.path,
             ssh: args.ssh.client(),
             timeout: std::time::Duration::from_secs(180),
         },

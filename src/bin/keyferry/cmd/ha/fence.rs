@@ -20,8 +20,9 @@ pub struct FenceArgs {
 }
 
 pub fn fence(args: FenceArgs, ui: &Ui) -> CmdResult {
-    let (_, pair) = args.pair.load_pair()?;
+    let (file, pair) = args.pair.load_pair()?;
     let node = args.pair.local(&pair)?;
+    super::recover_first(ui, &file, node, keyferry::recover::Own::Nothing)?;
     let r = replica::fence(node)?;
     ui.show("ha-fence", &r, || {
         ui.out(&format!(

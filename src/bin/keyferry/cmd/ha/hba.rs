@@ -36,6 +36,9 @@ pub struct Args {
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
+    if !args.dry_run {
+        loaded.recover_first(ui, node, keyferry::recover::Own::Change)?;
+    }
     let report = match &args.file {
         Some(f) => edit_hba_file(&loaded.pair, node, f, args.override_reject, args.dry_run)?,
         None => edit_hba_server(

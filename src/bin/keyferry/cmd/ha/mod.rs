@@ -17,7 +17,6 @@ use clap::Subcommand;
 use keyferry::cluster::{host_name, ClusterFile};
 use keyferry::ha::PassFile;
 use keyferry::ha::{HaNode, Pair};
-use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum HaCommand {
@@ -57,12 +56,12 @@ pub fn run(c: HaCommand, ui: &Ui) -> CmdResult {
 /// The cluster file and the local node, for every `ha` step.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PairArgs {
-    /// Cluster file with the [ha] section (docs/ha.md)
-    #[arg(long, short = 'c', value_name = "FILE", env = "KEYFERRY_CLUSTER")]
-    pub cluster: PathBuf,
-    /// This machine's node in the cluster file [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    // The cluster file, with the [ha] section (docs/ha.md).
+    #[command(flatten)]
+    pub cluster: crate::node_args::ClusterArg,
+    // This machine's node of the pair.
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
 }
 
 /// The loaded cluster file, pair and password file.
@@ -85,14 +84,14 @@ impl PairArgs {
 
     /// The cluster file and its pair, without the password file (for what needs no login).
     pub fn load_pair(&self) -> Result<(ClusterFile, Pair), crate::failure::Failure> {
-        let file = ClusterFile::load(&self.cluster)?;
+        let file = self.cluster.load()?;
         let pair = Pair::from_cluster(&file)?;
         Ok((file, pair))
     }
 
     /// This machine's node of the pair (by --node or host name).
     pub fn local<'p>(&self, pair: &'p Pair) -> Result<&'p HaNode, crate::failure::Failure> {
-        match &self.node {
+        match &self.node.name {
             Some(n) => Ok(pair.node(n)?),
             None => {
                 let host = host_name();
@@ -118,12 +117,43 @@ impl PairArgs {
 }
 
 impl Loaded {
+    /// Whatever an earlier command left cut off on this machine's node `local` is finished or
+    /// rolled back first ([`crate::cmd::recover::first`]), but `own`, which the step does
+    /// itself and reports.
+    pub fn recover_first(
+        &self,
+        ui: &Ui,
+        local: &HaNode,
+        own: keyferry::recover::Own<'_>,
+    ) -> Result<(), crate::failure::Failure> {
+        recover_first(ui, &self.file, local, own)
+    }
+
     pub fn connector(&self) -> keyferry::ha::Connector<'_> {
         keyferry::ha::Connector {
             pair: &self.pair,
             passfile: &self.passfile,
         }
     }
+}
+
+/// [`Loaded::recover_first`] for a step that needs no login (`ha fence`).
+pub fn recover_first(
+    ui: &Ui,
+    file: &ClusterFile,
+    local: &HaNode,
+    own: keyferry::recover::Own<'_>,
+) -> Result<(), crate::failure::Failure> {
+    let Some(spec) = file
+        .nodes
+        .iter()
+        .find(|n| n.name.eq_ignore_ascii_case(&local.name))
+    else {
+        return Ok(());
+    };
+    let node = keyferry::cluster::Node::from_cluster(file, spec, None)?;
+    let wait = keyferry::txn::DEFAULT_WAIT;
+    crate::cmd::recover::first(ui, &node, Some(local), wait, own)
 }
 
 /// A dry run's plan, numbered, and that nothing changed.

@@ -32,6 +32,9 @@ pub struct RejoinArgs {
 pub fn rejoin(args: RejoinArgs, ui: &Ui) -> CmdResult {
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
+    if !args.dry_run {
+        loaded.recover_first(ui, node, keyferry::recover::Own::Nothing)?;
+    }
     let opts = replica::RejoinOptions {
         dry_run: args.dry_run,
         remove_old: args.remove_old,

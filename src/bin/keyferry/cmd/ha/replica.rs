@@ -55,6 +55,9 @@ pub fn replica(c: ReplicaCommand, ui: &Ui) -> CmdResult {
     let ReplicaCommand::Init(args) = c;
     let loaded = args.pair.load()?;
     let node = args.pair.local(&loaded.pair)?;
+    if !args.dry_run {
+        loaded.recover_first(ui, node, keyferry::recover::Own::Swap)?;
+    }
     let mut opts = replica::InitOptions::new(
         args.remove_old,
         args.replace_database_of.clone(),

@@ -4,6 +4,7 @@
 use crate::cmd::CmdResult;
 use crate::node_args::NodeArgs;
 use crate::ui::Ui;
+use keyferry::recover::Own;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -30,6 +31,10 @@ pub struct Args {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
+    if !args.dry_run {
+        let cluster = args.node.cluster.path.as_deref();
+        crate::cmd::recover::first_in(ui, cluster, &node, args.wait.wait, Own::Change)?;
+    }
     let report = keyferry::keys::cleanup(&node, args.dry_run, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));

@@ -8,6 +8,7 @@ use crate::passphrase::PassphraseArgs;
 use crate::ui::Ui;
 use keyferry::keys::MAX_IMPORT_WORK_FACTOR;
 use keyferry::keys::{import_file, FileAction, ImportOptions, ImportOutcome, ProtectMode};
+use keyferry::recover::Own;
 use keyferry::time::Timestamp;
 use std::path::PathBuf;
 
@@ -99,6 +100,10 @@ fn read_stream(
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let node = args.node.resolve()?;
+    if !args.dry_run {
+        let cluster = args.node.cluster.path.as_deref();
+        crate::cmd::recover::first_in(ui, cluster, &node, args.wait.wait, Own::Change)?;
+    }
     if args.bundle.as_os_str() == "-" {
         let stream = read_stream(&args, ui)?;
         let report = keyferry::keys::import_stream(&stream, &node, &options(&args), ui)?;

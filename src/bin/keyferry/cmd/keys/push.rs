@@ -9,8 +9,9 @@ use keyferry::keys::{
     push_one, push_ssh, route, skip, targets, PushOutcome, PushTarget, Route, SshPush,
 };
 use keyferry::keys::{ImportOptions, ProtectMode};
+use keyferry::recover::Own;
 use keyferry::time::Timestamp;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,9 +39,8 @@ Examples:\n  keyferry keys push -c cluster.toml --dry-run\n  keyferry keys push 
 pub struct Args {
     #[command(flatten)]
     pub cluster: crate::node_args::ClusterArg,
-    /// This machine's node, the primary [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
     /// Only these nodes (repeatable) [default: every other node]
     #[arg(long, value_name = "NODE")]
     pub to: Vec<String>,
@@ -54,9 +54,8 @@ pub struct Args {
     /// Show what each node would get and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Folder for keyferry's lock, journal and backups [default: the primary's state folder]
-    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: crate::node_args::StateDir,
     #[command(flatten)]
     pub ssh: crate::node_args::SshArgs,
     /// Give up on a node reached over ssh after this long
@@ -68,8 +67,13 @@ pub struct Args {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let file = args.cluster.load()?;
-    let spec = file.select(args.node.as_deref(), &host_name())?;
-    let source = Node::from_cluster(&file, spec, args.state_dir.clone())?;
+    let spec = args.node.select(&file)?;
+    let source = Node::from_cluster(&file, spec, args.state_dir.dir.clone())?;
+    if !args.dry_run {
+        // A push by path installs through this node's state folder (its lock and backups).
+        let (cluster, wait) = (Some(args.cluster.path.as_path()), args.wait.wait);
+        crate::cmd::recover::first_in(ui, cluster, &source, wait, Own::Change)?;
+    }
     let now = Timestamp::now();
     let (manifest, warnings) = build_manifest(&source, &host_name(), now, DEFAULT_TTL, false)?;
     for w in &warnings {

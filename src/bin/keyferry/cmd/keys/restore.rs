@@ -7,6 +7,7 @@ use crate::failure::{Code, Failure};
 use crate::node_args::{NodeArgs, WaitArgs};
 use crate::ui::Ui;
 use keyferry::cluster::{ClusterFile, Node};
+use keyferry::recover::Own;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -33,7 +34,7 @@ pub struct Args {
 /// folder the cluster file names (a push by path from that node kept them there), each with
 /// the node as that push reached it (its folders through `reach`).
 fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
-    let Some(path) = &args.node.cluster else {
+    let Some(path) = &args.node.cluster.path else {
         return Ok(Vec::new());
     };
     let file = ClusterFile::load(path)?;
@@ -122,6 +123,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             ))
         }
     };
+    let cluster = args.node.cluster.path.as_deref();
+    crate::cmd::recover::first_in(ui, cluster, node, args.wait.wait, Own::Change)?;
     let report = keyferry::keys::restore(node, id, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));

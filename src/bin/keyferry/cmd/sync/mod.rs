@@ -58,9 +58,9 @@ pub struct Endpoints {
     /// --profile is given]
     #[arg(long, short = 'c', value_name = "FILE")]
     pub cluster: Option<PathBuf>,
-    /// The source node's name in the cluster file [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    // This machine's node: the source.
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
     /// Only this target node (repeat for several) [default: every other node with the folder]
     #[arg(long = "to", value_name = "NODE")]
     pub to: Vec<String>,
@@ -78,9 +78,8 @@ pub struct Endpoints {
     /// Without a cluster file: the target application folder
     #[arg(long, value_name = "DIR", requires = "profile")]
     pub root: Option<PathBuf>,
-    /// Folder for keyferry's journals and locks [default: the source node's, see docs]
-    #[arg(long, value_name = "DIR", env = "KEYFERRY_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state_dir: crate::node_args::StateDir,
 }
 
 /// One folder to sync: the source, the target, and the target node's name.
@@ -103,6 +102,29 @@ pub struct Resolved {
     pub pairs: Vec<Pair>,
     /// Folders not synced, and why (shown, not fatal).
     pub skipped: Vec<String>,
+    /// The source node as the cluster file gives it (none without one).
+    pub local: Option<Node>,
+    /// The cluster file (none without one).
+    pub cluster: Option<PathBuf>,
+}
+
+impl Resolved {
+    /// Whatever an earlier command left cut off on the source node is finished or rolled back
+    /// first ([`crate::cmd::recover::first`]), but for the syncs of these targets, which the
+    /// sync or rollback finishes itself and reports in its rows. Without a cluster file there
+    /// is no node: each target's own journal is all there is to finish.
+    pub fn recover_first(&self, ui: &Ui, wait: std::time::Duration) -> Result<(), Failure> {
+        let Some(node) = &self.local else {
+            return Ok(());
+        };
+        let targets: Vec<PathBuf> = self
+            .pairs
+            .iter()
+            .filter_map(|p| target_path(&p.target).ok())
+            .collect();
+        let own = keyferry::recover::Own::Syncs(&targets);
+        crate::cmd::recover::first_in(ui, self.cluster.as_deref(), node, wait, own)
+    }
 }
 
 impl Endpoints {
@@ -136,7 +158,7 @@ impl Endpoints {
                 Some("pass --from SRC (the upgraded node's application folder)"),
             ));
         }
-        if self.profile.is_some() && (self.node.is_some() || !self.to.is_empty()) {
+        if self.profile.is_some() && (self.node.name.is_some() || !self.to.is_empty()) {
             return Err(Failure::new(
                 Code::Usage,
                 "--node and --to name nodes of a cluster file; --profile, --from and --root sync \
@@ -158,6 +180,7 @@ impl Endpoints {
                 profile,
                 state_dir: self
                     .state_dir
+                    .dir
                     .clone()
                     .unwrap_or_else(keyferry::cluster::default_state_dir),
                 pairs: vec![Pair {
@@ -168,6 +191,8 @@ impl Endpoints {
                     role: None,
                 }],
                 skipped: Vec::new(),
+                local: None,
+                cluster: None,
             });
         }
         let cluster = self.cluster_file();
@@ -179,8 +204,8 @@ impl Endpoints {
             ));
         };
         let file = ClusterFile::load(path)?;
-        let spec = file.select(self.node.as_deref(), &host_name())?;
-        let local = Node::from_cluster(&file, spec, self.state_dir.clone())?;
+        let spec = self.node.select(&file)?;
+        let local = Node::from_cluster(&file, spec, self.state_dir.dir.clone())?;
         let profile = local.profile.clone();
         let Some(app) = profile.app_folder.clone() else {
             return Err(Failure::new(
@@ -272,11 +297,13 @@ impl Endpoints {
             ));
         }
         Ok(Resolved {
+            cluster: Some(path.clone()),
             source_node: Some((local.name.clone(), spec.role)),
             profile,
             state_dir: local.state_dir.clone(),
             pairs,
             skipped,
+            local: Some(local),
         })
     }
 }

@@ -70,6 +70,9 @@ struct Row {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let resolved = args.endpoints.resolve_for(false)?;
+    if !args.list {
+        resolved.recover_first(ui, args.wait.wait)?;
+    }
     let rows = for_each_pair(&resolved.pairs, 1, |pair| {
         let mut row = Row {
             kept: None,

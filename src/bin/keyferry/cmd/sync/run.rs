@@ -130,6 +130,9 @@ impl SyncProgress for Bar {
 
 pub fn run(args: RunArgs, ui: &Ui) -> CmdResult {
     let resolved = args.endpoints.resolve()?;
+    if !args.dry_run {
+        resolved.recover_first(ui, args.wait.wait)?;
+    }
     if args.app_pool.is_some() && args.endpoints.cluster_file().is_some() {
         return Err(Failure::new(
             Code::Usage,

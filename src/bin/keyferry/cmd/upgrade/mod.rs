@@ -7,7 +7,6 @@ use crate::cmd::CmdResult;
 use crate::failure::{Code, Failure};
 use crate::ui::Ui;
 use clap::Subcommand;
-use keyferry::cluster::host_name;
 use keyferry::cluster::ClusterFile;
 use keyferry::remote::{SshClient, SshTarget};
 use keyferry::upgrade::{plan, Done, Kind, Plan, RunState, Step};
@@ -50,9 +49,8 @@ says which and how to go on), or refused."
 pub struct RunArgs {
     #[command(flatten)]
     pub cluster: crate::node_args::ClusterArg,
-    /// This machine's node [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
     /// The waiting step N is done (repeatable, or a list: --confirm 4,5,6; in order, each
     /// step's gate still checked)
     #[arg(long, value_name = "N", value_delimiter = ',')]
@@ -343,7 +341,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
         ));
     }
     let file = args.cluster.load()?;
-    let spec = file.select(args.node.as_deref(), &host_name())?;
+    let spec = args.node.select(&file)?;
     let local = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
     let p = checklist(&file, &args.cluster.path, args.add_node.as_deref())?;
     let driver = Driver {
@@ -356,7 +354,7 @@ fn drive(args: RunArgs, ui: &Ui, start: Start) -> CmdResult {
     // How the admin names this run in the commands we suggest.
     // (each value one word, quoted where it has spaces).
     let mut words = vec![args.cluster.path.display().to_string()];
-    if let Some(n) = &args.node {
+    if let Some(n) = &args.node.name {
         words.extend(["--node".to_owned(), n.clone()]);
     }
     if let Some(f) = &args.ssh.ssh_config {

@@ -10,8 +10,8 @@ use crate::cmd::sync::Endpoints;
 use crate::cmd::CmdResult;
 use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
-use keyferry::cluster::{host_name, ClusterFile, Node};
 use keyferry::cluster::{parse_access, Access};
+use keyferry::cluster::{ClusterFile, Node};
 use keyferry::preflight::{self, Check, Preflight, Severity};
 use keyferry::remote::SshTarget;
 use keyferry::sync::{plan as sync_plan, PlanOptions, DEFAULT_MAX_DELETE};
@@ -34,9 +34,8 @@ Exit status: 0 nothing stops the upgrade; 1 a check failed (the row says what to
 pub struct Args {
     #[command(flatten)]
     pub cluster: crate::node_args::ClusterArg,
-    /// This machine's node, the primary [default: the node named after this host]
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
+    #[command(flatten)]
+    pub node: crate::node_args::NodeName,
     /// Only this node's own checks (its state folder); what the primary runs on ssh nodes
     #[arg(long)]
     pub here_only: bool,
@@ -55,7 +54,7 @@ pub struct Args {
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let file = args.cluster.load()?;
-    let spec = file.select(args.node.as_deref(), &host_name())?;
+    let spec = args.node.select(&file)?;
     let local = Node::from_cluster(&file, spec, None)?;
     let mut checks = vec![preflight::state_folder(&local.name, &local.state_dir)];
     if !args.here_only {
@@ -252,12 +251,14 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
     }
     let ends = Endpoints {
         cluster: Some(args.cluster.path.clone()),
-        node: Some(local.name.clone()),
+        node: crate::node_args::NodeName {
+            name: Some(local.name.clone()),
+        },
         to: Vec::new(),
         profile: None,
         from: None,
         root: None,
-        state_dir: None,
+        state_dir: crate::node_args::StateDir { dir: None },
     };
     let resolved = match ends.resolve() {
         Ok(r) => r,
