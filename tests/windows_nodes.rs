@@ -937,8 +937,13 @@ fn pools_and_services_are_driven_by_name_checked_first_and_said() {
     std::fs::write(bed.sys32.join("svc-SbPAM Web"), "4").unwrap();
     std::fs::write(bed.sys32.join("svc-SbPAMProxy"), "4").unwrap();
 
+    // A change holds the node's lock, as every change on a node does: its lock file appears
+    // in the node's state folder.
+    let lock = bed.node_dir(ACT).join("state %TEMP%").join("lock");
+    assert!(!lock.exists());
     let r = bed.on_node(ACT, &["host", "pool", "stop"]);
     assert_eq!(r.code(), 0, "{}\n{}", r.stdout(), r.stderr());
+    assert!(lock.is_file(), "the change took no lock");
     let c = &r.json()["changes"][0];
     assert_eq!(
         (

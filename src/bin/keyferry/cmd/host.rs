@@ -9,6 +9,7 @@ use crate::ui::Ui;
 use clap::{Args, Subcommand, ValueEnum};
 use keyferry::cluster::NodeSpec;
 use keyferry::host::{Thing, Tools, Want};
+use keyferry::recover::Own;
 use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
 use keyferry::{Error, HostReason};
 use std::path::PathBuf;
@@ -100,7 +101,9 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                 ))
             })?;
             let want = want(a.action);
-            let change = tools(ui)?.set(&Thing::Pool(pool), want)?;
+            let tools = tools(ui)?;
+            let _lock = lock(ui, &a.node, &spec)?;
+            let change = tools.set(&Thing::Pool(pool), want)?;
             show(
                 ui,
                 report(&spec, action(true, a.action), vec![change], None),
@@ -115,6 +118,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                 )));
             }
             let tools = tools(ui)?;
+            let _lock = lock(ui, &a.node, &spec)?;
             let want = want(a.action);
             let mut names: Vec<&String> = spec.services.iter().collect();
             if matches!(a.action, Action::Stop) {
@@ -128,7 +132,9 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         }
         HostCommand::IisRestart(a) => {
             let spec = load(&a)?;
-            let said = tools(ui)?.restart_iis()?;
+            let tools = tools(ui)?;
+            let _lock = lock(ui, &a, &spec)?;
+            let said = tools.restart_iis()?;
             show(
                 ui,
                 report(
@@ -141,7 +147,9 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
         }
         HostCommand::Reboot(a) => {
             let spec = load(&a.node)?;
-            tools(ui)?.reboot(
+            let tools = tools(ui)?;
+            let _lock = lock(ui, &a.node, &spec)?;
+            tools.reboot(
                 a.delay,
                 "keyferry: the vendor's upgrade procedure reboots this server",
             )?;
@@ -179,6 +187,22 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             show(ui, report(&spec, HostAction::Status, changes, None))
         }
     }
+}
+
+/// The node's lock, around a change of its services as around every change on a node, after
+/// whatever an earlier command left cut off there is finished or rolled back (a pool started
+/// on a half-synced folder would serve it). Taken once the command is known to be possible,
+/// so a refusal changes nothing.
+fn lock(ui: &Ui, a: &NodeOnly, spec: &NodeSpec) -> Result<keyferry::txn::NodeLock, Failure> {
+    let file = a.cluster.load()?;
+    let node = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
+    let wait = keyferry::txn::DEFAULT_WAIT;
+    crate::cmd::recover::first_in(ui, Some(&a.cluster.path), &node, wait, Own::Nothing)?;
+    Ok(keyferry::txn::NodeLock::acquire(
+        &node.state_dir,
+        &node.name,
+        wait,
+    )?)
 }
 
 /// This node's tools, said loudly when they are a test's stand-ins.
