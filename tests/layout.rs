@@ -318,3 +318,56 @@ fn where_a_command_acts_is_declared_once() {
         ["node"]
     );
 }
+
+/// Lines of `text` outside its test module that hold, inside a string, a run of ten spaces or
+/// more between words: a message continued on the next line without its `\`, which keeps the
+/// next line's indentation in the words an admin reads (six messages had one).
+fn spaced_messages(text: &str) -> Vec<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+    code.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && l.contains('"') && !l.contains("\\n"))
+        .filter(|l| {
+            let b = l.as_bytes();
+            (0..b.len()).any(|i| {
+                i > 0
+                    && (b[i - 1].is_ascii_alphanumeric() || b",;:)".contains(&b[i - 1]))
+                    && b[i..].iter().take_while(|&&c| c == b' ').count() >= 10
+                    && b.get(i + b[i..].iter().take_while(|&&c| c == b' ').count())
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'(')
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_message_keeps_the_indentation_of_a_lost_line_break() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    library_files(&root, &root, &mut files);
+    let bin = root.join("bin");
+    let mut bin_files = Vec::new();
+    library_files(&bin, &bin, &mut bin_files);
+    let mut found = Vec::new();
+    for (dir, f) in files
+        .iter()
+        .map(|f| (&root, f))
+        .chain(bin_files.iter().map(|f| (&bin, f)))
+    {
+        for l in spaced_messages(&std::fs::read_to_string(dir.join(f)).unwrap()) {
+            found.push(format!("{f}: {l}"));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "continue the string with a `\\`: {found:#?}"
+    );
+    // The test can fail: such a line is seen, a continued one is not.
+    assert_eq!(
+        spaced_messages(
+            "    \"run keyferry           sync again\",\n    \"run keyferry \\\n     sync\""
+        ),
+        ["\"run keyferry           sync again\","]
+    );
+}

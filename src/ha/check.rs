@@ -140,7 +140,9 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
                 .into()
         } else {
             format!(
-                "sslmode = {}: the servers' certificates are not checked, so a machine that takes                  a peer's address sees the connections (not the passwords); use verify-full with                  sslrootcert (docs/ha.md)",
+                "sslmode = {}: the servers' certificates are not checked, so a machine that takes \
+                 a peer's address sees the connections (not the passwords); use verify-full with \
+                 sslrootcert (docs/ha.md)",
                 serde_json::to_value(pair.sslmode)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -528,7 +530,8 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
                 Severity::Warning,
                 Code::PeerNotChecked,
                 format!(
-                    "not checked from {p}: {p}'s address, {l}'s ports from {p} and {p}'s Archive                      folder (its access is not ssh); run keyferry ha check on {p} too",
+                    "not checked from {p}: {p}'s address, {l}'s ports from {p} and {p}'s Archive \
+                     folder (its access is not ssh); run keyferry ha check on {p} too",
                     p = peer.name,
                     l = local.name
                 ),

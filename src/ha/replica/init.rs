@@ -98,40 +98,7 @@ pub fn init(
             ));
         }
     }
-    let mut pc = check_primary(conn, primary, replica)?;
-    let source = facts::remote_with(&mut pc, primary)?;
-    let (local_facts, _) = facts::local(conn, replica, &dd)?;
-    let bin_major = server::bin_major(replica)?;
-    let mut programs = local_facts.clone();
-    programs.major = bin_major;
-    if let Some(why) = facts::same_major(&programs, &source, "a replica") {
-        return Err(refused(
-            why,
-            HaReason::MajorVersion {
-                major: source.major.unwrap_or(0),
-                node: replica.name.clone(),
-            },
-        ));
-    }
-    if !opts.by_rejoin {
-        if let Some(why) = facts::replace_needs_consent(&local_facts, &source) {
-            if opts.replace_database_of.is_none() {
-                return Err(refused(
-                    format!(
-                        "replacing {}'s data folder with a copy of {} is not what the facts say \
-                         to do: {why}.\n  {}\n  {}",
-                        replica.name,
-                        primary.name,
-                        local_facts.line(),
-                        source.line()
-                    ),
-                    HaReason::ReplaceNeedsConsent {
-                        node: replica.name.clone(),
-                    },
-                ));
-            }
-        }
-    }
+    let (mut pc, source, local_facts) = check_facts(conn, replica, opts, &dd)?;
     let bytes = source.bytes.unwrap_or(0);
     check_space(&data, bytes)?;
     let running = local_facts.running;
@@ -149,7 +116,6 @@ pub fn init(
     .is_empty();
     let setting = keep_size_change(&mut pc, pair, primary)?;
     let (old_suffix, old_n) = old_folder_name(&dd)?;
-    let mut plan = Vec::new();
     let archive = archive_entries(replica)?;
     let archive_backup = archive.as_ref().map(|(ad, _)| {
         ad.sibling(&format!(
@@ -157,76 +123,24 @@ pub fn init(
             crate::time::Timestamp::now().compact()
         ))
     });
-    if let (Some((ad, n)), Some(b)) = (&archive, &archive_backup) {
-        if opts.empty_archive {
-            plan.push(format!(
-                "empty the Archive folder {} (the vendor's step before configuring HA): its {n} \
-                 entries moved to {} as a backup",
-                ad.path().display(),
-                ad.join(b).display()
-            ));
-        } else {
-            warnings.push(format!(
-                "the Archive folder {} holds {n} {}; the vendor's procedure empties it on both \
-                 nodes before configuring HA: --empty-archive moves them aside (a backup) first",
-                ad.path().display(),
-                if *n == 1 { "entry" } else { "entries" }
-            ));
-        }
+    let plan = Steps {
+        replica,
+        opts,
+        dd: &dd,
+        new_n: &new_n,
+        old_n: &old_n,
+        bytes,
+        role: running.then_some(local_facts.role.as_str()),
+        takeover,
+        slot_exists,
+        setting: setting.as_deref(),
     }
-    if running {
-        plan.push(format!(
-            "stop {}'s server ({}) at once; its data is about to be replaced",
-            replica.name, local_facts.role
-        ));
-    }
-    plan.push(format!(
-        "copy {} ({}) with pg_basebackup into {}",
-        primary.name,
-        crate::text::size_i64(bytes),
-        dd.join(&new_n).display()
-    ));
-    plan.push(match (takeover, slot_exists) {
-        (true, _) => format!(
-            "take over replication slot {} on {} once the old server has let go of it",
-            replica.slot(),
-            primary.name
-        ),
-        (false, true) => format!(
-            "use replication slot {} on {}",
-            replica.slot(),
-            primary.name
-        ),
-        (false, false) => format!(
-            "create replication slot {} on {} (removed again if the run fails)",
-            replica.slot(),
-            primary.name
-        ),
-    });
-    if let Some(what) = &setting {
-        plan.push(format!("set {what}"));
-    }
-    plan.push(format!(
-        "write standby.signal and primary_conninfo ({}) into the copy; put back {}'s own port, \
-         listen_addresses and configuration files",
-        tls_settings(pair).trim(),
-        replica.name
-    ));
-    plan.push(if opts.remove_old {
-        "swap the folders; remove the old data folder once the replica streams (--remove-old)"
-            .to_owned()
-    } else {
-        format!(
-            "swap the folders; keep the old data folder as {} (the way back)",
-            dd.join(&old_n).display()
-        )
-    });
-    plan.push(format!(
-        "start {}'s server and wait up to {} s until it streams; if it does not, put the old \
-         folder back and start it",
-        replica.name,
-        STREAM_WAIT.as_secs()
-    ));
+    .words(
+        pair,
+        archive.as_ref(),
+        archive_backup.as_deref(),
+        &mut warnings,
+    );
     let report = |dry: bool, phases, old_folder, seconds, warnings| InitReport {
         node: replica.name.clone(),
         primary: primary.name.clone(),
@@ -490,6 +404,154 @@ pub fn init(
     );
     r.archive_backup = moved_archive;
     Ok(r)
+}
+
+/// What an init will do, as the preflight decided it: the words of its plan (the whole
+/// report of a dry run).
+struct Steps<'a> {
+    replica: &'a HaNode,
+    opts: &'a InitOptions,
+    dd: &'a DataDir,
+    new_n: &'a OsStr,
+    old_n: &'a OsStr,
+    /// The primary's size.
+    bytes: i64,
+    /// This node's server's role, when it runs (it is stopped first).
+    role: Option<&'a str>,
+    /// The node's slot is in use by its old server, and is taken over once that has stopped.
+    takeover: bool,
+    slot_exists: bool,
+    /// A server setting the init changes on the primary, with how to put it back.
+    setting: Option<&'a str>,
+}
+
+impl Steps<'_> {
+    /// The plan, step by step; the Archive folder's entries are a step with
+    /// `--empty-archive`, else a warning.
+    fn words(
+        &self,
+        pair: &Pair,
+        archive: Option<&(DataDir, usize)>,
+        archive_backup: Option<&OsStr>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<String> {
+        let (replica, primary) = (self.replica, pair.peer_of(self.replica));
+        let mut plan = Vec::new();
+        if let (Some((ad, n)), Some(b)) = (archive, archive_backup) {
+            if self.opts.empty_archive {
+                plan.push(format!(
+                    "empty the Archive folder {} (the vendor's step before configuring HA): its \
+                     {n} entries moved to {} as a backup",
+                    ad.path().display(),
+                    ad.join(b).display()
+                ));
+            } else {
+                warnings.push(format!(
+                    "the Archive folder {} holds {n} {}; the vendor's procedure empties it on \
+                     both nodes before configuring HA: --empty-archive moves them aside (a \
+                     backup) first",
+                    ad.path().display(),
+                    if *n == 1 { "entry" } else { "entries" }
+                ));
+            }
+        }
+        if let Some(role) = self.role {
+            plan.push(format!(
+                "stop {}'s server ({role}) at once; its data is about to be replaced",
+                replica.name
+            ));
+        }
+        plan.push(format!(
+            "copy {} ({}) with pg_basebackup into {}",
+            primary.name,
+            crate::text::size_i64(self.bytes),
+            self.dd.join(self.new_n).display()
+        ));
+        let slot = replica.slot();
+        plan.push(match (self.takeover, self.slot_exists) {
+            (true, _) => format!(
+                "take over replication slot {slot} on {} once the old server has let go of it",
+                primary.name
+            ),
+            (false, true) => format!("use replication slot {slot} on {}", primary.name),
+            (false, false) => format!(
+                "create replication slot {slot} on {} (removed again if the run fails)",
+                primary.name
+            ),
+        });
+        if let Some(what) = self.setting {
+            plan.push(format!("set {what}"));
+        }
+        plan.push(format!(
+            "write standby.signal and primary_conninfo ({}) into the copy; put back {}'s own \
+             port, listen_addresses and configuration files",
+            tls_settings(pair).trim(),
+            replica.name
+        ));
+        plan.push(if self.opts.remove_old {
+            "swap the folders; remove the old data folder once the replica streams (--remove-old)"
+                .to_owned()
+        } else {
+            format!(
+                "swap the folders; keep the old data folder as {} (the way back)",
+                self.dd.join(self.old_n).display()
+            )
+        });
+        plan.push(format!(
+            "start {}'s server and wait up to {} s until it streams; if it does not, put the \
+             old folder back and start it",
+            replica.name,
+            STREAM_WAIT.as_secs()
+        ));
+        plan
+    }
+}
+
+/// The preflight's facts: the primary (open, checked: `check_primary`), and this node's
+/// server against it: the same major version here as there, and consent where the copy would
+/// replace a database of its own (`--replace-database-of`; a rejoin has decided that).
+fn check_facts(
+    conn: &Connector<'_>,
+    replica: &HaNode,
+    opts: &InitOptions,
+    dd: &DataDir,
+) -> Result<(pg::Client, ServerFacts, ServerFacts)> {
+    let primary = conn.pair.peer_of(replica);
+    let mut pc = check_primary(conn, primary, replica)?;
+    let source = facts::remote_with(&mut pc, primary)?;
+    let (local_facts, _) = facts::local(conn, replica, dd)?;
+    let bin_major = server::bin_major(replica)?;
+    let mut programs = local_facts.clone();
+    programs.major = bin_major;
+    if let Some(why) = facts::same_major(&programs, &source, "a replica") {
+        return Err(refused(
+            why,
+            HaReason::MajorVersion {
+                major: source.major.unwrap_or(0),
+                node: replica.name.clone(),
+            },
+        ));
+    }
+    if !opts.by_rejoin {
+        if let Some(why) = facts::replace_needs_consent(&local_facts, &source) {
+            if opts.replace_database_of.is_none() {
+                return Err(refused(
+                    format!(
+                        "replacing {}'s data folder with a copy of {} is not what the facts say \
+                         to do: {why}.\n  {}\n  {}",
+                        replica.name,
+                        primary.name,
+                        local_facts.line(),
+                        source.line()
+                    ),
+                    HaReason::ReplaceNeedsConsent {
+                        node: replica.name.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok((pc, source, local_facts))
 }
 
 /// The node's lock for an init, taken once an earlier swap cut off on the node is rolled

@@ -48,7 +48,8 @@ pub fn rollback(
             )
         } else {
             format!(
-                "{} keeps {} previous trees; there is no generation {generation} (see keyferry                  sync rollback --list)",
+                "{} keeps {} previous trees; there is no generation {generation} (see keyferry \
+                 sync rollback --list)",
                 t.display(),
                 gens.len()
             )
@@ -57,7 +58,8 @@ pub fn rollback(
     let kept_path = chosen.path.clone();
     let Some(record) = chosen.record.clone() else {
         return Err(Error::SyncRefused(format!(
-            "{} is a tree an interrupted sync was still filling, not a whole previous tree;              run keyferry sync again to finish that sync first",
+            "{} is a tree an interrupted sync was still filling, not a whole previous tree; run \
+             keyferry sync again to finish that sync first",
             kept_path.display()
         )));
     };
@@ -75,7 +77,9 @@ pub fn rollback(
     // only onto the tree that sync left, which is the target only while nothing came after.
     if record.mode == Mode::InPlace && chosen.number > 1 {
         return Err(Error::SyncRefused(format!(
-            "generation {} ({}) was kept by an in-place sync: it holds only the files sync {}              replaced, so it can go back only onto what that sync left; roll back the newer              generations first; nothing was changed",
+            "generation {} ({}) was kept by an in-place sync: it holds only the files sync {} \
+             replaced, so it can go back only onto what that sync left; roll back the newer \
+             generations first; nothing was changed",
             chosen.number,
             kept_path.display(),
             record.id
@@ -85,7 +89,9 @@ pub fn rollback(
     if let Some(last) = crate::sync::journal::LastSync::load(state_dir, t) {
         if last.id != record.id && !older {
             return Err(Error::SyncRefused(format!(
-                "generation {} of {} ({}) is the tree from before sync {} ({}), but the last                  sync of {} was {} ({}{}): rolling back would go back further than that sync;                  nothing was changed (--older goes back to it all the same)",
+                "generation {} of {} ({}) is the tree from before sync {} ({}), but the last sync \
+                 of {} was {} ({}{}): rolling back would go back further than that sync; nothing \
+                 was changed (--older goes back to it all the same)",
                 chosen.number,
                 t.display(),
                 kept_path.display(),

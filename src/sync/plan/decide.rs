@@ -41,7 +41,6 @@ pub(super) fn listings_digest(
     *h.finalize().as_bytes()
 }
 
-/// The plan from both listings; `ci`: the target compares names without regard to case.
 /// [`crate::sync::kept::listing_fingerprint`] of a listing's normal files.
 pub(super) fn listing_fingerprint(listed: &BTreeMap<String, Kind>, profile: &Profile) -> String {
     crate::sync::kept::listing_fingerprint(listed.iter().filter_map(|(rel, k)| match k {
@@ -141,6 +140,7 @@ fn refuse_listings(
     Ok(())
 }
 
+/// The plan from both listings; `ci`: the target compares names without regard to case.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan_listed(
     src: &Path,
@@ -185,11 +185,72 @@ pub(super) fn plan_listed(
         update_targets: BTreeMap::new(),
         profile: profile.clone(),
     };
-    let note = |rel: &str, list: &mut Vec<String>| {
-        if !list.iter().any(|x| x.eq_ignore_ascii_case(rel)) {
-            list.push(rel.to_owned());
-        }
-    };
+    let source_protected = from_source(&mut p, profile, opts, &from, &to, ci, same)?;
+    from_target(&mut p, profile, &from, &to, ci);
+    // A folder holding something left alone (protected, volatile, a link) is not removed.
+    let kept: Vec<String> = p
+        .protected
+        .iter()
+        .chain(&p.volatile)
+        .chain(&p.links)
+        .map(|k| k.to_lowercase())
+        .collect();
+    p.delete_dirs.retain(|d| {
+        !kept
+            .iter()
+            .any(|k| k.starts_with(&format!("{}/", d.to_lowercase())))
+    });
+    if p.delete.len() > opts.max_delete {
+        return refuse(format!(
+            "the plan would delete {} files from {} (at most {} without saying so); check that \
+             the target is the right folder, then raise the limit",
+            p.delete.len(),
+            dst.display(),
+            opts.max_delete
+        ));
+    }
+    for list in [&mut p.add, &mut p.update, &mut p.delete] {
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    p.add_dirs.sort();
+    p.source_dirs.sort();
+    p.delete_dirs.sort();
+    p.protected.sort();
+    p.volatile.sort();
+    p.links.sort();
+    warn(&mut p, profile, &source_protected);
+    Ok(p)
+}
+
+/// Adds `rel` to `list` unless a name of another case is there already.
+fn note(rel: &str, list: &mut Vec<String>) {
+    if !list.iter().any(|x| x.eq_ignore_ascii_case(rel)) {
+        list.push(rel.to_owned());
+    }
+}
+
+/// Plans `rel` (the target's `trel`) as an update of `len` bytes.
+fn update(p: &mut SyncPlan, rel: &str, trel: &str, len: u64) {
+    p.update_targets.insert(rel.to_owned(), trel.to_owned());
+    p.update_bytes += len;
+    p.update.push(PlanFile {
+        path: rel.to_owned(),
+        bytes: len,
+    });
+}
+
+/// What the source has: the files to add and update (equal sizes compared by content with
+/// `same` where the times do not settle it), the folders to make, and the names left alone.
+/// Returns the protected names the source has, which are never copied.
+fn from_source(
+    p: &mut SyncPlan,
+    profile: &Profile,
+    opts: &PlanOptions,
+    from: &BTreeMap<String, Kind>,
+    to: &BTreeMap<String, Kind>,
+    ci: bool,
+    same: Comparer<'_>,
+) -> Result<Vec<String>> {
     // Protected and volatile names on the target are matched case-insensitively, as Windows
     // would: a source `Database.config` never lands on a target's `database.config`.
     let target_lower: BTreeMap<String, (&String, &Kind)> =
@@ -204,20 +265,12 @@ pub(super) fn plan_listed(
             }
         })
     };
-    let update = |p: &mut SyncPlan, rel: &str, trel: &str, len: u64| {
-        p.update_targets.insert(rel.to_owned(), trel.to_owned());
-        p.update_bytes += len;
-        p.update.push(PlanFile {
-            path: rel.to_owned(),
-            bytes: len,
-        });
-    };
     // Files of equal size compared by content (`--checksum`, or their times differ), hashed
     // together on every core: source name, target name, size, source time, target time.
     type Compared = (String, String, u64, Option<SystemTime>, Option<SystemTime>);
     let mut compare: Vec<Compared> = Vec::new();
     let mut source_protected = Vec::new();
-    for (rel, kind) in &from {
+    for (rel, kind) in from {
         match classify(rel, profile) {
             Class::Protected => note(rel, &mut source_protected),
             Class::Volatile => note(rel, &mut p.volatile),
@@ -239,7 +292,7 @@ pub(super) fn plan_listed(
                     }
                     Some((trel, Kind::File(tlen, tmtime))) => {
                         if tlen != len {
-                            update(&mut p, rel, trel, *len);
+                            update(p, rel, trel, *len);
                         } else if !opts.checksum && mtime.is_some() && tmtime == mtime {
                             p.unchanged += 1;
                             p.unchanged_files.push((rel.clone(), trel.clone(), *len));
@@ -272,10 +325,23 @@ pub(super) fn plan_listed(
                         p.new_times.push((rel.clone(), *m));
                     }
                 }
-                _ => update(&mut p, rel, trel, *len),
+                _ => update(p, rel, trel, *len),
             }
         }
     }
+    Ok(source_protected)
+}
+
+/// What the target has and the source does not, or has as another kind: the files and
+/// folders to delete, and what is kept as it is (protected and volatile names, names the
+/// source has only as links, and all a kept folder holds).
+fn from_target(
+    p: &mut SyncPlan,
+    profile: &Profile,
+    from: &BTreeMap<String, Kind>,
+    to: &BTreeMap<String, Kind>,
+    ci: bool,
+) {
     // Names as the target compares them.
     let key = |k: &str| if ci { k.to_lowercase() } else { k.to_owned() };
     let source_lower: std::collections::BTreeSet<String> = from.keys().map(|k| key(k)).collect();
@@ -289,7 +355,7 @@ pub(super) fn plan_listed(
         .collect();
     let source_kinds: BTreeMap<String, &Kind> = from.iter().map(|(r, k)| (key(r), k)).collect();
     let mut kept_folders: Vec<String> = Vec::new();
-    for (rel, kind) in &to {
+    for (rel, kind) in to {
         if kept_folders
             .iter()
             .any(|d| key(rel).starts_with(&format!("{d}/")))
@@ -357,39 +423,6 @@ pub(super) fn plan_listed(
             },
         }
     }
-    // A folder holding something left alone (protected, volatile, a link) is not removed.
-    let kept: Vec<String> = p
-        .protected
-        .iter()
-        .chain(&p.volatile)
-        .chain(&p.links)
-        .map(|k| k.to_lowercase())
-        .collect();
-    p.delete_dirs.retain(|d| {
-        !kept
-            .iter()
-            .any(|k| k.starts_with(&format!("{}/", d.to_lowercase())))
-    });
-    if p.delete.len() > opts.max_delete {
-        return refuse(format!(
-            "the plan would delete {} files from {} (at most {} without saying so); check that \
-             the target is the right folder, then raise the limit",
-            p.delete.len(),
-            dst.display(),
-            opts.max_delete
-        ));
-    }
-    for list in [&mut p.add, &mut p.update, &mut p.delete] {
-        list.sort_by(|a, b| a.path.cmp(&b.path));
-    }
-    p.add_dirs.sort();
-    p.source_dirs.sort();
-    p.delete_dirs.sort();
-    p.protected.sort();
-    p.volatile.sort();
-    p.links.sort();
-    warn(&mut p, profile, &source_protected);
-    Ok(p)
 }
 
 /// Files an admin may have customised per node (DOMAIN.md §2): overwriting them is worth a
