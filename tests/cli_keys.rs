@@ -3,22 +3,23 @@
 
 use crate::common;
 use common::*;
+use std::ffi::OsString;
 use std::path::Path;
 
 const KEY_A: &[u8] = b"\x01\x02ENCRYPTION-CONFIG-A\x00\xffprimary key bytes 0123456789";
 const KEY_B: &[u8] = b"\x09\x08ENCRYPTION-CONFIG-B\x00\xfesecondary key bytes 987654";
 
 fn import(c: &Cluster, node: &str, bundle: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["keys", "import", bundle.to_str().unwrap()];
-    args.extend_from_slice(extra);
+    let mut args = Vec::from(argv!["keys", "import", bundle]);
+    args.extend(extra.iter().map(OsString::from));
     c.keyferry_node(node, &args)
 }
 
 /// Runs an import that must be refused with `code`, and checks nothing on disk changed and
 /// that the refusal says what to do.
 fn assert_refused(c: &Cluster, node: &str, bundle: &Path, extra: &[&str], code: &str) -> Run {
-    let mut args = vec!["keys", "import", bundle.to_str().unwrap()];
-    args.extend_from_slice(extra);
+    let mut args = Vec::from(argv!["keys", "import", bundle]);
+    args.extend(extra.iter().map(OsString::from));
     let r = c.assert_refused(node, &args, code);
     assert!(
         r.stderr().contains("error:") && r.stderr().contains("hint:"),
@@ -501,15 +502,22 @@ fn export_refuses_node_without_keys_and_changes_nothing() {
 fn export_from_a_node_that_is_not_the_primary_needs_a_flag_and_says_why() {
     let c = Cluster::secret_server(KEY_A, Some(KEY_B));
     let out = c.path("x.kfb");
-    let o = out.to_str().unwrap();
-    let r = c.assert_refused("web2", &["keys", "export", "-o", o], "not-primary");
+    let o = out.as_os_str();
+    let r = c.assert_refused("web2", &argv!["keys", "export", "-o", o], "not-primary");
     assert!(r.stderr().contains("source of truth"), "{}", r.stderr());
     assert!(r.stderr().contains("--from-non-primary"), "{}", r.stderr());
-    let r = c.assert_refused("proxy1", &["keys", "export", "-o", o], "nothing-to-export");
+    let r = c.assert_refused(
+        "proxy1",
+        &argv!["keys", "export", "-o", o],
+        "nothing-to-export",
+    );
     assert!(r.stderr().contains("on the primary"), "{}", r.stderr());
     assert!(!r.stderr().contains("run the import"), "{}", r.stderr());
-    c.keyferry_node("web2", &["keys", "export", "-o", o, "--from-non-primary"])
-        .assert_code(0);
+    c.keyferry_node(
+        "web2",
+        &argv!["keys", "export", "-o", o, "--from-non-primary"],
+    )
+    .assert_code(0);
 }
 
 /// Replacing the primary's key set needs --replace-primary on top of --replace, and the
@@ -518,12 +526,15 @@ fn export_from_a_node_that_is_not_the_primary_needs_a_flag_and_says_why() {
 fn replacing_the_primarys_keys_needs_its_own_flag() {
     let c = Cluster::secret_server(KEY_A, Some(KEY_B));
     let out = c.path("b.kfb");
-    let o = out.to_str().unwrap();
-    c.keyferry_node("web2", &["keys", "export", "-o", o, "--from-non-primary"])
-        .assert_code(0);
+    let o = out.as_os_str();
+    c.keyferry_node(
+        "web2",
+        &argv!["keys", "export", "-o", o, "--from-non-primary"],
+    )
+    .assert_code(0);
     for extra in [&[][..], &["--replace"][..]] {
-        let mut a = vec!["keys", "import", o];
-        a.extend_from_slice(extra);
+        let mut a = Vec::from(argv!["keys", "import", o]);
+        a.extend(extra.iter().map(OsString::from));
         let r = c.assert_refused("web1", &a, "replaces-primary");
         assert!(
             r.stderr().contains("encrypts the database"),
@@ -632,7 +643,7 @@ fn a_missing_key_files_hint_fits_the_product() {
 fn ttl_errors_suggest_values_that_are_accepted() {
     let c = Cluster::secret_server(KEY_A, None);
     let out = c.path("t.kfb");
-    let o = out.to_str().unwrap();
+    let o = out.as_os_str();
     for (ttl, says) in [
         ("90", "--ttl 90m"),
         ("1m", "--ttl 30m"),
@@ -640,14 +651,17 @@ fn ttl_errors_suggest_values_that_are_accepted() {
         ("soon", "--ttl 30m"),
     ] {
         let before = c.snapshot();
-        let r = c.keyferry_node("web1", &["keys", "export", "-o", o, "--ttl", ttl]);
+        let r = c.keyferry_node("web1", &argv!["keys", "export", "-o", o, "--ttl", ttl]);
         r.assert_code(2);
         assert_eq!(before, c.snapshot(), "--ttl {ttl} changed files on disk");
         assert!(r.stderr().contains(says), "--ttl {ttl}: {}", r.stderr());
         assert!(!out.exists());
     }
     for ok in ["90m", "30m", "1d", "2h"] {
-        let r = c.keyferry_node("web1", &["keys", "export", "-o", o, "--ttl", ok, "--force"]);
+        let r = c.keyferry_node(
+            "web1",
+            &argv!["keys", "export", "-o", o, "--ttl", ok, "--force"],
+        );
         r.assert_code(0);
     }
 }
@@ -662,42 +676,42 @@ fn a_missing_file_says_which_kind_it_is() {
     let cl = c.cluster_file();
     for (args, kind) in [
         (
-            vec![
+            Vec::from(argv![
                 "fingerprint",
                 "-c",
                 "clustr.toml",
                 "--node",
                 "web1",
                 "--json",
-            ],
+            ]),
             "cluster file",
         ),
         (
-            vec![
+            Vec::from(argv![
                 "keys",
                 "import",
-                bundle.to_str().unwrap(),
+                &bundle,
                 "-c",
-                cl.to_str().unwrap(),
+                &cl,
                 "--node",
                 "dr1",
                 "--passphrase-file",
                 "/nonexistent/pass",
                 "--json",
-            ],
+            ]),
             "passphrase file",
         ),
         (
-            vec![
+            Vec::from(argv![
                 "keys",
                 "import",
                 "/nonexistent/keys.kfb",
                 "-c",
-                cl.to_str().unwrap(),
+                &cl,
                 "--node",
                 "dr1",
                 "--json",
-            ],
+            ]),
             "keyferry bundle",
         ),
     ] {

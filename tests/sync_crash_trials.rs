@@ -11,6 +11,7 @@
 use crate::common;
 use common::*;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 const KEY: &[u8] = b"TARGET KEY, never the source's";
@@ -72,18 +73,18 @@ impl Bed {
     }
     fn run(&self, cmd: &[&str], extra: &[&str], failpoint: Option<&str>) -> Run {
         let (s, d, st) = (self.src(), self.dst(), self.dir.path().join("state"));
-        let mut a: Vec<&str> = cmd.to_vec();
-        a.extend([
+        let mut a: Vec<OsString> = cmd.iter().map(OsString::from).collect();
+        a.extend(argv![
             "--profile",
             "secret-server",
             "--from",
-            s.to_str().unwrap(),
+            s,
             "--root",
-            d.to_str().unwrap(),
+            d,
             "--state-dir",
-            st.to_str().unwrap(),
+            st
         ]);
-        a.extend(extra);
+        a.extend(extra.iter().map(OsString::from));
         let env: Vec<(&str, &str)> = failpoint
             .map(|f| vec![("KEYFERRY_FAILPOINT", f)])
             .unwrap_or_default();
@@ -311,14 +312,14 @@ fn a_dry_run_after_a_crash_refuses_and_changes_nothing() {
 fn a_key_command_after_a_killed_sync_finishes_the_sync_first() {
     let keys = |bed: &Bed, cmd: &[&str]| {
         let (d, st) = (bed.dst(), bed.dir.path().join("state"));
-        let mut a: Vec<&str> = cmd.to_vec();
-        a.extend([
+        let mut a: Vec<OsString> = cmd.iter().map(OsString::from).collect();
+        a.extend(argv![
             "--profile",
             "secret-server",
             "--root",
-            d.to_str().unwrap(),
+            d,
             "--state-dir",
-            st.to_str().unwrap(),
+            st
         ]);
         keyferry_env(&a, None, &[])
     };

@@ -76,67 +76,7 @@ pub fn rejoin(
     check_here(node, "ha rejoin")?;
     let dd = DataDir::open(&data)?;
     let (local_facts, ctl) = facts::local(conn, node, &dd)?;
-    if local_facts.role == "primary" {
-        let peer_is_replica = conn
-            .admin(primary)
-            .and_then(|mut c| c.query_one("SELECT pg_is_in_recovery()", &[]))
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false);
-        if peer_is_replica {
-            return Err(refused(
-                format!(
-                    "{} (this node) is the running primary and {} is its replica: there is \
-                     nothing to rejoin",
-                    node.name, primary.name
-                ),
-                HaReason::NothingToRejoin {
-                    node: node.name.clone(),
-                },
-            ));
-        }
-        return Err(refused(
-            format!(
-                "{} runs as a primary too (split brain): rejoining it throws away its writes since the failover",
-                node.name
-            ),
-            HaReason::SplitBrain,
-        ));
-    }
-    let mut pc = check_primary(conn, primary, node)?;
-    let source = facts::remote_with(&mut pc, primary)?;
-    let setting = keep_size_change(&mut pc, pair, primary)?;
-    drop(pc);
-    if local_facts.system_identifier.is_some()
-        && source.system_identifier.is_some()
-        && local_facts.system_identifier != source.system_identifier
-    {
-        return Err(refused(
-            format!(
-                "{} and {} are different databases, not a pair that parted: rejoin would replace \
-                 a database of its own.\n  {}\n  {}",
-                node.name,
-                primary.name,
-                local_facts.line(),
-                source.line()
-            ),
-            HaReason::DifferentDatabases {
-                node: node.name.clone(),
-            },
-        ));
-    }
-    let mut programs = local_facts.clone();
-    programs.major = server::bin_major(node)?;
-    for (l, what) in [(&local_facts, "a rewind"), (&programs, "a replica")] {
-        if let Some(why) = facts::same_major(l, &source, what) {
-            return Err(refused(
-                why,
-                HaReason::RejoinNeedsCopy {
-                    node: node.name.clone(),
-                    major: source.major.unwrap_or(0),
-                },
-            ));
-        }
-    }
+    let setting = check_rejoin(conn, node, &local_facts)?;
     let local = node_local(conn, node, &dd)?;
     let running = local_facts.running;
     let no_rewind =
@@ -310,4 +250,77 @@ pub fn rejoin(
     );
     r.removed_slots = removed;
     Ok(r)
+}
+
+/// Refuses a rejoin the facts do not allow, before anything changes: this node the running
+/// primary (nothing to rejoin, or split brain), a database that is not the peer's, another
+/// major version. Returns the server setting the rejoin changes on the primary, if any.
+fn check_rejoin(
+    conn: &Connector<'_>,
+    node: &HaNode,
+    local_facts: &ServerFacts,
+) -> Result<Option<String>> {
+    let (pair, primary) = (conn.pair, conn.pair.peer_of(node));
+    if local_facts.role == "primary" {
+        let peer_is_replica = conn
+            .admin(primary)
+            .and_then(|mut c| c.query_one("SELECT pg_is_in_recovery()", &[]))
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false);
+        if peer_is_replica {
+            return Err(refused(
+                format!(
+                    "{} (this node) is the running primary and {} is its replica: there is \
+                     nothing to rejoin",
+                    node.name, primary.name
+                ),
+                HaReason::NothingToRejoin {
+                    node: node.name.clone(),
+                },
+            ));
+        }
+        return Err(refused(
+            format!(
+                "{} runs as a primary too (split brain): rejoining it throws away its writes since the failover",
+                node.name
+            ),
+            HaReason::SplitBrain,
+        ));
+    }
+    let mut pc = check_primary(conn, primary, node)?;
+    let source = facts::remote_with(&mut pc, primary)?;
+    let setting = keep_size_change(&mut pc, pair, primary)?;
+    drop(pc);
+    if local_facts.system_identifier.is_some()
+        && source.system_identifier.is_some()
+        && local_facts.system_identifier != source.system_identifier
+    {
+        return Err(refused(
+            format!(
+                "{} and {} are different databases, not a pair that parted: rejoin would replace \
+                 a database of its own.\n  {}\n  {}",
+                node.name,
+                primary.name,
+                local_facts.line(),
+                source.line()
+            ),
+            HaReason::DifferentDatabases {
+                node: node.name.clone(),
+            },
+        ));
+    }
+    let mut programs = local_facts.clone();
+    programs.major = server::bin_major(node)?;
+    for (l, what) in [(local_facts, "a rewind"), (&programs, "a replica")] {
+        if let Some(why) = facts::same_major(l, &source, what) {
+            return Err(refused(
+                why,
+                HaReason::RejoinNeedsCopy {
+                    node: node.name.clone(),
+                    major: source.major.unwrap_or(0),
+                },
+            ));
+        }
+    }
+    Ok(setting)
 }

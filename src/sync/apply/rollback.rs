@@ -116,59 +116,11 @@ pub fn rollback(
             t.display()
         )));
     }
-    // What of the target stays through the rollback: its protected files and links, its
-    // volatile folders, and links the kept tree does not have. Found from the two listings
-    // alone, not from a plan of the kept tree against the target, which can refuse (an
-    // empty kept tree after --new-target, a link leading out): the keys stay whatever the
-    // trees hold. A listing that fails refuses the rollback before anything changes.
-    let listed = |root: &Path, side: &str| {
-        crate::sync::plan::list(root, profile, side).map_err(|e| {
-            Error::SyncRefused(format!(
-                "{side} {} could not be listed, so the rollback cannot know which of its files \
-                 to keep ({e}); nothing was changed",
-                root.display()
-            ))
-        })
-    };
-    let (in_prev, in_target) = (
-        listed(&kept_path, "the kept tree")?,
-        listed(t, "the target")?,
-    );
-    let prev_lower: std::collections::BTreeSet<String> =
-        in_prev.keys().map(|k| k.to_lowercase()).collect();
-    let mut protected_rels = Vec::new();
-    let mut kept: Vec<(String, Kind)> = Vec::new();
-    for (rel, kind) in &in_target {
-        match crate::sync::plan::classify(rel, profile) {
-            crate::sync::plan::Class::Protected => protected_rels.push(rel.clone()),
-            crate::sync::plan::Class::Volatile => kept.push((rel.clone(), kind.clone())),
-            crate::sync::plan::Class::Normal
-                if *kind == Kind::Link && !prev_lower.contains(&rel.to_lowercase()) =>
-            {
-                kept.push((rel.clone(), kind.clone()))
-            }
-            crate::sync::plan::Class::Normal => {}
-        }
-    }
-    let protected = record_protected(t, &protected_rels)?;
-    let protected_links = record_protected_links(t, &protected_rels)?;
-    // A protected file the kept tree holds under the same name, other than the target's (an
-    // older key, put there by hand): keyferry does not choose between two keys.
-    if let Ok(prev_tree) = Tree::open(&kept_path) {
-        for p in &protected {
-            if let Ok(Entry::File { id, .. }) = prev_tree.entry(&p.path) {
-                if id != p.id {
-                    return Err(Error::SyncRefused(format!(
-                        "the kept tree {} holds its own {} beside the target's; keyferry will \
-                         not choose between two of them: move the kept tree's copy away (it \
-                         may be an older key), then roll back",
-                        kept_path.display(),
-                        p.path
-                    )));
-                }
-            }
-        }
-    }
+    let Stays {
+        protected,
+        protected_links,
+        kept,
+    } = what_stays(t, &kept_path, profile)?;
     let mut journal = SyncJournal {
         version: crate::JSON_VERSION,
         kind: "sync-journal".into(),
@@ -246,6 +198,79 @@ pub fn rollback(
         protected_checked: n,
         already: false,
     })
+}
+
+/// What of the target `t` stays through a rollback to `kept_path`: its protected files and
+/// links (recorded, to be checked afterwards), and its volatile folders and the links the kept
+/// tree does not have. Refused when a listing fails, or when the kept tree holds a protected
+/// file of its own beside the target's.
+fn what_stays(t: &Path, kept_path: &Path, profile: &Profile) -> Result<Stays> {
+    // What of the target stays through the rollback: its protected files and links, its
+    // volatile folders, and links the kept tree does not have. Found from the two listings
+    // alone, not from a plan of the kept tree against the target, which can refuse (an
+    // empty kept tree after --new-target, a link leading out): the keys stay whatever the
+    // trees hold. A listing that fails refuses the rollback before anything changes.
+    let listed = |root: &Path, side: &str| {
+        crate::sync::plan::list(root, profile, side).map_err(|e| {
+            Error::SyncRefused(format!(
+                "{side} {} could not be listed, so the rollback cannot know which of its files \
+                 to keep ({e}); nothing was changed",
+                root.display()
+            ))
+        })
+    };
+    let (in_prev, in_target) = (
+        listed(kept_path, "the kept tree")?,
+        listed(t, "the target")?,
+    );
+    let prev_lower: std::collections::BTreeSet<String> =
+        in_prev.keys().map(|k| k.to_lowercase()).collect();
+    let mut protected_rels = Vec::new();
+    let mut kept: Vec<(String, Kind)> = Vec::new();
+    for (rel, kind) in &in_target {
+        match crate::sync::plan::classify(rel, profile) {
+            crate::sync::plan::Class::Protected => protected_rels.push(rel.clone()),
+            crate::sync::plan::Class::Volatile => kept.push((rel.clone(), kind.clone())),
+            crate::sync::plan::Class::Normal
+                if *kind == Kind::Link && !prev_lower.contains(&rel.to_lowercase()) =>
+            {
+                kept.push((rel.clone(), kind.clone()))
+            }
+            crate::sync::plan::Class::Normal => {}
+        }
+    }
+    let protected = record_protected(t, &protected_rels)?;
+    let protected_links = record_protected_links(t, &protected_rels)?;
+    // A protected file the kept tree holds under the same name, other than the target's (an
+    // older key, put there by hand): keyferry does not choose between two keys.
+    if let Ok(prev_tree) = Tree::open(kept_path) {
+        for p in &protected {
+            if let Ok(Entry::File { id, .. }) = prev_tree.entry(&p.path) {
+                if id != p.id {
+                    return Err(Error::SyncRefused(format!(
+                        "the kept tree {} holds its own {} beside the target's; keyferry will \
+                         not choose between two of them: move the kept tree's copy away (it \
+                         may be an older key), then roll back",
+                        kept_path.display(),
+                        p.path
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Stays {
+        protected,
+        protected_links,
+        kept,
+    })
+}
+
+/// What of the target stays through a rollback ([`what_stays`]).
+struct Stays {
+    protected: Vec<ProtectedState>,
+    protected_links: Vec<ProtectedLink>,
+    /// Volatile folders, and links the kept tree does not have.
+    kept: Vec<(String, Kind)>,
 }
 
 /// Undoes the preparation of an interrupted swap-back: the previous tree goes back under its
