@@ -28,6 +28,17 @@ pub struct Recovered {
 }
 
 impl Recovered {
+    /// Nothing yet, on `node`.
+    fn nothing(node: &Node) -> Recovered {
+        Recovered {
+            node: node.name.clone(),
+            change: None,
+            swept: Vec::new(),
+            syncs: Vec::new(),
+            replica: None,
+        }
+    }
+
     /// Whether anything was cut off (temp files aside).
     pub fn found(&self) -> bool {
         self.change.is_some() || !self.syncs.is_empty() || self.replica.is_some()
@@ -51,13 +62,7 @@ pub enum Own<'a> {
 /// Recovers `node` (and, where it is a node of the HA pair, its replica swap: `ha`),
 /// waiting at most `wait` for another command that holds the node's lock.
 pub fn node(node: &Node, ha: Option<&HaNode>, wait: Duration) -> Result<Recovered> {
-    let mut r = Recovered {
-        node: node.name.clone(),
-        change: None,
-        swept: Vec::new(),
-        syncs: Vec::new(),
-        replica: None,
-    };
+    let mut r = Recovered::nothing(node);
     recover_all(node, ha, wait, Own::Nothing, true, &mut r)?;
     Ok(r)
 }
@@ -68,13 +73,7 @@ pub fn node(node: &Node, ha: Option<&HaNode>, wait: Duration) -> Result<Recovere
 /// `recover` does it on request). So no change builds on one that was cut off, whatever its
 /// kind. When nothing is cut off it only reads: no lock is taken and nothing is created.
 pub fn before(node: &Node, ha: Option<&HaNode>, wait: Duration, own: Own<'_>) -> Result<Recovered> {
-    let mut r = Recovered {
-        node: node.name.clone(),
-        change: None,
-        swept: Vec::new(),
-        syncs: Vec::new(),
-        replica: None,
-    };
+    let mut r = Recovered::nothing(node);
     if !pending(node, ha, own)? {
         return Ok(r);
     }

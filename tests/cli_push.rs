@@ -5,6 +5,7 @@
 use crate::common;
 use common::*;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 const KEY_A: &[u8] = b"\x01\x02PUSH-KEY-A\x00\xffprimary key bytes 0123456789";
@@ -17,16 +18,9 @@ fn push(c: &Cluster, extra: &[&str]) -> Run {
 /// `keys push` from web1 with `extra` arguments (and `--json`), in `env`.
 fn push_env(c: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let cluster = c.cluster_file();
-    let mut a = vec![
-        "keys",
-        "push",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--node",
-        "web1",
-    ];
-    a.extend_from_slice(extra);
-    a.push("--json");
+    let mut a = Vec::from(argv!["keys", "push", "-c", cluster, "--node", "web1"]);
+    a.extend(extra.iter().map(OsString::from));
+    a.push("--json".into());
     keyferry_env(&a, None, env)
 }
 
@@ -352,17 +346,7 @@ fn import_from_stdin_takes_only_a_push_stream() {
     let c = Cluster::secret_server(KEY_A, Some(KEY_B));
     let before = c.snapshot();
     let cluster = c.cluster_file();
-    let args = [
-        "keys",
-        "import",
-        "-",
-        "--json",
-        "--batch",
-        "-c",
-        cluster.to_str().unwrap(),
-        "--node",
-        "dr1",
-    ];
+    let args = argv!["keys", "import", "-", "--json", "--batch", "-c", &cluster, "--node", "dr1",];
     for junk in [
         &b"not a stream\n"[..],
         b"keyferry-push 1\nno newline after",
@@ -380,7 +364,7 @@ fn import_from_stdin_takes_only_a_push_stream() {
     r.assert_code(2);
     let pass = c.path("pass.txt");
     let mut with_file = args.to_vec();
-    with_file.extend(["--passphrase-file", pass.to_str().unwrap()]);
+    with_file.extend(argv!["--passphrase-file", pass]);
     let r = keyferry(&with_file, Some(b"keyferry-push 1\n"));
     r.assert_code(2);
     assert!(r.stdout().contains("push stream"), "{}", r.stdout());
@@ -464,15 +448,8 @@ fn backups_a_path_push_kept_on_the_pushing_node_are_listed_and_restored_from_the
     assert_eq!(std::fs::read(c.key_path("web2")).unwrap(), b"KEY-A primary");
     let cl = c.cluster_file();
     let restore = |extra: &[&str]| {
-        let mut a = vec![
-            "keys",
-            "restore",
-            "-c",
-            cl.to_str().unwrap(),
-            "--node",
-            "web2",
-        ];
-        a.extend_from_slice(extra);
+        let mut a = Vec::from(argv!["keys", "restore", "-c", &cl, "--node", "web2"]);
+        a.extend(extra.iter().map(OsString::from));
         keyferry(&a, None)
     };
     let r = restore(&["--list", "--json"]);

@@ -4,13 +4,14 @@
 
 use crate::common;
 use common::*;
+use std::ffi::OsString;
 
 const KEY: &[u8] = b"THE KEY every node should hold";
 
 fn audit(c: &Cluster, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let cluster = c.cluster_file();
-    let mut a = vec!["audit", "-c", cluster.to_str().unwrap()];
-    a.extend_from_slice(extra);
+    let mut a = Vec::from(argv!["audit", "-c", cluster]);
+    a.extend(extra.iter().map(OsString::from));
     keyferry_env(&a, None, env)
 }
 
@@ -249,7 +250,7 @@ fn tables_off_a_terminal_wrap_to_a_readable_width() {
     .unwrap();
     let run = |columns: Option<&str>| {
         let mut cmd = std::process::Command::new(bin());
-        cmd.args(["audit", "-c", cl.to_str().unwrap()]);
+        cmd.args(argv!["audit", "-c", &cl]);
         cmd.env_remove("COLUMNS");
         if let Some(c) = columns {
             cmd.env("COLUMNS", c);

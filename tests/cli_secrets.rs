@@ -260,12 +260,12 @@ fn generated_passphrase_is_shown_only_on_the_terminal_and_works() {
     }
     // And it opens the bundle.
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "import",
-            out.to_str().unwrap(),
+            &out,
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            c.cluster_file(),
             "--node",
             "dr1",
             "--passphrase-fd",
@@ -307,7 +307,7 @@ fn a_weak_supplied_passphrase_is_refused_unless_the_admin_says_so() {
     let out = c.path("w.kfb");
     let r = c.assert_refused(
         "web1",
-        &["keys", "export", "-o", out.to_str().unwrap()],
+        &argv!["keys", "export", "-o", &out],
         "weak-passphrase",
     );
     assert!(
@@ -317,13 +317,7 @@ fn a_weak_supplied_passphrase_is_refused_unless_the_admin_says_so() {
     );
     c.keyferry_node(
         "web1",
-        &[
-            "keys",
-            "export",
-            "-o",
-            out.to_str().unwrap(),
-            "--allow-weak-passphrase",
-        ],
+        &argv!["keys", "export", "-o", &out, "--allow-weak-passphrase"],
     )
     .assert_code(0);
 }
@@ -339,12 +333,12 @@ fn a_word_list_passphrase_typed_with_capitals_and_hyphens_still_opens() {
     );
     let bundle = c.export();
     let r = keyferry(
-        &[
+        &argv![
             "keys",
             "import",
-            bundle.to_str().unwrap(),
+            &bundle,
             "-c",
-            c.cluster_file().to_str().unwrap(),
+            c.cluster_file(),
             "--node",
             "dr1",
             "--passphrase-fd",

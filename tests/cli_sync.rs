@@ -5,6 +5,7 @@
 use crate::common;
 use common::*;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 const SOURCE_KEY: &[u8] = b"SOURCE-ENCRYPTION-KEY-never-copied";
@@ -64,29 +65,24 @@ impl Pair {
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
-    fn args<'a>(&'a self, strs: &'a mut Vec<String>, extra: &[&str]) -> Vec<&'a str> {
-        strs.clear();
-        strs.extend(
-            [
-                "--profile",
-                "secret-server",
-                "--from",
-                self.src().to_str().unwrap(),
-                "--root",
-                self.dst().to_str().unwrap(),
-                "--state-dir",
-                self.state().to_str().unwrap(),
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        strs.extend(extra.iter().map(|s| s.to_string()));
-        strs.iter().map(|s| s.as_str()).collect()
+    /// `--profile`, the two folders and the state folder, then `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<OsString> {
+        let mut a = Vec::from(argv![
+            "--profile",
+            "secret-server",
+            "--from",
+            self.src(),
+            "--root",
+            self.dst(),
+            "--state-dir",
+            self.state()
+        ]);
+        a.extend(extra.iter().map(OsString::from));
+        a
     }
     fn run(&self, before: &[&str], extra: &[&str]) -> Run {
-        let mut s = Vec::new();
-        let mut a: Vec<&str> = before.to_vec();
-        a.extend(self.args(&mut s, extra));
+        let mut a: Vec<OsString> = before.iter().map(OsString::from).collect();
+        a.extend(self.args(extra));
         keyferry(&a, None)
     }
     /// `keyferry sync --json` for this pair, running the `sh` script `body` (written as
@@ -94,9 +90,8 @@ impl Pair {
     #[cfg(all(unix, feature = "failpoints"))]
     fn sync_with_hook(&self, point: &str, name: &str, body: &str) -> Run {
         let script = shell_script(&self.dir.path().join(name), body);
-        let mut s = Vec::new();
-        let mut args = vec!["sync"];
-        args.extend(self.args(&mut s, &["--json"]));
+        let mut args = Vec::from(argv!["sync"]);
+        args.extend(self.args(&["--json"]));
         let hook = format!("{point}={}", script.display());
         keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)])
     }
@@ -413,8 +408,8 @@ fn a_cluster_sync_reaches_every_other_web_node_and_one_failure_does_not_stop_the
     let dr_before = snapshot(&c.app("dr1"));
     let cf = c.cluster_file();
     let sync = |extra: &[&str]| {
-        let mut a = vec!["sync", "-c", cf.to_str().unwrap(), "--node", "web1"];
-        a.extend(extra);
+        let mut a = Vec::from(argv!["sync", "-c", &cf, "--node", "web1"]);
+        a.extend(extra.iter().map(OsString::from));
         keyferry(&a, None)
     };
     // web2 changed, dr1 refused: partly done (3), the table says which.
@@ -433,15 +428,7 @@ fn a_cluster_sync_reaches_every_other_web_node_and_one_failure_does_not_stop_the
     r.assert_code(0);
     assert_eq!(r.json()["targets"].as_array().unwrap().len(), 1);
     assert_eq!(r.json()["targets"][0]["result"], "unchanged");
-    let mut a = vec![
-        "sync",
-        "verify",
-        "-c",
-        cf.to_str().unwrap(),
-        "--node",
-        "web1",
-    ];
-    a.extend(["--to", "web2"]);
+    let a = argv!["sync", "verify", "-c", &cf, "--node", "web1", "--to", "web2"];
     keyferry(&a, None).assert_code(0);
     let r = sync(&["--to", "nosuch"]);
     r.assert_code(2);
@@ -455,12 +442,11 @@ fn windows_drive_and_unc_paths_work() {
     let p = Pair::new();
     let dst = p.dst();
     let unc = format!(r"\\?\{}", dst.display());
-    let mut s = Vec::new();
-    let mut a = vec!["sync"];
-    let args = p.args(&mut s, &[]);
-    a.extend(args.iter().take(5));
-    a.push(&unc);
-    a.extend(args.iter().skip(6));
+    let mut a = Vec::from(argv!["sync"]);
+    let args = p.args(&[]);
+    a.extend(args.iter().take(5).cloned());
+    a.push(unc.into());
+    a.extend(args.iter().skip(6).cloned());
     keyferry(&a, None).assert_code(0);
     assert_eq!(read(&dst.join("bin/New.dll")), b"added in 11.0");
     assert_eq!(read(&dst.join("encryption.config")), TARGET_KEY);
@@ -644,8 +630,8 @@ fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
     backdate(&c.app("web2"));
     let cf = c.cluster_file();
     let sync = |extra: &[&str]| {
-        let mut a = vec!["sync", "-c", cf.to_str().unwrap()];
-        a.extend(extra);
+        let mut a = Vec::from(argv!["sync", "-c", &cf]);
+        a.extend(extra.iter().map(OsString::from));
         keyferry(&a, None)
     };
     let before = c.snapshot();
@@ -685,9 +671,8 @@ fn a_sync_from_a_secondary_onto_the_primary_is_refused() {
 #[test]
 fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
     let p = Pair::new();
-    let mut s = Vec::new();
-    let mut args = vec!["sync"];
-    args.extend(p.args(&mut s, &[]));
+    let mut args = Vec::from(argv!["sync"]);
+    args.extend(p.args(&[]));
     let out = std::process::Command::new(bin())
         .args(&args)
         .env(
@@ -698,7 +683,10 @@ fn an_exported_cluster_variable_leaves_a_two_folder_sync_alone() {
         .output()
         .unwrap();
     let r = Run {
-        args: args.iter().map(|a| a.to_string()).collect(),
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         out,
     };
     r.assert_code(0);
@@ -1036,16 +1024,16 @@ fn a_disk_that_fills_right_after_the_swap_is_partly_done_and_finished_by_the_rer
              dd if=/dev/zero of={m:?}/filler2 bs=4k >/dev/null 2>&1\nexit 0"
         ),
     );
-    let args = [
+    let args = argv![
         "sync",
         "--profile",
         "secret-server",
         "--from",
-        src.to_str().unwrap(),
+        &src,
         "--root",
-        dst.to_str().unwrap(),
+        &dst,
         "--state-dir",
-        state.to_str().unwrap(),
+        &state,
     ];
     let hook = format!("sync:committed={}", script.display());
     let r = keyferry_env(&args, None, &[("KEYFERRY_FAILPOINT_RUN", &hook)]);

@@ -2,6 +2,7 @@
 
 use crate::common;
 use common::*;
+use std::ffi::OsString;
 
 fn plan(cluster: &std::path::Path) -> Run {
     keyferry(&argv!["upgrade", "plan", "-c", &cluster, "--json"], None)
@@ -419,16 +420,8 @@ fn clusters_without_a_procedure_are_refused() {
 /// Runs `upgrade <cmd>` for web1 in batch mode with `extra` arguments and `env`.
 fn up(c: &Cluster, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let cl = c.cluster_file();
-    let mut a = vec![
-        "upgrade",
-        cmd,
-        "-c",
-        cl.to_str().unwrap(),
-        "--node",
-        "web1",
-        "--batch",
-    ];
-    a.extend_from_slice(extra);
+    let mut a = Vec::from(argv!["upgrade", cmd, "-c", cl, "--node", "web1", "--batch"]);
+    a.extend(extra.iter().map(OsString::from));
     keyferry_env(&a, None, env)
 }
 
