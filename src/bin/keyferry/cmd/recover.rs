@@ -46,9 +46,8 @@ fn said(r: &Recovered) -> Vec<String> {
     if let Some(c) = &r.change {
         lines.push(format!("Node {}: {c}.", r.node));
     }
-    for (target, what) in &r.syncs {
-        lines.push(format!("{}: {what}", target.display()));
-    }
+    // Each says its target.
+    lines.extend(r.syncs.iter().map(|(_, what)| what.clone()));
     lines.extend(r.replica.clone());
     for s in &r.swept {
         lines.push(format!("removed a keyferry temp file: {s}"));
