@@ -769,7 +769,7 @@ fn walk_upgrade(bed: &Bed, ours: &[&str], before_confirm: impl Fn(&str)) -> serd
     let r = walk("run", &[]);
     assert!(r.code() <= 3, "{}", r.stderr());
     let mut ran = Vec::new();
-    let mut last = String::new();
+    let mut last = format!("{}\n{}", r.stdout(), r.stderr());
     for _ in 0..60 {
         let st = walk("status", &["--json"]).json();
         let Some(next) = st["steps"]
@@ -785,10 +785,18 @@ fn walk_upgrade(bed: &Bed, ours: &[&str], before_confirm: impl Fn(&str)) -> serd
         let id = next["id"].as_str().unwrap();
         if ours.contains(&id) && !ran.contains(&n) {
             ran.push(n.clone());
+            // A step that failed in the command before this one: that command's words say why.
+            assert!(
+                next["failed"].is_null(),
+                "step {n} ({id}) on {} failed before it was resumed: {}\nthe command that ran \
+                 it said:\n{last}",
+                next["node"],
+                next["failed"]
+            );
             let r = walk("resume", &[]);
             last = format!("{}\n{}", r.stdout(), r.stderr());
             assert!(
-                next["failed"].is_null() && r.code() != 2,
+                r.code() != 2,
                 "step {n} ({id}) on {}: {}\n{}",
                 next["node"],
                 r.stdout(),
@@ -810,7 +818,8 @@ fn walk_upgrade(bed: &Bed, ours: &[&str], before_confirm: impl Fn(&str)) -> serd
         if kind == "--mark-done" {
             extra.extend(["--because", "checked by hand in this test"]);
         }
-        walk("resume", &extra);
+        let r = walk("resume", &extra);
+        last = format!("{}\n{}", r.stdout(), r.stderr());
     }
     walk("status", &["--json"]).json()
 }
