@@ -248,19 +248,19 @@ pub fn apply(
     };
     journal.save(target.state_dir)?;
     crate::failpoint::hit("sync:after-journal");
+    // Before the install: the new tree goes, and the journal with it; the target is as it was.
+    let give_up = |journal: &SyncJournal, e: Error| -> Result<SyncOutcome> {
+        discard_staging(journal)?;
+        SyncJournal::remove(target.state_dir, t)?;
+        Err(e)
+    };
     let built = match build(plan, &journal, opts, progress) {
         Ok(b) => b,
-        Err(e) => {
-            discard_staging(&journal)?;
-            SyncJournal::remove(target.state_dir, t)?;
-            return Err(e);
-        }
+        Err(e) => return give_up(&journal, e),
     };
     crate::failpoint::hit("sync:built");
     if let Err(e) = check_protected(&journal, false) {
-        discard_staging(&journal)?;
-        SyncJournal::remove(target.state_dir, t)?;
-        return Err(e);
+        return give_up(&journal, e);
     }
 
     let mut why_in_place = if opts.in_place {
@@ -277,10 +277,7 @@ pub fn apply(
         ))
     };
     if let (true, Some(why)) = (opts.no_in_place, &why_in_place) {
-        let e = forbidden(why);
-        discard_staging(&journal)?;
-        SyncJournal::remove(target.state_dir, t)?;
-        return Err(e);
+        return give_up(&journal, forbidden(why));
     }
     journal.stage = Stage::Installing;
     journal.mode = if why_in_place.is_some() {
@@ -305,10 +302,7 @@ pub fn apply(
             }
             // Files are held open (IIS): move the files in one by one instead.
             if opts.no_in_place {
-                let err = forbidden(&e.to_string());
-                discard_staging(&journal)?;
-                SyncJournal::remove(target.state_dir, t)?;
-                return Err(err);
+                return give_up(&journal, forbidden(&e.to_string()));
             }
             why_in_place = Some(format!("the folder could not be swapped ({e})"));
             journal.mode = Mode::InPlace;

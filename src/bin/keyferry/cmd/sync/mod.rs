@@ -167,42 +167,52 @@ impl Endpoints {
             ));
         }
         if let (Some(profile), Some(root)) = (self.profile, &self.root) {
-            let from = self.from.clone().unwrap_or_default();
-            let profile = Profile::builtin(profile).ok_or_else(|| {
-                Failure::new(
-                    Code::Usage,
-                    "profile custom needs a cluster file ([custom] section)",
-                    Some("pass --cluster FILE"),
-                )
-            })?;
-            return Ok(Resolved {
-                source_node: None,
-                profile,
-                state_dir: self
-                    .state_dir
-                    .dir
-                    .clone()
-                    .unwrap_or_else(keyferry::cluster::default_state_dir),
-                pairs: vec![Pair {
-                    node: host_name(),
-                    slot: "app".into(),
-                    source: from,
-                    target: root.clone(),
-                    role: None,
-                }],
-                skipped: Vec::new(),
-                local: None,
-                cluster: None,
-            });
+            return self.two_folders(profile, root);
         }
-        let cluster = self.cluster_file();
-        let Some(path) = &cluster else {
-            return Err(Failure::new(
+        match self.cluster_file() {
+            Some(path) => self.in_cluster(&path),
+            None => Err(Failure::new(
                 Code::Usage,
                 "nothing to sync",
                 Some("pass --cluster FILE (the local node is the source), or --profile PROFILE --from SRC --root DST"),
-            ));
-        };
+            )),
+        }
+    }
+
+    /// Two folders without a cluster file: `--from` onto `--root`, as `profile` says.
+    fn two_folders(&self, profile: ProfileId, root: &std::path::Path) -> Result<Resolved, Failure> {
+        let from = self.from.clone().unwrap_or_default();
+        let profile = Profile::builtin(profile).ok_or_else(|| {
+            Failure::new(
+                Code::Usage,
+                "profile custom needs a cluster file ([custom] section)",
+                Some("pass --cluster FILE"),
+            )
+        })?;
+        Ok(Resolved {
+            source_node: None,
+            profile,
+            state_dir: self
+                .state_dir
+                .dir
+                .clone()
+                .unwrap_or_else(keyferry::cluster::default_state_dir),
+            pairs: vec![Pair {
+                node: host_name(),
+                slot: "app".into(),
+                source: from,
+                target: root.to_owned(),
+                role: None,
+            }],
+            skipped: Vec::new(),
+            local: None,
+            cluster: None,
+        })
+    }
+
+    /// The cluster file at `path`: this machine's node the source, the others (or `--to`)
+    /// the targets, each folder the profile syncs that both have.
+    fn in_cluster(&self, path: &std::path::Path) -> Result<Resolved, Failure> {
         let file = ClusterFile::load(path)?;
         let spec = self.node.select(&file)?;
         let local = Node::from_cluster(&file, spec, self.state_dir.dir.clone())?;
@@ -297,7 +307,7 @@ impl Endpoints {
             ));
         }
         Ok(Resolved {
-            cluster: Some(path.clone()),
+            cluster: Some(path.to_owned()),
             source_node: Some((local.name.clone(), spec.role)),
             profile,
             state_dir: local.state_dir.clone(),
