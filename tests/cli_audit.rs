@@ -2,14 +2,15 @@
 
 use crate::common;
 use common::*;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 const KEY_A: &[u8] = b"AUDIT-KEY-A";
 const KEY_B: &[u8] = b"AUDIT-KEY-B";
 
 fn audit(cluster: &Path, extra: &[&str]) -> Run {
-    let mut a = vec!["audit", "-c", cluster.to_str().unwrap(), "--json"];
-    a.extend_from_slice(extra);
+    let mut a = Vec::from(argv!["audit", "-c", cluster, "--json"]);
+    a.extend(extra.iter().map(OsString::from));
     keyferry(&a, None)
 }
 
@@ -443,7 +444,7 @@ fn nodes_reached_by_path_get_a_clock_from_their_file_system() {
     let out = std::process::Command::new(faketime)
         .args(["-f", "+5m"])
         .arg(bin())
-        .args(["audit", "-c", cl.to_str().unwrap(), "--json"])
+        .args(argv!["audit", "-c", &cl, "--json"])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

@@ -5,14 +5,15 @@
 
 use crate::common;
 use common::*;
+use std::ffi::OsString;
 use std::path::Path;
 
 const KEY_A: &[u8] = b"KEY A from the primary";
 const KEY_B: &[u8] = b"KEY B the secondary had";
 
 fn import(c: &Cluster, node: &str, bundle: &Path, extra: &[&str]) -> Run {
-    let mut a = vec!["keys", "import", bundle.to_str().unwrap()];
-    a.extend_from_slice(extra);
+    let mut a = Vec::from(argv!["keys", "import", bundle]);
+    a.extend(extra.iter().map(OsString::from));
     c.keyferry_node(node, &a)
 }
 
@@ -349,16 +350,10 @@ fn restore_lists_backups_and_puts_one_back() {
     import(&c, "web2", &bundle, &["--replace"]).assert_code(0);
     let cluster = c.cluster_file();
     let run = |extra: &[&str]| {
-        let mut a = vec![
-            "keys",
-            "restore",
-            "-c",
-            cluster.to_str().unwrap(),
-            "--node",
-            "web2",
-            "--json",
-        ];
-        a.extend_from_slice(extra);
+        let mut a = Vec::from(argv![
+            "keys", "restore", "-c", &cluster, "--node", "web2", "--json"
+        ]);
+        a.extend(extra.iter().map(OsString::from));
         keyferry(&a, None)
     };
     let list = run(&["--list"]);

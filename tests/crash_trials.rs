@@ -372,13 +372,7 @@ fn dpapi_protect_survives_a_crash_at_every_durable_step() {
             let key = bed.p("dst/encryption.config");
             let state = bed.p("state-dst");
             let acl_before = keyferry::os::dacl_sddl(&key).unwrap();
-            let protect = [
-                "dpapi",
-                "protect",
-                key.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-            ];
+            let protect = argv!["dpapi", "protect", &key, "--state-dir", &state];
             let crashed = keyferry_env(&protect, None, &[("KEYFERRY_FAILPOINT", point.as_str())]);
             assert!(
                 !matches!(crashed.code(), 0..=2),

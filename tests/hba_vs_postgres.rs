@@ -162,7 +162,9 @@ impl Judge {
             ])
             .arg(format!("LOCPATH={}", locales.display()))
             .arg(Path::new(pgbed::BIN).join("pg_ctl"))
-            .args(["-D", data.to_str().unwrap(), "-w", "-l"])
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-l"])
             .arg(dir.join("log"))
             .arg("start"));
         judge.sql(

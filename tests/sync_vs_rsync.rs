@@ -249,21 +249,21 @@ fn sync_agrees_with_rsync_but_for_the_documented_differences() {
             copy_tree(&case.dst, &ours.join("SecretServer"));
             copy_tree(&case.dst, &theirs.join("SecretServer"));
             let (ours, theirs) = (ours.join("SecretServer"), theirs.join("SecretServer"));
-            let mut args = vec![
+            let mut args = Vec::from(argv![
                 "sync",
                 "--profile",
                 "secret-server",
                 "--from",
-                case.src.to_str().unwrap(),
+                &case.src,
                 "--root",
-                ours.to_str().unwrap(),
+                &ours,
                 "--state-dir",
-                d.path().join("state").to_str().unwrap().to_owned().leak(),
+                d.path().join("state"),
                 "--max-delete",
                 "1000",
-            ];
+            ]);
             if case.new_target {
-                args.push("--new-target");
+                args.push("--new-target".into());
             }
             let r = keyferry(&args, None);
             r.assert_code(0);

@@ -343,15 +343,10 @@ impl Bed {
     fn keyferry(&self, args: &[&str]) -> Run {
         let cl = self.cluster();
         let cfg = self.sshd.config.clone();
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend([
-            "-c",
-            cl.to_str().unwrap(),
-            "--ssh-config",
-            cfg.to_str().unwrap(),
-        ]);
+        let mut a: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        a.extend(argv!["-c", cl, "--ssh-config", cfg]);
         if args[0] != "audit" {
-            a.extend(["--node", self.driver.get()]);
+            a.extend(argv!["--node", self.driver.get()]);
         }
         // The stand-in node never restarts: a reboot step's wait ends (fails) in seconds.
         keyferry_env(&a, None, &[("KEYFERRY_TEST_REBOOT_DEADLINE", "2s")])
