@@ -2,7 +2,6 @@
 //! (what to do), both under a stable code.
 
 use keyferry::{Error, HaReason, HostReason};
-use std::borrow::Cow;
 
 /// A failed command.
 pub struct Failure {
@@ -161,7 +160,7 @@ impl From<Error> for Failure {
             Error::HaRefused { reason, .. } | Error::HaFailed { reason, .. } => {
                 Some(ha_hint(reason))
             }
-            Error::Host { reason, .. } => Some(host_hint(reason).into_owned()),
+            Error::Host { reason, .. } => Some(host_hint(reason)),
             _ => None,
         };
         if let Some(hint) = typed {
@@ -365,7 +364,7 @@ fn ha_hint(reason: &HaReason) -> String {
 }
 
 /// What to do when a `keyferry host` step refused or failed, by its reason.
-fn host_hint(reason: &HostReason) -> Cow<'static, str> {
+fn host_hint(reason: &HostReason) -> String {
     use HostReason as R;
     match reason {
         R::NotWindows => "do it by hand on this node; in an upgrade run, then mark the step done \
@@ -385,8 +384,7 @@ fn host_hint(reason: &HostReason) -> Cow<'static, str> {
             "see the node's event log (System, and IIS or the service's own); exit {}",
             exit.map(|c| c.to_string())
                 .unwrap_or_else(|| "by a signal".into())
-        )
-        .into(),
+        ),
         R::IisReset => "run it as an administrator of the node".into(),
         R::RebootRefused => {
             "the account needs the right to shut the node down (an administrator)".into()

@@ -67,6 +67,21 @@ fn pair_of(cluster: Option<&Path>) -> Result<Option<Pair>, Failure> {
     })
 }
 
+/// [`pair_of`] for a command that is not about the pair: an `[ha]` section it cannot read
+/// is the `ha` commands' to refuse (and `recover`'s), not a key import's or a sync's. A
+/// replica swap left by a run of that pair is still found by `keyferry recover`, which says
+/// what is wrong with the section.
+fn pair_if_readable(cluster: Option<&Path>) -> Result<Option<Pair>, Failure> {
+    let Some(path) = cluster else {
+        return Ok(None);
+    };
+    let file = ClusterFile::load(path)?;
+    Ok(file
+        .ha
+        .as_ref()
+        .and_then(|_| Pair::from_cluster(&file).ok()))
+}
+
 /// What every command that changes a node runs first ([`keyferry::recover::before`]):
 /// whatever an earlier command left cut off on this node, of any kind, is finished or rolled
 /// back under the node's lock and said on stderr (`warning: first: ...`), beside the part the
@@ -94,7 +109,7 @@ pub fn first_in(
     wait: Duration,
     own: Own<'_>,
 ) -> Result<(), Failure> {
-    let pair = pair_of(cluster)?;
+    let pair = pair_if_readable(cluster)?;
     let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
     first(ui, node, ha, wait, own)
 }
