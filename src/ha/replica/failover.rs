@@ -286,21 +286,7 @@ fn failover_lost(
     opts: &FailoverOptions,
     fencer: &dyn LostPrimary,
 ) -> Result<FailoverReport> {
-    let pair = conn.pair;
-    // The replica is whichever node is in recovery.
-    let (replica, primary) = {
-        let other = pair.peer_of(local);
-        let mut found = None;
-        for (r, p) in [(local, other), (other, local)] {
-            if let Ok(mut c) = conn.admin(r) {
-                if pg::query_one(&mut c, r, "SELECT pg_is_in_recovery()", &[])?.get::<_, bool>(0) {
-                    found = Some((r, p));
-                    break;
-                }
-            }
-        }
-        found.ok_or_else(|| refused("no node answers as a replica".into(), HaReason::NoReplica))?
-    };
+    let (replica, primary) = in_recovery(conn, local)?;
     let signs = signs_of_life(conn, primary);
     let pg_answers = signs
         .iter()
@@ -319,10 +305,90 @@ fn failover_lost(
         ));
     }
     let mut plan = Vec::new();
-    let fence_over_ssh = !opts.dry_run;
-    let mut fenced = false;
     let mut rc = conn.admin(replica)?;
     let before = timeline(&mut rc, replica)?;
+    let fenced = fence_or_confirm(primary, opts, fencer, &signs, &mut plan)?;
+    plan.push(format!("promote {} and checkpoint", replica.name));
+    if opts.dry_run {
+        return Ok(FailoverReport {
+            old_primary: primary.name.clone(),
+            new_primary: replica.name.clone(),
+            planned: false,
+            dry_run: true,
+            timeline_before: before,
+            timeline_after: None,
+            fenced: false,
+            signs_of_life: signs,
+            removed_slots: Vec::new(),
+            plan,
+            next: Vec::new(),
+        });
+    }
+    promote(&mut rc, replica)?;
+    let after = timeline(&mut rc, replica)?;
+    let removed_slots = if drop_stale_slot(&mut rc, &replica.slot())? {
+        vec![format!("{} on {}", replica.slot(), replica.name)]
+    } else {
+        Vec::new()
+    };
+    let mut next = Vec::new();
+    if !fenced {
+        next.push(format!(
+            "before {} comes back, make sure it cannot start as a primary: on {}, run keyferry \
+             ha fence (an empty standby.signal in its data folder), or keep its service disabled",
+            primary.name, primary.name
+        ));
+    }
+    next.push(format!(
+        "then run keyferry ha rejoin on {} to make it a replica of {}",
+        primary.name, replica.name
+    ));
+    next.push(
+        "committed transactions the old primary had not yet sent are not on the new primary".into(),
+    );
+    Ok(FailoverReport {
+        old_primary: primary.name.clone(),
+        new_primary: replica.name.clone(),
+        planned: false,
+        dry_run: false,
+        timeline_before: before,
+        timeline_after: after,
+        fenced,
+        signs_of_life: signs,
+        removed_slots,
+        plan,
+        next,
+    })
+}
+
+/// The node in recovery, the replica, and its peer, the primary said to be lost.
+fn in_recovery<'p>(conn: &Connector<'p>, local: &'p HaNode) -> Result<(&'p HaNode, &'p HaNode)> {
+    let pair = conn.pair;
+    let other = pair.peer_of(local);
+    let mut found = None;
+    for (r, p) in [(local, other), (other, local)] {
+        if let Ok(mut c) = conn.admin(r) {
+            if pg::query_one(&mut c, r, "SELECT pg_is_in_recovery()", &[])?.get::<_, bool>(0) {
+                found = Some((r, p));
+                break;
+            }
+        }
+    }
+    found.ok_or_else(|| refused("no node answers as a replica".into(), HaReason::NoReplica))
+}
+
+/// Makes sure the lost primary cannot come back as a primary before the replica is
+/// promoted: fenced over ssh where its access allows (said in `plan`), else nothing of it may
+/// answer and the admin must confirm it off by its name. Returns whether it was fenced.
+fn fence_or_confirm(
+    primary: &HaNode,
+    opts: &FailoverOptions,
+    fencer: &dyn LostPrimary,
+    signs: &[String],
+    plan: &mut Vec<String>,
+) -> Result<bool> {
+    let fence_over_ssh = !opts.dry_run;
+    let mut fenced = false;
     if fence_over_ssh {
         match fencer.fence(primary) {
             Ok(Some(what)) => {
@@ -391,57 +457,7 @@ fn failover_lost(
             primary.name
         ));
     }
-    plan.push(format!("promote {} and checkpoint", replica.name));
-    if opts.dry_run {
-        return Ok(FailoverReport {
-            old_primary: primary.name.clone(),
-            new_primary: replica.name.clone(),
-            planned: false,
-            dry_run: true,
-            timeline_before: before,
-            timeline_after: None,
-            fenced: false,
-            signs_of_life: signs,
-            removed_slots: Vec::new(),
-            plan,
-            next: Vec::new(),
-        });
-    }
-    promote(&mut rc, replica)?;
-    let after = timeline(&mut rc, replica)?;
-    let removed_slots = if drop_stale_slot(&mut rc, &replica.slot())? {
-        vec![format!("{} on {}", replica.slot(), replica.name)]
-    } else {
-        Vec::new()
-    };
-    let mut next = Vec::new();
-    if !fenced {
-        next.push(format!(
-            "before {} comes back, make sure it cannot start as a primary: on {}, run keyferry \
-             ha fence (an empty standby.signal in its data folder), or keep its service disabled",
-            primary.name, primary.name
-        ));
-    }
-    next.push(format!(
-        "then run keyferry ha rejoin on {} to make it a replica of {}",
-        primary.name, replica.name
-    ));
-    next.push(
-        "committed transactions the old primary had not yet sent are not on the new primary".into(),
-    );
-    Ok(FailoverReport {
-        old_primary: primary.name.clone(),
-        new_primary: replica.name.clone(),
-        planned: false,
-        dry_run: false,
-        timeline_before: before,
-        timeline_after: after,
-        fenced,
-        signs_of_life: signs,
-        removed_slots,
-        plan,
-        next,
-    })
+    Ok(fenced)
 }
 
 /// What `ha fence` did.
