@@ -72,7 +72,7 @@ pub trait Kind: Serialize {
 /// The envelope every report goes out in: `version`, `kind`, then the report's fields.
 #[derive(Serialize)]
 pub struct Envelope<'a, T> {
-    /// [`crate::JSON_VERSION`].
+    /// [`version_of`] its kind.
     pub version: u32,
     /// The report's [`Kind::KIND`].
     pub kind: &'static str,
@@ -85,10 +85,21 @@ impl<'a, T: Kind> Envelope<'a, T> {
     /// The envelope for `report`.
     pub fn of(report: &'a T) -> Envelope<'a, T> {
         Envelope {
-            version: crate::JSON_VERSION,
+            version: version_of(T::KIND),
             kind: T::KIND,
             report,
         }
+    }
+}
+
+/// The `version` of a report of `kind`: [`crate::JSON_VERSION`], but 2 for the three checks
+/// whose findings took the one shape of [`crate::finding`] in place of their own (`diagnose`,
+/// `ha-check`, `upgrade-preflight`: a field renamed is a new version for a script that reads
+/// it). Their version-1 documents still read.
+pub fn version_of(kind: &str) -> u32 {
+    match kind {
+        "diagnose" | "ha-check" | "upgrade-preflight" => 2,
+        _ => crate::JSON_VERSION,
     }
 }
 

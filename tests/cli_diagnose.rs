@@ -68,6 +68,11 @@ fn with_a_cluster_the_relevant_checks_run_and_faults_exit_1() {
     );
     r.assert_code(1);
     let j = r.json();
+    // Findings in the shape every check shares: the document's second version.
+    assert_eq!(
+        (j["version"].as_u64(), j["kind"].as_str()),
+        (Some(2), Some("diagnose"))
+    );
     assert_eq!(j["findings"][0]["code"], "keys-differ");
     assert_eq!(j["findings"][0]["node"], "web2");
     assert_eq!(j["findings"][0]["severity"], "error");

@@ -719,6 +719,11 @@ fn check_runs_on_the_peer_through_its_access_and_sees_a_one_way_firewall() {
     let r = check(0);
     r.assert_code(0);
     assert_eq!(r.json()["from"], serde_json::json!(["nps1"]));
+    assert_eq!(
+        r.json()["version"],
+        2,
+        "findings in the shape every check shares"
+    );
     assert_eq!(find(&r, "peer-not-checked", "nps2", "nps1").len(), 1);
     let t = bed.keyferry(0, &["ha", "check"]);
     assert!(

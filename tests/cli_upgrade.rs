@@ -831,6 +831,8 @@ fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
 
 /// Runs `upgrade preflight` for web1 and returns its checks as (node, code, severity).
 fn preflight_rows(r: &Run) -> Vec<(String, String, String)> {
+    // Rows in the shape every check shares: the document's second version.
+    assert_eq!(r.json()["version"], 2, "{}", r.stdout());
     r.json()["checks"]
         .as_array()
         .unwrap()

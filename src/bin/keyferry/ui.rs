@@ -165,7 +165,7 @@ impl Ui {
     pub fn show<T: Serialize>(&self, kind: &'static str, report: &T, text: impl FnOnce()) {
         if self.json {
             self.json(&keyferry::report::Envelope {
-                version: keyferry::JSON_VERSION,
+                version: keyferry::report::version_of(kind),
                 kind,
                 report,
             });
