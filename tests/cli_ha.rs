@@ -416,6 +416,32 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
             .any(|f| f["code"] == want && f["message"].as_str().unwrap().contains(":5432"))
     };
     assert!(pg_port("port-refused"), "{found:?}");
+    // What to do is the finding's own field, and each finding that is not ok has one: here,
+    // start the server; a firewall that drops the port, open it (below).
+    let fix = |code: &str| {
+        found
+            .iter()
+            .find(|f| f["code"] == code)
+            .and_then(|f| f["fix"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        fix("port-refused").starts_with("start PostgreSQL on nps2"),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .all(|f| (f["severity"] == "ok") == f["fix"].is_null()),
+        "{found:?}"
+    );
+    let text = bed.keyferry(0, &["ha", "check"]);
+    assert!(
+        text.stdout().contains("fix: start PostgreSQL on nps2"),
+        "{}",
+        text.stdout()
+    );
     let r = bed.keyferry(0, &["ha", "status", "--json"]);
     r.assert_code(1);
     assert_eq!(r.json()["nodes"][1]["role"], "not-running");
@@ -425,9 +451,9 @@ fn refusals_change_nothing_and_check_tells_refused_from_dropped() {
     r.assert_code(1);
     let found = r.json()["findings"].as_array().unwrap().clone();
     assert!(
-        found.iter().any(
-            |f| f["code"] == "port-dropped" && f["message"].as_str().unwrap().contains(":5432")
-        ),
+        found.iter().any(|f| f["code"] == "port-dropped"
+            && f["message"].as_str().unwrap().contains(":5432")
+            && f["fix"].as_str().unwrap().starts_with("open TCP 5432")),
         "{found:?}"
     );
     let r = bed.keyferry(0, &["ha", "status", "--json"]);

@@ -92,12 +92,24 @@ struct Seen<'a> {
 }
 
 fn push(v: &mut Seen<'_>, severity: Severity, code: Code, node: &str, message: String) {
+    push_fix(v, severity, code, node, message, None);
+}
+
+/// [`push`], with what to do about it.
+fn push_fix(
+    v: &mut Seen<'_>,
+    severity: Severity,
+    code: Code,
+    node: &str,
+    message: String,
+    fix: Option<String>,
+) {
     v.v.push(Finding {
         code,
         severity,
         node: Some(node.to_owned()),
         message,
-        fix: None,
+        fix,
         more: SeenFrom {
             from: v.from.to_owned(),
         },
@@ -126,7 +138,7 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
     };
     let pair = conn.pair;
     let verify = pair.sslmode == super::config::SslMode::VerifyFull;
-    push(
+    push_fix(
         &mut f,
         if verify {
             Severity::Ok
@@ -141,14 +153,18 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
         } else {
             format!(
                 "sslmode = {}: the servers' certificates are not checked, so a machine that takes \
-                 a peer's address sees the connections (not the passwords); use verify-full with \
-                 sslrootcert (docs/ha.md)",
+                 a peer's address sees the connections (not the passwords)",
                 serde_json::to_value(pair.sslmode)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default()
             )
         },
+        (!verify).then(|| {
+            "set sslmode = \"verify-full\" and sslrootcert in the cluster file's [ha] section \
+             (docs/ha.md)"
+                .into()
+        }),
     );
     let mut versions = Vec::new();
     for node in &pair.nodes {
@@ -157,23 +173,29 @@ pub fn check(conn: &Connector<'_>, local: &HaNode) -> CheckReport {
                 versions.push((node.name.clone(), facts.version_num / 10000));
                 judge_server(&mut f, conn, node, &facts);
             }
-            Err(e) => push(
+            Err(e) => push_fix(
                 &mut f,
                 Severity::Error,
                 Code::PgUnavailable,
                 &node.name,
                 format!("cannot query PostgreSQL: {e}"),
+                Some(format!(
+                    "check that PostgreSQL runs on {}, its address and port in the cluster file, \
+                     and the password file's line for it",
+                    node.name
+                )),
             ),
         }
     }
     if let [(a, va), (b, vb)] = versions.as_slice() {
         if va != vb {
-            push(
+            push_fix(
                 &mut f,
                 Severity::Error,
                 Code::VersionMismatch,
                 b,
                 format!("PostgreSQL {va} on {a} but {vb} on {b}: streaming needs the same major version"),
+                Some("install the same PostgreSQL major version on both nodes".into()),
             );
         }
     }
@@ -198,16 +220,17 @@ pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
             format!("{} is an address of this machine", local.addr),
         );
     } else {
-        push(
+        push_fix(
             &mut f,
             Severity::Error,
             Code::LocalAddress,
             &local.name,
-            format!(
-                "{} is not an address of this machine: either this is not {} (see --node) or the \
-                 cluster file has the wrong address",
-                local.addr, local.name
-            ),
+            format!("{} is not an address of this machine", local.addr),
+            Some(format!(
+                "either this is not {} (name this machine's node with --node) or the cluster \
+                 file has the wrong address for it",
+                local.name
+            )),
         );
     }
     for (port, what) in [
@@ -221,7 +244,22 @@ pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
             Reach::Dropped => (Severity::Error, Code::PortDropped),
             Reach::Unreachable(_) => (Severity::Error, Code::PortUnreachable),
         };
-        push(
+        let fix = match &reach {
+            Reach::Open => None,
+            Reach::Refused => Some(format!(
+                "start {what} on {} and check that it listens on {}:{port}",
+                peer.name, peer.addr
+            )),
+            Reach::Dropped => Some(format!(
+                "open TCP {port} from {} to {} (Windows Firewall on {} and any network firewall)",
+                local.name, peer.name, peer.name
+            )),
+            Reach::Unreachable(_) => Some(format!(
+                "check {}'s address in the cluster file and the route to it",
+                peer.name
+            )),
+        };
+        push_fix(
             &mut f,
             sev,
             code,
@@ -232,6 +270,7 @@ pub fn check_here(pair: &Pair, local: &HaNode) -> CheckReport {
                 local.name,
                 reach.describe()
             ),
+            fix,
         );
     }
     if let Some(archive) = &local.archive {
@@ -286,7 +325,7 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
             Connection::new(false, None, peer.addr),
         ] {
             let ok = file.admits(&c);
-            push(
+            push_fix(
                 f,
                 if ok { Severity::Ok } else { Severity::Error },
                 if ok {
@@ -298,17 +337,19 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
                 if ok {
                     format!("pg_hba.conf lets in {c}")
                 } else {
+                    format!("pg_hba.conf does not surely let in {c}")
+                },
+                (!ok).then(|| {
                     format!(
-                        "pg_hba.conf does not surely let in {c}: keyferry ha hba on {} puts the \
-                         pair's lines where they win",
+                        "keyferry ha hba on {} puts the pair's lines where they win",
                         node.name
                     )
-                },
+                }),
             );
         }
     }
     let bad_level = facts.wal_level == "minimal";
-    push(
+    push_fix(
         f,
         if bad_level {
             Severity::Error
@@ -326,9 +367,10 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
                 ""
             }
         ),
+        bad_level.then(|| restart(node, "wal_level = replica")),
     );
     let few = facts.max_wal_senders < 2;
-    push(
+    push_fix(
         f,
         if few { Severity::Error } else { Severity::Ok },
         Code::WalSenders,
@@ -342,9 +384,10 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
                 ""
             }
         ),
+        few.then(|| restart(node, "max_wal_senders = 10")),
     );
     let hs = facts.hot_standby == "on";
-    push(
+    push_fix(
         f,
         if hs { Severity::Ok } else { Severity::Warning },
         Code::HotStandby,
@@ -358,8 +401,9 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
                 ": as a replica it would take no queries, and ha status could not read it"
             }
         ),
+        (!hs).then(|| restart(node, "hot_standby = on")),
     );
-    push(
+    push_fix(
         f,
         if facts.rewindable {
             Severity::Ok
@@ -372,9 +416,10 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
             "wal_log_hints or data checksums on: a rejoin can rewind".into()
         } else {
             "neither wal_log_hints nor data checksums: a rejoin after failover copies the whole \
-             database (set wal_log_hints = on and restart to allow pg_rewind)"
+             database"
                 .into()
         },
+        (!facts.rewindable).then(|| restart(node, "wal_log_hints = on")),
     );
     keep_check(f, node, &facts.wal_keep_size);
 }
@@ -386,7 +431,7 @@ fn judge_server(f: &mut Seen<'_>, conn: &Connector<'_>, node: &HaNode, facts: &F
 fn keep_check(f: &mut Seen<'_>, node: &HaNode, keep: &str) {
     let digits: String = keep.chars().take_while(char::is_ascii_digit).collect();
     let zero = digits.parse::<u64>() == Ok(0);
-    push(
+    push_fix(
         f,
         if zero {
             Severity::Warning
@@ -397,31 +442,51 @@ fn keep_check(f: &mut Seen<'_>, node: &HaNode, keep: &str) {
         &node.name,
         if zero {
             "wal_keep_size = 0: a rewind after a crash of this node can find its WAL gone, \
-             and rejoin then copies everything (set it, e.g. '1GB')"
+             and rejoin then copies everything"
                 .into()
         } else {
             format!("wal_keep_size = {keep}: WAL kept for a rewind after a crash")
         },
+        zero.then(|| {
+            format!(
+                "set wal_keep_size on {} (ALTER SYSTEM SET wal_keep_size = '1GB'), then SELECT \
+                 pg_reload_conf()",
+                node.name
+            )
+        }),
     );
 }
 
+/// What to do to change a setting that needs a restart of `node`'s server.
+fn restart(node: &HaNode, setting: &str) -> String {
+    format!(
+        "set {setting} on {} (ALTER SYSTEM SET, or its postgresql.conf), then restart its server",
+        node.name
+    )
+}
+
 fn archive_check(f: &mut Seen<'_>, node: &str, archive: &Path) {
-    let (severity, message) = match std::fs::read_dir(archive) {
+    let (severity, message, fix) = match std::fs::read_dir(archive) {
         Ok(rd) => match rd.count() {
-            0 => (Severity::Ok, format!("{}: empty", archive.display())),
+            0 => (Severity::Ok, format!("{}: empty", archive.display()), None),
             n => (
                 Severity::Warning,
                 format!(
-                    "{} holds {n} {}; the vendor's procedure empties it before configuring HA \
-                     (keyferry ha replica init --empty-archive does, after a backup)",
+                    "{} holds {n} {}; the vendor's procedure empties it before configuring HA",
                     archive.display(),
                     if n == 1 { "entry" } else { "entries" }
+                ),
+                Some(
+                    "keyferry ha replica init --empty-archive moves the entries aside (a backup) \
+                     first"
+                        .into(),
                 ),
             ),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
             Severity::Ok,
             format!("{}: no such folder", archive.display()),
+            None,
         ),
         Err(e) => (
             Severity::Warning,
@@ -429,9 +494,10 @@ fn archive_check(f: &mut Seen<'_>, node: &str, archive: &Path) {
                 "{}: cannot be read ({e}), so not checked",
                 archive.display()
             ),
+            None,
         ),
     };
-    push(f, severity, Code::ArchiveNotEmpty, node, message);
+    push_fix(f, severity, Code::ArchiveNotEmpty, node, message, fix);
 }
 
 /// The peer's own view of the pair, or why it is missing.
@@ -494,12 +560,21 @@ pub fn run_on(
 /// returns its findings; any other access, or a failure, is said as a finding.
 pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
     let missing = |severity, code, message: String| {
+        let fix = if code == Code::PeerNotChecked {
+            format!("run keyferry ha check on {} too", peer.name)
+        } else {
+            format!(
+                "check {}'s access in the cluster file, its sshd and its keyferry \
+                 (docs/cluster-file.md, \"Nodes reached over ssh\")",
+                peer.name
+            )
+        };
         PeerView::Missing(Finding {
             code,
             severity,
             node: Some(peer.name.clone()),
             message,
-            fix: None,
+            fix: Some(fix),
             more: SeenFrom {
                 from: local.name.clone(),
             },
@@ -531,7 +606,7 @@ pub fn peer_view(run: &PeerRun<'_>, local: &HaNode, peer: &HaNode) -> PeerView {
                 Code::PeerNotChecked,
                 format!(
                     "not checked from {p}: {p}'s address, {l}'s ports from {p} and {p}'s Archive \
-                     folder (its access is not ssh); run keyferry ha check on {p} too",
+                     folder (its access is not ssh)",
                     p = peer.name,
                     l = local.name
                 ),

@@ -95,7 +95,10 @@ fn show(r: &CheckReport, ui: &Ui) {
                 f.code.as_str().to_owned(),
                 f.node.clone().unwrap_or_default(),
                 f.more.from.clone(),
-                f.message.clone(),
+                match &f.fix {
+                    Some(fix) => format!("{}\nfix: {fix}", f.message),
+                    None => f.message.clone(),
+                },
             ]);
         }
         ui.out(&t.to_string());
