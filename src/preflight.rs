@@ -56,6 +56,17 @@ pub fn row(node: &str, code: Code, severity: Severity, message: impl Into<String
     Check::new(code, severity, Some(node), message, None)
 }
 
+/// A row for `node` that says what to do (`fix`).
+pub fn row_fix(
+    node: &str,
+    code: Code,
+    severity: Severity,
+    message: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
+    Check::new(code, severity, Some(node), message, Some(fix.into()))
+}
+
 /// Room kept free beyond the bytes a step writes (logs, journals, the file system's own).
 pub const SLACK: u64 = 16 << 20;
 
@@ -65,7 +76,7 @@ pub use crate::fs::{probe_time, skew_seconds};
 /// `how`.
 pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
     if skew.unsigned_abs() > max.as_secs() {
-        row(
+        row_fix(
             node,
             Code::Clock,
             Severity::Error,
@@ -73,10 +84,10 @@ pub fn clock(node: &str, skew: i64, max: Duration, how: &str) -> Check {
                 "{how} is {skew:+} s off this machine's (more than {} s): the vendor says the \
                  web servers' dates must match (Secret Server 8.9.300000 and earlier: \
                  \"Server dates don't match\", and audit records could be wrong), and a \
-                 cluster's records are only in order when its clocks are; set the time right \
-                 (Windows: w32tm /resync; Linux: chronyc makestep), then run again",
+                 cluster's records are only in order when its clocks are",
                 max.as_secs()
             ),
+            "set the time right (Windows: w32tm /resync; Linux: chronyc makestep), then run again",
         )
     } else {
         row(
@@ -128,21 +139,21 @@ pub fn room(node: &str, target: &Path, free: u64, source: u64, kept: KeptRoom) -
         )
     };
     if have < need {
-        row(
+        row_fix(
             node,
             Code::Room,
             Severity::Error,
             format!(
                 "{} MiB free beside {}{kept_note}; the sync builds the new folder there and \
                  keeps the old one for sync rollback: it needs about {} MiB ({} MiB of \
-                 application folder, a tenth more for a larger version, {} MiB spare); free \
-                 space there (fewer kept trees: keyferry sync --keep N), then run again",
+                 application folder, a tenth more for a larger version, {} MiB spare)",
                 mib(free),
                 target.display(),
                 mib(need),
                 mib(source),
                 SLACK >> 20
             ),
+            "free space there (fewer kept trees: keyferry sync --keep N), then run again",
         )
     } else {
         row(
@@ -168,11 +179,12 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
         match at.parent() {
             Some(p) if !p.as_os_str().is_empty() => at = p,
             _ => {
-                return row(
+                return row_fix(
                     node,
                     Code::State,
                     Severity::Error,
                     format!("no folder of {} exists", dir.display()),
+                    "check the node's state_dir in the cluster file (or --state-dir)",
                 )
             }
         }
@@ -183,29 +195,30 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
         format!(" (made in {} when first needed)", at.display())
     };
     if let Err(e) = probe_time(at) {
-        return row(
+        return row_fix(
             node,
             Code::State,
             Severity::Error,
             format!(
                 "keyferry cannot create files in {}: {e}; replaced key files, journals and the \
-                 run's record go there: fix its permissions or set state_dir in the cluster file",
+                 run's record go there",
                 at.display()
             ),
+            "fix its permissions, or set state_dir in the cluster file",
         );
     }
     match crate::os::free_space(at) {
-        Ok(free) if free < SLACK => row(
+        Ok(free) if free < SLACK => row_fix(
             node,
             Code::State,
             Severity::Error,
             format!(
                 "{}{made} has {} MiB free; keyferry keeps replaced key files, journals and the \
-                 run's record there: free at least {} MiB",
+                 run's record there",
                 dir.display(),
-                free >> 20,
-                SLACK >> 20
+                free >> 20
             ),
+            format!("free at least {} MiB there", SLACK >> 20),
         ),
         Ok(free) => row(
             node,
@@ -245,37 +258,40 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
         .collect();
     if let [(a, va), (b, vb)] = majors.as_slice() {
         if va != vb {
-            return row(
+            return row_fix(
                 want,
                 Code::Roles,
                 Severity::Error,
                 format!(
                     "{a} runs PostgreSQL {va} and {b} PostgreSQL {vb}: a replica cannot stream \
-                     across major versions; make the older node a replica of the newer afresh \
-                     (keyferry ha replica init there, after installing the newer PostgreSQL and \
-                     pointing the cluster file's [ha] bin and data at it)"
+                     across major versions"
                 ),
+                "make the older node a replica of the newer afresh (keyferry ha replica init \
+                 there, after installing the newer PostgreSQL and pointing the cluster file's \
+                 [ha] bin and data at it)",
             );
         }
     }
     match running {
-        Some(actual) if actual != want => row(
+        Some(actual) if actual != want => row_fix(
             want,
             Code::Roles,
             Severity::Error,
             format!(
                 "the cluster file's primary is {want} but {actual} runs as the primary (an \
-                 earlier failover?): make the cluster file say which node is the primary now \
-                 (role = \"primary\"), or fail back first (keyferry ha failover on {actual})"
+                 earlier failover?)"
+            ),
+            format!(
+                "make the cluster file say which node is the primary now (role = \"primary\"), \
+                 or fail back first (keyferry ha failover on {actual})"
             ),
         ),
-        _ if status.verdict != Verdict::Healthy => row(
+        _ if status.verdict != Verdict::Healthy => row_fix(
             want,
             Code::Roles,
             Severity::Error,
             format!(
-                "the pair is {}{}: keyferry ha status shows it; bring the pair back \
-                 (keyferry ha rejoin, docs/ha.md) before upgrading",
+                "the pair is {}{}",
                 serde_json::to_value(status.verdict)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -286,6 +302,8 @@ pub fn roles(want: &str, status: &crate::ha::status::PairStatus) -> Check {
                     format!(" ({})", status.problems.join("; "))
                 }
             ),
+            "keyferry ha status shows it; bring the pair back (keyferry ha rejoin, docs/ha.md) \
+             before upgrading",
         ),
         _ => row(
             want,
@@ -380,7 +398,14 @@ mod tests {
         };
         let short = room("a", t, need - 1, source, kept);
         assert_eq!(short.severity, Severity::Error);
-        assert!(short.message.contains("--keep N"), "{}", short.message);
+        assert!(
+            short
+                .fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("--keep N"),
+            "{short:?}"
+        );
     }
 
     #[test]

@@ -831,8 +831,15 @@ fn resume_without_a_run_or_with_a_changed_checklist_is_refused() {
 
 /// Runs `upgrade preflight` for web1 and returns its checks as (node, code, severity).
 fn preflight_rows(r: &Run) -> Vec<(String, String, String)> {
-    // Rows in the shape every check shares: the document's second version.
+    // Rows in the shape every check shares: the document's second version. A row that stops
+    // the upgrade says what to do in its own field.
     assert_eq!(r.json()["version"], 2, "{}", r.stdout());
+    for c in r.json()["checks"].as_array().unwrap() {
+        assert!(
+            c["severity"] != "error" || c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{c}"
+        );
+    }
     r.json()["checks"]
         .as_array()
         .unwrap()
@@ -972,7 +979,9 @@ fn the_preflight_fails_a_node_whose_clock_is_off_read_over_ssh() {
     // Ten minutes ahead, read over ssh: +600 s, or a second less when the round trip is slow
     // (the whole suite running beside it).
     assert!(detail.contains("+6") || detail.contains("+59"), "{detail}");
-    assert!(detail.contains("w32tm /resync"), "{detail}");
+    // What to do is the row's own field.
+    let fix = clock["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("w32tm /resync"), "{clock}");
     let rows = preflight_rows(&r);
     assert!(has(&rows, "web2", "state", "ok"), "{rows:?}");
     assert!(has(&rows, "web2", "reach", "ok"), "{rows:?}");

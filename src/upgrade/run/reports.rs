@@ -277,10 +277,11 @@ fn changes_of(doc: &Document) -> Vec<String> {
                 .map(|c| {
                     let outcome = if c.is_error() { "FAILED" } else { "warning" };
                     format!(
-                        "{}: {outcome} ({}): {}",
+                        "{}: {outcome} ({}): {}{}",
                         c.node.as_deref().unwrap_or_default(),
                         c.code,
-                        c.message
+                        c.message,
+                        c.fix.as_ref().map(|f| format!("; {f}")).unwrap_or_default()
                     )
                 })
                 .collect();

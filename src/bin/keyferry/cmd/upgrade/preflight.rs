@@ -8,6 +8,7 @@
 
 use crate::cmd::sync::Endpoints;
 use crate::cmd::CmdResult;
+use crate::failure::Failure;
 use crate::ui::Ui;
 use keyferry::audit::{collect, compare, AuditOptions, Binaries, NodeStatus};
 use keyferry::cluster::{parse_access, Access};
@@ -73,7 +74,10 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
                     Severity::Warning => "warning".into(),
                     Severity::Error => "FAILED".into(),
                 },
-                c.message.clone(),
+                match &c.fix {
+                    Some(fix) => format!("{}\nfix: {fix}", c.message),
+                    None => c.message.clone(),
+                },
             ]);
         }
         ui.out(&t.to_string());
@@ -113,11 +117,13 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
         let why = n.reason.clone().unwrap_or_default();
         let reached = match n.status {
             NodeStatus::Unreachable | NodeStatus::Rejected => {
-                checks.push(preflight::row(
+                checks.push(preflight::row_fix(
                     name,
                     preflight::Code::Reach,
                     Severity::Error,
-                    format!("cannot be read: {why}; fix its access in the cluster file, or the share, ssh or keyferry on it, then run again"),
+                    format!("cannot be read: {why}"),
+                    "fix its access in the cluster file, or the share, ssh or keyferry on it, \
+                     then run again",
                 ));
                 false
             }
@@ -133,11 +139,13 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                 false
             }
             NodeStatus::NoReference => {
-                checks.push(preflight::row(
+                checks.push(preflight::row_fix(
                     name,
                     preflight::Code::Reach,
                     Severity::Error,
-                    format!("{why}: nothing can be compared with it; the primary must be readable"),
+                    format!("{why}: nothing can be compared with it"),
+                    "make the primary readable from here (its paths or access in the cluster \
+                     file), then run again",
                 ));
                 false
             }
@@ -266,12 +274,7 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             return vec![SyncTarget {
                 node: local.name.clone(),
                 target: PathBuf::new(),
-                check: preflight::row(
-                    &local.name,
-                    preflight::Code::Sync,
-                    Severity::Error,
-                    said(&f),
-                ),
+                check: failed_row(&local.name, preflight::Code::Sync, "", &f),
             }]
         }
     };
@@ -291,11 +294,11 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
             ..opts.clone()
         };
         let check = match sync_plan(&pair.source, &pair.target, &resolved.profile, &opts) {
-            Err(e) => preflight::row(
+            Err(e) => failed_row(
                 &label,
                 preflight::Code::Sync,
-                Severity::Error,
-                format!("the sync step would refuse this target: {e}"),
+                "the sync step would refuse this target: ",
+                &Failure::from(e),
             ),
             Ok(p) => {
                 let parent = pair.target.parent().unwrap_or(Path::new("."));
@@ -307,11 +310,15 @@ fn sync_checks(args: &Args, local: &Node) -> Vec<SyncTarget> {
                         p.source_bytes(),
                         kept_room(&pair.target),
                     ),
-                    Err(e) => preflight::row(
+                    Err(e) => preflight::row_fix(
                         &label,
                         preflight::Code::Room,
                         Severity::Error,
                         format!("free space beside {} unknown: {e}", pair.target.display()),
+                        format!(
+                            "check that {} exists and can be read from here, then run again",
+                            parent.display()
+                        ),
                     ),
                 }
             }
@@ -366,15 +373,16 @@ fn path_clock(node: &str, dir: &Path, max: Duration) -> Check {
             max,
             &format!("the time of files written in {}", dir.display()),
         ),
-        Err(e) => preflight::row(
+        Err(e) => preflight::row_fix(
             node,
             preflight::Code::Write,
             Severity::Error,
             format!(
                 "keyferry cannot create files in {}: {e}; the upgrade's sync or key push writes \
-                 there: grant this account write access, then run again",
+                 there",
                 dir.display()
             ),
+            "grant this account write access there, then run again",
         ),
     }
 }
@@ -388,7 +396,7 @@ fn remote_here_only(
     let client = args.ssh.client();
     let words = spec.remote_command(&args.cluster.path, &["upgrade", "preflight", "--here-only"]);
     let failed = |why: String| {
-        vec![preflight::row(
+        vec![preflight::row_fix(
             &spec.name,
             preflight::Code::State,
             Severity::Error,
@@ -396,6 +404,11 @@ fn remote_here_only(
                 "keyferry upgrade preflight --here-only on {} through {}: {why}",
                 spec.name,
                 target.url()
+            ),
+            format!(
+                "check {}'s access in the cluster file, its sshd and its keyferry \
+                 (docs/cluster-file.md, \"Nodes reached over ssh\")",
+                spec.name
             ),
         )]
     };
@@ -426,19 +439,15 @@ fn ha_roles(file: &ClusterFile) -> Check {
         .unwrap_or_default();
     match keyferry::upgrade::pair_status(file) {
         Ok(status) => preflight::roles(&primary, &status),
-        Err(e) => preflight::row(
-            &primary,
-            preflight::Code::Roles,
-            Severity::Error,
-            said(&crate::failure::Failure::from(e)),
-        ),
+        Err(e) => failed_row(&primary, preflight::Code::Roles, "", &Failure::from(e)),
     }
 }
 
-/// A failure as one line: what, and what to do.
-fn said(f: &crate::failure::Failure) -> String {
+/// A row for a failure: its message (after `lead`), and its hint as what to do.
+fn failed_row(node: &str, code: preflight::Code, lead: &str, f: &Failure) -> Check {
+    let message = format!("{lead}{}", f.message);
     match &f.hint {
-        Some(h) => format!("{}; {h}", f.message),
-        None => f.message.clone(),
+        Some(h) => preflight::row_fix(node, code, Severity::Error, message, h.as_str()),
+        None => preflight::row(node, code, Severity::Error, message),
     }
 }
