@@ -204,7 +204,7 @@ pub fn state_folder(node: &str, dir: &Path) -> Check {
                  run's record go there",
                 at.display()
             ),
-            "fix its permissions, or set state_dir in the cluster file",
+            "give this account write access to it, or set state_dir in the cluster file",
         );
     }
     match crate::os::free_space(at) {

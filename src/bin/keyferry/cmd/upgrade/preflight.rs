@@ -122,8 +122,8 @@ fn cluster_checks(args: &Args, file: &ClusterFile, local: &Node, ui: &Ui) -> Vec
                     preflight::Code::Reach,
                     Severity::Error,
                     format!("cannot be read: {why}"),
-                    "fix its access in the cluster file, or the share, ssh or keyferry on it, \
-                     then run again",
+                    "correct its access in the cluster file, or the share, ssh or keyferry on \
+                     it, then run again",
                 ));
                 false
             }
