@@ -44,20 +44,28 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     pub fn resolve(&self) -> Result<Node, Failure> {
+        Ok(self.resolve_in()?.0)
+    }
+
+    /// [`NodeArgs::resolve`], with the cluster file it read (none without one), for a command
+    /// that needs more of it: the file is read once.
+    pub fn resolve_in(&self) -> Result<(Node, Option<ClusterFile>), Failure> {
         if let Some(path) = &self.cluster.path {
             let file = ClusterFile::load(path)?;
             let spec = self.node.select(&file)?;
-            return Ok(Node::from_cluster(&file, spec, self.state_dir.dir.clone())?);
+            let node = Node::from_cluster(&file, spec, self.state_dir.dir.clone())?;
+            return Ok((node, Some(file)));
         }
         if let (Some(profile), Some(root)) = (self.profile, &self.root) {
             let name = self.node.name.clone().unwrap_or_else(host_name);
-            return Ok(Node::from_root(
+            let node = Node::from_root(
                 profile,
                 root,
                 self.role.unwrap_or(Role::Primary),
                 &name,
                 self.state_dir.dir.clone(),
-            )?);
+            )?;
+            return Ok((node, None));
         }
         Err(Failure::new(
             Code::Usage,

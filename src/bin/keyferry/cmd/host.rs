@@ -7,7 +7,7 @@ use crate::cmd::CmdResult;
 use crate::failure::Failure;
 use crate::ui::Ui;
 use clap::{Args, Subcommand, ValueEnum};
-use keyferry::cluster::NodeSpec;
+use keyferry::cluster::{ClusterFile, NodeSpec};
 use keyferry::host::{Thing, Tools, Want};
 use keyferry::recover::Own;
 use keyferry::report::{HostAction, HostReport, SiteReport, SiteRow};
@@ -93,7 +93,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
     match c {
         HostCommand::CheckSite(a) => check_site(a, ui),
         HostCommand::Pool(a) => {
-            let spec = load(&a.node)?;
+            let (file, spec) = load(&a.node)?;
             let pool = spec.app_pool.clone().ok_or_else(|| {
                 Failure::from(Error::host(
                     format!("node {} has no app_pool in the cluster file", spec.name),
@@ -102,7 +102,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             })?;
             let want = want(a.action);
             let tools = tools(ui)?;
-            let _lock = lock(ui, &a.node, &spec)?;
+            let _lock = lock(ui, &file, &spec)?;
             let change = tools.set(&Thing::Pool(pool), want)?;
             show(
                 ui,
@@ -110,7 +110,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Service(a) => {
-            let spec = load(&a.node)?;
+            let (file, spec) = load(&a.node)?;
             if spec.services.is_empty() {
                 return Err(Failure::from(Error::host(
                     format!("node {} has no services in the cluster file", spec.name),
@@ -118,7 +118,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
                 )));
             }
             let tools = tools(ui)?;
-            let _lock = lock(ui, &a.node, &spec)?;
+            let _lock = lock(ui, &file, &spec)?;
             let want = want(a.action);
             let mut names: Vec<&String> = spec.services.iter().collect();
             if matches!(a.action, Action::Stop) {
@@ -131,9 +131,9 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             show(ui, report(&spec, action(false, a.action), changes, None))
         }
         HostCommand::IisRestart(a) => {
-            let spec = load(&a)?;
+            let (file, spec) = load(&a)?;
             let tools = tools(ui)?;
-            let _lock = lock(ui, &a, &spec)?;
+            let _lock = lock(ui, &file, &spec)?;
             let said = tools.restart_iis()?;
             show(
                 ui,
@@ -146,9 +146,9 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Reboot(a) => {
-            let spec = load(&a.node)?;
+            let (file, spec) = load(&a.node)?;
             let tools = tools(ui)?;
-            let _lock = lock(ui, &a.node, &spec)?;
+            let _lock = lock(ui, &file, &spec)?;
             tools.reboot(
                 a.delay,
                 "keyferry: the vendor's upgrade procedure reboots this server",
@@ -167,7 +167,7 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
             )
         }
         HostCommand::Status(a) => {
-            let spec = load(&a)?;
+            let (_, spec) = load(&a)?;
             let tools = tools(ui)?;
             let mut changes = Vec::new();
             let things = spec
@@ -193,11 +193,10 @@ pub fn run(c: HostCommand, ui: &Ui) -> CmdResult {
 /// whatever an earlier command left cut off there is finished or rolled back (a pool started
 /// on a half-synced folder would serve it). Taken once the command is known to be possible,
 /// so a refusal changes nothing.
-fn lock(ui: &Ui, a: &NodeOnly, spec: &NodeSpec) -> Result<keyferry::txn::NodeLock, Failure> {
-    let file = a.cluster.load()?;
-    let node = keyferry::cluster::Node::from_cluster(&file, spec, None)?;
+fn lock(ui: &Ui, file: &ClusterFile, spec: &NodeSpec) -> Result<keyferry::txn::NodeLock, Failure> {
+    let node = keyferry::cluster::Node::from_cluster(file, spec, None)?;
     let wait = keyferry::txn::DEFAULT_WAIT;
-    crate::cmd::recover::first_in(ui, Some(&a.cluster.path), &node, wait, Own::Nothing)?;
+    crate::cmd::recover::first_in(ui, Some(file), &node, wait, Own::Nothing)?;
     Ok(keyferry::txn::NodeLock::acquire(
         &node.state_dir,
         &node.name,
@@ -231,9 +230,12 @@ fn action(pool: bool, a: Action) -> HostAction {
     }
 }
 
-fn load(a: &NodeOnly) -> Result<NodeSpec, Failure> {
+/// The cluster file, and this machine's node in it (a change needs the file again for the
+/// node's state folder and its recovery).
+fn load(a: &NodeOnly) -> Result<(ClusterFile, NodeSpec), Failure> {
     let file = a.cluster.load()?;
-    Ok(a.node.select(&file)?.clone())
+    let spec = a.node.select(&file)?.clone();
+    Ok((file, spec))
 }
 
 fn report(

@@ -9,7 +9,6 @@ use crate::ui::Ui;
 use keyferry::cluster::{ClusterFile, Node};
 use keyferry::ha::{HaNode, Pair};
 use keyferry::recover::{Own, Recovered};
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -21,8 +20,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let node = args.node.resolve()?;
-    let pair = pair_of(args.node.cluster.path.as_deref())?;
+    let (node, file) = args.node.resolve_in()?;
+    let pair = file.as_ref().map(pair_of).transpose()?.flatten();
     let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
     let r = keyferry::recover::node(&node, ha, args.wait.wait)?;
     ui.show("recover", &r, || {
@@ -56,30 +55,11 @@ fn said(r: &Recovered) -> Vec<String> {
 }
 
 /// The cluster file's HA pair, where it has one (the node's PostgreSQL, for its swap).
-fn pair_of(cluster: Option<&Path>) -> Result<Option<Pair>, Failure> {
-    let Some(path) = cluster else {
-        return Ok(None);
-    };
-    let file = ClusterFile::load(path)?;
-    Ok(match file.ha {
-        Some(_) => Some(Pair::from_cluster(&file)?),
-        None => None,
-    })
-}
-
-/// [`pair_of`] for a command that is not about the pair: an `[ha]` section it cannot read
-/// is the `ha` commands' to refuse (and `recover`'s), not a key import's or a sync's. A
-/// replica swap left by a run of that pair is still found by `keyferry recover`, which says
-/// what is wrong with the section.
-fn pair_if_readable(cluster: Option<&Path>) -> Result<Option<Pair>, Failure> {
-    let Some(path) = cluster else {
-        return Ok(None);
-    };
-    let file = ClusterFile::load(path)?;
-    Ok(file
-        .ha
+fn pair_of(file: &ClusterFile) -> keyferry::Result<Option<Pair>> {
+    file.ha
         .as_ref()
-        .and_then(|_| Pair::from_cluster(&file).ok()))
+        .map(|_| Pair::from_cluster(file))
+        .transpose()
 }
 
 /// What every command that changes a node runs first ([`keyferry::recover::before`]):
@@ -100,16 +80,18 @@ pub fn first(
     Ok(())
 }
 
-/// [`first`] on a node of the cluster file at `cluster` (its HA pair's swap too, where the
-/// pair has the node).
+/// [`first`] on a node of the cluster file `file` (its HA pair's swap too, where the pair
+/// has the node). An `[ha]` section this cannot read is the `ha` commands' to refuse (and
+/// `recover`'s), not a key import's or a sync's: a replica swap left by a run of that pair is
+/// still found by `keyferry recover`, which says what is wrong with the section.
 pub fn first_in(
     ui: &Ui,
-    cluster: Option<&Path>,
+    file: Option<&ClusterFile>,
     node: &Node,
     wait: Duration,
     own: Own<'_>,
 ) -> Result<(), Failure> {
-    let pair = pair_if_readable(cluster)?;
+    let pair = file.and_then(|f| pair_of(f).ok().flatten());
     let ha = pair.as_ref().and_then(|p| p.node(&node.name).ok());
     first(ui, node, ha, wait, own)
 }

@@ -30,10 +30,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let node = args.node.resolve()?;
+    let (node, file) = args.node.resolve_in()?;
     if !args.dry_run {
-        let cluster = args.node.cluster.path.as_deref();
-        crate::cmd::recover::first_in(ui, cluster, &node, args.wait.wait, Own::Change)?;
+        let wait = args.wait.wait;
+        crate::cmd::recover::first_in(ui, file.as_ref(), &node, wait, Own::Change)?;
     }
     let report = keyferry::keys::cleanup(&node, args.dry_run, args.wait.wait)?;
     if let Some(r) = &report.recovered {

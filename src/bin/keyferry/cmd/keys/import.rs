@@ -99,10 +99,10 @@ fn read_stream(
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let node = args.node.resolve()?;
+    let (node, file) = args.node.resolve_in()?;
     if !args.dry_run {
-        let cluster = args.node.cluster.path.as_deref();
-        crate::cmd::recover::first_in(ui, cluster, &node, args.wait.wait, Own::Change)?;
+        let wait = args.wait.wait;
+        crate::cmd::recover::first_in(ui, file.as_ref(), &node, wait, Own::Change)?;
     }
     if args.bundle.as_os_str() == "-" {
         let stream = read_stream(&args, ui)?;

@@ -71,8 +71,8 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
     let source = Node::from_cluster(&file, spec, args.state_dir.dir.clone())?;
     if !args.dry_run {
         // A push by path installs through this node's state folder (its lock and backups).
-        let (cluster, wait) = (Some(args.cluster.path.as_path()), args.wait.wait);
-        crate::cmd::recover::first_in(ui, cluster, &source, wait, Own::Change)?;
+        let wait = args.wait.wait;
+        crate::cmd::recover::first_in(ui, Some(&file), &source, wait, Own::Change)?;
     }
     let now = Timestamp::now();
     let (manifest, warnings) = build_manifest(&source, &host_name(), now, DEFAULT_TTL, false)?;

@@ -33,11 +33,14 @@ pub struct Args {
 /// Where backups of `node` may be kept besides its own state folder: every other state
 /// folder the cluster file names (a push by path from that node kept them there), each with
 /// the node as that push reached it (its folders through `reach`).
-fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
-    let Some(path) = &args.node.cluster.path else {
+fn keepers(
+    args: &Args,
+    file: Option<&ClusterFile>,
+    node: &Node,
+) -> Result<Vec<(String, Node)>, Failure> {
+    let (Some(path), Some(file)) = (&args.node.cluster.path, file) else {
         return Ok(Vec::new());
     };
-    let file = ClusterFile::load(path)?;
     let Some(spec) = file.nodes.iter().find(|n| n.name == node.name) else {
         return Ok(Vec::new());
     };
@@ -53,7 +56,7 @@ fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
             continue;
         }
         seen.push(dir.clone());
-        if let Ok(keyferry::keys::Route::Path(n)) = keyferry::keys::route(&file, spec, base, &dir) {
+        if let Ok(keyferry::keys::Route::Path(n)) = keyferry::keys::route(file, spec, base, &dir) {
             out.push((k.name.clone(), *n));
         }
     }
@@ -61,8 +64,8 @@ fn keepers(args: &Args, node: &Node) -> Result<Vec<(String, Node)>, Failure> {
 }
 
 pub fn run(args: Args, ui: &Ui) -> CmdResult {
-    let own = args.node.resolve()?;
-    let keepers = keepers(&args, &own)?;
+    let (own, file) = args.node.resolve_in()?;
+    let keepers = keepers(&args, file.as_ref(), &own)?;
     let Some(id) = args.backup.as_deref() else {
         if !args.list {
             return Err(Failure::new(
@@ -123,8 +126,7 @@ pub fn run(args: Args, ui: &Ui) -> CmdResult {
             ))
         }
     };
-    let cluster = args.node.cluster.path.as_deref();
-    crate::cmd::recover::first_in(ui, cluster, node, args.wait.wait, Own::Change)?;
+    crate::cmd::recover::first_in(ui, file.as_ref(), node, args.wait.wait, Own::Change)?;
     let report = keyferry::keys::restore(node, id, args.wait.wait)?;
     if let Some(r) = &report.recovered {
         ui.warn(&format!("first: {r}"));

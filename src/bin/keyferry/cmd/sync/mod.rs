@@ -104,8 +104,8 @@ pub struct Resolved {
     pub skipped: Vec<String>,
     /// The source node as the cluster file gives it (none without one).
     pub local: Option<Node>,
-    /// The cluster file (none without one).
-    pub cluster: Option<PathBuf>,
+    /// The cluster file, as read (none without one).
+    pub file: Option<ClusterFile>,
 }
 
 impl Resolved {
@@ -123,7 +123,7 @@ impl Resolved {
             .filter_map(|p| target_path(&p.target).ok())
             .collect();
         let own = keyferry::recover::Own::Syncs(&targets);
-        crate::cmd::recover::first_in(ui, self.cluster.as_deref(), node, wait, own)
+        crate::cmd::recover::first_in(ui, self.file.as_ref(), node, wait, own)
     }
 }
 
@@ -206,7 +206,7 @@ impl Endpoints {
             }],
             skipped: Vec::new(),
             local: None,
-            cluster: None,
+            file: None,
         })
     }
 
@@ -307,13 +307,13 @@ impl Endpoints {
             ));
         }
         Ok(Resolved {
-            cluster: Some(path.to_owned()),
             source_node: Some((local.name.clone(), spec.role)),
             profile,
             state_dir: local.state_dir.clone(),
             pairs,
             skipped,
             local: Some(local),
+            file: Some(file),
         })
     }
 }
